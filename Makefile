@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: demo test services conformance conformance-quick lint docs bench clean
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip setuptools wheel
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,redis,django]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/run_demo.py --host $(HOST) --port $(PORT)
+
+services:
+	bash tests/services.sh
+
+test: $(STAMP) services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+conformance: $(STAMP)
+	$(PY) tests/conformance/run.py
+
+conformance-quick: $(STAMP)
+	$(PY) tests/conformance/run.py --quick
+
+lint: $(STAMP)
+	$(PY) -m ruff check wsbridge contrib tests
+	$(PY) -m mypy
+
+docs: $(STAMP)
+	$(PY) -m sphinx -q -b html docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info docs/_build reports

@@ -1,0 +1,61 @@
+"""Packaging for wsbridge and its Django app (wsbridge_django)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "wsbridge" / "__init__.py").read_text(), re.M
+).group(1)
+
+setup(
+    name="wsbridge",
+    version=VERSION,
+    description=(
+        "WebSockets, long-poll, groups and background channels for WSGI sites, "
+        "on gevent, with the Django Channels programming model"
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["wsbridge", "wsbridge.*"])
+    + find_packages("contrib/django", include=["wsbridge_django", "wsbridge_django.*"]),
+    package_dir={"wsbridge_django": "contrib/django/wsbridge_django"},
+    package_data={
+        "wsbridge": ["py.typed", "static/wsbridge/*"],
+        "wsbridge_django": ["static/wsbridge/*", "templates/**/*"],
+    },
+    include_package_data=True,
+    install_requires=[
+        "gevent>=24.2",
+        "websockets>=14.0",
+        "msgpack>=1.0",
+    ],
+    extras_require={
+        "redis": ["redis>=5.0", "cryptography>=42"],
+        "django": ["django>=4.2"],
+        "gunicorn": ["gunicorn>=22.0"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "gunicorn>=22.0",
+            "gevent-websocket>=0.10.1",
+            "kosoku>=0.1.0",
+            "websocket-client>=1.7",
+            "psycopg[binary]>=3.1",
+            "cryptography>=42",
+            "ruff>=0.5",
+            "mypy>=1.10",
+            "sphinx>=7",
+        ],
+    },
+    entry_points={"console_scripts": ["wsbridge = wsbridge.cli:main"]},
+    classifiers=[
+        "Framework :: Django",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP :: WSGI",
+    ],
+)

@@ -1,0 +1,76 @@
+"""wsbridge: WebSockets, long-poll, groups and background channels for WSGI sites.
+
+The public API is re-exported here (a test guards the list). Everything is
+synchronous and runs in gevent greenlets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .consumers.consumer import BaseConsumer, JsonWebsocketConsumer, SyncConsumer, WebsocketConsumer
+from .consumers.message import Channel, Group, Message
+from .consumers.routing import Router, URLRouter, include, path, re_path, router
+from .exceptions import (
+    ChannelFull,
+    ConfigurationError,
+    DenyConnection,
+    InvalidChannelName,
+    LayerUnavailable,
+    StopConsumer,
+    WSBridgeError,
+)
+from .layers import get_channel_layer, set_channel_layer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # routing
+    "router",
+    "Router",
+    "URLRouter",
+    "path",
+    "re_path",
+    "include",
+    # consumers
+    "BaseConsumer",
+    "SyncConsumer",
+    "WebsocketConsumer",
+    "JsonWebsocketConsumer",
+    # Channels 1.x
+    "Channel",
+    "Group",
+    "Message",
+    # layers
+    "get_channel_layer",
+    "set_channel_layer",
+    # serving
+    "wrap",
+    "serve",
+    # errors
+    "WSBridgeError",
+    "ConfigurationError",
+    "DenyConnection",
+    "StopConsumer",
+    "ChannelFull",
+    "InvalidChannelName",
+    "LayerUnavailable",
+]
+
+
+def wrap(app: Any, **options: Any) -> Any:
+    """Wrap a WSGI app so WebSocket and long-poll requests reach wsbridge.
+
+    See :func:`wsbridge.transport.wsgi.wrap` for the options.
+    """
+    from .transport.wsgi import wrap as _wrap
+
+    return _wrap(app, **options)
+
+
+def serve(app: Any, **options: Any) -> None:
+    """Serve a WSGI app (wrapped or not) on gevent; see :func:`wsbridge.transport.server.serve`."""
+    from .transport.server import serve as _serve
+
+    _serve(app, **options)

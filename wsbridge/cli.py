@@ -1,0 +1,57 @@
+"""The ``wsbridge`` command: ``serve``, ``worker``, ``status``, ``check``.
+
+Thin: it parses options and delegates. Each subcommand's work lives with
+the code it drives (``transport.server``, ``worker``, ``status``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+# subcommand -> (module, one-line help). The module provides
+# ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS = {
+    "serve": ("wsbridge.transport.server", "serve a WSGI app with WebSocket and long-poll on gevent"),
+    "worker": ("wsbridge.worker", "run background channel consumers"),
+    "status": ("wsbridge.status", "show the channel layer: shards, groups, members, queues"),
+    "check": ("wsbridge.status", "check the set-up (monkey-patching, layer reachability)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="wsbridge",
+        description="Realtime (WebSocket, long-poll, groups, background channels) for WSGI sites.",
+    )
+    parser.add_argument("--version", action="version", version=f"wsbridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+        adder(cmd)
+        cmd.set_defaults(_module=module_name, _command=name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wsbridge`` console script and ``python -m wsbridge``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    runner = getattr(module, f"run_{args._command}", None) or module.run
+    return int(runner(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

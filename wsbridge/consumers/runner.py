@@ -1,0 +1,198 @@
+"""One mailbox per connection: transport events and layer messages, in order.
+
+A transport (WebSocket, long-poll, HTTP) creates a :class:`Connection` for
+each client, pushes its events into it (``websocket.connect``,
+``websocket.receive``, ``websocket.disconnect``) and receives the
+consumer's answers through the ``send`` callable it passed in
+(``websocket.accept``, ``websocket.send``, ``websocket.close``, or the
+``http.response.*`` events). Layer messages for the connection's channel
+are pushed into the same mailbox by the layer (``attach``).
+
+The mailbox is drained by a greenlet that exists only while there is work:
+an idle connection costs no greenlet here. Handlers run one at a time, in
+arrival order; a handler that blocks delays only its own connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from ..exceptions import ChannelFull, StopConsumer
+from ..layers.base import BaseChannelLayer
+
+__all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
+
+logger = logging.getLogger("wsbridge.consumers")
+
+#: Transport events waiting before the transport's reader pauses (backpressure).
+TRANSPORT_HIGH_WATER = 64
+DEFAULT_MAILBOX_SIZE = 1000
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class Connection:
+    """The consumer side of one client connection.
+
+    Args:
+        scope: the connection's scope (built by the transport).
+        consumer_class: what the router resolved; ``build(scope, ...)`` makes
+            the instance.
+        layer: the channel layer, or None to run without one.
+        send: called (in the mailbox greenlet) with every event the
+            consumer emits; must not raise for a gone client.
+        mailbox_size: layer messages that may wait; one more raises
+            ``ChannelFull`` to the sender (a group send skips this member).
+    """
+
+    def __init__(
+        self,
+        scope: dict[str, Any],
+        consumer_class: Any,
+        layer: BaseChannelLayer | None,
+        send: Send,
+        *,
+        mailbox_size: int | None = None,
+    ) -> None:
+        self.scope = scope
+        self.layer = layer
+        self._transport_send = send
+        self.channel_name = layer.new_channel() if layer is not None else None
+        self._mailbox: deque[dict[str, Any]] = deque()
+        self._pending_transport = 0
+        self._drained = Event()
+        self._drained.set()
+        self._runner: gevent.Greenlet | None = None
+        self.finished = Event()
+        self.accepted = False
+        self.closed = False
+        self.failed = False
+        if mailbox_size is None:
+            mailbox_size = (
+                layer.get_capacity(self.channel_name) if layer and self.channel_name else DEFAULT_MAILBOX_SIZE
+            )
+        self.mailbox_size = mailbox_size
+        self.consumer = consumer_class.build(
+            scope, send=self._emit, channel_layer=layer, channel_name=self.channel_name
+        )
+        if layer is not None and self.channel_name is not None:
+            layer.attach(self.channel_name, self._from_layer)
+
+    # -- input --------------------------------------------------------------
+
+    def push(self, event: dict[str, Any]) -> None:
+        """Queue a transport event; waits while too many are already queued.
+
+        The wait is backpressure: the transport stops reading its socket
+        until the consumer catches up.
+        """
+        if self.finished.is_set():
+            return
+        while self._pending_transport >= TRANSPORT_HIGH_WATER and not self.finished.is_set():
+            self._drained.clear()
+            self._drained.wait(1.0)
+        self._pending_transport += 1
+        self._mailbox.append(event)
+        self._wake()
+
+    def _from_layer(self, message: dict[str, Any]) -> None:
+        if self.finished.is_set():
+            return
+        if len(self._mailbox) - self._pending_transport >= self.mailbox_size:
+            raise ChannelFull(f"connection {self.channel_name} has {self.mailbox_size} messages waiting")
+        self._mailbox.append(message)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._runner is None:
+            self._runner = gevent.spawn(self._drain)
+
+    # -- the mailbox greenlet --------------------------------------------------
+
+    def _drain(self) -> None:
+        mailbox = self._mailbox
+        try:
+            while mailbox and not self.finished.is_set():
+                event = mailbox.popleft()
+                from_transport = event.get("type", "").startswith(("websocket.", "http."))
+                if from_transport:
+                    self._pending_transport -= 1
+                    if self._pending_transport < TRANSPORT_HIGH_WATER // 2:
+                        self._drained.set()
+                self._handle(event)
+        finally:
+            self._runner = None
+            if mailbox and not self.finished.is_set():
+                self._wake()
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        try:
+            self.consumer.dispatch(event)
+        except StopConsumer:
+            self._finish(close_code=1000)
+            return
+        except Exception:
+            self.failed = True
+            logger.exception(
+                "consumer %s raised handling %r on %s; closing this connection with 1011",
+                type(self.consumer).__name__,
+                kind,
+                self.scope.get("path"),
+            )
+            self._finish(close_code=1011)
+            return
+        if kind == "websocket.connect" and not self.accepted and not self.closed:
+            # connect() returned without accepting: refuse the handshake.
+            self._emit({"type": "websocket.close", "code": 1000, "denied": True})
+        elif kind in ("websocket.disconnect", "http.disconnect"):
+            self._finish(close_code=None)
+
+    # -- output -----------------------------------------------------------------
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if self.closed and kind != "http.response.body":
+            logger.debug("dropping %s for closed connection %s", kind, self.channel_name)
+            return
+        if kind == "websocket.accept":
+            if self.accepted:
+                return
+            self.accepted = True
+        elif kind == "websocket.close":
+            self.closed = True
+        self._transport_send(event)
+
+    # -- the end ---------------------------------------------------------------
+
+    def _finish(self, close_code: int | None) -> None:
+        if self.finished.is_set():
+            return
+        if close_code is not None and not self.closed and self.scope.get("type") == "websocket":
+            # 1011 after a crash; a crash before accept refuses with 500.
+            self._emit({"type": "websocket.close", "code": close_code, "error": self.failed})
+        self.finished.set()
+        self._drained.set()
+        self._mailbox.clear()
+        self._pending_transport = 0
+        if self.layer is not None and self.channel_name is not None:
+            try:
+                self.layer.detach(self.channel_name)
+            except Exception:  # the layer logs its own outages
+                logger.debug("detach of %s failed", self.channel_name, exc_info=True)
+
+    def disconnected(self, code: int) -> None:
+        """The transport lost the client: deliver ``websocket.disconnect`` (once)."""
+        if self.finished.is_set():
+            return
+        self.push({"type": "websocket.disconnect", "code": code})
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the consumer has finished; True if it did."""
+        return self.finished.wait(timeout)

@@ -1,0 +1,258 @@
+"""The channel layer contract every backend implements, and its shared rules.
+
+A channel layer carries messages (msgpack-typed dicts) to named *channels*
+and to *groups* of channels. The contract follows Django Channels'
+``channel_layer_spec`` with synchronous calls, plus two extensions that
+wsbridge's servers rely on:
+
+* ``attach(channel, callback)`` / ``detach(channel)``: push delivery of a
+  process-specific channel (``specific.<process>!<connection>``) straight
+  into a connection's mailbox, so no greenlet per connection waits in
+  ``receive``;
+* ``send(..., delay=seconds)``: deliver later.
+
+See docs/topics/layers.rst for the written contract. The conformance suite
+in ``tests/layers/conformance.py`` is what every backend must pass.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, Pattern
+
+from ..exceptions import InvalidChannelName
+
+__all__ = [
+    "BaseChannelLayer",
+    "Message",
+    "MAX_NAME_LENGTH",
+    "validate_channel_name",
+    "validate_group_name",
+    "validate_message",
+    "CapacityTable",
+]
+
+Message = dict[str, Any]
+Callback = Callable[[Message], None]
+
+#: Longest channel or group name accepted (Channels' rule).
+MAX_NAME_LENGTH = 100
+
+_CHANNEL_RE = re.compile(r"^[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?\Z")
+_GROUP_RE = re.compile(r"^[a-zA-Z\d\-_.]+\Z")
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def _check_name(name: object, kind: str, pattern: Pattern[str]) -> str:
+    if not isinstance(name, str):
+        raise InvalidChannelName(f"{kind} name must be a str, not {type(name).__name__}")
+    if not name or len(name) >= MAX_NAME_LENGTH:
+        raise InvalidChannelName(
+            f"{kind} name must be 1 to {MAX_NAME_LENGTH - 1} characters long, got {len(name)}"
+        )
+    if not pattern.match(name):
+        allowed = "ASCII letters, digits, '-', '_' and '.'"
+        if kind == "channel":
+            allowed += ", with at most one '!' for process-specific channels"
+        raise InvalidChannelName(f"{kind} name {name!r} is invalid: use only {allowed}")
+    return name
+
+
+def validate_channel_name(name: object, *, receive: bool = False) -> str:
+    """Return ``name`` if it is a valid channel name, else raise ``InvalidChannelName``.
+
+    With ``receive=True`` the name must also be receivable: a process-specific
+    name must end right after its ``!`` or carry a connection part.
+    """
+    return _check_name(name, "channel", _CHANNEL_RE)
+
+
+def validate_group_name(name: object) -> str:
+    """Return ``name`` if it is a valid group name, else raise ``InvalidChannelName``."""
+    return _check_name(name, "group", _GROUP_RE)
+
+
+def validate_message(message: object) -> Message:
+    """Check that ``message`` holds msgpack types only and return a private copy.
+
+    The copy converts tuples to lists (as msgpack would), so a message looks
+    the same whichever layer carried it, and later changes by the sender do
+    not reach receivers.
+
+    Raises:
+        TypeError: naming the offending key path, for anything that is not a
+            dict with str keys at the top, or holds a value that is not a
+            dict, list, str, bytes, int, float, bool or None.
+    """
+    if not isinstance(message, dict):
+        raise TypeError(f"a message must be a dict, not {type(message).__name__}")
+    return _copy_value(message, "message")
+
+
+def _copy_value(value: object, where: str) -> Any:
+    # bool is an int subclass; both are fine. Exact type checks keep out
+    # subclasses such as enums that would not survive a round trip.
+    kind = type(value)
+    if value is None or kind in (str, bytes, bool, float):
+        return value
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
+            raise TypeError(f"{where}: integer {value} is out of msgpack's 64-bit range")
+        return value
+    if kind is dict:
+        out = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise TypeError(
+                    f"{where}: key {key!r} is a {type(key).__name__}; message keys must be str"
+                )
+            out[key] = _copy_value(item, f"{where}[{key!r}]")
+        return out
+    if kind is list or kind is tuple:
+        return [_copy_value(item, f"{where}[{i}]") for i, item in enumerate(value)]  # type: ignore[arg-type]
+    if kind is bytearray or kind is memoryview:
+        return bytes(value)  # type: ignore[arg-type]
+    raise TypeError(
+        f"{where} is a {kind.__name__}, which is not a msgpack type; "
+        "use dict, list, str, bytes, int, float, bool or None (convert it before sending)"
+    )
+
+
+class CapacityTable:
+    """Capacity per channel: a default plus glob (or compiled regex) overrides.
+
+    ``{"http.request": 200, "http.response!*": 10, re.compile(r"^tasks\\."): 1000}``;
+    the first matching override wins, in the order given.
+    """
+
+    def __init__(self, default: int, overrides: Mapping[str | Pattern[str], int] | None = None):
+        if default < 1:
+            raise ValueError("capacity must be at least 1")
+        self.default = default
+        self._rules: list[tuple[Pattern[str], int]] = []
+        for pattern, capacity in (overrides or {}).items():
+            if isinstance(pattern, str):
+                pattern = re.compile(fnmatch.translate(pattern))
+            self._rules.append((pattern, int(capacity)))
+        self._cache: dict[str, int] = {}
+
+    def __call__(self, channel: str) -> int:
+        try:
+            return self._cache[channel]
+        except KeyError:
+            pass
+        value = self.default
+        for pattern, capacity in self._rules:
+            if pattern.match(channel):
+                value = capacity
+                break
+        if len(self._cache) < 10_000:
+            self._cache[channel] = value
+        return value
+
+
+class BaseChannelLayer(ABC):
+    """What every channel layer offers. All methods are synchronous and greenlet-safe.
+
+    Args:
+        expiry: seconds a message waits in a channel before it is dropped.
+        group_expiry: seconds a group membership lasts unless renewed by
+            another ``group_add``.
+        capacity: default number of messages a channel holds; a send beyond
+            it raises ``ChannelFull``.
+        channel_capacity: overrides per channel, keyed by glob or regex.
+    """
+
+    extensions: tuple[str, ...] = ("groups", "flush", "attach", "delay")
+
+    def __init__(
+        self,
+        *,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[str | Pattern[str], int] | None = None,
+    ) -> None:
+        self.expiry = expiry
+        self.group_expiry = group_expiry
+        self.capacity = capacity
+        self.get_capacity = CapacityTable(capacity, channel_capacity)
+        #: Identifies this process's layer instance in process-specific names.
+        self.client_prefix = f"{os.getpid():x}{secrets.token_hex(6)}"
+
+    # -- the contract ------------------------------------------------------
+
+    @abstractmethod
+    def send(self, channel: str, message: Message, *, delay: float | None = None) -> None:
+        """Put ``message`` on ``channel``; raise ``ChannelFull`` at capacity.
+
+        With ``delay`` the message is delivered that many seconds later
+        (capacity is checked at delivery time then; a full channel drops it
+        with a log line).
+        """
+
+    @abstractmethod
+    def receive(self, channel: str, timeout: float | None = None) -> Message | None:
+        """Take the next message from ``channel``, waiting up to ``timeout`` seconds.
+
+        Returns None when the timeout passes with nothing to take. A
+        process-specific channel attached with ``attach`` cannot be received.
+        """
+
+    @abstractmethod
+    def new_channel(self, prefix: str = "specific") -> str:
+        """Return a new, unguessable process-specific channel name to receive on."""
+
+    @abstractmethod
+    def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (or renew its membership)."""
+
+    @abstractmethod
+    def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; no error when it is not a member."""
+
+    @abstractmethod
+    def group_send(self, group: str, message: Message) -> int:
+        """Send ``message`` to every member of ``group``.
+
+        Members at capacity are skipped (at-most-once delivery); the number
+        skipped is returned and counted in the layer's stats.
+        """
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Drop every channel, group and message this layer holds (for tests)."""
+
+    def close(self) -> None:
+        """Release connections and background greenlets."""
+
+    # -- process-local push delivery ----------------------------------------
+
+    @abstractmethod
+    def attach(self, channel: str, callback: Callback) -> None:
+        """Deliver messages for the process-specific ``channel`` by calling ``callback``.
+
+        The callback runs in the layer's greenlet and must not block; it may
+        raise ``ChannelFull`` to refuse a message (the sender then sees
+        ``ChannelFull``, or the group send counts a skipped member).
+        """
+
+    @abstractmethod
+    def detach(self, channel: str) -> None:
+        """Stop push delivery for ``channel`` and forget anything queued for it."""
+
+    # -- helpers for subclasses --------------------------------------------
+
+    def _new_channel_name(self, prefix: str) -> str:
+        validate_group_name(prefix)  # same character rules, no '!'
+        return f"{prefix}.{self.client_prefix}!{secrets.token_hex(12)}"
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``wsbridge status`` (backend-specific keys)."""
+        return {}

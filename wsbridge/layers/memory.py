@@ -1,0 +1,260 @@
+"""The in-process channel layer: the embedded default for one process.
+
+Everything lives in this process's memory: channels are bounded deques,
+groups are dicts of member -> expiry time. It is greenlet-safe (gevent
+switches only where a call waits) and is not shared between processes; use
+the Redis layer for that.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Pattern
+
+import gevent
+from gevent.event import Event
+
+from ..exceptions import ChannelFull, InvalidChannelName
+from .base import (
+    BaseChannelLayer,
+    Callback,
+    Message,
+    validate_channel_name,
+    validate_group_name,
+    validate_message,
+)
+
+__all__ = ["MemoryLayer", "InMemoryChannelLayer"]
+
+logger = logging.getLogger("wsbridge.layers")
+
+
+class _Queue:
+    __slots__ = ("items", "event", "waiters")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[float, Message]] = deque()
+        self.event = Event()
+        self.waiters = 0
+
+
+class MemoryLayer(BaseChannelLayer):
+    """Channel layer held in this process's memory.
+
+    Accepts the same options as every layer (``expiry``, ``group_expiry``,
+    ``capacity``, ``channel_capacity``). Messages are validated and copied
+    once at send time; a group send shares that one copy between members, so
+    handlers must treat received messages as read-only.
+    """
+
+    def __init__(
+        self,
+        *,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[str | Pattern[str], int] | None = None,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            raise TypeError(f"MemoryLayer got unknown options: {', '.join(sorted(unknown))}")
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        self._queues: dict[str, _Queue] = {}
+        self._groups: dict[str, dict[str, float]] = {}
+        self._attached: dict[str, Callback] = {}
+        self._member_of: dict[str, set[str]] = {}
+        self._timers: set[gevent.Greenlet] = set()
+        self._skipped_full = 0
+        self._sends = 0
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, channel: str, message: Message, *, delay: float | None = None) -> None:
+        validate_channel_name(channel)
+        message = validate_message(message)
+        if delay is not None and delay > 0:
+            self._send_later(channel, message, delay)
+            return
+        self._deliver(channel, message)
+
+    def _send_later(self, channel: str, message: Message, delay: float) -> None:
+        def fire() -> None:
+            self._timers.discard(timer)
+            try:
+                self._deliver(channel, message)
+            except ChannelFull:
+                logger.warning("delayed message to %s dropped: channel full", channel)
+
+        timer = gevent.spawn_later(delay, fire)
+        self._timers.add(timer)
+
+    def _deliver(self, channel: str, message: Message) -> None:
+        callback = self._attached.get(channel)
+        if callback is not None:
+            callback(message)
+            return
+        queue = self._queues.get(channel)
+        if queue is None:
+            queue = self._queues[channel] = _Queue()
+        self._expire(queue)
+        if len(queue.items) >= self.get_capacity(channel):
+            raise ChannelFull(f"channel {channel!r} is at its capacity")
+        queue.items.append((time.monotonic() + self.expiry, message))
+        queue.event.set()
+        self._sends += 1
+        if self._sends % 4096 == 0:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        # Channels nobody receives from (a gone connection) would otherwise
+        # keep their queue object forever; drop those whose messages expired.
+        for name, queue in list(self._queues.items()):
+            self._expire(queue)
+            if not queue.items and not queue.waiters:
+                del self._queues[name]
+
+    def _expire(self, queue: _Queue) -> None:
+        now = time.monotonic()
+        items = queue.items
+        while items and items[0][0] < now:
+            items.popleft()
+
+    # -- receiving -----------------------------------------------------------
+
+    def receive(self, channel: str, timeout: float | None = None) -> Message | None:
+        validate_channel_name(channel)
+        if channel in self._attached:
+            raise InvalidChannelName(f"channel {channel!r} is attached; it cannot be received")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            queue = self._queues.get(channel)
+            if queue is None:
+                queue = self._queues[channel] = _Queue()
+            self._expire(queue)
+            if queue.items:
+                _, message = queue.items.popleft()
+                if not queue.items:
+                    queue.event.clear()
+                    # Keep the dict from growing with channels nobody uses.
+                    if not queue.waiters:
+                        self._queues.pop(channel, None)
+                return message
+            queue.event.clear()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            queue.waiters += 1
+            try:
+                queue.event.wait(remaining)
+            finally:
+                queue.waiters -= 1
+
+    def new_channel(self, prefix: str = "specific") -> str:
+        return self._new_channel_name(prefix)
+
+    # -- push delivery ------------------------------------------------------
+
+    def attach(self, channel: str, callback: Callback) -> None:
+        validate_channel_name(channel)
+        self._attached[channel] = callback
+        # Anything that arrived before attaching is handed over in order.
+        queue = self._queues.pop(channel, None)
+        if queue is not None:
+            self._expire(queue)
+            for _, message in queue.items:
+                callback(message)
+
+    def detach(self, channel: str) -> None:
+        self._attached.pop(channel, None)
+        self._queues.pop(channel, None)
+        for group in self._member_of.pop(channel, ()):
+            members = self._groups.get(group)
+            if members is not None:
+                members.pop(channel, None)
+                if not members:
+                    del self._groups[group]
+
+    # -- groups --------------------------------------------------------------
+
+    def group_add(self, group: str, channel: str) -> None:
+        validate_group_name(group)
+        validate_channel_name(channel)
+        self._groups.setdefault(group, {})[channel] = time.monotonic() + self.group_expiry
+        if channel in self._attached:
+            self._member_of.setdefault(channel, set()).add(group)
+
+    def group_discard(self, group: str, channel: str) -> None:
+        validate_group_name(group)
+        validate_channel_name(channel)
+        members = self._groups.get(group)
+        if members is not None:
+            members.pop(channel, None)
+            if not members:
+                del self._groups[group]
+        groups = self._member_of.get(channel)
+        if groups is not None:
+            groups.discard(group)
+
+    def group_send(self, group: str, message: Message) -> int:
+        validate_group_name(group)
+        message = validate_message(message)
+        members = self._groups.get(group)
+        if not members:
+            return 0
+        now = time.monotonic()
+        skipped = 0
+        expired = []
+        for channel, until in list(members.items()):
+            if until < now:
+                expired.append(channel)
+                continue
+            try:
+                self._deliver(channel, message)
+            except ChannelFull:
+                skipped += 1
+        for channel in expired:
+            members.pop(channel, None)
+        if not members:
+            self._groups.pop(group, None)
+        self._skipped_full += skipped
+        return skipped
+
+    def group_channels(self, group: str) -> list[str]:
+        """The live members of ``group`` (for status pages and tests)."""
+        now = time.monotonic()
+        return [c for c, until in self._groups.get(group, {}).items() if until >= now]
+
+    # -- housekeeping --------------------------------------------------------
+
+    def flush(self) -> None:
+        self._queues.clear()
+        self._groups.clear()
+        self._attached.clear()
+        self._member_of.clear()
+        for timer in list(self._timers):
+            timer.kill(block=False)
+        self._timers.clear()
+
+    def close(self) -> None:
+        self.flush()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "backend": "memory",
+            "groups": {name: len(members) for name, members in self._groups.items()},
+            "channels": {name: len(q.items) for name, q in self._queues.items() if q.items},
+            "attached": len(self._attached),
+            "skipped_full": self._skipped_full,
+        }
+
+
+#: The name Channels users know.
+InMemoryChannelLayer = MemoryLayer

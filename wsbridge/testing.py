@@ -1,0 +1,210 @@
+"""Test helpers for users (and for wsbridge's own tests).
+
+``Communicator`` drives a consumer in-process, without a socket, through
+the same mailbox the servers use::
+
+    from wsbridge.testing import Communicator
+
+    def test_echo():
+        comm = Communicator(EchoConsumer, "/ws/echo/")
+        accepted, subprotocol = comm.connect()
+        assert accepted
+        comm.send_to(text_data="hi")
+        assert comm.receive_from() == "hi"
+        comm.disconnect()
+
+Pass a Router (or nothing, for ``wsbridge.router``) instead of a class to
+go through routing, url_route kwargs included.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from gevent.queue import Empty, Queue
+
+from .consumers.routing import Router, router as default_router
+from .consumers.runner import Connection
+from .exceptions import NotFound
+from .layers import get_channel_layer
+from .layers.base import BaseChannelLayer
+
+__all__ = ["Communicator", "WebsocketCommunicator", "build_websocket_scope"]
+
+
+def build_websocket_scope(
+    path: str,
+    *,
+    headers: Iterable[tuple[bytes | str, bytes | str]] = (),
+    subprotocols: Iterable[str] = (),
+    client: tuple[str, int] = ("127.0.0.1", 50000),
+    server: tuple[str, int] = ("testserver", 80),
+    scheme: str = "ws",
+) -> dict[str, Any]:
+    """A scope like the one the WebSocket transport builds for ``path``."""
+    parts = urlsplit(path)
+    raw_headers = [
+        (k.encode("latin-1") if isinstance(k, str) else k, v.encode("latin-1") if isinstance(v, str) else v)
+        for k, v in headers
+    ]
+    raw_headers = [(k.lower(), v) for k, v in raw_headers]
+    cookies: dict[str, str] = {}
+    for name, value in raw_headers:
+        if name == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                key, sep, val = part.strip().partition("=")
+                if sep:
+                    cookies[key] = val
+    return {
+        "type": "websocket",
+        "scheme": scheme,
+        "path": parts.path or "/",
+        "raw_path": (parts.path or "/").encode("latin-1"),
+        "query_string": parts.query.encode("latin-1"),
+        "headers": raw_headers,
+        "cookies": cookies,
+        "client": list(client),
+        "server": list(server),
+        "subprotocols": list(subprotocols),
+        "transport": "test",
+    }
+
+
+class Communicator:
+    """Drive one WebSocket consumer synchronously, without a socket.
+
+    Args:
+        application: a consumer class, a Router, or None for ``wsbridge.router``.
+        path: the request path, with an optional query string.
+        headers: extra request headers, as (name, value) pairs.
+        subprotocols: subprotocols the client offers.
+        channel_layer: the layer to use (default: ``get_channel_layer()``).
+        scope: extra scope keys (``user``, ``session``...), merged last.
+    """
+
+    def __init__(
+        self,
+        application: Any = None,
+        path: str = "/",
+        *,
+        headers: Iterable[tuple[bytes | str, bytes | str]] = (),
+        subprotocols: Iterable[str] = (),
+        channel_layer: BaseChannelLayer | None = None,
+        scope: dict[str, Any] | None = None,
+    ) -> None:
+        self.scope = build_websocket_scope(path, headers=headers, subprotocols=subprotocols)
+        if application is None or isinstance(application, Router):
+            routes = application if application is not None else default_router
+            match = routes.resolve("websocket", self.scope["path"])
+            if match is None:
+                raise NotFound(f"no WebSocket consumer is routed at {self.scope['path']!r}")
+            consumer_class = match.consumer
+            self.scope["url_route"] = match.url_route
+        else:
+            consumer_class = application
+            self.scope.setdefault("url_route", {"args": (), "kwargs": {}})
+        self.scope.update(scope or {})
+        self.channel_layer = channel_layer if channel_layer is not None else get_channel_layer()
+        self._output: Queue[dict[str, Any]] = Queue()
+        self.connection = Connection(self.scope, consumer_class, self.channel_layer, self._output.put)
+        self.closed_code: int | None = None
+
+    @property
+    def channel_name(self) -> str | None:
+        return self.connection.channel_name
+
+    # -- the handshake -----------------------------------------------------
+
+    def connect(self, timeout: float = 1) -> tuple[bool, Any]:
+        """Open the connection: ``(True, subprotocol)`` or ``(False, close code)``."""
+        self.connection.push({"type": "websocket.connect"})
+        event = self.receive_output(timeout)
+        if event["type"] == "websocket.accept":
+            return True, event.get("subprotocol")
+        if event["type"] == "websocket.close":
+            self.closed_code = event.get("code", 1000)
+            return False, self.closed_code
+        raise AssertionError(f"expected accept or close after connect, got {event!r}")
+
+    # -- sending -----------------------------------------------------------
+
+    def send_to(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Send one text or binary message from the client."""
+        if (text_data is None) == (bytes_data is None):
+            raise ValueError("send_to() takes exactly one of text_data or bytes_data")
+        event: dict[str, Any] = {"type": "websocket.receive"}
+        if text_data is not None:
+            event["text"] = text_data
+        else:
+            event["bytes"] = bytes_data
+        self.connection.push(event)
+
+    def send_json_to(self, data: Any) -> None:
+        """Send ``data`` as a JSON text message."""
+        self.send_to(text_data=json.dumps(data))
+
+    # -- receiving ----------------------------------------------------------
+
+    def receive_output(self, timeout: float = 1) -> dict[str, Any]:
+        """The next raw event the consumer emitted; ``TimeoutError`` if none came."""
+        try:
+            return self._output.get(timeout=timeout)
+        except Empty:
+            raise TimeoutError(f"the consumer sent nothing within {timeout} s") from None
+
+    def receive_from(self, timeout: float = 1) -> str | bytes:
+        """The next message the consumer sent to the client (text or bytes)."""
+        event = self.receive_output(timeout)
+        if event["type"] == "websocket.close":
+            self.closed_code = event.get("code", 1000)
+            raise AssertionError(f"the consumer closed the connection with code {self.closed_code}")
+        if event["type"] != "websocket.send":
+            raise AssertionError(f"expected a websocket.send, got {event!r}")
+        return event["text"] if event.get("text") is not None else event["bytes"]
+
+    def receive_json_from(self, timeout: float = 1) -> Any:
+        """The next message, decoded from JSON (it must be a text message)."""
+        payload = self.receive_from(timeout)
+        if not isinstance(payload, str):
+            raise AssertionError("expected a JSON text message, got a binary one")
+        return json.loads(payload)
+
+    def receive_nothing(self, timeout: float = 0.1) -> bool:
+        """True if the consumer sends nothing within ``timeout`` seconds."""
+        if not self._output.empty():
+            return False
+        try:
+            event = self._output.peek(timeout=timeout)
+        except Empty:
+            return True
+        return event is None
+
+    def receive_close(self, timeout: float = 1) -> int:
+        """Wait for the consumer to close; return the close code."""
+        event = self.receive_output(timeout)
+        if event["type"] != "websocket.close":
+            raise AssertionError(f"expected a websocket.close, got {event!r}")
+        self.closed_code = event.get("code", 1000)
+        return self.closed_code
+
+    # -- the end ------------------------------------------------------------
+
+    def disconnect(self, code: int = 1000, timeout: float = 1) -> None:
+        """The client goes away with ``code``; waits for the consumer to finish."""
+        self.connection.disconnected(code)
+        if not self.connection.wait(timeout):
+            raise TimeoutError(f"the consumer did not finish within {timeout} s of disconnect")
+
+    def __enter__(self) -> Communicator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.connection.finished.is_set():
+            self.disconnect()
+
+
+#: The Channels name.
+WebsocketCommunicator = Communicator
