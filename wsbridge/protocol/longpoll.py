@@ -1,0 +1,442 @@
+"""Long-poll session state, sans-I/O: sequence numbers, acks, the outbound buffer, expiry.
+
+One :class:`LongPollSession` per long-poll client, held by the process that
+opened it. The transport feeds it what happened (the consumer accepted, sent,
+closed; a poll acked up to ``n``; a send carried frames; time passed) and
+reads back what to do (the frames a poll returns, the frames to hand to the
+consumer, whether the session has expired). It never blocks, never touches a
+socket and never reads the clock: the caller passes ``now``.
+
+Exactness (see ``docs/topics/protocol.rst``):
+
+* server to client: every frame gets the next ``seq``; a frame stays in the
+  buffer until a later poll acks it, so a lost poll response is delivered
+  again and the client drops any ``seq`` it has already seen;
+* client to server: the client numbers its frames too; frames at or below
+  the last applied ``seq`` are duplicates of a retried send and are skipped.
+
+States and the events that move between them live in :data:`TRANSITIONS`
+(the docs draw the diagram from it); tokens are signed by :class:`TokenSigner`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+import secrets
+from collections import deque
+from dataclasses import dataclass
+
+from ..exceptions import BadRequest, Forbidden, WSBridgeError
+from .envelope import CLOSE_TRY_AGAIN_LATER, Frame
+
+__all__ = [
+    "SessionState",
+    "Accept",
+    "Refuse",
+    "ServerClose",
+    "ClientClose",
+    "CloseAcked",
+    "Expire",
+    "TRANSITIONS",
+    "LocalProtocolError",
+    "LongPollSession",
+    "TokenSigner",
+    "Token",
+    "new_session_id",
+    "SESSION_ID_BYTES",
+]
+
+#: Random bytes in a session id (128 bits).
+SESSION_ID_BYTES = 16
+_MAX_TOKEN_LENGTH = 400
+_MAC_BYTES = 16
+_TOKEN_CONTEXT = b"wsbridge.longpoll.v1"
+
+
+class LocalProtocolError(WSBridgeError):
+    """The transport drove the session wrongly (a bug in the caller, not the client's fault)."""
+
+
+class SessionState(enum.Enum):
+    """Where a long-poll session is in its life."""
+
+    #: Opened by the client; the consumer has not accepted yet.
+    CONNECTING = "connecting"
+    #: Accepted: frames flow both ways.
+    OPEN = "open"
+    #: The server queued its close frame; waiting for a poll to ack it.
+    CLOSING = "closing"
+    #: Over: refused, closed by the client, close acked, or expired.
+    CLOSED = "closed"
+
+
+# -- events that move the state --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accept:
+    """The consumer accepted the connection."""
+
+    subprotocol: str | None = None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """The consumer refused (closed before accepting): HTTP ``status`` to the opener."""
+
+    status: int = 403
+
+
+@dataclass(frozen=True)
+class ServerClose:
+    """The consumer closed, or the buffer overflowed: a close frame is queued."""
+
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ClientClose:
+    """The client asked to close."""
+
+    code: int = 1000
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CloseAcked:
+    """A poll acked the server's close frame: the client has seen it."""
+
+
+@dataclass(frozen=True)
+class Expire:
+    """The session was silent too long (or its consumer never answered)."""
+
+
+Event = Accept | Refuse | ServerClose | ClientClose | CloseAcked | Expire
+
+S = SessionState
+#: (state, event type) -> next state. Pairs not listed are a LocalProtocolError.
+TRANSITIONS: dict[tuple[SessionState, type], SessionState] = {
+    (S.CONNECTING, Accept): S.OPEN,
+    (S.CONNECTING, Refuse): S.CLOSED,
+    (S.CONNECTING, ClientClose): S.CLOSED,
+    (S.CONNECTING, Expire): S.CLOSED,
+    (S.OPEN, ServerClose): S.CLOSING,
+    (S.OPEN, ClientClose): S.CLOSED,
+    (S.OPEN, Expire): S.CLOSED,
+    (S.CLOSING, CloseAcked): S.CLOSED,
+    (S.CLOSING, ClientClose): S.CLOSED,
+    (S.CLOSING, Expire): S.CLOSED,
+}
+del S
+
+
+class LongPollSession:
+    """The state of one long-poll session.
+
+    Args:
+        sid: the session id (:func:`new_session_id`).
+        now: the current monotonic time, in seconds.
+        timeout: seconds of silence (no request in progress) after which
+            :meth:`expired` turns true.
+        max_buffer: frames the server may hold unacked; one more closes the
+            session with 1013 (the client is too slow).
+        max_buffer_bytes: the same bound on the payload bytes held.
+    """
+
+    def __init__(
+        self,
+        sid: bytes,
+        *,
+        now: float,
+        timeout: float = 60.0,
+        max_buffer: int = 1000,
+        max_buffer_bytes: int = 4 << 20,
+    ) -> None:
+        self.sid = sid
+        self.state = SessionState.CONNECTING
+        self.timeout = timeout
+        self.max_buffer = max_buffer
+        self.max_buffer_bytes = max_buffer_bytes
+        self.subprotocol: str | None = None
+        #: The close frame's code once one is queued or the client closed.
+        self.close_code: int | None = None
+        self._buffer: deque[Frame] = deque()
+        self._buffer_bytes = 0
+        self._next_seq = 1
+        self._acked = 0
+        self._client_seq = 0
+        self._active = 0
+        self._last_seen = now
+
+    # -- state ------------------------------------------------------------------
+
+    def _transition(self, event: Event) -> SessionState:
+        try:
+            self.state = TRANSITIONS[(self.state, type(event))]
+        except KeyError:
+            raise LocalProtocolError(
+                f"{type(event).__name__} is not allowed in state {self.state.name}"
+            ) from None
+        return self.state
+
+    def accept(self, subprotocol: str | None = None) -> None:
+        """The consumer accepted: frames may now be queued."""
+        self.subprotocol = subprotocol
+        self._transition(Accept(subprotocol))
+
+    def refuse(self, status: int = 403) -> None:
+        """The consumer refused the connection; answer the open request with ``status``."""
+        self._transition(Refuse(status))
+
+    def client_close(self, code: int = 1000, reason: str = "") -> None:
+        """The client closed; tell the consumer ``websocket.disconnect`` with ``code``."""
+        if self.state is not SessionState.CLOSED:
+            self.close_code = code
+            self._transition(ClientClose(code, reason))
+        self._drop_buffer()
+
+    def expire(self) -> None:
+        """Give up on the client; tell the consumer ``websocket.disconnect`` (1006)."""
+        if self.state is not SessionState.CLOSED:
+            self._transition(Expire())
+        self._drop_buffer()
+
+    @property
+    def closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    # -- server to client ---------------------------------------------------------
+
+    def queue(self, text: str | None = None, data: bytes | None = None) -> Frame | None:
+        """Queue one message from the consumer for the next poll.
+
+        Returns:
+            The queued frame; None when the session no longer takes messages
+            (closing or closed: the message is dropped, as a WebSocket would);
+            or the close frame (``frame.is_close``) when the buffer was full:
+            the session is now CLOSING with 1013 and the caller must tell the
+            consumer it is disconnected.
+        """
+        if self.state is not SessionState.OPEN:
+            if self.state is SessionState.CONNECTING:
+                raise LocalProtocolError("the consumer sent before accepting")
+            return None
+        size = _size(Frame(0, text=text, data=data))
+        if (
+            len(self._buffer) >= self.max_buffer
+            or self._buffer_bytes + size > self.max_buffer_bytes
+        ):
+            return self.queue_close(CLOSE_TRY_AGAIN_LATER, "client too slow: buffer full")
+        frame = Frame(self._next_seq, text=text, data=data if text is None else None)
+        self._next_seq += 1
+        self._buffer.append(frame)
+        self._buffer_bytes += size
+        return frame
+
+    def queue_close(self, code: int, reason: str = "") -> Frame | None:
+        """Queue the server's close frame; None if the session is already closing or closed."""
+        if self.state is not SessionState.OPEN:
+            if self.state is SessionState.CONNECTING:
+                raise LocalProtocolError("a close before accept is a refusal: call refuse()")
+            return None
+        frame = Frame(self._next_seq, close=code, reason=reason)
+        self._next_seq += 1
+        self._buffer.append(frame)
+        self.close_code = code
+        self._transition(ServerClose(code, reason))
+        return frame
+
+    def ack(self, seq: int) -> None:
+        """Forget frames up to ``seq``: the client has them.
+
+        An ack below an earlier one comes from a retried request and is
+        ignored. Acking the close frame ends the session.
+
+        Raises:
+            BadRequest: ``seq`` is not an integer, or is beyond the last frame sent.
+        """
+        if type(seq) is not int or seq < 0:
+            raise BadRequest(f"'ack' must be a non-negative integer, got {seq!r}")
+        last = self._next_seq - 1
+        if seq > last:
+            raise BadRequest(f"'ack' {seq} is beyond the last message sent ({last})")
+        if seq <= self._acked:
+            return
+        self._acked = seq
+        buffer = self._buffer
+        while buffer and buffer[0].seq <= seq:
+            frame = buffer.popleft()
+            if frame.is_close:
+                self._transition(CloseAcked())
+            else:
+                self._buffer_bytes -= _size(frame)
+
+    def pending(self) -> list[Frame]:
+        """Every frame not acked yet, in order: what a poll returns now."""
+        return list(self._buffer)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._buffer)
+
+    @property
+    def acked(self) -> int:
+        """The highest ``seq`` the client has acked."""
+        return self._acked
+
+    # -- client to server ---------------------------------------------------------
+
+    def receive(self, frames: list[Frame]) -> list[Frame]:
+        """Take the frames of a client send; return the new ones, in order, to hand on.
+
+        Frames already applied (a retried send) are skipped. Frames that
+        arrive while the server is closing are dropped, as a WebSocket drops
+        frames after its close.
+
+        Raises:
+            BadRequest: the first frame skips ahead of the next expected
+                ``seq``; nothing is applied.
+        """
+        if not frames:
+            return []
+        if frames[0].seq > self._client_seq + 1:
+            raise BadRequest(
+                f"message seq {frames[0].seq} skips ahead: "
+                f"the next expected is {self._client_seq + 1}"
+            )
+        fresh = [frame for frame in frames if frame.seq > self._client_seq]
+        if fresh:
+            self._client_seq = fresh[-1].seq
+        return fresh if self.state is SessionState.OPEN else []
+
+    @property
+    def client_seq(self) -> int:
+        """The last client ``seq`` applied: what a send answers as ``ack``."""
+        return self._client_seq
+
+    # -- time -------------------------------------------------------------------
+
+    def request_started(self, now: float) -> None:
+        """A request for this session arrived; it is not silent while one is in progress."""
+        self._active += 1
+        self._last_seen = now
+
+    def request_ended(self, now: float) -> None:
+        """A request for this session was answered; the silence starts again."""
+        self._active = max(0, self._active - 1)
+        self._last_seen = now
+
+    def expired(self, now: float) -> bool:
+        """True when no request is in progress and none came for ``timeout`` seconds."""
+        return (
+            self.state is not SessionState.CLOSED
+            and self._active == 0
+            and now - self._last_seen > self.timeout
+        )
+
+    def _drop_buffer(self) -> None:
+        self._buffer.clear()
+        self._buffer_bytes = 0
+
+
+def _size(frame: Frame) -> int:
+    if frame.text is not None:
+        return len(frame.text.encode("utf-8"))
+    return len(frame.data or b"")
+
+
+# -- session tokens ---------------------------------------------------------------
+
+
+def new_session_id() -> bytes:
+    """A fresh random session id of :data:`SESSION_ID_BYTES` bytes."""
+    return secrets.token_bytes(SESSION_ID_BYTES)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode("ascii"))
+
+
+@dataclass(frozen=True)
+class Token:
+    """A parsed session token: the session id, the owner's layer channel, the MAC."""
+
+    sid: bytes
+    owner: str
+    mac: bytes
+
+
+class TokenSigner:
+    """Makes and checks session tokens: ``b64(sid).b64(owner).b64(mac)``.
+
+    The MAC is HMAC-SHA256 (truncated to 128 bits) over the session id, the
+    owning process's channel, the Origin that opened the session and the
+    user key (empty without a user), so a token replayed from another Origin
+    or by another user fails, and a made-up token cannot name a session.
+
+    Args:
+        secret: the server secret; every process that should accept a token
+            without asking its owner needs the same one.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the token secret must be at least 16 bytes long")
+        self._secret = secret
+
+    def _mac(self, sid: bytes, owner: str, origin: str, user: str) -> bytes:
+        message = b"\0".join(
+            (_TOKEN_CONTEXT, sid, owner.encode(), origin.encode(), user.encode())
+        )
+        return hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def sign(self, sid: bytes, owner: str, *, origin: str = "", user: str = "") -> str:
+        """The token for session ``sid`` held by ``owner``, bound to ``origin`` and ``user``."""
+        mac = self._mac(sid, owner, origin, user)
+        return ".".join((_b64(sid), _b64(owner.encode()), _b64(mac)))
+
+    @staticmethod
+    def parse(token: object) -> Token:
+        """Split a token without checking it (any process can read the owner).
+
+        Raises:
+            BadRequest: the token is not a string of the right shape.
+        """
+        if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN_LENGTH:
+            raise BadRequest("'token' must be a non-empty string")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise BadRequest("'token' is malformed")
+        try:
+            sid, owner, mac = (_unb64(part) for part in parts)
+            owner_name = owner.decode("ascii")
+        except (binascii.Error, ValueError):
+            raise BadRequest("'token' is malformed") from None
+        if len(sid) != SESSION_ID_BYTES or len(mac) != _MAC_BYTES or not owner_name:
+            raise BadRequest("'token' is malformed")
+        return Token(sid, owner_name, mac)
+
+    def verify(self, token: Token, *, origin: str = "", user: str = "") -> None:
+        """Check the MAC against this request's Origin and user.
+
+        Raises:
+            Forbidden: forged, or presented from another Origin or by another user.
+        """
+        expected = self._mac(token.sid, token.owner, origin, user)
+        if not hmac.compare_digest(expected, token.mac):
+            raise Forbidden("token refused: forged, or bound to another Origin or user")
+
+
+def transition_rows() -> list[tuple[str, str, str]]:
+    """``(state, event, next state)`` rows of :data:`TRANSITIONS`, for the docs' diagram."""
+    return [(a.value, event.__name__, b.value) for (a, event), b in TRANSITIONS.items()]
