@@ -225,6 +225,13 @@ class BaseChannelLayer(ABC):
         skipped is returned and counted in the layer's stats.
         """
 
+    def group_channels(self, group: str) -> list[str]:
+        """The live (unexpired) members of ``group``, for status pages and tests.
+
+        Backends that cannot list members raise ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list group members")
+
     @abstractmethod
     def flush(self) -> None:
         """Drop every channel, group and message this layer holds (for tests)."""

@@ -188,8 +188,9 @@ class MemoryLayer(BaseChannelLayer):
         validate_group_name(group)
         validate_channel_name(channel)
         self._groups.setdefault(group, {})[channel] = time.monotonic() + self.group_expiry
-        if channel in self._attached:
-            self._member_of.setdefault(channel, set()).add(group)
+        # Tracked for every member (not only attached ones) so that a later
+        # detach() finds the groups even when group_add came before attach().
+        self._member_of.setdefault(channel, set()).add(group)
 
     def group_discard(self, group: str, channel: str) -> None:
         validate_group_name(group)
@@ -199,9 +200,14 @@ class MemoryLayer(BaseChannelLayer):
             members.pop(channel, None)
             if not members:
                 del self._groups[group]
+        self._forget_membership(group, channel)
+
+    def _forget_membership(self, group: str, channel: str) -> None:
         groups = self._member_of.get(channel)
         if groups is not None:
             groups.discard(group)
+            if not groups:
+                del self._member_of[channel]
 
     def group_send(self, group: str, message: Message) -> int:
         validate_group_name(group)
@@ -222,20 +228,25 @@ class MemoryLayer(BaseChannelLayer):
                 skipped += 1
         for channel in expired:
             members.pop(channel, None)
+            self._forget_membership(group, channel)
         if not members:
             self._groups.pop(group, None)
         self._skipped_full += skipped
         return skipped
 
     def group_channels(self, group: str) -> list[str]:
-        """The live members of ``group`` (for status pages and tests)."""
+        validate_group_name(group)
         now = time.monotonic()
         return [c for c, until in self._groups.get(group, {}).items() if until >= now]
 
     # -- housekeeping --------------------------------------------------------
 
     def flush(self) -> None:
+        queues = list(self._queues.values())
         self._queues.clear()
+        # Receivers waiting on a dropped queue look the channel up again.
+        for queue in queues:
+            queue.event.set()
         self._groups.clear()
         self._attached.clear()
         self._member_of.clear()
