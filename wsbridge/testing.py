@@ -32,7 +32,7 @@ from .exceptions import NotFound
 from .layers import get_channel_layer
 from .layers.base import BaseChannelLayer
 
-__all__ = ["Communicator", "WebsocketCommunicator", "build_websocket_scope"]
+__all__ = ["Communicator", "WebsocketCommunicator", "HttpCommunicator", "build_websocket_scope"]
 
 
 def build_websocket_scope(
@@ -208,3 +208,128 @@ class Communicator:
 
 #: The Channels name.
 WebsocketCommunicator = Communicator
+
+
+class HttpCommunicator:
+    """Drive one HTTP consumer (``@router.http``) synchronously, without a socket.
+
+    ``get_response()`` sends the request and collects the whole answer;
+    for held or streamed responses use ``send_request()``, then
+    ``receive_start()`` / ``receive_body()`` / ``receive_nothing()``, and
+    ``disconnect()`` to play a client that goes away::
+
+        comm = HttpCommunicator(Events, "GET", "/events/news/")
+        comm.send_request()
+        status, headers = comm.receive_start()
+        get_channel_layer().group_send("news", {"type": "news.item", "html": "hi"})
+        assert b"data: hi" in comm.receive_body()
+        comm.disconnect()
+
+    Args:
+        application: an HttpConsumer class, a Router, or None for ``wsbridge.router``.
+        method: the request method.
+        path: the request path, with an optional query string.
+        body: the request body.
+        headers: request headers, as (name, value) pairs.
+        channel_layer: the layer to use (default: ``get_channel_layer()``).
+        scope: extra scope keys (``user``, ``session``...), merged last.
+    """
+
+    def __init__(
+        self,
+        application: Any = None,
+        method: str = "GET",
+        path: str = "/",
+        body: bytes = b"",
+        *,
+        headers: Iterable[tuple[bytes | str, bytes | str]] = (),
+        channel_layer: BaseChannelLayer | None = None,
+        scope: dict[str, Any] | None = None,
+    ) -> None:
+        self.scope = build_websocket_scope(path, headers=headers, scheme="http")
+        self.scope.update(type="http", method=method.upper(), http_version="1.1", transport="test")
+        self.scope.pop("subprotocols", None)
+        if application is None or isinstance(application, Router):
+            routes = application if application is not None else default_router
+            match = routes.resolve("http", self.scope["path"])
+            if match is None:
+                raise NotFound(f"no HTTP consumer is routed at {self.scope['path']!r}")
+            consumer_class = match.consumer
+            self.scope["url_route"] = match.url_route
+        else:
+            consumer_class = application
+            self.scope.setdefault("url_route", {"args": (), "kwargs": {}})
+        self.scope.update(scope or {})
+        self.body = body
+        self.channel_layer = channel_layer if channel_layer is not None else get_channel_layer()
+        self._output: Queue[dict[str, Any]] = Queue()
+        self.connection = Connection(
+            self.scope, consumer_class, self.channel_layer, self._output.put
+        )
+        self._sent = False
+        self.more_body = True
+
+    @property
+    def channel_name(self) -> str | None:
+        return self.connection.channel_name
+
+    def send_request(self, body: bytes | None = None, more_body: bool = False) -> None:
+        """Send (a piece of) the body; without ``body`` it sends the one given at creation."""
+        self._sent = True
+        payload = self.body if body is None else body
+        self.connection.push({"type": "http.request", "body": payload, "more_body": more_body})
+
+    def receive_output(self, timeout: float = 1) -> dict[str, Any]:
+        """The next raw event the consumer emitted; ``TimeoutError`` if none came."""
+        try:
+            return self._output.get(timeout=timeout)
+        except Empty:
+            raise TimeoutError(f"the consumer sent nothing within {timeout} s") from None
+
+    def receive_start(self, timeout: float = 1) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Wait for the response to start: ``(status, headers)``."""
+        event = self.receive_output(timeout)
+        if event["type"] != "http.response.start":
+            raise AssertionError(f"expected http.response.start, got {event!r}")
+        return event["status"], list(event.get("headers", []))
+
+    def receive_body(self, timeout: float = 1) -> bytes:
+        """The next piece of the body; ``self.more_body`` says whether more will follow."""
+        event = self.receive_output(timeout)
+        if event["type"] != "http.response.body":
+            raise AssertionError(f"expected http.response.body, got {event!r}")
+        self.more_body = bool(event.get("more_body"))
+        return event.get("body", b"")
+
+    def receive_nothing(self, timeout: float = 0.1) -> bool:
+        """True if the consumer sends nothing within ``timeout`` seconds."""
+        if not self._output.empty():
+            return False
+        try:
+            self._output.peek(timeout=timeout)
+        except Empty:
+            return True
+        return False
+
+    def get_response(self, timeout: float = 1) -> dict[str, Any]:
+        """Send the request (if not yet sent) and collect ``{"status", "headers", "body"}``."""
+        if not self._sent:
+            self.send_request()
+        status, headers = self.receive_start(timeout)
+        parts = [self.receive_body(timeout)]
+        while self.more_body:
+            parts.append(self.receive_body(timeout))
+        return {"status": status, "headers": headers, "body": b"".join(parts)}
+
+    def disconnect(self, timeout: float = 1) -> None:
+        """End the exchange (the client went away); waits for the consumer to finish."""
+        self.connection.push({"type": "http.disconnect"})
+        if not self.connection.wait(timeout):
+            raise TimeoutError(f"the consumer did not finish within {timeout} s of disconnect")
+
+    def __enter__(self) -> HttpCommunicator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.connection.finished.is_set():
+            self.disconnect()

@@ -1,0 +1,542 @@
+"""Per-URL HTTP consumers on gevent: held responses, streaming, Server-Sent Events.
+
+:func:`serve_http` runs inside the WSGI request's own greenlet. It reads the
+body (with a limit, while reading), hands it to a
+:class:`~wsbridge.consumers.runner.Connection`, then waits for the
+consumer's ``http.response.*`` events and writes them through the WSGI
+``write`` callable (chunked when the consumer gave no Content-Length) until
+the response is complete, the client goes away, or the hold timeout answers
+for a consumer that never did.
+
+Costs per held request: the server's request greenlet (parked on one
+Event), the socket, a :class:`Connection`; no extra greenlet. A gone client
+is noticed while holding by an I/O watcher on the socket (EOF), and while
+streaming by a failed write (``keepalive_interval`` makes those writes
+happen on idle streams).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from http import HTTPStatus
+from typing import Any
+
+import gevent
+from gevent import Timeout
+from gevent.event import Event
+
+from ..consumers.runner import Connection
+from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
+from ..layers.base import BaseChannelLayer
+from .scope import build_scope
+
+__all__ = ["HttpOptions", "serve_http", "read_body", "status_line"]
+
+logger = logging.getLogger("wsbridge.transport.http")
+
+StartResponse = Callable[..., Callable[[bytes], Any]]
+
+# environ keys under which servers hand the client socket over.
+SOCKET_KEYS = ("wsbridge.socket", "gunicorn.socket")
+
+# Hop-by-hop headers a WSGI app must not set (PEP 3333); the server frames the body itself.
+_HOP_BY_HOP = frozenset(
+    (b"transfer-encoding", b"keep-alive", b"te", b"trailer", b"upgrade", b"proxy-authenticate",
+     b"proxy-authorization")
+)
+_READ_SIZE = 65536
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Limits for HTTP consumers (``wrap(app, http_<name>=...)`` sets them).
+
+    Attributes:
+        max_body_size: bytes accepted in a request body; 413 beyond, found
+            out while reading (a consumer's ``max_body_size`` overrides it).
+        hold_timeout: seconds a request waits for the consumer to start its
+            response before ``timeout_status`` answers; 0 waits forever.
+        timeout_status: the status of that answer.
+        body_timeout: seconds allowed to receive the whole body (408 after).
+        write_timeout: seconds one write may block on a client that does
+            not read; the client is then treated as gone.
+        max_pending: body bytes the consumer may queue ahead of the socket;
+            beyond it the response is aborted (a slow client never grows
+            memory without bound).
+        grace: seconds the consumer gets to finish after the exchange ended
+            before its greenlet is killed.
+        scope_hook: called with ``(environ, scope)`` to add keys (Django's
+            ``session`` and ``user``) before the consumer is built.
+    """
+
+    max_body_size: int = 1 << 20
+    hold_timeout: float = 60.0
+    timeout_status: int = 504
+    body_timeout: float = 30.0
+    write_timeout: float = 30.0
+    max_pending: int = 1 << 20
+    grace: float = 5.0
+    scope_hook: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
+
+    @classmethod
+    def coerce(cls, options: Any) -> HttpOptions:
+        """Build options from None, an HttpOptions, a mapping or any object with attributes.
+
+        Keys may be spelled ``hold_timeout`` or ``http_hold_timeout``; other keys are ignored.
+        """
+        if isinstance(options, HttpOptions):
+            return options
+        if options is None:
+            return cls()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            for key in (f"http_{f.name}", f.name):
+                if isinstance(options, Mapping):
+                    found = options.get(key)
+                else:
+                    found = getattr(options, key, None)
+                if found is not None:
+                    values[f.name] = found
+                    break
+        if isinstance(options, Mapping):
+            nested = options.get("http")
+        else:
+            nested = getattr(options, "http", None)
+        if isinstance(nested, HttpOptions):
+            return replace(nested, **values)
+        return cls(**values)
+
+
+def status_line(status: int) -> str:
+    """``"404 Not Found"``; an unknown code gets a generic phrase."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Client Closed Request" if status == 499 else "Unknown"
+    return f"{status} {phrase}"
+
+
+def _plain(
+    start_response: StartResponse, status: int, text: str, *, close: bool = False
+) -> list[bytes]:
+    body = (text.rstrip("\n") + "\n").encode("utf-8")
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    if close:
+        headers.append(("Connection", "close"))
+    start_response(status_line(status), headers)
+    return [body]
+
+
+# -- the request body --------------------------------------------------------------
+
+
+def read_body(environ: dict[str, Any], limit: int, timeout: float | None = None) -> bytes:
+    """Read the whole request body, refusing it as soon as it passes ``limit`` bytes.
+
+    Raises:
+        PayloadTooLarge: the declared or received size exceeds ``limit`` (413).
+        BadRequest: a malformed Content-Length, or the body ended early (400).
+        HTTPError: status 408 when it did not arrive within ``timeout``.
+    """
+    declared = environ.get("CONTENT_LENGTH") or ""
+    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    length: int | None = None
+    if declared and not chunked:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise BadRequest(f"Content-Length {declared!r} is not a number") from None
+        if length < 0:
+            raise BadRequest("Content-Length is negative")
+        if length > limit:
+            raise PayloadTooLarge(f"the body is {length} bytes; this URL takes at most {limit}")
+        if length == 0:
+            return b""
+    elif not chunked:
+        return b""
+    stream = environ["wsgi.input"]
+    timer = Timeout(timeout) if timeout else None
+    if timer is not None:
+        timer.start()
+    try:
+        return _read_stream(stream, length, limit)
+    except Timeout as exc:
+        if exc is not timer:
+            raise
+        raise HTTPError("the request body did not arrive in time", status=408) from None
+    except (OSError, ValueError) as exc:
+        # gevent raises IOError on EOF before Content-Length or inside a chunk,
+        # ValueError subclasses on a malformed chunk header.
+        raise BadRequest(f"the request body is truncated or malformed: {exc}") from None
+    finally:
+        if timer is not None:
+            timer.close()
+
+
+def _read_stream(stream: Any, length: int | None, limit: int) -> bytes:
+    parts: list[bytes] = []
+    received = 0
+    while length is None or received < length:
+        want = _READ_SIZE if length is None else min(_READ_SIZE, length - received)
+        if length is None:
+            want = min(want, limit + 1 - received)
+        chunk = stream.read(want)
+        if not chunk:
+            if length is not None:
+                raise BadRequest(f"the body ended after {received} of {length} bytes")
+            break
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"the body exceeds this URL's limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _skip_rest_of_body(environ: dict[str, Any]) -> None:
+    # gevent's Input drains whatever body is left once the app returns: for
+    # a refused 10 GB upload that means reading 10 GB. Mark it unreadable;
+    # the connection is closed after this response anyway.
+    stream = environ.get("wsgi.input")
+    if stream is not None and hasattr(stream, "_chunked_input_error"):
+        try:
+            stream._chunked_input_error = True
+        except AttributeError:  # pragma: no cover - a different Input class
+            pass
+
+
+def client_socket(environ: dict[str, Any]) -> socket.socket | None:
+    """The client's socket if the server handed it over (``wsbridge serve``, gunicorn)."""
+    for key in SOCKET_KEYS:
+        sock = environ.get(key)
+        if sock is not None and hasattr(sock, "fileno"):
+            return sock
+    return None
+
+
+# -- one exchange -------------------------------------------------------------------
+
+
+def serve_http(
+    environ: dict[str, Any],
+    start_response: StartResponse,
+    match: Any,
+    layer: BaseChannelLayer | None,
+    options: Any = None,
+) -> Iterable[bytes]:
+    """Serve one request with the HTTP consumer ``match.consumer``; return the WSGI iterable.
+
+    Call it from the WSGI app (``wrap`` does) for a path that
+    ``router.resolve("http", path)`` matched. It returns when the exchange is
+    over; the body has been written through ``start_response``'s ``write``.
+    """
+    opts = HttpOptions.coerce(options)
+    consumer_class = match.consumer
+    limit = getattr(consumer_class, "max_body_size", None) or opts.max_body_size
+    try:
+        body = read_body(environ, limit, opts.body_timeout)
+    except HTTPError as exc:
+        _skip_rest_of_body(environ)
+        return _plain(start_response, exc.status, exc.reason, close=True)
+    scope = build_scope(environ, "http", transport="http")
+    scope["url_route"] = match.url_route
+    try:
+        if opts.scope_hook is not None:
+            opts.scope_hook(environ, scope)
+        exchange = _Exchange(environ, start_response, scope, consumer_class, layer, opts)
+    except Exception:
+        logger.exception("building HTTP consumer %r for %s failed", consumer_class, scope["path"])
+        return _plain(start_response, 500, "Internal Server Error")
+    return exchange.run(body)
+
+
+class _Exchange:
+    """The request greenlet's side of one HTTP consumer: waits, writes, cleans up."""
+
+    def __init__(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        scope: dict[str, Any],
+        consumer_class: Any,
+        layer: BaseChannelLayer | None,
+        opts: HttpOptions,
+    ) -> None:
+        self.environ = environ
+        self.start_response = start_response
+        self.opts = opts
+        self.sock = client_socket(environ)
+        self.outbox: deque[dict[str, Any]] = deque()
+        self.pending = 0
+        self.wakeup = Event()
+        self.write: Callable[[bytes], Any] | None = None
+        self.started = False
+        self.complete = False
+        self.gone = False
+        self.abort_stream = False
+        self.last_write = time.monotonic()
+        self._watcher: Any = None
+        self.conn = Connection(scope, consumer_class, layer, self._on_event)
+        consumer = self.conn.consumer
+        hold = getattr(consumer, "hold_timeout", None)
+        self.hold_timeout = opts.hold_timeout if hold is None else hold
+        status = getattr(consumer, "timeout_status", None)
+        self.timeout_status = opts.timeout_status if status is None else status
+        self.keepalive = getattr(consumer, "keepalive_interval", None)
+        self.keepalive_body = getattr(consumer, "keepalive_body", b"") or b""
+
+    # -- called in the consumer's mailbox greenlet --------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if self.complete or self.gone:
+            return  # the exchange is over; late sends are dropped, as for a closed socket
+        body = event.get("body")
+        if body:
+            self.pending += len(body)
+            if self.pending > self.opts.max_pending:
+                logger.warning(
+                    "client of %s reads too slowly (%d bytes waiting); aborting the response",
+                    self.conn.scope.get("path"),
+                    self.pending,
+                )
+                self.gone = self.abort_stream = True
+        self.outbox.append(event)
+        self.wakeup.set()
+
+    # -- the request greenlet ----------------------------------------------------
+
+    def run(self, body: bytes) -> Iterable[bytes]:
+        conn = self.conn
+        conn.finished.rawlink(self._wake)
+        self._watch_client()
+        try:
+            conn.push({"type": "http.request", "body": body, "more_body": False})
+            self._loop()
+            return self._conclude()
+        finally:
+            self._unwatch_client()
+            conn.finished.unlink(self._wake)
+            self._release()
+
+    def _wake(self, _: Any = None) -> None:
+        self.wakeup.set()
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.hold_timeout if self.hold_timeout else None
+        while True:
+            self.wakeup.clear()
+            self._flush()
+            if self.complete or self.gone or self.conn.finished.is_set():
+                return
+            now = time.monotonic()
+            if not self.started:
+                if deadline is not None and now >= deadline:
+                    self._answer_timeout()
+                    return
+                wait = None if deadline is None else deadline - now
+            elif self.keepalive:
+                due = self.last_write + self.keepalive
+                if now >= due:
+                    self._send(self.keepalive_body)
+                    continue
+                wait = due - now
+            else:
+                wait = None
+            self.wakeup.wait(wait)
+
+    def _flush(self) -> None:
+        outbox = self.outbox
+        while outbox and not (self.complete or self.gone):
+            event = outbox.popleft()
+            kind = event.get("type")
+            try:
+                if kind == "http.response.start":
+                    body_follows = bool(outbox) and outbox[0].get("type") == "http.response.body"
+                    self._start(event, flush=not body_follows)
+                elif kind == "http.response.body":
+                    self._body(event)
+                else:
+                    logger.warning("HTTP consumer sent %r; only http.response.* goes out", kind)
+            except Exception:
+                path = self.conn.scope.get("path")
+                logger.exception("bad response from the consumer for %s", path)
+                self._fail()
+
+    def _start(self, event: dict[str, Any], *, flush: bool) -> None:
+        if self.started:
+            raise RuntimeError("a second http.response.start for one request")
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in event.get("headers", ())
+            if name.lower() not in _HOP_BY_HOP
+        ]
+        self.write = self.start_response(status_line(int(event["status"])), headers)
+        self.started = True
+        if flush:
+            self._send(b"")  # headers out now: an EventSource opens on them
+
+    def _body(self, event: dict[str, Any]) -> None:
+        if not self.started:
+            raise RuntimeError("http.response.body before http.response.start")
+        data = event.get("body") or b""
+        self.pending -= len(data)
+        if data:
+            self._send(data)
+        if not event.get("more_body"):
+            self.complete = True
+
+    def _send(self, data: bytes) -> None:
+        assert self.write is not None
+        timer = Timeout(self.opts.write_timeout)
+        timer.start()
+        try:
+            self.write(data)
+            self.last_write = time.monotonic()
+        except Timeout as exc:
+            if exc is not timer:
+                raise
+            self.gone = self.abort_stream = True
+        except OSError:
+            self.gone = True
+        finally:
+            timer.close()
+
+    def _answer_timeout(self) -> None:
+        status = self.timeout_status
+        logger.info("nobody answered %s in %.1f s; answering %d", self.conn.scope.get("path"),
+                    self.hold_timeout, status)
+        body = (status_line(status).partition(" ")[2] + "\n").encode()
+        self.write = self.start_response(
+            status_line(status),
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        self.started = True
+        self._send(body)
+        self.complete = True
+
+    def _fail(self) -> None:
+        """The consumer broke the protocol: 500 if nothing went out yet, else cut the stream."""
+        if not self.started:
+            self.write = self.start_response(
+                status_line(500), [("Content-Type", "text/plain"), ("Content-Length", "22")]
+            )
+            self.started = True
+            self._send(b"Internal Server Error\n")
+            self.complete = True
+        else:
+            self.abort_stream = True
+            self.gone = True
+
+    def _conclude(self) -> list[bytes]:
+        """Decide what the server still writes: nothing more, a 500, or a cut connection."""
+        if self.complete and not self.gone:
+            return []
+        if not self.gone and self.conn.finished.is_set():
+            if not self.started:
+                if not self.conn.failed:  # a crash was logged by the runner, once
+                    logger.warning(
+                        "HTTP consumer %s ended without answering %s; answering 500",
+                        type(self.conn.consumer).__name__,
+                        self.conn.scope.get("path"),
+                    )
+                return _plain(self.start_response, 500, "Internal Server Error")
+            if not self.conn.failed:
+                return []  # StopConsumer while streaming: end the body cleanly
+            self.abort_stream = True
+        # The client is gone, or the body must not look complete: cut the connection.
+        self._shutdown_socket()
+        if not self.started:
+            self.start_response(status_line(499), [("Connection", "close")])
+        return []
+
+    def _shutdown_socket(self) -> None:
+        if self.sock is None:
+            if self.abort_stream:
+                # No socket to cut: raising makes the server drop the connection
+                # instead of writing the final chunk of a broken body.
+                raise ConnectionAbortedError("response aborted")
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- noticing a gone client while holding --------------------------------------
+
+    def _watch_client(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            fd = self.sock.fileno()
+        except OSError:
+            return
+        if fd < 0:
+            return
+        self._watcher = gevent.get_hub().loop.io(fd, 1)
+        self._watcher.start(self._on_readable)
+
+    def _on_readable(self) -> None:
+        # Runs in the hub: must not block. The client sends nothing while it
+        # waits, so readable means EOF (gone) or data (a pipelined request,
+        # which we leave alone: stop watching either way).
+        raw = getattr(self.sock, "_sock", self.sock)
+        try:
+            data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self._unwatch_client()
+        if not data:
+            self.gone = True
+            self.wakeup.set()
+
+    def _unwatch_client(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+
+    # -- the end ----------------------------------------------------------------------
+
+    def _release(self) -> None:
+        """Let the consumer's ``disconnect()`` run; kill it if it does not finish in time."""
+        conn = self.conn
+        if conn.finished.is_set():
+            return
+        conn.push({"type": "http.disconnect"})
+        if conn.finished.is_set():
+            return
+        timer = gevent.get_hub().loop.timer(self.opts.grace)
+
+        def give_up() -> None:
+            timer.close()
+            if not conn.finished.is_set():
+                logger.warning(
+                    "HTTP consumer %s did not finish %.1f s after its request ended; killing it",
+                    type(conn.consumer).__name__,
+                    self.opts.grace,
+                )
+                _abort(conn)
+
+        def finished(_: Any) -> None:
+            timer.close()
+
+        timer.start(give_up)
+        conn.finished.rawlink(finished)
+
+
+def _abort(conn: Connection) -> None:
+    """End a stuck consumer: no more deliveries, its handler greenlet killed."""
+    abort = getattr(conn, "abort", None)
+    if abort is not None:
+        abort()
+        return
+    runner = conn._runner
+    conn._finish(close_code=None)
+    if runner is not None:
+        runner.kill(block=False)
