@@ -1,0 +1,69 @@
+"""Run a gevent WSGI server with the long-poll transport for the tests.
+
+    python tests/transport/lp_server.py [--layer memory|redis] [--poll-timeout S] ...
+
+Binds 127.0.0.1 on a free port and prints ``PORT <n>`` once it listens.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import lp_app  # noqa: E402
+from gevent.pywsgi import WSGIServer  # noqa: E402
+
+from wsbridge.layers import build_layer, set_channel_layer  # noqa: E402
+from wsbridge.transport.longpoll import LongPollTransport  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layer", default="memory")
+    parser.add_argument("--redis-prefix", default="wsbridge-test")
+    parser.add_argument("--poll-timeout", type=float, default=5.0)
+    parser.add_argument("--session-timeout", type=float, default=10.0)
+    parser.add_argument("--max-body", type=int, default=64 * 1024)
+    parser.add_argument("--max-buffer", type=int, default=1000)
+    parser.add_argument("--allowed-origin", action="append", default=[])
+    parser.add_argument("--secret", default=None)
+    args = parser.parse_args()
+    if args.layer == "redis":
+        layer = build_layer(
+            {"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"],
+                                            "prefix": args.redis_prefix}}
+        )
+    else:
+        layer = build_layer({"BACKEND": "memory"})
+    set_channel_layer(layer)
+    transport = LongPollTransport(
+        lp_app.routes,
+        layer,
+        poll_timeout=args.poll_timeout,
+        session_timeout=args.session_timeout,
+        max_body=args.max_body,
+        max_buffer=args.max_buffer,
+        allowed_origins=args.allowed_origin,
+        secret=args.secret,
+    )
+
+    def app(environ, start_response):
+        if transport.handles(environ.get("PATH_INFO", "")):
+            return transport(environ, start_response)
+        return lp_app.application(environ, start_response)
+
+    server = WSGIServer(("127.0.0.1", 0), app, log=None)
+    server.start()
+    print(f"PORT {server.server_port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,628 @@
+"""HTTP long-poll transport: WebSocket semantics over plain POST requests.
+
+Four endpoints under a prefix (``/_wsbridge/lp`` by default) on the wrapped
+app's own port; every request and answer is a JSON object::
+
+    POST {prefix}/open   {"path": "/ws/chat/lobby/", "subprotocols": []}
+                         -> {"token", "subprotocol", "poll_timeout", "session_timeout"}
+    POST {prefix}/poll   {"token", "ack": n}  -> {"messages": [frame, ...]}
+    POST {prefix}/send   {"token", "messages": [{"seq", "text"|"bytes"}]} -> {"ack": n}
+    POST {prefix}/close  {"token", "code", "reason"} -> {"closed": true}
+
+The consumer runs behind the same :class:`~wsbridge.consumers.runner.Connection`
+as a WebSocket's, routed with ``router.resolve("websocket", path)``; only
+``scope["transport"] == "longpoll"`` tells them apart. Session state is the
+sans-I/O :class:`~wsbridge.protocol.longpoll.LongPollSession`; this module
+adds the I/O: a poll parks its request greenlet until a frame is queued or
+``poll_timeout`` passes; a second poll replaces the first, which is answered
+409. A sweeper greenlet expires silent sessions (the consumer gets
+``websocket.disconnect`` with 1006).
+
+No sticky sessions: the token names the layer channel of the process that
+holds the session (the *owner*). A request that reaches another process is
+forwarded over the channel layer as an ``lp.request`` message; the owner
+runs it as if it had arrived locally and answers with ``lp.reply`` (and an
+early ``lp.hold`` when a poll parks, so a dead owner is noticed quickly).
+See ``docs/topics/protocol.rst``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.lock import Semaphore
+from gevent.queue import Empty, Queue
+
+from ..consumers.routing import Router
+from ..consumers.runner import Connection
+from ..exceptions import (
+    BadRequest,
+    ChannelFull,
+    Conflict,
+    Forbidden,
+    Gone,
+    HTTPError,
+    InvalidChannelName,
+    LayerUnavailable,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from ..layers.base import BaseChannelLayer
+from ..protocol.envelope import CLOSE_ABNORMAL, decode_frames, encode_frame, validate_close_code
+from ..protocol.longpoll import LongPollSession, SessionState, Token, TokenSigner, new_session_id
+from .scope import build_scope
+
+__all__ = ["LongPollTransport", "LongPollOptions", "origin_allowed", "default_user_key"]
+
+logger = logging.getLogger("wsbridge.transport.longpoll")
+
+OWNER_PREFIX = "wsbridge.lp"
+_TOMBSTONES = 100_000
+_JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+UserKey = Callable[[dict[str, Any]], str]
+
+
+def default_user_key(scope: dict[str, Any]) -> str:
+    """The user a token is bound to: ``scope["user"]``'s pk (or id, or str), "" for none."""
+    user = scope.get("user")
+    if user is None or getattr(user, "is_authenticated", True) is False:
+        return ""
+    if isinstance(user, (str, int)):
+        return str(user)
+    for attr in ("pk", "id"):
+        value = getattr(user, attr, None)
+        if value is not None:
+            return str(value)
+    return ""
+
+
+def origin_allowed(origin: str, host: str, allowed: Iterable[str]) -> bool:
+    """Same host as the request, or listed in ``allowed`` (``"*"``, ``"https://*.example.com"``).
+
+    A request without Origin (not from a browser) is allowed: the token
+    binding still applies to it.
+    """
+    if not origin:
+        return True
+    netloc = origin.split("://", 1)[-1]
+    if host and netloc.lower() == host.lower():
+        return True
+    for pattern in allowed:
+        if pattern == "*" or pattern == origin:
+            return True
+        if "*." in pattern:
+            scheme, _, rest = pattern.partition("://")
+            suffix = rest[1:]  # ".example.com"
+            if origin.startswith(scheme + "://") and origin.endswith(suffix):
+                return True
+    return False
+
+
+@dataclass
+class LongPollOptions:
+    """Settings of the long-poll transport (``wrap(app, longpoll={...})``).
+
+    Attributes:
+        prefix: URL prefix of the endpoints.
+        poll_timeout: seconds a poll is held when nothing is waiting.
+        session_timeout: seconds of silence before a session expires.
+        handshake_timeout: seconds the consumer has to accept an open.
+        max_body: request body limit in bytes (413 beyond).
+        max_buffer / max_buffer_bytes: unacked frames held per session;
+            past them the session closes with 1013.
+        allowed_origins: cross-origin pages allowed (besides the same host).
+        secret: token key; ``WSBRIDGE_SECRET`` or a per-process random one
+            (with a warning when the layer is shared) when unset.
+        forward_timeout: seconds to wait for another process holding a session.
+        user_key: scope -> the user id a token is bound to.
+    """
+
+    prefix: str = "/_wsbridge/lp"
+    poll_timeout: float = 25.0
+    session_timeout: float = 60.0
+    handshake_timeout: float = 10.0
+    max_body: int = 1 << 20
+    max_buffer: int = 1000
+    max_buffer_bytes: int = 4 << 20
+    allowed_origins: tuple[str, ...] = ()
+    secret: str | bytes | None = None
+    forward_timeout: float = 5.0
+    user_key: UserKey = default_user_key
+
+
+@dataclass
+class _Session:
+    state: LongPollSession
+    conn: Connection | None = None
+    owner_token: str = ""
+    handshake: Event = field(default_factory=Event)
+    refusal: int = 403
+    poller: AsyncResult | None = None
+    lock: Semaphore = field(default_factory=Semaphore)
+
+    def wake(self, why: str = "ready") -> None:
+        if self.poller is not None and not self.poller.ready():
+            self.poller.set(why)
+
+
+class _Request:
+    """One parsed long-poll request, local or forwarded from another process."""
+
+    __slots__ = ("op", "body", "origin", "user", "on_hold")
+
+    def __init__(self, op: str, body: dict[str, Any], origin: str, user: str) -> None:
+        self.op = op
+        self.body = body
+        self.origin = origin
+        self.user = user
+        self.on_hold: Callable[[], None] | None = None
+
+
+class LongPollTransport:
+    """Serves the long-poll endpoints; ``wrap()`` sends requests under ``prefix`` here.
+
+    Args:
+        router: routes paths to consumers (default ``wsbridge.router``).
+        layer: the channel layer, or a callable returning it (default
+            ``get_channel_layer``), looked up on the first request.
+        scope_builder: environ -> websocket scope (``wrap`` passes its own,
+            which may add ``user``); the path fields are replaced by the
+            session's path.
+        **options: :class:`LongPollOptions` fields.
+    """
+
+    def __init__(
+        self,
+        router: Router | None = None,
+        layer: BaseChannelLayer | Callable[[], BaseChannelLayer] | None = None,
+        *,
+        scope_builder: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(options.get("allowed_origins"), (list, set)):
+            options["allowed_origins"] = tuple(options["allowed_origins"])
+        self.options = LongPollOptions(**options)
+        self.options.prefix = "/" + self.options.prefix.strip("/")
+        self._router = router
+        self._layer_source = layer
+        self._scope_builder = scope_builder or (
+            lambda environ: build_scope(environ, "websocket", transport="longpoll")
+        )
+        self.sessions: dict[bytes, _Session] = {}
+        self._tombstones: OrderedDict[bytes, float] = OrderedDict()
+        self._replies: dict[str, Queue] = {}
+        self._pid = 0
+        self.layer: BaseChannelLayer | None = None
+        self.owner = ""
+        self._signer: TokenSigner | None = None
+        self._shared_secret = False
+        self._sweeper: gevent.Greenlet | None = None
+        self._start_lock = Semaphore()
+
+    # -- start-up (lazy, so a fork after wrap() gets its own channel) ---------------
+
+    def _start(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._pid != os.getpid():
+                self._start_process()
+
+    def _start_process(self) -> None:
+        from ..consumers.routing import router as default_router
+        from ..layers import get_channel_layer
+
+        self.sessions.clear()
+        source = self._layer_source
+        if source is None:
+            source = get_channel_layer
+        self.layer = source() if callable(source) else source
+        if self._router is None:
+            self._router = default_router
+        self._signer, self._shared_secret = self._make_signer()
+        self.owner = self.layer.new_channel(OWNER_PREFIX)
+        self.layer.attach(self.owner, self._on_layer_message)
+        self._sweeper = gevent.spawn(self._sweep)
+        self._pid = os.getpid()
+
+    def _make_signer(self) -> tuple[TokenSigner, bool]:
+        secret = self.options.secret or os.environ.get("WSBRIDGE_SECRET")
+        if secret:
+            key = secret.encode() if isinstance(secret, str) else secret
+            if len(key) < 16:
+                raise ValueError("the long-poll secret must be at least 16 bytes long")
+            return TokenSigner(key), True
+        from ..layers.memory import MemoryLayer
+
+        if not isinstance(self.layer, MemoryLayer):
+            logger.warning(
+                "no long-poll secret set (wrap(secret=...) or WSBRIDGE_SECRET): this process "
+                "uses a random one, so only the process holding a session can check its "
+                "tokens; set the same secret on every process"
+            )
+        return TokenSigner(secrets.token_bytes(32)), False
+
+    def close(self) -> None:
+        """Disconnect every session and stop the sweeper (server shutdown)."""
+        for session in list(self.sessions.values()):
+            self._end(session, code=1001)
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
+        if self.layer is not None and self.owner:
+            self.layer.detach(self.owner)
+        self._pid = 0
+
+    # -- WSGI ---------------------------------------------------------------------------
+
+    def handles(self, path: str) -> bool:
+        """True for a path under this transport's prefix."""
+        return path.startswith(self.options.prefix + "/")
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """Answer one long-poll request (a WSGI app); the greenlet parks during a poll."""
+        self._start()
+        origin = environ.get("HTTP_ORIGIN", "")
+        cors = self._cors_headers(origin)
+        try:
+            host = environ.get("HTTP_HOST", "")
+            if not origin_allowed(origin, host, self.options.allowed_origins):
+                raise Forbidden(f"cross-origin request from {origin!r} refused")
+            op = environ.get("PATH_INFO", "")[len(self.options.prefix) + 1 :]
+            if op not in ("open", "poll", "send", "close"):
+                raise NotFound(f"no long-poll endpoint {op!r}")
+            method = environ.get("REQUEST_METHOD", "GET").upper()
+            if method == "OPTIONS":
+                start_response("204 No Content", cors + self._preflight_headers())
+                return [b""]
+            if method != "POST":
+                raise MethodNotAllowed(f"{op} takes POST, not {method}")
+            body = self._read_body(environ)
+            if op == "open":
+                status, answer = self._open(environ, body, origin)
+            else:
+                scope = self._scope_builder(environ)
+                request = _Request(op, body, origin, self.options.user_key(scope))
+                status, answer = self._dispatch(request)
+        except HTTPError as exc:
+            status, answer = exc.status, {"error": exc.reason}
+        except LayerUnavailable as exc:
+            status, answer = 503, {"error": f"channel layer unavailable: {exc}"}
+        payload = json.dumps(answer, separators=(",", ":")).encode()
+        headers = _JSON + cors + [("Content-Length", str(len(payload)))]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [payload]
+
+    def _cors_headers(self, origin: str) -> list[tuple[str, str]]:
+        if not origin or not self.options.allowed_origins:
+            return []
+        if not origin_allowed(origin, "", self.options.allowed_origins):
+            return []
+        return [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Vary", "Origin"),
+        ]
+
+    @staticmethod
+    def _preflight_headers() -> list[tuple[str, str]]:
+        return [
+            ("Access-Control-Allow-Methods", "POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type"),
+            ("Access-Control-Max-Age", "600"),
+        ]
+
+    def _read_body(self, environ: dict[str, Any]) -> dict[str, Any]:
+        limit = self.options.max_body
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        try:
+            length = int(length_text) if length_text else -1
+        except ValueError:
+            raise BadRequest(f"Content-Length {length_text!r} is not a number") from None
+        if length > limit:
+            raise PayloadTooLarge(f"body of {length} bytes exceeds the {limit}-byte limit")
+        stream = environ["wsgi.input"]
+        try:
+            raw = stream.read(length) if length >= 0 else stream.read(limit + 1)
+        except OSError:  # the client went away mid-body (gevent: "unexpected end of file")
+            raise BadRequest(f"body truncated: fewer than {length} bytes arrived") from None
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
+        if length >= 0 and len(raw) < length:
+            raise BadRequest(f"body truncated: {len(raw)} of {length} bytes")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest(f"body must be a JSON object, not {type(body).__name__}")
+        return body
+
+    # -- open ----------------------------------------------------------------------------
+
+    def _open(self, environ: dict[str, Any], body: dict[str, Any], origin: str) -> tuple[int, dict]:
+        target = body.get("path")
+        if not isinstance(target, str) or not target.startswith("/") or len(target) > 4096:
+            raise BadRequest("'path' must be an absolute path string, e.g. \"/ws/chat/\"")
+        offered = body.get("subprotocols", [])
+        if not isinstance(offered, list) or not all(isinstance(p, str) for p in offered):
+            raise BadRequest("'subprotocols' must be a list of strings")
+        path, _, query = target.partition("?")
+        scope = self._scope_builder(environ)
+        scope.update(
+            path=path,
+            raw_path=path.encode("utf-8"),
+            query_string=query.encode("utf-8"),
+            subprotocols=offered,
+            transport="longpoll",
+        )
+        assert self._router is not None and self._signer is not None
+        match = self._router.resolve("websocket", path)
+        if match is None:
+            raise NotFound(f"no WebSocket consumer is routed at {path!r}")
+        scope["url_route"] = match.url_route
+        sid = new_session_id()
+        opts = self.options
+        state = LongPollSession(
+            sid,
+            now=time.monotonic(),
+            timeout=opts.session_timeout,
+            max_buffer=opts.max_buffer,
+            max_buffer_bytes=opts.max_buffer_bytes,
+        )
+        session = _Session(state)
+        self.sessions[sid] = session
+        session.conn = Connection(
+            scope, match.consumer, self.layer, lambda event: self._emit(session, event)
+        )
+        session.conn.push({"type": "websocket.connect"})
+        if not session.handshake.wait(opts.handshake_timeout):
+            self._end(session, code=CLOSE_ABNORMAL)
+            return 504, {"error": "the consumer did not accept in time"}
+        if state.state is not SessionState.OPEN and state.state is not SessionState.CLOSING:
+            self._forget(sid)
+            return session.refusal, {"error": "connection refused by the application"}
+        token = self._signer.sign(sid, self.owner, origin=origin, user=opts.user_key(scope))
+        return 200, {
+            "token": token,
+            "subprotocol": state.subprotocol,
+            "poll_timeout": opts.poll_timeout,
+            "session_timeout": opts.session_timeout,
+        }
+
+    # -- the consumer's side (runs in the mailbox greenlet: never block) -----------------
+
+    def _emit(self, session: _Session, event: dict[str, Any]) -> None:
+        state = session.state
+        kind = event.get("type")
+        if kind == "websocket.accept":
+            if state.state is SessionState.CONNECTING:
+                state.accept(event.get("subprotocol"))
+                session.handshake.set()
+        elif kind == "websocket.send":
+            if state.state is SessionState.CONNECTING:  # sending implies accepting (ASGI)
+                state.accept(None)
+                session.handshake.set()
+            frame = state.queue(text=event.get("text"), data=event.get("bytes"))
+            if frame is not None:
+                session.wake()
+                if frame.is_close:  # buffer overflow: the client is too slow
+                    gevent.spawn(self._disconnect_consumer, session, frame.close)
+        elif kind == "websocket.close":
+            code = int(event.get("code") or 1000)
+            if state.state is SessionState.CONNECTING:
+                session.refusal = 500 if event.get("error") else 403
+                state.refuse(session.refusal)
+                session.handshake.set()
+                gevent.spawn(self._disconnect_consumer, session, code)
+            elif state.queue_close(code, str(event.get("reason") or "")) is not None:
+                session.wake()
+                gevent.spawn(self._disconnect_consumer, session, code)
+
+    @staticmethod
+    def _disconnect_consumer(session: _Session, code: int | None) -> None:
+        if session.conn is not None:
+            session.conn.disconnected(code or CLOSE_ABNORMAL)
+
+    # -- poll / send / close on the owner ------------------------------------------------
+
+    def _dispatch(self, request: _Request) -> tuple[int, dict[str, Any]]:
+        token = TokenSigner.parse(request.body.get("token"))
+        if token.owner != self.owner:
+            return self._forward(token, request)
+        return self._run_local(token, request)
+
+    def _run_local(self, token: Token, request: _Request) -> tuple[int, dict[str, Any]]:
+        assert self._signer is not None
+        self._signer.verify(token, origin=request.origin, user=request.user)
+        session = self.sessions.get(token.sid)
+        if session is None:
+            if token.sid in self._tombstones:
+                raise Gone("session closed or expired")
+            raise NotFound("unknown session")
+        state = session.state
+        state.request_started(time.monotonic())
+        try:
+            if request.op == "poll":
+                return 200, self._poll(session, request)
+            if request.op == "send":
+                return 200, self._send(session, request.body)
+            return 200, self._close(session, request.body)
+        finally:
+            state.request_ended(time.monotonic())
+
+    def _poll(self, session: _Session, request: _Request) -> dict[str, Any]:
+        state = session.state
+        if state.closed:
+            raise Gone("session closed")
+        session.wake("superseded")  # at most one poll is pending: the newest wins
+        state.ack(request.body.get("ack", 0))
+        if state.closed:  # the client acked the server's close frame
+            self._end(session, code=None)
+            raise Gone("session closed")
+        if not state.has_pending:
+            waiter = session.poller = AsyncResult()
+            if request.on_hold is not None:
+                request.on_hold()
+            try:
+                why = waiter.get(timeout=self.options.poll_timeout)
+            except gevent.Timeout:
+                why = "timeout"
+            finally:
+                if session.poller is waiter:
+                    session.poller = None
+            if why == "superseded":
+                raise Conflict("superseded by a newer poll on this session")
+            if why == "gone":
+                raise Gone("session closed")
+        return {"messages": [encode_frame(frame) for frame in state.pending()]}
+
+    def _send(self, session: _Session, body: dict[str, Any]) -> dict[str, Any]:
+        frames = decode_frames(body.get("messages"))
+        with session.lock:  # keeps concurrent sends of one session in seq order
+            state = session.state
+            if state.closed:
+                raise Gone("session closed")
+            for frame in state.receive(frames):
+                event: dict[str, Any] = {"type": "websocket.receive"}
+                if frame.text is not None:
+                    event["text"] = frame.text
+                else:
+                    event["bytes"] = frame.data
+                assert session.conn is not None
+                session.conn.push(event)  # may wait: that is backpressure on this client
+            return {"ack": state.client_seq}
+
+    def _close(self, session: _Session, body: dict[str, Any]) -> dict[str, Any]:
+        code = validate_close_code(body.get("code", 1000))
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise BadRequest("'reason' must be a string")
+        was_open = session.state.state in (SessionState.OPEN, SessionState.CONNECTING)
+        session.state.client_close(code, reason)
+        self._end(session, code=code if was_open else None)
+        return {"closed": True}
+
+    # -- session end and expiry -----------------------------------------------------------
+
+    def _end(self, session: _Session, *, code: int | None) -> None:
+        """Forget ``session``; tell its consumer ``websocket.disconnect(code)`` unless None."""
+        if not session.state.closed:
+            session.state.expire()
+        session.wake("gone")
+        session.handshake.set()
+        self._forget(session.state.sid)
+        if code is not None:
+            self._disconnect_consumer(session, code)
+
+    def _forget(self, sid: bytes) -> None:
+        if self.sessions.pop(sid, None) is not None:
+            self._tombstones[sid] = time.monotonic()
+            while len(self._tombstones) > _TOMBSTONES:
+                self._tombstones.popitem(last=False)
+
+    def _sweep(self) -> None:
+        interval = max(0.05, min(1.0, self.options.session_timeout / 4))
+        keep = max(600.0, self.options.session_timeout * 4)
+        while True:
+            gevent.sleep(interval)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if session.state.expired(now):
+                    logger.debug("long-poll session expired: %ss of silence", session.state.timeout)
+                    self._end(session, code=CLOSE_ABNORMAL)
+            while self._tombstones:
+                sid, when = next(iter(self._tombstones.items()))
+                if now - when < keep:
+                    break
+                del self._tombstones[sid]
+
+    # -- another process holds the session: forward over the layer ----------------------
+
+    def _forward(self, token: Token, request: _Request) -> tuple[int, dict[str, Any]]:
+        from ..layers.memory import MemoryLayer
+
+        assert self.layer is not None and self._signer is not None
+        if self._shared_secret:  # refuse forgeries here, without bothering the owner
+            self._signer.verify(token, origin=request.origin, user=request.user)
+        if isinstance(self.layer, MemoryLayer) or not token.owner.startswith(OWNER_PREFIX + "."):
+            raise NotFound("unknown session (its server process is gone)")
+        rid = secrets.token_hex(8)
+        replies: Queue = Queue()
+        self._replies[rid] = replies
+        message = {
+            "type": "lp.request",
+            "op": request.op,
+            "body": request.body,
+            "origin": request.origin,
+            "user": request.user,
+            "reply": self.owner,
+            "rid": rid,
+        }
+        held = False
+        try:
+            self.layer.send(token.owner, message)
+            reply = replies.get(timeout=self.options.forward_timeout)
+            if reply.get("hold"):  # the owner parked the poll: it is alive
+                held = True
+                wait = self.options.poll_timeout + self.options.forward_timeout
+                reply = replies.get(timeout=wait)
+        except (InvalidChannelName, TypeError):
+            raise BadRequest("'token' or body cannot be forwarded") from None
+        except ChannelFull:
+            return 503, {"error": "the process holding this session is overloaded"}
+        except Empty:
+            if held:  # nothing was acked, so nothing is lost: the next poll resends
+                return 200, {"messages": []}
+            raise NotFound("unknown session (the process holding it does not answer)") from None
+        finally:
+            self._replies.pop(rid, None)
+        return int(reply["status"]), reply["body"]
+
+    def _on_layer_message(self, message: dict[str, Any]) -> None:
+        # Runs in the layer's greenlet: hand the work to a new one.
+        kind = message.get("type")
+        if kind == "lp.request":
+            gevent.spawn(self._serve_forwarded, message)
+        elif kind == "lp.reply":
+            replies = self._replies.get(str(message.get("rid")))
+            if replies is not None:
+                replies.put(message)
+
+    def _serve_forwarded(self, message: dict[str, Any]) -> None:
+        assert self.layer is not None
+        reply_to, rid = str(message.get("reply")), message.get("rid")
+
+        def reply(**fields: Any) -> None:
+            try:
+                self.layer.send(reply_to, {"type": "lp.reply", "rid": rid, **fields})  # type: ignore[union-attr]
+            except Exception:  # the forwarder times out and answers its client
+                logger.warning("cannot answer forwarded long-poll request", exc_info=True)
+
+        body = message.get("body")
+        request = _Request(
+            str(message.get("op")),
+            body if isinstance(body, dict) else {},
+            str(message.get("origin") or ""),
+            str(message.get("user") or ""),
+        )
+        request.on_hold = lambda: reply(hold=True)
+        try:
+            token = TokenSigner.parse(request.body.get("token"))
+            if token.owner != self.owner:
+                raise NotFound("unknown session")
+            status, answer = self._run_local(token, request)
+        except HTTPError as exc:
+            status, answer = exc.status, {"error": exc.reason}
+        reply(status=status, body=answer)
