@@ -1,0 +1,131 @@
+"""Turning Channels-style ``hosts`` entries into redis-py connection pools.
+
+Accepted entries (the shapes ``channels_redis`` users already write)::
+
+    "redis://:password@host:6379/0"          URL (rediss:// for TLS)
+    "unix:///run/redis.sock?db=0"            unix socket URL
+    "/run/redis.sock"                        unix socket path
+    ("127.0.0.1", 6379)                      (host, port) pair
+    {"address": "redis://host:6379", ...}    dict: an URL plus redis-py options
+    {"host": "h", "port": 6379, "db": 1}     dict: redis-py connection options
+    {"sentinels": [("s1", 26379)], "master_name": "mymaster", ...}   Sentinel
+
+Every pool is created without redis-py's own retries: the layer decides
+what an outage means (see ``shard.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
+
+from ...exceptions import ConfigurationError
+
+__all__ = ["HostSpec", "decode_hosts", "make_pool", "describe"]
+
+HostSpec = dict[str, Any]
+
+#: Seconds to wait for a TCP connect before calling a shard unreachable.
+CONNECT_TIMEOUT = 2.0
+#: Seconds any single non-blocking command may take.
+COMMAND_TIMEOUT = 5.0
+
+
+def decode_hosts(hosts: Any) -> list[HostSpec]:
+    """Normalise a ``hosts`` setting to a list of dicts (one per shard).
+
+    Raises:
+        ConfigurationError: for a bare string (a list is needed), an empty
+            list, or an entry of an unknown shape.
+    """
+    if hosts is None:
+        return [{"address": "redis://127.0.0.1:6379/0"}]
+    if isinstance(hosts, (str, bytes)):
+        raise ConfigurationError(
+            f"hosts must be a list of Redis hosts, even for one: write hosts=[{hosts!r}]"
+        )
+    specs = []
+    for entry in hosts:
+        if isinstance(entry, Mapping):
+            specs.append(dict(entry))
+        elif isinstance(entry, (tuple, list)) and len(entry) == 2:
+            specs.append({"host": str(entry[0]), "port": int(entry[1])})
+        elif isinstance(entry, str) and entry.startswith("/"):
+            specs.append({"unix_socket_path": entry})
+        elif isinstance(entry, str) and "://" in entry:
+            specs.append({"address": entry})
+        else:
+            raise ConfigurationError(
+                f"cannot read Redis host {entry!r}: use a redis://, rediss:// or unix:// URL, "
+                "a socket path, a (host, port) pair or a dict of redis-py options"
+            )
+    if not specs:
+        raise ConfigurationError("hosts is empty: give at least one Redis host")
+    return specs
+
+
+def describe(spec: HostSpec) -> str:
+    """A short, password-free name for a shard, for logs and ``wsbridge status``."""
+    if "address" in spec:
+        url = str(spec["address"])
+        scheme, _, rest = url.partition("://")
+        if "@" in rest:
+            rest = rest.split("@", 1)[1]
+        return f"{scheme}://{rest}"
+    if "master_name" in spec:
+        return f"sentinel:{spec['master_name']}"
+    if "unix_socket_path" in spec:
+        return f"unix://{spec['unix_socket_path']}"
+    return f"redis://{spec.get('host', 'localhost')}:{spec.get('port', 6379)}/{spec.get('db', 0)}"
+
+
+def make_pool(spec: HostSpec, *, blocking: bool = False) -> redis.ConnectionPool:
+    """A connection pool for one shard.
+
+    Args:
+        spec: one entry from :func:`decode_hosts`.
+        blocking: for BLPOP-style commands: no command timeout (their own
+            timeout bounds them), the socket still times out when the peer
+            vanishes without closing.
+    """
+    options = dict(spec)
+    options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
+    options.setdefault("socket_keepalive", True)
+    options["socket_timeout"] = None if blocking else options.get("socket_timeout", COMMAND_TIMEOUT)
+    options["retry"] = Retry(NoBackoff(), 0)
+    if "master_name" in options:
+        return _sentinel_pool(options)
+    if "address" in options:
+        address = options.pop("address")
+        return redis.ConnectionPool.from_url(address, **options)
+    if "unix_socket_path" in options:
+        options.pop("socket_keepalive", None)
+        return redis.ConnectionPool(connection_class=redis.UnixDomainSocketConnection, **options)
+    return redis.ConnectionPool(**options)
+
+
+def _sentinel_pool(options: dict[str, Any]) -> redis.ConnectionPool:
+    master_name = options.pop("master_name")
+    sentinels = options.pop("sentinels", None)
+    if not sentinels or not isinstance(sentinels, Sequence):
+        raise ConfigurationError(
+            f"Sentinel master {master_name!r} needs sentinels=[(host, port), ...] in the same dict"
+        )
+    sentinel_kwargs = options.pop("sentinel_kwargs", None) or {}
+    sentinel_kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
+    sentinel_kwargs.setdefault("socket_timeout", COMMAND_TIMEOUT)
+    sentinel = Sentinel(
+        [tuple(s) for s in sentinels], sentinel_kwargs=sentinel_kwargs, **_sentinel_conn(options)
+    )
+    return SentinelConnectionPool(master_name, sentinel, **options)
+
+
+def _sentinel_conn(options: dict[str, Any]) -> dict[str, Any]:
+    # Sentinel() wants connection options for the sentinels themselves only
+    # when they need a password; the master's options go to the pool.
+    return {}

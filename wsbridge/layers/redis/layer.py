@@ -1,0 +1,529 @@
+"""``RedisLayer``: the channel layer shared by many processes through Redis.
+
+One process = one ``RedisLayer``. It keeps, in this process:
+
+* the attached (push-delivered) channels and their callbacks;
+* small local buffers for this process's specific channels that are
+  received with ``receive()`` instead of attached;
+* the groups its own channels joined, to restore them after an outage;
+* one reader greenlet per shard, blocked on this process's inbox, and one
+  mover greenlet for delayed messages; both start on first need.
+
+Everything else lives in Redis (see ``native.py`` and ``interop.py`` for the
+two key layouts). Names and contents are validated before any I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Pattern
+
+import gevent
+from gevent.event import Event
+
+from ...exceptions import ChannelFull, ConfigurationError, InvalidChannelName, LayerUnavailable
+from ...exceptions import MessageDecodeError
+from ..base import (
+    BaseChannelLayer,
+    Callback,
+    Message,
+    validate_channel_name,
+    validate_group_name,
+    validate_message,
+)
+from ..serializers import get_serializer
+from .codec import Codec, Decoded, make_crypter
+from .config import decode_hosts, describe
+from .ring import HashRing
+from .shard import Backoff, Shard
+from .status import layer_stats
+
+__all__ = ["RedisLayer"]
+
+logger = logging.getLogger("wsbridge.layers.redis")
+
+COMPAT_MODES = ("channels_redis",)
+
+
+class _Buffer:
+    """Messages for one of this process's channels that nobody attached."""
+
+    __slots__ = ("items", "event")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[float, Message]] = deque()
+        self.event = Event()
+
+
+class RedisLayer(BaseChannelLayer):
+    """Channel layer on one or more Redis instances.
+
+    Args:
+        hosts: Redis instances, one per shard: ``redis://``/``rediss://``/
+            ``unix://`` URLs, socket paths, ``(host, port)`` pairs or dicts
+            of redis-py options (a dict may hold ``sentinels`` and
+            ``master_name``). Default: ``["redis://127.0.0.1:6379/0"]``.
+        prefix: key prefix (default ``wsbridge``, or ``asgi`` in
+            channels_redis mode, as channels_redis).
+        expiry, group_expiry, capacity, channel_capacity: as for every layer.
+        sentinels, master_name, sentinel_kwargs: Sentinel set-up for a
+            single shard, as an alternative to putting them in ``hosts``.
+        symmetric_encryption_keys: Fernet keys, newest first: messages are
+            encrypted and signed with the first and accepted with any.
+        serializer: ``msgpack`` (default) or ``json`` (or one registered in
+            :mod:`wsbridge.layers.serializers`). ``serializer_format`` is
+            accepted as channels_redis's name for it.
+        compat: ``"channels_redis"`` to read and write channels_redis 4.x's
+            key layout and message format (share groups with Channels 4).
+        max_message_size: largest serialized message, bytes (default 1 MiB).
+        process_capacity: items a process inbox holds (all its channels).
+        block_timeout: seconds each blocking read waits before looping.
+        retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
+    """
+
+    def __init__(
+        self,
+        hosts: Sequence[Any] | None = None,
+        prefix: str | None = None,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[str | Pattern[str], int] | None = None,
+        *,
+        sentinels: Sequence[Any] | None = None,
+        master_name: str | None = None,
+        sentinel_kwargs: dict[str, Any] | None = None,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        serializer: str | None = None,
+        serializer_format: str | None = None,
+        compat: str | None = None,
+        max_message_size: int = 1 << 20,
+        process_capacity: int = 10_000,
+        block_timeout: float = 2.0,
+        retry_backoff: tuple[float, float] = (0.1, 5.0),
+        random_prefix_length: int = 12,
+    ) -> None:
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        if compat is not None and compat not in COMPAT_MODES:
+            raise ConfigurationError(f"unknown compat mode {compat!r}; known: {', '.join(COMPAT_MODES)}")
+        self.compat = compat
+        self.prefix = self._check_prefix(prefix if prefix is not None else ("asgi" if compat else "wsbridge"))
+        if master_name is not None:
+            if hosts:
+                raise ConfigurationError("give either hosts or sentinels/master_name, not both")
+            hosts = [{"sentinels": sentinels, "master_name": master_name,
+                      "sentinel_kwargs": sentinel_kwargs}]
+        self.host_specs = decode_hosts(hosts)
+        self.process_capacity = process_capacity
+        self.block_timeout = block_timeout
+        self.codec = Codec(
+            get_serializer(serializer or serializer_format or "msgpack"),
+            expiry=expiry,
+            crypter=make_crypter(symmetric_encryption_keys),
+            max_message_size=max_message_size,
+        )
+        backoff = Backoff(*retry_backoff)
+        self.shards = [Shard(i, spec, backoff, self._on_recovered) for i, spec in enumerate(self.host_specs)]
+        self.ring = HashRing([describe(spec) for spec in self.host_specs])
+        if compat:
+            from .interop import ChannelsRedisLayout
+
+            self.layout: Any = ChannelsRedisLayout(self)
+        else:
+            from .native import NativeLayout
+
+            self.layout = NativeLayout(self)
+        self._attached: dict[str, Callback] = {}
+        self._buffers: dict[str, _Buffer] = {}
+        self._joined: dict[str, set[str]] = {}
+        self._pending_discards: set[tuple[str, str]] = set()
+        self._readers: dict[int, gevent.Greenlet] = {}
+        self._mover: gevent.Greenlet | None = None
+        self._mover_wake = Event()
+        self._closed = False
+        self._last_renewal = time.monotonic()
+        self.counters = {"dropped_full": 0, "skipped_full": 0, "bad_items": 0, "delivered": 0}
+
+    @staticmethod
+    def _check_prefix(prefix: str) -> str:
+        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "|*?[] \n"):
+            raise ConfigurationError(f"prefix {prefix!r} must be a non-empty str without '|*?[] '")
+        return prefix
+
+    def __repr__(self) -> str:
+        return f"<RedisLayer {[s.name for s in self.shards]} prefix={self.prefix!r}>"
+
+    # -- placement ----------------------------------------------------------------
+
+    def shard_for(self, key: str) -> Shard:
+        """The shard owning ``key`` on the consistent-hash ring."""
+        return self.shards[self.ring.index(key)]
+
+    def group_min_score(self) -> float:
+        return time.time() - self.group_expiry
+
+    def _is_local(self, channel: str) -> bool:
+        return "!" in channel and channel[: channel.index("!")].endswith("." + self.client_prefix)
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send(self, channel: str, message: Message, *, delay: float | None = None) -> None:
+        """Put ``message`` on ``channel`` (see the contract in docs/topics/layers.rst).
+
+        Raises:
+            ChannelFull: the channel (or the receiving process's inbox) is full.
+            LayerUnavailable: the shard is unreachable; the message was not sent.
+            MessageTooLarge: the serialized message exceeds ``max_message_size``.
+        """
+        validate_channel_name(channel)
+        message = validate_message(message)
+        if self.compat:
+            self.layout.check_message(message)
+            data = b""
+        else:
+            data = self.codec.dump_message(message)
+        if delay is not None and delay > 0:
+            self._send_later(channel, message, data, delay)
+            return
+        if self.compat:
+            self.layout.send(channel, message)
+        else:
+            self.layout.send(channel, data)
+
+    def _send_later(self, channel: str, message: Message, data: bytes, delay: float) -> None:
+        due = time.time() + delay
+        if self.compat:
+            shard, member = self.layout.delayed_member(channel, message, due)
+        else:
+            shard, member = self.layout.delayed_member(channel, data, due)
+        shard.call(shard.client.zadd, self.layout.delayed_key, {member: int(due * 1000)})
+        self._ensure_mover()
+        self._mover_wake.set()
+
+    def group_send(self, group: str, message: Message) -> int:
+        """Send to every member; returns how many members were skipped as full.
+
+        The message is serialized once; Redis work is one script on the
+        group's shard, pushing one item per process that holds members.
+        """
+        validate_group_name(group)
+        message = validate_message(message)
+        if self.compat:
+            self.layout.check_message(message)
+            skipped = self.layout.group_send(group, message)
+        else:
+            skipped = self.layout.group_send(group, self.codec.dump_message(message))
+        if skipped:
+            self.counters["skipped_full"] += skipped
+            logger.info("group_send to %s skipped %d full member(s)", group, skipped)
+        return skipped
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def receive(self, channel: str, timeout: float | None = None) -> Message | None:
+        """Take the next message for ``channel``; None after ``timeout`` seconds."""
+        validate_channel_name(channel)
+        if channel in self._attached:
+            raise InvalidChannelName(f"channel {channel!r} is attached; it cannot be received")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if "!" not in channel:
+            self._ensure_mover()
+            return self.layout.receive(channel, deadline)  # type: ignore[no-any-return]
+        if not self._is_local(channel):
+            raise InvalidChannelName(
+                f"channel {channel!r} belongs to another process; only the process that "
+                "created it with new_channel() can receive from it"
+            )
+        self._ensure_readers()
+        buffer = self._buffers.get(channel)
+        if buffer is None:
+            buffer = self._buffers[channel] = _Buffer()
+        while True:
+            now = time.time()
+            while buffer.items and buffer.items[0][0] < now:
+                buffer.items.popleft()
+            if buffer.items:
+                return buffer.items.popleft()[1]
+            buffer.event.clear()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            buffer.event.wait(remaining)
+            if self._buffers.get(channel) is not buffer:  # flushed meanwhile
+                buffer = self._buffers.setdefault(channel, _Buffer())
+
+    def new_channel(self, prefix: str = "specific") -> str:
+        name = self._new_channel_name(prefix)
+        if self.compat:
+            self.layout.note_prefix(prefix)
+        return name
+
+    # -- push delivery ------------------------------------------------------------------
+
+    def attach(self, channel: str, callback: Callback) -> None:
+        """Deliver this process's ``channel`` by calling ``callback`` from the reader greenlet."""
+        validate_channel_name(channel)
+        if not self._is_local(channel):
+            raise InvalidChannelName(f"only channels made by this layer's new_channel() can be attached: {channel!r}")
+        self._attached[channel] = callback
+        buffer = self._buffers.pop(channel, None)
+        if buffer is not None:
+            now = time.time()
+            for expires_at, message in buffer.items:
+                if expires_at >= now:
+                    self._call(channel, callback, message)
+            buffer.event.set()
+        self._ensure_readers()
+
+    def detach(self, channel: str) -> None:
+        """Stop delivery and leave the groups this process joined for ``channel``."""
+        self._attached.pop(channel, None)
+        buffer = self._buffers.pop(channel, None)
+        if buffer is not None:
+            buffer.event.set()
+        for group in self._joined.pop(channel, ()):
+            try:
+                self.layout.group_discard(group, channel)
+            except LayerUnavailable:
+                self._pending_discards.add((group, channel))
+
+    def _call(self, channel: str, callback: Callback, message: Message) -> None:
+        try:
+            callback(message)
+            self.counters["delivered"] += 1
+        except ChannelFull:
+            self.counters["dropped_full"] += 1
+            logger.debug("channel %s full: message dropped", channel)
+        except Exception:
+            logger.exception("attach() callback for %s raised; message dropped", channel)
+
+    def dispatch(self, decoded: Decoded) -> None:
+        """Hand one decoded item to its local channels (called by the readers)."""
+        now = time.time()
+        for channel in decoded.channels:
+            callback = self._attached.get(channel)
+            if callback is not None:
+                self._call(channel, callback, decoded.message)
+                continue
+            if not self._is_local(channel):
+                continue  # not ours (a foreign writer): nothing to do with it
+            buffer = self._buffers.get(channel)
+            if buffer is None:
+                buffer = self._buffers[channel] = _Buffer()
+                if len(self._buffers) % 1024 == 0:
+                    self._sweep_buffers(now)
+            if len(buffer.items) >= self.get_capacity(channel):
+                self.counters["dropped_full"] += 1
+                continue
+            buffer.items.append((now + self.expiry, decoded.message))
+            buffer.event.set()
+
+    def _sweep_buffers(self, now: float) -> None:
+        for name, buffer in list(self._buffers.items()):
+            while buffer.items and buffer.items[0][0] < now:
+                buffer.items.popleft()
+            if not buffer.items:
+                del self._buffers[name]
+                buffer.event.set()
+
+    def count_bad_item(self, where: str, exc: MessageDecodeError) -> None:
+        """Log (rate-limited by count) and drop an item that does not decode."""
+        self.counters["bad_items"] += 1
+        count = self.counters["bad_items"]
+        if count <= 10 or count % 1000 == 0:
+            logger.warning("channel layer: dropped an undecodable item from %s (%s) [%d so far]",
+                           where, exc, count)
+
+    # -- groups ---------------------------------------------------------------------------
+
+    def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (or renew it).
+
+        For this process's own channels the membership is remembered and
+        restored after an outage; during an outage such a ``group_add`` is
+        only remembered (it does not raise), others raise ``LayerUnavailable``.
+        """
+        validate_group_name(group)
+        validate_channel_name(channel)
+        local = self._is_local(channel)
+        if local:
+            self._joined.setdefault(channel, set()).add(group)
+            self._pending_discards.discard((group, channel))
+        try:
+            self.layout.group_add(group, channel)
+        except LayerUnavailable:
+            if not local:
+                raise
+            logger.debug("group_add(%s, %s) kept for when Redis is back", group, channel)
+
+    def group_discard(self, group: str, channel: str) -> None:
+        validate_group_name(group)
+        validate_channel_name(channel)
+        joined = self._joined.get(channel)
+        if joined is not None:
+            joined.discard(group)
+            if not joined:
+                del self._joined[channel]
+        try:
+            self.layout.group_discard(group, channel)
+        except LayerUnavailable:
+            if not self._is_local(channel):
+                raise
+            self._pending_discards.add((group, channel))
+
+    def group_channels(self, group: str) -> list[str]:
+        validate_group_name(group)
+        return self.layout.group_channels(group)  # type: ignore[no-any-return]
+
+    # -- background greenlets ---------------------------------------------------------------
+
+    def _ensure_readers(self) -> None:
+        if self._closed:
+            return
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            raise ConfigurationError(
+                "the Redis layer's reader needs gevent's monkey-patching "
+                "(gevent.monkey.patch_all() first thing, or run under `wsbridge serve`)"
+            )
+        for shard in self.shards:
+            reader = self._readers.get(shard.index)
+            if reader is None or reader.dead:
+                self._readers[shard.index] = gevent.spawn(self._read_loop, shard)
+        self._ensure_mover()
+
+    def _read_loop(self, shard: Shard) -> None:
+        """Block on this process's inbox on ``shard``; dispatch what arrives; survive outages."""
+        while not self._closed:
+            if not shard.up:
+                gevent.sleep(shard.wait_time())
+                if not shard.ping():
+                    continue
+            try:
+                raw_items = self.layout.pop_inbox(shard, self.block_timeout)
+            except LayerUnavailable:
+                continue
+            except Exception:
+                logger.exception("channel layer reader on %s failed; going on", shard.name)
+                gevent.sleep(shard.backoff.base)
+                continue
+            for raw in raw_items:
+                try:
+                    decoded = self.layout.decode(raw)
+                except MessageDecodeError as exc:
+                    self.count_bad_item(f"{shard.name} inbox", exc)
+                    continue
+                if decoded is not None:
+                    self.dispatch(decoded)
+            self._maybe_renew()
+
+    def _ensure_mover(self) -> None:
+        if not self._closed and (self._mover is None or self._mover.dead):
+            self._mover = gevent.spawn(self._move_loop)
+
+    def _move_loop(self) -> None:
+        """Move due delayed messages on every shard; any process may do it (atomic in Lua)."""
+        while not self._closed:
+            next_due = time.time() + 0.5
+            for shard in self.shards:
+                if not shard.up and shard.wait_time() > 0:
+                    continue
+                try:
+                    moved, dropped, due_ms = shard.call(
+                        shard.move_due,
+                        keys=[self.layout.delayed_key],
+                        args=[int(time.time() * 1000), 500, max(1, int(self.expiry * 1000))],
+                    )
+                except LayerUnavailable:
+                    continue
+                except Exception:
+                    logger.exception("channel layer: moving delayed messages on %s failed", shard.name)
+                    continue
+                if dropped:
+                    logger.warning("%d delayed message(s) dropped: destination full", dropped)
+                if moved >= 500:
+                    next_due = time.time()
+                elif float(due_ms) >= 0:
+                    next_due = min(next_due, float(due_ms) / 1000)
+            self._mover_wake.clear()
+            self._mover_wake.wait(max(0.0, min(0.5, next_due - time.time())))
+
+    def _maybe_renew(self) -> None:
+        # Memberships of long-lived connections would expire after
+        # group_expiry; renew them at half-life.
+        if time.monotonic() - self._last_renewal > self.group_expiry / 2:
+            self._last_renewal = time.monotonic()
+            for shard in self.shards:
+                gevent.spawn(self._restore, shard)
+
+    # -- outages ---------------------------------------------------------------------------
+
+    def _on_recovered(self, shard: Shard) -> None:
+        gevent.spawn(self._restore, shard)
+
+    def _restore(self, shard: Shard) -> None:
+        """Re-add this process's memberships (and apply discards) on ``shard``."""
+        restored = 0
+        for channel, groups in list(self._joined.items()):
+            for group in list(groups):
+                if self.layout.group_shard(group) is shard:
+                    try:
+                        self.layout.group_add(group, channel)
+                        restored += 1
+                    except LayerUnavailable:
+                        return
+        for group, channel in list(self._pending_discards):
+            if self.layout.group_shard(group) is shard:
+                try:
+                    self.layout.group_discard(group, channel)
+                except LayerUnavailable:
+                    return
+                self._pending_discards.discard((group, channel))
+        if restored:
+            logger.info("channel layer: restored %d group membership(s) on %s", restored, shard.name)
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Delete every key under this layer's prefix on every shard, and local state."""
+        for shard in self.shards:
+            keys = shard.call(
+                lambda s=shard: list(s.client.scan_iter(match=self.layout.flush_pattern, count=1000))
+            )
+            for start in range(0, len(keys), 1000):
+                shard.call(shard.client.unlink, *keys[start : start + 1000])
+        buffers = list(self._buffers.values())
+        self._buffers.clear()
+        for buffer in buffers:
+            buffer.event.set()
+        self._joined.clear()
+        self._pending_discards.clear()
+        self._attached.clear()
+
+    def close(self) -> None:
+        """Stop the reader and mover greenlets and close every connection."""
+        self._closed = True
+        for greenlet in [*self._readers.values(), self._mover]:
+            if greenlet is not None:
+                greenlet.kill(block=True, timeout=2)
+        self._readers.clear()
+        self._mover = None
+        for shard in self.shards:
+            shard.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Per-shard reachability, groups, members per group and queue depths."""
+        return layer_stats(self)
+
+
+#: The name channels_redis users know.
+RedisChannelLayer = RedisLayer

@@ -1,0 +1,193 @@
+"""The native key layout (format version 1) and the Redis work for each call.
+
+Keys, all under the configured prefix ``P`` (default ``wsbridge``)::
+
+    P:1:group:<group>     ZSET  member channel -> unix time it was (re)added
+    P:1:chan:<channel>    LIST  items for a named channel (``thumbnails``)
+    P:1:proc:<process>    LIST  items for every process-specific channel of
+                                one process (``specific.<process>!<id>``);
+                                one per process on every shard
+    P:1:delayed           ZSET  delayed items, score = due time in ms
+
+The group key lives on the shard ``ring.index("g:" + group)``, a named
+channel on ``ring.index("c:" + channel)``; a direct message to a
+process-specific channel goes to that process's inbox on the shard
+``ring.index("c:" + channel)`` and a group message to the inboxes on the
+group's shard, which is why each process reads its inbox on every shard.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from ...exceptions import ChannelFull, MessageDecodeError
+from .codec import Decoded
+
+if TYPE_CHECKING:
+    from .layer import RedisLayer
+    from .shard import Shard
+
+__all__ = ["NativeLayout", "process_of"]
+
+#: Items fetched from an inbox per round trip once one has arrived.
+BATCH = 256
+
+
+def process_of(channel: str) -> str:
+    """The process part of ``specific.<process>!<id>`` (what Lua computes too)."""
+    return channel[: channel.index("!")].rpartition(".")[2]
+
+
+class NativeLayout:
+    """Keys and scripts of the wsbridge format, version 1."""
+
+    name = "wsbridge/1"
+
+    def __init__(self, layer: RedisLayer) -> None:
+        self.layer = layer
+        self.codec = layer.codec
+        base = f"{layer.prefix}:1:"
+        self.group_prefix = base + "group:"
+        self.chan_prefix = base + "chan:"
+        self.proc_prefix = base + "proc:"
+        self.delayed_key = base + "delayed"
+        self.flush_pattern = base + "*"
+
+    # -- placement -------------------------------------------------------------
+
+    def group_shard(self, group: str) -> Shard:
+        return self.layer.shard_for("g:" + group)
+
+    def channel_shard(self, channel: str) -> Shard:
+        return self.layer.shard_for("c:" + channel)
+
+    def channel_key(self, channel: str) -> str:
+        if "!" in channel:
+            return self.proc_prefix + process_of(channel)
+        return self.chan_prefix + channel
+
+    def queue_label(self, key: str) -> str:
+        """A readable name for a queue key in ``stats()``."""
+        if key.startswith(self.proc_prefix):
+            return "process " + key[len(self.proc_prefix):]
+        return key[len(self.chan_prefix):] if key.startswith(self.chan_prefix) else key
+
+    def inbox_keys(self) -> list[str]:
+        return [self.proc_prefix + self.layer.client_prefix]
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, channel: str, data: bytes) -> None:
+        shard = self.channel_shard(channel)
+        item = self.codec.direct_item(channel, data)
+        capacity = self.capacity_of_key(channel)
+        pushed = shard.call(
+            shard.push_list,
+            keys=[self.channel_key(channel)],
+            args=[item, capacity, int(time.time() * 1000), self.expiry_ms],
+        )
+        if not pushed:
+            raise ChannelFull(f"channel {channel!r} is at its capacity ({capacity})")
+
+    def capacity_of_key(self, channel: str) -> int:
+        # A process inbox holds every channel of the process: its own limit.
+        return self.layer.process_capacity if "!" in channel else self.layer.get_capacity(channel)
+
+    @property
+    def expiry_ms(self) -> int:
+        return max(1, int(self.layer.expiry * 1000))
+
+    def group_send(self, group: str, data: bytes) -> int:
+        shard = self.group_shard(group)
+        sealed = self.codec.seal(data, "g:" + group)
+        skipped, _reached, plain = shard.call(
+            shard.group_send_native,
+            keys=[self.group_prefix + group],
+            args=[
+                self.layer.group_min_score(),
+                self.proc_prefix,
+                self.codec.header(b"G"),
+                group,
+                sealed,
+                self.layer.process_capacity,
+                self.expiry_ms,
+            ],
+        )
+        for member in plain:
+            try:
+                self.send(member.decode("utf-8"), data)
+            except ChannelFull:
+                skipped += 1
+        return int(skipped)
+
+    def delayed_member(self, channel: str, data: bytes, due: float) -> tuple[Shard, bytes]:
+        """The delayed-zset entry for ``channel`` (on the shard of its destination list)."""
+        shard = self.channel_shard(channel)
+        item = self.codec.direct_item(channel, data, expires_at=due + self.layer.expiry)
+        key = self.channel_key(channel)
+        head = b"%s|l|%d|%s|" % (os.urandom(8).hex().encode(), self.capacity_of_key(channel), key.encode())
+        return shard, head + item
+
+    # -- groups ----------------------------------------------------------------------
+
+    def group_add(self, group: str, channel: str) -> None:
+        shard = self.group_shard(group)
+        key = self.group_prefix + group
+        pipe = shard.client.pipeline(transaction=False)
+        pipe.zadd(key, {channel: time.time()})
+        pipe.expire(key, max(1, int(self.layer.group_expiry) + 1))
+        shard.call(pipe.execute)
+
+    def group_discard(self, group: str, channel: str) -> None:
+        shard = self.group_shard(group)
+        shard.call(shard.client.zrem, self.group_prefix + group, channel)
+
+    def group_channels(self, group: str) -> list[str]:
+        shard = self.group_shard(group)
+        members = shard.call(
+            shard.group_members, keys=[self.group_prefix + group], args=[self.layer.group_min_score()]
+        )
+        return [m.decode("utf-8") for m in members]
+
+    # -- reading -----------------------------------------------------------------------
+
+    def pop_inbox(self, shard: Shard, timeout: float) -> list[bytes]:
+        """Wait up to ``timeout`` for this process's inbox on ``shard``; return a batch."""
+        key = self.inbox_keys()[0]
+        first = shard.call(shard.blocking.blpop, [key], timeout)
+        if first is None:
+            return []
+        rest = shard.call(shard.client.lpop, key, BATCH) or []
+        return [first[1], *rest]
+
+    def decode(self, raw: bytes) -> Decoded | None:
+        return self.codec.decode_item(raw)
+
+    def receive(self, channel: str, deadline: float | None) -> dict[str, Any] | None:
+        """Blocking receive on a named channel's list until ``deadline`` (monotonic)."""
+        shard = self.channel_shard(channel)
+        key = self.chan_prefix + channel
+        while True:
+            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                # One last non-blocking look: timeout=0 still takes what is there.
+                popped = shard.call(shard.client.lpop, key)
+                result = None if popped is None else (key, popped)
+            else:
+                result = shard.call(shard.blocking.blpop, [key], max(0.01, min(remaining, 5.0)))
+            if result is not None:
+                try:
+                    decoded = self.codec.decode_item(result[1])
+                except MessageDecodeError as exc:
+                    self.layer.count_bad_item(key, exc)
+                    continue
+                if decoded is not None:
+                    return decoded.message
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            gevent.sleep(0)

@@ -1,0 +1,215 @@
+"""The Lua scripts: each is one atomic round trip on one shard.
+
+Items in the native lists start with a fixed header (see ``codec.py``):
+``WB1`` + kind + 13 ASCII digits of the expiry time in ms. The scripts read
+only that header, never the (possibly encrypted) body.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PUSH_LIST",
+    "GROUP_SEND_NATIVE",
+    "MOVE_DUE",
+    "PUSH_ZSET",
+    "GROUP_SEND_CHANNELS_REDIS",
+    "GROUP_MEMBERS",
+]
+
+# Push one item onto a list unless it is at capacity. Expired items at the
+# head do not count: they are dropped first.
+# KEYS[1] list; ARGV: item, capacity, now_ms, expiry_ms -> 1 pushed | 0 full
+PUSH_LIST = """
+local key = KEYS[1]
+local cap = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local n = redis.call('LLEN', key)
+while n >= cap do
+  local head = redis.call('LINDEX', key, 0)
+  local exp = head and tonumber(string.sub(head, 5, 17))
+  if exp and exp < now then
+    redis.call('LPOP', key)
+    n = n - 1
+  else
+    break
+  end
+end
+if n >= cap then return 0 end
+redis.call('RPUSH', key, ARGV[1])
+redis.call('PEXPIRE', key, ARGV[4])
+return 1
+"""
+
+# Members of a group, expired ones removed first.
+# KEYS[1] group zset; ARGV: min_score -> list of members
+GROUP_MEMBERS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+# Native group send: ONE item per process holding members, carrying the
+# list of that process's member channels; the message blob is passed once.
+# Members without '!' (plain named channels) are returned to the caller,
+# which sends to them one by one (they may live on another shard).
+# KEYS[1] group zset
+# ARGV: min_score, inbox_key_prefix, item_header, group, blob, inbox_capacity,
+#       expiry_ms
+# -> {members_skipped_full, processes_reached, {plain members...}}
+GROUP_SEND_NATIVE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local byproc, order, plain = {}, {}, {}
+for _, m in ipairs(members) do
+  local bang = string.find(m, '!', 1, true)
+  if bang then
+    local cp = string.match(string.sub(m, 1, bang - 1), '([^.]*)$')
+    local ids = byproc[cp]
+    if not ids then
+      ids = {}
+      byproc[cp] = ids
+      order[#order + 1] = cp
+    end
+    ids[#ids + 1] = m
+  else
+    plain[#plain + 1] = m
+  end
+end
+local cap = tonumber(ARGV[6])
+local skipped, reached = 0, 0
+for _, cp in ipairs(order) do
+  local key = ARGV[2] .. cp
+  local ids = byproc[cp]
+  if redis.call('LLEN', key) >= cap then
+    skipped = skipped + #ids
+  else
+    redis.call('RPUSH', key, ARGV[3] .. cmsgpack.pack({ARGV[4], ids, ARGV[5]}))
+    redis.call('PEXPIRE', key, ARGV[7])
+    reached = reached + 1
+  end
+end
+return {skipped, reached, plain}
+"""
+
+# Move due delayed messages to their destination. A delayed member is
+#   nonce '|' kind '|' capacity '|' key '|' payload
+# kind 'l': RPUSH payload on list key; kind 'z': ZADD payload (channels_redis
+# layout, score = now in seconds).
+# KEYS[1] delayed zset; ARGV: now_ms, limit, expiry_ms
+# -> {moved, dropped_full, next_due_ms or -1}
+MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local moved, dropped = 0, 0
+local expiry_ms = tonumber(ARGV[3])
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  local p1 = string.find(m, '|', 1, true)
+  local p2 = p1 and string.find(m, '|', p1 + 1, true)
+  local p3 = p2 and string.find(m, '|', p2 + 1, true)
+  local p4 = p3 and string.find(m, '|', p3 + 1, true)
+  if p4 then
+    local kind = string.sub(m, p1 + 1, p2 - 1)
+    local cap = tonumber(string.sub(m, p2 + 1, p3 - 1))
+    local key = string.sub(m, p3 + 1, p4 - 1)
+    local payload = string.sub(m, p4 + 1)
+    if kind == 'l' then
+      if redis.call('LLEN', key) < cap then
+        redis.call('RPUSH', key, payload)
+        redis.call('PEXPIRE', key, expiry_ms)
+        moved = moved + 1
+      else
+        dropped = dropped + 1
+      end
+    else
+      local now_s = tonumber(ARGV[1]) / 1000
+      redis.call('ZREMRANGEBYSCORE', key, 0, now_s - expiry_ms / 1000)
+      if redis.call('ZCARD', key) < cap then
+        redis.call('ZADD', key, now_s, payload)
+        redis.call('PEXPIRE', key, expiry_ms)
+        moved = moved + 1
+      else
+        dropped = dropped + 1
+      end
+    end
+  end
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local next_due = -1
+if nxt[2] then next_due = nxt[2] end
+return {moved, dropped, next_due}
+"""
+
+# channels_redis 4.x send: expire old, check capacity, ZADD with score now.
+# KEYS[1] channel zset; ARGV: member, capacity, now_s, expiry_s -> 1 | 0 full
+PUSH_ZSET = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, tonumber(ARGV[3]) - tonumber(ARGV[4]))
+if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.max(1, math.ceil(tonumber(ARGV[4]))))
+return 1
+"""
+
+# channels_redis 4.x group send, done the channels_redis way (one message per
+# channel key, "__asgi_channel__" listing that key's member channels) but in
+# one script. The message's msgpack map is passed without its header, with
+# its entry count, so the script can add the "__asgi_channel__" entry
+# without decoding anything.
+# KEYS[1] group zset
+# ARGV: min_score, key_prefix, map_body, entry_count, asgi_key_packed,
+#       nonce_base (8 bytes), now_s, expiry_s, capacity, local_only ('1'/'0')
+# With local_only = '0' (encryption on, or several shards) nothing is pushed:
+# the grouping is returned for the caller to seal and push.
+# -> {skipped_full, {key, channel, channel, ...}, ...}
+GROUP_SEND_CHANNELS_REDIS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local bykey, order = {}, {}
+for _, m in ipairs(members) do
+  local bang = string.find(m, '!', 1, true)
+  local nonlocal = m
+  if bang then nonlocal = string.sub(m, 1, bang) end
+  local names = bykey[nonlocal]
+  if not names then
+    names = {}
+    bykey[nonlocal] = names
+    order[#order + 1] = nonlocal
+  end
+  names[#names + 1] = m
+end
+if ARGV[10] ~= '1' then
+  local out = {0}
+  for _, k in ipairs(order) do
+    local row = {k}
+    for _, name in ipairs(bykey[k]) do row[#row + 1] = name end
+    out[#out + 1] = row
+  end
+  return out
+end
+local n = tonumber(ARGV[4]) + 1
+local header
+if n < 16 then
+  header = string.char(128 + n)
+elseif n < 65536 then
+  header = string.char(0xde, math.floor(n / 256), n % 256)
+else
+  header = string.char(0xdf, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+                       math.floor(n / 256) % 256, n % 256)
+end
+local now = tonumber(ARGV[7])
+local expiry = tonumber(ARGV[8])
+local cap = tonumber(ARGV[9])
+local skipped = 0
+for i, k in ipairs(order) do
+  local key = ARGV[2] .. k
+  redis.call('ZREMRANGEBYSCORE', key, 0, now - expiry)
+  if redis.call('ZCOUNT', key, '-inf', '+inf') < cap then
+    local nonce = ARGV[6] .. string.char(math.floor(i / 16777216) % 256,
+      math.floor(i / 65536) % 256, math.floor(i / 256) % 256, i % 256)
+    local body = header .. ARGV[3] .. ARGV[5] .. cmsgpack.pack(bykey[k])
+    redis.call('ZADD', key, now, nonce .. body)
+    redis.call('EXPIRE', key, math.max(1, math.ceil(expiry)))
+  else
+    skipped = skipped + #bykey[k]
+  end
+end
+return {skipped}
+"""
