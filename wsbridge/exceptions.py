@@ -8,6 +8,7 @@ Redis) from what the *caller* did wrong (application code, configuration)::
     │   └── ServerNotSupported        caller: the WSGI server cannot hand the socket over
     ├── RoutingError                  caller: bad pattern, duplicate registration
     ├── ConsumerError                 caller: control flow for consumers
+    │   ├── AcceptConnection          accept the handshake from deep inside connect()
     │   ├── DenyConnection            refuse the handshake (HTTP 403)
     │   ├── StopConsumer              end this consumer cleanly
     │   └── UnknownMessageType        no handler for a message type
@@ -41,6 +42,7 @@ __all__ = [
     "ServerNotSupported",
     "RoutingError",
     "ConsumerError",
+    "AcceptConnection",
     "DenyConnection",
     "StopConsumer",
     "UnknownMessageType",
@@ -89,6 +91,10 @@ class RoutingError(WSBridgeError):
 
 class ConsumerError(WSBridgeError):
     """Base for consumer control-flow exceptions."""
+
+
+class AcceptConnection(ConsumerError):
+    """Raise from ``connect()`` (or code it calls) to accept the WebSocket handshake."""
 
 
 class DenyConnection(ConsumerError):

@@ -14,25 +14,38 @@ the same mailbox the servers use::
         comm.disconnect()
 
 Pass a Router (or nothing, for ``wsbridge.router``) instead of a class to
-go through routing, url_route kwargs included.
+go through routing, url_route kwargs included. ``use_channel_layer()``
+gives a test its own fresh in-memory layer. See docs/topics/testing.rst.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from gevent.queue import Empty, Queue
 
-from .consumers.routing import Router, router as default_router
+from .consumers.routing import Router
+from .consumers.routing import router as default_router
 from .consumers.runner import Connection
 from .exceptions import NotFound
-from .layers import get_channel_layer
+from .layers import DEFAULT_ALIAS, get_channel_layer, set_channel_layer
 from .layers.base import BaseChannelLayer
 
-__all__ = ["Communicator", "WebsocketCommunicator", "HttpCommunicator", "build_websocket_scope"]
+__all__ = [
+    "Communicator",
+    "WebsocketCommunicator",
+    "HttpCommunicator",
+    "build_websocket_scope",
+    "use_channel_layer",
+]
+
+
+def _latin1(value: bytes | str) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else value
 
 
 def build_websocket_scope(
@@ -44,13 +57,13 @@ def build_websocket_scope(
     server: tuple[str, int] = ("testserver", 80),
     scheme: str = "ws",
 ) -> dict[str, Any]:
-    """A scope like the one the WebSocket transport builds for ``path``."""
+    """A scope like the one the WebSocket transport builds for ``path``.
+
+    ``path`` may carry a query string; it is percent-decoded into
+    ``scope["path"]`` and kept as sent in ``scope["raw_path"]``.
+    """
     parts = urlsplit(path)
-    raw_headers = [
-        (k.encode("latin-1") if isinstance(k, str) else k, v.encode("latin-1") if isinstance(v, str) else v)
-        for k, v in headers
-    ]
-    raw_headers = [(k.lower(), v) for k, v in raw_headers]
+    raw_headers = [(_latin1(k).lower(), _latin1(v)) for k, v in headers]
     cookies: dict[str, str] = {}
     for name, value in raw_headers:
         if name == b"cookie":
@@ -58,11 +71,12 @@ def build_websocket_scope(
                 key, sep, val = part.strip().partition("=")
                 if sep:
                     cookies[key] = val
+    raw_path = parts.path or "/"
     return {
         "type": "websocket",
         "scheme": scheme,
-        "path": parts.path or "/",
-        "raw_path": (parts.path or "/").encode("latin-1"),
+        "path": unquote(raw_path),
+        "raw_path": raw_path.encode("latin-1"),
         "query_string": parts.query.encode("latin-1"),
         "headers": raw_headers,
         "cookies": cookies,
@@ -73,8 +87,39 @@ def build_websocket_scope(
     }
 
 
+@contextmanager
+def use_channel_layer(
+    layer: BaseChannelLayer | None = None, alias: str = DEFAULT_ALIAS
+) -> Iterator[BaseChannelLayer]:
+    """Install ``layer`` (default: a fresh in-memory layer) for the ``with`` block.
+
+    ``get_channel_layer()``, ``Group``, ``Channel`` and consumers all use it;
+    the layer that was installed before comes back afterwards::
+
+        with use_channel_layer() as layer:
+            comm = Communicator(ChatConsumer, "/ws/chat/lobby/")
+            ...
+    """
+    from .layers import _layers  # the process's table; restored exactly afterwards
+    from .layers.memory import MemoryLayer
+
+    previous = _layers.get(alias)
+    current = layer if layer is not None else MemoryLayer()
+    set_channel_layer(current, alias)
+    try:
+        yield current
+    finally:
+        if layer is None:
+            current.close()
+        set_channel_layer(previous, alias)
+
+
 class Communicator:
     """Drive one WebSocket consumer synchronously, without a socket.
+
+    Events go through the same :class:`~wsbridge.consumers.runner.Connection`
+    mailbox the servers use, so ordering, refusals (a close before accept)
+    and crashes (close 1011) behave as they do in production.
 
     Args:
         application: a consumer class, a Router, or None for ``wsbridge.router``.
@@ -83,6 +128,9 @@ class Communicator:
         subprotocols: subprotocols the client offers.
         channel_layer: the layer to use (default: ``get_channel_layer()``).
         scope: extra scope keys (``user``, ``session``...), merged last.
+
+    Raises:
+        NotFound: routing found no consumer for ``path`` (the server would answer 404).
     """
 
     def __init__(
@@ -109,17 +157,31 @@ class Communicator:
         self.scope.update(scope or {})
         self.channel_layer = channel_layer if channel_layer is not None else get_channel_layer()
         self._output: Queue[dict[str, Any]] = Queue()
-        self.connection = Connection(self.scope, consumer_class, self.channel_layer, self._output.put)
+        self.connection = Connection(
+            self.scope, consumer_class, self.channel_layer, self._output.put
+        )
         self.closed_code: int | None = None
 
     @property
     def channel_name(self) -> str | None:
+        """The connection's channel: ``channel_layer.send(comm.channel_name, {...})``."""
         return self.connection.channel_name
+
+    @property
+    def consumer(self) -> Any:
+        """The consumer instance (to inspect its attributes in a test)."""
+        return self.connection.consumer
 
     # -- the handshake -----------------------------------------------------
 
     def connect(self, timeout: float = 1) -> tuple[bool, Any]:
-        """Open the connection: ``(True, subprotocol)`` or ``(False, close code)``."""
+        """Open the connection: ``(True, subprotocol)`` or ``(False, close code)``.
+
+        A refusal (``DenyConnection``, ``close()`` before ``accept()``, or
+        ``connect()`` returning without accepting) gives ``(False, 1000)``
+        or the code passed to ``close()``; a server answers it with HTTP 403.
+        A consumer that raised gives ``(False, 1011)`` (HTTP 500 on a server).
+        """
         self.connection.push({"type": "websocket.connect"})
         event = self.receive_output(timeout)
         if event["type"] == "websocket.accept":
@@ -146,6 +208,10 @@ class Communicator:
         """Send ``data`` as a JSON text message."""
         self.send_to(text_data=json.dumps(data))
 
+    def send_input(self, event: dict[str, Any]) -> None:
+        """Push a raw event into the mailbox (Channels' ApplicationCommunicator API)."""
+        self.connection.push(event)
+
     # -- receiving ----------------------------------------------------------
 
     def receive_output(self, timeout: float = 1) -> dict[str, Any]:
@@ -156,11 +222,21 @@ class Communicator:
             raise TimeoutError(f"the consumer sent nothing within {timeout} s") from None
 
     def receive_from(self, timeout: float = 1) -> str | bytes:
-        """The next message the consumer sent to the client (text or bytes)."""
+        """The next message the consumer sent to the client (text or bytes).
+
+        Raises:
+            TimeoutError: nothing came within ``timeout`` seconds.
+            AssertionError: the consumer closed the connection instead (the
+                message names the exception if the consumer crashed).
+        """
         event = self.receive_output(timeout)
         if event["type"] == "websocket.close":
             self.closed_code = event.get("code", 1000)
-            raise AssertionError(f"the consumer closed the connection with code {self.closed_code}")
+            error = self.connection.error
+            why = f" after raising {error!r}" if error is not None else ""
+            raise AssertionError(
+                f"the consumer closed the connection with code {self.closed_code}{why}"
+            )
         if event["type"] != "websocket.send":
             raise AssertionError(f"expected a websocket.send, got {event!r}")
         return event["text"] if event.get("text") is not None else event["bytes"]
@@ -172,15 +248,19 @@ class Communicator:
             raise AssertionError("expected a JSON text message, got a binary one")
         return json.loads(payload)
 
-    def receive_nothing(self, timeout: float = 0.1) -> bool:
-        """True if the consumer sends nothing within ``timeout`` seconds."""
+    def receive_nothing(self, timeout: float = 0.1, interval: float = 0.01) -> bool:
+        """True if the consumer sends nothing within ``timeout`` seconds.
+
+        ``interval`` is accepted for Channels compatibility; the wait is
+        event-driven, not polled.
+        """
         if not self._output.empty():
             return False
         try:
-            event = self._output.peek(timeout=timeout)
+            self._output.peek(timeout=timeout)
         except Empty:
             return True
-        return event is None
+        return False
 
     def receive_close(self, timeout: float = 1) -> int:
         """Wait for the consumer to close; return the close code."""
@@ -195,8 +275,12 @@ class Communicator:
     def disconnect(self, code: int = 1000, timeout: float = 1) -> None:
         """The client goes away with ``code``; waits for the consumer to finish."""
         self.connection.disconnected(code)
+        self.wait(timeout)
+
+    def wait(self, timeout: float = 1) -> None:
+        """Wait for the consumer to finish; ``TimeoutError`` if it does not."""
         if not self.connection.wait(timeout):
-            raise TimeoutError(f"the consumer did not finish within {timeout} s of disconnect")
+            raise TimeoutError(f"the consumer did not finish within {timeout} s")
 
     def __enter__(self) -> Communicator:
         return self

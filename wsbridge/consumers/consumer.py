@@ -1,9 +1,12 @@
-"""Class consumers: ``WebsocketConsumer`` and ``JsonWebsocketConsumer``.
+"""Class consumers: ``SyncConsumer``, ``WebsocketConsumer``, ``JsonWebsocketConsumer``.
 
 A consumer instance serves one connection. Every event for it (socket
 events and layer messages sent to ``self.channel_name`` or its groups)
 arrives through :meth:`BaseConsumer.dispatch`, in order, one at a time, in a
 greenlet: ``{"type": "chat.message"}`` calls ``chat_message(event)``.
+
+The API is Django Channels 4's synchronous one; there is nothing to await
+and no ``async_to_sync`` to wrap layer calls in.
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from ..exceptions import DenyConnection, StopConsumer, UnknownMessageType
+from ..exceptions import (
+    AcceptConnection,
+    ConfigurationError,
+    DenyConnection,
+    LayerError,
+    StopConsumer,
+    UnknownMessageType,
+)
 from ..layers.base import BaseChannelLayer
 
 __all__ = [
@@ -22,6 +32,7 @@ __all__ = [
     "WebsocketConsumer",
     "JsonWebsocketConsumer",
     "get_handler_name",
+    "websocket_reply_events",
     "Send",
 ]
 
@@ -39,22 +50,28 @@ def get_handler_name(message: dict[str, Any]) -> str:
     """
     kind = message.get("type")
     if not isinstance(kind, str) or not kind:
-        raise UnknownMessageType(f"message has no 'type' (keys: {sorted(message)})")
+        raise UnknownMessageType(f"message has no 'type' str (keys: {sorted(message)})")
     name = kind.replace(".", "_")
     if name.startswith("_"):
-        raise UnknownMessageType(f"message type {kind!r} is refused: it starts with '_'")
+        raise UnknownMessageType(
+            f"message type {kind!r} is refused: handler names starting with '_' are private"
+        )
     return name
 
 
 class BaseConsumer:
     """Dispatches each message to the method its type names.
 
-    Built by the server for each connection; ``scope``, ``channel_name``
-    and ``channel_layer`` are ready when the first handler runs.
+    Built by the server for each connection (see :meth:`build`); ``scope``,
+    ``channel_name`` and ``channel_layer`` are ready when the first handler
+    runs. Subclass :class:`WebsocketConsumer` for WebSockets; subclass this
+    (as ``SyncConsumer``) to handle raw events, or background channel messages.
     """
 
-    #: The scope type this consumer serves: "websocket", "http" or "channel".
+    #: The scope type this consumer serves: "websocket" or "http".
     scope_type: ClassVar[str] = "websocket"
+    #: Which configured channel layer to use (Channels' attribute).
+    channel_layer_alias: ClassVar[str] = "default"
 
     def __init__(
         self,
@@ -71,8 +88,24 @@ class BaseConsumer:
 
     @classmethod
     def build(cls, scope: dict[str, Any], **kwargs: Any) -> BaseConsumer:
-        """Make the instance for one connection (the router calls this)."""
+        """Make the instance for one connection (the connection runner calls this)."""
         return cls(scope, **kwargs)
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> type[BaseConsumer]:
+        """Channels 4 spelling for routes: returns the class (a subclass with ``initkwargs``).
+
+        There is no ASGI here; this keeps ``path("ws/", Consumer.as_asgi())``
+        working. Each keyword must name an existing class attribute, which the
+        subclass overrides (as Django's ``View.as_view`` does).
+        """
+        if not initkwargs:
+            return cls
+        for key in initkwargs:
+            if not hasattr(cls, key):
+                raise TypeError(f"{cls.__name__}.as_asgi() got {key!r}, not an attribute of it")
+        return type(cls.__name__, (cls,), {**initkwargs, "__module__": cls.__module__,
+                                           "__qualname__": cls.__qualname__})
 
     def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler for ``message``'s type.
@@ -80,6 +113,10 @@ class BaseConsumer:
         A message without ``type`` is a Channels 1.x reply (``{"text": ...}``,
         ``{"bytes": ...}``, ``{"close": ...}``, ``{"accept": True}``) and goes
         straight to the client.
+
+        Raises:
+            UnknownMessageType: the type names no method (the runner then
+                closes this connection with 1011 and logs it once).
         """
         if "type" not in message and _is_reply(message):
             self.send_reply(message)
@@ -88,29 +125,42 @@ class BaseConsumer:
         handler = getattr(self, name, None)
         if handler is None or not callable(handler):
             raise UnknownMessageType(
-                f"{type(self).__name__} has no handler {name}() for message type "
-                f"{message['type']!r}"
+                f"{type(self).__name__} has no handler for message type {message['type']!r}: "
+                f"define {name}(self, event) on it"
             )
         handler(message)
 
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a raw event to the client side (``{"type": "websocket.accept"}``...)."""
+        self.base_send(message)
+
     def send_reply(self, content: dict[str, Any]) -> None:
         """Forward a Channels 1.x reply dict to the client."""
-        raise UnknownMessageType(f"{type(self).__name__} cannot send a reply to a client")
+        for event in websocket_reply_events(content):
+            self.base_send(event)
 
 
+#: Channels 4's name for a consumer that handles raw events by type.
 SyncConsumer = BaseConsumer
 
 _REPLY_KEYS = frozenset(("text", "bytes", "close", "accept"))
 
 
 def _is_reply(message: dict[str, Any]) -> bool:
-    return bool(message) and set(message) <= _REPLY_KEYS | {"reply_channel", "order"}
+    keys = set(message)
+    return bool(keys & _REPLY_KEYS) and keys <= _REPLY_KEYS | {"reply_channel", "order"}
 
 
 def websocket_reply_events(content: dict[str, Any]) -> list[dict[str, Any]]:
-    """Translate a Channels 1.x reply dict into websocket.* events, in order."""
+    """Translate a Channels 1.x reply dict into websocket.* events, in order.
+
+    ``{"accept": True}`` accepts; ``{"accept": False}`` (with nothing to
+    send) refuses the handshake; ``text`` / ``bytes`` send a frame;
+    ``{"close": True}`` closes with 1000, ``{"close": 4001}`` with that code.
+    """
     events: list[dict[str, Any]] = []
-    if content.get("accept"):
+    accept = content.get("accept")
+    if accept:
         events.append({"type": "websocket.accept"})
     if content.get("text") is not None:
         events.append({"type": "websocket.send", "text": content["text"]})
@@ -120,6 +170,8 @@ def websocket_reply_events(content: dict[str, Any]) -> list[dict[str, Any]]:
     if close is not None and close is not False:
         code = 1000 if close is True else int(close)
         events.append({"type": "websocket.close", "code": code})
+    elif accept is False and not events:
+        events.append({"type": "websocket.close", "code": 1000})
     return events
 
 
@@ -128,35 +180,59 @@ class WebsocketConsumer(BaseConsumer):
 
     Override ``connect``, ``receive`` and ``disconnect``; call ``accept``,
     ``send`` and ``close``. Set ``groups`` to join groups on connect (and
-    leave them on disconnect).
+    leave them on disconnect). Raise ``DenyConnection`` in ``connect`` (or
+    return without accepting) to refuse the handshake with HTTP 403.
     """
 
     scope_type: ClassVar[str] = "websocket"
     groups: ClassVar[Iterable[str] | None] = None
 
+    def _group_names(self) -> list[str]:
+        names = list(self.groups or ())
+        # Channels 1.x generic consumers named their groups with a method.
+        legacy = getattr(self, "connection_groups", None)
+        if callable(legacy):
+            names.extend(legacy(**self.scope.get("url_route", {}).get("kwargs", {})))
+        return names
+
     # -- events from the transport --------------------------------------------
 
     def websocket_connect(self, message: dict[str, Any]) -> None:
-        for group in self.groups or ():
-            self.channel_layer.group_add(group, self.channel_name)  # type: ignore[union-attr]
+        """Join ``groups``, then call ``connect()``."""
+        groups = self._group_names()
+        if groups:
+            if self.channel_layer is None or self.channel_name is None:
+                raise ConfigurationError(
+                    f"{type(self).__name__}.groups = {groups!r} needs a channel layer; "
+                    "configure one (wsbridge.layers.configure) or remove groups"
+                )
+            for group in groups:
+                self.channel_layer.group_add(group, self.channel_name)
         try:
             self.connect()
+        except AcceptConnection:
+            self.accept()
         except DenyConnection:
             self.close()
 
     def websocket_receive(self, message: dict[str, Any]) -> None:
+        """Call ``receive()`` with the frame's text or bytes."""
         if message.get("text") is not None:
             self.receive(text_data=message["text"])
         else:
             self.receive(bytes_data=message.get("bytes"))
 
     def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        for group in self.groups or ():
-            self.channel_layer.group_discard(group, self.channel_name)  # type: ignore[union-attr]
-        try:
-            self.disconnect(message.get("code", 1000))
-        finally:
-            raise StopConsumer()
+        """Leave ``groups``, call ``disconnect(code)``, and end the consumer."""
+        if self.channel_layer is not None and self.channel_name is not None:
+            for group in self._group_names():
+                try:
+                    self.channel_layer.group_discard(group, self.channel_name)
+                except LayerError as exc:
+                    # The membership expires with group_expiry; disconnect() must still run.
+                    logger.warning("could not leave group %r on disconnect: %s", group, exc)
+        self.disconnect(message.get("code", 1005))
+        raise StopConsumer()
 
     # -- to override -----------------------------------------------------------
 
@@ -172,14 +248,26 @@ class WebsocketConsumer(BaseConsumer):
 
     # -- to call ---------------------------------------------------------------
 
-    def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None) -> None:
-        """Complete the handshake, optionally choosing one of the client's subprotocols."""
+    def accept(
+        self,
+        subprotocol: str | None = None,
+        headers: Iterable[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Complete the handshake, optionally choosing one of ``scope["subprotocols"]``.
+
+        ``headers`` are extra response headers, as (bytes, bytes) pairs.
+        """
         event: dict[str, Any] = {"type": "websocket.accept", "subprotocol": subprotocol}
         if headers:
             event["headers"] = list(headers)
         self.base_send(event)
 
-    def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool | int = False) -> None:
+    def send(  # type: ignore[override]  # Channels' signature
+        self,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        close: bool | int = False,
+    ) -> None:
         """Send a text or binary message; with ``close`` also close (True or a code)."""
         if text_data is not None:
             self.base_send({"type": "websocket.send", "text": text_data})
@@ -188,10 +276,13 @@ class WebsocketConsumer(BaseConsumer):
         else:
             raise ValueError("send() needs text_data or bytes_data")
         if close:
-            self.close(close if (isinstance(close, int) and not isinstance(close, bool)) else None)
+            self.close(None if close is True else int(close))
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Close the connection (or refuse the handshake with 403 before ``accept``)."""
+        """Close the connection (or refuse the handshake with 403 before ``accept``).
+
+        ``code`` defaults to 1000; use 4000-4999 for application codes.
+        """
         event: dict[str, Any] = {"type": "websocket.close"}
         if code is not None and code is not True:
             event["code"] = code
@@ -199,21 +290,20 @@ class WebsocketConsumer(BaseConsumer):
             event["reason"] = reason
         self.base_send(event)
 
-    def send_reply(self, content: dict[str, Any]) -> None:
-        for event in websocket_reply_events(content):
-            self.base_send(event)
-
 
 class JsonWebsocketConsumer(WebsocketConsumer):
     """A WebsocketConsumer that speaks JSON text frames.
 
     Override ``receive_json(content)``; call ``send_json(content)``. Override
-    ``decode_json`` / ``encode_json`` to change the codec.
+    the ``decode_json`` / ``encode_json`` classmethods to change the codec.
     """
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            raise ValueError("JsonWebsocketConsumer received a binary frame; it takes JSON text")
+        """Decode the text frame and call ``receive_json``; binary frames are an error."""
+        if not text_data:
+            raise ValueError(
+                f"{type(self).__name__} received a frame with no text; it takes JSON text frames"
+            )
         self.receive_json(self.decode_json(text_data))
 
     def receive_json(self, content: Any) -> None:
@@ -229,4 +319,4 @@ class JsonWebsocketConsumer(WebsocketConsumer):
 
     @classmethod
     def encode_json(cls, content: Any) -> str:
-        return json.dumps(content, separators=(",", ":"))
+        return json.dumps(content)

@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from ..exceptions import StopConsumer
 from ..layers import DEFAULT_ALIAS, get_channel_layer
-from ..layers.base import BaseChannelLayer, validate_group_name
+from ..layers.base import BaseChannelLayer, validate_channel_name, validate_group_name
 from .consumer import BaseConsumer, websocket_reply_events
+from .routing import accepted_kwargs
 
-__all__ = ["Message", "Channel", "Group", "FunctionConsumer"]
+__all__ = ["Message", "Channel", "Group", "FunctionConsumer", "enforce_ordering"]
 
 
 class Channel:
@@ -38,20 +40,28 @@ class Channel:
         alias: str = DEFAULT_ALIAS,
         channel_layer: BaseChannelLayer | None = None,
     ) -> None:
-        self.name = str(name)
+        self.name = validate_channel_name(str(name))
         self.alias = alias
         self._layer = channel_layer
 
     @property
     def channel_layer(self) -> BaseChannelLayer:
+        """The layer this channel sends through."""
         return self._layer if self._layer is not None else get_channel_layer(self.alias)
 
-    def send(self, content: dict[str, Any], immediately: bool = False, delay: float | None = None) -> None:
+    def send(
+        self, content: dict[str, Any], immediately: bool = False, delay: float | None = None
+    ) -> None:
         """Send ``content`` (a dict of msgpack types) to this channel.
 
         ``immediately`` is accepted for Channels 1.x compatibility; sends
-        are always immediate. ``delay`` delivers it that many seconds later.
-        Raises ``ChannelFull`` when the channel is at capacity.
+        are always immediate. ``delay`` delivers it that many seconds later
+        (a layer feature: the memory layer holds it in this process, Redis
+        in Redis).
+
+        Raises:
+            ChannelFull: the channel is at capacity; the message was not sent.
+            TypeError: ``content`` holds something that is not a msgpack type.
         """
         self.channel_layer.send(self.name, content, delay=delay)
 
@@ -71,11 +81,19 @@ class Channel:
 class _ReplyChannel(Channel):
     """``message.reply_channel``: sends go straight to the connection, in order."""
 
-    def __init__(self, name: str, emit: Callable[[dict[str, Any]], None], layer: BaseChannelLayer | None) -> None:
-        super().__init__(name, channel_layer=layer)
+    def __init__(
+        self, name: str, emit: Callable[[dict[str, Any]], None], layer: BaseChannelLayer | None
+    ) -> None:
+        # No validation: without a layer a connection has no channel name.
+        self.name = name
+        self.alias = DEFAULT_ALIAS
+        self._layer = layer
         self._emit = emit
 
-    def send(self, content: dict[str, Any], immediately: bool = False, delay: float | None = None) -> None:
+    def send(
+        self, content: dict[str, Any], immediately: bool = False, delay: float | None = None
+    ) -> None:
+        """Send a reply (``{"accept": True}``, ``{"text": ...}``, ``{"close": True}``)."""
         if delay:
             super().send(content, delay=delay)
             return
@@ -161,27 +179,44 @@ class FunctionConsumer(BaseConsumer):
     ``handlers`` maps ``websocket.connect`` / ``receive`` / ``disconnect`` to
     functions. With no connect handler the connection is accepted; a connect
     handler that neither accepts nor closes refuses the handshake (403).
+    Named groups of the path regex are passed to the functions as keyword
+    arguments, as Channels 1.x did (those each function accepts).
     """
 
     scope_type: ClassVar[str] = "websocket"
-    handlers: ClassVar[dict[str, Callable[[Message], Any]]] = {}
+    handlers: ClassVar[dict[str, Callable[..., Any]]] = {}
     path_regex: ClassVar[str] = ".*"
+    _kwargs_filters: ClassVar[dict[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
 
     @classmethod
     def for_path(cls, path_regex: str) -> type[FunctionConsumer]:
+        """A new class holding the function consumers of one path."""
         return type(
             "FunctionConsumer",
             (cls,),
-            {"handlers": {}, "path_regex": path_regex, "__module__": cls.__module__},
+            {
+                "handlers": {},
+                "_kwargs_filters": {},
+                "path_regex": path_regex,
+                "__module__": cls.__module__,
+            },
         )
+
+    @classmethod
+    def set_handler(cls, event_type: str, func: Callable[..., Any]) -> None:
+        """Register ``func`` for ``event_type`` on this path."""
+        cls.handlers[event_type] = func
+        cls._kwargs_filters[event_type] = accepted_kwargs(func)
 
     def __init__(self, scope: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(scope, **kwargs)
         self._order = 0
-        self.reply_channel = _ReplyChannel(self.channel_name or "", self.base_send, self.channel_layer)
+        self.reply_channel = _ReplyChannel(
+            self.channel_name or "", self.base_send, self.channel_layer
+        )
 
     def _message(self, event: dict[str, Any]) -> Message:
-        content = {
+        content: dict[str, Any] = {
             "reply_channel": self.channel_name,
             "path": self.scope.get("path"),
             "order": self._order,
@@ -189,7 +224,7 @@ class FunctionConsumer(BaseConsumer):
         self._order += 1
         if event["type"] == "websocket.connect":
             content.update(
-                headers=self.scope.get("headers", []),
+                headers=[list(pair) for pair in self.scope.get("headers", [])],
                 query_string=self.scope.get("query_string", b""),
                 client=self.scope.get("client"),
                 server=self.scope.get("server"),
@@ -197,14 +232,15 @@ class FunctionConsumer(BaseConsumer):
         for key in ("text", "bytes", "code"):
             if event.get(key) is not None:
                 content[key] = event[key]
-        message = Message(content, event["type"], self.channel_layer, self.reply_channel, self.scope)
-        return message
+        return Message(content, event["type"], self.channel_layer, self.reply_channel, self.scope)
 
     def _call(self, event: dict[str, Any]) -> bool:
-        handler = self.handlers.get(event["type"])
+        kind = event["type"]
+        handler = self.handlers.get(kind)
         if handler is None:
             return False
-        handler(self._message(event))
+        url_kwargs = self.scope.get("url_route", {}).get("kwargs", {})
+        handler(self._message(event), **self._kwargs_filters[kind](url_kwargs))
         return True
 
     def websocket_connect(self, event: dict[str, Any]) -> None:
@@ -215,13 +251,19 @@ class FunctionConsumer(BaseConsumer):
         self._call(event)
 
     def websocket_disconnect(self, event: dict[str, Any]) -> None:
-        from ..exceptions import StopConsumer
-
         try:
             self._call(event)
         finally:
             raise StopConsumer()
 
-    def send_reply(self, content: dict[str, Any]) -> None:
-        for event in websocket_reply_events(content):
-            self.base_send(event)
+
+def enforce_ordering(func: Callable[..., Any] | None = None, *, slight: bool = False) -> Any:
+    """Channels 1.x ``@enforce_ordering``: kept so code ports, and does nothing.
+
+    Every connection's messages are handled in order, one at a time, in
+    wsbridge (strict ordering, always), so there is nothing to enforce.
+    Works bare (``@enforce_ordering``) and called (``@enforce_ordering(slight=True)``).
+    """
+    if func is None:
+        return lambda f: f
+    return func

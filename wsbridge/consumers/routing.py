@@ -13,14 +13,19 @@ Path patterns match the request path without its leading slash, like
 Django's ``urlpatterns``; captured values land in
 ``scope["url_route"]["kwargs"]``. A ``re_path`` pattern that starts with
 ``^/`` or ``/`` (the Channels 1.x spelling) is matched against the full path.
+
+A site lists its consumer modules once (settings, or the command line) and
+:func:`build_router` imports them, so their decorators run, and combines
+them with an optional declared routing module.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +39,24 @@ __all__ = [
     "path",
     "re_path",
     "include",
+    "route",
+    "route_class",
     "URLRouter",
+    "ChannelNameRouter",
+    "ProtocolTypeRouter",
     "router",
     "load_routes",
+    "autodiscover",
+    "build_router",
+    "register_converter",
     "WEBSOCKET_EVENTS",
 ]
 
 #: Event types a Channels 1.x style function consumer can be registered for.
 WEBSOCKET_EVENTS = ("websocket.connect", "websocket.receive", "websocket.disconnect")
+
+#: Names :func:`load_routes` looks for in a routing module, in this order.
+ROUTING_NAMES = ("router", "routes", "websocket_urlpatterns", "urlpatterns", "channel_routing")
 
 
 # -- converters (the Django path() converters, without Django) --------------
@@ -57,9 +72,7 @@ CONVERTERS: dict[str, _Converter] = {
     "str": _Converter(r"[^/]+", str),
     "int": _Converter(r"[0-9]+", int),
     "slug": _Converter(r"[-a-zA-Z0-9_]+", str),
-    "uuid": _Converter(
-        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", uuid.UUID
-    ),
+    "uuid": _Converter(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", uuid.UUID),
     "path": _Converter(r".+", str),
 }
 
@@ -67,7 +80,10 @@ _PARAM_RE = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")
 
 
 def register_converter(name: str, regex: str, to_python: Callable[[str], Any] = str) -> None:
-    """Add a path converter usable as ``<name:value>`` in ``path()`` patterns."""
+    """Add a path converter usable as ``<name:value>`` in ``path()`` patterns.
+
+    ``to_python`` may raise ``ValueError`` to make the route not match.
+    """
     CONVERTERS[name] = _Converter(regex, to_python)
 
 
@@ -87,13 +103,16 @@ def _compile_path(pattern: str, *, end: bool) -> tuple[re.Pattern[str], dict[str
         except KeyError:
             raise RoutingError(
                 f"path {pattern!r}: unknown converter {conv_name!r} "
-                f"(known: {', '.join(sorted(CONVERTERS))})"
+                f"(known: {', '.join(sorted(CONVERTERS))}; add one with register_converter())"
             ) from None
         if name in converters:
             raise RoutingError(f"path {pattern!r}: parameter {name!r} appears twice")
         converters[name] = converter
         parts.append(f"(?P<{name}>{converter.regex})")
-    parts.append(re.escape(pattern[pos:]))
+    tail = pattern[pos:]
+    if "<" in tail or ">" in tail:
+        raise RoutingError(f"path {pattern!r}: unbalanced '<' or '>' in {tail!r}")
+    parts.append(re.escape(tail))
     if end:
         parts.append(r"\Z")
     return re.compile("".join(parts)), converters
@@ -113,42 +132,52 @@ class RouteMatch:
 
     @property
     def url_route(self) -> dict[str, Any]:
+        """The value for ``scope["url_route"]``."""
         return {"args": self.args, "kwargs": self.kwargs}
 
 
 @dataclass
 class Route:
-    """One pattern and what it leads to: a consumer or a nested set of routes."""
+    """One pattern and what it leads to: a consumer or a nested set of routes.
+
+    Build it with :func:`path`, :func:`re_path` or :func:`route_class`.
+    ``fallback`` routes (a function consumer registered without a path) are
+    tried after every other route of their router.
+    """
 
     pattern: str
     target: Any
     is_regex: bool = False
     name: str | None = None
     full_path: bool = False
+    fallback: bool = False
     regex: re.Pattern[str] = field(init=False, repr=False)
     converters: dict[str, _Converter] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        nested = isinstance(self.target, (Router, list, tuple))
+        if isinstance(self.target, (list, tuple)):
+            self.target = Router(routes=self.target)
+        nested = isinstance(self.target, Router)
+        if not nested and not _is_consumer(self.target):
+            raise RoutingError(
+                f"route {self.pattern!r} leads to {self.target!r}, which is neither a consumer "
+                "class nor routes (a Router, a list, or include('module'))"
+            )
         pattern = self.pattern
         if self.is_regex:
-            if pattern.startswith("^/") or pattern.startswith("/"):
+            if pattern.startswith(("^/", "/")):
                 self.full_path = True
             try:
                 self.regex = re.compile(pattern)
             except re.error as exc:
                 raise RoutingError(f"re_path {pattern!r} is not a valid regex: {exc}") from None
         else:
-            if pattern.startswith("/"):
-                pattern = pattern[1:]
-            self.regex, self.converters = _compile_path(pattern, end=not nested)
-        if nested and isinstance(self.target, (list, tuple)):
-            self.target = Router(routes=self.target)
+            self.regex, self.converters = _compile_path(pattern.lstrip("/"), end=not nested)
 
-    def match(self, path: str) -> tuple[str, dict[str, Any], tuple[Any, ...]] | None:
-        """Match ``path`` (no leading slash); return (rest, kwargs, args) or None."""
-        subject = "/" + path if self.full_path else path
-        m = self.regex.match(subject) if self.is_regex else self.regex.match(path)
+    def match(self, rest: str) -> tuple[str, dict[str, Any], tuple[Any, ...]] | None:
+        """Match ``rest`` (no leading slash); return (remaining, kwargs, args) or None."""
+        subject = "/" + rest if self.full_path else rest
+        m = self.regex.match(subject)
         if m is None:
             return None
         kwargs: dict[str, Any] = {}
@@ -160,53 +189,169 @@ class Route:
                 kwargs[key] = conv.to_python(value) if conv else value
             except ValueError:
                 return None
-        args = () if kwargs else tuple(g for g in m.groups() if g is not None)
-        rest = subject[m.end() :]
-        if self.full_path and rest.startswith("/"):
-            rest = rest[1:]
-        return rest, kwargs, args
+        args = () if m.groupdict() else tuple(g for g in m.groups() if g is not None)
+        remaining = subject[m.end() :]
+        if self.full_path and remaining.startswith("/"):
+            remaining = remaining[1:]
+        return remaining, kwargs, args
+
+
+def _is_consumer(target: Any) -> bool:
+    return isinstance(getattr(target, "scope_type", None), str) and callable(
+        getattr(target, "build", None)
+    )
 
 
 def path(pattern: str, target: Any, *, name: str | None = None) -> Route:
-    """A route with Django ``path()`` syntax: ``"ws/chat/<str:room>/"``."""
+    """A route with Django ``path()`` syntax: ``"ws/chat/<str:room>/"``.
+
+    ``target`` is a consumer class, or nested routes (``include(...)``, a
+    Router or a list), in which case the pattern is a prefix.
+    """
     return Route(pattern, target, is_regex=False, name=name)
 
 
 def re_path(pattern: str, target: Any, *, name: str | None = None) -> Route:
-    """A route with a regular expression; named groups become kwargs."""
+    """A route with a regular expression; named groups become kwargs.
+
+    The regex is anchored at the start (``re.match``); end it with ``$`` to
+    match the whole path. Start it with ``^/`` to match the full path, as
+    Channels 1.x patterns do.
+    """
     return Route(pattern, target, is_regex=True, name=name)
 
 
-def include(target: str | Router | Sequence[Route]) -> Router:
-    """Nest routes under a prefix: ``path("api/", include("myapp.routing"))``.
+def include(target: str | Router | Sequence[Any], path: str | None = None) -> Any:
+    """Nest routes: ``path("api/", include("myapp.routing"))``.
 
     ``target`` is a Router, a list of routes, or the dotted path of a module
-    that defines ``routes`` (or ``websocket_urlpatterns``, or ``router``).
+    that defines one of ``router``, ``routes``, ``websocket_urlpatterns``,
+    ``urlpatterns`` or ``channel_routing`` (``"module:name"`` picks one).
+
+    With ``path`` (the Channels 1.x form, ``include("chat.routing",
+    path=r"^/chat")``) the result is itself a route whose regex prefix is
+    stripped before the nested routes match.
     """
     if isinstance(target, str):
-        return load_routes(target)
-    if isinstance(target, Router):
-        return target
-    return Router(routes=list(target))
+        sub = load_routes(target)
+    elif isinstance(target, Router):
+        sub = target
+    elif isinstance(target, (list, tuple)):
+        sub = Router(routes=list(target))
+    else:
+        raise RoutingError(f"include() takes a Router, a list or a module path, not {target!r}")
+    if path is None:
+        return sub
+    return Route(path, sub, is_regex=True)
 
 
-def URLRouter(routes: Sequence[Route]) -> Router:  # noqa: N802 - the Channels name
+def URLRouter(routes: Sequence[Any]) -> Router:  # noqa: N802 - the Channels name
     """A Router from a list of routes, as Channels' ``URLRouter`` builds one."""
     return Router(routes=list(routes))
+
+
+def ChannelNameRouter(mapping: Mapping[str, Any]) -> Router:  # noqa: N802 - the Channels name
+    """A Router of background channels: ``{"thumbnails": ThumbnailConsumer}``.
+
+    Values are functions taking a ``message`` or consumer classes whose
+    methods are named after message types (Channels 4's ``SyncConsumer``).
+    """
+    result = Router()
+    for name, consumer in mapping.items():
+        result.channel(name)(consumer)
+    return result
+
+
+def ProtocolTypeRouter(mapping: Mapping[str, Any]) -> Router:  # noqa: N802 - the Channels name
+    """Accept a Channels 4 ``application`` mapping and return its routes.
+
+    ``"websocket"`` routes (a Router, a list, or a URLRouter wrapped in
+    middleware that passes them through) and ``"channel"`` routes (a
+    ChannelNameRouter) are kept. ``"http"`` is ignored: plain HTTP stays
+    with the site's WSGI app.
+    """
+    result = Router()
+    for kind, target in mapping.items():
+        if kind == "http":
+            continue
+        if kind not in ("websocket", "channel"):
+            raise RoutingError(
+                f"ProtocolTypeRouter: wsbridge serves 'websocket' and 'channel', not {kind!r}"
+            )
+        inner = getattr(target, "inner", target)  # middleware keeps the app as .inner
+        if not isinstance(inner, (Router, list, tuple)):
+            raise RoutingError(f"ProtocolTypeRouter[{kind!r}] must be routes, not {target!r}")
+        result.merge(inner)
+    return result
+
+
+# -- Channels 1.x routing entries ---------------------------------------------
+
+
+@dataclass
+class _Registration:
+    """A Channels 1.x ``route()`` entry: applied to the Router it is listed in."""
+
+    channel: str
+    consumer: Callable[..., Any]
+    path: str | None
+
+    def apply(self, target: Router) -> None:
+        if self.channel in WEBSOCKET_EVENTS:
+            target.on(self.channel, path=self.path)(self.consumer)
+        elif self.channel.startswith(("http.", "websocket.")):
+            raise RoutingError(
+                f"route({self.channel!r}, ...): wsbridge routes websocket.connect/receive/"
+                "disconnect and background channels; plain HTTP stays with the WSGI app "
+                "(or use @router.http)"
+            )
+        else:
+            if self.path is not None:
+                raise RoutingError(f"route({self.channel!r}): a background channel has no path")
+            target.channel(self.channel)(self.consumer)
+
+
+def route(
+    channel: str, consumer: Callable[..., Any], path: str | None = None, **filters: Any
+) -> Any:
+    """Channels 1.x ``route(channel, consumer, path=regex)``.
+
+    ``websocket.connect`` / ``receive`` / ``disconnect`` register a function
+    consumer (as :meth:`Router.on`); any other name registers a background
+    channel (as :meth:`Router.channel`). Only the ``path`` filter exists.
+    """
+    if filters:
+        raise RoutingError(
+            f"route({channel!r}): unsupported filters {sorted(filters)}; wsbridge routes by path"
+        )
+    if not callable(consumer):
+        raise RoutingError(f"route({channel!r}) needs a function, got {consumer!r}")
+    return _Registration(channel, consumer, path)
+
+
+def route_class(consumer_class: Any, path: str | None = None) -> Route:
+    """Channels 1.x ``route_class(Consumer, path=regex)``: a WebSocket class consumer."""
+    route_ = Route(path if path is not None else ".*", consumer_class, is_regex=True)
+    route_.fallback = path is None
+    return route_
+
+
+# -- loading ------------------------------------------------------------------
 
 
 def load_routes(dotted: str) -> Router:
     """Import ``dotted`` and return the Router it names or defines.
 
-    ``"myapp.routing"`` (a module with ``router``, ``routes`` or
-    ``websocket_urlpatterns``) or ``"myapp.routing:routes"``.
+    ``"myapp.routing"`` (a module with one of ``router``, ``routes``,
+    ``websocket_urlpatterns``, ``urlpatterns``, ``channel_routing``) or
+    ``"myapp.routing:routes"`` (that name). Lists become Routers.
+
+    Raises:
+        RoutingError: the module does not exist, or defines none of them.
     """
     module_name, _, attr = dotted.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RoutingError(f"cannot import routing module {module_name!r}: {exc}") from exc
-    candidates = [attr] if attr else ["router", "routes", "websocket_urlpatterns", "urlpatterns"]
+    module = _import(module_name, "routing module")
+    candidates = [attr] if attr else list(ROUTING_NAMES)
     for name in candidates:
         value = getattr(module, name, None)
         if value is None:
@@ -219,6 +364,60 @@ def load_routes(dotted: str) -> Router:
     raise RoutingError(f"{dotted} defines none of: {', '.join(candidates)}")
 
 
+def _import(module_name: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only a missing module *itself* becomes a RoutingError; an import
+        # failing inside it keeps its own traceback, which is what to fix.
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise RoutingError(
+                f"cannot import {what} {module_name!r}: no module named {exc.name!r} "
+                "(check the dotted path and sys.path)"
+            ) from exc
+        raise
+
+
+def autodiscover(modules: str | Iterable[str], target: Router | None = None) -> Router:
+    """Import each consumer module so its decorators register; return the router.
+
+    Args:
+        modules: dotted module names, as a list or one comma-separated string.
+        target: the router the decorators register on (default ``wsbridge.router``);
+            it is only returned, modules choose where they register.
+
+    Raises:
+        RoutingError: a listed module does not exist.
+    """
+    if isinstance(modules, str):
+        modules = [m for m in (part.strip() for part in modules.split(",")) if m]
+    for module_name in modules:
+        _import(module_name, "consumer module")
+    return target if target is not None else router
+
+
+def build_router(
+    routing: str | Router | Sequence[Any] | None = None, consumers: str | Iterable[str] = ()
+) -> Router:
+    """The router a server or worker uses, from settings or command-line options.
+
+    Imports every module in ``consumers`` (their decorators register on
+    ``wsbridge.router``), then returns the declared ``routing`` (a dotted
+    path, a Router or a list) followed by the default router's routes, or
+    the default router alone when nothing is declared.
+    """
+    autodiscover(consumers)
+    if routing is None:
+        return router
+    declared = include(routing)
+    if declared is router:
+        return router
+    combined = Router()
+    combined.merge(declared)
+    combined.merge(router)
+    return combined
+
+
 # -- the router --------------------------------------------------------------
 
 
@@ -226,64 +425,129 @@ def _scope_type(target: Any) -> str | None:
     return getattr(target, "scope_type", None)
 
 
+def _same_definition(a: Any, b: Any) -> bool:
+    """True when ``b`` is ``a`` re-defined (the module was imported again)."""
+    if a is b:
+        return True
+    return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == (
+        getattr(b, "__module__", None),
+        getattr(b, "__qualname__", None),
+    )
+
+
+def _describe(target: Any) -> str:
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+
+
 class Router:
     """Maps paths to consumers and channel names to background consumers.
 
     Decorators register and return the decorated object unchanged, so a
     consumer module only needs to be imported once for its routes to exist.
+
+    Args:
+        routes: ``path()``, ``re_path()``, ``route()``, ``route_class()`` or
+            ``include()`` entries, in the order they are tried.
     """
 
-    def __init__(self, routes: Iterable[Route] | None = None) -> None:
-        self._routes: list[Route] = list(routes or [])
+    def __init__(self, routes: Iterable[Any] | None = None) -> None:
+        self._routes: list[Route] = []
         self._channels: dict[str, Callable[..., Any]] = {}
-        # Channels 1.x function consumers: path regex -> {event type: function}
+        # Channels 1.x function consumers: path regex -> consumer class
         self._function_routes: dict[str, Any] = {}
+        for item in routes or ():
+            self._add_item(item)
+
+    def __repr__(self) -> str:
+        return f"<Router routes={len(self._routes)} channels={sorted(self._channels)}>"
+
+    def _add_item(self, item: Any) -> None:
+        if isinstance(item, Route):
+            self.add(item)
+        elif isinstance(item, _Registration):
+            item.apply(self)
+        elif isinstance(item, Router):
+            self.merge(item)
+        else:
+            raise RoutingError(
+                f"a routing list holds path(), re_path(), route(), route_class() or include() "
+                f"entries, not {item!r}"
+            )
 
     # -- registration --------------------------------------------------------
 
     def add(self, route: Route) -> Route:
         """Append a route (from ``path()`` / ``re_path()``)."""
+        if isinstance(route.target, Router) and route.target._contains(self):
+            raise RoutingError("a router cannot include itself, directly or through others")
         self._routes.append(route)
         return route
 
-    def websocket(self, pattern: str, *, regex: bool = False, name: str | None = None):
+    def _contains(self, other: Router) -> bool:
+        return self is other or any(
+            isinstance(r.target, Router) and r.target._contains(other) for r in self._routes
+        )
+
+    def _register(self, route: Route) -> None:
+        # A decorator running twice for one pattern is a module imported
+        # again (reload, __main__): replace. A different consumer is a mistake.
+        for i, existing in enumerate(self._routes):
+            if existing.pattern == route.pattern and existing.is_regex == route.is_regex:
+                if _scope_type(existing.target) != _scope_type(route.target):
+                    continue
+                if not _same_definition(existing.target, route.target):
+                    raise RoutingError(
+                        f"{route.pattern!r} is already routed to {_describe(existing.target)}; "
+                        f"cannot route it to {_describe(route.target)} too"
+                    )
+                self._routes[i] = route
+                return
+        self.add(route)
+
+    def websocket(self, pattern: str, consumer: Any = None, *, regex: bool = False,
+                  name: str | None = None) -> Any:
         """Decorator: serve WebSocket (and long-poll) connections on ``pattern``.
 
         ``pattern`` uses ``path()`` syntax, or is a regex with ``regex=True``.
+        ``router.websocket("ws/x/", XConsumer)`` registers without decorating.
         """
 
         def register(consumer: Any) -> Any:
-            if _scope_type(consumer) != "websocket":
+            if _scope_type(consumer) != "websocket" or not _is_consumer(consumer):
                 raise RoutingError(
-                    f"@router.websocket needs a WebsocketConsumer subclass, got {consumer!r}"
+                    f"@router.websocket({pattern!r}) needs a WebsocketConsumer subclass, "
+                    f"got {consumer!r}"
                 )
-            self.add(Route(pattern, consumer, is_regex=regex, name=name))
+            self._register(Route(pattern, consumer, is_regex=regex, name=name))
             return consumer
 
-        return register
+        return register(consumer) if consumer is not None else register
 
-    def http(self, pattern: str, *, regex: bool = False, name: str | None = None):
+    def http(self, pattern: str, *, regex: bool = False, name: str | None = None) -> Any:
         """Decorator: take over plain HTTP requests on ``pattern`` (HttpConsumer)."""
 
         def register(consumer: Any) -> Any:
             target = consumer
             if _scope_type(consumer) != "http":
                 if not callable(consumer):
-                    raise RoutingError(f"@router.http needs an HttpConsumer or function, got {consumer!r}")
-                from .http import function_http_consumer
+                    raise RoutingError(
+                        f"@router.http needs an HttpConsumer or function, got {consumer!r}"
+                    )
+                from .http import function_http_consumer  # type: ignore[import-not-found]
 
                 target = function_http_consumer(consumer)
-            self.add(Route(pattern, target, is_regex=regex, name=name))
+            self._register(Route(pattern, target, is_regex=regex, name=name))
             return consumer
 
         return register
 
-    def on(self, event_type: str, path: str | None = None):
+    def on(self, event_type: str, path: str | None = None) -> Callable[[Any], Any]:
         """Decorator: a Channels 1.x function consumer for ``event_type``.
 
-        ``path`` is a regex matched against the full request path (for
-        example ``r"^/chat/$"``); without it every otherwise unrouted
-        WebSocket path matches. The function takes one ``message``.
+        ``path`` is a regex (``r"^/chat/$"`` matches the full path; named
+        groups are passed to the function as keyword arguments). Without it
+        the function serves every WebSocket path no other route of this
+        router takes. The function takes one ``message``.
         """
         if event_type not in WEBSOCKET_EVENTS:
             raise RoutingError(
@@ -293,90 +557,135 @@ class Router:
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             from .message import FunctionConsumer
 
+            if not callable(func):
+                raise RoutingError(f"@router.on({event_type!r}) needs a function, got {func!r}")
             key = path if path is not None else ".*"
             consumer = self._function_routes.get(key)
             if consumer is None:
                 consumer = FunctionConsumer.for_path(key)
                 self._function_routes[key] = consumer
-                pattern = key if (key.startswith("^/") or key.startswith("/")) else key
-                route = Route(pattern, consumer, is_regex=True)
-                route.full_path = True
-                self.add(route)
-            if event_type in consumer.handlers:
-                raise RoutingError(f"{event_type} on path {key!r} is already handled")
-            consumer.handlers[event_type] = func
+                route_ = Route(key, consumer, is_regex=True)
+                route_.fallback = path is None
+                self.add(route_)
+            existing = consumer.handlers.get(event_type)
+            if existing is not None and not _same_definition(existing, func):
+                raise RoutingError(
+                    f"{event_type} on path {key!r} is already handled by {_describe(existing)}"
+                )
+            consumer.set_handler(event_type, func)
             return func
 
         return register
 
-    def channel(self, name: str):
-        """Decorator: run the function for every message sent to channel ``name``.
+    def channel(self, name: str) -> Callable[[Any], Any]:
+        """Decorator: run the consumer for every message sent to channel ``name``.
 
-        The function takes one ``message`` (``message.content`` is the dict
-        sent). It runs in the serving process by default, or in
+        The consumer is a function taking one ``message`` (``message.content``
+        is the dict sent), or a consumer class whose methods are named after
+        message types. It runs in the serving process by default, or in
         ``wsbridge worker`` processes.
         """
-        validate_channel_name(name)
+        try:
+            validate_channel_name(name)
+        except ValueError as exc:
+            raise RoutingError(f"@router.channel({name!r}): {exc}") from None
         if "!" in name:
-            raise RoutingError("background channel names cannot be process-specific (no '!')")
+            raise RoutingError(
+                f"@router.channel({name!r}): background channel names cannot be "
+                "process-specific (no '!')"
+            )
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            if name in self._channels and self._channels[name] is not func:
-                raise RoutingError(f"channel {name!r} already has a consumer")
+            if not callable(func):
+                raise RoutingError(f"@router.channel({name!r}) needs a function, got {func!r}")
+            existing = self.channel_consumer(name)
+            if existing is not None and not _same_definition(existing, func):
+                raise RoutingError(
+                    f"channel {name!r} already has a consumer: {_describe(existing)}"
+                )
             self._channels[name] = func
             return func
 
         return register
 
-    def include(self, prefix: str, target: str | Router | Sequence[Route]) -> Router:
-        """Mount other routes under ``prefix`` (``path()`` syntax)."""
+    def include(self, prefix: str, target: str | Router | Sequence[Any]) -> Router:
+        """Mount other routes under ``prefix`` (``path()`` syntax); return them."""
         sub = include(target)
         self.add(path(prefix, sub))
         return sub
+
+    def merge(self, other: str | Router | Sequence[Any]) -> Router:
+        """Add every route and background channel of ``other`` after this router's own.
+
+        ``other`` is a Router, a list of routes or a dotted module path (as
+        for :func:`include`). It stays live: decorators that register on it
+        later are seen here too.
+
+        Raises:
+            RoutingError: both routers have a different consumer for one channel.
+        """
+        sub = include(other)
+        for name in sub.channel_names():
+            mine = self.channel_consumer(name)
+            theirs = sub.channel_consumer(name)
+            if mine is not None and not _same_definition(mine, theirs):
+                raise RoutingError(
+                    f"cannot merge: channel {name!r} has consumers {_describe(mine)} "
+                    f"and {_describe(theirs)}"
+                )
+        self.add(path("", sub))
+        return self
 
     # -- lookups ---------------------------------------------------------------
 
     @property
     def routes(self) -> list[Route]:
-        return list(self._routes)
+        """The routes of this router (not of nested ones), in the order tried."""
+        return list(self._ordered())
 
-    def iter_routes(self) -> Iterator[Route]:
-        yield from self._routes
+    def _ordered(self) -> Iterator[Route]:
+        yield from (r for r in self._routes if not r.fallback)
+        yield from (r for r in self._routes if r.fallback)
 
     def resolve(self, scope_type: str, request_path: str) -> RouteMatch | None:
-        """Find the consumer for a request path, or None (answered with 404)."""
+        """Find the consumer for a request path, or None (answered with 404).
+
+        Args:
+            scope_type: ``"websocket"`` or ``"http"``.
+            request_path: the decoded path (``scope["path"]``), leading slash or not.
+        """
         return self._resolve(scope_type, request_path.lstrip("/"), {}, ())
 
     def _resolve(
         self, scope_type: str, rest: str, kwargs: dict[str, Any], args: tuple[Any, ...]
     ) -> RouteMatch | None:
-        for route in self._routes:
-            found = route.match(rest)
+        for route_ in self._ordered():
+            found = route_.match(rest)
             if found is None:
                 continue
             remaining, new_kwargs, new_args = found
             merged = {**kwargs, **new_kwargs}
             all_args = args + new_args
-            if isinstance(route.target, Router):
-                sub = route.target._resolve(scope_type, remaining, merged, all_args)
+            if isinstance(route_.target, Router):
+                sub = route_.target._resolve(scope_type, remaining, merged, all_args)
                 if sub is not None:
                     return sub
                 continue
-            if _scope_type(route.target) != scope_type:
+            if _scope_type(route_.target) != scope_type:
                 continue
-            if not route.is_regex and remaining:
+            if not route_.is_regex and remaining:
                 continue
-            return RouteMatch(route.target, merged, all_args, route)
+            return RouteMatch(route_.target, merged, all_args, route_)
         return None
 
     def channel_consumer(self, name: str) -> Callable[..., Any] | None:
-        """The function registered for background channel ``name``, if any."""
+        """The consumer registered for background channel ``name``, if any."""
         found = self._channels.get(name)
         if found is not None:
             return found
-        for route in self._routes:
-            if isinstance(route.target, Router):
-                found = route.target.channel_consumer(name)
+        for route_ in self._routes:
+            if isinstance(route_.target, Router):
+                found = route_.target.channel_consumer(name)
                 if found is not None:
                     return found
         return None
@@ -384,9 +693,9 @@ class Router:
     def channel_names(self) -> list[str]:
         """Every background channel with a consumer, nested routers included."""
         names = set(self._channels)
-        for route in self._routes:
-            if isinstance(route.target, Router):
-                names.update(route.target.channel_names())
+        for route_ in self._routes:
+            if isinstance(route_.target, Router):
+                names.update(route_.target.channel_names())
         return sorted(names)
 
     def clear(self) -> None:
@@ -394,6 +703,18 @@ class Router:
         self._routes.clear()
         self._channels.clear()
         self._function_routes.clear()
+
+
+def accepted_kwargs(func: Callable[..., Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A filter keeping the keyword arguments ``func`` can take (all, with ``**kwargs``)."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins, some C callables
+        return lambda kwargs: {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict
+    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return lambda kwargs: {k: v for k, v in kwargs.items() if k in names}
 
 
 #: The default router the decorators in ``wsbridge`` register on.

@@ -2,15 +2,27 @@
 
 A transport (WebSocket, long-poll, HTTP) creates a :class:`Connection` for
 each client, pushes its events into it (``websocket.connect``,
-``websocket.receive``, ``websocket.disconnect``) and receives the
-consumer's answers through the ``send`` callable it passed in
-(``websocket.accept``, ``websocket.send``, ``websocket.close``, or the
-``http.response.*`` events). Layer messages for the connection's channel
-are pushed into the same mailbox by the layer (``attach``).
+``websocket.receive``) and receives the consumer's answers through the
+``send`` callable it passed in (``websocket.accept``, ``websocket.send``,
+``websocket.close``, or the ``http.response.*`` events). Layer messages for
+the connection's channel are pushed into the same mailbox by the layer
+(``attach``), so socket events and layer messages are handled in the order
+they arrived.
 
 The mailbox is drained by a greenlet that exists only while there is work:
 an idle connection costs no greenlet here. Handlers run one at a time, in
 arrival order; a handler that blocks delays only its own connection.
+
+What the transport must do:
+
+* call :meth:`Connection.disconnected` once the socket is gone, whoever
+  closed it (calling it twice, or after a refused handshake, is harmless);
+* answer a ``websocket.close`` that comes before ``websocket.accept`` with
+  HTTP 403 (500 when the event has ``"error": True``: the consumer crashed);
+* never raise from ``send`` for a gone client, and never block in it for long.
+
+A consumer that raises is logged once (with its traceback) and its
+connection alone is closed with 1011; the others go on.
 """
 
 from __future__ import annotations
@@ -23,7 +35,8 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
-from ..exceptions import ChannelFull, StopConsumer
+from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
+from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
@@ -44,7 +57,9 @@ class Connection:
         scope: the connection's scope (built by the transport).
         consumer_class: what the router resolved; ``build(scope, ...)`` makes
             the instance.
-        layer: the channel layer, or None to run without one.
+        layer: the channel layer, or None to run without one. A consumer class
+            with a ``channel_layer_alias`` other than "default" gets that
+            alias's layer instead.
         send: called (in the mailbox greenlet) with every event the
             consumer emits; must not raise for a gone client.
         mailbox_size: layer messages that may wait; one more raises
@@ -60,11 +75,15 @@ class Connection:
         *,
         mailbox_size: int | None = None,
     ) -> None:
+        alias = getattr(consumer_class, "channel_layer_alias", DEFAULT_ALIAS)
+        if alias != DEFAULT_ALIAS:
+            layer = get_channel_layer(alias)
         self.scope = scope
         self.layer = layer
         self._transport_send = send
         self.channel_name = layer.new_channel() if layer is not None else None
-        self._mailbox: deque[dict[str, Any]] = deque()
+        # (from the transport?, event): the flag keeps backpressure counts exact.
+        self._mailbox: deque[tuple[bool, dict[str, Any]]] = deque()
         self._pending_transport = 0
         self._drained = Event()
         self._drained.set()
@@ -73,9 +92,14 @@ class Connection:
         self.accepted = False
         self.closed = False
         self.failed = False
+        #: The exception that ended the consumer, if one did (for tests and logs).
+        self.error: BaseException | None = None
+        self._disconnect_queued = False
         if mailbox_size is None:
             mailbox_size = (
-                layer.get_capacity(self.channel_name) if layer and self.channel_name else DEFAULT_MAILBOX_SIZE
+                layer.get_capacity(self.channel_name)
+                if layer is not None and self.channel_name
+                else DEFAULT_MAILBOX_SIZE
             )
         self.mailbox_size = mailbox_size
         self.consumer = consumer_class.build(
@@ -97,16 +121,23 @@ class Connection:
         while self._pending_transport >= TRANSPORT_HIGH_WATER and not self.finished.is_set():
             self._drained.clear()
             self._drained.wait(1.0)
+        if self.finished.is_set():
+            return
+        self._enqueue_transport(event)
+
+    def _enqueue_transport(self, event: dict[str, Any]) -> None:
         self._pending_transport += 1
-        self._mailbox.append(event)
+        self._mailbox.append((True, event))
         self._wake()
 
     def _from_layer(self, message: dict[str, Any]) -> None:
         if self.finished.is_set():
             return
         if len(self._mailbox) - self._pending_transport >= self.mailbox_size:
-            raise ChannelFull(f"connection {self.channel_name} has {self.mailbox_size} messages waiting")
-        self._mailbox.append(message)
+            raise ChannelFull(
+                f"connection {self.channel_name} has {self.mailbox_size} messages waiting"
+            )
+        self._mailbox.append((False, message))
         self._wake()
 
     def _wake(self) -> None:
@@ -119,8 +150,7 @@ class Connection:
         mailbox = self._mailbox
         try:
             while mailbox and not self.finished.is_set():
-                event = mailbox.popleft()
-                from_transport = event.get("type", "").startswith(("websocket.", "http."))
+                from_transport, event = mailbox.popleft()
                 if from_transport:
                     self._pending_transport -= 1
                     if self._pending_transport < TRANSPORT_HIGH_WATER // 2:
@@ -138,21 +168,25 @@ class Connection:
         except StopConsumer:
             self._finish(close_code=1000)
             return
-        except Exception:
-            self.failed = True
-            logger.exception(
-                "consumer %s raised handling %r on %s; closing this connection with 1011",
-                type(self.consumer).__name__,
-                kind,
-                self.scope.get("path"),
-            )
-            self._finish(close_code=1011)
+        except UnknownMessageType as exc:
+            # The message says it all; a traceback would only show dispatch().
+            self._fail(exc, f"closing this connection with 1011: {exc}", with_traceback=False)
+            return
+        except Exception as exc:
+            self._fail(exc, f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
+                            f"on {self.scope.get('path')!r}; closing this connection with 1011")
             return
         if kind == "websocket.connect" and not self.accepted and not self.closed:
             # connect() returned without accepting: refuse the handshake.
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
+
+    def _fail(self, exc: BaseException, message: str, *, with_traceback: bool = True) -> None:
+        self.failed = True
+        self.error = exc
+        logger.error(message, exc_info=exc if with_traceback else None)
+        self._finish(close_code=1011)
 
     # -- output -----------------------------------------------------------------
 
@@ -167,6 +201,12 @@ class Connection:
             self.accepted = True
         elif kind == "websocket.close":
             self.closed = True
+            if not self.accepted:
+                # A refused handshake never opens a socket, so no transport
+                # reports its end: deliver the disconnect (groups, cleanup) here.
+                self._transport_send(event)
+                self._queue_disconnect(1006)
+                return
         self._transport_send(event)
 
     # -- the end ---------------------------------------------------------------
@@ -181,17 +221,40 @@ class Connection:
         self._drained.set()
         self._mailbox.clear()
         self._pending_transport = 0
+        if self.failed:
+            self._leave_groups()
         if self.layer is not None and self.channel_name is not None:
             try:
                 self.layer.detach(self.channel_name)
             except Exception:  # the layer logs its own outages
                 logger.debug("detach of %s failed", self.channel_name, exc_info=True)
 
-    def disconnected(self, code: int) -> None:
-        """The transport lost the client: deliver ``websocket.disconnect`` (once)."""
-        if self.finished.is_set():
+    def _leave_groups(self) -> None:
+        # A crashed consumer never ran its disconnect handler; do not leave
+        # its channel in the groups it declared, or group sends keep aiming at it.
+        groups = getattr(self.consumer, "groups", None) or ()
+        if self.layer is None or self.channel_name is None:
             return
-        self.push({"type": "websocket.disconnect", "code": code})
+        for group in groups:
+            try:
+                self.layer.group_discard(group, self.channel_name)
+            except (LayerError, ValueError):
+                logger.debug("could not discard %s from %r", self.channel_name, group)
+
+    def _queue_disconnect(self, code: int) -> None:
+        if self._disconnect_queued or self.finished.is_set():
+            return
+        self._disconnect_queued = True
+        # No backpressure wait: the client is gone, this must not block the transport.
+        self._enqueue_transport({"type": "websocket.disconnect", "code": code})
+
+    def disconnected(self, code: int) -> None:
+        """The transport lost the client: deliver ``websocket.disconnect`` (once).
+
+        Call it whenever the socket ends, after a close by either side; it
+        never blocks and extra calls are ignored.
+        """
+        self._queue_disconnect(code)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the consumer has finished; True if it did."""
