@@ -1,0 +1,327 @@
+"""Serve a WSGI app on gevent's pywsgi, WebSockets included: ``serve()`` and ``wsbridge serve``.
+
+``wsbridge serve mysite.wsgi`` (or ``module:attr``) imports the app after
+gevent has monkey-patched the standard library: the patching happens in
+:func:`wsbridge.cli.main` before any subcommand module is imported (an
+imported module could otherwise pull in ``ssl`` or ``threading`` first).
+This module's own imports are patch-safe for that reason: ``gevent.pywsgi``
+is imported only inside the functions that need it.
+
+:class:`WSBridgeHandler` is the pywsgi handler that lends its socket to the
+WebSocket transport: once the WebSocket is over it writes no response and
+reads no further request on that socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import weakref
+from typing import Any
+
+from ..exceptions import ConfigurationError
+
+__all__ = [
+    "serve",
+    "make_server",
+    "load_app",
+    "add_serve_arguments",
+    "run_serve",
+    "wsbridge_handover",
+    "foreign_pywsgi_handover",
+    "handler_class",
+]
+
+logger = logging.getLogger("wsbridge.server")
+
+_HANDLER_KEY = "wsbridge.pywsgi_handler"
+
+
+# -- the socket hand-over from a pywsgi handler ---------------------------------------
+
+
+def _drain_buffered(handler: Any) -> bytes:
+    """Bytes the handler's buffered reader holds past the request head (never blocks)."""
+    rfile = getattr(handler, "rfile", None)
+    sock = handler.socket
+    if rfile is None:
+        return b""
+    prior = sock.gettimeout()
+    try:
+        sock.settimeout(0.0)
+        return rfile.read1(65536) or b""
+    except OSError:
+        return b""
+    finally:
+        sock.settimeout(prior)
+
+
+def _finish_pywsgi(handler: Any) -> Any:
+    def finish(status: int, bytes_sent: int) -> list[bytes]:
+        # The response went out on the socket already: make pywsgi write
+        # nothing more, log the handshake status, and close the connection.
+        line = f"{status} {'Switching Protocols' if status == 101 else 'WebSocket'}"
+        handler.status = line
+        handler._orig_status = line
+        handler.code = status
+        handler.headers_sent = True
+        handler.response_use_chunked = False
+        handler.response_length = bytes_sent
+        handler.close_connection = True
+        handler.wsbridge_handed_over = True
+        return []
+
+    return finish
+
+
+def _pywsgi_handover(handler: Any, server_name: str, *, upgraded: bool = False) -> Any:
+    from .websocket import Handover
+
+    return Handover(
+        sock=handler.socket,
+        finish=_finish_pywsgi(handler),
+        preread=_drain_buffered(handler),
+        server=server_name,
+        upgraded=upgraded,
+    )
+
+
+def wsbridge_handover(environ: dict[str, Any]) -> Any:
+    """The hand-over from :class:`WSBridgeHandler`, or None under another server."""
+    ref = environ.get(_HANDLER_KEY)
+    handler = ref() if ref is not None else None
+    if handler is None or getattr(handler, "socket", None) is None:
+        return None
+    return _pywsgi_handover(handler, "wsbridge")
+
+
+def foreign_pywsgi_handover(environ: dict[str, Any]) -> Any:
+    """Find the gevent pywsgi handler serving this request (gunicorn -k gevent_pywsgi,
+    a hand-made ``WSGIServer``) by walking up the stack; None if there is none.
+    """
+    pywsgi = sys.modules.get("gevent.pywsgi")
+    if pywsgi is None:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, pywsgi.WSGIHandler) and candidate.environ is environ:
+            return _pywsgi_handover(candidate, type(candidate).__name__)
+        frame = frame.f_back
+    return None
+
+
+def handler_class() -> type:
+    """Build :class:`WSBridgeHandler` (pywsgi is imported only when serving)."""
+    global WSBridgeHandler
+    if WSBridgeHandler is not None:
+        return WSBridgeHandler
+    from gevent import pywsgi
+
+    class _Handler(pywsgi.WSGIHandler):
+        """pywsgi handler that lends its socket to wsbridge's WebSocket transport."""
+
+        wsbridge_handed_over = False
+
+        def get_environ(self) -> dict[str, Any]:
+            env = super().get_environ()
+            # A weak reference: environ must not keep the handler (and its
+            # buffers) alive in a reference cycle.
+            env[_HANDLER_KEY] = weakref.ref(self)
+            return env
+
+        def run_application(self) -> None:
+            self.wsbridge_handed_over = False
+            super().run_application()
+
+        def process_result(self) -> None:
+            if self.wsbridge_handed_over:
+                return  # the WebSocket wrote its own bytes; nothing more goes out
+            super().process_result()
+
+    _Handler.__name__ = _Handler.__qualname__ = "WSBridgeHandler"
+    WSBridgeHandler = _Handler
+    return _Handler
+
+
+WSBridgeHandler: Any = None
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+def _ensure_wrapped(app: Any, router: Any = None, **options: Any) -> Any:
+    if getattr(app, "wsbridge_wrapped", False):
+        return app
+    from .wsgi import wrap
+
+    return wrap(app, router=router, **options)
+
+
+def make_server(
+    app: Any, host: str = "127.0.0.1", port: int = 8000, *, access_log: Any = None, **wrap_options: Any
+) -> Any:
+    """Build (not start) a pywsgi server for ``app``, wrapped with :func:`wrap` if needed.
+
+    Args:
+        app: a WSGI app; one returned by ``wrap()`` is used as is.
+        host, port: where to listen (port 0 picks a free port: read
+            ``server.server_port`` after ``start()``).
+        access_log: a file-like object for access lines, or None for none.
+        wrap_options: passed to ``wrap()`` when ``app`` is not wrapped yet.
+
+    Returns:
+        A ``gevent.pywsgi.WSGIServer``; call ``start()`` or ``serve_forever()``.
+    """
+    from gevent import pywsgi
+
+    wrapped = _ensure_wrapped(app, **wrap_options)
+    return pywsgi.WSGIServer(
+        (host, port),
+        wrapped,
+        handler_class=handler_class(),
+        log=access_log,
+        error_log=logging.getLogger("wsbridge.server.errors"),
+    )
+
+
+def serve(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    access_log: Any = None,
+    shutdown_timeout: float = 10.0,
+    ready: Any = None,
+    **wrap_options: Any,
+) -> None:
+    """Serve ``app`` until SIGTERM/SIGINT, then close WebSockets with 1001 and return.
+
+    Requires gevent monkey-patching (``wsbridge serve`` does it for you).
+
+    Raises:
+        ConfigurationError: gevent has not patched the standard library.
+    """
+    from .wsgi import check_monkey_patched
+
+    check_monkey_patched()
+    server = make_server(app, host, port, access_log=access_log, **wrap_options)
+    server.start()
+    _start_embedded_worker(server.application)
+    logger.info("wsbridge serving on http://%s:%d/ (pid %d)", host, server.server_port, os.getpid())
+    if ready is not None:
+        ready(server)
+    _run_until_signal(server, shutdown_timeout)
+
+
+def _start_embedded_worker(app: Any) -> None:
+    # Background channels run in-process by default (wsbridge.worker, if present).
+    try:
+        worker = importlib.import_module("wsbridge.worker")
+    except ModuleNotFoundError as exc:
+        if exc.name != "wsbridge.worker":
+            raise
+        return
+    start = getattr(worker, "start_embedded", None)
+    if callable(start):
+        start(app.layer, app.router)
+
+
+def _run_until_signal(server: Any, shutdown_timeout: float) -> None:
+    import gevent
+    from gevent.event import Event
+
+    from .websocket import active_connections, close_all
+
+    stop = Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, stop.set)
+    stop.wait()
+    logger.info("shutting down: closing %d WebSocket(s) with 1001", len(active_connections()))
+    server.close()  # stop accepting
+    close_all()
+    with gevent.Timeout(shutdown_timeout, False):
+        while active_connections():
+            gevent.sleep(0.05)
+    server.stop(timeout=1)
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def load_app(spec: str) -> Any:
+    """Import the WSGI app named by ``module:attr`` or ``module``.
+
+    Without ``:attr`` the module's ``application`` is used, else its ``app``.
+
+    Raises:
+        ConfigurationError: the module or the attribute does not exist.
+    """
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    for name in [attr] if attr else ["application", "app"]:
+        app = getattr(module, name, None)
+        if app is not None:
+            if not callable(app):
+                raise ConfigurationError(f"{module_name}:{name} is not a WSGI callable")
+            return app
+    wanted = attr or "application (or app)"
+    raise ConfigurationError(f"{module_name} has no attribute {wanted}")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``wsbridge serve``."""
+    parser.add_argument("app", help="the WSGI app: module:attr, or module (uses `application`, then `app`)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000, 0 = any)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--access-log", metavar="FILE", help="write access lines to FILE ('-' = stdout)")
+    parser.add_argument(
+        "--routing", action="append", default=[], metavar="DOTTED",
+        help="import this module first (consumer modules register routes on import); repeatable",
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run ``wsbridge serve``; returns the exit status."""
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        print(
+            "wsbridge serve: gevent monkey-patching is missing; start it with the `wsbridge` "
+            "command or `python -m wsbridge`, which patch before importing the app",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        for dotted in args.routing:
+            importlib.import_module(dotted)
+        app = load_app(args.app)
+    except (ConfigurationError, ImportError) as exc:
+        print(f"wsbridge serve: {exc}", file=sys.stderr)
+        return 2
+    access_log = None
+    if args.access_log == "-":
+        access_log = sys.stdout
+    elif args.access_log:
+        access_log = open(args.access_log, "a", buffering=1)  # noqa: SIM115 - lives as long as the server
+    serve(app, args.host, args.port, access_log=access_log, ready=_print_ready)
+    return 0
+
+
+def _print_ready(server: Any) -> None:
+    # One parseable line on stdout: tests and scripts wait for it.
+    print(f"wsbridge: listening on http://{server.server_host}:{server.server_port}/", flush=True)

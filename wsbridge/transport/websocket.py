@@ -1,0 +1,732 @@
+"""WebSocket over gevent: the ``websockets`` sans-I/O ServerProtocol on a socket.
+
+No framing is written here: :class:`websockets.server.ServerProtocol` parses
+and serializes every frame (masking, fragmentation rules, control frames,
+close codes, permessage-deflate, the size limit). This module moves bytes
+between it and a gevent socket and turns frames into consumer events.
+
+One connection costs one greenlet: the WSGI request greenlet that handed
+the socket over becomes the reader. Writes go through a bounded outbound
+queue drained by a writer greenlet that exists only while bytes are
+waiting; keepalive pings and the closing timeout are hub timers, not
+greenlets. The protocol object is only touched under ``self._lock`` and no
+application code ever runs under it (STYLE rule 2): the reader feeds data,
+collects events and queues writes under the lock, then releases it before
+pushing messages into the consumer's mailbox.
+
+Close codes chosen by wsbridge (RFC 6455 section 7.4.1):
+
+* 1009 message too big (``max_message_size``, checked while reading and after
+  decompression), 1007 invalid UTF-8 in a text message, 1002 protocol error;
+* 1011 keepalive ping not answered within ``ping_timeout``, or the consumer
+  crashed;
+* :data:`SLOW_CLIENT_CLOSE_CODE` (1008, policy violation) when a client does
+  not read and its outbound queue passes ``max_outbound_bytes``: the socket
+  is then aborted (RST), so memory never grows without bound;
+* 1001 going away when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import socket
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+from websockets.datastructures import Headers
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import CLOSED, CONNECTING, OPEN
+from websockets.server import ServerProtocol
+
+from ..consumers.runner import Connection
+from ..layers.base import BaseChannelLayer
+
+__all__ = [
+    "WebSocketOptions",
+    "Handover",
+    "WebSocketTransport",
+    "serve_websocket",
+    "active_connections",
+    "close_all",
+    "SLOW_CLIENT_CLOSE_CODE",
+    "GOING_AWAY",
+]
+
+logger = logging.getLogger("wsbridge.websocket")
+
+#: Close code sent to a client that does not read fast enough (outbound queue full).
+SLOW_CLIENT_CLOSE_CODE = 1008
+#: Close code sent on server shutdown.
+GOING_AWAY = 1001
+#: Close code when the peer does not answer a keepalive ping in time.
+PING_TIMEOUT_CLOSE_CODE = 1011
+
+_MiB = 1024 * 1024
+_EOF = b""  # websockets' SEND_EOF marker: half-close the TCP connection
+
+
+@dataclass(frozen=True)
+class WebSocketOptions:
+    """Limits and knobs of the WebSocket transport; every limit is on by default.
+
+    Attributes:
+        max_message_size: largest incoming message in bytes, counted after
+            decompression and checked while the frames arrive; bigger closes
+            the connection with 1009. None disables the limit (do not).
+        max_fragment_size: largest single incoming frame, or None.
+        handshake_timeout: seconds the consumer has to accept or refuse in
+            ``connect()``; past it the handshake is answered with 503.
+        ping_interval: seconds of silence from the client before the server
+            pings it; None disables keepalive pings.
+        ping_timeout: seconds to wait for the pong; past it the connection is
+            closed with 1011 and the socket dropped.
+        close_timeout: seconds to wait for the client's part of the closing
+            handshake before the socket is aborted.
+        compression: offer permessage-deflate (RFC 7692) when the client asks.
+        server_max_window_bits: deflate window for what the server sends
+            (9-15); memory per connection grows with ``2**bits``.
+        client_max_window_bits: window the client is asked to use (8-15), when
+            it supports the parameter; bounds inflate memory.
+        compression_mem_level: zlib ``memLevel`` for the server's deflater (1-9).
+        max_outbound_bytes: bytes queued for a client that has not read them
+            yet; past it the client is closed with :data:`SLOW_CLIENT_CLOSE_CODE`
+            and its socket aborted. One message larger than this is still sent
+            when nothing else is queued.
+        read_size: bytes asked from the socket per read.
+    """
+
+    max_message_size: int | None = 1 * _MiB
+    max_fragment_size: int | None = None
+    handshake_timeout: float = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float = 20.0
+    close_timeout: float = 5.0
+    compression: bool = True
+    server_max_window_bits: int = 12
+    client_max_window_bits: int | None = 12
+    compression_mem_level: int = 5
+    max_outbound_bytes: int = 4 * _MiB
+    read_size: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if not 9 <= self.server_max_window_bits <= 15:
+            raise ValueError("server_max_window_bits must be between 9 and 15")
+        if self.client_max_window_bits is not None and not 8 <= self.client_max_window_bits <= 15:
+            raise ValueError("client_max_window_bits must be between 8 and 15 (or None)")
+        if not 1 <= self.compression_mem_level <= 9:
+            raise ValueError("compression_mem_level must be between 1 and 9")
+        for name in ("handshake_timeout", "ping_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.ping_interval is not None and self.ping_interval <= 0:
+            raise ValueError("ping_interval must be positive or None")
+        if self.max_outbound_bytes <= 0 or self.read_size <= 0:
+            raise ValueError("max_outbound_bytes and read_size must be positive")
+
+    def extensions(self) -> list[ServerPerMessageDeflateFactory]:
+        """The extension factories to offer (empty when compression is off)."""
+        if not self.compression:
+            return []
+        return [
+            ServerPerMessageDeflateFactory(
+                server_max_window_bits=self.server_max_window_bits,
+                client_max_window_bits=self.client_max_window_bits,
+                compress_settings={"memLevel": self.compression_mem_level},
+            )
+        ]
+
+
+@dataclass(eq=False)
+class Handover:
+    """A client socket that a WSGI server handed over to wsbridge.
+
+    Built by the server adapters (``transport.server``, ``transport.gunicorn``).
+
+    Attributes:
+        sock: the connected gevent socket.
+        finish: called once the WebSocket is over with ``(status, bytes_sent)``;
+            returns what the WSGI app must return to the server so that it
+            writes nothing more and reads no further request.
+        preread: bytes the server already read past the request head.
+        server: a name for logs ("wsbridge", "gunicorn", "gevent-websocket"...).
+        upgraded: the server already answered the handshake with 101 itself
+            (gevent-websocket does); the connection starts OPEN.
+    """
+
+    sock: Any
+    finish: Callable[[int, int], Any]
+    preread: bytes = b""
+    server: str = "unknown"
+    upgraded: bool = False
+
+
+class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets logs every open/close at INFO; one line per connection is debug here."""
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+_PROTOCOL_LOGGER = _QuietLogger(logging.getLogger("wsbridge.websocket.protocol"), {})
+
+# Every open transport, for a graceful shutdown (weak: no bookkeeping on close).
+_ACTIVE: weakref.WeakSet[WebSocketTransport] = weakref.WeakSet()
+
+
+def active_connections() -> list[WebSocketTransport]:
+    """The WebSocket connections open in this process right now."""
+    return list(_ACTIVE)
+
+
+def close_all(code: int = GOING_AWAY, reason: str = "server shutting down") -> int:
+    """Start closing every open WebSocket with ``code``; returns how many.
+
+    Each connection then finishes its closing handshake (bounded by its
+    ``close_timeout``); wait for them with :func:`active_connections`.
+    """
+    transports = active_connections()
+    for transport in transports:
+        transport.close(code, reason)
+    return len(transports)
+
+
+def _request_from_environ(environ: dict[str, Any]) -> Request:
+    headers = Headers()
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").title()] = str(value)
+    path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+    query = environ.get("QUERY_STRING")
+    if query and "?" not in path:
+        path = f"{path}?{query}"
+    return Request(
+        path=str(path),
+        headers=headers,
+        method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
+        protocol=str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).upper(),
+    )
+
+
+class WebSocketTransport:
+    """One WebSocket connection: a socket, a ServerProtocol and a consumer Connection.
+
+    Build it with :func:`serve_websocket`; it runs in the calling greenlet.
+    """
+
+    __slots__ = (
+        "sock", "options", "protocol", "scope", "conn", "_lock", "_outbox", "_outbox_bytes",
+        "_writer", "_timer", "_ping_payload", "_last_read", "_decided", "_response",
+        "_status", "_bytes_sent", "_close_code", "_aborted", "_fragments", "_decoder",
+        "_text", "_peer", "_closing", "__weakref__",
+    )
+
+    def __init__(self, sock: Any, scope: dict[str, Any], options: WebSocketOptions, *, upgraded: bool) -> None:
+        self.sock = sock
+        self.options = options
+        self.scope = scope
+        if upgraded:
+            self.protocol = self._open_protocol([], None)
+        else:
+            self.protocol = ServerProtocol(
+                extensions=options.extensions(),
+                max_size=(options.max_message_size, options.max_fragment_size),
+                logger=_PROTOCOL_LOGGER,
+            )
+        self.conn: Connection | None = None
+        self._lock = Semaphore()
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._writer: gevent.Greenlet | None = None
+        self._timer: Any = None
+        self._ping_payload: bytes | None = None
+        self._last_read = time.monotonic()
+        self._decided: Event | None = None if upgraded else Event()
+        self._response: Response | None = None
+        self._status = 101
+        self._bytes_sent = 0
+        self._close_code: int | None = None  # overrides the protocol's when we aborted
+        self._aborted = False
+        self._closing = False
+        self._fragments: list[Any] | None = None
+        self._decoder: Any = None
+        self._text = False
+        client = scope.get("client") or ["?", 0]
+        self._peer = f"{client[0]}:{client[1]}"
+
+    def _open_protocol(self, extensions: list[Any], subprotocol: Any) -> ServerProtocol:
+        options = self.options
+        protocol = ServerProtocol(
+            state=OPEN,
+            max_size=(options.max_message_size, options.max_fragment_size),
+            logger=_PROTOCOL_LOGGER,
+        )
+        protocol.extensions = extensions
+        protocol.subprotocol = subprotocol
+        return protocol
+
+    # -- the opening handshake ---------------------------------------------------
+
+    def handshake(self, environ: dict[str, Any], start: Callable[[], Connection]) -> bool:
+        """Validate the request, let the consumer decide, answer it. True if open.
+
+        Args:
+            environ: the WSGI environ of the upgrade request.
+            start: builds the consumer Connection (called only for a valid
+                handshake request) with :meth:`consumer_send` as its ``send``.
+        """
+        request = _request_from_environ(environ)
+        with self._lock:
+            response = self.protocol.accept(request)
+        if response.status_code != 101:
+            logger.info(
+                "refused WebSocket handshake from %s for %s: %d %s (%s)",
+                self._peer, self.scope.get("path"), response.status_code,
+                response.reason_phrase, self.protocol.handshake_exc,
+            )
+            if "Sec-WebSocket-Version" in str(self.protocol.handshake_exc):
+                response.headers["Sec-WebSocket-Version"] = "13"
+            self._send_response(response)
+            return False
+        self._response = response
+        try:
+            self.conn = start()
+        except Exception:
+            logger.exception("could not start the consumer for %s", self.scope.get("path"))
+            self._reject(500, "The WebSocket consumer failed to start.")
+            return False
+        self.conn.push({"type": "websocket.connect"})
+        assert self._decided is not None
+        if not self._decided.wait(self.options.handshake_timeout):
+            with self._lock:
+                undecided = self.protocol.state is CONNECTING and self._response is not None
+            if undecided:
+                logger.warning(
+                    "consumer for %s did not accept or refuse within handshake_timeout=%ss; "
+                    "answering 503", self.scope.get("path"), self.options.handshake_timeout,
+                )
+                self._reject(503, "The WebSocket consumer did not answer in time.")
+                self.conn.disconnected(1006)
+                return False
+        return self.protocol.state is OPEN
+
+    def _send_response(self, response: Response) -> None:
+        with self._lock:
+            if self.protocol.state is not CONNECTING:
+                return
+            self._status = response.status_code
+            self._response = None
+            handshake = self.protocol
+            handshake.send_response(response)
+            data = handshake.data_to_send()
+            if response.status_code == 101:
+                # The request came parsed from the WSGI server, so the handshake
+                # protocol's parser never saw it: frames go to a fresh protocol
+                # that starts OPEN with what the handshake negotiated.
+                self.protocol = self._open_protocol(handshake.extensions, handshake.subprotocol)
+            self._queue(data)
+        if self._decided is not None:
+            self._decided.set()
+
+    def _reject(self, status: int, text: str) -> None:
+        self._send_response(self.protocol.reject(status, text + "\n"))
+
+    def _accept(self, event: dict[str, Any]) -> None:
+        response = self._response
+        if response is None:
+            return
+        subprotocol = event.get("subprotocol")
+        if subprotocol:
+            if subprotocol not in self.scope.get("subprotocols", ()):
+                logger.error(
+                    "consumer for %s chose subprotocol %r, which the client did not offer "
+                    "(offered: %s); refusing with 500",
+                    self.scope.get("path"), subprotocol, self.scope.get("subprotocols"),
+                )
+                self._reject(500, "The WebSocket consumer chose an unoffered subprotocol.")
+                return
+            response.headers["Sec-WebSocket-Protocol"] = subprotocol
+            self.protocol.subprotocol = subprotocol
+        for name, value in event.get("headers") or ():
+            response.headers[_text(name)] = _text(value)
+        self._send_response(response)
+
+    # -- events from the consumer (mailbox greenlet) --------------------------
+
+    def consumer_send(self, event: dict[str, Any]) -> None:
+        """The ``send`` callable given to the consumer's Connection.
+
+        Never raises for a gone client and never blocks: frames go to the
+        bounded outbound queue.
+        """
+        kind = event.get("type")
+        state = self.protocol.state
+        if state is CONNECTING:
+            if kind == "websocket.close":
+                failed = bool(event.get("error"))
+                if failed:
+                    self._reject(500, "The WebSocket consumer failed.")
+                else:
+                    self._reject(403, "The WebSocket connection was refused.")
+                return
+            # A message before accept() accepts implicitly (Channels 1.x replies).
+            self._accept({} if kind != "websocket.accept" else event)
+            if kind == "websocket.accept" or self.protocol.state is not OPEN:
+                return
+        elif kind == "websocket.accept":
+            return
+        if kind == "websocket.send":
+            self.send_message(event.get("text"), event.get("bytes"))
+        elif kind == "websocket.close":
+            code = event.get("code")
+            if event.get("denied") and code == 1000 and self._decided is None:
+                code = 1008  # refused after a server-side (gevent-websocket) handshake
+            self.close(code if code is not None else 1000, event.get("reason") or "")
+        else:
+            logger.warning("WebSocket transport ignores event %r from the consumer", kind)
+
+    def send_message(self, text: str | None, data: bytes | None) -> None:
+        """Queue one message (text wins when both are given); dropped once closing."""
+        with self._lock:
+            if self.protocol.state is not OPEN or self._aborted:
+                logger.debug("dropping a message for closing WebSocket %s", self._peer)
+                return
+            if text is not None:
+                self.protocol.send_text(text.encode("utf-8"))
+            elif data is not None:
+                self.protocol.send_binary(bytes(data))
+            else:
+                return
+            self._queue(self.protocol.data_to_send())
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; the socket is aborted after ``close_timeout``."""
+        with self._lock:
+            if self.protocol.state is CONNECTING:
+                self._status = 503 if code == GOING_AWAY else 403
+                self.protocol.send_response(self.protocol.reject(self._status, "Closed.\n"))
+            elif self.protocol.state is OPEN:
+                try:
+                    self.protocol.send_close(code, reason[:120])
+                except Exception:  # an invalid code from the application
+                    logger.error("consumer asked to close with invalid code %r; using 1011", code)
+                    self.protocol.send_close(1011)
+            else:
+                return
+            self._queue(self.protocol.data_to_send())
+        if self._decided is not None:
+            self._decided.set()
+
+    # -- the outbound queue and its writer ------------------------------------
+
+    def _queue(self, chunks: Iterable[bytes]) -> None:
+        """Queue bytes for the writer (under the lock); enforce the outbound bound."""
+        if self._aborted:
+            return
+        pending = self._outbox_bytes
+        for chunk in chunks:
+            self._outbox.append(chunk)
+            self._outbox_bytes += len(chunk)
+        if pending and self._outbox_bytes > self.options.max_outbound_bytes:
+            self._slow_client()
+            return
+        if not self._closing and (self.protocol.close_sent is not None or self.protocol.eof_sent):
+            self._closing = True  # from now on the timer is the closing deadline
+            self._arm_timer(self.options.close_timeout)
+        if self._outbox and self._writer is None:
+            self._writer = gevent.spawn(self._write_loop)
+
+    def _write_loop(self) -> None:
+        outbox = self._outbox
+        try:
+            while outbox and not self._aborted:
+                chunk = outbox[0]
+                if chunk is _EOF or not chunk:
+                    self.sock.shutdown(socket.SHUT_WR)
+                else:
+                    self.sock.sendall(chunk)
+                    self._bytes_sent += len(chunk)
+                if outbox and outbox[0] is chunk:
+                    outbox.popleft()
+                    self._outbox_bytes -= len(chunk)
+        except OSError as exc:
+            logger.debug("write to %s failed: %s", self._peer, exc)
+            self._abort()
+        finally:
+            self._writer = None
+
+    def _slow_client(self) -> None:
+        logger.warning(
+            "WebSocket client %s on %s does not read: %d bytes waiting > max_outbound_bytes=%d; "
+            "closing with %d and aborting the socket",
+            self._peer, self.scope.get("path"), self._outbox_bytes,
+            self.options.max_outbound_bytes, SLOW_CLIENT_CLOSE_CODE,
+        )
+        self._close_code = SLOW_CLIENT_CLOSE_CODE
+        if self.protocol.state is OPEN:
+            self.protocol.fail(SLOW_CLIENT_CLOSE_CODE, "outbound queue full")
+        self.protocol.data_to_send()
+        self._abort()
+
+    def _abort(self) -> None:
+        """Drop the connection now: RST, wake the reader and the writer."""
+        if self._aborted:
+            return
+        self._aborted = True
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        try:
+            # Linger 0: close() sends RST and frees the kernel buffers at once.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- timers: keepalive pings and the closing deadline -----------------------
+
+    def _arm_timer(self, seconds: float | None) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if seconds is not None:
+            self._timer = gevent.get_hub().loop.timer(max(seconds, 0.001), ref=False)
+            self._timer.start(self._on_timer)
+
+    def _on_timer(self) -> None:
+        # Runs in the hub: must not block.
+        self._timer = None
+        try:
+            with self._lock:
+                self._tick()
+        except Exception:  # never let a timer callback kill the hub
+            logger.exception("WebSocket timer failed for %s", self._peer)
+            self._abort()
+
+    def _tick(self) -> None:
+        protocol = self.protocol
+        if self._closing or protocol.state is not OPEN:
+            logger.debug("closing handshake with %s timed out; aborting", self._peer)
+            self._abort()
+            return
+        if self._ping_payload is not None:
+            logger.info(
+                "WebSocket client %s did not answer a ping within %ss; closing with %d",
+                self._peer, self.options.ping_timeout, PING_TIMEOUT_CLOSE_CODE,
+            )
+            self._close_code = PING_TIMEOUT_CLOSE_CODE
+            protocol.fail(PING_TIMEOUT_CLOSE_CODE, "keepalive ping timeout")
+            self._queue(protocol.data_to_send())
+            self._arm_timer(min(self.options.close_timeout, 1.0))
+            return
+        interval = self.options.ping_interval
+        assert interval is not None
+        idle = time.monotonic() - self._last_read
+        if idle < interval:
+            self._arm_timer(interval - idle)
+            return
+        self._ping_payload = os.urandom(4)
+        protocol.send_ping(self._ping_payload)
+        self._queue(protocol.data_to_send())
+        self._arm_timer(self.options.ping_timeout)
+
+    # -- the read loop (the request greenlet) ------------------------------------
+
+    def run(self, preread: bytes = b"") -> None:
+        """Read until the connection is over, then tell the consumer (``disconnected``)."""
+        _ACTIVE.add(self)
+        if self.options.ping_interval is not None:
+            with self._lock:
+                self._arm_timer(self.options.ping_interval)
+        try:
+            if preread and not self._feed(preread):
+                return
+            while True:
+                try:
+                    data = self.sock.recv(self.options.read_size)
+                except OSError as exc:
+                    logger.debug("WebSocket client %s dropped: %s", self._peer, exc)
+                    data = b""
+                if self._aborted or not self._feed(data):
+                    break
+        finally:
+            self._finish()
+
+    def _feed(self, data: bytes) -> bool:
+        """Feed bytes (b"" = EOF); deliver messages. False when reading is over."""
+        with self._lock:
+            protocol = self.protocol
+            if data:
+                self._last_read = time.monotonic()
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+            frames = protocol.events_received()
+            self._queue(protocol.data_to_send())
+        for frame in frames:
+            self._on_frame(frame)
+        return bool(data) and self.protocol.state is not CLOSED and not self._aborted
+
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            self._text = opcode is Opcode.TEXT
+            self._fragments = None
+            self._decoder = None
+            if frame.fin:
+                if self._text:
+                    try:
+                        text = frame.data.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        self._invalid_utf8(exc)
+                        return
+                    self._deliver({"type": "websocket.receive", "text": text})
+                else:
+                    self._deliver({"type": "websocket.receive", "bytes": bytes(frame.data)})
+                return
+            self._fragments = []
+            if self._text:
+                self._decoder = codecs.getincrementaldecoder("utf-8")()
+        elif opcode is Opcode.CONT:
+            if self._fragments is None:
+                return  # the protocol has already failed the connection
+        elif opcode is Opcode.PONG:
+            if self._ping_payload is not None and frame.data == self._ping_payload:
+                with self._lock:
+                    self._ping_payload = None
+                    if self.protocol.state is OPEN and self.options.ping_interval is not None:
+                        self._arm_timer(self.options.ping_interval)
+            return
+        else:
+            return  # PING answered and CLOSE handled by the protocol
+        self._add_fragment(frame)
+
+    def _add_fragment(self, frame: Frame) -> None:
+        assert self._fragments is not None
+        if self._decoder is not None:
+            # Decode each frame as it comes: invalid UTF-8 fails fast (Autobahn 6.x).
+            try:
+                self._fragments.append(self._decoder.decode(frame.data, frame.fin))
+            except UnicodeDecodeError as exc:
+                self._invalid_utf8(exc)
+                return
+        else:
+            self._fragments.append(bytes(frame.data))
+        if frame.fin:
+            parts, self._fragments, self._decoder = self._fragments, None, None
+            if self._text:
+                self._deliver({"type": "websocket.receive", "text": "".join(parts)})
+            else:
+                self._deliver({"type": "websocket.receive", "bytes": b"".join(parts)})
+
+    def _invalid_utf8(self, exc: UnicodeDecodeError) -> None:
+        logger.info("WebSocket client %s sent invalid UTF-8; closing with 1007", self._peer)
+        self._fragments = self._decoder = None
+        with self._lock:
+            if self.protocol.state is OPEN:
+                self.protocol.fail(1007, f"{exc.reason} at position {exc.start}")
+                self._queue(self.protocol.data_to_send())
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        conn = self.conn
+        if conn is not None and self.protocol.state is OPEN:
+            conn.push(event)  # may block: backpressure, the lock is not held
+
+    def _finish(self) -> None:
+        _ACTIVE.discard(self)
+        with self._lock:
+            self._arm_timer(None)
+        code = self._close_code
+        if code is None:
+            code = self.protocol.close_code or 1006
+        exc = self.protocol.parser_exc
+        if exc is not None and not isinstance(exc, EOFError):
+            logger.info("WebSocket client %s broke the protocol: %s; closed with %d", self._peer, exc, code)
+        elif code == 1006:
+            logger.debug("WebSocket client %s went away without a closing handshake", self._peer)
+        self._close_socket()
+        if self.conn is not None:
+            self.conn.disconnected(code)
+
+    def finish_rejected(self) -> None:
+        """After a refused handshake: flush the answer, then close the connection."""
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        # Let the writer flush what is queued (bounded), then shut the socket
+        # down; the WSGI server that lent it closes the descriptor.
+        writer = self._writer
+        if writer is not None and not self._aborted:
+            writer.join(self.options.close_timeout)
+        if self._writer is not None:
+            self._abort()
+            self._writer.join(1.0)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of the handshake answer (101 when it opened)."""
+        return self._status
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._bytes_sent
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+@dataclass
+class _Outcome:
+    status: int
+    bytes_sent: int
+    transport: WebSocketTransport | None = field(default=None, repr=False)
+
+
+def serve_websocket(
+    handover: Handover,
+    environ: dict[str, Any],
+    scope: dict[str, Any],
+    consumer_class: Any,
+    *,
+    layer: BaseChannelLayer | None,
+    options: WebSocketOptions,
+) -> _Outcome:
+    """Run one WebSocket connection on a handed-over socket until it is over.
+
+    Validates the handshake (answering 400/405/426 as websockets decides),
+    lets the consumer accept (101), refuse (403) or fail (500), then reads
+    frames into the consumer's mailbox until the connection closes.
+
+    Returns:
+        The handshake status and bytes written, for the server's access log.
+    """
+    transport = WebSocketTransport(handover.sock, scope, options, upgraded=handover.upgraded)
+
+    def start() -> Connection:
+        return Connection(scope, consumer_class, layer, transport.consumer_send)
+
+    if handover.upgraded:
+        transport.conn = start()
+        transport.conn.push({"type": "websocket.connect"})
+        opened = True
+    else:
+        opened = transport.handshake(environ, start)
+    if opened:
+        transport.run(handover.preread)
+    else:
+        transport.finish_rejected()
+    return _Outcome(transport.status, transport.bytes_sent, transport)

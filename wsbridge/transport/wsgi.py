@@ -1,0 +1,384 @@
+"""The WSGI bridge: ``wrap(app)`` sends realtime requests to wsbridge, the rest to ``app``.
+
+::
+
+    from wsbridge import wrap
+    application = wrap(my_wsgi_app)   # then: wsbridge serve mysite.wsgi
+
+Dispatch is a small explicit table, tried in order (:meth:`WSBridgeApp.dispatch`):
+
+1. a WebSocket upgrade whose path a consumer is routed at -> the WebSocket
+   transport (unrouted upgrades get 404, unless ``pass_unrouted=True``);
+2. wsbridge's own endpoints, mounted by prefix (:meth:`WSBridgeApp.mount`):
+   this is where long-poll (``/_wsbridge/poll/``) and the browser client
+   (``/_wsbridge/wsbridge.js``) plug in, through :data:`ENDPOINT_PROVIDERS`;
+3. HTTP consumers (``@router.http``), through :data:`HTTP_DISPATCHER`;
+4. everything else -> the wrapped app, untouched.
+
+A WebSocket needs the raw client socket. The server adapters that can lend
+it are tried in :func:`take_over`; a server that cannot (wsgiref, a
+threaded server) gets HTTP 500 and an ERROR line naming what to use instead,
+never a hang.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..consumers.routing import Router
+from ..exceptions import ConfigurationError, ServerNotSupported
+from .scope import build_scope, request_path
+from .websocket import Handover, WebSocketOptions, serve_websocket
+
+__all__ = [
+    "wrap",
+    "WSBridgeApp",
+    "Endpoint",
+    "take_over",
+    "check_origin",
+    "is_websocket_request",
+    "ENDPOINT_PROVIDERS",
+    "HTTP_DISPATCHER",
+]
+
+logger = logging.getLogger("wsbridge.wsgi")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+OriginCheck = Callable[[dict[str, Any]], bool]
+
+#: Modules that mount endpoints under the wsbridge prefix: (module, function).
+#: The function takes the WSBridgeApp and returns ``Endpoint`` objects. A
+#: provider module that does not exist yet is skipped.
+ENDPOINT_PROVIDERS: list[tuple[str, str]] = [
+    ("wsbridge.transport.longpoll", "endpoints"),  # /_wsbridge/poll/...
+    ("wsbridge.transport.static", "endpoints"),  # /_wsbridge/wsbridge.js
+]
+#: (module, function) building the HTTP consumer dispatcher: called with the
+#: WSBridgeApp, it returns ``f(environ) -> WSGI app or None``.
+HTTP_DISPATCHER: tuple[str, str] = ("wsbridge.transport.http", "dispatcher")
+
+_SERVER_HINT = (
+    "run the app with `wsbridge serve module:app` or `gunicorn -k gevent module:app` "
+    "(see docs/topics/deployment.rst)"
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One of wsbridge's own URLs: requests whose path starts with ``prefix``."""
+
+    prefix: str
+    app: WSGIApp
+    exact: bool = False
+
+    def matches(self, path: str) -> bool:
+        return path == self.prefix if self.exact else path.startswith(self.prefix)
+
+
+def is_websocket_request(environ: dict[str, Any]) -> bool:
+    """True when the request asks to upgrade to WebSocket (any method, any case)."""
+    upgrade = environ.get("HTTP_UPGRADE", "")
+    return "websocket" in upgrade.lower() or environ.get("wsgi.websocket") is not None
+
+
+# -- Origin ------------------------------------------------------------------------
+
+
+def _netloc(scheme: str, host: str) -> str:
+    host = host.strip().lower()
+    for default in ((":80",) if scheme in ("http", "ws") else (":443",)):
+        if host.endswith(default):
+            host = host[: -len(default)]
+    return host
+
+
+def check_origin(
+    origin: str | None, host: str | None, allowed: Sequence[str] | None = None, *, scheme: str = "http"
+) -> bool:
+    """Is a browser at ``origin`` allowed to open a WebSocket here?
+
+    Args:
+        origin: the ``Origin`` header, or None (non-browser clients send none;
+            they are allowed, since Origin only protects browsers' cookies).
+        host: the ``Host`` header of the request.
+        allowed: None for "same host only"; else patterns matched against the
+            whole origin (``"https://app.example.com"``) or its host
+            (``"*.example.com"``, ``"localhost:*"``); ``"*"`` allows all.
+        scheme: the request's scheme, to ignore default ports.
+
+    Returns:
+        True to go on, False to refuse with 403.
+    """
+    if origin is None:
+        return True
+    parts = urlsplit(origin.strip())
+    if origin.strip() == "null" or not parts.netloc:
+        return bool(allowed) and "null" in allowed
+    origin_host = _netloc(parts.scheme, parts.netloc)
+    if allowed is None:
+        return host is not None and origin_host == _netloc(scheme, host)
+    for pattern in allowed:
+        pattern = pattern.strip().lower()
+        if pattern == "*" or fnmatch.fnmatchcase(origin.strip().lower(), pattern):
+            return True
+        if "://" not in pattern and fnmatch.fnmatchcase(origin_host, pattern):
+            return True
+    return False
+
+
+def origin_checker(allowed: Sequence[str] | None) -> OriginCheck:
+    """The default Origin check as ``f(environ) -> bool``; see :func:`check_origin`."""
+    patterns = list(allowed) if allowed is not None else None
+
+    def check(environ: dict[str, Any]) -> bool:
+        scheme = environ.get("wsgi.url_scheme", "http")
+        return check_origin(environ.get("HTTP_ORIGIN"), environ.get("HTTP_HOST"), patterns, scheme=scheme)
+
+    return check
+
+
+# -- the socket hand-over ------------------------------------------------------------
+
+
+def take_over(environ: dict[str, Any]) -> Handover:
+    """Borrow the client socket from whichever gevent server runs this request.
+
+    Tried in order: wsbridge's own pywsgi handler, gevent-websocket's handler
+    (which has already answered the handshake), gunicorn's gevent worker, any
+    other gevent pywsgi handler.
+
+    Raises:
+        ServerNotSupported: the server cannot lend its socket (wsgiref, a
+            threaded server); answer 500 and name a server that can.
+    """
+    from . import gunicorn as gunicorn_adapter
+    from . import server as pywsgi_adapter
+
+    found = (
+        pywsgi_adapter.wsbridge_handover(environ)
+        or gunicorn_adapter.gevent_websocket_handover(environ)
+        or gunicorn_adapter.gunicorn_handover(environ)
+        or pywsgi_adapter.foreign_pywsgi_handover(environ)
+    )
+    if found is None:
+        raise ServerNotSupported(
+            f"the WSGI server {environ.get('SERVER_SOFTWARE', '(unknown)')!r} cannot hand the "
+            f"client socket over for a WebSocket; {_SERVER_HINT}"
+        )
+    return found
+
+
+def check_monkey_patched() -> None:
+    """Raise ConfigurationError when gevent has not patched ``socket``.
+
+    Without it, blocking libraries (database drivers, redis-py) would stall
+    every connection of the process.
+    """
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        raise ConfigurationError(
+            "gevent monkey-patching is missing (socket is not patched): call "
+            "gevent.monkey.patch_all() before importing anything else, or " + _SERVER_HINT
+        )
+
+
+# -- the WSGI app --------------------------------------------------------------------
+
+
+def _plain(start_response: Callable[..., Any], status: str, text: str, headers=()) -> list[bytes]:
+    body = (text + "\n").encode("utf-8")
+    start_response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+         ("Connection", "close"), *headers],
+    )
+    return [body]
+
+
+class WSBridgeApp:
+    """The WSGI callable returned by :func:`wrap`; see the module docstring.
+
+    Attributes:
+        app: the wrapped WSGI app.
+        router: where WebSocket paths are resolved (``router.resolve``).
+        websocket: the :class:`WebSocketOptions` of every connection.
+        endpoints: wsbridge's own URLs, tried in order (:meth:`mount`).
+    """
+
+    wsbridge_wrapped = True
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        router: Router | None = None,
+        layer: Any = None,
+        websocket: WebSocketOptions | None = None,
+        allowed_origins: Sequence[str] | None = None,
+        origin_check: OriginCheck | None = None,
+        pass_unrouted: bool = False,
+        prefix: str = "/_wsbridge/",
+    ) -> None:
+        if router is None:
+            from ..consumers.routing import router as default_router
+
+            router = default_router
+        self.app = app
+        self.router = router
+        self._layer = layer
+        self.websocket = websocket if websocket is not None else WebSocketOptions()
+        self.origin_check = origin_check or origin_checker(allowed_origins)
+        self.allowed_origins = allowed_origins
+        self.pass_unrouted = pass_unrouted
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.endpoints: list[Endpoint] = []
+        self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
+        self._install_providers()
+
+    # -- hooks for the other transports -----------------------------------------
+
+    def mount(self, prefix: str, app: WSGIApp, *, exact: bool = False) -> Endpoint:
+        """Serve requests under ``prefix`` with ``app`` (before the wrapped app)."""
+        endpoint = Endpoint(prefix, app, exact)
+        self.endpoints.append(endpoint)
+        return endpoint
+
+    def _install_providers(self) -> None:
+        for module_name, func_name in ENDPOINT_PROVIDERS:
+            provider = _optional(module_name, func_name)
+            if provider is not None:
+                self.endpoints.extend(provider(self))
+        factory = _optional(*HTTP_DISPATCHER)
+        if factory is not None:
+            self.http_dispatch = factory(self)
+
+    @property
+    def layer(self) -> Any:
+        """The channel layer (resolved on first use, so settings load late)."""
+        if self._layer is None:
+            from ..layers import get_channel_layer
+
+            self._layer = get_channel_layer()
+        return self._layer
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def dispatch(self, environ: dict[str, Any]) -> WSGIApp:
+        """Pick the WSGI app for this request (the table in the module docstring)."""
+        if is_websocket_request(environ):
+            if self.claims(environ):
+                return self.serve_websocket
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(self.prefix):
+            for endpoint in self.endpoints:
+                if endpoint.matches(path):
+                    return endpoint.app
+        if self.http_dispatch is not None:
+            found = self.http_dispatch(environ)
+            if found is not None:
+                return found
+        return self.app
+
+    def claims(self, environ: dict[str, Any]) -> bool:
+        """Does wsbridge answer this WebSocket request (routed, or 404 for it)?"""
+        if self.router.resolve("websocket", request_path(environ)) is not None:
+            return True
+        # gevent-websocket already upgraded it for the site's own code: let it through.
+        return not self.pass_unrouted and environ.get("wsgi.websocket") is None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        return self.dispatch(environ)(environ, start_response)
+
+    def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """Answer a WebSocket request: route, check Origin, take the socket, run it."""
+        path = request_path(environ)
+        match = self.router.resolve("websocket", path)
+        upgraded = environ.get("wsgi.websocket") is not None
+        if match is None and not upgraded:
+            logger.info("no WebSocket consumer at %s: 404", path)
+            return _plain(start_response, "404 Not Found", f"No WebSocket consumer is routed at {path}.")
+        if not self.origin_check(environ) and not upgraded:
+            logger.warning("refused WebSocket to %s from Origin %r: 403", path, environ.get("HTTP_ORIGIN"))
+            return _plain(start_response, "403 Forbidden", "This Origin may not open a WebSocket here.")
+        environ["wsbridge.app"] = self
+        try:
+            handover = take_over(environ)
+            check_monkey_patched()
+        except ConfigurationError as exc:
+            logger.error("cannot serve the WebSocket at %s: %s", path, exc)
+            return _plain(start_response, "500 Internal Server Error", f"wsbridge: {exc}")
+        if match is None or (handover.upgraded and not self.origin_check(environ)):
+            return self._refuse_upgraded(handover)
+        scope = build_scope(environ, "websocket", transport="websocket")
+        scope["url_route"] = match.url_route
+        outcome = serve_websocket(
+            handover, environ, scope, match.consumer, layer=self.layer, options=self.websocket
+        )
+        return handover.finish(outcome.status, outcome.bytes_sent)
+
+    def _refuse_upgraded(self, handover: Handover) -> Any:
+        # The server already said 101: all that is left is a close frame (1008).
+        from websockets.frames import Close, Frame, Opcode
+
+        try:
+            handover.sock.sendall(Frame(Opcode.CLOSE, Close(1008, "refused").serialize()).serialize(mask=False))
+        except OSError:
+            pass
+        return handover.finish(101, 0)
+
+
+def _optional(module_name: str, attr: str) -> Any:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None  # that transport is not part of this installation (yet)
+        raise
+    return getattr(module, attr, None)
+
+
+def wrap(
+    app: WSGIApp,
+    *,
+    router: Router | None = None,
+    layer: Any = None,
+    websocket: WebSocketOptions | None = None,
+    allowed_origins: Sequence[str] | None = None,
+    origin_check: OriginCheck | None = None,
+    pass_unrouted: bool = False,
+    prefix: str = "/_wsbridge/",
+) -> WSBridgeApp:
+    """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
+
+    Args:
+        app: the site's WSGI app; it keeps every request wsbridge does not claim.
+        router: the routes to serve (default: ``wsbridge.router``).
+        layer: the channel layer (default: ``get_channel_layer()`` on first use).
+        websocket: limits and knobs (:class:`WebSocketOptions`).
+        allowed_origins: Origin patterns allowed to connect (default: only the
+            request's own Host); see :func:`check_origin`.
+        origin_check: replace the Origin check: ``f(environ) -> bool``.
+        pass_unrouted: hand WebSocket requests for unrouted paths to ``app``
+            instead of answering 404.
+        prefix: where wsbridge's own endpoints (long-poll, JS client) live.
+
+    Returns:
+        A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
+    """
+    return WSBridgeApp(
+        app,
+        router=router,
+        layer=layer,
+        websocket=websocket,
+        allowed_origins=allowed_origins,
+        origin_check=origin_check,
+        pass_unrouted=pass_unrouted,
+        prefix=prefix,
+    )
