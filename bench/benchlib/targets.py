@@ -1,0 +1,143 @@
+"""The targets: how to start each server, where its sockets are, how to publish to it.
+
+Every server runs pinned to core 0 (``SERVER_CORE``); a target with two
+worker processes (wsbridge-redis under gunicorn) has both on that core.
+The load client, Redis and the publishers share core 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import BENCH_DIR
+from .procs import SERVER_CORE, CLIENT_CORE, LOOPBACK, Proc, wait_port
+from .venvs import ensure_venv, venv_bin, venv_python
+
+SERVERS = BENCH_DIR / "servers"
+PUBLISHERS = BENCH_DIR / "publishers"
+GROUP = "bench"
+
+# packages whose versions the report names, per venv
+VERSION_PACKAGES = {
+    "wsbridge": ["wsbridge", "gevent", "greenlet", "websockets", "redis", "msgpack", "gunicorn"],
+    "channels": ["channels", "daphne", "channels-redis", "django", "twisted", "redis"],
+    "socketio": ["python-socketio", "python-engineio", "gevent", "gevent-websocket", "redis"],
+    "raw": ["gevent", "gevent-websocket", "redis"],
+}
+
+
+@dataclass
+class Target:
+    name: str
+    venv: str
+    proto: str  # "ws" (plain WebSocket) or "sio" (Socket.IO over WebSocket)
+    description: str
+    processes: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    # -- URLs ---------------------------------------------------------------
+    def chat_url(self, port: int) -> str:
+        if self.proto == "sio":
+            return f"ws://{LOOPBACK}:{port}/socket.io/?EIO=4&transport=websocket&room={GROUP}"
+        return f"ws://{LOOPBACK}:{port}/ws/chat/{GROUP}/"
+
+    def echo_url(self, port: int) -> str:
+        if self.proto == "sio":
+            return f"ws://{LOOPBACK}:{port}/socket.io/?EIO=4&transport=websocket"
+        return f"ws://{LOOPBACK}:{port}/ws/echo/"
+
+    # -- processes ------------------------------------------------------------
+    def server_cmd(self, port: int, redis_url: str) -> tuple[list[str], dict[str, str], Path]:
+        raise NotImplementedError
+
+    def publisher_cmd(self, port: int, redis_url: str) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        ensure_venv(self.venv)
+
+    def start(self, port: int, redis_url: str, log_dir: Path, tag: str) -> Proc:
+        cmd, env, cwd = self.server_cmd(port, redis_url)
+        proc = Proc(f"{tag}-server", cmd, log_dir=log_dir, env=env, cwd=cwd, core=SERVER_CORE)
+        wait_port(port, 60, proc.popen)
+        return proc
+
+    def publisher(self, port: int, redis_url: str, log_dir: Path, tag: str, count: int,
+                  interval: float) -> Proc:
+        cmd = [*self.publisher_cmd(port, redis_url), "--count", str(count),
+               "--interval", str(interval), "--group", GROUP]
+        return Proc(f"{tag}-publisher", cmd, log_dir=log_dir, cwd=PUBLISHERS, core=CLIENT_CORE,
+                    stdout_lines=True)
+
+
+class WsbridgeMemory(Target):
+    def server_cmd(self, port, redis_url):
+        cmd = [str(venv_bin("wsbridge", "wsbridge")), "serve", "wsbridge_app:application",
+               "--host", LOOPBACK, "--port", str(port)]
+        env = {"BENCH_LAYER": "memory", "PYTHONPATH": str(SERVERS)}
+        return cmd, env, SERVERS
+
+    def publisher_cmd(self, port, redis_url):
+        return [str(venv_python("wsbridge")), "pub_wsbridge.py",
+                "--url", f"http://{LOOPBACK}:{port}/bench/publish"]
+
+
+class WsbridgeRedis(Target):
+    def server_cmd(self, port, redis_url):
+        cmd = [str(venv_bin("wsbridge", "gunicorn")), "-k", "gevent", "-w", "2",
+               "--worker-connections", "12000", "--backlog", "4096",
+               "-b", f"{LOOPBACK}:{port}", "--log-level", "warning", "wsbridge_app:application"]
+        env = {"BENCH_LAYER": "redis", "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(SERVERS)}
+        return cmd, env, SERVERS
+
+    def publisher_cmd(self, port, redis_url):
+        return [str(venv_python("wsbridge")), "pub_wsbridge.py", "--redis", redis_url]
+
+
+class Channels(Target):
+    def server_cmd(self, port, redis_url):
+        cmd = [str(venv_bin("channels", "daphne")), "-b", LOOPBACK, "-p", str(port),
+               "--verbosity", "0", "benchsite.asgi:application"]
+        env = {"BENCH_REDIS_URL": redis_url, "DJANGO_SETTINGS_MODULE": "benchsite.settings"}
+        return cmd, env, SERVERS / "channels_site"
+
+    def publisher_cmd(self, port, redis_url):
+        return [str(venv_python("channels")), "pub_channels.py", "--redis", redis_url]
+
+
+class SocketIO(Target):
+    def server_cmd(self, port, redis_url):
+        cmd = [str(venv_python("socketio")), "socketio_server.py", "--port", str(port),
+               "--redis", redis_url]
+        return cmd, {}, SERVERS
+
+    def publisher_cmd(self, port, redis_url):
+        return [str(venv_python("socketio")), "pub_socketio.py", "--redis", redis_url]
+
+
+class Raw(Target):
+    def server_cmd(self, port, redis_url):
+        cmd = [str(venv_python("raw")), "raw_server.py", "--port", str(port), "--redis", redis_url]
+        return cmd, {}, SERVERS
+
+    def publisher_cmd(self, port, redis_url):
+        return [str(venv_python("raw")), "pub_raw.py", "--redis", redis_url]
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        WsbridgeMemory("wsbridge", "wsbridge", "ws",
+                       "wsbridge serve, memory layer, one gevent process"),
+        WsbridgeRedis("wsbridge-redis", "wsbridge", "ws",
+                      "wsbridge, Redis layer, gunicorn -k gevent -w 2 (both workers on core 0)",
+                      processes=2),
+        Channels("channels", "channels", "ws",
+                 "Django Channels 4 + daphne + channels_redis, tutorial sync WebsocketConsumer"),
+        SocketIO("socketio", "socketio", "sio",
+                 "python-socketio, gevent + gevent-websocket, RedisManager"),
+        Raw("raw", "raw", "ws",
+            "raw floor: gevent-websocket broadcast loop fed by one Redis subscription"),
+    ]
+}
