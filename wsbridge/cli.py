@@ -33,16 +33,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wsbridge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # that part of wsbridge is not in this checkout yet
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
         adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
         adder(cmd)
         cmd.set_defaults(_module=module_name, _command=name)
     return parser
 
 
+#: Subcommands that run on gevent: the standard library is monkey-patched
+#: before any subcommand module (or the user's app) is imported.
+GEVENT_COMMANDS = {"serve"}
+
+
+def _patch_if_serving(argv: Sequence[str]) -> None:
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command in GEVENT_COMMANDS:
+        from gevent import monkey
+
+        monkey.patch_all()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wsbridge`` console script and ``python -m wsbridge``."""
+    _patch_if_serving(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
