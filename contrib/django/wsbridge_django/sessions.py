@@ -1,0 +1,121 @@
+"""``scope["session"]`` from the site's session cookie, for any session engine.
+
+The session named by the request's ``SESSION_COOKIE_NAME`` cookie is opened
+with the site's own ``SESSION_ENGINE`` (database, cache, cached_db, file or
+signed cookies) when the handshake arrives. It loads lazily, on first use.
+A consumer that changes it calls ``scope["session"].save()`` to persist the
+change (a socket cannot send a ``Set-Cookie`` back, so the browser keeps
+the cookie it had: the change reaches its pages only with a server-side
+engine).
+
+The Channels 1.x decorators for function consumers live in
+:mod:`wsbridge_django.decorators` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import import_module
+from typing import Any
+
+from django.contrib.sessions.backends.base import SessionBase
+
+__all__ = [
+    "SESSION_SCOPE_KEY",
+    "session_from_scope",
+    "session_cookie",
+    "ConnectionSession",
+    "channel_session",
+    "http_session",
+    "http_session_user",
+    "channel_session_user",
+    "channel_session_user_from_http",
+    "enforce_ordering",
+]
+
+logger = logging.getLogger("wsbridge.django")
+
+SESSION_SCOPE_KEY = "session"
+
+
+def session_cookie(scope: dict[str, Any]) -> str | None:
+    """The value of the site's session cookie in ``scope``, or None."""
+    from django.conf import settings
+
+    value = (scope.get("cookies") or {}).get(settings.SESSION_COOKIE_NAME)
+    return value or None
+
+
+def session_store_class() -> type[SessionBase]:
+    """The ``SessionStore`` of the configured ``SESSION_ENGINE``."""
+    from django.conf import settings
+
+    return import_module(settings.SESSION_ENGINE).SessionStore
+
+
+def session_from_scope(scope: dict[str, Any]) -> SessionBase:
+    """Open (lazily) the session the scope's cookie names; an empty one without a cookie.
+
+    The returned object is the engine's own ``SessionStore``: nothing is read
+    until the consumer (or the auth layer) first touches it.
+    """
+    return session_store_class()(session_cookie(scope))
+
+
+def session_is_usable(scope: dict[str, Any]) -> bool:
+    """False when a session cookie came but names no live session.
+
+    That is an expired session, a tampered or forged cookie, or a session
+    ended by logout elsewhere. Loads the session.
+    """
+    session = scope.get(SESSION_SCOPE_KEY)
+    if session is None or session_cookie(scope) is None:
+        return True
+    # keys() loads it; engines answer an unknown, expired or forged key with
+    # an empty session (Django never stores an empty one for a cookie).
+    return bool(list(session.keys()))
+
+
+class ConnectionSession(SessionBase):
+    """A session that lives as long as one connection, in the serving process.
+
+    Channels 1.x kept ``message.channel_session`` in the session store
+    because every message could reach a different worker; wsbridge runs all
+    of a connection's handlers in the process that holds its socket, so the
+    data stays in memory with the connection. ``save()`` is accepted (and
+    does nothing), so Channels 1.x code ports unchanged.
+    """
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self._session_cache = {}
+
+    def load(self) -> dict[str, Any]:
+        return {}
+
+    def exists(self, session_key: str) -> bool:
+        return False
+
+    def create(self) -> None:
+        self.modified = False
+
+    def save(self, must_create: bool = False) -> None:
+        self.modified = False
+
+    def delete(self, session_key: str | None = None) -> None:
+        self._session_cache = {}
+
+    def cycle_key(self) -> None:
+        """Nothing to rotate: the data never leaves the process."""
+
+
+# The decorators live in their own module; re-exported for Channels 1.x imports
+# (`from channels.sessions import channel_session` -> `from wsbridge_django.sessions import ...`).
+from .decorators import (  # noqa: E402
+    channel_session,
+    channel_session_user,
+    channel_session_user_from_http,
+    enforce_ordering,
+    http_session,
+    http_session_user,
+)

@@ -1,0 +1,36 @@
+from django.http import HttpResponse, JsonResponse
+from django.urls import path
+
+
+def index(request):
+    return HttpResponse("ordinary page ok")
+
+
+def whoami(request):
+    user = request.user
+    return JsonResponse({"user": user.get_username() if user.is_authenticated else None})
+
+
+def login_view(request):
+    from django.contrib.auth import authenticate, login
+
+    user = authenticate(request, username=request.GET["u"], password=request.GET["p"])
+    if user is None:
+        return HttpResponse("bad credentials", status=403)
+    login(request, user)
+    return HttpResponse("logged in")
+
+
+def logout_view(request):
+    from django.contrib.auth import logout
+
+    logout(request)
+    return HttpResponse("logged out")
+
+
+urlpatterns = [
+    path("", index),
+    path("whoami/", whoami),
+    path("login/", login_view),
+    path("logout/", logout_view),
+]
