@@ -64,7 +64,13 @@ from ..protocol.envelope import CLOSE_ABNORMAL, decode_frames, encode_frame, val
 from ..protocol.longpoll import LongPollSession, SessionState, Token, TokenSigner, new_session_id
 from .scope import build_scope
 
-__all__ = ["LongPollTransport", "LongPollOptions", "origin_allowed", "default_user_key"]
+__all__ = [
+    "LongPollTransport",
+    "LongPollOptions",
+    "origin_allowed",
+    "default_user_key",
+    "endpoints",
+]
 
 logger = logging.getLogger("wsbridge.transport.longpoll")
 
@@ -189,6 +195,7 @@ class LongPollTransport:
         layer: BaseChannelLayer | Callable[[], BaseChannelLayer] | None = None,
         *,
         scope_builder: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        origin_check: Callable[[dict[str, Any]], bool] | None = None,
         **options: Any,
     ) -> None:
         if isinstance(options.get("allowed_origins"), (list, set)):
@@ -199,6 +206,13 @@ class LongPollTransport:
         self._layer_source = layer
         self._scope_builder = scope_builder or (
             lambda environ: build_scope(environ, "websocket", transport="longpoll")
+        )
+        self._origin_check = origin_check or (
+            lambda environ: origin_allowed(
+                environ.get("HTTP_ORIGIN", ""),
+                environ.get("HTTP_HOST", ""),
+                self.options.allowed_origins,
+            )
         )
         self.sessions: dict[bytes, _Session] = {}
         self._tombstones: OrderedDict[bytes, float] = OrderedDict()
@@ -274,10 +288,10 @@ class LongPollTransport:
         """Answer one long-poll request (a WSGI app); the greenlet parks during a poll."""
         self._start()
         origin = environ.get("HTTP_ORIGIN", "")
-        cors = self._cors_headers(origin)
+        allowed = self._origin_check(environ)
+        cors = self._cors_headers(environ) if allowed else []
         try:
-            host = environ.get("HTTP_HOST", "")
-            if not origin_allowed(origin, host, self.options.allowed_origins):
+            if not allowed:
                 raise Forbidden(f"cross-origin request from {origin!r} refused")
             op = environ.get("PATH_INFO", "")[len(self.options.prefix) + 1 :]
             if op not in ("open", "poll", "send", "close"):
@@ -304,10 +318,11 @@ class LongPollTransport:
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [payload]
 
-    def _cors_headers(self, origin: str) -> list[tuple[str, str]]:
-        if not origin or not self.options.allowed_origins:
-            return []
-        if not origin_allowed(origin, "", self.options.allowed_origins):
+    @staticmethod
+    def _cors_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
+        # Only for an allowed page of another origin: the same origin needs none.
+        origin = environ.get("HTTP_ORIGIN", "")
+        if not origin or origin.split("://", 1)[-1] == environ.get("HTTP_HOST", ""):
             return []
         return [
             ("Access-Control-Allow-Origin", origin),
@@ -626,3 +641,27 @@ class LongPollTransport:
         except HTTPError as exc:
             status, answer = exc.status, {"error": exc.reason}
         reply(status=status, body=answer)
+
+
+def endpoints(app: Any) -> list[Any]:
+    """Mount the long-poll endpoints on a :class:`~wsbridge.transport.wsgi.WSBridgeApp`.
+
+    ``wrap()`` calls this (see ``ENDPOINT_PROVIDERS``). Options come from the
+    app's ``longpoll`` dict (``wrap(app, longpoll={...})``) and its ``secret``;
+    the Origin policy, router, layer and scope are the WebSocket transport's,
+    so a consumer cannot tell the two apart.
+    """
+    from .wsgi import Endpoint
+
+    options = dict(getattr(app, "longpoll", None) or {})
+    options.setdefault("prefix", app.prefix + "lp")
+    if getattr(app, "secret", None) is not None:
+        options.setdefault("secret", app.secret)
+    transport = LongPollTransport(
+        app.router,
+        lambda: app.layer,
+        origin_check=app.origin_check,
+        **options,
+    )
+    app.longpoll_transport = transport
+    return [Endpoint(transport.options.prefix + "/", transport)]

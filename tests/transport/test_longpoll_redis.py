@@ -1,0 +1,82 @@
+"""No sticky sessions: two server processes on one Redis, requests spread between them."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from lp_support import LP, Client, Server, wait_for
+from lp_support import request as http_request
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module", params=["shared-secret", "per-process-secret"])
+def pair(request):
+    prefix = "wsbridge-lp-test-" + secrets.token_hex(4)
+    args = ["--layer", "redis", "--redis-prefix", prefix, "--poll-timeout", "1.5",
+            "--session-timeout", "2"]
+    if request.param == "shared-secret":
+        args += ["--secret", "shared-secret-0123456789"]
+    servers = [Server(*args), Server(*args)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_polls_and_sends_reach_the_session_through_either_process(pair):
+    a, b = pair
+    client = Client(a.port, "/ws/echo/")
+    got = []
+    for i in range(6):
+        port = (a, b)[i % 2].port
+        client.send(f"m{i}", port=port)
+        got += client.texts_until(1, port=(b, a)[i % 2].port)
+    assert got == [f"m{i}" for i in range(6)]
+
+
+def test_a_lost_response_from_the_other_process_is_delivered_again(pair):
+    a, b = pair
+    client = Client(a.port, "/ws/echo/")
+    client.send("x", "y", port=b.port)
+    wait_for(lambda: client.call("poll", b.port, ack=0)[1]["messages"])
+    status, body = client.call("poll", a.port, ack=0)  # that answer was "lost"
+    assert [m["text"] for m in body["messages"]] == ["x", "y"]
+    assert client.texts_until(2, port=b.port) == ["x", "y"]
+    # a retried send through the other process is applied once
+    client.call("send", a.port, messages=[{"seq": 3, "text": "z"}])
+    client.call("send", b.port, messages=[{"seq": 3, "text": "z"}])
+    client.sent = 3
+    client.send("w", port=a.port)
+    assert client.texts_until(2, port=b.port) == ["z", "w"]
+
+
+def test_a_group_spans_sessions_held_by_both_processes(pair):
+    a, b = pair
+    room = "/ws/chat/r" + secrets.token_hex(3) + "/"
+    alice = Client(a.port, room)
+    bob = Client(b.port, room)
+    alice.send("hi from alice", port=b.port)
+    assert bob.texts_until(1, port=a.port) == ["hi from alice"]
+    assert alice.texts_until(1, port=a.port) == ["hi from alice"]
+
+
+def test_closed_and_forged_tokens_through_the_other_process(pair):
+    a, b = pair
+    client = Client(a.port, "/ws/echo/")
+    sid, owner, mac = client.token.split(".")
+    forged = ".".join((sid, owner, "A" * len(mac)))
+    assert http_request(b.port, LP + "/poll", {"token": forged, "ack": 0})[0] == 403
+    assert client.call("close", b.port, code=1000) == (200, {"closed": True})
+    assert client.call("poll", b.port, ack=0)[0] == 410
+
+
+def test_a_session_kept_alive_only_through_the_other_process_does_not_expire(pair):
+    a, b = pair
+    client = Client(a.port, "/ws/echo/")
+    for i in range(3):  # 3 empty polls of 1.5s through b: past the 2s timeout
+        client.send(f"k{i}", port=b.port)
+        assert client.texts_until(1, port=b.port) == [f"k{i}"]
+        assert client.poll(port=b.port) == []
+    status, _ = client.call("poll", a.port, ack=client.seen)
+    assert status == 200
