@@ -199,7 +199,8 @@ class WebsocketDemultiplexer(JsonWebsocketConsumer):
             type(self).__name__, self.scope.get("path"), what, BAD_ENVELOPE_CODE,
             ", ".join(self.streams),
         )
-        self.close(BAD_ENVELOPE_CODE, what[:120])
+        # A close reason is at most 123 bytes of UTF-8 (RFC 6455 5.5).
+        self.close(BAD_ENVELOPE_CODE, what.encode()[:120].decode(errors="ignore"))
 
     # -- layer messages -----------------------------------------------------------
 
