@@ -1,4 +1,4 @@
-"""Run a gevent WSGI server with the long-poll transport for the tests.
+"""Run ``wrap(lp_app.application)`` on wsbridge's pywsgi server for the tests.
 
     python tests/transport/lp_server.py [--layer memory|redis] [--poll-timeout S] ...
 
@@ -18,10 +18,10 @@ import sys  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lp_app  # noqa: E402
-from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from wsbridge.layers import build_layer, set_channel_layer  # noqa: E402
-from wsbridge.transport.longpoll import LongPollTransport  # noqa: E402
+from wsbridge.transport.server import make_server  # noqa: E402
+from wsbridge.transport.wsgi import wrap  # noqa: E402
 
 
 def main() -> None:
@@ -43,23 +43,20 @@ def main() -> None:
     else:
         layer = build_layer({"BACKEND": "memory"})
     set_channel_layer(layer)
-    transport = LongPollTransport(
-        lp_app.routes,
-        layer,
-        poll_timeout=args.poll_timeout,
-        session_timeout=args.session_timeout,
-        max_body=args.max_body,
-        max_buffer=args.max_buffer,
-        allowed_origins=args.allowed_origin,
+    app = wrap(
+        lp_app.application,
+        router=lp_app.routes,
+        layer=layer,
         secret=args.secret,
+        allowed_origins=args.allowed_origin or None,
+        longpoll={
+            "poll_timeout": args.poll_timeout,
+            "session_timeout": args.session_timeout,
+            "max_body": args.max_body,
+            "max_buffer": args.max_buffer,
+        },
     )
-
-    def app(environ, start_response):
-        if transport.handles(environ.get("PATH_INFO", "")):
-            return transport(environ, start_response)
-        return lp_app.application(environ, start_response)
-
-    server = WSGIServer(("127.0.0.1", 0), app, log=None)
+    server = make_server(app, "127.0.0.1", 0)
     server.start()
     print(f"PORT {server.server_port}", flush=True)
     server.serve_forever()

@@ -18,7 +18,8 @@ SECRET = "test-secret-0123456789abcdef"
 def server():
     srv = Server("--secret", SECRET, "--session-timeout", "1.5", "--poll-timeout", "3",
                  "--max-buffer", "20", "--max-body", "4096",
-                 "--allowed-origin", "http://friend.test")
+                 "--allowed-origin", "http://friend.test",
+                 "--allowed-origin", "http://127.0.0.1:*")
     yield srv
     srv.stop()
 
