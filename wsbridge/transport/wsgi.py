@@ -225,6 +225,8 @@ class WSBridgeApp:
         origin_check: OriginCheck | None = None,
         pass_unrouted: bool = False,
         prefix: str = "/_wsbridge/",
+        secret: str | bytes | None = None,
+        longpoll: dict[str, Any] | None = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -238,6 +240,8 @@ class WSBridgeApp:
         self.allowed_origins = allowed_origins
         self.pass_unrouted = pass_unrouted
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.secret = secret  # signs long-poll tokens (else WSBRIDGE_SECRET)
+        self.longpoll = longpoll  # LongPollOptions fields (wsbridge.transport.longpoll)
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
@@ -354,6 +358,8 @@ def wrap(
     origin_check: OriginCheck | None = None,
     pass_unrouted: bool = False,
     prefix: str = "/_wsbridge/",
+    secret: str | bytes | None = None,
+    longpoll: dict[str, Any] | None = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -368,6 +374,10 @@ def wrap(
         pass_unrouted: hand WebSocket requests for unrouted paths to ``app``
             instead of answering 404.
         prefix: where wsbridge's own endpoints (long-poll, JS client) live.
+        secret: key signing long-poll session tokens; give every process the
+            same one (default: ``WSBRIDGE_SECRET``, else a random one per process).
+        longpoll: long-poll settings (``poll_timeout``, ``session_timeout``,
+            ``max_body``...; see :class:`~wsbridge.transport.longpoll.LongPollOptions`).
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -381,4 +391,6 @@ def wrap(
         origin_check=origin_check,
         pass_unrouted=pass_unrouted,
         prefix=prefix,
+        secret=secret,
+        longpoll=longpoll,
     )
