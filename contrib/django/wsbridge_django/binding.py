@@ -219,12 +219,14 @@ class Binding:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise BindingError(f"unknown field(s): {', '.join(unknown)}")
-        current = model_to_dict(instance, fields=names) if instance is not None else {}
+        # Start from the stored values (update) or the model's defaults (create),
+        # so a partial payload only changes what it names.
+        current = model_to_dict(instance if instance is not None else self.model(), fields=names)
         form = form_class(data={**current, **data})
         if not form.is_valid():
             errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
             raise BindingError(f"invalid data: {errors}")
-        return {name: form.cleaned_data[name] for name in names if name in {**current, **data}}
+        return {name: form.cleaned_data[name] for name in names}
 
     def create(self, data: dict[str, Any]) -> Any:
         """Create the instance from validated ``data`` (override to add owner fields...)."""

@@ -1,0 +1,68 @@
+"""Channels 1.x function consumers with the session decorators, through the test project's router."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth import get_user_model
+from django.test import TestCase
+from djtest.consumers import router
+
+from wsbridge_django.decorators import enforce_ordering
+from wsbridge_django.testing import DjangoCommunicator
+
+
+class DecoratorTests(TestCase):
+    def test_channel_session_user_from_http_carries_the_user_to_every_message(self):
+        ada = get_user_model().objects.create_user("ada")
+        comm = DjangoCommunicator(router, "/v1/chat/", user=ada)
+        assert comm.connect()[0]
+        for i, text in enumerate(["one", "two", "three"]):
+            comm.send_to(text_data=text)
+            reply = json.loads(comm.receive_from())
+            assert reply == {"greeting": "hello", "user": "ada", "order": i + 1, "echo": text}
+        comm.disconnect()
+
+    def test_anonymous_client_gets_an_anonymous_channel_session_user(self):
+        comm = DjangoCommunicator(router, "/v1/chat/")
+        assert comm.connect()[0]
+        comm.send_to(text_data="hi")
+        reply = json.loads(comm.receive_from())
+        assert reply["greeting"] == "anon" and reply["user"] is None
+        comm.disconnect()
+
+    def test_http_session_is_none_without_a_cookie_and_set_with_one(self):
+        comm = DjangoCommunicator(router, "/v1/plain/")
+        assert comm.connect()[0]
+        assert json.loads(comm.receive_from()) == {"has_session": False, "authenticated": False}
+        comm.disconnect()
+        ada = get_user_model().objects.create_user("ada")
+        comm = DjangoCommunicator(router, "/v1/plain/", user=ada)
+        assert comm.connect()[0]
+        assert json.loads(comm.receive_from()) == {"has_session": True, "authenticated": True}
+        comm.disconnect()
+
+    def test_channel_session_lasts_as_long_as_the_connection_and_no_longer(self):
+        comm = DjangoCommunicator(router, "/v1/plain/")
+        comm.connect()
+        comm.receive_from()
+        replies = []
+        for _ in range(3):
+            comm.send_to(text_data="+1")
+            replies.append(comm.receive_from())
+        assert replies == ["1", "2", "3"]
+        comm.disconnect()
+        other = DjangoCommunicator(router, "/v1/plain/")
+        other.connect()
+        other.receive_from()
+        other.send_to(text_data="+1")
+        assert other.receive_from() == "1"
+        other.disconnect()
+
+
+def test_enforce_ordering_returns_the_consumer_unchanged_bare_or_called():
+    def consumer(message):
+        return message
+
+    assert enforce_ordering(consumer) is consumer
+    assert enforce_ordering(slight=True)(consumer) is consumer
