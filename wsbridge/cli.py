@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Subcommands that run on gevent: the standard library is monkey-patched
 #: before any subcommand module (or the user's app) is imported.
-GEVENT_COMMANDS = {"serve"}
+GEVENT_COMMANDS = {"serve", "worker"}
 
 
 def _patch_if_serving(argv: Sequence[str]) -> None:
