@@ -16,6 +16,7 @@ importing wsbridge_django never configures Django by accident::
         "MAX_OUTBOUND_BYTES": None,
         "PING_INTERVAL": None,
         "WEBSOCKET": {},                          # any other WebSocketOptions field
+        "LONGPOLL": {},                           # LongPollOptions fields (poll_timeout...)
         "PROCESSES": None,                        # how many processes serve (checks)
         "CLOSE_OLD_CONNECTIONS": True,            # around every consumer call
         "OPTIONS": {},                            # passed to wsbridge.wrap() as they are
@@ -42,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_OUTBOUND_BYTES": None,
     "PING_INTERVAL": None,
     "WEBSOCKET": {},
+    "LONGPOLL": {},
     "PROCESSES": None,
     "CLOSE_OLD_CONNECTIONS": True,
     "REQUIRE_GEVENT": True,

@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["get_wsgi_application", "wrap_application", "origin_check", "websocket_options"]
+__all__ = [
+    "get_wsgi_application",
+    "wrap_application",
+    "origin_check",
+    "websocket_options",
+    "longpoll_options",
+    "longpoll_secret",
+]
 
 
 def get_wsgi_application(*, run_checks: bool = True) -> Any:
@@ -56,6 +63,8 @@ def wrap_application(app: Any, *, run_checks: bool = True) -> Any:
         "router": get_router(),
         "origin_check": origin_check,
         "websocket": websocket_options(),
+        "secret": longpoll_secret(),
+        "longpoll": longpoll_options(),
     }
     options.update(wsbridge_settings.OPTIONS)
     wrapped = wsbridge.wrap(app, **options)
@@ -69,6 +78,37 @@ def origin_check(environ: dict[str, Any]) -> bool:
     from .origins import origin_allowed
 
     return origin_allowed(environ.get("HTTP_ORIGIN"), allowed_origins())
+
+
+def longpoll_secret() -> str:
+    """The key signing long-poll tokens: derived from ``SECRET_KEY``, the same in every process."""
+    from django.utils.crypto import salted_hmac
+
+    return salted_hmac("wsbridge_django.longpoll", "session-token", algorithm="sha256").hexdigest()
+
+
+def longpoll_options() -> dict[str, Any]:
+    """``WSBRIDGE["LONGPOLL"]`` plus a ``user_key`` that reads the user from the session cookie.
+
+    Long-poll tokens are bound to the user who opened the session; every
+    later poll and send is checked against the user its own cookie names.
+    """
+    from .conf import wsbridge_settings
+
+    options = dict(wsbridge_settings.LONGPOLL or {})
+    options.setdefault("user_key", django_user_key)
+    return options
+
+
+def django_user_key(scope: dict[str, Any]) -> str:
+    """The pk of the user the request's session cookie names ("" when anonymous)."""
+    from .routing import prepare_scope
+
+    prepare_scope(scope)
+    user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return ""
+    return str(user.pk)
 
 
 def websocket_options() -> Any:

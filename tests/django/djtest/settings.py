@@ -78,5 +78,6 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"wsbridge": {"handlers": ["console"], "level": "INFO"}},
+    # wsbridge's log lines (refusals, 1011 closes) on stderr, once, whatever the server.
+    "loggers": {"wsbridge": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
