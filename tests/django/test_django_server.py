@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 def server(tmp_path_factory):
     db = tmp_path_factory.mktemp("djtest") / "db.sqlite3"
     env = base_env(WSBRIDGE_TEST_DB=f"sqlite:{db}")
-    manage("migrate", "--run-syncdb", "-v", "0", env=env)
+    manage("migrate", "-v", "0", env=env)
     manage(
         "shell", "-c",
         "from django.contrib.auth.models import User; User.objects.create_user('ada', password='pw')",
