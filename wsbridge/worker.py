@@ -149,8 +149,9 @@ class Worker:
         self._stopping.clear()
         self._stopped.clear()
         self._receivers = [gevent.spawn(self._receive_loop, name) for name in self.channels]
-        logger.info(
-            "worker running %d channel(s): %s (concurrency %d)",
+        logger.log(
+            logging.INFO if self.channels else logging.DEBUG,
+            "worker running %d background channel(s): %s (concurrency %d)",
             len(self.channels), ", ".join(self.channels) or "-", self.concurrency,
         )
         return self
@@ -184,7 +185,8 @@ class Worker:
             receiver.kill(block=False)
         self._receivers = []
         self._stopped.set()
-        logger.info("worker stopped: %d processed, %d failed", self.processed, self.failed)
+        logger.log(logging.INFO if self.channels else logging.DEBUG,
+                   "worker stopped: %d processed, %d failed", self.processed, self.failed)
         return bool(clean)
 
     def stop_soon(self) -> None:
