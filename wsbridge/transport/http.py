@@ -33,15 +33,17 @@ from gevent.event import Event
 from ..consumers.runner import Connection
 from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
 from ..layers.base import BaseChannelLayer
-from .scope import build_scope
+from .scope import build_scope, request_path
 
-__all__ = ["HttpOptions", "serve_http", "read_body", "status_line"]
+__all__ = ["HttpOptions", "serve_http", "dispatcher", "read_body", "status_line", "client_socket"]
 
 logger = logging.getLogger("wsbridge.transport.http")
 
 StartResponse = Callable[..., Callable[[bytes], Any]]
 
-# environ keys under which servers hand the client socket over.
+# environ keys under which servers show the client socket: wsbridge's pywsgi
+# handler (a weak reference to itself), gunicorn's workers (the socket).
+_HANDLER_KEY = "wsbridge.pywsgi_handler"
 SOCKET_KEYS = ("wsbridge.socket", "gunicorn.socket")
 
 # Hop-by-hop headers a WSGI app must not set (PEP 3333); the server frames the body itself.
@@ -210,7 +212,15 @@ def _skip_rest_of_body(environ: dict[str, Any]) -> None:
 
 
 def client_socket(environ: dict[str, Any]) -> socket.socket | None:
-    """The client's socket if the server handed it over (``wsbridge serve``, gunicorn)."""
+    """The client's socket if the server shows it (``wsbridge serve``, gunicorn), else None.
+
+    Without it a gone client is noticed only when a write fails.
+    """
+    ref = environ.get(_HANDLER_KEY)
+    handler = ref() if callable(ref) else None
+    sock = getattr(handler, "socket", None)
+    if sock is not None:
+        return sock
     for key in SOCKET_KEYS:
         sock = environ.get(key)
         if sock is not None and hasattr(sock, "fileno"):
@@ -236,7 +246,7 @@ def serve_http(
     """
     opts = HttpOptions.coerce(options)
     consumer_class = match.consumer
-    limit = getattr(consumer_class, "max_body_size", None) or opts.max_body_size
+    limit = _class_attr(consumer_class, "max_body_size") or opts.max_body_size
     try:
         body = read_body(environ, limit, opts.body_timeout)
     except HTTPError as exc:
@@ -252,6 +262,44 @@ def serve_http(
         logger.exception("building HTTP consumer %r for %s failed", consumer_class, scope["path"])
         return _plain(start_response, 500, "Internal Server Error")
     return exchange.run(body)
+
+
+def dispatcher(bridge: Any) -> Callable[[dict[str, Any]], Any]:
+    """The HTTP consumer hook of :class:`~wsbridge.transport.wsgi.WSBridgeApp`.
+
+    Returns ``find(environ)``: a WSGI app serving the request with the
+    consumer ``bridge.router`` routes at its path, or None to let the
+    wrapped app have it. Options come from ``bridge.http`` (an
+    :class:`HttpOptions` or a mapping), read per request.
+    """
+
+    cache: list[Any] = [None, None]  # (bridge.http as set, its HttpOptions)
+
+    def options() -> HttpOptions:
+        raw = getattr(bridge, "http", None)
+        if cache[1] is None or cache[0] is not raw:
+            cache[:] = [raw, HttpOptions.coerce(raw)]
+        return cache[1]
+
+    def find(environ: dict[str, Any]) -> Any:
+        match = bridge.router.resolve("http", request_path(environ))
+        if match is None:
+            return None
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            return serve_http(environ, start_response, match, bridge.layer, options())
+
+        return app
+
+    return find
+
+
+def _class_attr(consumer_class: Any, name: str) -> Any:
+    # A wrapper around the class (the Django router's) keeps it as ``consumer_class``.
+    value = getattr(consumer_class, name, None)
+    if value is None and hasattr(consumer_class, "consumer_class"):
+        value = getattr(consumer_class.consumer_class, name, None)
+    return value
 
 
 class _Exchange:
@@ -273,6 +321,7 @@ class _Exchange:
         self.outbox: deque[dict[str, Any]] = deque()
         self.pending = 0
         self.wakeup = Event()
+        self.drained = Event()
         self.write: Callable[[bytes], Any] | None = None
         self.started = False
         self.complete = False
@@ -295,16 +344,30 @@ class _Exchange:
         if self.complete or self.gone:
             return  # the exchange is over; late sends are dropped, as for a closed socket
         body = event.get("body")
+        self.outbox.append(event)
+        self.wakeup.set()
         if body:
             self.pending += len(body)
             if self.pending > self.opts.max_pending:
-                logger.warning(
-                    "client of %s reads too slowly (%d bytes waiting); aborting the response",
-                    self.conn.scope.get("path"),
-                    self.pending,
-                )
-                self.gone = self.abort_stream = True
-        self.outbox.append(event)
+                self._wait_for_client()
+
+    def _wait_for_client(self) -> None:
+        # Backpressure: a consumer streaming faster than its client reads
+        # waits here (in its own greenlet) for the writer to catch up, so at
+        # most max_pending bytes plus one piece wait in memory. A client that
+        # does not catch up within write_timeout is dropped.
+        self.drained.clear()
+        in_hub = gevent.getcurrent() is gevent.get_hub()
+        if not in_hub and self.drained.wait(self.opts.write_timeout):
+            return
+        if self.complete or self.gone:
+            return
+        logger.warning(
+            "client of %s reads too slowly (%d bytes waiting); aborting the response",
+            self.conn.scope.get("path"),
+            self.pending,
+        )
+        self.gone = self.abort_stream = True
         self.wakeup.set()
 
     # -- the request greenlet ----------------------------------------------------
@@ -383,9 +446,11 @@ class _Exchange:
         if not self.started:
             raise RuntimeError("http.response.body before http.response.start")
         data = event.get("body") or b""
-        self.pending -= len(data)
         if data:
             self._send(data)
+        self.pending -= len(data)
+        if self.pending <= self.opts.max_pending // 2:
+            self.drained.set()
         if not event.get("more_body"):
             self.complete = True
 
@@ -399,6 +464,11 @@ class _Exchange:
         except Timeout as exc:
             if exc is not timer:
                 raise
+            logger.warning(
+                "client of %s read nothing for %.1f s; dropping it",
+                self.conn.scope.get("path"),
+                self.opts.write_timeout,
+            )
             self.gone = self.abort_stream = True
         except OSError:
             self.gone = True
@@ -409,11 +479,13 @@ class _Exchange:
         status = self.timeout_status
         logger.info("nobody answered %s in %.1f s; answering %d", self.conn.scope.get("path"),
                     self.hold_timeout, status)
-        body = (status_line(status).partition(" ")[2] + "\n").encode()
-        self.write = self.start_response(
-            status_line(status),
-            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
-        )
+        if status in (204, 304) or status < 200:
+            body, headers = b"", []
+        else:
+            body = (status_line(status).partition(" ")[2] + "\n").encode()
+            headers = [("Content-Type", "text/plain; charset=utf-8")]
+            headers.append(("Content-Length", str(len(body))))
+        self.write = self.start_response(status_line(status), headers)
         self.started = True
         self._send(body)
         self.complete = True

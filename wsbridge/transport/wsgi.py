@@ -227,6 +227,7 @@ class WSBridgeApp:
         prefix: str = "/_wsbridge/",
         secret: str | bytes | None = None,
         longpoll: dict[str, Any] | None = None,
+        http: Any = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -242,6 +243,7 @@ class WSBridgeApp:
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.secret = secret  # signs long-poll tokens (else WSBRIDGE_SECRET)
         self.longpoll = longpoll  # LongPollOptions fields (wsbridge.transport.longpoll)
+        self.http = http  # HttpOptions or its fields (wsbridge.transport.http), read per request
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
@@ -360,6 +362,7 @@ def wrap(
     prefix: str = "/_wsbridge/",
     secret: str | bytes | None = None,
     longpoll: dict[str, Any] | None = None,
+    http: Any = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -378,6 +381,8 @@ def wrap(
             same one (default: ``WSBRIDGE_SECRET``, else a random one per process).
         longpoll: long-poll settings (``poll_timeout``, ``session_timeout``,
             ``max_body``...; see :class:`~wsbridge.transport.longpoll.LongPollOptions`).
+        http: limits of HTTP consumers (``hold_timeout``, ``max_body_size``...): an
+            :class:`~wsbridge.transport.http.HttpOptions` or a dict of its fields.
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -393,4 +398,5 @@ def wrap(
         prefix=prefix,
         secret=secret,
         longpoll=longpoll,
+        http=http,
     )
