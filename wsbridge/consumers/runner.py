@@ -170,17 +170,22 @@ class Connection:
             return
         except UnknownMessageType as exc:
             # The message says it all; a traceback would only show dispatch().
-            self._fail(exc, f"closing this connection with 1011: {exc}", with_traceback=False)
+            self._fail(exc, f"{self._ending()}: {exc}", with_traceback=False)
             return
         except Exception as exc:
             self._fail(exc, f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
-                            f"on {self.scope.get('path')!r}; closing this connection with 1011")
+                            f"on {self.scope.get('path')!r}; {self._ending()}")
             return
         if kind == "websocket.connect" and not self.accepted and not self.closed:
             # connect() returned without accepting: refuse the handshake.
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
+
+    def _ending(self) -> str:
+        if self.scope.get("type") == "http":
+            return "ending this request (500 unless already answered)"
+        return "closing this connection with 1011"
 
     def _fail(self, exc: BaseException, message: str, *, with_traceback: bool = True) -> None:
         self.failed = True
@@ -246,15 +251,30 @@ class Connection:
             return
         self._disconnect_queued = True
         # No backpressure wait: the client is gone, this must not block the transport.
-        self._enqueue_transport({"type": "websocket.disconnect", "code": code})
+        if self.scope.get("type") == "http":
+            self._enqueue_transport({"type": "http.disconnect"})
+        else:
+            self._enqueue_transport({"type": "websocket.disconnect", "code": code})
 
     def disconnected(self, code: int) -> None:
         """The transport lost the client: deliver ``websocket.disconnect`` (once).
 
         Call it whenever the socket ends, after a close by either side; it
-        never blocks and extra calls are ignored.
+        never blocks and extra calls are ignored. An HTTP connection gets
+        ``http.disconnect`` (``code`` unused).
         """
         self._queue_disconnect(code)
+
+    def abort(self) -> None:
+        """End the consumer now, even in the middle of a handler.
+
+        For a transport that gave up waiting for a stuck consumer: nothing
+        more is delivered, the handler's greenlet gets ``GreenletExit``.
+        """
+        runner = self._runner
+        self._finish(close_code=None)
+        if runner is not None and runner is not gevent.getcurrent():
+            runner.kill(block=False)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the consumer has finished; True if it did."""

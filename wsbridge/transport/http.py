@@ -580,7 +580,7 @@ class _Exchange:
         conn = self.conn
         if conn.finished.is_set():
             return
-        conn.push({"type": "http.disconnect"})
+        conn.disconnected(0)
         if conn.finished.is_set():
             return
         timer = gevent.get_hub().loop.timer(self.opts.grace)
@@ -593,7 +593,7 @@ class _Exchange:
                     type(conn.consumer).__name__,
                     self.opts.grace,
                 )
-                _abort(conn)
+                conn.abort()
 
         def finished(_: Any) -> None:
             timer.close()
@@ -601,14 +601,3 @@ class _Exchange:
         timer.start(give_up)
         conn.finished.rawlink(finished)
 
-
-def _abort(conn: Connection) -> None:
-    """End a stuck consumer: no more deliveries, its handler greenlet killed."""
-    abort = getattr(conn, "abort", None)
-    if abort is not None:
-        abort()
-        return
-    runner = conn._runner
-    conn._finish(close_code=None)
-    if runner is not None:
-        runner.kill(block=False)
