@@ -9,9 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 from .consumers.consumer import BaseConsumer, JsonWebsocketConsumer, SyncConsumer, WebsocketConsumer
+from .consumers.demultiplexer import WebsocketDemultiplexer
 from .consumers.message import Channel, Group, Message
-from .consumers.routing import Router, URLRouter, include, path, re_path, router
+from .consumers.routing import (
+    ChannelNameRouter,
+    ProtocolTypeRouter,
+    Router,
+    URLRouter,
+    include,
+    path,
+    re_path,
+    route,
+    route_class,
+    router,
+)
 from .exceptions import (
+    AcceptConnection,
     ChannelFull,
     ConfigurationError,
     DenyConnection,
@@ -33,11 +46,18 @@ __all__ = [
     "path",
     "re_path",
     "include",
+    "route",
+    "route_class",
+    "ChannelNameRouter",
+    "ProtocolTypeRouter",
     # consumers
     "BaseConsumer",
     "SyncConsumer",
     "WebsocketConsumer",
     "JsonWebsocketConsumer",
+    "WebsocketDemultiplexer",
+    # background channels
+    "Worker",
     # Channels 1.x
     "Channel",
     "Group",
@@ -51,6 +71,7 @@ __all__ = [
     # errors
     "WSBridgeError",
     "ConfigurationError",
+    "AcceptConnection",
     "DenyConnection",
     "StopConsumer",
     "ChannelFull",
@@ -74,3 +95,16 @@ def serve(app: Any, **options: Any) -> None:
     from .transport.server import serve as _serve
 
     _serve(app, **options)
+
+
+# Names whose modules need gevent are loaded on first use, so that importing
+# wsbridge (and the sans-I/O wsbridge.protocol under it) loads no I/O module.
+_LAZY = {"Worker": "wsbridge.worker"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'wsbridge' has no attribute {name!r}")

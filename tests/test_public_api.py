@@ -1,0 +1,87 @@
+"""The public API guard: what ``wsbridge`` exports, and the import arrows that must not exist.
+
+Changing ``wsbridge.__all__`` is a decision: update EXPECTED here and the
+changelog in the same commit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import wsbridge
+
+EXPECTED = {
+    "__version__",
+    # routing
+    "router", "Router", "URLRouter", "path", "re_path", "include", "route", "route_class",
+    "ChannelNameRouter", "ProtocolTypeRouter",
+    # consumers
+    "BaseConsumer", "SyncConsumer", "WebsocketConsumer", "JsonWebsocketConsumer",
+    "WebsocketDemultiplexer",
+    # background channels
+    "Worker",
+    # Channels 1.x
+    "Channel", "Group", "Message",
+    # layers
+    "get_channel_layer", "set_channel_layer",
+    # serving
+    "wrap", "serve",
+    # errors
+    "WSBridgeError", "ConfigurationError", "AcceptConnection", "DenyConnection", "StopConsumer",
+    "ChannelFull", "InvalidChannelName", "LayerUnavailable",
+}
+
+#: Top-level modules that mean I/O (or a framework) was imported.
+IO_MODULES = ("gevent", "greenlet", "socket", "_socket", "ssl", "select", "selectors",
+              "django", "redis", "msgpack_numpy")
+
+
+def loaded_after(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter; return the names in sys.modules afterwards."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_all_is_exactly_the_documented_public_api():
+    assert len(wsbridge.__all__) == len(set(wsbridge.__all__)), "duplicates in __all__"
+    assert set(wsbridge.__all__) == EXPECTED
+
+
+def test_every_public_name_resolves():
+    for name in wsbridge.__all__:
+        assert getattr(wsbridge, name) is not None, name
+    assert wsbridge.Worker.__module__ == "wsbridge.worker"
+
+
+def test_importing_the_protocol_loads_no_io_module():
+    loaded = loaded_after("import wsbridge.protocol.envelope, wsbridge.protocol.longpoll")
+    offending = [m for m in loaded if m.split(".")[0] in IO_MODULES]
+    assert offending == []
+    assert "wsbridge.protocol.longpoll" in loaded
+
+
+def test_importing_wsbridge_itself_loads_no_io_module():
+    loaded = loaded_after("import wsbridge")
+    assert [m for m in loaded if m.split(".")[0] in IO_MODULES] == []
+
+
+def test_no_wsbridge_module_imports_django_and_layers_never_import_transport():
+    code = (
+        "import importlib, pkgutil, wsbridge\n"
+        "for info in pkgutil.walk_packages(wsbridge.__path__, 'wsbridge.'):\n"
+        "    if not info.name.endswith('__main__'):\n"
+        "        importlib.import_module(info.name)\n"
+    )
+    loaded = loaded_after(code)
+    assert "wsbridge.consumers.routing" in loaded and "wsbridge.worker" in loaded
+    assert [m for m in loaded if m.split(".")[0] == "django"] == []
+    layers_only = loaded_after(
+        "import importlib, pkgutil, wsbridge.layers\n"
+        "for info in pkgutil.walk_packages(wsbridge.layers.__path__, 'wsbridge.layers.'):\n"
+        "    importlib.import_module(info.name)\n"
+    )
+    assert [m for m in layers_only if m.startswith(("wsbridge.transport", "django"))] == []
