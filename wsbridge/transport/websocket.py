@@ -178,6 +178,21 @@ class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.debug(msg, *args, **kwargs)
 
 
+class _Protocol(ServerProtocol):
+    """ServerProtocol that lets a Close frame end an unfinished fragmented message.
+
+    RFC 6455 section 5.4 allows control frames between fragments; a Close
+    there means the peer is leaving, so the closing handshake completes
+    normally (echoing its code) and the partial message is dropped, where
+    websockets would fail the connection with 1002 (Autobahn case 7.1.5).
+    """
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE and self.current_size is not None:
+            self.current_size = None
+        super().recv_frame(frame)
+
+
 _PROTOCOL_LOGGER = _QuietLogger(logging.getLogger("wsbridge.websocket.protocol"), {})
 
 # Every open transport, for a graceful shutdown (weak: no bookkeeping on close).
@@ -266,7 +281,7 @@ class WebSocketTransport:
 
     def _open_protocol(self, extensions: list[Any], subprotocol: Any) -> ServerProtocol:
         options = self.options
-        protocol = ServerProtocol(
+        protocol = _Protocol(
             state=OPEN,
             max_size=(options.max_message_size, options.max_fragment_size),
             logger=_PROTOCOL_LOGGER,
