@@ -3,7 +3,7 @@
 Routes: ws/echo/ (echo; "close:<code>" closes), ws/chat/<room>/ (a group),
 ws/refuse/, ws/crash/, ws/scope/ (sends its scope), ws/flood/ ("flood:N" sends N).
 Plain HTTP: /log (events seen by consumers in this process, JSON),
-/broadcast?group=G&text=T (a group send), /pid.
+/broadcast?group=G&text=T (a group send), /pid, /page (tests/e2e/page.html).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from wsbridge import Router, WebsocketConsumer, get_channel_layer
@@ -46,11 +47,12 @@ class Chat(WebsocketConsumer):
 
     def receive(self, text_data=None, bytes_data=None):
         self.channel_layer.group_send(
-            self.group, {"type": "chat.message", "text": text_data, "pid": os.getpid()}
+            self.group,
+            {"type": "chat.message", "text": text_data, "bytes": bytes_data, "pid": os.getpid()},
         )
 
     def chat_message(self, event):
-        self.send(text_data=event["text"])
+        self.send(text_data=event.get("text"), bytes_data=event.get("bytes"))
 
     def disconnect(self, code):
         self.channel_layer.group_discard(self.group, self.channel_name)
@@ -112,6 +114,10 @@ def application(environ, start_response):
             {"type": "chat.message", "text": query.get("text", [str(stamp)])[0]},
         )
         body = b"{}"
+    elif path == "/page":  # the browser tests' chat page
+        body = (Path(__file__).parent.parent / "e2e" / "page.html").read_bytes()
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [body]
     elif path == "/pid":
         body = json.dumps({"pid": os.getpid()}).encode()
     else:

@@ -24,6 +24,17 @@ from wsbridge.transport.server import make_server  # noqa: E402
 from wsbridge.transport.wsgi import wrap  # noqa: E402
 
 
+def refusing_upgrades(app):
+    def refuse(environ, start_response):
+        if "websocket" in environ.get("HTTP_UPGRADE", "").lower():
+            start_response("403 Forbidden", [("Content-Length", "0")])
+            return [b""]
+        return app(environ, start_response)
+
+    refuse.wsbridge_wrapped = True  # make_server must not wrap it again
+    return refuse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layer", default="memory")
@@ -34,6 +45,9 @@ def main() -> None:
     parser.add_argument("--max-buffer", type=int, default=1000)
     parser.add_argument("--allowed-origin", action="append", default=[])
     parser.add_argument("--secret", default=None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--refuse-upgrades", action="store_true",
+                        help="answer 403 to every WebSocket upgrade (a proxy that blocks them)")
     args = parser.parse_args()
     if args.layer == "redis":
         layer = build_layer(
@@ -56,7 +70,9 @@ def main() -> None:
             "max_buffer": args.max_buffer,
         },
     )
-    server = make_server(app, "127.0.0.1", 0)
+    if args.refuse_upgrades:
+        app = refusing_upgrades(app)
+    server = make_server(app, "127.0.0.1", args.port)
     server.start()
     print(f"PORT {server.server_port}", flush=True)
     server.serve_forever()

@@ -1,0 +1,129 @@
+"""wsbridge.js in a real headless Chromium against real wsbridge servers."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "transport"))
+
+from cdp import Browser  # noqa: E402
+from lp_support import Server, request  # noqa: E402
+from proxy import RoundRobinProxy  # noqa: E402
+
+pytestmark = [pytest.mark.browser]
+
+OPEN = "window.bridge && bridge.readyState === 'open' && bridge.transport"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Browser() as chromium:
+        yield chromium
+
+
+def room() -> str:
+    return "r" + secrets.token_hex(4)
+
+
+def chat(pages, text: str, sender: int = 0) -> None:
+    """Send from one page; every page must receive it."""
+    pages[sender].evaluate(f"bridge.send({json.dumps(text)})")
+    for page in pages:
+        page.wait_for(f"received.includes({json.dumps(text)})")
+
+
+def test_two_pages_chat_over_websocket(browser):
+    server = Server()
+    try:
+        name = room()
+        pages = [browser.new_page(f"http://127.0.0.1:{server.port}/page?room={name}")
+                 for _ in range(2)]
+        for page in pages:
+            assert page.wait_for(OPEN) == "websocket"
+        chat(pages, "hello from A", 0)
+        chat(pages, "hello from B", 1)
+        pages[1].evaluate("bridge.send(new Uint8Array([7, 8]))")
+        pages[0].wait_for("received.includes('bytes:7,8')")
+        # streams and JSON helpers share the connection
+        pages[0].evaluate("bridge.stream('news').send({n: 1})")
+        pages[1].wait_for("received.includes('{\"stream\":\"news\",\"payload\":{\"n\":1}}')")
+        assert pages[0].evaluate("sessionStorage.getItem('wsbridge.transport')") is None
+    finally:
+        server.stop()
+
+
+def test_without_websockets_the_pages_fall_back_to_long_poll_and_remember_it(browser):
+    # One page has no WebSocket at all (classic script tag); the server refuses upgrades
+    # for the other, as a proxy that blocks them would.
+    server = Server("--refuse-upgrades")
+    try:
+        name = room()
+        base = f"http://127.0.0.1:{server.port}/page?room={name}"
+        pages = [browser.new_page(base + "&nows=1&classic=1"), browser.new_page(base)]
+        for page in pages:
+            assert page.wait_for(OPEN) == "longpoll"
+        assert pages[0].evaluate("typeof window.WebSocket") == "undefined"
+        assert pages[1].evaluate("sessionStorage.getItem('wsbridge.transport')") == "longpoll"
+        chat(pages, "over long-poll", 0)
+        chat(pages, "and back", 1)
+        pages[1].evaluate("bridge.send(new Uint8Array([1, 2, 3]))")
+        pages[0].wait_for("received.includes('bytes:1,2,3')")
+        pages[1].evaluate("bridge.sendJSON({json: true})")
+        pages[0].wait_for("received.includes('{\"json\":true}')")
+        chat(pages, "after binary", 1)
+    finally:
+        server.stop()
+
+
+def test_the_page_reconnects_after_a_server_restart_and_continues(browser):
+    server = Server()
+    port = server.port
+    try:
+        name = room()
+        pages = [browser.new_page(f"http://127.0.0.1:{port}/page?room={name}") for _ in range(2)]
+        for page in pages:
+            page.wait_for(OPEN)
+        chat(pages, "before restart")
+        server.stop()
+        for page in pages:
+            page.wait_for("events.includes('reconnecting')")
+        # queued while the server is down, delivered once it is back
+        pages[0].evaluate("bridge.send('queued while down')")
+        server = Server("--port", str(port))
+        for page in pages:
+            assert page.wait_for(OPEN, timeout=20) == "websocket"
+        pages[1].wait_for("received.includes('queued while down')", timeout=20)
+        chat(pages, "after restart", 1)
+        events = pages[0].evaluate("events")
+        assert events[0] == "open:websocket" and events[-1] == "open:websocket"
+    finally:
+        server.stop()
+
+
+def test_long_poll_served_by_two_processes(browser):
+    prefix = "wsbridge-e2e-" + secrets.token_hex(4)
+    args = ("--layer", "redis", "--redis-prefix", prefix, "--secret", "e2e-secret-0123456789")
+    servers = [Server(*args), Server(*args)]
+    proxy = RoundRobinProxy([s.port for s in servers])
+    try:
+        name = room()
+        pages = [browser.new_page(f"http://127.0.0.1:{proxy.port}/page?room={name}")
+                 for _ in range(2)]
+        for page in pages:
+            assert page.wait_for(OPEN, timeout=20) == "longpoll"
+        for i in range(4):
+            chat(pages, f"message {i}", i % 2)
+        for s in servers:
+            assert proxy.served[(s.port, "/_wsbridge/lp/poll")] >= 2
+            assert proxy.served[(s.port, "/_wsbridge/lp/send")] >= 1
+        pids = {request(s.port, "/pid", method="GET")[1]["pid"] for s in servers}
+        assert len(pids) == 2
+    finally:
+        proxy.close()
+        for s in servers:
+            s.stop()
