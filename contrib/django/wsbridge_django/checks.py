@@ -15,6 +15,7 @@ wsbridge.W005      mysqlclient (MySQLdb) blocks under gevent; PyMySQL does not
 wsbridge.E006      several processes serve but the layer is the in-memory one
 wsbridge.W007      unknown key in ``WSBRIDGE`` (a typo?)
 wsbridge.W008      ``ALLOWED_ORIGINS`` allows every site (cross-site WebSocket hijacking)
+wsbridge.W009      staticfiles is listed before wsbridge_django: its runserver would win
 =================  =============================================================
 """
 
@@ -75,7 +76,7 @@ def check_layer_reachable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         if callable(ping):
             ping()
         else:
-            layer.group_discard("wsbridge.check", layer.new_channel())
+            layer.group_channels("wsbridge.check")  # a read: reaches every backend
     except Exception as exc:
         return [
             Error(
@@ -194,6 +195,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+@register(TAG)
+def check_app_order(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    from django.conf import settings
+
+    names = [name.split(".apps.")[0] for name in settings.INSTALLED_APPS]
+    if "django.contrib.staticfiles" not in names or "wsbridge_django" not in names:
+        return []
+    if names.index("django.contrib.staticfiles") > names.index("wsbridge_django"):
+        return []
+    return [
+        Warning(
+            "django.contrib.staticfiles comes before wsbridge_django in INSTALLED_APPS: "
+            "`manage.py runserver` would be Django's, without WebSocket or long-poll.",
+            hint="Move 'wsbridge_django' above 'django.contrib.staticfiles'.",
+            id="wsbridge.W009",
+        )
+    ]
 
 
 def run_startup_checks() -> None:

@@ -15,11 +15,11 @@ ROOT_URLCONF = "djtest.urls"
 USE_TZ = True
 
 INSTALLED_APPS = [
+    "wsbridge_django",  # before staticfiles: its runserver serves WebSockets too
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.staticfiles",
-    "wsbridge_django",
     "djtest",
 ]
 MIDDLEWARE = [

@@ -1,0 +1,1 @@
+../../../../../wsbridge/static/wsbridge/wsbridge.d.ts
