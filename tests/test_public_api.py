@@ -19,7 +19,7 @@ EXPECTED = {
     "ChannelNameRouter", "ProtocolTypeRouter",
     # consumers
     "BaseConsumer", "SyncConsumer", "WebsocketConsumer", "JsonWebsocketConsumer",
-    "WebsocketDemultiplexer",
+    "WebsocketDemultiplexer", "HttpConsumer", "SseConsumer",
     # background channels
     "Worker",
     # Channels 1.x

@@ -10,6 +10,7 @@ from typing import Any
 
 from .consumers.consumer import BaseConsumer, JsonWebsocketConsumer, SyncConsumer, WebsocketConsumer
 from .consumers.demultiplexer import WebsocketDemultiplexer
+from .consumers.http import HttpConsumer, SseConsumer
 from .consumers.message import Channel, Group, Message
 from .consumers.routing import (
     ChannelNameRouter,
@@ -56,6 +57,8 @@ __all__ = [
     "WebsocketConsumer",
     "JsonWebsocketConsumer",
     "WebsocketDemultiplexer",
+    "HttpConsumer",
+    "SseConsumer",
     # background channels
     "Worker",
     # Channels 1.x
