@@ -360,16 +360,16 @@ class LayerConformance:
         assert layer.receive("conf.exp", timeout=SOON) == {"type": "new"}
 
     def test_group_membership_expires(self, make_layer):
-        layer = make_layer(group_expiry=0.5)
+        layer = make_layer(group_expiry=1.0)
         layer.group_add("conf.room", "conf.m1")
         layer.group_add("conf.room", "conf.m2")
-        gevent.sleep(0.3)
-        layer.group_add("conf.room", "conf.m2")  # renewed
-        gevent.sleep(0.35)
+        gevent.sleep(0.6)
+        layer.group_add("conf.room", "conf.m2")  # renewed: lasts until 1.6
+        gevent.sleep(0.6)  # m1 expired at 1.0
+        assert layer.group_channels("conf.room") == ["conf.m2"]
         layer.group_send("conf.room", {"type": "hi"})
         assert layer.receive("conf.m2", timeout=SOON) == {"type": "hi"}
         assert layer.receive("conf.m1", timeout=0.1) is None
-        assert layer.group_channels("conf.room") == ["conf.m2"]
 
     # -- flush -------------------------------------------------------------------------
 

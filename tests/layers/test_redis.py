@@ -20,3 +20,12 @@ class TestRedisLayerConformance(LayerConformance):
     def make_layer(self):
         with make_layer_factory() as make:
             yield make
+
+
+class TestChannelsRedisCompatConformance(LayerConformance):
+    """The same contract holds in channels_redis 4.x compatibility mode."""
+
+    @pytest.fixture
+    def make_layer(self):
+        with make_layer_factory(compat="channels_redis") as make:
+            yield make

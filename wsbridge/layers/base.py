@@ -142,6 +142,11 @@ class CapacityTable:
             self._rules.append((pattern, int(capacity)))
         self._cache: dict[str, int] = {}
 
+    @property
+    def has_overrides(self) -> bool:
+        """True when some channel may have another capacity than the default."""
+        return bool(self._rules)
+
     def __call__(self, channel: str) -> int:
         try:
             return self._cache[channel]

@@ -86,8 +86,17 @@ class MemoryLayer(BaseChannelLayer):
         self._deliver(channel, message)
 
     def _send_later(self, channel: str, message: Message, delay: float) -> None:
+        due = time.monotonic() + delay
+
         def fire() -> None:
+            nonlocal timer
             self._timers.discard(timer)
+            remaining = due - time.monotonic()
+            if remaining > 0:
+                # The event loop's clock can lag: never deliver early.
+                timer = gevent.spawn_later(remaining, fire)
+                self._timers.add(timer)
+                return
             try:
                 self._deliver(channel, message)
             except ChannelFull:

@@ -139,11 +139,13 @@ return {moved, dropped, next_due}
 """
 
 # channels_redis 4.x send: expire old, check capacity, ZADD with score now.
-# KEYS[1] channel zset; ARGV: member, capacity, now_s, expiry_s -> 1 | 0 full
+# The score is the send time, nudged by the sender to grow strictly so that
+# one sender's messages keep their order (a ZSET orders ties by bytes).
+# KEYS[1] channel zset; ARGV: member, capacity, now_s, expiry_s, score -> 1 | 0 full
 PUSH_ZSET = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, tonumber(ARGV[3]) - tonumber(ARGV[4]))
 if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
 redis.call('EXPIRE', KEYS[1], math.max(1, math.ceil(tonumber(ARGV[4]))))
 return 1
 """
@@ -155,7 +157,8 @@ return 1
 # without decoding anything.
 # KEYS[1] group zset
 # ARGV: min_score, key_prefix, map_body, entry_count, asgi_key_packed,
-#       nonce_base (8 bytes), now_s, expiry_s, capacity, local_only ('1'/'0')
+#       nonce_base (8 bytes), now_s, expiry_s, capacity, local_only ('1'/'0'),
+#       score, process_capacity (for the per-process keys, ending in '!')
 # With local_only = '0' (encryption on, or several shards) nothing is pushed:
 # the grouping is returned for the caller to seal and push.
 # -> {skipped_full, {key, channel, channel, ...}, ...}
@@ -201,11 +204,13 @@ local skipped = 0
 for i, k in ipairs(order) do
   local key = ARGV[2] .. k
   redis.call('ZREMRANGEBYSCORE', key, 0, now - expiry)
-  if redis.call('ZCOUNT', key, '-inf', '+inf') < cap then
+  local limit = cap
+  if string.sub(k, -1) == '!' then limit = tonumber(ARGV[12]) end
+  if redis.call('ZCOUNT', key, '-inf', '+inf') < limit then
     local nonce = ARGV[6] .. string.char(math.floor(i / 16777216) % 256,
       math.floor(i / 65536) % 256, math.floor(i / 256) % 256, i % 256)
     local body = header .. ARGV[3] .. ARGV[5] .. cmsgpack.pack(bykey[k])
-    redis.call('ZADD', key, now, nonce .. body)
+    redis.call('ZADD', key, ARGV[11], nonce .. body)
     redis.call('EXPIRE', key, math.max(1, math.ceil(expiry)))
   else
     skipped = skipped + #bykey[k]
