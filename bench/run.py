@@ -83,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--echo-duration", type=float, default=10.0)
     p.add_argument("--echo-interval-ms", type=int, default=50)
     p.add_argument("--handshake-duration", type=float, default=10.0)
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the servers (experiments); recorded in the results")
     p.add_argument("--profile", action="store_true", help="py-spy record the server during each run")
     p.add_argument("--report", action="store_true",
                    help="write plots and the table into docs/topics/performance.rst afterwards")
@@ -126,6 +128,10 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int, dict]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     nofile = raise_nofile()
+    for item in args.server_env:
+        key, _, value = item.partition("=")
+        for target in TARGETS.values():
+            target.extra_env[key] = value
     targets = args.target or list(TARGETS)
     for name in sorted({TARGETS[t].venv for t in targets} | {"tools"}):
         ensure_venv(name)
@@ -147,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {t: TARGETS[t].description for t in targets},
         "options": {k: getattr(args, k) for k in ("count", "interval", "grace", "echo_duration",
                                                    "echo_interval_ms", "handshake_duration")},
+        "server_env": args.server_env,
         "pinning": "servers on core 0 (both gunicorn workers too); load client, Redis, publishers on core 1",
     }
     ctx = Context(redis=redis, run_dir=run_dir, log_dir=log_dir, samples_dir=run_dir / "samples",

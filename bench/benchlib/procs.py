@@ -147,6 +147,44 @@ class CpuMeter:
         return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cpu_ratio": round(cpu / wall, 3) if wall else 0}
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy by the whole machine (all cores) since boot, from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    values = [int(x) for x in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+class MachineMeter:
+    """Busy cores of the whole machine between start() and stop(): what else ran too.
+
+    Other work on the machine (another test suite, a build) takes CPU from
+    the server and the client; a run whose ``others_cores`` is well above 0
+    was disturbed and its figures are less comparable.
+    """
+
+    def __init__(self, ours: Sequence[int]) -> None:
+        self.ours = CpuMeter(ours)
+        self._busy0 = 0.0
+        self._t0 = 0.0
+
+    def start(self) -> MachineMeter:
+        self.ours.start()
+        self._busy0 = machine_busy_seconds()
+        self._t0 = time.monotonic()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        ours = self.ours.stop()
+        busy = machine_busy_seconds() - self._busy0
+        wall = time.monotonic() - self._t0
+        return {
+            "busy_cores": round(busy / wall, 3) if wall else 0,
+            "ours_cores": ours["cpu_ratio"],
+            "others_cores": round(max(0.0, busy - ours["cpu_s"]) / wall, 3) if wall else 0,
+        }
+
+
 # ------------------------------------------------------------ processes --
 
 

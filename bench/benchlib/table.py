@@ -17,13 +17,19 @@ def _f(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _others(r: dict[str, Any]) -> str:
+    """Cores busy with work not ours during the measurement (other processes on the machine)."""
+    m = r.get("machine")
+    return _f(m.get("others_cores"), 2) if m else "-"
+
+
 def _fail(r: dict[str, Any]) -> str:
     return "FAILED: " + str(r.get("error", "?"))[:70]
 
 
 def fanout_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
     head = ["target", "clients", "delivered", "p50 ms", "p99 ms", "max ms", "server CPU",
-            "client CPU", "ramp s"]
+            "client CPU", "ramp s", "others"]
     rows = []
     for r in results:
         if r.get("workload") != "fanout":
@@ -38,14 +44,14 @@ def fanout_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
             f"{100.0 * c['delivered_ratio']:.2f}%",
             _f(lat.get("p50")), _f(lat.get("p99")), _f(lat.get("max")),
             _f(r["server_cpu"]["cpu_ratio"], 2), _f(c["measure_cpu"]["cpu_ratio"], 2),
-            _f(c.get("ramp_s")),
+            _f(c.get("ramp_s")), _others(r),
         ])
     return head, rows
 
 
 def echo_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
     head = ["target", "mode", "clients", "msgs/s", "RTT p50 ms", "RTT p99 ms", "server CPU",
-            "client CPU"]
+            "client CPU", "others"]
     rows = []
     for r in results:
         if r.get("workload") != "echo":
@@ -60,7 +66,7 @@ def echo_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
         rows.append([
             r["target"], mode, _f(c["connected"]), _f(c["msgs_per_s"], 0),
             _f(c["rtt_ms"].get("p50")), _f(c["rtt_ms"].get("p99")),
-            _f(r["server_cpu"]["cpu_ratio"], 2), _f(c["measure_cpu"]["cpu_ratio"], 2),
+            _f(r["server_cpu"]["cpu_ratio"], 2), _f(r["client_cpu"]["cpu_ratio"], 2), _others(r),
         ])
     return head, rows
 
@@ -86,7 +92,7 @@ def idle_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
 
 def handshake_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
     head = ["target", "concurrency", "handshakes/s", "p50 ms", "p99 ms", "failed", "server CPU",
-            "client CPU"]
+            "client CPU", "others"]
     rows = []
     for r in results:
         if r.get("workload") != "handshake":
@@ -98,7 +104,7 @@ def handshake_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
         rows.append([
             r["target"], _f(c["concurrency"]), _f(c["handshakes_per_s"], 0),
             _f(c["handshake_ms"].get("p50")), _f(c["handshake_ms"].get("p99")), _f(c["failed"]),
-            _f(r["server_cpu"]["cpu_ratio"], 2), _f(r["client_cpu"]["cpu_ratio"], 2),
+            _f(r["server_cpu"]["cpu_ratio"], 2), _f(r["client_cpu"]["cpu_ratio"], 2), _others(r),
         ])
     return head, rows
 

@@ -35,6 +35,8 @@ class Target:
     description: str
     processes: int = 1
     notes: list[str] = field(default_factory=list)
+    #: set by ``run.py --server-env KEY=VALUE`` (experiments, e.g. gevent settings)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     # -- URLs ---------------------------------------------------------------
     def chat_url(self, port: int) -> str:
@@ -59,6 +61,7 @@ class Target:
 
     def start(self, port: int, redis_url: str, log_dir: Path, tag: str) -> Proc:
         cmd, env, cwd = self.server_cmd(port, redis_url)
+        env = {**env, **self.extra_env}
         proc = Proc(f"{tag}-server", cmd, log_dir=log_dir, env=env, cwd=cwd, core=SERVER_CORE)
         wait_port(port, 60, proc.popen)
         return proc

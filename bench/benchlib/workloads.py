@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import BENCH_DIR, REPO_DIR
-from .procs import CLIENT_CORE, CpuMeter, Proc, RedisServer, free_port, pinned, tree_rss_kb
+from .procs import CLIENT_CORE, CpuMeter, MachineMeter, Proc, RedisServer, free_port, pinned, tree_rss_kb
 from .targets import Target
 from .venvs import ensure_loadclient, project_python, venv_bin
 
@@ -71,6 +71,13 @@ class Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            deadline = getattr(proc, "let_finish_until", None)
+            if deadline is not None:  # py-spy writes its file when its duration ends
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
         for proc in reversed(self.procs):
             proc.stop()
 
@@ -96,6 +103,10 @@ class Session:
         assert self.server is not None
         return tree_rss_kb([self.server.pid])
 
+    def machine_meter(self) -> MachineMeter:
+        """Whole-machine busy time, less ours (server, clients, Redis): the noise."""
+        return MachineMeter([p.pid for p in self.procs] + [self.ctx.redis.proc.pid]).start()
+
     def server_meter(self) -> CpuMeter:
         assert self.server is not None
         return CpuMeter([self.server.pid]).start()
@@ -114,6 +125,7 @@ class Session:
         cmd = [str(venv_bin("tools", "py-spy")), "record", "--pid", str(pids[0]), "--duration",
                str(int(max(1, seconds))), "--format", "raw", "--output", str(out), "--nonblocking"]
         proc = Proc(f"{self.tag}-py-spy", cmd, log_dir=self.ctx.log_dir, core=CLIENT_CORE)
+        proc.let_finish_until = time.monotonic() + seconds + 10  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
 
@@ -136,13 +148,15 @@ def fanout(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, An
         time.sleep(1.0)  # the last joins reach the layer before the first publish
         rss_connected = s.rss()
         server_cpu, client_cpu = s.server_meter(), CpuMeter([client.pid]).start()
-        s.profiler(publish_time + 2)
+        machine = s.machine_meter()
+        s.profiler(publish_time)
         pub = target.publisher(s.port, ctx.redis.url, ctx.log_dir, tag, ctx.count, ctx.interval)
         s.procs.append(pub)
         published = pub.expect("published", publish_time + 120)
         client.tell(f"published {published['count']}")
         result = client.expect("result", ctx.grace + 60)
         return {
+            "machine": machine.stop(),
             "ready": ready,
             "publisher": published,
             "client": result,
@@ -165,14 +179,19 @@ def echo(ctx: Context, target: Target, clients: int, tag: str, closed_loop: bool
         ready = client.expect("ready", 90)
         time.sleep(0.5)
         server_cpu, client_cpu = s.server_meter(), CpuMeter([client.pid]).start()
+        machine = s.machine_meter()
         s.profiler(ctx.echo_duration)
         client.tell("go")
-        result = client.expect("result", ctx.echo_duration + 30)
+        client.expect("window_end", ctx.echo_duration + 30)
+        server_window, client_window = server_cpu.stop(), client_cpu.stop()
+        machine_window = machine.stop()
+        result = client.expect("result", 30)
         return {
+            "machine": machine_window,
             "ready": ready,
             "client": result,
-            "server_cpu": server_cpu.stop(),
-            "client_cpu": client_cpu.stop(),
+            "server_cpu": server_window,
+            "client_cpu": client_window,
             "samples": str(samples.relative_to(ctx.run_dir)),
         }
 
@@ -183,6 +202,7 @@ def idle(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, Any]
         rss_before = s.rss()
         client = s.client("idle", target.chat_url(s.port), "--clients", str(clients),
                           "--connect-timeout", "150", timeout=240)
+        machine = s.machine_meter()
         ready = client.expect("ready", 180)
         time.sleep(ctx.idle_settle)
         rss_after = s.rss()
@@ -190,6 +210,7 @@ def idle(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, Any]
         result = client.expect("result", 30)
         connected = max(1, result.get("still_open") or ready.get("connected") or 1)
         return {
+            "machine": machine.stop(),
             "ready": ready,
             "client": result,
             "rss_before_kb": rss_before["total_kb"],
@@ -208,9 +229,11 @@ def handshake(ctx: Context, target: Target, clients: int, tag: str) -> dict[str,
                           "--duration", str(ctx.handshake_duration),
                           "--samples", str(samples), timeout=ctx.handshake_duration + 90)
         client_cpu = CpuMeter([client.pid]).start()
+        machine = s.machine_meter()
         s.profiler(ctx.handshake_duration)
         result = client.expect("result", ctx.handshake_duration + 60)
         return {
+            "machine": machine.stop(),
             "client": result,
             "server_cpu": server_cpu.stop(),
             "client_cpu": client_cpu.stop(),

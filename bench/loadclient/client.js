@@ -159,7 +159,11 @@ class Conn {
     const type = text[0];
     if (type === "4") {
       const sioType = text[1];
-      if (sioType === "2") {
+      if (sioType === "3") {
+        // 43<id>[data]: an ack (the echo reply)
+        const arr = JSON.parse(text.slice(2).replace(/^[0-9]+/, ""));
+        this.handlers.onPayload && this.handlers.onPayload(this, arr[0], "ack");
+      } else if (sioType === "2") {
         // 42["event", data] (no namespace, no ack id: what the bench servers send)
         const arr = JSON.parse(text.slice(2));
         this.handlers.onPayload && this.handlers.onPayload(this, arr[1], arr[0]);
@@ -178,10 +182,12 @@ class Conn {
     }
   }
 
-  send(name, obj) {
+  send(name, obj, ackId) {
     if (!this.ready || this.ws.readyState !== WebSocket.OPEN) return false;
     const body = JSON.stringify(obj);
-    this.ws.send(opts.proto === "sio" ? `42["${name}",${body}]` : body);
+    // Socket.IO: with an ack id the server's handler answers with its return value
+    // ("43<id>[...]"), straight to this socket; without one it is a plain event.
+    this.ws.send(opts.proto === "sio" ? `42${ackId === undefined ? "" : ackId}["${name}",${body}]` : body);
     return true;
   }
 
@@ -304,6 +310,8 @@ async function fanout() {
   let expected = Infinity;
   let onProgress = null;
   const firstSeen = { at: null };
+  const seqMax = []; // worst latency of each message (diagnoses stalls)
+  const seqCount = [];
   const handlers = {
     onPayload: (conn, msg) => {
       const now = nowEpochMs();
@@ -316,7 +324,11 @@ async function fanout() {
       seen[slot] = 1;
       received++;
       if (firstSeen.at === null) firstSeen.at = now;
-      latencies.push(now - msg.ts);
+      const lat = now - msg.ts;
+      latencies.push(lat);
+      const q = msg.seq % maxSeq;
+      if (!(lat <= seqMax[q])) seqMax[q] = lat;
+      seqCount[q] = (seqCount[q] || 0) + 1;
       if (received >= expected && onProgress) onProgress();
     },
     onClose: (conn, code, wasReady) => {
@@ -362,6 +374,8 @@ async function fanout() {
     waited_after_publish_s: round((performance.now() - graceStart) / 1000, 3),
     latency_ms: stats(latencies),
     measure_cpu: measureCpu,
+    per_message_max_ms: seqMax.slice(0, published).map((v) => round(v || 0, 1)),
+    per_message_delivered: seqCount.slice(0, published).map((v) => v || 0),
   });
 }
 
@@ -390,7 +404,8 @@ async function echo() {
   };
   let seq = 0;
   function sendOne(conn) {
-    if (conn.send("echo", { t: performance.now(), c: conn.index, n: seq++ })) {
+    const n = seq++;
+    if (conn.send("echo", { t: performance.now(), c: conn.index, n }, n)) {
       sent++;
       outstanding.set(conn.index, (outstanding.get(conn.index) || 0) + 1);
     }
@@ -426,6 +441,7 @@ async function echo() {
   const elapsed = (performance.now() - tMeasure) / 1000;
   const receivedInWindow = rtts.length;
   running = false;
+  emit({ event: "window_end" }); // the harness stops its CPU meters here
   for (const t of timers) {
     clearTimeout(t);
     clearInterval(t);
