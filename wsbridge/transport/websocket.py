@@ -662,7 +662,11 @@ class WebSocketTransport:
             self._arm_timer(None)
         code = self._close_code
         if code is None:
-            code = self.protocol.close_code or 1006
+            # The code the client sent; when it sent none, the one we closed
+            # with (a limit, a protocol error); else 1006 (no closing handshake).
+            protocol = self.protocol
+            close = protocol.close_rcvd or protocol.close_sent
+            code = close.code if close is not None else 1006
         exc = self.protocol.parser_exc
         if exc is not None and not isinstance(exc, EOFError):
             logger.info("WebSocket client %s broke the protocol: %s; closed with %d", self._peer, exc, code)

@@ -1,0 +1,160 @@
+"""Messages and close codes over real sockets: sizes, fragments, bad frames.
+
+Bad input closes only the connection that sent it, with the right code;
+every other connection goes on (checked at the end of each bad-input test).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.transport.wsclient import close_code, frame, open_raw, read_frame, wait_closed
+
+MiB = 1024 * 1024
+
+
+def status_of(server, key: str, timeout: float = 5.0) -> str:
+    """The close code the consumer for ``?key`` saw, as recorded by ws_apps."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(server.url(f"/status/{key}")) as answer:
+            value = answer.read().decode()
+        if value != "None" or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+def test_large_messages_are_not_corrupted(ws_server, compression):
+    payload = os.urandom(MiB - 16 * 1024)  # deflate may grow random data a little
+    with connect(ws_server.ws_url("/echo/"), compression=compression, max_size=2 * MiB) as ws:
+        ws.send(payload)
+        assert ws.recv(timeout=10) == payload
+        text = "é€" * 100_000
+        ws.send(text)
+        assert ws.recv(timeout=10) == text
+
+
+def test_fragmented_message_is_reassembled(ws_server):
+    with connect(ws_server.ws_url("/echo/")) as ws:
+        ws.send(["frag", "ment", "é" * 10])
+        assert ws.recv(timeout=5) == "fragmentéééééééééé"
+        ws.send([b"\x00" * 10, b"\x01" * 10])
+        assert ws.recv(timeout=5) == b"\x00" * 10 + b"\x01" * 10
+
+
+def test_client_ping_gets_a_pong(ws_server):
+    with connect(ws_server.ws_url("/echo/")) as ws:
+        assert ws.ping(b"abc").wait(5)
+
+
+def test_too_big_message_closes_with_1009(ws_server):
+    with connect(ws_server.ws_url("/echo/?too-big"), compression=None, max_size=None) as ws:
+        ws.send(b"x" * (MiB + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 1009
+    assert status_of(ws_server, "too-big") == "1009"
+
+
+def test_size_limit_applies_after_decompression(ws_server):
+    # 2 MiB of zeros compresses to a few KiB on the wire, yet is refused.
+    with connect(ws_server.ws_url("/echo/?bomb"), max_size=None) as ws:
+        assert ws.protocol.extensions, "compression should be negotiated"
+        ws.send(b"\x00" * (2 * MiB))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 1009
+
+
+def test_fragments_adding_up_past_the_limit_close_with_1009(tight_server):
+    with connect(tight_server.ws_url("/echo/"), max_size=None) as ws:
+        ws.send([b"x" * 40_000, b"y" * 40_000])  # tight limit: 64 KiB
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 1009
+
+
+def test_invalid_utf8_closes_with_1007(ws_server):
+    sock, rest = open_raw(ws_server.port)
+    with sock:
+        sock.sendall(frame(0x1, b"ok \xff\xfe"))
+        reply, _ = read_frame(sock, rest)
+        assert close_code(reply) == 1007
+        assert wait_closed(sock)
+
+
+def test_invalid_utf8_split_across_fragments_closes_with_1007(ws_server):
+    sock, rest = open_raw(ws_server.port)
+    with sock:
+        sock.sendall(frame(0x1, b"caf\xc3", fin=False))  # valid so far (incomplete é)
+        sock.sendall(frame(0x0, b"\x28", fin=True))  # \xc3\x28 is invalid
+        reply, _ = read_frame(sock, rest)
+        assert close_code(reply) == 1007
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(frame(0x3, b"reserved opcode"), id="reserved-opcode"),
+        pytest.param(frame(0x1, b"unmasked", mask=False), id="unmasked"),
+        pytest.param(frame(0x1, b"rsv1 without extension", rsv1=True), id="rsv1"),
+        pytest.param(frame(0x0, b"continuation first"), id="lone-continuation"),
+        pytest.param(frame(0x9, b"p" * 126), id="control-frame-too-long"),
+        pytest.param(frame(0x9, b"ping", fin=False), id="fragmented-control-frame"),
+    ],
+)
+def test_protocol_errors_close_with_1002_and_spare_other_connections(ws_server, bad):
+    with connect(ws_server.ws_url("/echo/")) as bystander:
+        sock, rest = open_raw(ws_server.port)
+        with sock:
+            sock.sendall(bad)
+            reply, _ = read_frame(sock, rest)
+            assert close_code(reply) == 1002
+            assert wait_closed(sock)
+        bystander.send("still here")
+        assert bystander.recv(timeout=5) == "still here"
+
+
+def test_closing_handshake_echoes_the_client_code(ws_server):
+    sock, rest = open_raw(ws_server.port, "/echo/?client-close")
+    with sock:
+        sock.sendall(frame(0x8, (4001).to_bytes(2, "big") + b"bye"))
+        reply, _ = read_frame(sock, rest)
+        assert close_code(reply) == 4001
+        assert wait_closed(sock)  # the server closes the TCP connection first
+    assert status_of(ws_server, "client-close") == "4001"
+
+
+def test_server_initiated_close_uses_the_consumer_code(ws_server):
+    with connect(ws_server.ws_url("/echo/?server-close")) as ws:
+        ws.send("close:4002")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 4002
+    assert status_of(ws_server, "server-close") == "4002"
+
+
+def test_abrupt_disconnect_is_reported_as_1006_and_logged_quietly(ws_server):
+    sock, _ = open_raw(ws_server.port, "/echo/?abrupt")
+    sock.close()
+    assert status_of(ws_server, "abrupt") == "1006"
+    assert "Traceback" not in ws_server.log()
+
+
+def test_garbage_after_the_handshake_spares_other_connections(ws_server):
+    with connect(ws_server.ws_url("/echo/")) as bystander:
+        for _ in range(5):
+            sock, _ = open_raw(ws_server.port)
+            with sock:
+                sock.sendall(os.urandom(4096))
+                wait_closed(sock, timeout=2)
+        bystander.send("fine")
+        assert bystander.recv(timeout=5) == "fine"
+    assert "Traceback" not in ws_server.log()
