@@ -1,0 +1,1 @@
+"""Other event sources feeding consumers through the channel layer (see README.md)."""
