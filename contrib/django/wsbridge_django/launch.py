@@ -24,7 +24,9 @@ def main() -> None:
     script = os.path.abspath(sys.argv[1])
     sys.argv = sys.argv[1:]
     sys.path.insert(0, os.path.dirname(script))  # as `python manage.py` would
-    os.environ[LAUNCHED_ENV] = "1"
+    # The PID: exec keeps it, so a process that is still unpatched after its own
+    # relaunch can tell; children (the autoreloader's) relaunch themselves.
+    os.environ[LAUNCHED_ENV] = str(os.getpid())
     runpy.run_path(script, run_name="__main__")
 
 

@@ -34,7 +34,7 @@ def ensure_gevent() -> None:
 
     from .launch import LAUNCHED_ENV
 
-    if os.environ.get(LAUNCHED_ENV):
+    if os.environ.get(LAUNCHED_ENV) == str(os.getpid()):
         raise CommandError("gevent monkey-patching is missing even after relaunching; see wsbridge_django.launch")
     script = sys.argv[0]
     if not os.path.exists(script):

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--shutdown-timeout", type=float, default=30.0,
                             help="seconds to finish messages in hand on SIGTERM")
 
-    def handle(self, *channels: str, **options: Any) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         from ...runtime import ensure_gevent
 
         ensure_gevent()
@@ -52,7 +52,7 @@ class Command(BaseCommand):
         run_startup_checks()
         layer = self._layer(options["layer"])
         kwargs: dict[str, Any] = {
-            "only_channels": list(channels) + _split(options["only_channels"]),
+            "only_channels": list(options["channels"]) + _split(options["only_channels"]),
             "exclude_channels": _split(options["exclude_channels"]),
         }
         if options["concurrency"]:
