@@ -80,3 +80,49 @@ def test_a_session_kept_alive_only_through_the_other_process_does_not_expire(pai
         assert client.poll(port=b.port) == []
     status, _ = client.call("poll", a.port, ack=client.seen)
     assert status == 200
+
+
+def test_gunicorn_gevent_with_two_workers_needs_no_sticky_sessions(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from wsbridge.protocol.longpoll import TokenSigner
+
+    with socket.socket() as probe:  # gunicorn needs a port number up front
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    here = Path(__file__).parent
+    env = {**os.environ, "LP_REDIS_PREFIX": "wsbridge-gu-" + secrets.token_hex(4),
+           "WSBRIDGE_SECRET": "gunicorn-secret-0123456789"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--chdir", str(here),
+         "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2", "lp_gunicorn_app:application"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "gunicorn.log", "w"),
+    )
+    try:
+        wait_for(lambda: _answers(port), timeout=20)
+        # open sessions on fresh connections until both workers own one
+        owners: dict[str, Client] = {}
+        for _ in range(200):
+            client = Client(port, "/ws/echo/")
+            owners.setdefault(TokenSigner.parse(client.token).owner, client)
+            if len(owners) == 2:
+                break
+        assert len(owners) == 2, "the kernel never handed a connection to the second worker"
+        for client in owners.values():  # every request on a new connection: either worker
+            for i in range(8):
+                client.send(f"g{i}")
+                assert client.texts_until(1) == [f"g{i}"]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return http_request(port, "/pid", method="GET", timeout=2)[0] == 200
+    except OSError:
+        return False

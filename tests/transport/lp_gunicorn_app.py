@@ -1,0 +1,21 @@
+"""The long-poll test app for ``gunicorn -k gevent -w 2`` on the Redis layer.
+
+Settings come from the environment: LP_REDIS_PREFIX, WSBRIDGE_SECRET.
+"""
+
+from __future__ import annotations
+
+import os
+
+import lp_app
+
+from wsbridge.layers import build_layer, set_channel_layer
+from wsbridge.transport.wsgi import wrap
+
+layer = build_layer(
+    {"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"],
+                                    "prefix": os.environ["LP_REDIS_PREFIX"]}}
+)
+set_channel_layer(layer)
+application = wrap(lp_app.application, router=lp_app.routes, layer=layer,
+                   longpoll={"poll_timeout": 1.5, "session_timeout": 5})
