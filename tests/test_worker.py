@@ -239,16 +239,8 @@ def slow(message):
 """
 
 
-@pytest.fixture
-def worker_process(tmp_path):
-    """Start `wsbridge worker` on Redis with a random prefix; yield (proc, layer, out)."""
-    from wsbridge.layers.redis import RedisLayer
-
-    module = f"bgconsumers_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(CONSUMER_MODULE))
-    out = tmp_path / "out.txt"
-    out.touch()
-    prefix = f"wsbtest{uuid.uuid4().hex[:10]}"
+def start_worker(tmp_path: Path, prefix: str, module: str, out: Path) -> gevent.subprocess.Popen:
+    """Run `wsbridge worker` on Redis with ``prefix``; return once it says it is ready."""
     url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     env = {**os.environ, "WSB_TEST_OUT": str(out), "PYTHONPATH": str(tmp_path)}
     proc = gevent.subprocess.Popen(
@@ -259,13 +251,37 @@ def worker_process(tmp_path):
     )
     ready = proc.stdout.readline()
     assert "ready" in ready, ready + proc.stdout.read()
+    return proc
+
+
+@pytest.fixture
+def worker_process(tmp_path):
+    """Start `wsbridge worker` on Redis with a random prefix.
+
+    Yields (process, layer, output file, start_another) where ``start_another()``
+    starts one more worker process on the same prefix.
+    """
+    from wsbridge.layers.redis import RedisLayer
+
+    module = f"bgconsumers_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(CONSUMER_MODULE))
+    out = tmp_path / "out.txt"
+    out.touch()
+    prefix = f"wsbtest{uuid.uuid4().hex[:10]}"
+    procs = [start_worker(tmp_path, prefix, module, out)]
     layer = RedisLayer(hosts=["redis://127.0.0.1:6379/0"], prefix=prefix)
+
+    def another() -> gevent.subprocess.Popen:
+        procs.append(start_worker(tmp_path, prefix, module, out))
+        return procs[-1]
+
     try:
-        yield proc, layer, out
+        yield procs[0], layer, out, another
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         layer.flush()
         layer.close()
 
@@ -276,7 +292,7 @@ def lines(out: Path) -> list[str]:
 
 @pytest.mark.redis
 def test_a_separate_worker_process_runs_each_message_once(worker_process):
-    proc, layer, out = worker_process
+    proc, layer, out, _ = worker_process
     for i in range(20):
         Channel("tests.work", channel_layer=layer).send({"id": i})
     wait_for(lambda: len(lines(out)) >= 20, timeout=10, what="20 messages in the worker")
@@ -289,8 +305,24 @@ def test_a_separate_worker_process_runs_each_message_once(worker_process):
 
 
 @pytest.mark.redis
+def test_two_worker_processes_share_the_work_and_still_run_each_message_once(worker_process):
+    first, layer, out, start_another = worker_process
+    second = start_another()
+    for i in range(60):
+        Channel("tests.work", channel_layer=layer).send({"id": i})
+    wait_for(lambda: len(lines(out)) >= 60, timeout=10, what="60 messages in two workers")
+    gevent.sleep(0.2)
+    done = [line.split() for line in lines(out)]
+    assert sorted(int(d[1]) for d in done) == list(range(60))
+    assert {d[2] for d in done} <= {str(first.pid), str(second.pid)}
+    for proc in (first, second):
+        proc.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=10) == 0 and second.wait(timeout=10) == 0
+
+
+@pytest.mark.redis
 def test_sigterm_finishes_messages_in_hand_then_exits(worker_process):
-    proc, layer, out = worker_process
+    proc, layer, out, _ = worker_process
     for i in range(2):
         Channel("tests.slow", channel_layer=layer).send({"id": i, "sleep": 1.0})
     wait_for(lambda: sum(x.startswith("start") for x in lines(out)) == 2, timeout=10,
