@@ -127,7 +127,8 @@ def expected_processes() -> int:
     if env.isdigit():
         return int(env)
     workers = _gunicorn_workers(os.environ.get("GUNICORN_CMD_ARGS", ""))
-    if workers is None and sys.argv and os.path.basename(sys.argv[0]).startswith("gunicorn"):
+    in_gunicorn = "gunicorn.arbiter" in sys.modules or os.path.basename(sys.argv[0] or "").startswith("gunicorn")
+    if workers is None and in_gunicorn:
         workers = _gunicorn_workers(" ".join(sys.argv[1:]))
     return workers or 1
 

@@ -1,7 +1,75 @@
-"""Graceful restart: placeholder, filled in once the transport's connection registry exists."""
+"""Graceful restart under gunicorn: SIGTERM closes every WebSocket with 1012 first.
+
+On ``kill -HUP <master>`` (reload) or a rolling deploy, gunicorn starts new
+workers and sends SIGTERM to the old ones, which then stop accepting and
+wait up to ``--graceful-timeout`` for their requests to end. A WebSocket
+never ends by itself, so without help the old worker would hold its
+sockets until the timeout and then drop them (clients see 1006).
+
+:func:`install_restart_handlers` (called by ``get_wsgi_application()`` in
+each worker) chains SIGTERM: every WebSocket of the worker is closed with
+**1012 (service restart)**, a closing handshake the clients answer, so the
+worker exits as soon as they are gone and ``wsbridge.js`` reconnects at once
+(to a new worker; the old one no longer accepts). With ``--preload`` the app
+is loaded in the master, whose signal handlers workers reset: add
+``post_worker_init = "wsbridge_django.restart.post_worker_init"`` to the
+gunicorn config instead (see docs/topics/deployment-django.rst).
+
+``wsbridge serve`` handles its own signals: SIGTERM closes with 1001.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
+from typing import Any
 
-def install_restart_handlers() -> None:
-    """Close sockets with 1012 on SIGTERM/SIGHUP (see docs/topics/deployment-django.rst)."""
+__all__ = ["install_restart_handlers", "close_for_restart", "post_worker_init", "SERVICE_RESTART"]
+
+logger = logging.getLogger("wsbridge.django")
+
+SERVICE_RESTART = 1012
+_installed = False
+
+
+def close_for_restart(reason: str = "service restart") -> int:
+    """Start closing every WebSocket of this process with 1012; returns how many."""
+    from wsbridge.transport.websocket import close_all
+
+    count = close_all(SERVICE_RESTART, reason)
+    logger.info("restart: closing %d WebSocket(s) with %d (service restart)", count, SERVICE_RESTART)
+    return count
+
+
+def _in_gunicorn_worker() -> bool:
+    return "gunicorn.workers.base" in sys.modules and "gunicorn.arbiter" in sys.modules
+
+
+def install_restart_handlers(force: bool = False) -> bool:
+    """Chain SIGTERM in a gunicorn worker so it closes with 1012 first; True if installed.
+
+    Does nothing outside gunicorn (``wsbridge serve`` and ``runserver`` have
+    their own handling) unless ``force``. Safe to call more than once.
+    """
+    global _installed
+    if _installed or not (force or _in_gunicorn_worker()):
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        import gevent
+
+        # No I/O inside a signal handler: the closes run in a greenlet.
+        gevent.spawn(close_for_restart)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    _installed = True
+    return True
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn hook (``post_worker_init``) for ``--preload`` set-ups: install the handler."""
+    install_restart_handlers(force=True)

@@ -1,6 +1,7 @@
 """The test project's consumers, on their own Router (WSBRIDGE["ROUTING"])."""
 
 import json
+import os
 import time
 
 from django.db import connection
@@ -41,6 +42,7 @@ class WhoAmI(JsonWebsocketConsumer):
         return {
             "user": user.get_username() if user.is_authenticated else None,
             "session_key": self.scope["session"].session_key,
+            "pid": os.getpid(),
         }
 
     def receive_json(self, content):
@@ -154,3 +156,23 @@ def v1_plain_receive(message):
 def touch_note(message):
     """A background channel: the DB handling wraps it too."""
     Note.objects.filter(pk=message.content["pk"]).update(body=message.content["body"])
+
+
+@router.websocket("ws/notes-pid/<str:board>/")
+class NotesWithPid(Notes):
+    """Notes, saying first which process serves it (deployment tests)."""
+
+    def connect(self):
+        super().connect()
+        self.send_json({"pid": os.getpid()})
+
+    def receive_json(self, content):
+        if "hog" in content:
+            # Keep this whole process busy (no yield): the next connection
+            # goes to another worker. Deployment tests use it to spread sockets.
+            end = time.monotonic() + content["hog"]
+            while time.monotonic() < end:
+                pass
+            self.send_json({"hogged": content["hog"]})
+            return
+        super().receive_json(content)

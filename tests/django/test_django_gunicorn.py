@@ -1,0 +1,94 @@
+"""Deployment: stock ``gunicorn -k gevent -w 2 djtest.wsgi`` with the Redis layer, and graceful restart."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import signal
+import time
+
+import pytest
+from djclient import http_get, ws_connect
+from djtest_server import DjangoServer, base_env, manage
+from websockets.exceptions import ConnectionClosed
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def redis_env(tmp_path_factory):
+    db = tmp_path_factory.mktemp("djgunicorn") / "db.sqlite3"
+    env = base_env(WSBRIDGE_TEST_DB=f"sqlite:{db}", WSBRIDGE_TEST_REDIS_PREFIX=f"wsbg{secrets.token_hex(4)}")
+    manage("migrate", "-v", "0", env=env)
+    return env
+
+
+def sockets_on_two_workers(server, stack, path="/ws/notes-pid/main/"):
+    """One socket on each of two workers: {pid: socket}.
+
+    The first socket's consumer keeps its worker busy (without yielding)
+    for a moment, so the second connection can only be accepted by the
+    other worker.
+    """
+    first = stack.enter_context(ws_connect(server.ws_url + path, origin=server.url))
+    first_pid = json.loads(first.recv(timeout=10))["pid"]
+    first.send(json.dumps({"hog": 1.5}))
+    time.sleep(0.2)  # the hog message is on its way; no condition to wait on from outside
+    second = stack.enter_context(ws_connect(server.ws_url + path, origin=server.url))
+    second_pid = json.loads(second.recv(timeout=10))["pid"]
+    assert json.loads(first.recv(timeout=10)) == {"hogged": 1.5}
+    assert first_pid != second_pid
+    return {first_pid: first, second_pid: second}
+
+
+def test_memory_layer_under_two_gunicorn_workers_refuses_to_boot_with_the_reason(tmp_path):
+    env = base_env(WSBRIDGE_TEST_DB=f"sqlite:{tmp_path / 'db.sqlite3'}")
+    server = DjangoServer.gunicorn(env, workers=2)
+    with pytest.raises(RuntimeError):
+        server.start(timeout=30)
+    log = server.log()
+    server.stop()
+    assert "wsbridge.E006" in log and "Redis" in log
+
+
+def test_group_messages_reach_sockets_on_both_workers_through_redis(redis_env):
+    with DjangoServer.gunicorn(redis_env, workers=2) as server, contextlib.ExitStack() as stack:
+        sockets = sockets_on_two_workers(server, stack)
+        manage("shell", "-v", "0", "-c", "from djtest.models import Note; Note.objects.create(title='hi')",
+               env=redis_env)
+        for pid, ws in sockets.items():
+            event = json.loads(ws.recv(timeout=10))
+            assert event["payload"]["action"] == "create", pid
+        assert http_get(server.url + "/")[1] == "ordinary page ok"
+
+
+def test_reload_closes_sockets_with_1012_and_clients_reconnect_to_new_workers(redis_env):
+    with DjangoServer.gunicorn(redis_env, workers=2) as server, contextlib.ExitStack() as stack:
+        sockets = sockets_on_two_workers(server, stack)
+        old_pids = set(sockets)
+        started = time.monotonic()
+        server.signal(signal.SIGHUP)  # gunicorn: new workers, SIGTERM to the old ones
+        codes = []
+        for ws in sockets.values():
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=15)
+            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+        elapsed = time.monotonic() - started
+        assert codes == [1012, 1012]
+        assert elapsed < 10  # well under --graceful-timeout 20: the workers did not wait it out
+        server.wait_for_log("with 1012 (service restart)")
+        deadline = time.monotonic() + 20
+        new_pid = None
+        while time.monotonic() < deadline:
+            try:
+                with ws_connect(server.ws_url + "/ws/whoami/", origin=server.url) as again:
+                    new_pid = json.loads(again.recv(timeout=10))["pid"]
+                    if new_pid not in old_pids:
+                        break
+            except (OSError, ConnectionClosed):
+                pass
+            time.sleep(0.1)
+        assert new_pid is not None and new_pid not in old_pids
+        print(f"\nSIGHUP -> both sockets closed with 1012 in {elapsed:.2f} s; reconnected to worker {new_pid}")
