@@ -69,6 +69,10 @@ class ChannelsRedisLayout:
     def group_shard(self, group: str) -> Shard:
         return self._shard(group)
 
+    def reader_shards(self) -> list[Shard]:
+        # channels_redis senders place a process's messages on several shards.
+        return list(self.layer.shards)
+
     def note_prefix(self, prefix: str) -> None:
         self._channel_prefixes.add(prefix)
 
@@ -196,6 +200,9 @@ class ChannelsRedisLayout:
         key, member, score = first
         rest = shard.call(shard.client.zpopmin, key, BATCH) or []
         return [(member, score), *rest]
+
+    def pop_stray(self, shard: Shard) -> list[tuple[bytes, float]]:
+        return []  # every shard has its own reader in this layout
 
     def decode(self, raw: tuple[bytes, float]) -> Decoded | None:
         member, score = raw

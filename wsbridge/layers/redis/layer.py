@@ -150,6 +150,7 @@ class RedisLayer(BaseChannelLayer):
         self._mover_wake = Event()
         self._closed = False
         self._last_renewal = time.monotonic()
+        self._last_sweep = time.monotonic()
         self.counters = {"dropped_full": 0, "skipped_full": 0, "bad_items": 0, "delivered": 0}
 
     @staticmethod
@@ -395,7 +396,7 @@ class RedisLayer(BaseChannelLayer):
                 "the Redis layer's reader needs gevent's monkey-patching "
                 "(gevent.monkey.patch_all() first thing, or run under `wsbridge serve`)"
             )
-        for shard in self.shards:
+        for shard in self.layout.reader_shards():
             reader = self._readers.get(shard.index)
             if reader is None or reader.dead:
                 self._readers[shard.index] = gevent.spawn(self._read_loop, shard)
@@ -425,6 +426,30 @@ class RedisLayer(BaseChannelLayer):
                 if decoded is not None:
                     self.dispatch(decoded)
             self._maybe_renew()
+            self._maybe_sweep_strays(shard)
+
+    def _maybe_sweep_strays(self, home: Shard) -> None:
+        # While hosts lists differ between processes (adding a shard, a
+        # rolling restart), a sender may place this process's inbox on
+        # another shard: look there too, now and then, without blocking.
+        if len(self.shards) == 1 or time.monotonic() - self._last_sweep < self.block_timeout:
+            return
+        self._last_sweep = time.monotonic()
+        for shard in self.shards:
+            if shard is home or not shard.up:
+                continue
+            try:
+                raw_items = self.layout.pop_stray(shard)
+            except LayerUnavailable:
+                continue
+            for raw in raw_items:
+                try:
+                    decoded = self.layout.decode(raw)
+                except MessageDecodeError as exc:
+                    self.count_bad_item(f"{shard.name} inbox", exc)
+                    continue
+                if decoded is not None:
+                    self.dispatch(decoded)
 
     def _ensure_mover(self) -> None:
         if not self._closed and (self._mover is None or self._mover.dead):

@@ -23,8 +23,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import msgpack
 
-from ...exceptions import ChannelFull, MessageDecodeError
+from ...exceptions import ChannelFull, LayerUnavailable, MessageDecodeError
 from .codec import Decoded
 
 if TYPE_CHECKING:
@@ -63,7 +64,16 @@ class NativeLayout:
         return self.layer.shard_for("g:" + group)
 
     def channel_shard(self, channel: str) -> Shard:
+        if "!" in channel:
+            return self.home_shard(process_of(channel))
         return self.layer.shard_for("c:" + channel)
+
+    def home_shard(self, process: str) -> Shard:
+        """Where a process's inbox lives: all its messages, so they stay in order."""
+        return self.layer.shard_for("p:" + process)
+
+    def reader_shards(self) -> list[Shard]:
+        return [self.home_shard(self.layer.client_prefix)]
 
     def channel_key(self, channel: str) -> str:
         if "!" in channel:
@@ -104,7 +114,8 @@ class NativeLayout:
     def group_send(self, group: str, data: bytes) -> int:
         shard = self.group_shard(group)
         sealed = self.codec.seal(data, "g:" + group)
-        skipped, _reached, plain = shard.call(
+        one_shard = len(self.layer.shards) == 1
+        skipped, _reached, plain, *grouped = shard.call(
             shard.group_send_native,
             keys=[self.group_prefix + group],
             args=[
@@ -115,14 +126,43 @@ class NativeLayout:
                 sealed,
                 self.layer.process_capacity,
                 self.expiry_ms,
+                "1" if one_shard else "0",
             ],
         )
+        if grouped:
+            skipped += self._push_to_homes(group, sealed, grouped)
         for member in plain:
             try:
                 self.send(member.decode("utf-8"), data)
             except ChannelFull:
                 skipped += 1
         return int(skipped)
+
+    def _push_to_homes(self, group: str, sealed: bytes, grouped: list[Any]) -> int:
+        """Push one group item per process onto its home shard (one pipeline per shard)."""
+        header = self.codec.header(b"G")
+        by_shard: dict[int, list[tuple[bytes, list[bytes]]]] = {}
+        for process, ids in zip(grouped[::2], grouped[1::2]):
+            by_shard.setdefault(self.home_shard(process.decode()).index, []).append((process, ids))
+        skipped = 0
+        now_ms = int(time.time() * 1000)
+        for index, batch in by_shard.items():
+            shard = self.layer.shards[index]
+            pipe = shard.client.pipeline(transaction=False)
+            for process, ids in batch:
+                item = header + msgpack.packb([group, ids, sealed], use_bin_type=True)
+                shard.push_list(
+                    keys=[self.proc_prefix + process.decode()],
+                    args=[item, self.layer.process_capacity, now_ms, self.expiry_ms],
+                    client=pipe,
+                )
+            try:
+                results = shard.call(pipe.execute)
+            except LayerUnavailable:
+                skipped += sum(len(ids) for _, ids in batch)
+                continue
+            skipped += sum(len(ids) for (_, ids), ok in zip(batch, results) if not ok)
+        return skipped
 
     def delayed_member(self, channel: str, data: bytes, due: float) -> tuple[Shard, bytes]:
         """The delayed-zset entry for ``channel`` (on the shard of its destination list)."""
@@ -163,6 +203,10 @@ class NativeLayout:
             return []
         rest = shard.call(shard.client.lpop, key, BATCH) or []
         return [first[1], *rest]
+
+    def pop_stray(self, shard: Shard) -> list[bytes]:
+        """Items for this process that a sender with another hosts list put on ``shard``."""
+        return shard.call(shard.client.lpop, self.inbox_keys()[0], BATCH) or []
 
     def decode(self, raw: bytes) -> Decoded | None:
         return self.codec.decode_item(raw)

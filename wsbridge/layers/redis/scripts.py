@@ -53,8 +53,10 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 # which sends to them one by one (they may live on another shard).
 # KEYS[1] group zset
 # ARGV: min_score, inbox_key_prefix, item_header, group, blob, inbox_capacity,
-#       expiry_ms
-# -> {members_skipped_full, processes_reached, {plain members...}}
+#       expiry_ms, push ('1': push here; '0': several shards, each process's
+#       inbox lives on its home shard, so return {process, {ids}} pairs for
+#       the caller to push)
+# -> {members_skipped_full, processes_reached, {plain members...}, [process, {ids}]...}
 GROUP_SEND_NATIVE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -73,6 +75,14 @@ for _, m in ipairs(members) do
   else
     plain[#plain + 1] = m
   end
+end
+if ARGV[8] ~= '1' then
+  local out = {0, 0, plain}
+  for _, cp in ipairs(order) do
+    out[#out + 1] = cp
+    out[#out + 1] = byproc[cp]
+  end
+  return out
 end
 local cap = tonumber(ARGV[6])
 local skipped, reached = 0, 0
