@@ -57,6 +57,25 @@ def test_two_pages_chat_over_websocket(browser):
         server.stop()
 
 
+@pytest.mark.parametrize("transport", ["websocket", "longpoll"])
+def test_final_close_codes_stop_reconnection_and_the_queue_is_bounded(browser, transport):
+    server = Server(*(("--refuse-upgrades",) if transport == "longpoll" else ()))
+    try:
+        page = browser.new_page(
+            f"http://127.0.0.1:{server.port}/page?path=/ws/echo/&early=q1,q2,q3,q4")
+        page.wait_for("window.bridge")
+        # sent before the connection opened: 3 fit in the queue (queueSize), the 4th is refused
+        assert page.evaluate("early") == [True, True, True, False]
+        assert page.wait_for(OPEN) == transport
+        page.wait_for("received.join() === 'q1,q2,q3'")
+        page.evaluate("bridge.send('close:4001')")
+        page.wait_for("bridge.readyState === 'closed'")
+        assert page.evaluate("events") == ["open:" + transport, "close:4001"]
+        assert page.evaluate("bridge.send('too late')") is False
+    finally:
+        server.stop()
+
+
 def test_without_websockets_the_pages_fall_back_to_long_poll_and_remember_it(browser):
     # One page has no WebSocket at all (classic script tag); the server refuses upgrades
     # for the other, as a proxy that blocks them would.

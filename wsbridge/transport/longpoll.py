@@ -640,6 +640,11 @@ class LongPollTransport:
             status, answer = self._run_local(token, request)
         except HTTPError as exc:
             status, answer = exc.status, {"error": exc.reason}
+        except LayerUnavailable as exc:
+            status, answer = 503, {"error": f"channel layer unavailable: {exc}"}
+        except Exception:  # a bug: answer it rather than let the forwarder time out
+            logger.exception("forwarded long-poll %s request failed", request.op)
+            status, answer = 500, {"error": "internal error"}
         reply(status=status, body=answer)
 
 

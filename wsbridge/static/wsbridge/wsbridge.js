@@ -357,7 +357,7 @@
       if (typeof data !== "string" && !(data instanceof ArrayBuffer)) {
         throw new TypeError("WSBridge.send takes a string, an ArrayBuffer or a typed array");
       }
-      if (this._closedByUser) return false;
+      if (this._closedByUser || this.readyState === "closed") return false;
       if (this.readyState === "open" && this._current) return this._current.send(data);
       if (this._queue.length >= this.options.queueSize) return false; // full: dropped
       this._queue.push(data);
