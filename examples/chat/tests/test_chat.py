@@ -1,0 +1,46 @@
+"""The chat example, served for real: pages, and two clients chatting in a room."""
+
+from __future__ import annotations
+
+import json
+
+from websockets.sync.client import connect
+
+
+def test_index_and_room_pages_are_served(example_server):
+    server = example_server("chat", "chatsite", "CHAT_DB")
+    status, body = server.get("/")
+    assert status == 200 and "What chat room" in body
+    status, body = server.get("/chat/lobby/")
+    assert status == 200 and "/_wsbridge/wsbridge.js" in body
+    assert server.get("/_wsbridge/wsbridge.js")[0] == 200
+
+
+def test_two_clients_in_a_room_hear_each_other_and_other_rooms_hear_nothing(example_server):
+    server = example_server("chat", "chatsite", "CHAT_DB")
+    origin = {"Origin": server.url}
+    with connect(server.ws_url + "/ws/chat/lobby/", additional_headers=origin) as alice, \
+            connect(server.ws_url + "/ws/chat/lobby/", additional_headers=origin) as bob, \
+            connect(server.ws_url + "/ws/chat/kitchen/", additional_headers=origin) as carol:
+        alice.send(json.dumps({"message": "hello bob"}))
+        assert json.loads(bob.recv(timeout=5)) == {"message": "hello bob", "user": "anonymous"}
+        assert json.loads(alice.recv(timeout=5))["message"] == "hello bob"
+        bob.send(json.dumps({"message": "hi alice"}))
+        assert json.loads(alice.recv(timeout=5))["message"] == "hi alice"
+        assert json.loads(bob.recv(timeout=5))["message"] == "hi alice"
+        carol.send(json.dumps({"message": "anyone?"}))
+        assert json.loads(carol.recv(timeout=5))["message"] == "anyone?"
+        bob.send(json.dumps({"message": "last"}))
+        assert json.loads(alice.recv(timeout=5))["message"] == "last"  # not carol's
+
+
+def test_a_page_from_another_site_cannot_open_the_chat(example_server):
+    from websockets.exceptions import InvalidStatus
+
+    server = example_server("chat", "chatsite", "CHAT_DB")
+    try:
+        connect(server.ws_url + "/ws/chat/lobby/", additional_headers={"Origin": "https://evil.example"})
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 403
+    else:
+        raise AssertionError("a foreign Origin was accepted")
