@@ -22,7 +22,7 @@ No sticky sessions: the token names the layer channel of the process that
 holds the session (the *owner*). A request that reaches another process is
 forwarded over the channel layer as an ``lp.request`` message; the owner
 runs it as if it had arrived locally and answers with ``lp.reply`` (and an
-early ``lp.hold`` when a poll parks, so a dead owner is noticed quickly).
+early ``hold`` reply, so a dead owner is noticed quickly).
 See ``docs/topics/protocol.rst``.
 """
 
@@ -166,14 +166,13 @@ class _Session:
 class _Request:
     """One parsed long-poll request, local or forwarded from another process."""
 
-    __slots__ = ("op", "body", "origin", "user", "on_hold")
+    __slots__ = ("op", "body", "origin", "user")
 
     def __init__(self, op: str, body: dict[str, Any], origin: str, user: str) -> None:
         self.op = op
         self.body = body
         self.origin = origin
         self.user = user
-        self.on_hold: Callable[[], None] | None = None
 
 
 class LongPollTransport:
@@ -488,8 +487,6 @@ class LongPollTransport:
             raise Gone("session closed")
         if not state.has_pending:
             waiter = session.poller = AsyncResult()
-            if request.on_hold is not None:
-                request.on_hold()
             try:
                 why = waiter.get(timeout=self.options.poll_timeout)
             except gevent.Timeout:
@@ -589,7 +586,7 @@ class LongPollTransport:
         try:
             self.layer.send(token.owner, message)
             reply = replies.get(timeout=self.options.forward_timeout)
-            if reply.get("hold"):  # the owner parked the poll: it is alive
+            if reply.get("hold"):  # the owner is alive and working on it
                 held = True
                 wait = self.options.poll_timeout + self.options.forward_timeout
                 reply = replies.get(timeout=wait)
@@ -598,7 +595,7 @@ class LongPollTransport:
         except ChannelFull:
             return 503, {"error": "the process holding this session is overloaded"}
         except Empty:
-            if held:  # nothing was acked, so nothing is lost: the next poll resends
+            if held and request.op == "poll":  # nothing acked, nothing lost: the next poll resends
                 return 200, {"messages": []}
             raise NotFound("unknown session (the process holding it does not answer)") from None
         finally:
@@ -632,7 +629,9 @@ class LongPollTransport:
             str(message.get("origin") or ""),
             str(message.get("user") or ""),
         )
-        request.on_hold = lambda: reply(hold=True)
+        # "hold": the owner is alive and on it; the answer may take up to a poll timeout
+        # (a parked poll, or a send waiting on a busy consumer).
+        reply(hold=True)
         try:
             token = TokenSigner.parse(request.body.get("token"))
             if token.owner != self.owner:
