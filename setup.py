@@ -50,6 +50,9 @@ setup(
             "psycogreen>=1.0",
             "pytest-django>=4.8",
             "cryptography>=42",
+            # channels_redis 4.x interop tests and bench/layer_bench.py
+            "channels>=4,<5",
+            "channels-redis>=4,<5",
             "ruff>=0.5",
             "mypy>=1.10",
             "sphinx>=7",
