@@ -96,3 +96,15 @@ def test_runworker_with_no_matching_channel_says_why(sqlite_env):
     )
     assert done.returncode != 0
     assert "no background channel to run" in done.stderr
+
+
+def test_wsbridge_status_reports_the_sites_own_layer(sqlite_env):
+    prefix = f"wsbs{secrets.token_hex(4)}"
+    env = dict(sqlite_env, WSBRIDGE_TEST_REDIS_PREFIX=prefix)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "manage.py"), "wsbridge_status", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["backend"] == "redis" and stats["prefix"] == prefix
