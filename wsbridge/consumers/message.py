@@ -13,6 +13,7 @@ consumer registered with ``@router.channel("thumbnails")``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -20,7 +21,6 @@ from ..exceptions import StopConsumer
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer, validate_channel_name, validate_group_name
 from .consumer import BaseConsumer, websocket_reply_events
-from .routing import accepted_kwargs
 
 __all__ = ["Message", "Channel", "Group", "FunctionConsumer", "enforce_ordering"]
 
@@ -171,6 +171,18 @@ class Message:
 
     def __repr__(self) -> str:
         return f"<Message channel={self.channel.name!r} keys={sorted(self.content)}>"
+
+
+def accepted_kwargs(func: Callable[..., Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A filter keeping the keyword arguments ``func`` can take (all, with ``**kwargs``)."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins, some C callables
+        return lambda kwargs: {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict
+    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return lambda kwargs: {k: v for k, v in kwargs.items() if k in names}
 
 
 class FunctionConsumer(BaseConsumer):

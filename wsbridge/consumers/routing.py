@@ -15,14 +15,12 @@ Django's ``urlpatterns``; captured values land in
 ``^/`` or ``/`` (the Channels 1.x spelling) is matched against the full path.
 
 A site lists its consumer modules once (settings, or the command line) and
-:func:`build_router` imports them, so their decorators run, and combines
-them with an optional declared routing module.
+:func:`~wsbridge.consumers.loading.build_router` imports them, so their
+decorators run, and combines them with an optional declared routing module.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,8 +53,6 @@ __all__ = [
 #: Event types a Channels 1.x style function consumer can be registered for.
 WEBSOCKET_EVENTS = ("websocket.connect", "websocket.receive", "websocket.disconnect")
 
-#: Names :func:`load_routes` looks for in a routing module, in this order.
-ROUTING_NAMES = ("router", "routes", "websocket_urlpatterns", "urlpatterns", "channel_routing")
 
 
 # -- converters (the Django path() converters, without Django) --------------
@@ -233,6 +229,8 @@ def include(target: str | Router | Sequence[Any], path: str | None = None) -> An
     stripped before the nested routes match.
     """
     if isinstance(target, str):
+        from .loading import load_routes
+
         sub = load_routes(target)
     elif isinstance(target, Router):
         sub = target
@@ -334,88 +332,6 @@ def route_class(consumer_class: Any, path: str | None = None) -> Route:
     route_ = Route(path if path is not None else ".*", consumer_class, is_regex=True)
     route_.fallback = path is None
     return route_
-
-
-# -- loading ------------------------------------------------------------------
-
-
-def load_routes(dotted: str) -> Router:
-    """Import ``dotted`` and return the Router it names or defines.
-
-    ``"myapp.routing"`` (a module with one of ``router``, ``routes``,
-    ``websocket_urlpatterns``, ``urlpatterns``, ``channel_routing``) or
-    ``"myapp.routing:routes"`` (that name). Lists become Routers.
-
-    Raises:
-        RoutingError: the module does not exist, or defines none of them.
-    """
-    module_name, _, attr = dotted.partition(":")
-    module = _import(module_name, "routing module")
-    candidates = [attr] if attr else list(ROUTING_NAMES)
-    for name in candidates:
-        value = getattr(module, name, None)
-        if value is None:
-            continue
-        if isinstance(value, Router):
-            return value
-        if isinstance(value, (list, tuple)):
-            return Router(routes=list(value))
-        raise RoutingError(f"{module_name}.{name} is a {type(value).__name__}, not routes")
-    raise RoutingError(f"{dotted} defines none of: {', '.join(candidates)}")
-
-
-def _import(module_name: str, what: str) -> Any:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only a missing module *itself* becomes a RoutingError; an import
-        # failing inside it keeps its own traceback, which is what to fix.
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise RoutingError(
-                f"cannot import {what} {module_name!r}: no module named {exc.name!r} "
-                "(check the dotted path and sys.path)"
-            ) from exc
-        raise
-
-
-def autodiscover(modules: str | Iterable[str], target: Router | None = None) -> Router:
-    """Import each consumer module so its decorators register; return the router.
-
-    Args:
-        modules: dotted module names, as a list or one comma-separated string.
-        target: the router the decorators register on (default ``wsbridge.router``);
-            it is only returned, modules choose where they register.
-
-    Raises:
-        RoutingError: a listed module does not exist.
-    """
-    if isinstance(modules, str):
-        modules = [m for m in (part.strip() for part in modules.split(",")) if m]
-    for module_name in modules:
-        _import(module_name, "consumer module")
-    return target if target is not None else router
-
-
-def build_router(
-    routing: str | Router | Sequence[Any] | None = None, consumers: str | Iterable[str] = ()
-) -> Router:
-    """The router a server or worker uses, from settings or command-line options.
-
-    Imports every module in ``consumers`` (their decorators register on
-    ``wsbridge.router``), then returns the declared ``routing`` (a dotted
-    path, a Router or a list) followed by the default router's routes, or
-    the default router alone when nothing is declared.
-    """
-    autodiscover(consumers)
-    if routing is None:
-        return router
-    declared = include(routing)
-    if declared is router:
-        return router
-    combined = Router()
-    combined.merge(declared)
-    combined.merge(router)
-    return combined
 
 
 # -- the router --------------------------------------------------------------
@@ -705,17 +621,9 @@ class Router:
         self._function_routes.clear()
 
 
-def accepted_kwargs(func: Callable[..., Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A filter keeping the keyword arguments ``func`` can take (all, with ``**kwargs``)."""
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):  # builtins, some C callables
-        return lambda kwargs: {}
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return dict
-    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    return lambda kwargs: {k: v for k, v in kwargs.items() if k in names}
-
-
 #: The default router the decorators in ``wsbridge`` register on.
 router = Router()
+
+
+# Loading from settings lives in .loading; these names stay importable from here.
+from .loading import autodiscover, build_router, load_routes  # noqa: E402
