@@ -189,10 +189,15 @@ class Worker:
                    "worker stopped: %d processed, %d failed", self.processed, self.failed)
         return bool(clean)
 
-    def stop_soon(self) -> None:
-        """Begin :meth:`stop` in another greenlet (safe from a signal handler)."""
+    def stop_soon(self, timeout: float | None = 30.0) -> None:
+        """Begin :meth:`stop` in another greenlet and return (safe from a signal handler).
+
+        Calling it again while stopping does nothing; wait for :attr:`stopped`.
+        """
+        if self._stopping.is_set():
+            return
         self._stopping.set()
-        gevent.spawn(self.stop)
+        gevent.spawn(self.stop, timeout)
 
     @property
     def stopped(self) -> bool:
@@ -399,9 +404,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def _install_signals(worker: Worker, timeout: float) -> None:
     def on_signal() -> None:
         logger.info("signal received: finishing messages in hand, then exiting")
-        if not worker._stopping.is_set():
-            worker._stopping.set()
-            gevent.spawn(worker.stop, timeout)
+        worker.stop_soon(timeout)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, on_signal)
