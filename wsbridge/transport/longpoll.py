@@ -267,10 +267,13 @@ class LongPollTransport:
             )
         return TokenSigner(secrets.token_bytes(32)), False
 
-    def close(self) -> None:
-        """Disconnect every session and stop the sweeper (server shutdown)."""
+    def close(self, code: int = 1001) -> None:
+        """Disconnect every session with ``code`` and stop the sweeper (server shutdown).
+
+        1001 (going away) by default; a graceful restart passes 1012.
+        """
         for session in list(self.sessions.values()):
-            self._end(session, code=1001)
+            self._end(session, code=code)
         if self._sweeper is not None:
             self._sweeper.kill(block=False)
         if self.layer is not None and self.owner:
