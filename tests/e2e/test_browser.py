@@ -76,6 +76,32 @@ def test_final_close_codes_stop_reconnection_and_the_queue_is_bounded(browser, t
         server.stop()
 
 
+def test_backoff_is_exponential_with_full_jitter(browser):
+    server = Server()
+    try:
+        page = browser.new_page(f"http://127.0.0.1:{server.port}/page?path=/ws/echo/")
+        page.wait_for(OPEN)
+        # a second bridge to a closed port: every attempt fails, each one is logged
+        page.evaluate("""(() => {
+            window.delays = [];
+            const dead = new bridge.constructor("/ws/echo/", {
+                url: "http://127.0.0.1:9", minDelay: 40, maxDelay: 300,
+                transports: ["websocket"], maxRetries: 6});
+            dead.on("reconnecting", (e) => delays.push([e.attempt, e.delay]));
+        })()""")
+        delays = page.wait_for("delays.length >= 6 && delays", timeout=20)
+        assert [attempt for attempt, _ in delays] == [1, 2, 3, 4, 5, 6]
+        for attempt, delay in delays:
+            assert 0 <= delay < min(300, 40 * 2 ** (attempt - 1))
+        # loaded as a module, the client leaves no globals behind
+        assert page.evaluate("typeof WSBridge + typeof __wsbridge_exports") == "undefinedundefined"
+        codes = page.evaluate("[1000, 1001, 1006, 1008, 1009, 1011, 4000, 4499, 4500]"
+                              ".map((c) => bridge.constructor.shouldReconnect(c))")
+        assert codes == [False, True, True, False, False, True, False, False, True]
+    finally:
+        server.stop()
+
+
 def test_without_websockets_the_pages_fall_back_to_long_poll_and_remember_it(browser):
     # One page has no WebSocket at all (classic script tag); the server refuses upgrades
     # for the other, as a proxy that blocks them would.
