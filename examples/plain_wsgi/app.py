@@ -19,11 +19,13 @@ if __name__ == "__main__":
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import wsbridge  # noqa: E402
 from examples.plain_wsgi.consumers import router  # noqa: E402
+from wsbridge.worker import layer_from_option  # noqa: E402
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -103,8 +105,12 @@ def site(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byt
     return [b"not found\n"]
 
 
+#: The in-memory layer by default (one process); WSBRIDGE_LAYER=redis://...?prefix=chat
+#: shares the rooms between processes (gunicorn -w 4, several hosts).
+layer = layer_from_option(os.environ.get("WSBRIDGE_LAYER"))
+
 #: What a server runs: WebSocket requests on routed paths go to the consumers.
-application = wsbridge.wrap(site, router=router)
+application = wsbridge.wrap(site, router=router, layer=layer)
 
 
 def main() -> None:
