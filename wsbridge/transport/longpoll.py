@@ -206,6 +206,8 @@ class LongPollTransport:
         self._scope_builder = scope_builder or (
             lambda environ: build_scope(environ, "websocket", transport="longpoll")
         )
+        # The plain scope never holds a user: skip building it for every poll.
+        self._needs_scope = scope_builder is not None or self.options.user_key is not default_user_key
         self._origin_check = origin_check or (
             lambda environ: origin_allowed(
                 environ.get("HTTP_ORIGIN", ""),
@@ -216,21 +218,27 @@ class LongPollTransport:
         self.sessions: dict[bytes, _Session] = {}
         self._tombstones: OrderedDict[bytes, float] = OrderedDict()
         self._replies: dict[str, Queue] = {}
-        self._pid = 0
         self.layer: BaseChannelLayer | None = None
         self.owner = ""
         self._signer: TokenSigner | None = None
         self._shared_secret = False
         self._sweeper: gevent.Greenlet | None = None
         self._start_lock = Semaphore()
+        self._started = False
+        # A fork (gunicorn workers) needs its own owner channel and sweeper.
+        os.register_at_fork(after_in_child=self._forget_process)
+
+    def _forget_process(self) -> None:
+        self._started = False
+        self._start_lock = Semaphore()
 
     # -- start-up (lazy, so a fork after wrap() gets its own channel) ---------------
 
     def _start(self) -> None:
-        if self._pid == os.getpid():
+        if self._started:
             return
         with self._start_lock:
-            if self._pid != os.getpid():
+            if not self._started:
                 self._start_process()
 
     def _start_process(self) -> None:
@@ -248,7 +256,7 @@ class LongPollTransport:
         self.owner = self.layer.new_channel(OWNER_PREFIX)
         self.layer.attach(self.owner, self._on_layer_message)
         self._sweeper = gevent.spawn(self._sweep)
-        self._pid = os.getpid()
+        self._started = True
 
     def _make_signer(self) -> tuple[TokenSigner, bool]:
         secret = self.options.secret or os.environ.get("WSBRIDGE_SECRET")
@@ -267,6 +275,20 @@ class LongPollTransport:
             )
         return TokenSigner(secrets.token_bytes(32)), False
 
+    def close_sessions(self, code: int = 1001, reason: str = "") -> int:
+        """Send every open session a close frame with ``code``; returns how many.
+
+        The frame answers the session's pending poll (or its next one), as a
+        WebSocket's close frame would; the consumer gets its disconnect. Used
+        by a graceful restart (1012) before the process stops.
+        """
+        count = 0
+        for session in list(self.sessions.values()):
+            if session.state.state is SessionState.OPEN:
+                self._emit(session, {"type": "websocket.close", "code": code, "reason": reason})
+                count += 1
+        return count
+
     def close(self, code: int = 1001) -> None:
         """Disconnect every session with ``code`` and stop the sweeper (server shutdown).
 
@@ -278,7 +300,7 @@ class LongPollTransport:
             self._sweeper.kill(block=False)
         if self.layer is not None and self.owner:
             self.layer.detach(self.owner)
-        self._pid = 0
+        self._started = False
 
     # -- WSGI ---------------------------------------------------------------------------
 
@@ -308,8 +330,8 @@ class LongPollTransport:
             if op == "open":
                 status, answer = self._open(environ, body, origin)
             else:
-                scope = self._scope_builder(environ)
-                request = _Request(op, body, origin, self.options.user_key(scope))
+                user = self.options.user_key(self._scope_builder(environ)) if self._needs_scope else ""
+                request = _Request(op, body, origin, user)
                 status, answer = self._dispatch(request)
         except HTTPError as exc:
             status, answer = exc.status, {"error": exc.reason}
