@@ -300,6 +300,12 @@ def test_a_separate_worker_process_runs_each_message_once(worker_process):
     done = [line.split() for line in lines(out)]
     assert sorted(int(d[1]) for d in done) == list(range(20))  # each exactly once
     assert {d[2] for d in done} == {str(proc.pid)} and proc.pid != os.getpid()
+    # A delayed send waits in Redis, then runs once in the worker.
+    sent_at = time.monotonic()
+    Channel("tests.work", channel_layer=layer).send({"id": 100}, delay=0.5)
+    wait_for(lambda: any(x.startswith("done 100 ") for x in lines(out)), timeout=10,
+             what="the delayed message")
+    assert time.monotonic() - sent_at >= 0.5
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
 
