@@ -81,13 +81,34 @@ def _finish_pywsgi(handler: Any) -> Any:
 def _pywsgi_handover(handler: Any, server_name: str, *, upgraded: bool = False) -> Any:
     from .websocket import Handover
 
+    preread = _drain_buffered(handler)
+    release = getattr(handler, "wsbridge_release_rfile", None)
+    if release is not None:
+        release()
     return Handover(
         sock=handler.socket,
         finish=_finish_pywsgi(handler),
-        preread=_drain_buffered(handler),
+        preread=preread,
         server=server_name,
         upgraded=upgraded,
     )
+
+
+class _ClosedFile:
+    """Stands in for a released buffered reader: closed, empty."""
+
+    closed = True
+
+    def close(self) -> None:
+        pass
+
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    readline = read1 = read
+
+
+_CLOSED_FILE = _ClosedFile()
 
 
 def wsbridge_handover(environ: dict[str, Any]) -> Any:
@@ -133,6 +154,17 @@ def handler_class() -> type:
             # buffers) alive in a reference cycle.
             env[_HANDLER_KEY] = weakref.ref(self)
             return env
+
+        def wsbridge_release_rfile(self) -> None:
+            # The WebSocket reads the socket directly: free the 8 KiB buffer
+            # of pywsgi's reader now rather than when the connection ends.
+            rfile = self.rfile
+            self.rfile = _CLOSED_FILE
+            if getattr(self, "wsgi_input", None) is not None:
+                self.wsgi_input.rfile = _CLOSED_FILE
+            if self.environ.get("wsgi.input") is rfile:
+                self.environ["wsgi.input"] = _CLOSED_FILE
+            rfile.close()
 
         def run_application(self) -> None:
             self.wsbridge_handed_over = False
