@@ -85,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--handshake-duration", type=float, default=10.0)
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the servers (experiments); recorded in the results")
+    p.add_argument("--wsbridge-src", metavar="DIR",
+                   help="import wsbridge from DIR (a patched copy of the package's parent folder) "
+                        "for the wsbridge targets: measure a change side by side")
+    p.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="before each measurement wait up to SECONDS for the machine to be idle "
+                        "(other work on it skews the figures; each result records it as 'others')")
     p.add_argument("--profile", action="store_true", help="py-spy record the server during each run")
     p.add_argument("--report", action="store_true",
                    help="write plots and the table into docs/topics/performance.rst afterwards")
@@ -128,6 +134,10 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int, dict]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     nofile = raise_nofile()
+    if args.wsbridge_src:
+        from benchlib import targets as targets_module
+
+        targets_module.WSBRIDGE_SRC.append(str(Path(args.wsbridge_src).resolve()))
     for item in args.server_env:
         key, _, value = item.partition("=")
         for target in TARGETS.values():
@@ -154,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         "options": {k: getattr(args, k) for k in ("count", "interval", "grace", "echo_duration",
                                                    "echo_interval_ms", "handshake_duration")},
         "server_env": args.server_env,
+        "wsbridge_src": args.wsbridge_src,
         "pinning": "servers on core 0 (both gunicorn workers too); load client, Redis, publishers on core 1",
     }
     ctx = Context(redis=redis, run_dir=run_dir, log_dir=log_dir, samples_dir=run_dir / "samples",
                   count=args.count, interval=args.interval, grace=args.grace,
                   echo_duration=args.echo_duration, echo_interval_ms=args.echo_interval_ms,
-                  handshake_duration=args.handshake_duration, profile=args.profile)
+                  handshake_duration=args.handshake_duration, profile=args.profile,
+                  quiet_wait=args.quiet_wait)
     results: list[dict] = []
     out = run_dir / "results.json"
 
@@ -170,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         for target, workload, clients, kw in plan(args):
             results.append(run_one(ctx, TARGETS[target], workload, clients, **kw))
             save()
-        for workload, script in (("layer", "layer_bench.py"), ("longpoll", "longpoll_bench.py")):
+        scripts = (("layer", "layer_bench.py", ["--redis", redis.url]),
+                   ("longpoll", "longpoll_bench.py", []))
+        for workload, script, extra in scripts:
             if workload in args.workload:
                 rec = {"target": "wsbridge", "workload": workload, "tag": workload}
                 try:
-                    rec.update(external(ctx, script, workload, [], timeout=300))
+                    rec.update(external(ctx, script, workload, extra, timeout=300))
                     rec["ok"] = "skipped" not in rec
                 except Exception as exc:  # recorded, the run goes on
                     rec.update(ok=False, error=f"{type(exc).__name__}: {exc}")

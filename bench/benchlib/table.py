@@ -29,13 +29,13 @@ def _fail(r: dict[str, Any]) -> str:
 
 def fanout_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
     head = ["target", "clients", "delivered", "p50 ms", "p99 ms", "max ms", "server CPU",
-            "client CPU", "ramp s", "others"]
+            "µs/delivery", "client CPU", "ramp s", "others"]
     rows = []
     for r in results:
         if r.get("workload") != "fanout":
             continue
         if not r.get("ok"):
-            rows.append([r["target"], _f(r["clients"]), _fail(r), "", "", "", "", "", ""])
+            rows.append([r["target"], _f(r["clients"]), _fail(r), "", "", "", "", "", "", "", ""])
             continue
         c = r["client"]
         lat = c.get("latency_ms", {})
@@ -43,8 +43,8 @@ def fanout_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
             r["target"], _f(c["connected"]) + ("" if c["connected"] == r["clients"] else f"/{r['clients']}"),
             f"{100.0 * c['delivered_ratio']:.2f}%",
             _f(lat.get("p50")), _f(lat.get("p99")), _f(lat.get("max")),
-            _f(r["server_cpu"]["cpu_ratio"], 2), _f(c["measure_cpu"]["cpu_ratio"], 2),
-            _f(c.get("ramp_s")), _others(r),
+            _f(r["server_cpu"]["cpu_ratio"], 2), _f(r.get("server_us_per_delivery")),
+            _f(c["measure_cpu"]["cpu_ratio"], 2), _f(c.get("ramp_s")), _others(r),
         ])
     return head, rows
 
@@ -130,8 +130,14 @@ def summarize_external(report: Any) -> str:
         return str(report)[:120]
     if isinstance(report.get("summary"), str):
         return report["summary"]
-    parts = [f"{k}={_f(v)}" for k, v in report.items() if isinstance(v, (int, float))]
-    return ", ".join(parts)[:200] or "see results.json"
+    parts = []
+    for key, value in report.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{key}={_f(value)}")
+        elif isinstance(value, dict):  # one level down: {"all": {"p50_ms": ..}} -> all.p50_ms
+            parts.extend(f"{key}.{k}={_f(v)}" for k, v in value.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return ", ".join(parts)[:300] or "see results.json"
 
 
 SECTIONS = [

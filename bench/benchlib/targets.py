@@ -74,11 +74,19 @@ class Target:
                     stdout_lines=True)
 
 
+#: ``run.py --wsbridge-src DIR``: import wsbridge from DIR (a patched copy) instead of the checkout.
+WSBRIDGE_SRC: list[str] = []
+
+
+def wsbridge_pythonpath() -> str:
+    return ":".join([*WSBRIDGE_SRC, str(SERVERS)])
+
+
 class WsbridgeMemory(Target):
     def server_cmd(self, port, redis_url):
         cmd = [str(venv_bin("wsbridge", "wsbridge")), "serve", "wsbridge_app:application",
                "--host", LOOPBACK, "--port", str(port)]
-        env = {"BENCH_LAYER": "memory", "PYTHONPATH": str(SERVERS)}
+        env = {"BENCH_LAYER": "memory", "PYTHONPATH": wsbridge_pythonpath()}
         return cmd, env, SERVERS
 
     def publisher_cmd(self, port, redis_url):
@@ -91,7 +99,8 @@ class WsbridgeRedis(Target):
         cmd = [str(venv_bin("wsbridge", "gunicorn")), "-k", "gevent", "-w", "2",
                "--worker-connections", "12000", "--backlog", "4096",
                "-b", f"{LOOPBACK}:{port}", "--log-level", "warning", "wsbridge_app:application"]
-        env = {"BENCH_LAYER": "redis", "BENCH_REDIS_URL": redis_url, "PYTHONPATH": str(SERVERS)}
+        env = {"BENCH_LAYER": "redis", "BENCH_REDIS_URL": redis_url,
+               "PYTHONPATH": wsbridge_pythonpath()}
         return cmd, env, SERVERS
 
     def publisher_cmd(self, port, redis_url):

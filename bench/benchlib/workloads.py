@@ -8,6 +8,7 @@ the caller), with ``ok`` false and ``error`` set when something failed.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -18,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from . import BENCH_DIR, REPO_DIR
-from .procs import CLIENT_CORE, CpuMeter, MachineMeter, Proc, RedisServer, free_port, pinned, tree_rss_kb
+from .procs import (
+    CLIENT_CORE, CpuMeter, MachineMeter, Proc, RedisServer, free_port, pinned, tree_rss_kb,
+    wait_for_quiet,
+)
 from .targets import Target
 from .venvs import ensure_loadclient, project_python, venv_bin
 
@@ -39,6 +43,7 @@ class Context:
     handshake_duration: float = 10.0
     idle_settle: float = 2.0
     profile: bool = False
+    quiet_wait: float = 0.0  # s to wait for a quiet machine before each measurement
 
     def __post_init__(self) -> None:
         self.client_js = ensure_loadclient()
@@ -64,6 +69,8 @@ class Session:
         self.server: Proc | None = None
 
     def __enter__(self) -> Session:
+        if self.ctx.quiet_wait > 0:
+            self.busy_before = wait_for_quiet(self.ctx.quiet_wait)
         self.ctx.redis.flush()
         self.server = self.target.start(self.port, self.ctx.redis.url, self.ctx.log_dir, self.tag)
         self.procs.append(self.server)
@@ -155,12 +162,15 @@ def fanout(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, An
         published = pub.expect("published", publish_time + 120)
         client.tell(f"published {published['count']}")
         result = client.expect("result", ctx.grace + 60)
+        server_window = server_cpu.stop()
         return {
             "machine": machine.stop(),
             "ready": ready,
             "publisher": published,
             "client": result,
-            "server_cpu": server_cpu.stop(),
+            "server_cpu": server_window,
+            # CPU per delivered message: steadier than latency on a shared machine
+            "server_us_per_delivery": round(1e6 * server_window["cpu_s"] / max(1, result["delivered"]), 2),
             "client_cpu": client_cpu.stop(),
             "rss_before_kb": rss_before["total_kb"],
             "rss_connected_kb": rss_connected["total_kb"],
@@ -242,20 +252,43 @@ def handshake(ctx: Context, target: Target, clients: int, tag: str) -> dict[str,
 
 
 def external(ctx: Context, script: str, tag: str, extra: list[str], timeout: float) -> dict[str, Any]:
-    """Run another helper's bench script (layer_bench.py, longpoll_bench.py) and keep its JSON."""
+    """Run another helper's bench script (layer_bench.py, longpoll_bench.py) and keep its JSON.
+
+    The script runs in the project's venv on the client core with its own
+    defaults (bounded by itself) plus ``extra``; what it prints last as JSON
+    is its report.
+    """
     path = BENCH_DIR / script
     if not path.exists():
         return {"skipped": f"bench/{script} is not there yet"}
-    out = ctx.run_dir / f"{tag}.json"
-    cmd = pinned([str(project_python()), str(path), "--redis", ctx.redis.url, "--json", str(out), *extra],
-                 CLIENT_CORE)
+    cmd = pinned([str(project_python()), str(path), *extra], CLIENT_CORE)
     ctx.redis.flush()
-    with open(ctx.log_dir / f"{tag}.log", "wb") as log:
-        proc = subprocess.run(cmd, cwd=REPO_DIR, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                              check=False)
+    log = ctx.log_dir / f"{tag}.log"
+    env = {**os.environ, "BENCH_REDIS_URL": ctx.redis.url}
+    proc = subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, text=True, timeout=timeout,
+                          check=False, env=env)
+    log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     if proc.returncode != 0:
-        raise RuntimeError(f"bench/{script} exited {proc.returncode}; see {ctx.log_dir / (tag + '.log')}")
-    return {"report": json.loads(out.read_text()) if out.exists() else None}
+        raise RuntimeError(f"bench/{script} exited {proc.returncode}; see {log}")
+    return {"command": " ".join(cmd[cmd.index(str(path)):]), "report": last_json(proc.stdout)}
+
+
+def last_json(text: str) -> Any:
+    """The last JSON value printed: the whole text, else the last line, else from the last
+    line that starts with '{' (an indented dump) to the end."""
+    for candidate in (text, *reversed(text.strip().splitlines()[-1:])):
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            pass
+    lines = text.rstrip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("{"):
+            try:
+                return json.loads("\n".join(lines[i:]))
+            except ValueError:
+                continue
+    return {"unparsed_output": text[-2000:]}
 
 
 WORKLOADS = {

@@ -65,5 +65,17 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"ok\n"]
 
 
+def tune_gc() -> None:
+    """Experiments only: ``BENCH_GC=off`` or ``BENCH_GC=a,b,c`` (gc.set_threshold)."""
+    import gc
+
+    setting = os.environ.get("BENCH_GC")
+    if setting == "off":
+        gc.disable()
+    elif setting:
+        gc.set_threshold(*(int(x) for x in setting.split(",")))
+
+
+tune_gc()
 configure_layer()
 application = wrap(site)
