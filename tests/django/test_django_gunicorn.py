@@ -92,3 +92,43 @@ def test_reload_closes_sockets_with_1012_and_clients_reconnect_to_new_workers(re
             time.sleep(0.1)
         assert new_pid is not None and new_pid not in old_pids
         print(f"\nSIGHUP -> both sockets closed with 1012 in {elapsed:.2f} s; reconnected to worker {new_pid}")
+
+
+def test_reload_ends_long_poll_sessions_with_1012_at_once_and_a_new_session_opens(redis_env):
+    import threading
+
+    from djclient import lp_post
+
+    with DjangoServer.gunicorn(redis_env, workers=2) as server:
+        status, opened = lp_post(server.url, "open", {"path": "/ws/whoami/"}, origin=server.url)
+        assert status == 200, opened
+        status, first = lp_post(server.url, "poll", {"token": opened["token"], "ack": 0}, origin=server.url)
+        assert status == 200 and first["messages"], first
+        last_seq = first["messages"][-1]["seq"]
+        answers = []
+        parked = threading.Thread(
+            target=lambda: answers.append(
+                lp_post(server.url, "poll", {"token": opened["token"], "ack": last_seq}, origin=server.url)
+            )
+        )
+        parked.start()
+        time.sleep(0.3)  # let the poll park (nothing observable from outside tells it has)
+        started = time.monotonic()
+        server.signal(signal.SIGHUP)
+        parked.join(30)
+        elapsed = time.monotonic() - started
+        assert answers, "the parked poll never returned"
+        status, body = answers[0]
+        closes = [m["close"] for m in body.get("messages", []) if "close" in m]
+        assert status == 200 and closes == [1012], (status, body)
+        assert elapsed < 10  # not the 25 s poll timeout nor the graceful timeout
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status, reopened = lp_post(server.url, "open", {"path": "/ws/whoami/"}, origin=server.url)
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200
+        status, polled = lp_post(server.url, "poll", {"token": reopened["token"], "ack": 0}, origin=server.url)
+        assert status == 200
+        assert json.loads(polled["messages"][0]["text"])["pid"] != json.loads(first["messages"][0]["text"])["pid"]

@@ -33,26 +33,49 @@ SERVICE_RESTART = 1012
 _installed = False
 
 
+_apps: list[Any] = []
+
+
 def close_for_restart(reason: str = "service restart") -> int:
-    """Start closing every WebSocket of this process with 1012; returns how many."""
+    """Close every WebSocket and long-poll session of this process with 1012; returns how many.
+
+    Long-poll sessions get the close in answer to their pending (or next)
+    poll, so parked polls end now instead of holding the worker until
+    their timeout.
+    """
     from wsbridge.transport.websocket import close_all
 
     count = close_all(SERVICE_RESTART, reason)
-    logger.info("restart: closing %d WebSocket(s) with %d (service restart)", count, SERVICE_RESTART)
-    return count
+    sessions = 0
+    for app in _apps:
+        transport = getattr(app, "longpoll_transport", None)
+        if transport is not None:
+            sessions += transport.close_sessions(SERVICE_RESTART, reason)
+    logger.info(
+        "restart: closing %d WebSocket(s) and %d long-poll session(s) with %d (service restart)",
+        count, sessions, SERVICE_RESTART,
+    )
+    return count + sessions
 
 
 def _in_gunicorn_worker() -> bool:
     return "gunicorn.workers.base" in sys.modules and "gunicorn.arbiter" in sys.modules
 
 
-def install_restart_handlers(force: bool = False) -> bool:
+def install_restart_handlers(app: Any = None, force: bool = False) -> bool:
     """Chain SIGTERM in a gunicorn worker so it closes with 1012 first; True if installed.
 
-    Does nothing outside gunicorn (``wsbridge serve`` and ``runserver`` have
-    their own handling) unless ``force``. Safe to call more than once.
+    Args:
+        app: the wrapped app (``wsbridge.wrap``'s result), whose long-poll
+            sessions are closed too.
+        force: install outside gunicorn as well (``wsbridge serve`` and
+            ``runserver`` have their own handling, so it is off by default).
+
+    Safe to call more than once.
     """
     global _installed
+    if app is not None and app not in _apps:
+        _apps.append(app)
     if _installed or not (force or _in_gunicorn_worker()):
         return False
     previous = signal.getsignal(signal.SIGTERM)

@@ -68,7 +68,7 @@ def wrap_application(app: Any, *, run_checks: bool = True) -> Any:
     }
     options.update(wsbridge_settings.OPTIONS)
     wrapped = wsbridge.wrap(app, **options)
-    install_restart_handlers()
+    install_restart_handlers(wrapped)
     return wrapped
 
 
