@@ -98,10 +98,14 @@ class Served:
         return self.proc.returncode
 
 
-def start_process(command: list[str], log_path: Path, port: int, *, env: dict[str, str] | None = None) -> Served:
+def start_process(
+    command: list[str], log_path: Path, port: int, *, env: dict[str, str] | None = None
+) -> Served:
     """Start ``command`` (which must listen on ``port``) and wait until it does."""
     log = open(log_path, "wb")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(command, cwd=ROOT, env=env or server_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env or server_env(), stdout=log, stderr=subprocess.STDOUT
+    )
     log.close()
     served = Served(proc, port, log_path)
     try:
@@ -112,7 +116,9 @@ def start_process(command: list[str], log_path: Path, port: int, *, env: dict[st
     return served
 
 
-def start_wsbridge_serve(app: str, log_dir: Path, *args: str, env: dict[str, str] | None = None) -> Served:
+def start_wsbridge_serve(
+    app: str, log_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> Served:
     """Run ``python -m wsbridge serve APP --port <free> ARGS`` and wait until it listens."""
     port = free_port()
     command = [sys.executable, "-m", "wsbridge", "serve", app, "--port", str(port), *args]
@@ -154,7 +160,9 @@ class InProcessServer:
         self.thread.join(10)
 
 
-def _serve_in_thread(app: Any, ready: list[Any], stop_flag: threading.Event, started: threading.Event) -> None:
+def _serve_in_thread(
+    app: Any, ready: list[Any], stop_flag: threading.Event, started: threading.Event
+) -> None:
     import gevent
 
     from wsbridge.transport.server import make_server

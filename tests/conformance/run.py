@@ -36,9 +36,33 @@ APP = "tests.conformance.echo_app:application"
 
 #: The fast subset run inside ``make test`` (and by ``--quick``).
 QUICK_CASES = [
-    "1.*", "2.*", "3.*", "4.*", "5.*", "6.1.*", "6.2.*", "6.3.*", "6.4.*", "6.7.*",
-    "6.12.1", "6.21.*", "7.1.*", "7.3.*", "7.5.1", "7.7.*", "7.9.*", "7.13.*",
-    "9.1.1", "9.2.1", "10.*", "12.1.1", "12.2.1", "12.5.1", "13.1.1", "13.3.1", "13.7.1",
+    "1.*",
+    "2.*",
+    "3.*",
+    "4.*",
+    "5.*",
+    "6.1.*",
+    "6.2.*",
+    "6.3.*",
+    "6.4.*",
+    "6.7.*",
+    "6.12.1",
+    "6.21.*",
+    "7.1.*",
+    "7.3.*",
+    "7.5.1",
+    "7.7.*",
+    "7.9.*",
+    "7.13.*",
+    "9.1.1",
+    "9.2.1",
+    "10.*",
+    "12.1.1",
+    "12.2.1",
+    "12.5.1",
+    "13.1.1",
+    "13.3.1",
+    "13.7.1",
 ]
 
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
@@ -71,16 +95,33 @@ def free_port() -> int:
 
 def start_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """Start ``wsbridge serve`` with the echo app; wait until it accepts connections."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wsbridge", "serve", APP, "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "serve",
+            APP,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"wsbridge serve exited with {proc.returncode}: {log_path.read_text()}")
+            raise RuntimeError(
+                f"wsbridge serve exited with {proc.returncode}: {log_path.read_text()}"
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return proc
@@ -125,7 +166,14 @@ def run(cases: list[str] | None = None, *, parallelism: int = 4, verbose: bool =
         port = free_port()
         server = start_server(port, Path(tmp) / "server.log")
         try:
-            command = [str(kosoku), f"ws://127.0.0.1:{port}", "-o", str(outdir), "-p", str(parallelism)]
+            command = [
+                str(kosoku),
+                f"ws://127.0.0.1:{port}",
+                "-o",
+                str(outdir),
+                "-p",
+                str(parallelism),
+            ]
             for case in cases or ():
                 command += ["-i", case]
             done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
@@ -135,7 +183,9 @@ def run(cases: list[str] | None = None, *, parallelism: int = 4, verbose: bool =
             stop_server(server)
         index = outdir / "index.json"
         if not index.exists():
-            raise RuntimeError(f"kosoku wrote no report (exit {done.returncode}): {done.stderr[-2000:]}")
+            raise RuntimeError(
+                f"kosoku wrote no report (exit {done.returncode}): {done.stderr[-2000:]}"
+            )
         summary = summarize(index)
         if verbose or summary.failed:
             for case_id, verdict in sorted(summary.failures.items()):

@@ -12,7 +12,9 @@ from tests.conftest import Served, start_wsbridge_serve
 @pytest.fixture(scope="session")
 def ws_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``wsbridge serve tests.transport.ws_apps:application``: the library defaults."""
-    served = start_wsbridge_serve("tests.transport.ws_apps:application", tmp_path_factory.mktemp("ws"))
+    served = start_wsbridge_serve(
+        "tests.transport.ws_apps:application", tmp_path_factory.mktemp("ws")
+    )
     yield served
     served.stop()
 

@@ -31,7 +31,9 @@ HANDSHAKES = [
 
 
 @pytest.mark.parametrize(
-    "path, changes, expected", [case[1:] for case in HANDSHAKES], ids=[case[0] for case in HANDSHAKES]
+    "path, changes, expected",
+    [case[1:] for case in HANDSHAKES],
+    ids=[case[0] for case in HANDSHAKES],
 )
 def test_handshake_gets_the_right_status(ws_server, path, changes, expected):
     request = handshake_bytes(path, ws_server.port, **changes)
@@ -55,7 +57,9 @@ def test_same_origin_is_accepted(ws_server):
 
 
 def test_consumer_too_slow_to_accept_gets_503(tight_server):
-    status, _, _, sock = raw_handshake(tight_server.port, handshake_bytes("/slow/", tight_server.port))
+    status, _, _, sock = raw_handshake(
+        tight_server.port, handshake_bytes("/slow/", tight_server.port)
+    )
     sock.close()
     assert status == 503
 
@@ -68,7 +72,9 @@ def test_subprotocol_chosen_by_the_consumer(ws_server):
 
 
 def test_accept_headers_and_scope(ws_server):
-    with connect(ws_server.ws_url("/headers/?x=1"), additional_headers={"Cookie": "a=1; b=two"}) as ws:
+    with connect(
+        ws_server.ws_url("/headers/?x=1"), additional_headers={"Cookie": "a=1; b=two"}
+    ) as ws:
         assert ws.response.headers["X-Wsbridge-Test"] == "yes"
         ws.send("scope?")
         path, query, route, cookies, scheme, subprotocols = eval(ws.recv(timeout=5))  # noqa: S307

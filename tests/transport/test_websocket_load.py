@@ -59,7 +59,9 @@ class Client:
     def __init__(self, port: int, path: str) -> None:
         self.protocol = ClientProtocol(
             parse_uri(f"ws://127.0.0.1:{port}{path}"),
-            extensions=[ClientPerMessageDeflateFactory(client_max_window_bits=True)] if COMPRESS else None,
+            extensions=[ClientPerMessageDeflateFactory(client_max_window_bits=True)]
+            if COMPRESS
+            else None,
         )
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.pending: deque[Response | Frame] = deque()
@@ -126,10 +128,11 @@ def test_thousand_connections_open_echo_close_and_leave_no_descriptor(tmp_path):
             f"descriptors left open: before {fds_before}, now {fd_count(pid)}"
         )
         fds_after = fd_count(pid)
+        per_connection = (rss_open - rss_before) / CONNECTIONS
         print(
-            f"\n1000 connections: server fds before={fds_before} open={fds_open} after={fds_after}; "
-            f"RSS before={rss_before} KiB with 1000 open={rss_open} KiB "
-            f"(+{(rss_open - rss_before) / CONNECTIONS:.1f} KiB per connection, compression={COMPRESS}); "
+            f"\n{CONNECTIONS} connections: server fds before={fds_before} open={fds_open} "
+            f"after={fds_after}; RSS before={rss_before} KiB, with all open={rss_open} KiB "
+            f"(+{per_connection:.1f} KiB each, compression={COMPRESS}), "
             f"after={rss_kib(pid)} KiB; {elapsed:.2f} s"
         )
         assert fds_open >= fds_before + CONNECTIONS - 5  # all 1000 were open at once

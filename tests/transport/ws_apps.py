@@ -87,8 +87,18 @@ class Headers(WebsocketConsumer):
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         scope = self.scope
-        self.send(text_data=repr((scope["path"], scope["query_string"], scope["url_route"],
-                                  scope["cookies"], scope["scheme"], scope["subprotocols"])))
+        self.send(
+            text_data=repr(
+                (
+                    scope["path"],
+                    scope["query_string"],
+                    scope["url_route"],
+                    scope["cookies"],
+                    scope["scheme"],
+                    scope["subprotocols"],
+                )
+            )
+        )
 
 
 @router.websocket("room/<str:name>/")
@@ -101,7 +111,7 @@ def site(environ, start_response):
     """The wrapped 'existing site'; also answers /status/<key>."""
     path = environ["PATH_INFO"]
     if path.startswith("/status/"):
-        code = DISCONNECTS.get(path[len("/status/"):])
+        code = DISCONNECTS.get(path[len("/status/") :])
         body = str(code).encode()
     else:
         body = f"site {environ['REQUEST_METHOD']} {path}".encode()
@@ -125,4 +135,6 @@ tight = wrap(
     ),
 )
 
-permissive = wrap(site, router=router, allowed_origins=["https://*.example.com", "http://localhost:*"])
+permissive = wrap(
+    site, router=router, allowed_origins=["https://*.example.com", "http://localhost:*"]
+)

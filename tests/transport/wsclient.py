@@ -74,7 +74,9 @@ def open_raw(port: int, path: str = "/echo/") -> tuple[socket.socket, bytes]:
     return sock, rest
 
 
-def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv1: bool = False) -> bytes:
+def frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv1: bool = False
+) -> bytes:
     """Serialize one client frame by hand (so invalid ones can be built too)."""
     first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     length = len(payload)
@@ -90,7 +92,9 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, r
     return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def read_frame(sock: socket.socket, buffer: bytes = b"", timeout: float = 5.0) -> tuple[Frame, bytes]:
+def read_frame(
+    sock: socket.socket, buffer: bytes = b"", timeout: float = 5.0
+) -> tuple[Frame, bytes]:
     """Read one (unmasked, uncompressed) server frame; returns it and the rest of the buffer."""
     sock.settimeout(timeout)
     data = buffer

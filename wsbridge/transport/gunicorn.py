@@ -95,7 +95,9 @@ def install_pre_start_hook(server: Any, bridge: Any) -> None:
         from .wsgi import is_websocket_request
 
         environ = handler.environ
-        if is_websocket_request(environ) and bridge.router.resolve("websocket", request_path(environ)):
+        if is_websocket_request(environ) and bridge.router.resolve(
+            "websocket", request_path(environ)
+        ):
             return True
         return bool(previous(handler)) if previous else False
 

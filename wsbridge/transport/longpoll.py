@@ -207,7 +207,9 @@ class LongPollTransport:
             lambda environ: build_scope(environ, "websocket", transport="longpoll")
         )
         # The plain scope never holds a user: skip building it for every poll.
-        self._needs_scope = scope_builder is not None or self.options.user_key is not default_user_key
+        self._needs_scope = (
+            scope_builder is not None or self.options.user_key is not default_user_key
+        )
         self._origin_check = origin_check or (
             lambda environ: origin_allowed(
                 environ.get("HTTP_ORIGIN", ""),
@@ -255,6 +257,8 @@ class LongPollTransport:
         self._signer, self._shared_secret = self._make_signer()
         self.owner = self.layer.new_channel(OWNER_PREFIX)
         self.layer.attach(self.owner, self._on_layer_message)
+        if self._sweeper is not None:  # the parent's, copied by a fork
+            self._sweeper.kill(block=False)
         self._sweeper = gevent.spawn(self._sweep)
         self._started = True
 
@@ -330,7 +334,9 @@ class LongPollTransport:
             if op == "open":
                 status, answer = self._open(environ, body, origin)
             else:
-                user = self.options.user_key(self._scope_builder(environ)) if self._needs_scope else ""
+                user = ""
+                if self._needs_scope:
+                    user = self.options.user_key(self._scope_builder(environ))
                 request = _Request(op, body, origin, user)
                 status, answer = self._dispatch(request)
         except HTTPError as exc:

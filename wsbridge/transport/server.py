@@ -69,6 +69,7 @@ def _finish_pywsgi(handler: Any) -> Any:
         handler._orig_status = line
         handler.code = status
         handler.headers_sent = True
+        handler.response_headers = []  # gunicorn's access log iterates them
         handler.response_use_chunked = False
         handler.response_length = bytes_sent
         handler.close_connection = True
@@ -195,7 +196,12 @@ def _ensure_wrapped(app: Any, router: Any = None, **options: Any) -> Any:
 
 
 def make_server(
-    app: Any, host: str = "127.0.0.1", port: int = 8000, *, access_log: Any = None, **wrap_options: Any
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    access_log: Any = None,
+    **wrap_options: Any,
 ) -> Any:
     """Build (not start) a pywsgi server for ``app``, wrapped with :func:`wrap` if needed.
 
@@ -312,13 +318,26 @@ def load_app(spec: str) -> Any:
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``wsbridge serve``."""
-    parser.add_argument("app", help="the WSGI app: module:attr, or module (uses `application`, then `app`)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000, 0 = any)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--access-log", metavar="FILE", help="write access lines to FILE ('-' = stdout)")
     parser.add_argument(
-        "--routing", action="append", default=[], metavar="DOTTED",
+        "app", help="the WSGI app: module:attr, or module (uses `application`, then `app`)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default 8000, 0 = any)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--access-log", metavar="FILE", help="write access lines to FILE ('-' = stdout)"
+    )
+    parser.add_argument(
+        "--routing",
+        action="append",
+        default=[],
+        metavar="DOTTED",
         help="import this module first (consumer modules register routes on import); repeatable",
     )
 

@@ -247,13 +247,35 @@ class WebSocketTransport:
     """
 
     __slots__ = (
-        "sock", "options", "protocol", "scope", "conn", "_lock", "_outbox", "_outbox_bytes",
-        "_writer", "_timer", "_ping_payload", "_last_read", "_decided", "_response",
-        "_status", "_bytes_sent", "_close_code", "_aborted", "_fragments", "_decoder",
-        "_text", "_peer", "_closing", "__weakref__",
+        "sock",
+        "options",
+        "protocol",
+        "scope",
+        "conn",
+        "_lock",
+        "_outbox",
+        "_outbox_bytes",
+        "_writer",
+        "_timer",
+        "_ping_payload",
+        "_last_read",
+        "_decided",
+        "_response",
+        "_status",
+        "_bytes_sent",
+        "_close_code",
+        "_aborted",
+        "_fragments",
+        "_decoder",
+        "_text",
+        "_peer",
+        "_closing",
+        "__weakref__",
     )
 
-    def __init__(self, sock: Any, scope: dict[str, Any], options: WebSocketOptions, *, upgraded: bool) -> None:
+    def __init__(
+        self, sock: Any, scope: dict[str, Any], options: WebSocketOptions, *, upgraded: bool
+    ) -> None:
         self.sock = sock
         self.options = options
         self.scope = scope
@@ -313,8 +335,11 @@ class WebSocketTransport:
         if response.status_code != 101:
             logger.info(
                 "refused WebSocket handshake from %s for %s: %d %s (%s)",
-                self._peer, self.scope.get("path"), response.status_code,
-                response.reason_phrase, self.protocol.handshake_exc,
+                self._peer,
+                self.scope.get("path"),
+                response.status_code,
+                response.reason_phrase,
+                self.protocol.handshake_exc,
             )
             if "Sec-WebSocket-Version" in str(self.protocol.handshake_exc):
                 response.headers["Sec-WebSocket-Version"] = "13"
@@ -335,7 +360,9 @@ class WebSocketTransport:
             if undecided:
                 logger.warning(
                     "consumer for %s did not accept or refuse within handshake_timeout=%ss; "
-                    "answering 503", self.scope.get("path"), self.options.handshake_timeout,
+                    "answering 503",
+                    self.scope.get("path"),
+                    self.options.handshake_timeout,
                 )
                 self._reject(503, "The WebSocket consumer did not answer in time.")
                 self.conn.disconnected(1006)
@@ -373,7 +400,9 @@ class WebSocketTransport:
                 logger.error(
                     "consumer for %s chose subprotocol %r, which the client did not offer "
                     "(offered: %s); refusing with 500",
-                    self.scope.get("path"), subprotocol, self.scope.get("subprotocols"),
+                    self.scope.get("path"),
+                    subprotocol,
+                    self.scope.get("subprotocols"),
                 )
                 self._reject(500, "The WebSocket consumer chose an unoffered subprotocol.")
                 return
@@ -497,8 +526,11 @@ class WebSocketTransport:
         logger.warning(
             "WebSocket client %s on %s does not read: %d bytes waiting > max_outbound_bytes=%d; "
             "closing with %d and aborting the socket",
-            self._peer, self.scope.get("path"), self._outbox_bytes,
-            self.options.max_outbound_bytes, SLOW_CLIENT_CLOSE_CODE,
+            self._peer,
+            self.scope.get("path"),
+            self._outbox_bytes,
+            self.options.max_outbound_bytes,
+            SLOW_CLIENT_CLOSE_CODE,
         )
         self._close_code = SLOW_CLIENT_CLOSE_CODE
         if self.protocol.state is OPEN:
@@ -515,7 +547,9 @@ class WebSocketTransport:
         self._outbox_bytes = 0
         try:
             # Linger 0: close() sends RST and frees the kernel buffers at once.
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
@@ -549,7 +583,9 @@ class WebSocketTransport:
         if self._ping_payload is not None:
             logger.info(
                 "WebSocket client %s did not answer a ping within %ss; closing with %d",
-                self._peer, self.options.ping_timeout, PING_TIMEOUT_CLOSE_CODE,
+                self._peer,
+                self.options.ping_timeout,
+                PING_TIMEOUT_CLOSE_CODE,
             )
             self._close_code = PING_TIMEOUT_CLOSE_CODE
             protocol.fail(PING_TIMEOUT_CLOSE_CODE, "keepalive ping timeout")
@@ -682,7 +718,9 @@ class WebSocketTransport:
             code = close.code if close is not None else 1006
         exc = self.protocol.parser_exc
         if exc is not None and not isinstance(exc, EOFError):
-            logger.info("WebSocket client %s broke the protocol: %s; closed with %d", self._peer, exc, code)
+            logger.info(
+                "WebSocket client %s broke the protocol: %s; closed with %d", self._peer, exc, code
+            )
         elif code == 1006:
             logger.debug("WebSocket client %s went away without a closing handshake", self._peer)
         self._close_socket()

@@ -92,14 +92,18 @@ def is_websocket_request(environ: dict[str, Any]) -> bool:
 
 def _netloc(scheme: str, host: str) -> str:
     host = host.strip().lower()
-    for default in ((":80",) if scheme in ("http", "ws") else (":443",)):
+    for default in (":80",) if scheme in ("http", "ws") else (":443",):
         if host.endswith(default):
             host = host[: -len(default)]
     return host
 
 
 def check_origin(
-    origin: str | None, host: str | None, allowed: Sequence[str] | None = None, *, scheme: str = "http"
+    origin: str | None,
+    host: str | None,
+    allowed: Sequence[str] | None = None,
+    *,
+    scheme: str = "http",
 ) -> bool:
     """Is a browser at ``origin`` allowed to open a WebSocket here?
 
@@ -138,7 +142,9 @@ def origin_checker(allowed: Sequence[str] | None) -> OriginCheck:
 
     def check(environ: dict[str, Any]) -> bool:
         scheme = environ.get("wsgi.url_scheme", "http")
-        return check_origin(environ.get("HTTP_ORIGIN"), environ.get("HTTP_HOST"), patterns, scheme=scheme)
+        return check_origin(
+            environ.get("HTTP_ORIGIN"), environ.get("HTTP_HOST"), patterns, scheme=scheme
+        )
 
     return check
 
@@ -196,8 +202,12 @@ def _plain(start_response: Callable[..., Any], status: str, text: str, headers=(
     body = (text + "\n").encode("utf-8")
     start_response(
         status,
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-         ("Connection", "close"), *headers],
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *headers,
+        ],
     )
     return [body]
 
@@ -299,7 +309,9 @@ class WSBridgeApp:
         # gevent-websocket already upgraded it for the site's own code: let it through.
         return not self.pass_unrouted and environ.get("wsgi.websocket") is None
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         return self.dispatch(environ)(environ, start_response)
 
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -309,10 +321,16 @@ class WSBridgeApp:
         upgraded = environ.get("wsgi.websocket") is not None
         if match is None and not upgraded:
             logger.info("no WebSocket consumer at %s: 404", path)
-            return _plain(start_response, "404 Not Found", f"No WebSocket consumer is routed at {path}.")
+            return _plain(
+                start_response, "404 Not Found", f"No WebSocket consumer is routed at {path}."
+            )
         if not self.origin_check(environ) and not upgraded:
-            logger.warning("refused WebSocket to %s from Origin %r: 403", path, environ.get("HTTP_ORIGIN"))
-            return _plain(start_response, "403 Forbidden", "This Origin may not open a WebSocket here.")
+            logger.warning(
+                "refused WebSocket to %s from Origin %r: 403", path, environ.get("HTTP_ORIGIN")
+            )
+            return _plain(
+                start_response, "403 Forbidden", "This Origin may not open a WebSocket here."
+            )
         environ["wsbridge.app"] = self
         try:
             handover = take_over(environ)
@@ -334,7 +352,9 @@ class WSBridgeApp:
         from websockets.frames import Close, Frame, Opcode
 
         try:
-            handover.sock.sendall(Frame(Opcode.CLOSE, Close(1008, "refused").serialize()).serialize(mask=False))
+            handover.sock.sendall(
+                Frame(Opcode.CLOSE, Close(1008, "refused").serialize()).serialize(mask=False)
+            )
         except OSError:
             pass
         return handover.finish(101, 0)

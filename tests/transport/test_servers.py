@@ -1,0 +1,200 @@
+"""The bridge under each server: wsbridge serve, gunicorn (3 workers kinds), and the
+servers that cannot hand a socket over (a clear 500, never a hang).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socketserver
+import subprocess
+import sys
+import threading
+import urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.conftest import free_port, server_env, start_process
+from tests.transport.wsclient import handshake_bytes, raw_handshake
+
+APP = "tests.transport.ws_apps:application"
+
+
+def echo_round_trips(url: str, count: int = 3) -> list[str]:
+    """Open ``count`` connections, echo on each, close cleanly; the extensions seen."""
+    seen = []
+    for i in range(count):
+        with connect(url) as ws:
+            ws.send(f"hello {i}")
+            assert ws.recv(timeout=5) == f"hello {i}"
+            ws.send(b"\x00\xff" * 1000)
+            assert ws.recv(timeout=5) == b"\x00\xff" * 1000
+            seen.append(ws.response.headers.get("Sec-WebSocket-Extensions", ""))
+    return seen
+
+
+def gunicorn(tmp_path, worker: str, workers: int = 1):
+    port = free_port()
+    log = tmp_path / f"gunicorn-{worker.rsplit('.', 1)[-1]}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        worker,
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "debug",
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "5",
+        APP,
+    ]
+    return start_process(command, log, port)
+
+
+def assert_clean_log(text: str) -> None:
+    assert "Traceback" not in text
+    assert not re.search(r"\[(ERROR|CRITICAL)\]", text), text
+    assert '" 500 ' not in text and " 500 -" not in text
+
+
+def test_gunicorn_gevent_two_workers_echo_and_log_nothing_wrong(tmp_path):
+    server = gunicorn(tmp_path, "gevent", workers=2)
+    try:
+        assert all(
+            ext.startswith("permessage-deflate")
+            for ext in echo_round_trips(server.ws_url("/echo/"), 6)
+        )
+        with urllib.request.urlopen(server.url("/plain/")) as answer:
+            assert answer.read() == b"site GET /plain/"
+    finally:
+        status = server.stop()
+    log = server.log()
+    assert status == 0
+    assert_clean_log(log)
+    assert log.count("Booting worker") == 2
+
+
+def test_gevent_websocket_worker_keeps_working(tmp_path):
+    worker = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+    server = gunicorn(tmp_path, worker)
+    try:
+        extensions = echo_round_trips(server.ws_url("/echo/"), 3)
+        # The first upgrade per worker was answered by gevent-websocket (no
+        # compression); wsbridge answers the later ones itself.
+        assert extensions[0] == ""
+        assert all(ext.startswith("permessage-deflate") for ext in extensions[1:])
+        with urllib.request.urlopen(server.url("/plain/")) as answer:
+            assert answer.read() == b"site GET /plain/"
+    finally:
+        server.stop()
+    assert_clean_log(server.log())
+
+
+def test_gunicorn_gevent_pywsgi_worker(tmp_path):
+    server = gunicorn(tmp_path, "gevent_pywsgi")
+    try:
+        echo_round_trips(server.ws_url("/echo/"), 2)
+    finally:
+        server.stop()
+    assert_clean_log(server.log())
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_threaded_server_gets_a_clear_500_not_a_hang(caplog):
+    from tests.transport.ws_apps import application
+
+    httpd = make_server(
+        "127.0.0.1", 0, application, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = httpd.server_address[1]
+        with caplog.at_level(logging.ERROR, logger="wsbridge"):
+            status, _, body, sock = raw_handshake(port, handshake_bytes("/echo/", port))
+            sock.close()
+        assert status == 500
+        assert b"wsbridge serve" in body or "wsbridge serve" in caplog.text
+        assert any(
+            r.levelno == logging.ERROR
+            and "wsbridge serve" in r.getMessage()
+            and "gunicorn -k gevent" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_missing_monkey_patching_is_a_clear_500(gevent_server, caplog):
+    # The test process is not monkey-patched: wsbridge must refuse, loudly.
+    from tests.transport.ws_apps import application
+
+    server = gevent_server(application)
+    with caplog.at_level(logging.ERROR, logger="wsbridge"):
+        status, _, _, sock = raw_handshake(server.port, handshake_bytes("/echo/", server.port))
+        sock.close()
+    assert status == 500
+    assert "monkey-patching is missing" in caplog.text
+    with urllib.request.urlopen(server.url("/plain/")) as answer:  # plain HTTP still works
+        assert answer.read() == b"site GET /plain/"
+
+
+def test_serve_refuses_to_start_without_monkey_patching():
+    from wsbridge.exceptions import ConfigurationError
+    from wsbridge.transport.server import serve
+
+    with pytest.raises(ConfigurationError, match="monkey-patching is missing"):
+        serve(lambda environ, start_response: [], "127.0.0.1", 0)
+
+
+def test_serve_command_takes_module_spec_and_routing(wsbridge_serve, tmp_path):
+    # "module" alone uses `application`; --routing imports a consumer module first.
+    (tmp_path / "plainsite.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'plain site']\n"
+    )
+    (tmp_path / "siteconsumers.py").write_text(
+        "from wsbridge import router, WebsocketConsumer\n"
+        "@router.websocket('ws/hi/')\n"
+        "class Hi(WebsocketConsumer):\n"
+        "    def receive(self, text_data=None, bytes_data=None):\n"
+        "        self.send(text_data='hi ' + text_data)\n"
+    )
+    env = server_env(PYTHONPATH=f"{tmp_path}:{server_env()['PYTHONPATH']}")
+    server = wsbridge_serve("plainsite", "--routing", "siteconsumers", "--access-log", "-", env=env)
+    with connect(server.ws_url("/ws/hi/")) as ws:
+        ws.send("there")
+        assert ws.recv(timeout=5) == "hi there"
+    with urllib.request.urlopen(server.url("/")) as answer:
+        assert answer.read() == b"plain site"
+    assert 'GET /ws/hi/ HTTP/1.1" 101' in server.log()
+
+
+def test_serve_command_explains_a_bad_app_spec():
+    done = subprocess.run(
+        [sys.executable, "-m", "wsbridge", "serve", "no_such_module_xyz:app", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=server_env(),
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "cannot import 'no_such_module_xyz'" in done.stderr
