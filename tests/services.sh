@@ -45,6 +45,24 @@ if ! redis_answers; then
 fi
 echo "services: redis ok on 127.0.0.1:6379"
 
+# PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth) for the Django ORM tests
+# (tests/django/test_django_postgres.py makes and drops its own database).
+pg_answers() {
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', 5432), timeout=1)" 2>/dev/null
+}
+if ! pg_answers; then
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        echo "services: installing postgresql"
+        apt_install postgresql
+    fi
+    version="$(ls /etc/postgresql | sort -V | tail -1)"
+    echo "services: starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 50); do pg_answers && break; sleep 0.1; done
+    pg_answers || { echo "services: PostgreSQL did not start" >&2; exit 1; }
+fi
+echo "services: postgresql ok on 127.0.0.1:5432"
+
 if ! command -v chromium >/dev/null; then
     echo "services: installing chromium"
     apt_install chromium

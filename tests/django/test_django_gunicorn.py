@@ -122,6 +122,7 @@ def test_reload_ends_long_poll_sessions_with_1012_at_once_and_a_new_session_open
         closes = [m["close"] for m in body.get("messages", []) if "close" in m]
         assert status == 200 and closes == [1012], (status, body)
         assert elapsed < 10  # not the 25 s poll timeout nor the graceful timeout
+        print(f"\nSIGHUP -> parked long-poll answered with a 1012 close frame in {elapsed:.2f} s")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             status, reopened = lp_post(server.url, "open", {"path": "/ws/whoami/"}, origin=server.url)
