@@ -165,7 +165,7 @@ def test_serve_refuses_to_start_without_monkey_patching():
 
 
 def test_serve_command_takes_module_spec_and_routing(wsbridge_serve, tmp_path):
-    # "module" alone uses `application`; --routing imports a consumer module first.
+    # "module" alone uses `application`; --consumers imports a consumer module first.
     (tmp_path / "plainsite.py").write_text(
         "def application(environ, start_response):\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
@@ -179,7 +179,7 @@ def test_serve_command_takes_module_spec_and_routing(wsbridge_serve, tmp_path):
         "        self.send(text_data='hi ' + text_data)\n"
     )
     env = server_env(PYTHONPATH=f"{tmp_path}:{server_env()['PYTHONPATH']}")
-    server = wsbridge_serve("plainsite", "--routing", "siteconsumers", "--access-log", "-", env=env)
+    server = wsbridge_serve("plainsite", "--consumers", "siteconsumers", "--access-log", "-", env=env)
     with connect(server.ws_url("/ws/hi/")) as ws:
         ws.send("there")
         assert ws.recv(timeout=5) == "hi there"

@@ -249,24 +249,27 @@ def serve(
     check_monkey_patched()
     server = make_server(app, host, port, access_log=access_log, **wrap_options)
     server.start()
-    _start_embedded_worker(server.application)
+    worker = _start_embedded_worker(server.application)
     logger.info("wsbridge serving on http://%s:%d/ (pid %d)", host, server.server_port, os.getpid())
     if ready is not None:
         ready(server)
-    _run_until_signal(server, shutdown_timeout)
+    try:
+        _run_until_signal(server, shutdown_timeout)
+    finally:
+        if worker is not None and hasattr(worker, "stop"):
+            worker.stop(timeout=shutdown_timeout)
 
 
-def _start_embedded_worker(app: Any) -> None:
+def _start_embedded_worker(app: Any) -> Any:
     # Background channels run in-process by default (wsbridge.worker, if present).
     try:
         worker = importlib.import_module("wsbridge.worker")
     except ModuleNotFoundError as exc:
         if exc.name != "wsbridge.worker":
             raise
-        return
+        return None
     start = getattr(worker, "start_embedded", None)
-    if callable(start):
-        start(app.layer, app.router)
+    return start(app.layer, app.router) if callable(start) else None
 
 
 def _run_until_signal(server: Any, shutdown_timeout: float) -> None:
@@ -335,10 +338,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--routing",
+        default=None,
+        metavar="DOTTED",
+        help="a routing module (router / routes list) or module:name, as for `wsbridge worker`",
+    )
+    parser.add_argument(
+        "--consumers",
         action="append",
         default=[],
-        metavar="DOTTED",
-        help="import this module first (consumer modules register routes on import); repeatable",
+        metavar="MODULES",
+        help="consumer modules to import first (their decorators register routes); "
+        "comma-separated, repeatable",
     )
 
 
@@ -357,13 +367,22 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from ..consumers.loading import build_router
+    from ..consumers.routing import router as default_router
+    from ..exceptions import WSBridgeError
+
     try:
-        for dotted in args.routing:
-            importlib.import_module(dotted)
+        consumers = [m.strip() for v in args.consumers for m in v.split(",") if m.strip()]
+        router = build_router(args.routing, consumers)
         app = load_app(args.app)
-    except (ConfigurationError, ImportError) as exc:
+    except (WSBridgeError, ImportError) as exc:
         print(f"wsbridge serve: {exc}", file=sys.stderr)
         return 2
+    if getattr(app, "wsbridge_wrapped", False):
+        if getattr(app, "router", None) is default_router:
+            app.router = router  # --routing / --consumers complete the default routes
+    else:
+        app = _ensure_wrapped(app, router=router)
     access_log = None
     if args.access_log == "-":
         access_log = sys.stdout
