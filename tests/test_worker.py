@@ -189,6 +189,7 @@ def test_start_embedded_runs_background_channels_of_the_default_router(layer):
     from wsbridge import router as default_router
 
     got = []
+    saved = dict(default_router._channels)
     default_router.channel("embedded.test")(lambda message: got.append(message["v"]))
     try:
         worker = start_embedded(poll_timeout=0.1)
@@ -197,7 +198,7 @@ def test_start_embedded_runs_background_channels_of_the_default_router(layer):
         wait_for(lambda: got == ["from a view"])
         assert worker.stop()
     finally:
-        default_router.clear()
+        default_router._channels = saved  # other modules register on it too
 
 
 def test_bad_worker_options_are_configuration_errors(layer):

@@ -19,6 +19,20 @@ def layer() -> Iterator[MemoryLayer]:
 
 
 @pytest.fixture
+def default_router() -> Iterator[Router]:
+    """``wsbridge.router``, put back as it was after the test (other modules register on it)."""
+    from wsbridge.consumers.routing import router as default
+
+    saved = (list(default._routes), dict(default._channels), dict(default._function_routes))
+    try:
+        yield default
+    finally:
+        default._routes[:], default._channels, default._function_routes = (
+            saved[0], saved[1], saved[2]
+        )
+
+
+@pytest.fixture
 def router() -> Router:
     """A private router, so tests never register on ``wsbridge.router``."""
     return Router()

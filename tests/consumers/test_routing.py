@@ -311,9 +311,9 @@ def _write_module(tmp_path: Path, monkeypatch, name: str, source: str) -> str:
     return f"{package}.{name}"
 
 
-def test_autodiscover_imports_consumer_modules_whose_decorators_register(tmp_path, monkeypatch):
-    from wsbridge.consumers.routing import router as default_router
-
+def test_autodiscover_imports_consumer_modules_whose_decorators_register(
+    tmp_path, monkeypatch, default_router
+):
     module = _write_module(tmp_path, monkeypatch, "consumers", """
         from wsbridge import WebsocketConsumer, router
         @router.websocket("autodiscovered/<int:n>/")
@@ -329,7 +329,6 @@ def test_autodiscover_imports_consumer_modules_whose_decorators_register(tmp_pat
         assert kwargs_of(default_router, "/autodiscovered/7/") == {"n": 7}
         assert "autodiscovered.work" in default_router.channel_names()
     finally:
-        default_router.clear()
         sys.modules.pop(module, None)
 
 
@@ -344,10 +343,8 @@ def test_autodiscover_names_a_missing_module_but_keeps_errors_inside_modules(
 
 
 def test_build_router_combines_a_declared_routing_with_decorated_consumers(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, default_router
 ):
-    from wsbridge.consumers.routing import router as default_router
-
     routing = _write_module(tmp_path, monkeypatch, "routing", """
         from tests.consumers.test_routing import Room
         from wsbridge.consumers.routing import path
@@ -359,13 +356,10 @@ def test_build_router_combines_a_declared_routing_with_decorated_consumers(
         from wsbridge import router
         router.websocket("decorated/", Other)
     """))
-    try:
-        combined = build_router(routing, consumers)
-        assert combined.resolve("websocket", "/declared/").consumer.__name__ == "Room"
-        assert combined.resolve("websocket", "/decorated/").consumer.__name__ == "Other"
-        assert build_router() is default_router
-    finally:
-        default_router.clear()
+    combined = build_router(routing, consumers)
+    assert combined.resolve("websocket", "/declared/").consumer.__name__ == "Room"
+    assert combined.resolve("websocket", "/decorated/").consumer.__name__ == "Other"
+    assert build_router() is default_router
 
 
 def test_load_routes_errors_name_what_is_missing(tmp_path, monkeypatch):
