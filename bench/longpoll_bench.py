@@ -8,7 +8,8 @@ gevent load client holding one keep-alive connection per long-poll session.
 Once every client has a poll parked on the server, the client asks for a
 broadcast; the message carries the server's send time, each client notes
 when its poll answer arrived. Reports delivery latency p50/p99/max per
-round and overall, the server's RSS before and after, and the fan-out time.
+round and overall, the server's RSS before and after, the fan-out time, and
+the server CPU time per delivery (answering the poll and taking the next one).
 Bounded: N clients, R rounds, a global deadline; everything stops by itself.
 """
 
@@ -75,7 +76,9 @@ def run_server(args: argparse.Namespace) -> None:
         elif path == "/stats":
             transport = application.longpoll_transport
             parked = sum(1 for s in transport.sessions.values() if s.poller is not None)
-            body = {"sessions": len(transport.sessions), "parked": parked, "rss_kib": rss_kib()}
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            body = {"sessions": len(transport.sessions), "parked": parked, "rss_kib": rss_kib(),
+                    "cpu_s": usage.ru_utime + usage.ru_stime}
         else:
             body = {}
         data = json.dumps(body).encode()
@@ -170,24 +173,30 @@ def run_client(args: argparse.Namespace) -> None:
     report: dict = {"clients": args.clients, "open_s": round(open_s, 2), "rounds": []}
     workers = [gevent.spawn(poll_loop, c, args.rounds) for c in clients]
     deadline = time.time() + args.deadline
-    for round_no in range(args.rounds):
-        while stats()["parked"] < args.clients:  # every client has a poll held
+    def wait_parked() -> dict:
+        while True:  # every client has a poll held by the server
+            now = stats()
+            if now["parked"] >= args.clients:
+                return now
             if time.time() > deadline:
                 raise SystemExit("deadline passed waiting for the polls to park")
             gevent.sleep(0.05)
-        before = stats()
+
+    for round_no in range(args.rounds):
+        before = wait_parked()
         fanout = control.post("/broadcast", {})[1]
-        counts = sum(len(c["lat"]) for c in clients)
         target = args.clients * (round_no + 1)
-        while counts < target and time.time() < deadline:
+        while sum(len(c["lat"]) for c in clients) < target and time.time() < deadline:
             gevent.sleep(0.01)
-            counts = sum(len(c["lat"]) for c in clients)
+        after = wait_parked() if round_no + 1 < args.rounds else stats()
         lat = sorted(c["lat"][round_no] for c in clients if len(c["lat"]) > round_no)
+        cycle_us = (after["cpu_s"] - before["cpu_s"]) / max(1, len(lat)) * 1e6
         report["rounds"].append({
             "parked": before["parked"], "delivered": len(lat),
             "fanout_ms": round(fanout["fanout_ms"], 1),
             "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1),
             "max_ms": round(lat[-1], 1), "server_rss_mib": round(before["rss_kib"] / 1024, 1),
+            "server_cpu_us_per_delivery": round(cycle_us),
         })
     gevent.joinall(workers, timeout=max(1, deadline - time.time()))
     every = sorted(x for c in clients for x in c["lat"])
