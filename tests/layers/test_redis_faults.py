@@ -164,7 +164,7 @@ def test_no_greenlet_socket_or_state_leak_after_repeated_outages(redis_server):
         gc.collect()
         assert _open_fds() <= fds + 2
         assert _greenlets() <= greenlets + 2
-        assert len(layer._joined) == 1 and not layer._pending_discards and not layer._buffers
+        assert len(layer.members) == 1 and not layer._pending_discards and not layer._buffers
         assert layer.shards[0].outages == 5
     finally:
         layer.close()

@@ -3,9 +3,13 @@
 Native item (an element of a channel list or a process inbox)::
 
     b"WB1" kind(1 byte) expires_at_ms(13 ASCII digits) body
-    kind b"D": body = msgpack [channel, sealed]           (one channel)
-    kind b"G": body = msgpack [group, [channel...], sealed] (built in Lua,
-               one per process, carrying that process's members)
+    kind b"D": body = msgpack [channel, sealed]     one channel
+    kind b"G": body = msgpack [group, sealed]       a group message: the same
+               item goes to every process holding members, which delivers it
+               to its own members of the group
+    kind b"M": body = msgpack [op, group, channel, joined_at]   a membership
+               change ("add"/"discard") made by another process for one of
+               this process's channels
 
 ``sealed`` is the serializer's bytes (msgpack by default). With encryption
 on, it is a Fernet token of msgpack ``[destination, serialized]`` where
@@ -47,6 +51,8 @@ class Decoded:
     channels: list[str]
     message: dict[str, Any]
     group: str | None = None
+    #: For membership items: (op, group, channel, joined_at); message is {}.
+    control: tuple[str, str, str, float] | None = None
 
 
 def make_fernet(key: str | bytes) -> Any:
@@ -131,6 +137,13 @@ class Codec:
         sealed = self.seal(data, "c:" + channel)
         return self.header(b"D", expires_at) + msgpack.packb([channel, sealed], use_bin_type=True)
 
+    def group_item(self, group: str, data: bytes) -> bytes:
+        sealed = self.seal(data, "g:" + group)
+        return self.header(b"G") + msgpack.packb([group, sealed], use_bin_type=True)
+
+    def membership_item(self, op: str, group: str, channel: str, joined_at: float) -> bytes:
+        return self.header(b"M") + msgpack.packb([op, group, channel, joined_at], use_bin_type=True)
+
     def decode_item(self, item: bytes, now: float | None = None) -> Decoded | None:
         """Decode a native item; None when it has expired.
 
@@ -155,10 +168,14 @@ class Codec:
                 channel = channel_b.decode("utf-8")
                 return Decoded([channel], self.unseal(sealed, "c:" + channel))
             if kind == b"G":
-                group_b, channels_b, sealed = body
+                group_b, sealed = body
                 group = group_b.decode("utf-8")
-                channels = [c.decode("utf-8") for c in channels_b]
-                return Decoded(channels, self.unseal(sealed, "g:" + group), group)
+                return Decoded([], self.unseal(sealed, "g:" + group), group)
+            if kind == b"M":
+                op, group_b, channel_b, joined_at = body
+                control = (op.decode(), group_b.decode("utf-8"), channel_b.decode("utf-8"),
+                           float(joined_at))
+                return Decoded([], {}, control=control)
         except (ValueError, TypeError, AttributeError) as exc:
             raise MessageDecodeError(f"corrupt wsbridge item body: {exc}") from exc
         raise MessageDecodeError(f"unknown wsbridge item kind {kind!r}")

@@ -179,9 +179,15 @@ class ChannelsRedisLayout:
         pipe.expire(key, max(1, int(self.layer.group_expiry)))
         shard.call(pipe.execute)
 
-    def group_discard(self, group: str, channel: str) -> None:
+    def group_discard(self, group: str, channel: str, *, last_local: bool = False) -> None:
         shard = self.group_shard(group)
         shard.call(shard.client.zrem, self.group_prefix + group, channel)
+
+    def drop_process_from_group(self, group: str) -> None:
+        """Nothing to do: channels_redis group items name their channels."""
+
+    def is_queue(self, key: str) -> bool:
+        return not key.startswith(self.group_prefix) and key != self.delayed_key
 
     def group_channels(self, group: str) -> list[str]:
         shard = self.group_shard(group)

@@ -36,6 +36,7 @@ from ..base import (
 )
 from ..serializers import get_serializer
 from .codec import Codec, Decoded, make_crypter
+from .members import LocalMemberships
 from .config import decode_hosts, describe
 from .ring import HashRing
 from .shard import Backoff, Shard
@@ -143,7 +144,7 @@ class RedisLayer(BaseChannelLayer):
             self.layout = NativeLayout(self)
         self._attached: dict[str, Callback] = {}
         self._buffers: dict[str, _Buffer] = {}
-        self._joined: dict[str, set[str]] = {}
+        self.members = LocalMemberships(group_expiry)
         self._pending_discards: set[tuple[str, str]] = set()
         self._readers: dict[int, gevent.Greenlet] = {}
         self._mover: gevent.Greenlet | None = None
@@ -290,9 +291,9 @@ class RedisLayer(BaseChannelLayer):
         buffer = self._buffers.pop(channel, None)
         if buffer is not None:
             buffer.event.set()
-        for group in self._joined.pop(channel, ()):
+        for group, last_local in self.members.drop_channel(channel):
             try:
-                self.layout.group_discard(group, channel)
+                self.layout.group_discard(group, channel, last_local=last_local)
             except LayerUnavailable:
                 self._pending_discards.add((group, channel))
 
@@ -308,8 +309,12 @@ class RedisLayer(BaseChannelLayer):
 
     def dispatch(self, decoded: Decoded) -> None:
         """Hand one decoded item to its local channels (called by the readers)."""
+        if decoded.control is not None:
+            self._apply_membership(*decoded.control)
+            return
         now = time.time()
-        for channel in decoded.channels:
+        channels = decoded.channels or (self.members.members(decoded.group) if decoded.group else [])
+        for channel in channels:
             callback = self._attached.get(channel)
             if callback is not None:
                 self._call(channel, callback, decoded.message)
@@ -326,6 +331,18 @@ class RedisLayer(BaseChannelLayer):
                 continue
             buffer.items.append((now + self.expiry, decoded.message))
             buffer.event.set()
+
+    def _apply_membership(self, op: str, group: str, channel: str, joined_at: float) -> None:
+        # Another process changed a membership of one of our channels.
+        if not self._is_local(channel):
+            return
+        if op == "add":
+            self.members.add(group, channel, joined_at)
+        elif self.members.discard(group, channel):
+            try:
+                self.layout.drop_process_from_group(group)
+            except LayerUnavailable:
+                logger.debug("could not drop this process from %s; it expires", group)
 
     def _sweep_buffers(self, now: float) -> None:
         for name, buffer in list(self._buffers.items()):
@@ -356,7 +373,7 @@ class RedisLayer(BaseChannelLayer):
         validate_channel_name(channel)
         local = self._is_local(channel)
         if local:
-            self._joined.setdefault(channel, set()).add(group)
+            self.members.add(group, channel)
             self._pending_discards.discard((group, channel))
         try:
             self.layout.group_add(group, channel)
@@ -368,13 +385,9 @@ class RedisLayer(BaseChannelLayer):
     def group_discard(self, group: str, channel: str) -> None:
         validate_group_name(group)
         validate_channel_name(channel)
-        joined = self._joined.get(channel)
-        if joined is not None:
-            joined.discard(group)
-            if not joined:
-                del self._joined[channel]
+        last_local = self.members.discard(group, channel) if self._is_local(channel) else False
         try:
-            self.layout.group_discard(group, channel)
+            self.layout.group_discard(group, channel, last_local=last_local)
         except LayerUnavailable:
             if not self._is_local(channel):
                 raise
@@ -498,18 +511,18 @@ class RedisLayer(BaseChannelLayer):
     def _restore(self, shard: Shard) -> None:
         """Re-add this process's memberships (and apply discards) on ``shard``."""
         restored = 0
-        for channel, groups in list(self._joined.items()):
-            for group in list(groups):
-                if self.layout.group_shard(group) is shard:
-                    try:
-                        self.layout.group_add(group, channel)
-                        restored += 1
-                    except LayerUnavailable:
-                        return
+        for group, channel in self.members.items():
+            if self.layout.group_shard(group) is shard:
+                try:
+                    self.layout.group_add(group, channel)
+                    restored += 1
+                except LayerUnavailable:
+                    return
+                self.members.add(group, channel)  # renewed
         for group, channel in list(self._pending_discards):
             if self.layout.group_shard(group) is shard:
                 try:
-                    self.layout.group_discard(group, channel)
+                    self.layout.group_discard(group, channel, last_local=not self.members.members(group))
                 except LayerUnavailable:
                     return
                 self._pending_discards.discard((group, channel))
@@ -530,7 +543,7 @@ class RedisLayer(BaseChannelLayer):
         self._buffers.clear()
         for buffer in buffers:
             buffer.event.set()
-        self._joined.clear()
+        self.members.clear()
         self._pending_discards.clear()
         self._attached.clear()
 

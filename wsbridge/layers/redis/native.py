@@ -3,6 +3,8 @@
 Keys, all under the configured prefix ``P`` (default ``wsbridge``)::
 
     P:1:group:<group>     ZSET  member channel -> unix time it was (re)added
+    P:1:gproc:<group>     ZSET  process holding members -> last join time
+    P:1:gplain:<group>    ZSET  plain named channels in the group -> time
     P:1:chan:<channel>    LIST  items for a named channel (``thumbnails``)
     P:1:proc:<process>    LIST  items for every process-specific channel of
                                 one process (``specific.<process>!<id>``);
@@ -53,6 +55,8 @@ class NativeLayout:
         self.codec = layer.codec
         base = f"{layer.prefix}:1:"
         self.group_prefix = base + "group:"
+        self.gproc_prefix = base + "gproc:"
+        self.gplain_prefix = base + "gplain:"
         self.chan_prefix = base + "chan:"
         self.proc_prefix = base + "proc:"
         self.delayed_key = base + "delayed"
@@ -79,6 +83,9 @@ class NativeLayout:
         if "!" in channel:
             return self.proc_prefix + process_of(channel)
         return self.chan_prefix + channel
+
+    def is_queue(self, key: str) -> bool:
+        return key.startswith((self.chan_prefix, self.proc_prefix))
 
     def queue_label(self, key: str) -> str:
         """A readable name for a queue key in ``stats()``."""
@@ -113,56 +120,53 @@ class NativeLayout:
 
     def group_send(self, group: str, data: bytes) -> int:
         shard = self.group_shard(group)
-        sealed = self.codec.seal(data, "g:" + group)
+        item = self.codec.group_item(group, data)
         one_shard = len(self.layer.shards) == 1
-        skipped, _reached, plain, *grouped = shard.call(
+        full, _reached, plain, processes = shard.call(
             shard.group_send_native,
-            keys=[self.group_prefix + group],
+            keys=[self.gproc_prefix + group, self.gplain_prefix + group, self.group_prefix + group],
             args=[
                 self.layer.group_min_score(),
                 self.proc_prefix,
-                self.codec.header(b"G"),
-                group,
-                sealed,
+                item,
                 self.layer.process_capacity,
                 self.expiry_ms,
                 "1" if one_shard else "0",
             ],
         )
-        if grouped:
-            skipped += self._push_to_homes(group, sealed, grouped)
+        skipped = int(full)
+        if processes:
+            skipped += self._push_to_homes([p.decode() for p in processes], item)
         for member in plain:
             try:
                 self.send(member.decode("utf-8"), data)
             except ChannelFull:
                 skipped += 1
-        return int(skipped)
+        return skipped
 
-    def _push_to_homes(self, group: str, sealed: bytes, grouped: list[Any]) -> int:
-        """Push one group item per process onto its home shard (one pipeline per shard)."""
-        header = self.codec.header(b"G")
-        by_shard: dict[int, list[tuple[bytes, list[bytes]]]] = {}
-        for process, ids in zip(grouped[::2], grouped[1::2]):
-            by_shard.setdefault(self.home_shard(process.decode()).index, []).append((process, ids))
-        skipped = 0
+    def _push_to_homes(self, processes: list[str], item: bytes) -> int:
+        """Push the group item to each process's home shard (one pipeline per shard)."""
+        by_shard: dict[int, list[str]] = {}
+        for process in processes:
+            by_shard.setdefault(self.home_shard(process).index, []).append(process)
+        full = 0
         now_ms = int(time.time() * 1000)
         for index, batch in by_shard.items():
             shard = self.layer.shards[index]
             pipe = shard.client.pipeline(transaction=False)
-            for process, ids in batch:
-                item = header + msgpack.packb([group, ids, sealed], use_bin_type=True)
+            for process in batch:
                 shard.push_list(
-                    keys=[self.proc_prefix + process.decode()],
+                    keys=[self.proc_prefix + process],
                     args=[item, self.layer.process_capacity, now_ms, self.expiry_ms],
                     client=pipe,
                 )
             try:
                 results = shard.call(pipe.execute)
             except LayerUnavailable:
-                skipped += sum(len(ids) for _, ids in batch)
+                full += len(batch)
                 continue
-            skipped += sum(len(ids) for (_, ids), ok in zip(batch, results) if not ok)
-        return skipped
+            full += sum(1 for ok in results if not ok)
+        return full
 
     def delayed_member(self, channel: str, data: bytes, due: float) -> tuple[Shard, bytes]:
         """The delayed-zset entry for ``channel`` (on the shard of its destination list)."""
@@ -176,15 +180,46 @@ class NativeLayout:
 
     def group_add(self, group: str, channel: str) -> None:
         shard = self.group_shard(group)
-        key = self.group_prefix + group
+        now = time.time()
+        ttl = max(1, int(self.layer.group_expiry) + 1)
         pipe = shard.client.pipeline(transaction=False)
-        pipe.zadd(key, {channel: time.time()})
-        pipe.expire(key, max(1, int(self.layer.group_expiry) + 1))
+        pipe.zadd(self.group_prefix + group, {channel: now})
+        pipe.expire(self.group_prefix + group, ttl)
+        side = self.gproc_prefix + group if "!" in channel else self.gplain_prefix + group
+        pipe.zadd(side, {process_of(channel) if "!" in channel else channel: now})
+        pipe.expire(side, ttl)
         shard.call(pipe.execute)
+        if "!" in channel and not self.layer._is_local(channel):
+            self._announce("add", group, channel, now)
 
-    def group_discard(self, group: str, channel: str) -> None:
+    def group_discard(self, group: str, channel: str, *, last_local: bool = False) -> None:
+        """Remove a member; ``last_local``: this process holds no other member of the group."""
         shard = self.group_shard(group)
-        shard.call(shard.client.zrem, self.group_prefix + group, channel)
+        pipe = shard.client.pipeline(transaction=False)
+        pipe.zrem(self.group_prefix + group, channel)
+        if "!" not in channel:
+            pipe.zrem(self.gplain_prefix + group, channel)
+        elif last_local:
+            pipe.zrem(self.gproc_prefix + group, process_of(channel))
+        shard.call(pipe.execute)
+        if "!" in channel and not self.layer._is_local(channel):
+            self._announce("discard", group, channel, time.time())
+
+    def _announce(self, op: str, group: str, channel: str, when: float) -> None:
+        # The owning process keeps the table that turns group items into
+        # deliveries; tell it (through its inbox, in order with its messages).
+        shard = self.channel_shard(channel)
+        shard.call(
+            shard.push_list,
+            keys=[self.channel_key(channel)],
+            args=[self.codec.membership_item(op, group, channel, when),
+                  self.layer.process_capacity, int(when * 1000), self.expiry_ms],
+        )
+
+    def drop_process_from_group(self, group: str) -> None:
+        """This process holds no member of ``group`` any more: stop sending it the group."""
+        shard = self.group_shard(group)
+        shard.call(shard.client.zrem, self.gproc_prefix + group, self.layer.client_prefix)
 
     def group_channels(self, group: str) -> list[str]:
         shard = self.group_shard(group)

@@ -47,57 +47,39 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
-# Native group send: ONE item per process holding members, carrying the
-# list of that process's member channels; the message blob is passed once.
-# Members without '!' (plain named channels) are returned to the caller,
-# which sends to them one by one (they may live on another shard).
-# KEYS[1] group zset
-# ARGV: min_score, inbox_key_prefix, item_header, group, blob, inbox_capacity,
-#       expiry_ms, push ('1': push here; '0': several shards, each process's
-#       inbox lives on its home shard, so return {process, {ids}} pairs for
-#       the caller to push)
-# -> {members_skipped_full, processes_reached, {plain members...}, [process, {ids}]...}
+# Native group send: ONE item per process holding members. The item (the
+# group name and the message, serialized once) is the same for every process;
+# each process resolves its own members of the group locally. Redis work is
+# proportional to the number of processes, not of members. Plain named
+# channels in the group are returned to the caller (they may live on
+# another shard).
+# KEYS[1] processes zset (process -> last join), KEYS[2] plain members zset,
+# KEYS[3] all members zset (pruned here, listed by group_channels)
+# ARGV: min_score, inbox_key_prefix, item, inbox_capacity, expiry_ms,
+#       push ('1': push here; '0': several shards, each process's inbox
+#       lives on its home shard: return the processes for the caller to push)
+# -> {full_inboxes, processes_reached, {plain members...}, {processes...}}
 GROUP_SEND_NATIVE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local byproc, order, plain = {}, {}, {}
-for _, m in ipairs(members) do
-  local bang = string.find(m, '!', 1, true)
-  if bang then
-    local cp = string.match(string.sub(m, 1, bang - 1), '([^.]*)$')
-    local ids = byproc[cp]
-    if not ids then
-      ids = {}
-      byproc[cp] = ids
-      order[#order + 1] = cp
-    end
-    ids[#ids + 1] = m
-  else
-    plain[#plain + 1] = m
-  end
-end
-if ARGV[8] ~= '1' then
-  local out = {0, 0, plain}
-  for _, cp in ipairs(order) do
-    out[#out + 1] = cp
-    out[#out + 1] = byproc[cp]
-  end
-  return out
-end
-local cap = tonumber(ARGV[6])
-local skipped, reached = 0, 0
-for _, cp in ipairs(order) do
+local min = '(' .. ARGV[1]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', min)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', min)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', min)
+local procs = redis.call('ZRANGE', KEYS[1], 0, -1)
+local plain = redis.call('ZRANGE', KEYS[2], 0, -1)
+if ARGV[6] ~= '1' then return {0, 0, plain, procs} end
+local cap = tonumber(ARGV[4])
+local full, reached = 0, 0
+for _, cp in ipairs(procs) do
   local key = ARGV[2] .. cp
-  local ids = byproc[cp]
   if redis.call('LLEN', key) >= cap then
-    skipped = skipped + #ids
+    full = full + 1
   else
-    redis.call('RPUSH', key, ARGV[3] .. cmsgpack.pack({ARGV[4], ids, ARGV[5]}))
-    redis.call('PEXPIRE', key, ARGV[7])
+    redis.call('RPUSH', key, ARGV[3])
+    redis.call('PEXPIRE', key, ARGV[5])
     reached = reached + 1
   end
 end
-return {skipped, reached, plain}
+return {full, reached, plain, {}}
 """
 
 # Move due delayed messages to their destination. A delayed member is

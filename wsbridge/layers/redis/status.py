@@ -58,7 +58,7 @@ def _scan(layer: RedisLayer, shard: Shard) -> dict[str, Any]:
         name = key.decode("utf-8", "replace")
         if name.startswith(layout.group_prefix):
             group_keys.append(name)
-        elif name != layout.delayed_key and not name.endswith("$inflight"):
+        elif layout.is_queue(name) and not name.endswith("$inflight"):
             queue_keys.append(name)
     group_keys.sort()
     queue_keys.sort()
