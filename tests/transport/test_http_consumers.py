@@ -12,12 +12,15 @@ import gc
 import json
 import logging
 import os
+import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import gevent.subprocess
 import greenlet
 import pytest
 from gevent import socket
@@ -583,3 +586,57 @@ def test_client_that_reads_nothing_is_dropped_not_buffered(
     # of queueing 12.8 MB for a client that never reads
     wait_for(lambda: open_fds() == fds + 1, what="the server to close the connection")
     c.close()
+
+
+# -- under gunicorn's gevent worker -------------------------------------------------------------
+
+
+@pytest.fixture
+def gunicorn() -> Iterator[int]:
+    proc = gevent.subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", "127.0.0.1:0",
+         "--chdir", os.path.dirname(__file__), "--graceful-timeout", "2", "http_app:application"],
+        stderr=gevent.subprocess.PIPE, text=True,
+    )
+    try:
+        port = None
+        with gevent.Timeout(20, TimeoutError("gunicorn did not start")):
+            while port is None:
+                line = proc.stderr.readline()
+                assert line, "gunicorn exited"
+                found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+                port = int(found.group(1)) if found else None
+            while "Booting worker" not in line:
+                line = proc.stderr.readline()
+                assert line, "gunicorn exited"
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except gevent.subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def get_json(port: int, path: str) -> Any:
+    client = Client(port)
+    try:
+        return json.loads(client.request("GET", path)[2])
+    finally:
+        client.close()
+
+
+def test_held_request_and_sse_under_gunicorn_gevent_worker(gunicorn: int) -> None:
+    held, sse, gone = Client(gunicorn), Client(gunicorn), Client(gunicorn)
+    held.send("GET", "/held/")
+    sse.send("GET", "/sse/")
+    assert sse.read_head()[0] == 200 and sse.read_chunk() == b":\n\n"
+    gone.send("GET", "/held/")
+    wait_for(lambda: get_json(gunicorn, "/")["attached"] == 3, 10, "three consumers")
+    gone.close()  # noticed through gunicorn's socket while held
+    wait_for(lambda: get_json(gunicorn, "/")["ended"] == ["held"], 5, "disconnect() of the gone")
+    get_json(gunicorn, "/send?extra")
+    assert held.read_response()[::2] == (200, b"extra")
+    assert sse.read_chunk() == b"id: 1\ndata: extra\n\n"
+    held.close(), sse.close()
