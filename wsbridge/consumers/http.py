@@ -145,7 +145,7 @@ class HttpConsumer(BaseConsumer):
         self.body = b"".join(self._body_parts)
         self._body_parts = []
         for group in self.groups or ():
-            self.channel_layer.group_add(group, self.channel_name)  # type: ignore[union-attr]
+            self.channel_layer.group_add(group, self.channel_name)  # type: ignore[union-attr,arg-type]
         try:
             self.handle(self.body)
         except DenyConnection:
@@ -154,7 +154,7 @@ class HttpConsumer(BaseConsumer):
 
     def http_disconnect(self, message: dict[str, Any]) -> None:
         for group in self.groups or ():
-            self.channel_layer.group_discard(group, self.channel_name)  # type: ignore[union-attr]
+            self.channel_layer.group_discard(group, self.channel_name)  # type: ignore[union-attr,arg-type]
         try:
             self.disconnect()
         finally:

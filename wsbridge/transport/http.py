@@ -555,7 +555,7 @@ class _Exchange:
         # Runs in the hub: must not block. The client sends nothing while it
         # waits, so readable means EOF (gone) or data (a pipelined request,
         # which we leave alone: stop watching either way).
-        raw = getattr(self.sock, "_sock", self.sock)
+        raw: Any = getattr(self.sock, "_sock", self.sock)
         try:
             data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
