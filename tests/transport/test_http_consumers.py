@@ -393,6 +393,46 @@ def test_function_consumers_answer_by_return_or_by_reply_channel(
     c.close()
 
 
+class Waiter(HttpConsumer):
+    groups = ["waiters"]
+
+    def waiters_done(self, event: dict[str, Any]) -> None:
+        self.send_response(200, event["text"], {"X-Done": "yes"})
+
+
+def test_a_consumer_with_groups_holds_by_default_and_answers_on_the_event() -> None:
+    layer = MemoryLayer()
+    comm = HttpCommunicator(Waiter, "GET", "/wait/", channel_layer=layer)
+    comm.send_request()
+    assert comm.receive_nothing()
+    layer.group_send("waiters", {"type": "waiters.done", "text": "done"})
+    assert comm.get_response() == {
+        "status": 200,
+        "headers": [(b"x-done", b"yes"), (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", b"4")],
+        "body": b"done",
+    }
+    comm.disconnect()
+    assert layer.group_channels("waiters") == []
+
+
+class Misuse(HttpConsumer):
+    def handle(self, body: bytes) -> None:
+        if body == b"body-first":
+            self.send_body(b"x")
+        else:
+            self.send_headers(200, {"x-bad": "a\r\nSet-Cookie: evil=1"})
+
+
+@pytest.mark.parametrize("body", [b"body-first", b"header-injection"])
+def test_misusing_the_response_api_fails_that_request_with_a_clear_error(body: bytes) -> None:
+    comm = HttpCommunicator(Misuse, "POST", "/misuse/", body, channel_layer=MemoryLayer())
+    comm.send_request()
+    assert comm.connection.wait(1) and comm.connection.failed
+    assert isinstance(comm.connection.error, (RuntimeError, ValueError))
+    assert comm.receive_nothing()
+
+
 # -- Server-Sent Events -------------------------------------------------------------------
 
 

@@ -165,9 +165,10 @@ class HttpConsumer(BaseConsumer):
     def handle(self, body: bytes) -> None:
         """The request arrived with ``body``: answer now, or later from another handler.
 
-        Raise ``DenyConnection`` to answer 403. The default answers 404.
+        Raise ``DenyConnection`` to answer 403. The default does nothing: the
+        request is held until a handler (a group event's, say) answers it, or
+        the hold timeout does.
         """
-        self.send_response(404, b"Not Found")
 
     def disconnect(self) -> None:
         """The exchange is over (answered, client gone, or timed out): clean up."""
