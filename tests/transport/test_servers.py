@@ -54,6 +54,7 @@ def gunicorn(tmp_path, worker: str, workers: int = 1):
         "-",
         "--graceful-timeout",
         "5",
+        "--no-control-socket",  # parallel masters would share ~/.gunicorn/gunicorn.ctl
         APP,
     ]
     return start_process(command, log, port)
