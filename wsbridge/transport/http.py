@@ -383,6 +383,7 @@ class _Exchange:
         finally:
             self._unwatch_client()
             conn.finished.unlink(self._wake)
+            self.drained.set()  # a consumer waiting for the client must not wait any more
             self._release()
 
     def _wake(self, _: Any = None) -> None:
