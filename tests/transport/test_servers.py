@@ -180,7 +180,8 @@ def test_serve_command_takes_module_spec_and_routing(wsbridge_serve, tmp_path):
         "        self.send(text_data='hi ' + text_data)\n"
     )
     env = server_env(PYTHONPATH=f"{tmp_path}:{server_env()['PYTHONPATH']}")
-    server = wsbridge_serve("plainsite", "--consumers", "siteconsumers", "--access-log", "-", env=env)
+    args = ("--consumers", "siteconsumers", "--access-log", "-")
+    server = wsbridge_serve("plainsite", *args, env=env)
     with connect(server.ws_url("/ws/hi/")) as ws:
         ws.send("there")
         assert ws.recv(timeout=5) == "hi there"

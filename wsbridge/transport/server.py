@@ -128,7 +128,7 @@ def foreign_pywsgi_handover(environ: dict[str, Any]) -> Any:
     pywsgi = sys.modules.get("gevent.pywsgi")
     if pywsgi is None:
         return None
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     while frame is not None:
         candidate = frame.f_locals.get("self")
         if isinstance(candidate, pywsgi.WSGIHandler) and candidate.environ is environ:
@@ -159,7 +159,7 @@ def handler_class() -> type:
         def wsbridge_release_rfile(self) -> None:
             # The WebSocket reads the socket directly: free the 8 KiB buffer
             # of pywsgi's reader now rather than when the connection ends.
-            rfile = self.rfile
+            rfile: Any = getattr(self, "rfile")  # noqa: B009 - pywsgi sets it untyped
             self.rfile = _CLOSED_FILE
             if getattr(self, "wsgi_input", None) is not None:
                 self.wsgi_input.rfile = _CLOSED_FILE

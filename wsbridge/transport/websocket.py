@@ -637,7 +637,7 @@ class WebSocketTransport:
             frames = protocol.events_received()
             self._queue(protocol.data_to_send())
         for frame in frames:
-            self._on_frame(frame)
+            self._on_frame(frame)  # type: ignore[arg-type]  # OPEN: frames only
         return bool(data) and self.protocol.state is not CLOSED and not self._aborted
 
     def _on_frame(self, frame: Frame) -> None:
@@ -649,7 +649,7 @@ class WebSocketTransport:
             if frame.fin:
                 if self._text:
                     try:
-                        text = frame.data.decode("utf-8")
+                        text = bytes(frame.data).decode("utf-8")
                     except UnicodeDecodeError as exc:
                         self._invalid_utf8(exc)
                         return

@@ -123,7 +123,7 @@ def check_origin(
         return True
     parts = urlsplit(origin.strip())
     if origin.strip() == "null" or not parts.netloc:
-        return bool(allowed) and "null" in allowed
+        return allowed is not None and "null" in allowed
     origin_host = _netloc(parts.scheme, parts.netloc)
     if allowed is None:
         return host is not None and origin_host == _netloc(scheme, host)
