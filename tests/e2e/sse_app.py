@@ -1,6 +1,6 @@
 """The site served for test_sse_browser.py: a page with an EventSource, and SSE consumers.
 
-Run by ``wsbridge serve sse_app:application --port 0`` (cwd: tests/e2e).
+Run by ``wsbridge serve tests.e2e.sse_app:application`` (from the repository root).
 
     GET  /               the page (plain WSGI: the site's own app)
     GET  /events/<feed>/ SseConsumer; ``?stop=1`` answers 204 (the browser stops)

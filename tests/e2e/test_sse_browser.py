@@ -1,14 +1,13 @@
 """Server-Sent Events in a real EventSource (headless Debian Chromium, driven over CDP).
 
-The server is ``wsbridge serve sse_app:application`` in its own process on a
-free loopback port; the test publishes through HTTP consumers of that site.
+The server is ``wsbridge serve tests.e2e.sse_app:application`` in its own
+process on a free loopback port (tests/conftest.py starts it); the test
+publishes through HTTP consumers of that site.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -16,59 +15,41 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
+from tests.conftest import Served, start_wsbridge_serve
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 from cdp import Browser  # noqa: E402
 
 pytestmark = [pytest.mark.browser]
 
 
-class ServeProcess:
-    """``wsbridge serve`` on port 0; ``port`` is read from its ready line."""
+class Site:
+    """The served site, and how the test publishes through its HTTP consumers."""
 
-    def __init__(self, spec: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wsbridge", "serve", spec, "--port", "0",
-             "--log-level", "warning"],
-            cwd=HERE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(HERE)},
-        )
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if "listening on http://" not in line:
-            self.stop()
-            raise RuntimeError(f"wsbridge serve did not start: {line!r}")
-        self.port = int(line.rstrip().rstrip("/").rsplit(":", 1)[1])
+    def __init__(self, served: Served) -> None:
+        self.served = served
+        self.port = served.port
 
     def post(self, path: str, payload: dict | None = None) -> str:
         data = json.dumps(payload or {}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data)
+        req = urllib.request.Request(self.served.url(path), data=data)
         with urllib.request.urlopen(req, timeout=10) as response:
             return response.read().decode()
 
     def get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+        with urllib.request.urlopen(self.served.url(path), timeout=10) as response:
             return response.read().decode()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServeProcess]:
-    serve = ServeProcess("sse_app:application")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    served = start_wsbridge_serve("tests.e2e.sse_app:application", tmp_path_factory.mktemp("sse"),
+                                  "--log-level", "warning")
     try:
-        yield serve
+        yield Site(served)
     finally:
-        serve.stop()
+        served.stop()
 
 
 @pytest.fixture(scope="module")
