@@ -141,6 +141,14 @@ def test_server_initiated_close_uses_the_consumer_code(ws_server):
     assert status_of(ws_server, "server-close") == "4002"
 
 
+def test_close_right_after_accept_still_completes_both_handshakes(ws_server):
+    with connect(ws_server.ws_url("/accept-close/?accept-close")) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 4003
+    assert status_of(ws_server, "accept-close") == "4003"
+
+
 def test_abrupt_disconnect_is_reported_as_1006_and_logged_quietly(ws_server):
     mark = len(ws_server.log())
     sock, _ = open_raw(ws_server.port, "/echo/?abrupt")

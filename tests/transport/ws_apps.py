@@ -59,6 +59,13 @@ class Flood(_Recording):
             gevent.sleep(0.001)
 
 
+@router.websocket("accept-close/")
+class AcceptThenClose(_Recording):
+    def connect(self) -> None:
+        self.accept()
+        self.close(4003)
+
+
 @router.websocket("refuse/")
 class Refuse(WebsocketConsumer):
     def connect(self) -> None:

@@ -365,14 +365,14 @@ class WebSocketTransport:
                     self.options.handshake_timeout,
                 )
                 self._reject(503, "The WebSocket consumer did not answer in time.")
-                self.conn.disconnected(1006)
                 return False
-        return self.protocol.state is OPEN
+        return self._status == 101
 
     def _send_response(self, response: Response) -> None:
         with self._lock:
-            if self.protocol.state is not CONNECTING:
-                return
+            answered = self._decided is None or self._decided.is_set()
+            if answered or self.protocol.state is not CONNECTING:
+                return  # one answer per handshake (a late accept/close is dropped)
             self._status = response.status_code
             self._response = None
             handshake = self.protocol
@@ -462,11 +462,14 @@ class WebSocketTransport:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the socket is aborted after ``close_timeout``."""
+        if self.protocol.state is CONNECTING:
+            if code == GOING_AWAY:
+                self._reject(503, "The server is shutting down.")
+            else:
+                self._reject(403, "The WebSocket connection was refused.")
+            return
         with self._lock:
-            if self.protocol.state is CONNECTING:
-                self._status = 503 if code == GOING_AWAY else 403
-                self.protocol.send_response(self.protocol.reject(self._status, "Closed.\n"))
-            elif self.protocol.state is OPEN:
+            if self.protocol.state is OPEN:
                 try:
                     self.protocol.send_close(code, reason[:120])
                 except Exception:  # an invalid code from the application
@@ -475,8 +478,6 @@ class WebSocketTransport:
             else:
                 return
             self._queue(self.protocol.data_to_send())
-        if self._decided is not None:
-            self._decided.set()
 
     # -- the outbound queue and its writer ------------------------------------
 
@@ -799,4 +800,6 @@ def serve_websocket(
         transport.run(handover.preread)
     else:
         transport.finish_rejected()
+        if transport.conn is not None:
+            transport.conn.disconnected(1006)  # harmless if the runner already knows
     return _Outcome(transport.status, transport.bytes_sent, transport)
