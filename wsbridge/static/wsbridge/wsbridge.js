@@ -224,7 +224,14 @@
             post("poll", { token: token, ack: seen }, 5000).catch(function () {});
             return finish(m.close, m.reason || "");
           }
-          hooks.message("bytes" in m ? fromBase64(m.bytes) : m.text);
+          try {
+            hooks.message("bytes" in m ? fromBase64(m.bytes) : m.text);
+          } catch (error) {
+            // Report it without breaking the poll loop (a WebSocket would do the same).
+            setTimeout(function () {
+              throw error;
+            });
+          }
         }
         pollLoop();
       }, function () {
