@@ -12,6 +12,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -22,6 +23,29 @@ import lp_app  # noqa: E402
 from wsbridge.layers import build_layer, set_channel_layer  # noqa: E402
 from wsbridge.transport.server import make_server  # noqa: E402
 from wsbridge.transport.wsgi import wrap  # noqa: E402
+
+
+def header_user(scope):
+    return dict(scope["headers"]).get(b"x-test-user", b"").decode()
+
+
+def with_stats(app, layer):
+    """Add /lpstats: what the long-poll transport and the layer hold (leak checks)."""
+
+    def stats(environ, start_response):
+        if environ.get("PATH_INFO") != "/lpstats":
+            return app(environ, start_response)
+        transport = app.longpoll_transport
+        body = json.dumps({
+            "sessions": len(transport.sessions),
+            "tombstones": len(transport._tombstones),
+            "attached": layer.stats().get("attached"),
+        }).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    stats.wsbridge_wrapped = True
+    return stats
 
 
 def refusing_upgrades(app):
@@ -46,6 +70,8 @@ def main() -> None:
     parser.add_argument("--allowed-origin", action="append", default=[])
     parser.add_argument("--secret", default=None)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--user-from-header", action="store_true",
+                        help="bind tokens to the X-Test-User header (a stand-in user)")
     parser.add_argument("--refuse-upgrades", action="store_true",
                         help="answer 403 to every WebSocket upgrade (a proxy that blocks them)")
     args = parser.parse_args()
@@ -68,8 +94,10 @@ def main() -> None:
             "session_timeout": args.session_timeout,
             "max_body": args.max_body,
             "max_buffer": args.max_buffer,
+            **({"user_key": header_user} if args.user_from_header else {}),
         },
     )
+    app = with_stats(app, layer)
     if args.refuse_upgrades:
         app = refusing_upgrades(app)
     server = make_server(app, "127.0.0.1", args.port)

@@ -17,6 +17,7 @@ SECRET = "test-secret-0123456789abcdef"
 @pytest.fixture(scope="module")
 def server():
     srv = Server("--secret", SECRET, "--session-timeout", "1.5", "--poll-timeout", "3",
+                 "--user-from-header",
                  "--max-buffer", "20", "--max-body", "4096",
                  "--allowed-origin", "http://friend.test",
                  "--allowed-origin", "http://127.0.0.1:*")
@@ -244,3 +245,25 @@ def test_a_client_that_does_not_keep_up_is_closed_with_1013(server):
     assert len(frames) == 21  # max_buffer texts, then the close
     wait_for(lambda: {"event": "disconnect", "path": "/ws/flood/", "code": 1013}
              in log(server.port))
+
+
+def test_tokens_are_bound_to_the_user_who_opened_the_session(server):
+    alice = {"X-Test-User": "alice"}
+    status, body = request(server.port, LP + "/open", {"path": "/ws/echo/"}, headers=alice)
+    token = body["token"]
+    assert request(server.port, LP + "/send", {"token": token, "messages": []},
+                   headers={"X-Test-User": "mallory"})[0] == 403
+    assert request(server.port, LP + "/send", {"token": token, "messages": []})[0] == 403
+    assert request(server.port, LP + "/send", {"token": token, "messages": []},
+                   headers=alice) == (200, {"ack": 0})
+
+
+def test_closed_and_expired_sessions_leave_nothing_behind(server):
+    clients = [Client(server.port, "/ws/echo/") for _ in range(20)]
+    for client in clients[:10]:
+        client.call("close", code=1000)
+    # the other ten never poll again: they expire; the layer detaches every consumer
+    stats = wait_for(lambda: (lambda s: s if s["sessions"] == 0 else None)(
+        request(server.port, "/lpstats", method="GET")[1]), timeout=15)
+    assert stats["attached"] == 1  # only the transport's own channel is left
+    assert stats["tombstones"] >= 20
