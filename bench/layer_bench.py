@@ -39,8 +39,13 @@ MESSAGE_TEXT = "x" * 100
 
 def run_role(*args: str, timeout: float = 600) -> dict[str, Any]:
     """Run this file in a subprocess with ``--role ...``; return the JSON it prints last."""
-    result = subprocess.run([sys.executable, str(HERE), *args], capture_output=True, text=True,
-                            timeout=timeout, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(HERE), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{args[:2]} failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -52,7 +57,7 @@ def cleanup(url: str, prefix: str) -> None:
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     for start in range(0, len(keys), 1000):
-        client.unlink(*keys[start:start + 1000])
+        client.unlink(*keys[start : start + 1000])
     client.close()
 
 
@@ -67,7 +72,9 @@ def fake_members(count: int, processes: list[str]) -> list[str]:
 def wsb_layer(url: str, prefix: str, **options: Any) -> Any:
     from wsbridge.layers.redis import RedisLayer
 
-    return RedisLayer(hosts=[url], prefix=prefix, capacity=100_000, process_capacity=100_000, **options)
+    return RedisLayer(
+        hosts=[url], prefix=prefix, capacity=100_000, process_capacity=100_000, **options
+    )
 
 
 def wsb_throughput(url: str, n: int) -> dict[str, Any]:
@@ -176,9 +183,25 @@ def wsb_group_e2e(url: str, members: int, rounds: int) -> dict[str, Any]:
 
     prefix = "bench" + secrets.token_hex(4)
     procs = [
-        subprocess.Popen([sys.executable, str(HERE), "--role", "wsb-member", "--redis", url,
-                          "--prefix", prefix, "--count", str(members // 2), "--rounds", str(rounds)],
-                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE),
+                "--role",
+                "wsb-member",
+                "--redis",
+                url,
+                "--prefix",
+                prefix,
+                "--count",
+                str(members // 2),
+                "--rounds",
+                str(rounds),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         for _ in range(2)
     ]
     layer = wsb_layer(url, prefix)
@@ -196,8 +219,11 @@ def wsb_group_e2e(url: str, members: int, rounds: int) -> dict[str, Any]:
         results = [json.loads(proc.stdout.readline()) for proc in procs]
         for proc in procs:
             proc.wait(30)
-        e2e = [max(r[str(i)] for r in results) - sent[i] for i in range(rounds)
-               if all(str(i) in r for r in results)]
+        e2e = [
+            max(r[str(i)] for r in results) - sent[i]
+            for i in range(rounds)
+            if all(str(i) in r for r in results)
+        ]
     finally:
         layer.close()
         for proc in procs:
@@ -267,7 +293,9 @@ def cr_group_latency(url: str, members: int, rounds: int) -> dict[str, Any]:
             times = []
             for i in range(rounds):
                 started = time.perf_counter()
-                await layer.group_send("bench.group", {"type": "bench.message", "text": MESSAGE_TEXT, "i": i})
+                await layer.group_send(
+                    "bench.group", {"type": "bench.message", "text": MESSAGE_TEXT, "i": i}
+                )
                 times.append(time.perf_counter() - started)
         finally:
             await layer.flush()
@@ -281,7 +309,9 @@ def cr_group_latency(url: str, members: int, rounds: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -306,26 +336,36 @@ def main(argv: list[str] | None = None) -> int:
 
     n = 2000 if args.quick else 10_000
     rounds = 5 if args.quick else 10
-    print(f"Redis {args.redis}; {n} messages of ~130 bytes; group rounds {rounds}; pid {os.getpid()}")
+    print(f"Redis {args.redis}; {n} messages of ~130 bytes; group rounds {rounds}")
     wsb = run_role("--role", "wsb-throughput", "--redis", args.redis, "-n", str(n))
     cr = run_role("--role", "cr-throughput", "--redis", args.redis, "-n", str(n))
+    report: dict[str, Any] = {
+        "messages": n,
+        "throughput": {"wsbridge": wsb, "channels_redis": cr},
+        "group_send": {},
+    }
     print("\nmessages/s, one process          wsbridge   channels_redis   ratio")
-    for key, label in [("named_pairs", "named channel, send+receive"),
-                       ("named_burst", "named channel, burst"),
-                       ("specific_burst", "specific channel, burst")]:
+    for key, label in [
+        ("named_pairs", "named channel, send+receive"),
+        ("named_burst", "named channel, burst"),
+        ("specific_burst", "specific channel, burst"),
+    ]:
         print(f"  {label:<31} {wsb[key]:>8.0f}   {cr[key]:>14.0f}   {wsb[key] / cr[key]:>5.1f}x")
     print("\ngroup_send, members over 2 processes (ms)")
-    print("  members   wsbridge call   channels_redis call   wsbridge end-to-end (2 real processes)")
+    print("  members   wsbridge call   channels_redis call   wsbridge end-to-end (2 processes)")
     for members in (1000, 10_000):
-        w = run_role("--role", "wsb-group", "--redis", args.redis, "--count", str(members),
-                     "--rounds", str(rounds))
-        c = run_role("--role", "cr-group", "--redis", args.redis, "--count", str(members),
-                     "--rounds", str(rounds))
-        e = run_role("--role", "wsb-e2e", "--redis", args.redis, "--count", str(members),
-                     "--rounds", str(rounds))
+        common = ["--redis", args.redis, "--count", str(members), "--rounds", str(rounds)]
+        w = run_role("--role", "wsb-group", *common)
+        c = run_role("--role", "cr-group", *common)
+        e = run_role("--role", "wsb-e2e", *common)
+        report["group_send"][str(members)] = {"wsbridge": w, "channels_redis": c, "wsbridge_e2e": e}
         e2e = f"{e['e2e_median_ms']:.1f}" if e["e2e_median_ms"] is not None else "n/a"
-        print(f"  {members:>7}   {w['median_ms']:>13.2f}   {c['median_ms']:>19.2f}   "
-              f"{e2e} (call {e['call_median_ms']:.2f}, {e['complete_rounds']}/{rounds} rounds)")
+        print(
+            f"  {members:>7}   {w['median_ms']:>13.2f}   {c['median_ms']:>19.2f}   "
+            f"{e2e} (call {e['call_median_ms']:.2f}, {e['complete_rounds']}/{rounds} rounds)"
+        )
+    # Last line: the whole report as JSON, for bench/run.py.
+    print(json.dumps(report))
     return 0
 
 

@@ -38,21 +38,32 @@ __all__ = [
     "format_stats",
 ]
 
-_URL_OPTIONS = {"prefix": str, "expiry": float, "group_expiry": float, "capacity": int, "compat": str}
+_URL_OPTIONS = {
+    "prefix": str,
+    "expiry": float,
+    "group_expiry": float,
+    "capacity": int,
+    "compat": str,
+}
 
 
 def _add_layer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--layer", action="append", metavar="URL",
+        "--layer",
+        action="append",
+        metavar="URL",
         help="'memory' or a redis://, rediss:// or unix:// URL; repeat for each shard "
-             "(options on the first: ?prefix=...&compat=channels_redis). "
-             "Default: $WSBRIDGE_LAYER, else the configured layer",
+        "(options on the first: ?prefix=...&compat=channels_redis). "
+        "Default: $WSBRIDGE_LAYER, else the configured layer",
     )
     parser.add_argument(
-        "--layer-settings", metavar="MODULE",
+        "--layer-settings",
+        metavar="MODULE",
         help="a module defining CHANNEL_LAYERS (Channels' shape), e.g. mysite.settings",
     )
-    parser.add_argument("--alias", default="default", help="which CHANNEL_LAYERS entry (default: default)")
+    parser.add_argument(
+        "--alias", default="default", help="which CHANNEL_LAYERS entry (default: default)"
+    )
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,8 +151,15 @@ def format_stats(layer: BaseChannelLayer, stats: dict[str, Any]) -> str:
     lines = [f"layer: {type(layer).__name__}" + _layout(stats)]
     if "shards" not in stats:  # the memory layer: this process only
         lines.append("  (in-memory: shows this process only)")
-        shards = [{"name": "memory", "reachable": True, "groups": stats.get("groups", {}),
-                   "queues": stats.get("channels", {}), "delayed": 0}]
+        shards = [
+            {
+                "name": "memory",
+                "reachable": True,
+                "groups": stats.get("groups", {}),
+                "queues": stats.get("channels", {}),
+                "delayed": 0,
+            }
+        ]
     else:
         shards = stats["shards"]
     for index, shard in enumerate(shards):
@@ -152,8 +170,9 @@ def format_stats(layer: BaseChannelLayer, stats: dict[str, Any]) -> str:
         groups = shard.get("groups", {})
         queues = shard.get("queues", {})
         lines.append(f"shard {index} {shard['name']}: reachable{latency}")
-        lines.append(f"  groups: {shard.get('group_count', len(groups))} "
-                     f"({sum(groups.values())} members)")
+        lines.append(
+            f"  groups: {shard.get('group_count', len(groups))} ({sum(groups.values())} members)"
+        )
         lines.extend(f"    {name:<40} {count} members" for name, count in sorted(groups.items()))
         lines.append(f"  queues: {shard.get('queue_count', len(queues))}")
         lines.extend(f"    {name:<40} {depth} waiting" for name, depth in sorted(queues.items()))
@@ -205,7 +224,9 @@ def _check_layer(layer: BaseChannelLayer, out: TextIO) -> int:
     stats = layer.stats()
     for shard in stats.get("shards", []):
         if shard.get("reachable"):
-            out.write(f"ok   shard {shard['name']}: reachable ({shard.get('latency_ms', '?')} ms)\n")
+            out.write(
+                f"ok   shard {shard['name']}: reachable ({shard.get('latency_ms', '?')} ms)\n"
+            )
         else:
             failures += 1
             out.write(f"FAIL shard {shard['name']}: unreachable ({shard.get('error', '')})\n")
@@ -219,7 +240,9 @@ def _check_layer(layer: BaseChannelLayer, out: TextIO) -> int:
         ok = False
         out.write(f"FAIL layer round trip: {exc}\n")
         return 1
-    out.write(f"{'ok  ' if ok else 'FAIL'} layer round trip: {type(layer).__name__} send + receive\n")
+    out.write(
+        f"{'ok  ' if ok else 'FAIL'} layer round trip: {type(layer).__name__} send + receive\n"
+    )
     return 0 if ok else 1
 
 

@@ -1,16 +1,16 @@
 """A Channels 4 site in a subprocess, for the interop tests (asyncio, no gevent).
 
-    python channels_peer.py consumer <redis_url> <prefix> <group>
-        runs a real AsyncJsonWebsocketConsumer (groups = [group]) through
-        asgiref's ApplicationCommunicator, prints READY once it joined,
-        then prints every JSON frame the consumer sends (one per line) and
-        exits after the first.
-    python channels_peer.py group_send <redis_url> <prefix> <group> <text>
-    python channels_peer.py send <redis_url> <prefix> <channel> <text>
-    python channels_peer.py receive <redis_url> <prefix> <channel>
-        prints the received message as JSON.
-    python channels_peer.py new_channel <redis_url> <prefix>
-        prints a new specific channel name, then the first message it receives.
+python channels_peer.py consumer <redis_url> <prefix> <group>
+    runs a real AsyncJsonWebsocketConsumer (groups = [group]) through
+    asgiref's ApplicationCommunicator, prints READY once it joined,
+    then prints every JSON frame the consumer sends (one per line) and
+    exits after the first.
+python channels_peer.py group_send <redis_url> <prefix> <group> <text>
+python channels_peer.py send <redis_url> <prefix> <channel> <text>
+python channels_peer.py receive <redis_url> <prefix> <channel>
+    prints the received message as JSON.
+python channels_peer.py new_channel <redis_url> <prefix>
+    prints a new specific channel name, then the first message it receives.
 """
 
 from __future__ import annotations

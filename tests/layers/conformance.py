@@ -88,7 +88,10 @@ class LayerConformance:
 
     def test_send_then_receive_returns_the_message(self, layer):
         layer.send("conf.basic", {"type": "test.message", "text": "hello"})
-        assert layer.receive("conf.basic", timeout=SOON) == {"type": "test.message", "text": "hello"}
+        assert layer.receive("conf.basic", timeout=SOON) == {
+            "type": "test.message",
+            "text": "hello",
+        }
 
     def test_receive_times_out_with_none(self, layer):
         started = time.monotonic()
@@ -123,7 +126,9 @@ class LayerConformance:
     def test_messages_keep_their_order_on_a_channel(self, layer):
         for i in range(50):
             layer.send("conf.order", {"type": "n", "i": i})
-        assert [layer.receive("conf.order", timeout=SOON)["i"] for _ in range(50)] == list(range(50))
+        assert [layer.receive("conf.order", timeout=SOON)["i"] for _ in range(50)] == list(
+            range(50)
+        )
 
     def test_every_msgpack_type_survives_the_trip(self, layer):
         message = {
@@ -330,7 +335,12 @@ class LayerConformance:
         assert layer.get_capacity("conf.big.x") == 5
         assert layer.get_capacity("conf.re7") == 2
         assert layer.get_capacity("conf.other") == 3
-        for name, capacity in [("conf.one", 1), ("conf.big.x", 5), ("conf.re7", 2), ("conf.other", 3)]:
+        for name, capacity in [
+            ("conf.one", 1),
+            ("conf.big.x", 5),
+            ("conf.re7", 2),
+            ("conf.other", 3),
+        ]:
             for _ in range(capacity):
                 layer.send(name, {"type": "fill"})
             with pytest.raises(ChannelFull):

@@ -121,10 +121,19 @@ def test_json_serializer_works_and_refuses_bytes(make):
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"hello", b"WB1D0000000000000", b"WB9D9999999999999xx", b"WB1D9999999999999\xc1\xc1",
-     b"WB1X9999999999999\x90", b"WB1G9999999999999" + msgpack.packb([1, 2])],
+    [
+        b"",
+        b"hello",
+        b"WB1D0000000000000",
+        b"WB9D9999999999999xx",
+        b"WB1D9999999999999\xc1\xc1",
+        b"WB1X9999999999999\x90",
+        b"WB1G9999999999999" + msgpack.packb([1, 2]),
+    ],
 )
-def test_undecodable_bytes_in_an_inbox_are_logged_and_dropped_and_the_reader_lives(make, garbage, caplog):
+def test_undecodable_bytes_in_an_inbox_are_logged_and_dropped_and_the_reader_lives(
+    make, garbage, caplog
+):
     caplog.set_level(logging.WARNING, "wsbridge.layers.redis")
     layer = make()
     channel = layer.new_channel()
@@ -172,8 +181,13 @@ def test_channels_shaped_settings_build_a_redis_layer():
         {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": ["redis://127.0.0.1:6379/0", ("127.0.0.1", 6380), {"address": "rediss://h:1"},
-                          "unix:///tmp/r.sock", "/tmp/other.sock"],
+                "hosts": [
+                    "redis://127.0.0.1:6379/0",
+                    ("127.0.0.1", 6380),
+                    {"address": "rediss://h:1"},
+                    "unix:///tmp/r.sock",
+                    "/tmp/other.sock",
+                ],
                 "prefix": "p",
                 "expiry": 30,
                 "group_expiry": 600,
@@ -185,8 +199,11 @@ def test_channels_shaped_settings_build_a_redis_layer():
     try:
         assert isinstance(layer, RedisLayer)
         assert [s.name for s in layer.shards] == [
-            "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0", "rediss://h:1",
-            "unix:///tmp/r.sock", "unix:///tmp/other.sock",
+            "redis://127.0.0.1:6379/0",
+            "redis://127.0.0.1:6380/0",
+            "rediss://h:1",
+            "unix:///tmp/r.sock",
+            "unix:///tmp/other.sock",
         ]
         assert layer.get_capacity("http.request") == 10 and layer.expiry == 30
     finally:
@@ -222,8 +239,11 @@ def test_a_layer_finds_its_master_through_a_real_sentinel(redis_servers, tmp_pat
         f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
         f"sentinel monitor wsbmaster 127.0.0.1 {master.port} 1\n"
     )
-    sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sentinel = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: RedisServer(tmp_path / "probe", port=port)._answers(), timeout=10)
         layer = RedisLayer(sentinels=[("127.0.0.1", port)], master_name="wsbmaster", prefix="sent")

@@ -98,7 +98,9 @@ def test_adding_a_shard_moves_about_a_third_of_the_keys_and_loses_nothing(redis_
     report = reshard([s.url for s in servers[:2]], [s.url for s in servers], prefix="shard")
     moved = len(report.moved_groups) / 150
     assert 0.15 < moved < 0.55, moved
-    assert set(report.moved_groups) == {k.split("group:")[1] for k in keys_on(servers[2], "shard:1:group:*")}
+    assert set(report.moved_groups) == {
+        k.split("group:")[1] for k in keys_on(servers[2], "shard:1:group:*")
+    }
 
     new = layer_on(servers)
     try:
@@ -110,8 +112,19 @@ def test_adding_a_shard_moves_about_a_third_of_the_keys_and_loses_nothing(redis_
         for i in range(150):
             assert new.receive(f"jobs.{i}", timeout=1) == {"type": "job", "i": i}
         # Running it again (after the rolling restart) moves nothing more.
-        assert reshard_main(["--from", *[s.url for s in servers[:2]], "--to",
-                             *[s.url for s in servers], "--prefix", "shard"]) == 0
+        assert (
+            reshard_main(
+                [
+                    "--from",
+                    *[s.url for s in servers[:2]],
+                    "--to",
+                    *[s.url for s in servers],
+                    "--prefix",
+                    "shard",
+                ]
+            )
+            == 0
+        )
         assert "moved 0 groups" in capsys.readouterr().out
     finally:
         new.close()

@@ -15,8 +15,13 @@ pytestmark = pytest.mark.redis
 
 
 def wsbridge(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wsbridge", *args], capture_output=True,
-                          text=True, timeout=60, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "wsbridge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
 
 
 def test_status_shows_shards_groups_members_and_queue_depths():
@@ -46,7 +51,8 @@ def test_status_from_a_settings_module_with_two_shards_one_down(tmp_path):
     dead = free_port()
     (tmp_path / "sitesettings.py").write_text(
         "CHANNEL_LAYERS = {'default': {'BACKEND': 'channels_redis.core.RedisChannelLayer',\n"
-        f"    'CONFIG': {{'hosts': ['{SHARED_REDIS}', ('127.0.0.1', {dead})], 'prefix': 'stt'}}}}}}\n"
+        f"    'CONFIG': {{'hosts': ['{SHARED_REDIS}', ('127.0.0.1', {dead})],\n"
+        "    'prefix': 'stt'}}}\n"
     )
     result = wsbridge("status", "--layer-settings", "sitesettings", cwd=tmp_path)
     assert result.returncode == 1

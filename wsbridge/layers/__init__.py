@@ -51,7 +51,8 @@ def build_layer(spec: Mapping[str, Any], *, test: bool = False) -> BaseChannelLa
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigurationError(f"cannot load channel layer backend {backend!r}: {exc}") from exc
-    config = dict(spec.get("TEST_CONFIG") if test and spec.get("TEST_CONFIG") else spec.get("CONFIG") or {})
+    chosen = spec.get("TEST_CONFIG") if test and spec.get("TEST_CONFIG") else spec.get("CONFIG")
+    config: dict[str, Any] = dict(chosen or {})
     try:
         return cls(**config)
     except TypeError as exc:

@@ -23,7 +23,8 @@ import re
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, Pattern
+from re import Pattern
+from typing import Any
 
 from ..exceptions import InvalidChannelName
 
@@ -115,9 +116,10 @@ def _copy_value(value: object, where: str) -> Any:
             out[key] = _copy_value(item, f"{where}[{key!r}]")
         return out
     if kind is list or kind is tuple:
-        return [_copy_value(item, f"{where}[{i}]") for i, item in enumerate(value)]  # type: ignore[arg-type]
+        items: list[Any] | tuple[Any, ...] = value  # type: ignore[assignment]
+        return [_copy_value(item, f"{where}[{i}]") for i, item in enumerate(items)]
     if kind is bytearray or kind is memoryview:
-        return bytes(value)  # type: ignore[arg-type]
+        return bytes(value)  # type: ignore[call-overload]
     raise TypeError(
         f"{where} is a {kind.__name__}, which is not a msgpack type; "
         "use dict, list, str, bytes, int, float, bool or None (convert it before sending)"
@@ -241,7 +243,7 @@ class BaseChannelLayer(ABC):
     def flush(self) -> None:
         """Drop every channel, group and message this layer holds (for tests)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for backends holding nothing
         """Release connections and background greenlets."""
 
     # -- process-local push delivery ----------------------------------------

@@ -12,7 +12,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, Pattern
+from re import Pattern
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -87,23 +88,25 @@ class MemoryLayer(BaseChannelLayer):
 
     def _send_later(self, channel: str, message: Message, delay: float) -> None:
         due = time.monotonic() + delay
+        current: list[gevent.Greenlet] = []
+
+        def arm(seconds: float) -> None:
+            timer = gevent.spawn_later(seconds, fire)
+            current[:] = [timer]
+            self._timers.add(timer)
 
         def fire() -> None:
-            nonlocal timer
-            self._timers.discard(timer)
+            self._timers.discard(current[0])
             remaining = due - time.monotonic()
             if remaining > 0:
-                # The event loop's clock can lag: never deliver early.
-                timer = gevent.spawn_later(remaining, fire)
-                self._timers.add(timer)
+                arm(remaining)  # the event loop's clock can lag: never deliver early
                 return
             try:
                 self._deliver(channel, message)
             except ChannelFull:
                 logger.warning("delayed message to %s dropped: channel full", channel)
 
-        timer = gevent.spawn_later(delay, fire)
-        self._timers.add(timer)
+        arm(delay)
 
     def _deliver(self, channel: str, message: Message) -> None:
         callback = self._attached.get(channel)

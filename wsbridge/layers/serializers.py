@@ -100,7 +100,9 @@ def register(name: str, serializer_class: type) -> None:
             ``dumps``/``loads``.
     """
     if "pickle" in name.lower():
-        raise ConfigurationError("pickle is never allowed as a layer serializer (remote code execution)")
+        raise ConfigurationError(
+            "pickle is never allowed as a layer serializer (remote code execution)"
+        )
     if not (hasattr(serializer_class, "dumps") and hasattr(serializer_class, "loads")):
         raise ConfigurationError(f"serializer {name!r} must define dumps() and loads()")
     _registry[name] = serializer_class

@@ -73,7 +73,9 @@ def make_crypter(keys: Sequence[str | bytes] | None) -> Any:
     try:
         from cryptography.fernet import MultiFernet
     except ImportError as exc:  # pragma: no cover - cryptography is in the redis extra
-        raise ConfigurationError("encryption needs 'cryptography': pip install wsbridge[redis]") from exc
+        raise ConfigurationError(
+            "encryption needs 'cryptography': pip install wsbridge[redis]"
+        ) from exc
     return MultiFernet([make_fernet(key) for key in keys])
 
 
@@ -173,8 +175,12 @@ class Codec:
                 return Decoded([], self.unseal(sealed, "g:" + group), group)
             if kind == b"M":
                 op, group_b, channel_b, joined_at = body
-                control = (op.decode(), group_b.decode("utf-8"), channel_b.decode("utf-8"),
-                           float(joined_at))
+                control = (
+                    op.decode(),
+                    group_b.decode("utf-8"),
+                    channel_b.decode("utf-8"),
+                    float(joined_at),
+                )
                 return Decoded([], {}, control=control)
         except (ValueError, TypeError, AttributeError) as exc:
             raise MessageDecodeError(f"corrupt wsbridge item body: {exc}") from exc

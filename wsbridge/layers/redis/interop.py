@@ -81,7 +81,7 @@ class ChannelsRedisLayout:
         return [f"{self.prefix}{name}.{cp}!" for name in sorted(self._channel_prefixes)]
 
     def queue_label(self, key: str) -> str:
-        return key[len(self.prefix):]
+        return key[len(self.prefix) :]
 
     # -- sending -----------------------------------------------------------------------
 
@@ -151,13 +151,18 @@ class ChannelsRedisLayout:
         for row in result[1:]:
             key_name, *names = (part.decode("utf-8") for part in row)
             try:
-                self._push(key_name, self.codec.cr_item({**message, ASGI_KEY: names}),
-                           self._capacity(names[0]))
+                self._push(
+                    key_name,
+                    self.codec.cr_item({**message, ASGI_KEY: names}),
+                    self._capacity(names[0]),
+                )
             except ChannelFull:
                 skipped += len(names)
         return skipped
 
-    def delayed_member(self, channel: str, message: dict[str, Any], due: float) -> tuple[Shard, bytes]:
+    def delayed_member(
+        self, channel: str, message: dict[str, Any], due: float
+    ) -> tuple[Shard, bytes]:
         if "!" in channel:
             message = {**message, ASGI_KEY: channel}
         key_name = _non_local(channel)
@@ -192,7 +197,9 @@ class ChannelsRedisLayout:
     def group_channels(self, group: str) -> list[str]:
         shard = self.group_shard(group)
         members = shard.call(
-            shard.group_members, keys=[self.group_prefix + group], args=[self.layer.group_min_score()]
+            shard.group_members,
+            keys=[self.group_prefix + group],
+            args=[self.layer.group_min_score()],
         )
         return [m.decode("utf-8") for m in members]
 
@@ -227,6 +234,7 @@ class ChannelsRedisLayout:
         key = self.prefix + channel
         shards = self.layer.shards
         turn = 0
+        result: Any
         while True:
             shard = shards[turn % len(shards)]
             turn += 1

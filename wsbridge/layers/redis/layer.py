@@ -19,13 +19,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Pattern
+from re import Pattern
+from typing import Any
 
 import gevent
 from gevent.event import Event
 
-from ...exceptions import ChannelFull, ConfigurationError, InvalidChannelName, LayerUnavailable
-from ...exceptions import MessageDecodeError
+from ...exceptions import (
+    ChannelFull,
+    ConfigurationError,
+    InvalidChannelName,
+    LayerUnavailable,
+    MessageDecodeError,
+)
 from ..base import (
     BaseChannelLayer,
     Callback,
@@ -36,8 +42,8 @@ from ..base import (
 )
 from ..serializers import get_serializer
 from .codec import Codec, Decoded, make_crypter
-from .members import LocalMemberships
 from .config import decode_hosts, describe
+from .members import LocalMemberships
 from .ring import HashRing
 from .shard import Backoff, Shard
 from .status import layer_stats
@@ -114,14 +120,23 @@ class RedisLayer(BaseChannelLayer):
             channel_capacity=channel_capacity,
         )
         if compat is not None and compat not in COMPAT_MODES:
-            raise ConfigurationError(f"unknown compat mode {compat!r}; known: {', '.join(COMPAT_MODES)}")
+            raise ConfigurationError(
+                f"unknown compat mode {compat!r}; known: {', '.join(COMPAT_MODES)}"
+            )
         self.compat = compat
-        self.prefix = self._check_prefix(prefix if prefix is not None else ("asgi" if compat else "wsbridge"))
+        self.prefix = self._check_prefix(
+            prefix if prefix is not None else ("asgi" if compat else "wsbridge")
+        )
         if master_name is not None:
             if hosts:
                 raise ConfigurationError("give either hosts or sentinels/master_name, not both")
-            hosts = [{"sentinels": sentinels, "master_name": master_name,
-                      "sentinel_kwargs": sentinel_kwargs}]
+            hosts = [
+                {
+                    "sentinels": sentinels,
+                    "master_name": master_name,
+                    "sentinel_kwargs": sentinel_kwargs,
+                }
+            ]
         self.host_specs = decode_hosts(hosts)
         self.process_capacity = process_capacity
         self.block_timeout = block_timeout
@@ -132,7 +147,9 @@ class RedisLayer(BaseChannelLayer):
             max_message_size=max_message_size,
         )
         backoff = Backoff(*retry_backoff)
-        self.shards = [Shard(i, spec, backoff, self._on_recovered) for i, spec in enumerate(self.host_specs)]
+        self.shards = [
+            Shard(i, spec, backoff, self._on_recovered) for i, spec in enumerate(self.host_specs)
+        ]
         self.ring = HashRing([describe(spec) for spec in self.host_specs])
         if compat:
             from .interop import ChannelsRedisLayout
@@ -274,7 +291,9 @@ class RedisLayer(BaseChannelLayer):
         """Deliver this process's ``channel`` by calling ``callback`` from the reader greenlet."""
         validate_channel_name(channel)
         if not self._is_local(channel):
-            raise InvalidChannelName(f"only channels made by this layer's new_channel() can be attached: {channel!r}")
+            raise InvalidChannelName(
+                f"only channels made by this layer's new_channel() can be attached: {channel!r}"
+            )
         self._attached[channel] = callback
         buffer = self._buffers.pop(channel, None)
         if buffer is not None:
@@ -313,7 +332,9 @@ class RedisLayer(BaseChannelLayer):
             self._apply_membership(*decoded.control)
             return
         now = time.time()
-        channels = decoded.channels or (self.members.members(decoded.group) if decoded.group else [])
+        channels = decoded.channels or (
+            self.members.members(decoded.group) if decoded.group else []
+        )
         for channel in channels:
             callback = self._attached.get(channel)
             if callback is not None:
@@ -357,8 +378,12 @@ class RedisLayer(BaseChannelLayer):
         self.counters["bad_items"] += 1
         count = self.counters["bad_items"]
         if count <= 10 or count % 1000 == 0:
-            logger.warning("channel layer: dropped an undecodable item from %s (%s) [%d so far]",
-                           where, exc, count)
+            logger.warning(
+                "channel layer: dropped an undecodable item from %s (%s) [%d so far]",
+                where,
+                exc,
+                count,
+            )
 
     # -- groups ---------------------------------------------------------------------------
 
@@ -484,7 +509,9 @@ class RedisLayer(BaseChannelLayer):
                 except LayerUnavailable:
                     continue
                 except Exception:
-                    logger.exception("channel layer: moving delayed messages on %s failed", shard.name)
+                    logger.exception(
+                        "channel layer: moving delayed messages on %s failed", shard.name
+                    )
                     continue
                 if dropped:
                     logger.warning("%d delayed message(s) dropped: destination full", dropped)
@@ -522,12 +549,16 @@ class RedisLayer(BaseChannelLayer):
         for group, channel in list(self._pending_discards):
             if self.layout.group_shard(group) is shard:
                 try:
-                    self.layout.group_discard(group, channel, last_local=not self.members.members(group))
+                    self.layout.group_discard(
+                        group, channel, last_local=not self.members.members(group)
+                    )
                 except LayerUnavailable:
                     return
                 self._pending_discards.discard((group, channel))
         if restored:
-            logger.info("channel layer: restored %d group membership(s) on %s", restored, shard.name)
+            logger.info(
+                "channel layer: restored %d group membership(s) on %s", restored, shard.name
+            )
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -535,7 +566,9 @@ class RedisLayer(BaseChannelLayer):
         """Delete every key under this layer's prefix on every shard, and local state."""
         for shard in self.shards:
             keys = shard.call(
-                lambda s=shard: list(s.client.scan_iter(match=self.layout.flush_pattern, count=1000))
+                lambda s=shard: list(
+                    s.client.scan_iter(match=self.layout.flush_pattern, count=1000)
+                )
             )
             for start in range(0, len(keys), 1000):
                 shard.call(shard.client.unlink, *keys[start : start + 1000])

@@ -45,7 +45,10 @@ class LocalMemberships:
 
     def drop_channel(self, channel: str) -> list[tuple[str, bool]]:
         """Forget a channel; ``[(group, group_now_has_no_local_member), ...]``."""
-        return [(group, self.discard(group, channel)) for group in list(self._by_channel.get(channel, ()))]
+        return [
+            (group, self.discard(group, channel))
+            for group in list(self._by_channel.get(channel, ()))
+        ]
 
     def members(self, group: str) -> list[str]:
         """Unexpired local members of ``group`` (expired ones are forgotten)."""

@@ -25,7 +25,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import msgpack
 
 from ...exceptions import ChannelFull, LayerUnavailable, MessageDecodeError
 from .codec import Decoded
@@ -90,8 +89,8 @@ class NativeLayout:
     def queue_label(self, key: str) -> str:
         """A readable name for a queue key in ``stats()``."""
         if key.startswith(self.proc_prefix):
-            return "process " + key[len(self.proc_prefix):]
-        return key[len(self.chan_prefix):] if key.startswith(self.chan_prefix) else key
+            return "process " + key[len(self.proc_prefix) :]
+        return key[len(self.chan_prefix) :] if key.startswith(self.chan_prefix) else key
 
     def inbox_keys(self) -> list[str]:
         return [self.proc_prefix + self.layer.client_prefix]
@@ -173,7 +172,11 @@ class NativeLayout:
         shard = self.channel_shard(channel)
         item = self.codec.direct_item(channel, data, expires_at=due + self.layer.expiry)
         key = self.channel_key(channel)
-        head = b"%s|l|%d|%s|" % (os.urandom(8).hex().encode(), self.capacity_of_key(channel), key.encode())
+        head = b"%s|l|%d|%s|" % (
+            os.urandom(8).hex().encode(),
+            self.capacity_of_key(channel),
+            key.encode(),
+        )
         return shard, head + item
 
     # -- groups ----------------------------------------------------------------------
@@ -212,8 +215,12 @@ class NativeLayout:
         shard.call(
             shard.push_list,
             keys=[self.channel_key(channel)],
-            args=[self.codec.membership_item(op, group, channel, when),
-                  self.layer.process_capacity, int(when * 1000), self.expiry_ms],
+            args=[
+                self.codec.membership_item(op, group, channel, when),
+                self.layer.process_capacity,
+                int(when * 1000),
+                self.expiry_ms,
+            ],
         )
 
     def drop_process_from_group(self, group: str) -> None:
@@ -224,7 +231,9 @@ class NativeLayout:
     def group_channels(self, group: str) -> list[str]:
         shard = self.group_shard(group)
         members = shard.call(
-            shard.group_members, keys=[self.group_prefix + group], args=[self.layer.group_min_score()]
+            shard.group_members,
+            keys=[self.group_prefix + group],
+            args=[self.layer.group_min_score()],
         )
         return [m.decode("utf-8") for m in members]
 
@@ -241,7 +250,8 @@ class NativeLayout:
 
     def pop_stray(self, shard: Shard) -> list[bytes]:
         """Items for this process that a sender with another hosts list put on ``shard``."""
-        return shard.call(shard.client.lpop, self.inbox_keys()[0], BATCH) or []
+        items: Any = shard.call(shard.client.lpop, self.inbox_keys()[0], BATCH)
+        return list(items or [])
 
     def decode(self, raw: bytes) -> Decoded | None:
         return self.codec.decode_item(raw)
@@ -250,6 +260,7 @@ class NativeLayout:
         """Blocking receive on a named channel's list until ``deadline`` (monotonic)."""
         shard = self.channel_shard(channel)
         key = self.chan_prefix + channel
+        result: Any
         while True:
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:

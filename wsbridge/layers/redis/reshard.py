@@ -42,7 +42,9 @@ class ReshardReport:
     moved_channels: list[str] = field(default_factory=list)
 
 
-def reshard(old_hosts: Sequence[Any], new_hosts: Sequence[Any], prefix: str = "wsbridge") -> ReshardReport:
+def reshard(
+    old_hosts: Sequence[Any], new_hosts: Sequence[Any], prefix: str = "wsbridge"
+) -> ReshardReport:
     """Move groups and named-channel queues to their owners on the ``new_hosts`` ring.
 
     Args:
@@ -53,7 +55,9 @@ def reshard(old_hosts: Sequence[Any], new_hosts: Sequence[Any], prefix: str = "w
     old_specs, new_specs = decode_hosts(old_hosts), decode_hosts(new_hosts)
     names = [describe(spec) for spec in new_specs]
     ring = HashRing(names)
-    clients = {describe(s): redis.Redis(connection_pool=make_pool(s)) for s in [*old_specs, *new_specs]}
+    clients = {
+        describe(s): redis.Redis(connection_pool=make_pool(s)) for s in [*old_specs, *new_specs]
+    }
     report = ReshardReport()
     group_prefix, chan_prefix = f"{prefix}:1:group:", f"{prefix}:1:chan:"
     try:
@@ -64,16 +68,18 @@ def reshard(old_hosts: Sequence[Any], new_hosts: Sequence[Any], prefix: str = "w
                 key = raw.decode("utf-8")
                 report.scanned += 1
                 if key.startswith(group_prefix):
-                    name, ring_key = key[len(group_prefix):], "g:" + key[len(group_prefix):]
+                    name, ring_key = key[len(group_prefix) :], "g:" + key[len(group_prefix) :]
                 elif key.startswith(chan_prefix):
-                    name, ring_key = key[len(chan_prefix):], "c:" + key[len(chan_prefix):]
+                    name, ring_key = key[len(chan_prefix) :], "c:" + key[len(chan_prefix) :]
                 else:
                     continue  # inboxes and the delayed set stay where they are
                 owner = names[ring.index(ring_key)]
                 if owner == here:
                     continue
                 _move(source, clients[owner], key)
-                (report.moved_groups if key.startswith(group_prefix) else report.moved_channels).append(name)
+                (
+                    report.moved_groups if key.startswith(group_prefix) else report.moved_channels
+                ).append(name)
     finally:
         for client in clients.values():
             client.close()
@@ -84,7 +90,7 @@ def _move(source: redis.Redis, target: redis.Redis, key: str) -> None:
     kind = source.type(key)
     ttl = source.pttl(key)
     if kind == b"zset":
-        members = source.zrange(key, 0, -1, withscores=True)
+        members: Any = source.zrange(key, 0, -1, withscores=True)
         if members:
             # Keep the newest time when both sides know a member.
             target.zadd(key, dict(members), gt=True)
@@ -104,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m wsbridge.layers.redis.reshard --from ... --to ... [--prefix P]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="old", nargs="+", required=True, help="current hosts (URLs)")
-    parser.add_argument("--to", dest="new", nargs="+", required=True, help="hosts with the new shard")
+    parser.add_argument(
+        "--to", dest="new", nargs="+", required=True, help="hosts with the new shard"
+    )
     parser.add_argument("--prefix", default="wsbridge")
     args = parser.parse_args(argv)
     report = reshard(args.old, args.new, args.prefix)

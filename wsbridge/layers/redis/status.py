@@ -70,14 +70,14 @@ def _scan(layer: RedisLayer, shard: Shard) -> dict[str, Any]:
         pipe.type(key)
     answers = pipe.execute()
     groups = {
-        key[len(layout.group_prefix):]: count
-        for key, count in zip(group_keys[:LIMIT], answers[: len(group_keys[:LIMIT])])
+        key[len(layout.group_prefix) :]: count
+        for key, count in zip(group_keys[:LIMIT], answers[: len(group_keys[:LIMIT])], strict=True)
     }
-    types = answers[len(group_keys[:LIMIT]):]
+    types = answers[len(group_keys[:LIMIT]) :]
     pipe = client.pipeline(transaction=False)
-    for key, kind in zip(queue_keys[:LIMIT], types):
+    for key, kind in zip(queue_keys[:LIMIT], types, strict=True):
         (pipe.llen if kind == b"list" else pipe.zcard)(key)
-    depths = dict(zip(queue_keys[:LIMIT], pipe.execute()))
+    depths = dict(zip(queue_keys[:LIMIT], pipe.execute(), strict=True))
     return {
         "groups": groups,
         "group_count": len(group_keys),
