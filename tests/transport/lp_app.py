@@ -87,6 +87,9 @@ class Scope(WebsocketConsumer):
                     "subprotocols": scope["subprotocols"],
                     "cookies": scope["cookies"],
                     "has_headers": any(k == b"host" for k, _ in scope["headers"]),
+                    "keys": sorted(scope),
+                    "scheme": scope["scheme"],
+                    "raw_path": scope["raw_path"].decode(),
                 }
             )
         )

@@ -87,6 +87,14 @@ class Client:
         self.sent = 0
         self.closed: tuple[int, str] | None = None
 
+    @classmethod
+    def from_token(cls, port: int, token: str) -> Client:
+        """A client for a session opened by hand (custom open body or headers)."""
+        client = cls.__new__(cls)
+        client.port, client.headers, client.token = port, {}, token
+        client.seen, client.sent, client.closed = 0, 0, None
+        return client
+
     def call(self, op: str, port: int | None = None, **fields: Any) -> tuple[int, Any]:
         return request(port or self.port, f"{LP}/{op}", {"token": self.token, **fields},
                        headers=self.headers)

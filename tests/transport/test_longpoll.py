@@ -36,15 +36,30 @@ def test_open_poll_send_echo_and_the_scope_looks_like_a_websocket(server):
     status, body = request(server.port, LP + "/open",
                            {"path": "/ws/scope/x/?a=1", "subprotocols": ["one", "two"]})
     assert status == 200 and body["subprotocol"] == "two"
-    scoped = Client.__new__(Client)
-    scoped.port, scoped.headers, scoped.token = server.port, {}, body["token"]
-    scoped.seen, scoped.sent, scoped.closed = 0, 0, None
+    scoped = Client.from_token(server.port, body["token"])
     scope = json.loads(scoped.texts_until(1)[0])
-    assert scope == {
+    assert {k: v for k, v in scope.items() if k != "keys"} == {
         "type": "websocket", "transport": "longpoll", "path": "/ws/scope/x/",
         "query_string": "a=1", "kwargs": {"name": "x"}, "subprotocols": ["one", "two"],
-        "cookies": {}, "has_headers": True,
+        "cookies": {}, "has_headers": True, "scheme": "ws", "raw_path": "/ws/scope/x/",
     }
+
+
+def test_the_scope_has_the_same_shape_as_over_websocket(server):
+    from websockets.sync.client import connect
+
+    headers = {"Cookie": "sessionid=abc"}
+    url = f"ws://127.0.0.1:{server.port}/ws/scope/x/?a=1"
+    with connect(url, subprotocols=["one", "two"], additional_headers=headers) as ws:
+        over_ws = json.loads(ws.recv(timeout=10))
+    status, body = request(server.port, LP + "/open",
+                           {"path": "/ws/scope/x/?a=1", "subprotocols": ["one", "two"]},
+                           headers=headers)
+    client = Client.from_token(server.port, body["token"])
+    over_lp = json.loads(client.texts_until(1)[0])
+    assert over_ws.pop("transport") == "websocket" and over_lp.pop("transport") == "longpoll"
+    assert over_lp == over_ws
+    assert over_lp["cookies"] == {"sessionid": "abc"}
 
 
 def test_bytes_travel_as_base64(server):
