@@ -282,3 +282,38 @@ def test_closed_and_expired_sessions_leave_nothing_behind(server):
         request(server.port, "/lpstats", method="GET")[1]), timeout=15)
     assert stats["attached"] == 1  # only the transport's own channel is left
     assert stats["tombstones"] >= 20
+
+
+def test_server_shutdown_answers_held_polls_with_1001():
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsbridge", "serve", "lp_serve_app:application", "--port", "0",
+         "--log-level", "warning"],
+        cwd=here, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.getcwd()])},
+    )
+    try:
+        port = int(re.search(r":(\d+)/", proc.stdout.readline()).group(1))
+        client = Client(port, "/ws/echo/")
+        answer: dict = {}
+        poll = threading.Thread(target=lambda: answer.update(r=client.call("poll", ack=0)))
+        poll.start()
+        # the poll is held (nothing to say for 20s); now stop the server
+        wait_for(lambda: request(port, "/_wsbridge/test-parked", method="GET")[1] == 1)
+        proc.send_signal(signal.SIGTERM)
+        poll.join(15)
+        status, body = answer["r"]
+        assert status == 200
+        assert body["messages"] == [{"seq": 1, "close": 1001, "reason": "server shutting down"}]
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -293,11 +293,23 @@ class LongPollTransport:
                 count += 1
         return count
 
-    def close(self, code: int = 1001) -> None:
+    def close(self, code: int = 1001, *, timeout: float = 0.0) -> None:
         """Disconnect every session with ``code`` and stop the sweeper (server shutdown).
 
-        1001 (going away) by default; a graceful restart passes 1012.
+        1001 (going away) by default; a graceful restart passes 1012. With a
+        ``timeout``, every open session is first sent its close frame (a held
+        poll carries it to the client, which then reconnects at once) and the
+        consumers get up to ``timeout`` seconds to finish.
         """
+        if timeout > 0 and self._started:
+            sessions = list(self.sessions.values())
+            self.close_sessions(code, "server shutting down")
+            with gevent.Timeout(timeout, False):
+                for session in sessions:
+                    if session.conn is not None:
+                        session.conn.finished.wait()
+                while any(session.poller is not None for session in sessions):
+                    gevent.sleep(0.01)  # held polls are writing their answers
         for session in list(self.sessions.values()):
             self._end(session, code=code)
         if self._sweeper is not None:
