@@ -285,6 +285,9 @@ def _run_until_signal(server: Any, shutdown_timeout: float) -> None:
     logger.info("shutting down: closing %d WebSocket(s) with 1001", len(active_connections()))
     server.close()  # stop accepting
     close_all()
+    longpoll = getattr(server.application, "longpoll_transport", None)
+    if longpoll is not None:  # long-poll consumers get websocket.disconnect (1001) too
+        longpoll.close(1001, timeout=min(shutdown_timeout, 5.0))
     with gevent.Timeout(shutdown_timeout, False):
         while active_connections():
             gevent.sleep(0.05)
