@@ -23,14 +23,20 @@ class ExampleServer:
 
     def __init__(self, folder: Path, wsgi: str, env: dict[str, str]) -> None:
         self.folder, self.wsgi, self.env = folder, wsgi, env
-        self.log_file = tempfile.NamedTemporaryFile(prefix="wsbridge-example-", suffix=".log", delete=False)
+        self.log_file = tempfile.NamedTemporaryFile(
+            prefix="wsbridge-example-", suffix=".log", delete=False
+        )
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=self.folder, env=self.env,
-            capture_output=True, text=True, timeout=60,
+            [sys.executable, "manage.py", *args],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -38,7 +44,10 @@ class ExampleServer:
     def start(self) -> ExampleServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wsbridge", "serve", self.wsgi, "--port", "0"],
-            cwd=self.folder, env=self.env, stdout=subprocess.PIPE, stderr=self.log_file,
+            cwd=self.folder,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=self.log_file,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -81,13 +90,17 @@ class ExampleServer:
 
 @pytest.fixture
 def example_server(tmp_path):
-    """``example_server("chat", "chatsite", DB_ENV_NAME)``: migrated, started, stopped after the test."""
+    """``example_server("chat", "chatsite", DB_ENV)``: migrated, started, stopped afterwards."""
     started: list[ExampleServer] = []
 
     def run(name: str, project: str, db_env: str, **extra: str) -> ExampleServer:
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE=f"{project}.settings", PYTHONUNBUFFERED="1", **extra)
+        env = dict(
+            os.environ, DJANGO_SETTINGS_MODULE=f"{project}.settings", PYTHONUNBUFFERED="1", **extra
+        )
         env[db_env] = str(tmp_path / f"{name}.sqlite3")
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
         server = ExampleServer(EXAMPLES / name, f"{project}.wsgi", env)
         server.manage("migrate", "-v", "0")
         started.append(server)

@@ -34,7 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n  wsbridge chat demo: open http://{host}:{args.port}/ in two browser windows,")
     print("  enter the same room in both, and type. Ctrl-C stops the server.\n", flush=True)
     server = subprocess.Popen(
-        [sys.executable, "-m", "wsbridge", "serve", "chatsite.wsgi", "--host", args.host, "--port", str(args.port)],
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "serve",
+            "chatsite.wsgi",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ],
         cwd=CHAT,
         env=env,
     )

@@ -50,15 +50,24 @@ def ws_refusal(url: str, **kwargs: Any) -> int:
     raise AssertionError(f"the handshake to {url} was accepted")
 
 
-def lp_post(base_url: str, op: str, body: dict[str, Any], *, cookie: str | None = None,
-            origin: str | None = None) -> tuple[int, dict[str, Any]]:
+def lp_post(
+    base_url: str,
+    op: str,
+    body: dict[str, Any],
+    *,
+    cookie: str | None = None,
+    origin: str | None = None,
+) -> tuple[int, dict[str, Any]]:
     headers = {"Content-Type": "application/json"}
     if cookie:
         headers["Cookie"] = cookie
     if origin:
         headers["Origin"] = origin
     request = urllib.request.Request(
-        f"{base_url}/_wsbridge/lp/{op}", data=json.dumps(body).encode(), headers=headers, method="POST"
+        f"{base_url}/_wsbridge/lp/{op}",
+        data=json.dumps(body).encode(),
+        headers=headers,
+        method="POST",
     )
     try:
         response = urllib.request.urlopen(request, timeout=40)

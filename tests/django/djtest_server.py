@@ -34,7 +34,9 @@ def free_port() -> int:
 
 def base_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env["DJANGO_SETTINGS_MODULE"] = "djtest.settings"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -44,7 +46,11 @@ def base_env(**extra: str) -> dict[str, str]:
 def manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     """Run ``manage.py`` of the test project; raises with its output on failure."""
     done = subprocess.run(
-        [PY, str(HERE / "manage.py"), *args], env=env, capture_output=True, text=True, timeout=timeout
+        [PY, str(HERE / "manage.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if done.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -59,18 +65,34 @@ class DjangoServer:
         self.env = env
         self.port = port
         self.proc: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="wsbridge-djtest-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(
+            prefix="wsbridge-djtest-", suffix=".log", delete=False
+        )
 
     @classmethod
     def wsbridge_serve(cls, env: dict[str, str], app: str = "djtest.wsgi") -> DjangoServer:
         return cls([PY, "-m", "wsbridge", "serve", app, "--port", "0"], env)
 
     @classmethod
-    def gunicorn(cls, env: dict[str, str], workers: int = 2, app: str = "djtest.wsgi") -> DjangoServer:
+    def gunicorn(
+        cls, env: dict[str, str], workers: int = 2, app: str = "djtest.wsgi"
+    ) -> DjangoServer:
         port = free_port()
         command = [
-            PY, "-m", "gunicorn", "-k", "gevent", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-            "--graceful-timeout", "20", "--log-level", "info", app,
+            PY,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "20",
+            "--log-level",
+            "info",
+            app,
         ]
         return cls(command, env, port=port)
 
@@ -105,7 +127,9 @@ class DjangoServer:
                 return
             except OSError:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log()}") from None
+                    raise RuntimeError(
+                        f"server exited ({self.proc.returncode}):\n{self.log()}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
@@ -161,7 +185,9 @@ def postgres_database(prefix: str = "wsbridge_t") -> Iterator[str]:
     import psycopg
 
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+    ) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield name

@@ -1,4 +1,4 @@
-"""scope["session"] / scope["user"] from the site's cookie, login/logout, login_required (in-process)."""
+"""scope["session"] and scope["user"] from the cookie, login/logout, login_required (in-process)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 from django.contrib.auth import get_user_model
 from django.test import Client, TestCase, override_settings
 from djtest.consumers import Private, WhoAmI
-
 from wsbridge_django.testing import DjangoCommunicator, session_cookie_for
 
 
@@ -25,7 +24,7 @@ class SessionUserTests(TestCase):
 
     def test_no_cookie_gives_an_anonymous_user_and_an_empty_session(self):
         comm, hello = connect_whoami()
-        assert hello == {"user": None, "session_key": None}
+        assert (hello["user"], hello["session_key"]) == (None, None)
         comm.disconnect()
 
     def test_force_login_user_reaches_the_scope_through_a_real_session_cookie(self):

@@ -1,4 +1,4 @@
-"""Data binding: saves and deletes broadcast to the instance's groups; inbound changes are checked."""
+"""Data binding: saves and deletes go to the instance's groups; inbound changes are checked."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from django.contrib.auth import get_user_model
 from django.test import TestCase
 from djtest.consumers import Notes
 from djtest.models import Note
-
 from wsbridge_django.testing import DjangoCommunicator
 
 
@@ -89,7 +88,9 @@ class BindingTests(TestCase):
     def test_inbound_create_by_a_logged_in_user_is_saved_and_broadcast(self):
         comm = self.listen("main", user=self.ada)
         with self.captureOnCommitCallbacks(execute=True):
-            comm.send_json_to({"stream": "notes", "payload": {"action": "create", "data": {"title": "mine"}}})
+            comm.send_json_to(
+                {"stream": "notes", "payload": {"action": "create", "data": {"title": "mine"}}}
+            )
             wait_until(lambda: Note.objects.filter(title="mine").exists())
         event = comm.receive_json_from()
         assert event["payload"]["action"] == "create"
@@ -99,8 +100,13 @@ class BindingTests(TestCase):
     def test_inbound_changes_go_through_has_permission(self):
         note = Note.objects.create(title="ada's", board="main", owner=self.ada)
         anonymous, bob = self.listen("main"), self.listen("main", user=self.bob)
-        anonymous.send_json_to({"stream": "notes", "payload": {"action": "create", "data": {"title": "x"}}})
-        assert anonymous.receive_json_from()["payload"] == {"error": "permission denied", "action": "create"}
+        anonymous.send_json_to(
+            {"stream": "notes", "payload": {"action": "create", "data": {"title": "x"}}}
+        )
+        assert anonymous.receive_json_from()["payload"] == {
+            "error": "permission denied",
+            "action": "create",
+        }
         bob.send_json_to({"stream": "notes", "payload": {"action": "delete", "pk": note.pk}})
         assert bob.receive_json_from()["payload"]["error"] == "permission denied"
         assert Note.objects.filter(pk=note.pk).exists()
@@ -110,12 +116,27 @@ class BindingTests(TestCase):
     def test_owner_may_update_and_invalid_or_unknown_fields_are_refused(self):
         note = Note.objects.create(title="ada's", board="main", owner=self.ada)
         comm = self.listen("main", user=self.ada)
-        comm.send_json_to({"stream": "notes", "payload": {"action": "update", "pk": note.pk, "data": {"owner": 2}}})
+        comm.send_json_to(
+            {
+                "stream": "notes",
+                "payload": {"action": "update", "pk": note.pk, "data": {"owner": 2}},
+            }
+        )
         assert "unknown field" in comm.receive_json_from()["payload"]["error"]
-        comm.send_json_to({"stream": "notes", "payload": {"action": "update", "pk": note.pk, "data": {"title": ""}}})
+        comm.send_json_to(
+            {
+                "stream": "notes",
+                "payload": {"action": "update", "pk": note.pk, "data": {"title": ""}},
+            }
+        )
         assert "invalid data" in comm.receive_json_from()["payload"]["error"]
         with self.captureOnCommitCallbacks(execute=True):
-            comm.send_json_to({"stream": "notes", "payload": {"action": "update", "pk": note.pk, "data": {"body": "b"}}})
+            comm.send_json_to(
+                {
+                    "stream": "notes",
+                    "payload": {"action": "update", "pk": note.pk, "data": {"body": "b"}},
+                }
+            )
             wait_until(lambda: Note.objects.get(pk=note.pk).body == "b")
         update = comm.receive_json_from()["payload"]
         assert update["action"] == "update" and update["data"]["body"] == "b"

@@ -8,9 +8,13 @@ import sys
 from django.core import checks
 from django.test import SimpleTestCase, override_settings
 from djtest_server import base_env
-
 from wsbridge_django import checks as wschecks
-from wsbridge_django.conf import allowed_origins, expected_processes, layer_settings, wsbridge_settings
+from wsbridge_django.conf import (
+    allowed_origins,
+    expected_processes,
+    layer_settings,
+    wsbridge_settings,
+)
 
 
 def wsbridge_messages(**kwargs):
@@ -27,7 +31,10 @@ class SettingsTests(SimpleTestCase):
         with override_settings(WSBRIDGE={"AUTODISCOVER": False}):
             assert wsbridge_settings.AUTODISCOVER is False
 
-    @override_settings(WSBRIDGE={}, CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}})
+    @override_settings(
+        WSBRIDGE={},
+        CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}},
+    )
     def test_channels_layer_setting_is_used_when_wsbridge_names_none(self):
         assert layer_settings() == {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}}
 
@@ -87,10 +94,10 @@ class CheckTests(SimpleTestCase):
         assert ("wsbridge.E001" in found) == (not monkey.is_module_patched("socket"))
 
     def test_unreachable_layer_is_an_error_with_the_reason(self):
+        from djtest_server import free_port
+
         from wsbridge.layers import get_channel_layer, set_channel_layer
         from wsbridge.layers.redis import RedisLayer
-
-        from djtest_server import free_port
 
         previous = get_channel_layer()
         layer = RedisLayer(hosts=[f"redis://127.0.0.1:{free_port()}/0"], retry_backoff=(0.05, 0.1))
@@ -106,8 +113,11 @@ class CheckTests(SimpleTestCase):
 
 def _check_in_subprocess(code: str, **env: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", code], env=base_env(WSBRIDGE_TEST_DB="postgres:postgres", **env),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        env=base_env(WSBRIDGE_TEST_DB="postgres:postgres", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -124,26 +134,38 @@ print(sorted(m.id for m in checks.run_checks(tags=["wsbridge"])))
 
 
 def test_psycopg_imported_before_patching_is_reported():
-    out = _check_in_subprocess("import psycopg\nfrom gevent import monkey\nmonkey.patch_all()\n" + PRELUDE)
+    out = _check_in_subprocess(
+        "import psycopg\nfrom gevent import monkey\nmonkey.patch_all()\n" + PRELUDE
+    )
     assert "wsbridge.E003" in out
 
 
 def test_psycopg_imported_after_patching_passes():
-    out = _check_in_subprocess("from gevent import monkey\nmonkey.patch_all()\nimport psycopg\n" + PRELUDE)
+    out = _check_in_subprocess(
+        "from gevent import monkey\nmonkey.patch_all()\nimport psycopg\n" + PRELUDE
+    )
     assert "wsbridge.E003" not in out and "wsbridge.E001" not in out
 
 
 def test_psycopg2_without_psycogreen_is_reported_and_patch_psycopg2_fixes_it():
     # psycopg (3) made unimportable, so Django's backend falls back to psycopg2.
-    hide = "import sys\nsys.modules['psycopg'] = None\nfrom gevent import monkey\nmonkey.patch_all()\n"
+    hide = (
+        "import sys\nsys.modules['psycopg'] = None\nfrom gevent import monkey\nmonkey.patch_all()\n"
+    )
     assert "wsbridge.E004" in _check_in_subprocess(hide + PRELUDE)
-    fixed = hide + "from wsbridge_django.db import patch_psycopg2\nassert patch_psycopg2()\n" + PRELUDE
+    fixed = (
+        hide + "from wsbridge_django.db import patch_psycopg2\nassert patch_psycopg2()\n" + PRELUDE
+    )
     assert "wsbridge.E004" not in _check_in_subprocess(fixed)
 
 
 def test_get_wsgi_application_refuses_to_start_unpatched_with_the_message():
     done = subprocess.run(
-        [sys.executable, "-c", "import djtest.wsgi"], env=base_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", "import djtest.wsgi"],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0
     assert "wsbridge.E001" in done.stderr and "gunicorn -k gevent" in done.stderr

@@ -1,4 +1,4 @@
-"""Management commands for real: runserver (WebSocket, static files, autoreload) and runworker on Redis."""
+"""Management commands for real: runserver (WebSocket, static, autoreload), runworker on Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import secrets
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from djclient import http_get, ws_connect
@@ -46,7 +45,7 @@ def test_runserver_serves_pages_websockets_and_the_js_client_from_staticfiles(sq
 def test_runserver_reloads_when_code_changes(sqlite_env):
     watched = HERE / "djtest" / "urls.py"
     with runserver(sqlite_env) as server:
-        ws = ws_connect(server.ws_url + "/ws/echo/", origin=server.url)
+        ws = ws_connect(server.ws_url + "/ws/echo/", origin=server.url).__enter__()
         ws.send("before")
         assert ws.recv(timeout=5) == "before"
         stat = watched.stat()
@@ -66,20 +65,49 @@ def test_runserver_reloads_when_code_changes(sqlite_env):
 def test_runworker_runs_background_channels_sent_from_another_process(sqlite_env):
     prefix = f"wsbt{secrets.token_hex(4)}"
     env = dict(sqlite_env, WSBRIDGE_TEST_REDIS_PREFIX=prefix)
-    manage("shell", "-v", "0", "-c", "from djtest.models import Note; Note.objects.create(pk=7, title='t')", env=env)
+    manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from djtest.models import Note; Note.objects.create(pk=7, title='t')",
+        env=env,
+    )
     worker = subprocess.Popen(
-        [sys.executable, str(HERE / "manage.py"), "runworker", "djtest.touch", "--concurrency", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(HERE / "manage.py"),
+            "runworker",
+            "djtest.touch",
+            "--concurrency",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         line = worker.stdout.readline()
         assert "runworker: channels djtest.touch on RedisLayer" in line, line
-        manage("shell", "-v", "0", "-c", "from wsbridge import Channel; Channel('djtest.touch').send({'pk': 7, 'body': 'done'})",
-               env=env)
+        manage(
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "from wsbridge import Channel; Channel('djtest.touch').send({'pk': 7, 'body': 'done'})",
+            env=env,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            out = manage("shell", "-v", "0", "-c", "from djtest.models import Note; print(Note.objects.get(pk=7).body)",
-                         env=env).stdout.strip()
+            out = manage(
+                "shell",
+                "-v",
+                "0",
+                "-c",
+                "from djtest.models import Note; print(Note.objects.get(pk=7).body)",
+                env=env,
+            ).stdout.strip()
             if out == "done":
                 break
             time.sleep(0.2)
@@ -92,7 +120,10 @@ def test_runworker_runs_background_channels_sent_from_another_process(sqlite_env
 def test_runworker_with_no_matching_channel_says_why(sqlite_env):
     done = subprocess.run(
         [sys.executable, str(HERE / "manage.py"), "runworker", "no.such.channel"],
-        env=sqlite_env, capture_output=True, text=True, timeout=60,
+        env=sqlite_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0
     assert "no background channel to run" in done.stderr
@@ -103,7 +134,10 @@ def test_wsbridge_status_reports_the_sites_own_layer(sqlite_env):
     env = dict(sqlite_env, WSBRIDGE_TEST_REDIS_PREFIX=prefix)
     done = subprocess.run(
         [sys.executable, str(HERE / "manage.py"), "wsbridge_status", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)

@@ -1,4 +1,4 @@
-"""Database handling around consumer calls (in-process; PostgreSQL under load is in test_django_postgres.py)."""
+"""Database handling around consumer calls (in-process; PostgreSQL: test_django_postgres.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from unittest import mock
 import pytest
 from django.db import connection
 from django.test import TestCase, TransactionTestCase
-from djtest.consumers import DbConsumer, Echo, touch_note, router
+from djtest.consumers import DbConsumer, Echo, router, touch_note
 from djtest.models import Note
-
-from wsbridge.consumers.message import Message
 from wsbridge_django import db as wsdb
 from wsbridge_django.routing import get_router
 from wsbridge_django.signals import consumer_finished, consumer_started
 from wsbridge_django.testing import DjangoCommunicator
+
+from wsbridge.consumers.message import Message
 
 
 class TestCaseTransactionTests(TestCase):
@@ -61,8 +61,12 @@ class ConnectionLifetimeTests(TransactionTestCase):
     def test_background_channel_consumers_get_the_same_handling(self):
         note = Note.objects.create(title="t")
         started, finished = [], []
-        consumer_started.connect(lambda **kw: started.append(kw["message_type"]), weak=False, dispatch_uid="t1")
-        consumer_finished.connect(lambda **kw: finished.append(kw["message_type"]), weak=False, dispatch_uid="t2")
+        consumer_started.connect(
+            lambda **kw: started.append(kw["message_type"]), weak=False, dispatch_uid="t1"
+        )
+        consumer_finished.connect(
+            lambda **kw: finished.append(kw["message_type"]), weak=False, dispatch_uid="t2"
+        )
         try:
             func = get_router().channel_consumer("djtest.touch")
             assert func is not None and func is not touch_note

@@ -1,4 +1,4 @@
-"""Channels 1.x function consumers with the session decorators, through the test project's router."""
+"""Channels 1.x function consumers with the session decorators, through the project's router."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 from django.contrib.auth import get_user_model
 from django.test import TestCase
 from djtest.consumers import router
-
 from wsbridge_django.decorators import enforce_ordering
 from wsbridge_django.testing import DjangoCommunicator
 

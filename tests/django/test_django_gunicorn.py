@@ -1,4 +1,4 @@
-"""Deployment: stock ``gunicorn -k gevent -w 2 djtest.wsgi`` with the Redis layer, and graceful restart."""
+"""Deployment: stock ``gunicorn -k gevent -w 2`` on the Redis layer, and graceful restart."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ pytestmark = pytest.mark.redis
 @pytest.fixture(scope="module")
 def redis_env(tmp_path_factory):
     db = tmp_path_factory.mktemp("djgunicorn") / "db.sqlite3"
-    env = base_env(WSBRIDGE_TEST_DB=f"sqlite:{db}", WSBRIDGE_TEST_REDIS_PREFIX=f"wsbg{secrets.token_hex(4)}")
+    env = base_env(
+        WSBRIDGE_TEST_DB=f"sqlite:{db}", WSBRIDGE_TEST_REDIS_PREFIX=f"wsbg{secrets.token_hex(4)}"
+    )
     manage("migrate", "-v", "0", env=env)
     return env
 
@@ -55,8 +57,14 @@ def test_memory_layer_under_two_gunicorn_workers_refuses_to_boot_with_the_reason
 def test_group_messages_reach_sockets_on_both_workers_through_redis(redis_env):
     with DjangoServer.gunicorn(redis_env, workers=2) as server, contextlib.ExitStack() as stack:
         sockets = sockets_on_two_workers(server, stack)
-        manage("shell", "-v", "0", "-c", "from djtest.models import Note; Note.objects.create(title='hi')",
-               env=redis_env)
+        manage(
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "from djtest.models import Note; Note.objects.create(title='hi')",
+            env=redis_env,
+        )
         for pid, ws in sockets.items():
             event = json.loads(ws.recv(timeout=10))
             assert event["payload"]["action"] == "create", pid
@@ -91,7 +99,10 @@ def test_reload_closes_sockets_with_1012_and_clients_reconnect_to_new_workers(re
                 pass
             time.sleep(0.1)
         assert new_pid is not None and new_pid not in old_pids
-        print(f"\nSIGHUP -> both sockets closed with 1012 in {elapsed:.2f} s; reconnected to worker {new_pid}")
+        print(
+            f"\nSIGHUP -> both sockets closed with 1012 in {elapsed:.2f} s; "
+            f"reconnected to worker {new_pid}"
+        )
 
 
 def test_reload_ends_long_poll_sessions_with_1012_at_once_and_a_new_session_opens(redis_env):
@@ -102,13 +113,20 @@ def test_reload_ends_long_poll_sessions_with_1012_at_once_and_a_new_session_open
     with DjangoServer.gunicorn(redis_env, workers=2) as server:
         status, opened = lp_post(server.url, "open", {"path": "/ws/whoami/"}, origin=server.url)
         assert status == 200, opened
-        status, first = lp_post(server.url, "poll", {"token": opened["token"], "ack": 0}, origin=server.url)
+        status, first = lp_post(
+            server.url, "poll", {"token": opened["token"], "ack": 0}, origin=server.url
+        )
         assert status == 200 and first["messages"], first
         last_seq = first["messages"][-1]["seq"]
         answers = []
         parked = threading.Thread(
             target=lambda: answers.append(
-                lp_post(server.url, "poll", {"token": opened["token"], "ack": last_seq}, origin=server.url)
+                lp_post(
+                    server.url,
+                    "poll",
+                    {"token": opened["token"], "ack": last_seq},
+                    origin=server.url,
+                )
             )
         )
         parked.start()
@@ -125,11 +143,18 @@ def test_reload_ends_long_poll_sessions_with_1012_at_once_and_a_new_session_open
         print(f"\nSIGHUP -> parked long-poll answered with a 1012 close frame in {elapsed:.2f} s")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            status, reopened = lp_post(server.url, "open", {"path": "/ws/whoami/"}, origin=server.url)
+            status, reopened = lp_post(
+                server.url, "open", {"path": "/ws/whoami/"}, origin=server.url
+            )
             if status == 200:
                 break
             time.sleep(0.1)
         assert status == 200
-        status, polled = lp_post(server.url, "poll", {"token": reopened["token"], "ack": 0}, origin=server.url)
+        status, polled = lp_post(
+            server.url, "poll", {"token": reopened["token"], "ack": 0}, origin=server.url
+        )
         assert status == 200
-        assert json.loads(polled["messages"][0]["text"])["pid"] != json.loads(first["messages"][0]["text"])["pid"]
+        assert (
+            json.loads(polled["messages"][0]["text"])["pid"]
+            != json.loads(first["messages"][0]["text"])["pid"]
+        )

@@ -72,7 +72,10 @@ def test_concurrent_consumers_querying_postgresql_overlap(pg_server, record_prop
     assert all(r["vendor"] == "postgresql" and r["took"] >= SLEEP for r in results)
     assert len({r["backend_pid"] for r in results}) == CLIENTS  # one connection per consumer call
     record_property("pg_concurrent_wall_seconds", round(wall, 3))
-    print(f"\n{CLIENTS} consumers x pg_sleep({SLEEP}): {wall:.2f} s wall (serialized: {CLIENTS * SLEEP:.1f} s)")
+    print(
+        f"\n{CLIENTS} consumers x pg_sleep({SLEEP}): {wall:.2f} s wall "
+        f"(serialized: {CLIENTS * SLEEP:.1f} s)"
+    )
     # Serialized would take CLIENTS * SLEEP = 5 s; overlapping takes about SLEEP.
     assert wall < CLIENTS * SLEEP / 2
 
@@ -91,7 +94,9 @@ def test_each_call_releases_its_connection_and_none_leak(pg_server):
     assert _active_connections(pg_server.database) == 0
 
 
-def test_a_query_error_on_postgresql_closes_that_socket_with_1011_and_the_next_call_works(pg_server):
+def test_a_query_error_on_postgresql_closes_that_socket_with_1011_and_the_next_call_works(
+    pg_server,
+):
     from websockets.exceptions import ConnectionClosed
 
     with ws_connect(pg_server.ws_url + "/ws/db/", origin=pg_server.url) as ws:
@@ -107,7 +112,10 @@ def test_a_query_error_on_postgresql_closes_that_socket_with_1011_and_the_next_c
 def _greenlet_wall(mode: str, count: int = 5, seconds: float = 0.3) -> float:
     done = subprocess.run(
         [sys.executable, str(HERE / "pg_greenlets.py"), str(count), str(seconds), mode],
-        env=base_env(), capture_output=True, text=True, timeout=60,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return float(done.stdout.strip())

@@ -20,8 +20,10 @@ def server(tmp_path_factory):
     env = base_env(WSBRIDGE_TEST_DB=f"sqlite:{db}")
     manage("migrate", "-v", "0", env=env)
     manage(
-        "shell", "-c",
-        "from django.contrib.auth.models import User; User.objects.create_user('ada', password='pw')",
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "User.objects.create_user('ada', password='pw')",
         env=env,
     )
     with DjangoServer.wsbridge_serve(env) as running:
@@ -48,7 +50,10 @@ def test_no_cookie_is_refused_by_a_login_required_consumer_with_a_log_line(serve
 
 def test_tampered_cookie_is_refused_with_a_log_line(server):
     cookie = login_cookie(server.url, "ada", "pw")
-    assert ws_refusal(server.ws_url + "/ws/private/", cookie=cookie[:-3] + "xyz", origin=server.url) == 403
+    assert (
+        ws_refusal(server.ws_url + "/ws/private/", cookie=cookie[:-3] + "xyz", origin=server.url)
+        == 403
+    )
     server.wait_for_log("session cookie present but no live session")
 
 
@@ -60,7 +65,10 @@ def test_logged_out_users_old_cookie_is_refused(server):
 
 def test_foreign_origin_is_refused_with_a_log_line_and_the_site_goes_on(server):
     cookie = login_cookie(server.url, "ada", "pw")
-    assert ws_refusal(server.ws_url + "/ws/whoami/", cookie=cookie, origin="https://evil.example.com") == 403
+    assert (
+        ws_refusal(server.ws_url + "/ws/whoami/", cookie=cookie, origin="https://evil.example.com")
+        == 403
+    )
     server.wait_for_log("evil.example.com")
     assert http_get(server.url + "/")[0] == 200
 
@@ -97,10 +105,13 @@ def test_login_over_the_socket_is_seen_by_the_sites_pages(server):
 
 def test_long_poll_gets_the_same_user_and_its_token_is_bound_to_that_user(server):
     cookie = login_cookie(server.url, "ada", "pw")
-    status, opened = lp_post(server.url, "open", {"path": "/ws/whoami/"}, cookie=cookie, origin=server.url)
+    status, opened = lp_post(
+        server.url, "open", {"path": "/ws/whoami/"}, cookie=cookie, origin=server.url
+    )
     assert status == 200, opened
-    status, polled = lp_post(server.url, "poll", {"token": opened["token"], "ack": 0}, cookie=cookie,
-                             origin=server.url)
+    status, polled = lp_post(
+        server.url, "poll", {"token": opened["token"], "ack": 0}, cookie=cookie, origin=server.url
+    )
     assert status == 200, polled
     texts = [json.loads(m["text"]) for m in polled["messages"] if "text" in m]
     assert texts and texts[0]["user"] == "ada"

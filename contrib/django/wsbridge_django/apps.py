@@ -27,7 +27,7 @@ class WsbridgeConfig(AppConfig):
 
 
 def configure_layers() -> None:
-    """Hand ``WSBRIDGE["LAYERS"]`` (or ``CHANNEL_LAYERS``) to wsbridge; untouched when neither is set."""
+    """Hand ``WSBRIDGE["LAYERS"]`` (or ``CHANNEL_LAYERS``) to wsbridge; neither set: untouched."""
     from wsbridge.layers import configure
 
     from .conf import layer_settings

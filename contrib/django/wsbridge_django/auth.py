@@ -55,7 +55,9 @@ def populate_user(scope: dict[str, Any]) -> None:
         scope["user"] = SimpleLazyObject(lambda: get_user(scope))
 
 
-def login(scope: dict[str, Any], user: Any, backend: str | None = None, *, cycle_key: bool = False) -> None:
+def login(
+    scope: dict[str, Any], user: Any, backend: str | None = None, *, cycle_key: bool = False
+) -> None:
     """Log ``user`` in for this connection and save it in the session store.
 
     The session the browser's cookie names now holds the login, so the
@@ -88,13 +90,18 @@ def login(scope: dict[str, Any], user: Any, backend: str | None = None, *, cycle
 
     session = scope.get("session")
     if session is None:
-        raise ValueError("login() needs scope['session']: add django.contrib.sessions to INSTALLED_APPS")
-    session_auth_hash = user.get_session_auth_hash() if hasattr(user, "get_session_auth_hash") else ""
+        raise ValueError(
+            "login() needs scope['session']: add django.contrib.sessions to INSTALLED_APPS"
+        )
+    session_auth_hash = (
+        user.get_session_auth_hash() if hasattr(user, "get_session_auth_hash") else ""
+    )
     request = ScopeRequest(scope)
     if SESSION_KEY in session:
         other_user = _get_user_session_key(request) != user.pk
         if other_user or (
-            session_auth_hash and not constant_time_compare(session.get(HASH_SESSION_KEY, ""), session_auth_hash)
+            session_auth_hash
+            and not constant_time_compare(session.get(HASH_SESSION_KEY, ""), session_auth_hash)
         ):
             # Never reuse another user's session: start an empty one.
             session.flush()
@@ -126,7 +133,9 @@ def logout(scope: dict[str, Any]) -> None:
     user = scope.get("user")
     if user is not None and not getattr(user, "is_authenticated", False):
         user = None
-    user_logged_out.send(sender=user.__class__ if user is not None else None, request=None, user=user)
+    user_logged_out.send(
+        sender=user.__class__ if user is not None else None, request=None, user=user
+    )
     session = scope.get("session")
     if session is not None:
         session.flush()
@@ -173,6 +182,8 @@ def _authenticated(scope: dict[str, Any]) -> bool:
         "refused %s %s: login required (user is anonymous%s)",
         scope.get("transport", "websocket"),
         scope.get("path"),
-        ", session cookie present but no live session" if scope.get("wsbridge.stale_session") else "",
+        ", session cookie present but no live session"
+        if scope.get("wsbridge.stale_session")
+        else "",
     )
     return False

@@ -79,13 +79,23 @@ class Binding:
         if cls.model is None:
             return  # an abstract base
         if not cls.stream or not cls.fields:
-            raise TypeError(f"{cls.__name__} needs stream and fields (use ['__all__'] for every field)")
+            raise TypeError(
+                f"{cls.__name__} needs stream and fields (use ['__all__'] for every field)"
+            )
         registry[cls.stream] = cls
         uid = f"wsbridge.binding.{cls.__module__}.{cls.__qualname__}"
-        signals.pre_save.connect(cls._pre_save, sender=cls.model, weak=False, dispatch_uid=uid + ".pre_save")
-        signals.post_save.connect(cls._post_save, sender=cls.model, weak=False, dispatch_uid=uid + ".post_save")
-        signals.pre_delete.connect(cls._pre_delete, sender=cls.model, weak=False, dispatch_uid=uid + ".pre_delete")
-        signals.post_delete.connect(cls._post_delete, sender=cls.model, weak=False, dispatch_uid=uid + ".post_delete")
+        signals.pre_save.connect(
+            cls._pre_save, sender=cls.model, weak=False, dispatch_uid=uid + ".pre_save"
+        )
+        signals.post_save.connect(
+            cls._post_save, sender=cls.model, weak=False, dispatch_uid=uid + ".post_save"
+        )
+        signals.pre_delete.connect(
+            cls._pre_delete, sender=cls.model, weak=False, dispatch_uid=uid + ".pre_delete"
+        )
+        signals.post_delete.connect(
+            cls._post_delete, sender=cls.model, weak=False, dispatch_uid=uid + ".post_delete"
+        )
 
     def __init__(self, user: Any = None, scope: dict[str, Any] | None = None) -> None:
         self.user = user
@@ -99,7 +109,7 @@ class Binding:
         raise NotImplementedError(f"{cls.__name__} must define group_names(instance)")
 
     def has_permission(self, user: Any, action: str, pk: Any) -> bool:
-        """May ``user`` do ``action`` (create/update/delete) on the instance ``pk``? Denied by default."""
+        """May ``user`` do ``action`` (create/update/delete) on instance ``pk``? Default: no."""
         return False
 
     # -- outbound ----------------------------------------------------------------
@@ -127,15 +137,21 @@ class Binding:
     @classmethod
     def _post_delete(cls, sender: Any, instance: Any, **kwargs: Any) -> None:
         old = instance.__dict__.get(_STASH, {}).pop(cls, set())
-        cls._broadcast(instance, {DELETE: old}, pk=instance.pk if instance.pk is not None else kwargs.get("pk"))
+        cls._broadcast(
+            instance, {DELETE: old}, pk=instance.pk if instance.pk is not None else kwargs.get("pk")
+        )
 
     @classmethod
-    def _broadcast(cls, instance: Any, groups_by_action: dict[str, set[str]], pk: Any = None) -> None:
+    def _broadcast(
+        cls, instance: Any, groups_by_action: dict[str, set[str]], pk: Any = None
+    ) -> None:
         frames = []
         for action, groups in groups_by_action.items():
             if not groups:
                 continue
-            text = json.dumps({"stream": cls.stream, "payload": cls.serialize(instance, action, pk)})
+            text = json.dumps(
+                {"stream": cls.stream, "payload": cls.serialize(instance, action, pk)}
+            )
             frames.extend((group, text) for group in sorted(groups))
         if not frames:
             return
@@ -160,7 +176,9 @@ class Binding:
         data = {} if action == DELETE else cls.serialize_data(instance)
         return {
             "action": action,
-            "pk": json.loads(json.dumps(pk if pk is not None else instance.pk, cls=DjangoJSONEncoder)),
+            "pk": json.loads(
+                json.dumps(pk if pk is not None else instance.pk, cls=DjangoJSONEncoder)
+            ),
             "model": instance._meta.label_lower,
             "data": data,
         }

@@ -109,7 +109,11 @@ def _check_postgresql() -> list[Any]:
         return []
     if is_psycopg3:
         waiting = sys.modules.get("psycopg.waiting")
-        if _gevent_patched() and waiting is not None and getattr(waiting, "wait_c", None) is waiting.wait:
+        if (
+            _gevent_patched()
+            and waiting is not None
+            and getattr(waiting, "wait_c", None) is waiting.wait
+        ):
             return [
                 Error(
                     "psycopg was imported before gevent's monkey-patching: its queries would "
@@ -130,7 +134,8 @@ def _check_postgresql() -> list[Any]:
             "psycopg2 without psycogreen: every PostgreSQL query blocks the whole process "
             "under gevent.",
             hint="pip install psycogreen and call wsbridge_django.db.patch_psycopg2() first in "
-            "wsgi.py, or install psycopg 3 (`pip install 'psycopg[binary]'`), which Django prefers.",
+            "wsgi.py, or install psycopg 3 (`pip install 'psycopg[binary]'`), which Django "
+            "prefers.",
             id="wsbridge.E004",
         )
     ]
@@ -142,7 +147,8 @@ def _check_mysql() -> list[Any]:
         return []
     return [
         Warning(
-            "mysqlclient (MySQLdb) is a C driver: its queries block the whole process under gevent.",
+            "mysqlclient (MySQLdb) is a C driver: its queries block the whole process under "
+            "gevent.",
             hint="pip install PyMySQL and call pymysql.install_as_MySQLdb() in settings.py.",
             id="wsbridge.W005",
         )
@@ -166,7 +172,8 @@ def check_layer_for_processes(app_configs: Any = None, **kwargs: Any) -> list[An
         Error(
             f"{processes} processes will serve this site but the channel layer is the in-memory "
             "one: groups, long-poll sessions and background channels would not reach across them.",
-            hint="Configure the Redis layer: WSBRIDGE = {'LAYERS': {'default': {'BACKEND': 'redis', "
+            hint="Configure the Redis layer: WSBRIDGE = {'LAYERS': {'default': "
+            "{'BACKEND': 'redis', "
             "'CONFIG': {'hosts': ['redis://127.0.0.1:6379']}}}}.",
             id="wsbridge.E006",
         )

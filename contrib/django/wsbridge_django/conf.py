@@ -70,7 +70,9 @@ class WsbridgeSettings:
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in DEFAULTS:
-            raise AttributeError(f"unknown WSBRIDGE setting {name!r} (known: {', '.join(DEFAULTS)})")
+            raise AttributeError(
+                f"unknown WSBRIDGE setting {name!r} (known: {', '.join(DEFAULTS)})"
+            )
         return self._user_settings().get(name, DEFAULTS[name])
 
     def unknown_keys(self) -> list[str]:
@@ -127,7 +129,9 @@ def expected_processes() -> int:
     if env.isdigit():
         return int(env)
     workers = _gunicorn_workers(os.environ.get("GUNICORN_CMD_ARGS", ""))
-    in_gunicorn = "gunicorn.arbiter" in sys.modules or os.path.basename(sys.argv[0] or "").startswith("gunicorn")
+    in_gunicorn = "gunicorn.arbiter" in sys.modules or os.path.basename(
+        sys.argv[0] or ""
+    ).startswith("gunicorn")
     if workers is None and in_gunicorn:
         workers = _gunicorn_workers(" ".join(sys.argv[1:]))
     return workers or 1

@@ -111,14 +111,16 @@ def channel_session_user(func: Consumer) -> Consumer:
         from .auth import get_user
 
         session = message.channel_session
-        message.user = get_user({"session": session}) if session.get("_auth_user_id") else _anonymous()
+        message.user = (
+            get_user({"session": session}) if session.get("_auth_user_id") else _anonymous()
+        )
         return func(message, *args, **kwargs)
 
     return inner
 
 
 def channel_session_user_from_http(func: Consumer) -> Consumer:
-    """On connect, copy the HTTP session's user into the channel session; then ``channel_session_user``."""
+    """Copy the HTTP session's user into the channel session; then as ``channel_session_user``."""
 
     @http_session_user
     @channel_session

@@ -53,7 +53,9 @@ def close_for_restart(reason: str = "service restart") -> int:
             sessions += transport.close_sessions(SERVICE_RESTART, reason)
     logger.info(
         "restart: closing %d WebSocket(s) and %d long-poll session(s) with %d (service restart)",
-        count, sessions, SERVICE_RESTART,
+        count,
+        sessions,
+        SERVICE_RESTART,
     )
     return count + sessions
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from wsbridge.consumers.routing import Router, RouteMatch, include, path
+from wsbridge.consumers.routing import RouteMatch, Router, include, path
 from wsbridge.consumers.routing import router as default_router
 from wsbridge.exceptions import StopConsumer
 

@@ -35,7 +35,9 @@ def ensure_gevent() -> None:
     from .launch import LAUNCHED_ENV
 
     if os.environ.get(LAUNCHED_ENV) == str(os.getpid()):
-        raise CommandError("gevent monkey-patching is missing even after relaunching; see wsbridge_django.launch")
+        raise CommandError(
+            "gevent monkey-patching is missing even after relaunching; see wsbridge_django.launch"
+        )
     script = sys.argv[0]
     if not os.path.exists(script):
         raise CommandError(
@@ -44,7 +46,9 @@ def ensure_gevent() -> None:
         )
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "wsbridge_django.launch", script, *sys.argv[1:]])
+    os.execv(
+        sys.executable, [sys.executable, "-m", "wsbridge_django.launch", script, *sys.argv[1:]]
+    )
 
 
 def serving_application(*, static: bool = False) -> Any:

@@ -1,4 +1,4 @@
-"""Django signals around consumer calls, the realtime twins of ``request_started`` / ``request_finished``.
+"""Signals around consumer calls: the twins of ``request_started`` / ``request_finished``.
 
 Connect to them for per-call set-up and clean-up (a logging context, an
 error tracker's scope...)::

@@ -77,7 +77,9 @@ class DjangoCommunicator(Communicator):
         jar = _cookies(user, client)
         jar.update(cookies or {})
         if jar:
-            all_headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in jar.items()).encode("latin-1")))
+            all_headers.append(
+                (b"cookie", "; ".join(f"{k}={v}" for k, v in jar.items()).encode("latin-1"))
+            )
         if origin is not None:
             all_headers.append((b"origin", origin.encode("latin-1")))
         extra = dict(scope or {})
@@ -122,7 +124,9 @@ def _connections_in_transaction() -> dict[str, Any]:
     # see the test's rows (and not wait on its locks).
     from django.db import connections
 
-    return {conn.alias: conn for conn in connections.all(initialized_only=True) if conn.in_atomic_block}
+    return {
+        conn.alias: conn for conn in connections.all(initialized_only=True) if conn.in_atomic_block
+    }
 
 
 #: The Channels name.

@@ -46,4 +46,6 @@ STATIC_URL = "/static/"
 # WSBRIDGE = {"LAYERS": {"default": {"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379"]}}}}
 WSBRIDGE = {}
 if os.environ.get("CHAT_REDIS"):
-    WSBRIDGE["LAYERS"] = {"default": {"BACKEND": "redis", "CONFIG": {"hosts": [os.environ["CHAT_REDIS"]]}}}
+    WSBRIDGE["LAYERS"] = {
+        "default": {"BACKEND": "redis", "CONFIG": {"hosts": [os.environ["CHAT_REDIS"]]}}
+    }

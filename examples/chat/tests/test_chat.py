@@ -19,9 +19,11 @@ def test_index_and_room_pages_are_served(example_server):
 def test_two_clients_in_a_room_hear_each_other_and_other_rooms_hear_nothing(example_server):
     server = example_server("chat", "chatsite", "CHAT_DB")
     origin = {"Origin": server.url}
-    with connect(server.ws_url + "/ws/chat/lobby/", additional_headers=origin) as alice, \
-            connect(server.ws_url + "/ws/chat/lobby/", additional_headers=origin) as bob, \
-            connect(server.ws_url + "/ws/chat/kitchen/", additional_headers=origin) as carol:
+    with (
+        connect(server.ws_url + "/ws/chat/lobby/", additional_headers=origin) as alice,
+        connect(server.ws_url + "/ws/chat/lobby/", additional_headers=origin) as bob,
+        connect(server.ws_url + "/ws/chat/kitchen/", additional_headers=origin) as carol,
+    ):
         alice.send(json.dumps({"message": "hello bob"}))
         assert json.loads(bob.recv(timeout=5)) == {"message": "hello bob", "user": "anonymous"}
         assert json.loads(alice.recv(timeout=5))["message"] == "hello bob"
@@ -39,7 +41,9 @@ def test_a_page_from_another_site_cannot_open_the_chat(example_server):
 
     server = example_server("chat", "chatsite", "CHAT_DB")
     try:
-        connect(server.ws_url + "/ws/chat/lobby/", additional_headers={"Origin": "https://evil.example"})
+        connect(
+            server.ws_url + "/ws/chat/lobby/", additional_headers={"Origin": "https://evil.example"}
+        )
     except InvalidStatus as exc:
         assert exc.response.status_code == 403
     else:

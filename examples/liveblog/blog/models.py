@@ -10,4 +10,9 @@ class Post(models.Model):
         ordering = ["-created"]
 
     def as_dict(self):
-        return {"id": self.pk, "title": self.title, "body": self.body, "created": self.created.isoformat()}
+        return {
+            "id": self.pk,
+            "title": self.title,
+            "body": self.body,
+            "created": self.created.isoformat(),
+        }

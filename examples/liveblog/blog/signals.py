@@ -20,5 +20,9 @@ GROUP = "liveblog"
 
 @receiver(post_save, sender=Post)
 def announce_post(sender, instance, created, **kwargs):
-    message = {"text": json.dumps({"event": "created" if created else "updated", "post": instance.as_dict()})}
+    message = {
+        "text": json.dumps(
+            {"event": "created" if created else "updated", "post": instance.as_dict()}
+        )
+    }
     transaction.on_commit(lambda: Group(GROUP).send(message))

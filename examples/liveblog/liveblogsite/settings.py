@@ -42,4 +42,6 @@ DATABASES = {
 STATIC_URL = "/static/"
 WSBRIDGE = {}
 if os.environ.get("LIVEBLOG_REDIS"):
-    WSBRIDGE["LAYERS"] = {"default": {"BACKEND": "redis", "CONFIG": {"hosts": [os.environ["LIVEBLOG_REDIS"]]}}}
+    WSBRIDGE["LAYERS"] = {
+        "default": {"BACKEND": "redis", "CONFIG": {"hosts": [os.environ["LIVEBLOG_REDIS"]]}}
+    }

@@ -1,6 +1,5 @@
-from django.urls import path
-
 from blog import views
+from django.urls import path
 
 urlpatterns = [
     path("", views.index, name="index"),

@@ -16,16 +16,22 @@ def publish(base_url: str, title: str, body: str) -> int:
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
     page = opener.open(base_url + "/write/", timeout=10).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "title": title, "body": body}).encode()
-    request = urllib.request.Request(base_url + "/write/", data=data, headers={"Referer": base_url + "/write/"})
+    data = urllib.parse.urlencode(
+        {"csrfmiddlewaretoken": token, "title": title, "body": body}
+    ).encode()
+    request = urllib.request.Request(
+        base_url + "/write/", data=data, headers={"Referer": base_url + "/write/"}
+    )
     return opener.open(request, timeout=10).status
 
 
 def test_a_published_post_reaches_every_readers_page_at_once(example_server):
     server = example_server("liveblog", "liveblogsite", "LIVEBLOG_DB")
     origin = {"Origin": server.url}
-    with connect(server.ws_url + "/ws/liveblog/", additional_headers=origin) as reader1, \
-            connect(server.ws_url + "/ws/liveblog/", additional_headers=origin) as reader2:
+    with (
+        connect(server.ws_url + "/ws/liveblog/", additional_headers=origin) as reader1,
+        connect(server.ws_url + "/ws/liveblog/", additional_headers=origin) as reader2,
+    ):
         assert publish(server.url, "Kick-off", "The match has started.") == 200
         for reader in (reader1, reader2):
             event = json.loads(reader.recv(timeout=5))
@@ -37,7 +43,9 @@ def test_a_published_post_reaches_every_readers_page_at_once(example_server):
 
 def test_an_invalid_post_is_not_broadcast(example_server):
     server = example_server("liveblog", "liveblogsite", "LIVEBLOG_DB")
-    with connect(server.ws_url + "/ws/liveblog/", additional_headers={"Origin": server.url}) as reader:
+    with connect(
+        server.ws_url + "/ws/liveblog/", additional_headers={"Origin": server.url}
+    ) as reader:
         assert publish(server.url, "", "no title") == 200  # the form is shown again with its error
         assert publish(server.url, "Second", "ok") == 200
         assert json.loads(reader.recv(timeout=5))["post"]["title"] == "Second"

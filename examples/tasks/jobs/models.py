@@ -10,4 +10,9 @@ class Task(models.Model):
     result = models.TextField(blank=True, default="")
 
     def as_dict(self):
-        return {"id": self.pk, "progress": self.progress, "state": self.state, "result": self.result}
+        return {
+            "id": self.pk,
+            "progress": self.progress,
+            "state": self.state,
+            "result": self.result,
+        }

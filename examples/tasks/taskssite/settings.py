@@ -42,7 +42,9 @@ DATABASES = {
 STATIC_URL = "/static/"
 WSBRIDGE = {}
 if os.environ.get("TASKS_REDIS"):
-    WSBRIDGE["LAYERS"] = {"default": {"BACKEND": "redis", "CONFIG": {"hosts": [os.environ["TASKS_REDIS"]]}}}
+    WSBRIDGE["LAYERS"] = {
+        "default": {"BACKEND": "redis", "CONFIG": {"hosts": [os.environ["TASKS_REDIS"]]}}
+    }
 
 #: Seconds each of the demo task's steps takes (the tests make it short).
 TASK_STEP_SECONDS = float(os.environ.get("TASK_STEP_SECONDS", "0.5"))

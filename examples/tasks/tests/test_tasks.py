@@ -1,4 +1,4 @@
-"""The tasks example, served for real: a view queues a background task, the page's socket shows progress."""
+"""The tasks example, for real: a view queues a background task, a socket shows its progress."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ def start_task(base_url: str, size: int) -> int:
     page = opener.open(base_url + "/", timeout=10).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "size": size}).encode()
-    response = opener.open(urllib.request.Request(base_url + "/", data=data, headers={"Referer": base_url + "/"}),
-                           timeout=10)
+    response = opener.open(
+        urllib.request.Request(base_url + "/", data=data, headers={"Referer": base_url + "/"}),
+        timeout=10,
+    )
     return int(re.search(r"/tasks/(\d+)/$", response.url).group(1))
 
 
@@ -28,7 +30,9 @@ def test_the_page_shows_the_background_tasks_progress_until_done(example_server)
     status, page = server.get(f"/tasks/{task_id}/")
     assert status == 200 and f"/ws/tasks/{task_id}/" in page
     seen = []
-    with connect(server.ws_url + f"/ws/tasks/{task_id}/", additional_headers={"Origin": server.url}) as ws:
+    with connect(
+        server.ws_url + f"/ws/tasks/{task_id}/", additional_headers={"Origin": server.url}
+    ) as ws:
         while not seen or seen[-1]["state"] != "done":
             seen.append(json.loads(ws.recv(timeout=10)))
     progress = [event["progress"] for event in seen]
@@ -41,7 +45,9 @@ def test_two_tasks_run_side_by_side_and_the_site_answers_meanwhile(example_serve
     first, second = start_task(server.url, 3), start_task(server.url, 4)
     assert server.get("/")[0] == 200
     for task_id in (first, second):
-        with connect(server.ws_url + f"/ws/tasks/{task_id}/", additional_headers={"Origin": server.url}) as ws:
+        with connect(
+            server.ws_url + f"/ws/tasks/{task_id}/", additional_headers={"Origin": server.url}
+        ) as ws:
             event = json.loads(ws.recv(timeout=10))
             while event["state"] != "done":
                 event = json.loads(ws.recv(timeout=10))

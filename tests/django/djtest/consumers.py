@@ -5,8 +5,6 @@ import os
 import time
 
 from django.db import connection
-
-from wsbridge import JsonWebsocketConsumer, Router, WebsocketConsumer
 from wsbridge_django.auth import login, login_required, logout
 from wsbridge_django.binding import BindingConsumer
 from wsbridge_django.decorators import (
@@ -17,6 +15,8 @@ from wsbridge_django.decorators import (
     http_session_user,
 )
 
+from wsbridge import JsonWebsocketConsumer, Router, WebsocketConsumer
+
 from .bindings import NoteBinding
 from .models import Note
 
@@ -26,7 +26,9 @@ router = Router()
 @router.websocket("ws/echo/")
 class Echo(WebsocketConsumer):
     def receive(self, text_data=None, bytes_data=None):
-        self.send(text_data=text_data) if text_data is not None else self.send(bytes_data=bytes_data)
+        self.send(text_data=text_data) if text_data is not None else self.send(
+            bytes_data=bytes_data
+        )
 
 
 @router.websocket("ws/whoami/")
@@ -140,7 +142,11 @@ def v1_plain_connect(message):
     has_session = message.http_session is not None
     message.reply_channel.send({"accept": True})
     message.reply_channel.send(
-        {"text": json.dumps({"has_session": has_session, "authenticated": message.user.is_authenticated})}
+        {
+            "text": json.dumps(
+                {"has_session": has_session, "authenticated": message.user.is_authenticated}
+            )
+        }
     )
 
 

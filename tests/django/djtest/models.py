@@ -5,7 +5,9 @@ from django.db import models
 class Note(models.Model):
     """What the binding and ORM tests read and write."""
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )
     board = models.CharField(max_length=50, default="main")
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True, default="")

@@ -48,12 +48,17 @@ def _database():
             "CONN_MAX_AGE": 0,
             "TEST": {"NAME": f"test_{name}"},
         }
-    return {"ENGINE": "django.db.backends.sqlite3", "NAME": name if name != ":memory:" else ":memory:"}
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": name if name != ":memory:" else ":memory:",
+    }
 
 
 DATABASES = {"default": _database()}
 
-SESSION_ENGINE = "django.contrib.sessions.backends." + os.environ.get("WSBRIDGE_TEST_SESSIONS", "db")
+SESSION_ENGINE = "django.contrib.sessions.backends." + os.environ.get(
+    "WSBRIDGE_TEST_SESSIONS", "db"
+)
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 WSBRIDGE = {

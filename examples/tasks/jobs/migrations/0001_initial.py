@@ -4,21 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Task',
+            name="Task",
             fields=[
-                ('id', models.AutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('size', models.PositiveIntegerField(default=10)),
-                ('progress', models.PositiveIntegerField(default=0)),
-                ('state', models.CharField(default='queued', max_length=10)),
-                ('result', models.TextField(blank=True, default='')),
+                (
+                    "id",
+                    models.AutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("size", models.PositiveIntegerField(default=10)),
+                ("progress", models.PositiveIntegerField(default=0)),
+                ("state", models.CharField(default="queued", max_length=10)),
+                ("result", models.TextField(blank=True, default="")),
             ],
         ),
     ]

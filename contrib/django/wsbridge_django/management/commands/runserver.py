@@ -54,7 +54,9 @@ class Command(BaseRunserver):
             static = bool(options.get("use_static_handler", False)) and (
                 settings.DEBUG or options.get("insecure_serving", False)
             )
-            app = serving_application(static=static and apps.is_installed("django.contrib.staticfiles"))
+            app = serving_application(
+                static=static and apps.is_installed("django.contrib.staticfiles")
+            )
             host = self.addr if not self._raw_ipv6 else self.addr.strip("[]")
             serve(app, host, int(self.port), ready=lambda server: self.on_bind(server.server_port))
         except OSError as exc:

@@ -25,24 +25,46 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("channels", nargs="*", help="channel names to run (default: all)")
         parser.add_argument(
-            "--layer", default="default",
-            help="layer alias from WSBRIDGE['LAYERS'] / CHANNEL_LAYERS, 'memory', or a redis:// URL",
+            "--layer",
+            default="default",
+            help="a WSBRIDGE['LAYERS'] / CHANNEL_LAYERS alias, 'memory', or a redis:// URL",
         )
-        parser.add_argument("--only-channels", action="append", default=[], metavar="GLOBS",
-                            help="run only channels matching these globs (comma-separated)")
-        parser.add_argument("--exclude-channels", action="append", default=[], metavar="GLOBS",
-                            help="skip channels matching these globs (comma-separated)")
-        parser.add_argument("--concurrency", "--threads", type=int, default=None, dest="concurrency",
-                            help="consumers running at once (--threads is the Channels 1.x name)")
-        parser.add_argument("--shutdown-timeout", type=float, default=30.0,
-                            help="seconds to finish messages in hand on SIGTERM")
+        parser.add_argument(
+            "--only-channels",
+            action="append",
+            default=[],
+            metavar="GLOBS",
+            help="run only channels matching these globs (comma-separated)",
+        )
+        parser.add_argument(
+            "--exclude-channels",
+            action="append",
+            default=[],
+            metavar="GLOBS",
+            help="skip channels matching these globs (comma-separated)",
+        )
+        parser.add_argument(
+            "--concurrency",
+            "--threads",
+            type=int,
+            default=None,
+            dest="concurrency",
+            help="consumers running at once (--threads is the Channels 1.x name)",
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=30.0,
+            help="seconds to finish messages in hand on SIGTERM",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from ...runtime import ensure_gevent
 
         ensure_gevent()
-        import gevent
         import signal
+
+        import gevent
 
         from wsbridge import worker as wsworker
 
@@ -69,7 +91,9 @@ class Command(BaseCommand):
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, stop)
-        self.stdout.write(f"runworker: channels {', '.join(worker.channels)} on {type(layer).__name__}")
+        self.stdout.write(
+            f"runworker: channels {', '.join(worker.channels)} on {type(layer).__name__}"
+        )
         self.stdout.flush()
         worker.run()
 

@@ -1,4 +1,4 @@
-"""``manage.py wsbridge_status``: the channel layer as this site configures it (``wsbridge status``)."""
+"""``manage.py wsbridge_status``: ``wsbridge status`` for the layer this site configures."""
 
 from __future__ import annotations
 
