@@ -205,8 +205,7 @@ def _plain(start_response: Callable[..., Any], status: str, text: str, headers=(
         [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-            *headers,
+            *headers,  # no Connection header: hop-by-hop, PEP 3333 forbids it to apps
         ],
     )
     return [body]
