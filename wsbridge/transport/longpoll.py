@@ -22,8 +22,8 @@ No sticky sessions: the token names the layer channel of the process that
 holds the session (the *owner*). A request that reaches another process is
 forwarded over the channel layer as an ``lp.request`` message; the owner
 runs it as if it had arrived locally and answers with ``lp.reply`` (and an
-early ``hold`` reply, so a dead owner is noticed quickly).
-See ``docs/topics/protocol.rst``.
+early ``hold`` reply, so a dead owner is noticed quickly): see
+:mod:`wsbridge.transport.longpoll_relay` and ``docs/topics/protocol.rst``.
 """
 
 from __future__ import annotations
@@ -42,18 +42,15 @@ from typing import Any
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
-from gevent.queue import Empty, Queue
 
 from ..consumers.routing import Router
 from ..consumers.runner import Connection
 from ..exceptions import (
     BadRequest,
-    ChannelFull,
     Conflict,
     Forbidden,
     Gone,
     HTTPError,
-    InvalidChannelName,
     LayerUnavailable,
     MethodNotAllowed,
     NotFound,
@@ -62,6 +59,7 @@ from ..exceptions import (
 from ..layers.base import BaseChannelLayer
 from ..protocol.envelope import CLOSE_ABNORMAL, decode_frames, encode_frame, validate_close_code
 from ..protocol.longpoll import LongPollSession, SessionState, Token, TokenSigner, new_session_id
+from .longpoll_relay import OWNER_PREFIX, Relay, Request
 from .scope import build_scope
 
 __all__ = [
@@ -74,7 +72,6 @@ __all__ = [
 
 logger = logging.getLogger("wsbridge.transport.longpoll")
 
-OWNER_PREFIX = "wsbridge.lp"
 _TOMBSTONES = 100_000
 _JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 UserKey = Callable[[dict[str, Any]], str]
@@ -163,18 +160,6 @@ class _Session:
             self.poller.set(why)
 
 
-class _Request:
-    """One parsed long-poll request, local or forwarded from another process."""
-
-    __slots__ = ("op", "body", "origin", "user")
-
-    def __init__(self, op: str, body: dict[str, Any], origin: str, user: str) -> None:
-        self.op = op
-        self.body = body
-        self.origin = origin
-        self.user = user
-
-
 class LongPollTransport:
     """Serves the long-poll endpoints; ``wrap()`` sends requests under ``prefix`` here.
 
@@ -219,7 +204,7 @@ class LongPollTransport:
         )
         self.sessions: dict[bytes, _Session] = {}
         self._tombstones: OrderedDict[bytes, float] = OrderedDict()
-        self._replies: dict[str, Queue] = {}
+        self._relay: Relay | None = None
         self.layer: BaseChannelLayer | None = None
         self.owner = ""
         self._signer: TokenSigner | None = None
@@ -256,7 +241,15 @@ class LongPollTransport:
             self._router = default_router
         self._signer, self._shared_secret = self._make_signer()
         self.owner = self.layer.new_channel(OWNER_PREFIX)
-        self.layer.attach(self.owner, self._on_layer_message)
+        self._relay = Relay(
+            self.layer,
+            self.owner,
+            run_local=self._run_local,
+            verify=self._signer.verify if self._shared_secret else None,
+            forward_timeout=self.options.forward_timeout,
+            poll_timeout=self.options.poll_timeout,
+        )
+        self._relay.attach()
         if self._sweeper is not None:  # the parent's, copied by a fork
             self._sweeper.kill(block=False)
         self._sweeper = gevent.spawn(self._sweep)
@@ -314,8 +307,8 @@ class LongPollTransport:
             self._end(session, code=code)
         if self._sweeper is not None:
             self._sweeper.kill(block=False)
-        if self.layer is not None and self.owner:
-            self.layer.detach(self.owner)
+        if self._relay is not None:
+            self._relay.detach()
         self._started = False
 
     # -- WSGI ---------------------------------------------------------------------------
@@ -349,7 +342,7 @@ class LongPollTransport:
                 user = ""
                 if self._needs_scope:
                     user = self.options.user_key(self._scope_builder(environ))
-                request = _Request(op, body, origin, user)
+                request = Request(op, body, origin, user)
                 status, answer = self._dispatch(request)
         except HTTPError as exc:
             status, answer = exc.status, {"error": exc.reason}
@@ -494,13 +487,14 @@ class LongPollTransport:
 
     # -- poll / send / close on the owner ------------------------------------------------
 
-    def _dispatch(self, request: _Request) -> tuple[int, dict[str, Any]]:
+    def _dispatch(self, request: Request) -> tuple[int, dict[str, Any]]:
         token = TokenSigner.parse(request.body.get("token"))
         if token.owner != self.owner:
-            return self._forward(token, request)
+            assert self._relay is not None
+            return self._relay.forward(token, request)
         return self._run_local(token, request)
 
-    def _run_local(self, token: Token, request: _Request) -> tuple[int, dict[str, Any]]:
+    def _run_local(self, token: Token, request: Request) -> tuple[int, dict[str, Any]]:
         assert self._signer is not None
         self._signer.verify(token, origin=request.origin, user=request.user)
         session = self.sessions.get(token.sid)
@@ -519,7 +513,7 @@ class LongPollTransport:
         finally:
             state.request_ended(time.monotonic())
 
-    def _poll(self, session: _Session, request: _Request) -> dict[str, Any]:
+    def _poll(self, session: _Session, request: Request) -> dict[str, Any]:
         state = session.state
         if state.closed:
             raise Gone("session closed")
@@ -602,92 +596,6 @@ class LongPollTransport:
                 if now - when < keep:
                     break
                 del self._tombstones[sid]
-
-    # -- another process holds the session: forward over the layer ----------------------
-
-    def _forward(self, token: Token, request: _Request) -> tuple[int, dict[str, Any]]:
-        from ..layers.memory import MemoryLayer
-
-        assert self.layer is not None and self._signer is not None
-        if self._shared_secret:  # refuse forgeries here, without bothering the owner
-            self._signer.verify(token, origin=request.origin, user=request.user)
-        if isinstance(self.layer, MemoryLayer) or not token.owner.startswith(OWNER_PREFIX + "."):
-            raise NotFound("unknown session (its server process is gone)")
-        rid = secrets.token_hex(8)
-        replies: Queue = Queue()
-        self._replies[rid] = replies
-        message = {
-            "type": "lp.request",
-            "op": request.op,
-            "body": request.body,
-            "origin": request.origin,
-            "user": request.user,
-            "reply": self.owner,
-            "rid": rid,
-        }
-        held = False
-        try:
-            self.layer.send(token.owner, message)
-            reply = replies.get(timeout=self.options.forward_timeout)
-            if reply.get("hold"):  # the owner is alive and working on it
-                held = True
-                wait = self.options.poll_timeout + self.options.forward_timeout
-                reply = replies.get(timeout=wait)
-        except (InvalidChannelName, TypeError):
-            raise BadRequest("'token' or body cannot be forwarded") from None
-        except ChannelFull:
-            return 503, {"error": "the process holding this session is overloaded"}
-        except Empty:
-            if held and request.op == "poll":  # nothing acked, nothing lost: the next poll resends
-                return 200, {"messages": []}
-            raise NotFound("unknown session (the process holding it does not answer)") from None
-        finally:
-            self._replies.pop(rid, None)
-        return int(reply["status"]), reply["body"]
-
-    def _on_layer_message(self, message: dict[str, Any]) -> None:
-        # Runs in the layer's greenlet: hand the work to a new one.
-        kind = message.get("type")
-        if kind == "lp.request":
-            gevent.spawn(self._serve_forwarded, message)
-        elif kind == "lp.reply":
-            replies = self._replies.get(str(message.get("rid")))
-            if replies is not None:
-                replies.put(message)
-
-    def _serve_forwarded(self, message: dict[str, Any]) -> None:
-        assert self.layer is not None
-        reply_to, rid = str(message.get("reply")), message.get("rid")
-
-        def reply(**fields: Any) -> None:
-            try:
-                self.layer.send(reply_to, {"type": "lp.reply", "rid": rid, **fields})  # type: ignore[union-attr]
-            except Exception:  # the forwarder times out and answers its client
-                logger.warning("cannot answer forwarded long-poll request", exc_info=True)
-
-        body = message.get("body")
-        request = _Request(
-            str(message.get("op")),
-            body if isinstance(body, dict) else {},
-            str(message.get("origin") or ""),
-            str(message.get("user") or ""),
-        )
-        # "hold": the owner is alive and on it; the answer may take up to a poll timeout
-        # (a parked poll, or a send waiting on a busy consumer).
-        reply(hold=True)
-        try:
-            token = TokenSigner.parse(request.body.get("token"))
-            if token.owner != self.owner:
-                raise NotFound("unknown session")
-            status, answer = self._run_local(token, request)
-        except HTTPError as exc:
-            status, answer = exc.status, {"error": exc.reason}
-        except LayerUnavailable as exc:
-            status, answer = 503, {"error": f"channel layer unavailable: {exc}"}
-        except Exception:  # a bug: answer it rather than let the forwarder time out
-            logger.exception("forwarded long-poll %s request failed", request.op)
-            status, answer = 500, {"error": "internal error"}
-        reply(status=status, body=answer)
 
 
 def endpoints(app: Any) -> list[Any]:
