@@ -71,6 +71,18 @@ class Browser:
         self.pages.append(page)
         return page
 
+    def close_pages(self) -> None:
+        """Close every tab opened so far (so none keeps reconnecting to a later test's port)."""
+        for page in self.pages:
+            page.close()
+            try:
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/json/close/{page.target_id}", timeout=5
+                ).read()
+            except OSError:  # already gone
+                pass
+        self.pages.clear()
+
     def close(self) -> None:
         for page in self.pages:
             page.close()

@@ -26,6 +26,12 @@ def browser():
         yield chromium
 
 
+@pytest.fixture(autouse=True)
+def _close_tabs(browser):
+    yield
+    browser.close_pages()
+
+
 def room() -> str:
     return "r" + secrets.token_hex(4)
 
