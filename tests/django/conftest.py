@@ -13,6 +13,15 @@ from pathlib import Path
 
 import pytest
 
+# Patch before Django sets up: other conftests (tests/layers) patch the
+# process too, and Django's per-thread connection storage must be created
+# after patching, or greenlets would share (and trip over) one connection.
+from gevent import monkey  # noqa: E402
+
+if not monkey.is_module_patched("socket"):
+    assert "django.db" not in sys.modules, "django.db was imported before gevent patched"
+    monkey.patch_all()
+
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
