@@ -34,6 +34,30 @@ def raise_nofile(wanted: int) -> int:
     return target
 
 
+def busy_fraction(window: float = 1.0) -> float:
+    """Share of all cores busy over ``window`` seconds (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        idle = values[3] + values[4]
+        return sum(values), idle
+
+    total0, idle0 = sample()
+    time.sleep(window)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
+    """Wait (at most ``max_wait`` s) until other processes leave the cores mostly idle."""
+    end = time.monotonic() + max_wait
+    busy = busy_fraction()
+    while busy > threshold and time.monotonic() < end:
+        busy = busy_fraction()
+    return busy
+
+
 def rss_kib(pid: int | str = "self") -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -223,6 +247,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds, whole run")
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="seconds to wait for an idle machine before measuring")
     args = parser.parse_args()
     if args.role == "server":
         run_server(args)
@@ -231,6 +257,7 @@ def main() -> int:
         run_client(args)
         return 0
     me = [sys.executable, os.path.abspath(__file__)]
+    busy = wait_for_quiet(args.quiet_wait)
     server = subprocess.Popen(me + ["server", "--clients", str(args.clients)],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -246,6 +273,8 @@ def main() -> int:
             return 1
         report = json.loads(client.stdout.strip().splitlines()[-1])
         report["server_rss_mib_idle"] = round(idle / 1024, 1)
+        report["machine_busy_before"] = round(busy, 2)  # other processes' share of the cores
+        report["load_average"] = os.getloadavg()[0]
         print(json.dumps(report, indent=2))
         return 0
     finally:
