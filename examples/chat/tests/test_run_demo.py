@@ -48,7 +48,7 @@ def test_run_demo_serves_the_chat_and_stops_with_its_server(tmp_path):
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(30) == 0
-    # Its server went with it: nothing listens on the port any more.
     # Its server went with it: nothing listens on the port (TIME_WAIT left by clients is fine).
+    with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
