@@ -15,7 +15,9 @@ gevent load client holding one connection per stream. Per mode:
    open stream;
 4. R rounds: the client asks the server for one ``group_send``; the event
    carries the server's send time and every connection notes when it
-   arrived. Held clients send their next request after each answer.
+   arrived. Held clients send their next request once every stream of the
+   round has its answer (so a round times delivery, not delivery racing N
+   new requests).
 
 Reports delivery latency p50/p99/max, the time until the last stream had it,
 and the fan-out time of ``group_send`` itself. Bounded: N streams, R rounds,
@@ -159,6 +161,11 @@ class Load:
         self.latencies: dict[int, list[float]] = {r: [] for r in range(rounds)}
         self.last_arrival: dict[int, float] = {}
         self.stop = False
+        from gevent.event import Event
+
+        # Held clients send their next request once every stream has its answer, so
+        # a round measures delivery alone, not delivery racing 10,000 new requests.
+        self.next_round = [Event() for _ in range(rounds)]
 
     def _record(self, payload: bytes) -> None:
         now = time.time()
@@ -201,7 +208,9 @@ class Load:
             self._record(data)
 
     def _held(self, sock: Any) -> None:
-        for _ in range(self.rounds):
+        for r in range(self.rounds):
+            if r:
+                self.next_round[r].wait()
             sock.sendall(b"GET /bench/held/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             self.ready += 1
             sock.settimeout(None)
@@ -297,6 +306,8 @@ def bench_mode(port: int, mode: str, args: argparse.Namespace, deadline: float) 
             "all_in_ms": round((load.last_arrival.get(r, sent) - sent) * 1000, 1),
             "fanout_ms": round(fanouts[-1]["fanout_ms"], 1),
         })
+        if r + 1 < args.rounds:
+            load.next_round[r + 1].set()
         gevent.sleep(0.2)
     load.stop = True
     pool.kill(block=True, timeout=10)
