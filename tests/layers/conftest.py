@@ -1,19 +1,15 @@
-"""Fixtures for the layer tests: gevent patching and extra Redis servers.
+"""Fixtures for the layer tests: extra Redis servers on free ports.
 
-The layers run in greenlets that share one process, so sockets must be
-gevent's (a blocking ``BLPOP`` would otherwise stop every greenlet).
+The test process is not monkey-patched (other directories rely on that):
+the Redis layer opens its connections with gevent's sockets, so its
+blocking reads still only block their own greenlet here.
 """
 
 from __future__ import annotations
 
-from gevent import monkey
+import pytest
 
-if not monkey.is_module_patched("socket"):
-    monkey.patch_all()
-
-import pytest  # noqa: E402
-
-from .redis_server import RedisServer  # noqa: E402
+from .redis_server import RedisServer
 
 
 @pytest.fixture

@@ -12,6 +12,12 @@ Accepted entries (the shapes ``channels_redis`` users already write)::
 
 Every pool is created without redis-py's own retries: the layer decides
 what an outage means (see ``shard.py``).
+
+Plain TCP, unix-socket and Sentinel connections are opened with gevent's
+socket, so the layer's blocking reads only block their own greenlet even
+in a process gevent has not monkey-patched (a script, a test run, a
+threaded server sending from a view). TLS (``rediss://``) is cooperative
+only once the process is patched, as ``wsbridge serve`` does.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
+from gevent import socket as gsocket
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from ...exceptions import ConfigurationError
 
@@ -34,6 +41,55 @@ HostSpec = dict[str, Any]
 CONNECT_TIMEOUT = 2.0
 #: Seconds any single non-blocking command may take.
 COMMAND_TIMEOUT = 5.0
+
+
+class _GeventTCP:
+    """``_connect`` for TCP with gevent's socket (what redis-py does, cooperatively)."""
+
+    host: str
+    port: int
+    socket_connect_timeout: float | None
+    socket_timeout: float | None
+    socket_keepalive: bool
+    socket_keepalive_options: dict[int, Any]
+
+    def _connect(self) -> Any:
+        address = (self.host, self.port)
+        sock = gsocket.create_connection(address, timeout=self.socket_connect_timeout)
+        try:
+            sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+            if self.socket_keepalive:
+                sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_KEEPALIVE, 1)
+                for option, value in (self.socket_keepalive_options or {}).items():
+                    sock.setsockopt(gsocket.IPPROTO_TCP, option, value)
+            sock.settimeout(self.socket_timeout)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+
+class GeventConnection(_GeventTCP, redis.Connection):
+    """redis-py's TCP connection on a gevent socket."""
+
+
+class GeventSentinelConnection(_GeventTCP, SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection on a gevent socket."""
+
+
+class GeventUnixConnection(redis.UnixDomainSocketConnection):
+    """redis-py's unix-socket connection on a gevent socket."""
+
+    def _connect(self) -> Any:
+        sock = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
+        sock.settimeout(self.socket_connect_timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(self.socket_timeout)
+        return sock
 
 
 def decode_hosts(hosts: Any) -> list[HostSpec]:
@@ -84,7 +140,9 @@ def describe(spec: HostSpec) -> str:
     return f"redis://{spec.get('host', 'localhost')}:{spec.get('port', 6379)}/{spec.get('db', 0)}"
 
 
-def make_pool(spec: HostSpec, *, blocking: bool = False) -> redis.ConnectionPool:
+def make_pool(
+    spec: HostSpec, *, blocking: bool = False, on_connect: Any = None
+) -> redis.ConnectionPool:
     """A connection pool for one shard.
 
     Args:
@@ -92,8 +150,12 @@ def make_pool(spec: HostSpec, *, blocking: bool = False) -> redis.ConnectionPool
         blocking: for BLPOP-style commands: no command timeout (their own
             timeout bounds them), the socket still times out when the peer
             vanishes without closing.
+        on_connect: ``f(connection)`` run on every new connection, in place
+            of redis-py's own set-up (it must call ``connection.on_connect()``).
     """
     options = dict(spec)
+    if on_connect is not None:
+        options["redis_connect_func"] = on_connect
     options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
     options.setdefault("socket_keepalive", True)
     options["socket_timeout"] = None if blocking else options.get("socket_timeout", COMMAND_TIMEOUT)
@@ -101,12 +163,20 @@ def make_pool(spec: HostSpec, *, blocking: bool = False) -> redis.ConnectionPool
     if "master_name" in options:
         return _sentinel_pool(options)
     if "address" in options:
-        address = options.pop("address")
+        address = str(options.pop("address"))
+        scheme = address.partition("://")[0]
+        if scheme == "redis":
+            options.setdefault("connection_class", GeventConnection)
+        elif scheme == "unix":
+            options.pop("socket_keepalive", None)
+            options.setdefault("connection_class", GeventUnixConnection)
         return redis.ConnectionPool.from_url(address, **options)
     if "unix_socket_path" in options:
         options.pop("socket_keepalive", None)
-        return redis.ConnectionPool(connection_class=redis.UnixDomainSocketConnection, **options)
-    return redis.ConnectionPool(**options)
+        return redis.ConnectionPool(connection_class=GeventUnixConnection, **options)
+    if options.pop("ssl", False):
+        return redis.ConnectionPool(connection_class=redis.SSLConnection, **options)
+    return redis.ConnectionPool(connection_class=GeventConnection, **options)
 
 
 def _sentinel_pool(options: dict[str, Any]) -> redis.ConnectionPool:
@@ -119,13 +189,6 @@ def _sentinel_pool(options: dict[str, Any]) -> redis.ConnectionPool:
     sentinel_kwargs = options.pop("sentinel_kwargs", None) or {}
     sentinel_kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
     sentinel_kwargs.setdefault("socket_timeout", COMMAND_TIMEOUT)
-    sentinel = Sentinel(
-        [tuple(s) for s in sentinels], sentinel_kwargs=sentinel_kwargs, **_sentinel_conn(options)
-    )
+    sentinel = Sentinel([tuple(s) for s in sentinels], sentinel_kwargs=sentinel_kwargs)
+    options.setdefault("connection_class", GeventSentinelConnection)
     return SentinelConnectionPool(master_name, sentinel, **options)
-
-
-def _sentinel_conn(options: dict[str, Any]) -> dict[str, Any]:
-    # Sentinel() wants connection options for the sentinels themselves only
-    # when they need a password; the master's options go to the pool.
-    return {}

@@ -427,13 +427,6 @@ class RedisLayer(BaseChannelLayer):
     def _ensure_readers(self) -> None:
         if self._closed:
             return
-        from gevent import monkey
-
-        if not monkey.is_module_patched("socket"):
-            raise ConfigurationError(
-                "the Redis layer's reader needs gevent's monkey-patching "
-                "(gevent.monkey.patch_all() first thing, or run under `wsbridge serve`)"
-            )
         for shard in self.layout.reader_shards():
             reader = self._readers.get(shard.index)
             if reader is None or reader.dead:

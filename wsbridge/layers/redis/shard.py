@@ -72,8 +72,9 @@ class Shard:
         self.name = describe(spec)
         self.backoff = backoff
         self.on_recovered = on_recovered
-        self.pool = make_pool(spec)
-        self.blocking_pool = make_pool(spec, blocking=True)
+        self.run_id: bytes | None = None
+        self.pool = make_pool(spec, on_connect=self._on_connect)
+        self.blocking_pool = make_pool(spec, blocking=True, on_connect=self._on_connect)
         self.client = redis.Redis(connection_pool=self.pool)
         self.blocking = redis.Redis(connection_pool=self.blocking_pool)
         self.up = True
@@ -156,6 +157,26 @@ class Shard:
             logger.warning("channel layer: Redis shard %s is reachable again", self.name)
             if self.on_recovered is not None:
                 self.on_recovered(self)
+
+    def _on_connect(self, connection: Any) -> None:
+        # redis-py reconnects a pooled connection silently, so a Redis that
+        # restarted (empty) between two commands would go unnoticed. Each new
+        # connection reads the server's run_id: a new one means a new server
+        # session, and this process's memberships must be restored.
+        connection.on_connect()
+        connection.send_command("INFO", "server")
+        info = connection.read_response()
+        run_id = None
+        for line in bytes(info).splitlines():
+            if line.startswith(b"run_id:"):
+                run_id = line[7:].strip()
+        if run_id is None or run_id == self.run_id:
+            return
+        restarted = self.run_id is not None
+        self.run_id = run_id
+        if restarted and self.up and self.on_recovered is not None:
+            logger.warning("channel layer: Redis shard %s restarted; restoring state", self.name)
+            self.on_recovered(self)
 
     def _refuse_cluster(self) -> None:
         info = self.client.info("cluster")
