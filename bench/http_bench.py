@@ -115,7 +115,9 @@ def run_server(args: argparse.Namespace) -> None:
             skipped = layer.group_send("bench", {"type": "bench.msg", "text": text})
             body: dict[str, Any] = {"fanout_ms": (time.time() - started) * 1000, "skipped": skipped}
         elif path == "/stats":
-            body = {"attached": layer.stats()["attached"], "rss_kib": rss_kib()}
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            body = {"attached": layer.stats()["attached"], "rss_kib": rss_kib(),
+                    "cpu_s": usage.ru_utime + usage.ru_stime}
             if "greenlets" in environ.get("QUERY_STRING", ""):
                 gc.collect()
                 body["greenlets"] = sum(
@@ -293,12 +295,18 @@ def bench_mode(port: int, mode: str, args: argparse.Namespace, deadline: float) 
         if mode == "held" and r:
             _wait(lambda n=expected: _get(port, "/stats")["attached"] >= n, deadline,
                   "held requests of the next round")
+        cpu_before = _get(port, "/stats")["cpu_s"]
         sent = time.time()
         fanouts.append(_get(port, f"/broadcast?{r}"))
         _wait(lambda r=r: len(load.latencies[r]) >= args.streams - load.failed, deadline,
               "delivery to every stream")
+        if mode == "held":  # the answered requests end (disconnect(), groups left): part of it
+            _wait(lambda: _get(port, "/stats")["attached"] == 0, deadline, "held requests to end")
+        cpu_ms = (_get(port, "/stats")["cpu_s"] - cpu_before) * 1000
         lat = load.latencies[r]
         per_round.append({
+            # server CPU per delivered event: steady even when the machine is busy
+            "server_cpu_us_per_stream": round(cpu_ms * 1000 / max(1, len(lat)), 1),
             "delivered": len(lat),
             "p50_ms": round(percentile(lat, 0.50), 1),
             "p99_ms": round(percentile(lat, 0.99), 1),
@@ -325,6 +333,7 @@ def bench_mode(port: int, mode: str, args: argparse.Namespace, deadline: float) 
         "rounds": per_round,
         "p50_ms": round(percentile(everything, 0.50), 1),
         "p99_ms": round(percentile(everything, 0.99), 1),
+        "server_cpu_us_per_stream": min(x["server_cpu_us_per_stream"] for x in per_round),
         # 1-minute load average of the machine around the run: other work skews the figures
         "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "cpus": os.cpu_count(),
@@ -366,11 +375,13 @@ def run_client(args: argparse.Namespace) -> list[dict[str, Any]]:
 def report(results: list[dict[str, Any]]) -> None:
     print()
     print(f"{'mode':6} {'streams':>7} {'failed':>6} {'KiB/stream':>10} {'greenlets/stream':>16} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'all-in ms (per round)':>24}  load avg")
+          f"{'p50 ms':>7} {'p99 ms':>7} {'all-in ms (per round)':>24} {'cpu us/stream':>13}  "
+          "load avg")
     for r in results:
         allin = ", ".join(str(x["all_in_ms"]) for x in r["rounds"])
         print(f"{r['mode']:6} {r['streams']:>7} {r['failed']:>6} {r['kib_per_stream']:>10} "
-              f"{r['greenlets_per_stream']:>16} {r['p50_ms']:>7} {r['p99_ms']:>7} {allin:>24}  "
+              f"{r['greenlets_per_stream']:>16} {r['p50_ms']:>7} {r['p99_ms']:>7} {allin:>24} "
+              f"{r['server_cpu_us_per_stream']:>13}  "
               f"{r['loadavg'][0]}..{r['loadavg'][1]} on {r['cpus']} cpus")
 
 
