@@ -114,6 +114,10 @@ def run_server(args: argparse.Namespace) -> None:
             text = json.dumps({"r": int(environ.get("QUERY_STRING") or 0), "t": started})
             skipped = layer.group_send("bench", {"type": "bench.msg", "text": text})
             body: dict[str, Any] = {"fanout_ms": (time.time() - started) * 1000, "skipped": skipped}
+        elif path == "/freeze":
+            gc.collect()
+            gc.freeze()  # the open streams' objects leave the collector's generations
+            body = {"frozen": gc.get_freeze_count()}
         elif path == "/stats":
             usage = resource.getrusage(resource.RUSAGE_SELF)
             body = {"attached": layer.stats()["attached"], "rss_kib": rss_kib(),
@@ -288,6 +292,8 @@ def bench_mode(port: int, mode: str, args: argparse.Namespace, deadline: float) 
     opened_s = time.monotonic() - opening
     gevent.sleep(0.5)
     full = _get(port, "/stats?greenlets")
+    if args.gc_freeze:
+        _get(port, "/freeze")
     fanouts = []
     per_round = []
     for r in range(args.rounds):
@@ -322,7 +328,7 @@ def bench_mode(port: int, mode: str, args: argparse.Namespace, deadline: float) 
     everything = [x for r in range(args.rounds) for x in load.latencies[r]]
     streams = full["attached"] or args.streams
     return {
-        "mode": mode,
+        "mode": mode + ("+gc.freeze" if args.gc_freeze else ""),
         "streams": args.streams,
         "failed": load.failed,
         "open_s": round(opened_s, 1),
@@ -395,6 +401,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=500, help="connects in flight")
     parser.add_argument("--deadline", type=float, default=240, help="seconds per mode, at most")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() in the server once the streams are open (an experiment: "
+                             "how much of the cost is the cyclic collector walking a big heap)")
     args = parser.parse_args()
     if args.role == "server":
         run_server(args)
