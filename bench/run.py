@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--closed-loop", action="store_true",
                    help="echo: each client sends its next message when the reply arrives "
                         "(throughput at saturation) instead of every --echo-interval-ms")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="trials of each measurement, round-robin over the targets; the tables "
+                        "and goals use each one's median trial (a shared machine is noisy)")
     p.add_argument("--count", type=int, default=50, help="fan-out: messages published (default 50)")
     p.add_argument("--interval", type=float, default=0.2, help="fan-out: seconds between messages")
     p.add_argument("--grace", type=float, default=30.0,
@@ -104,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for bound in ("count", "echo_duration", "handshake_duration", "grace"):
         if getattr(args, bound) > 600:
             p.error(f"--{bound.replace('_', '-')} is bounded to 600")
+    if not 1 <= args.repeat <= 5:
+        p.error("--repeat is bounded to 1..5")
     if args.clients and max(args.clients) > 15000:
         p.error("--clients is bounded to 15000 (RLIMIT_NOFILE and ephemeral ports)")
     return args
@@ -117,12 +122,17 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int, dict]]:
         if workload in ("layer", "longpoll"):
             continue
         for clients in args.clients or DEFAULT_CLIENTS[workload]:
-            for target in args.target:
-                steps.append((target, workload, clients, {}))
-                if workload == "echo" and args.all:
-                    steps.append((target, workload, clients, {"closed_loop": True}))
-                elif workload == "echo" and args.closed_loop:
-                    steps[-1] = (target, workload, clients, {"closed_loop": True})
+            # --repeat: round-robin over the targets, so a burst of outside load
+            # hits every target's trials alike; the tables keep each median.
+            for trial in range(args.repeat):
+                for target in args.target:
+                    kw = {"trial": trial} if args.repeat > 1 else {}
+                    if workload == "echo" and (args.closed_loop and not args.all):
+                        steps.append((target, workload, clients, {**kw, "closed_loop": True}))
+                        continue
+                    steps.append((target, workload, clients, dict(kw)))
+                    if workload == "echo" and args.all:
+                        steps.append((target, workload, clients, {**kw, "closed_loop": True}))
     if args.all and args.extra:
         if "wsbridge" in args.target:
             steps.append(("wsbridge", "idle", 10000, {}))

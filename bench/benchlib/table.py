@@ -130,14 +130,19 @@ def summarize_external(report: Any) -> str:
         return str(report)[:120]
     if isinstance(report.get("summary"), str):
         return report["summary"]
-    parts = []
-    for key, value in report.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            parts.append(f"{key}={_f(value)}")
-        elif isinstance(value, dict):  # one level down: {"all": {"p50_ms": ..}} -> all.p50_ms
-            parts.extend(f"{key}.{k}={_f(v)}" for k, v in value.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool))
-    return ", ".join(parts)[:300] or "see results.json"
+    parts: list[str] = []
+
+    def walk(prefix: str, value: Any, depth: int) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, (int, float)):
+            parts.append(f"{prefix}={_f(value)}")
+        elif isinstance(value, dict) and depth < 3:  # {"all": {"p50_ms": ..}} -> all.p50_ms
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
+
+    walk("", report, 0)
+    return ", ".join(parts)[:600] or "see results.json"
 
 
 SECTIONS = [
@@ -165,10 +170,65 @@ def rst_table(head: Row, rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def goal_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
+    from .goals import GOAL_HEAD, check
+
+    return GOAL_HEAD, check(results)
+
+
+SECTIONS.append(("Goals (issue 7), from this run", goal_rows))
+
+
+def _key_figure(r: dict[str, Any]) -> float:
+    """The figure a trial is ranked by when picking the median of repeated trials."""
+    c = r.get("client", {})
+    w = r.get("workload")
+    if w == "fanout":
+        # undelivered messages rank as worse than any latency
+        return (1.0 - c.get("delivered_ratio", 0)) * 1e9 + (c.get("latency_ms", {}).get("p99") or 0)
+    if w == "echo":
+        return -(c.get("msgs_per_s") or 0)
+    if w == "idle":
+        return r.get("kb_per_connection") or 0
+    if w == "handshake":
+        return -(c.get("handshakes_per_s") or 0)
+    return 0.0
+
+
+def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (target, workload, clients, mode): the median trial when repeated.
+
+    Failed trials rank last; the chosen record says how many trials there were.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    order: list[tuple] = []
+    for r in results:
+        key = (r.get("target"), r.get("workload"), r.get("clients"), bool(r.get("closed_loop")))
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(r)
+    out = []
+    for key in order:
+        trials = groups[key]
+        if len(trials) == 1:
+            out.append(trials[0])
+            continue
+        ok = sorted((t for t in trials if t.get("ok")), key=_key_figure)
+        pick = dict(ok[(len(ok) - 1) // 2] if ok else trials[0])
+        pick["trials"] = len(trials)
+        pick["trials_ok"] = len(ok)
+        out.append(pick)
+    return out
+
+
 def print_table(meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
     m = meta.get("machine", {})
     print(f"\nrun {meta.get('run_id')}: {m.get('nproc')} cores, {m.get('cpu_model')}, "
           f"{m.get('memory_gib')} GiB; {meta.get('pinning')}")
+    results = medians(results)
+    if any("trials" in r for r in results):
+        print("(repeated measurements: each row is the median trial)")
     for title, fn in SECTIONS:
         head, rows = fn(results)
         if rows:

@@ -301,10 +301,17 @@ WORKLOADS = {
 
 def run_one(ctx: Context, target: Target, workload: str, clients: int, **kw: Any) -> dict[str, Any]:
     """One (target, workload, N) measurement; never raises, records the error instead."""
+    trial = kw.pop("trial", None)
     tag = f"{target.name}-{workload}{'-closed' if kw.get('closed_loop') else ''}-{clients}"
+    if trial is not None:
+        tag += f"-t{trial}"
     started = time.time()
     record: dict[str, Any] = {"target": target.name, "workload": workload, "clients": clients,
-                              "tag": tag, "started": started, **({"closed_loop": True} if kw.get("closed_loop") else {})}
+                              "tag": tag, "started": started}
+    if kw.get("closed_loop"):
+        record["closed_loop"] = True
+    if trial is not None:
+        record["trial"] = trial
     print(f"[bench] {tag} ...", flush=True, file=sys.stderr)
     try:
         record.update(WORKLOADS[workload](ctx, target, clients, tag, **kw))

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""The fan-out fast path proposed in docs/topics/performance.rst, as a patched copy.
+
+    python3 bench/patches/fastpath.py /tmp/exp          # copy wsbridge/ there, patch it
+    python3 bench/patches/fastpath.py /tmp/exp --diff   # ... and print the unified diff
+    python3 bench/run.py --target wsbridge --workload fanout --clients 3000 --wsbridge-src /tmp/exp
+
+Edits (each anchored on the current source; a missing anchor stops with an
+error instead of patching blindly):
+
+1. ``consumers/runner.py``: wake a connection's mailbox with
+   ``gevent.spawn_raw`` instead of ``gevent.spawn`` (no Greenlet object, no
+   spawn-tree bookkeeping: gevent records the spawning stack of every
+   Greenlet by default).
+2. ``transport/websocket.py``: when nothing is queued for the socket, write
+   right away with a non-blocking ``send`` and spawn the writer greenlet
+   only for what the kernel did not take.
+3. ``transport/websocket.py``: when no extension was negotiated, frame an
+   outgoing text message as header + payload (RFC 6455 section 5.2) instead
+   of building websockets ``Frame`` objects.
+
+The checkout itself is never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+EDITS: list[tuple[str, str, str]] = [
+    (
+        "consumers/runner.py",
+        "            self._runner = gevent.spawn(self._drain)",
+        "            # A raw greenlet: no Greenlet object and no spawn-tree bookkeeping;\n"
+        "            # a fan-out wakes one mailbox per member, so this is the hot path.\n"
+        "            self._runner = gevent.spawn_raw(self._drain)",
+    ),
+    (
+        "transport/websocket.py",
+        "            if text is not None:\n"
+        "                self.protocol.send_text(text.encode(\"utf-8\"))\n",
+        "            if text is not None:\n"
+        "                payload = text.encode(\"utf-8\")\n"
+        "                if not self.protocol.extensions and not self.protocol.expect_continuation_frame:\n"
+        "                    # No extension negotiated: an unmasked FIN text frame is a header\n"
+        "                    # and the payload (RFC 6455 section 5.2); no Frame objects.\n"
+        "                    self._queue((_text_header(len(payload)), payload))\n"
+        "                    return\n"
+        "                self.protocol.send_text(payload)\n",
+    ),
+    (
+        "transport/websocket.py",
+        "        if self._aborted:\n"
+        "            return\n"
+        "        pending = self._outbox_bytes\n",
+        "        if self._aborted:\n"
+        "            return\n"
+        "        pending = self._outbox_bytes\n"
+        "        if (\n"
+        "            not pending\n"
+        "            and self._writer is None\n"
+        "            and not self._closing\n"
+        "            and self.protocol.close_sent is None\n"
+        "            and not self.protocol.eof_sent\n"
+        "        ):\n"
+        "            # Nothing waiting: write now, without a writer greenlet; only what\n"
+        "            # the kernel does not take at once goes to the outbox.\n"
+        "            chunks = list(chunks)\n"
+        "            if chunks and all(chunks):\n"
+        "                data = b\"\".join(chunks)\n"
+        "                raw = getattr(self.sock, \"_sock\", None)  # gevent's non-blocking socket\n"
+        "                try:\n"
+        "                    sent = raw.send(data) if raw is not None else 0\n"
+        "                except BlockingIOError:\n"
+        "                    sent = 0\n"
+        "                except OSError as exc:\n"
+        "                    logger.debug(\"write to %s failed: %s\", self._peer, exc)\n"
+        "                    self._abort()\n"
+        "                    return\n"
+        "                self._bytes_sent += sent\n"
+        "                if sent == len(data):\n"
+        "                    return\n"
+        "                chunks = [data[sent:]]\n",
+    ),
+    (
+        "transport/websocket.py",
+        "\nclass WebSocketTransport:",
+        "\ndef _text_header(size: int) -> bytes:\n"
+        "    if size < 126:\n"
+        "        return bytes((0x81, size))\n"
+        "    if size < 65536:\n"
+        "        return bytes((0x81, 126)) + size.to_bytes(2, \"big\")\n"
+        "    return bytes((0x81, 127)) + size.to_bytes(8, \"big\")\n"
+        "\n"
+        "\nclass WebSocketTransport:",
+    ),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dest", type=Path, help="folder to create the patched wsbridge/ in")
+    parser.add_argument("--diff", action="store_true", help="print the unified diff")
+    args = parser.parse_args()
+    target = args.dest / "wsbridge"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(REPO / "wsbridge", target, ignore=shutil.ignore_patterns("__pycache__"))
+    changed: dict[str, tuple[str, str]] = {}
+    for rel, old, new in EDITS:
+        path = target / rel
+        text = path.read_text()
+        if text.count(old) != 1:
+            print(f"anchor not found once in wsbridge/{rel}: {old.splitlines()[0]!r}", file=sys.stderr)
+            return 1
+        before = changed.get(rel, (text, text))[0]
+        text = text.replace(old, new)
+        path.write_text(text)
+        changed[rel] = (before, text)
+    if args.diff:
+        for rel, (before, after) in changed.items():
+            sys.stdout.writelines(difflib.unified_diff(
+                before.splitlines(True), after.splitlines(True), f"a/wsbridge/{rel}", f"b/wsbridge/{rel}"))
+    print(f"patched copy in {target}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
