@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-import os
+# Patched first, like tests/conftest.py (when only examples/ is collected).
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
 import re
 import subprocess
 import sys

@@ -11,17 +11,22 @@
   ``server.log()`` returns what it printed. For a server shared by a whole
   module, call :func:`start_wsbridge_serve` from a module-scoped fixture.
 * ``gevent_server``: a factory that serves a WSGI app on wsbridge's pywsgi
-  server *inside* the test process, in a thread with its own gevent hub.
-  The test process is not monkey-patched, so wsbridge refuses WebSockets
-  there (on purpose, see tests/transport/test_servers.py); use it for plain
-  HTTP, or pass an app that does not need patching.
+  server *inside* the (monkey-patched) test process, in a greenlet.
 
 Both bind 127.0.0.1 with port 0 semantics, so parallel runs never collide.
 """
 
 from __future__ import annotations
 
-import os
+# The whole test process runs monkey-patched, like every wsbridge server:
+# patched first, before Django, redis-py or any test module is imported, so
+# thread-locals, sockets and locks are the same kind everywhere. Tests that
+# need an *unpatched* process run one in a subprocess.
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
 import signal
 import socket
 import subprocess

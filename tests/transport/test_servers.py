@@ -16,7 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import free_port, server_env, start_process
+from tests.conftest import ROOT, free_port, server_env, start_process
 from tests.transport.wsclient import handshake_bytes, raw_handshake
 
 APP = "tests.transport.ws_apps:application"
@@ -145,26 +145,71 @@ def test_threaded_server_gets_a_clear_500_not_a_hang(caplog):
         httpd.server_close()
 
 
-def test_missing_monkey_patching_is_a_clear_500(gevent_server, caplog):
-    # The test process is not monkey-patched: wsbridge must refuse, loudly.
-    from tests.transport.ws_apps import application
+_UNPATCHED_SERVER = r"""
+import logging, socket, sys, threading, urllib.request
+logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+from tests.transport.ws_apps import application
+from wsbridge.transport.server import make_server
 
-    server = gevent_server(application)
-    with caplog.at_level(logging.ERROR, logger="wsbridge"):
-        status, _, _, sock = raw_handshake(server.port, handshake_bytes("/echo/", server.port))
-        sock.close()
-    assert status == 500
-    assert "monkey-patching is missing" in caplog.text
-    with urllib.request.urlopen(server.url("/plain/")) as answer:  # plain HTTP still works
-        assert answer.read() == b"site GET /plain/"
+server = make_server(application, "127.0.0.1", 0)
+server.start()
+port = server.server_port
+
+def handshake():
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(
+        b"GET /echo/ HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n" % port
+    )
+    status = sock.recv(65536).split(b"\r\n", 1)[0]
+    sock.close()
+    print("HANDSHAKE", status.decode())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/plain/", timeout=5) as answer:
+        print("PLAIN", answer.read().decode())
+
+# The client runs in a real thread: nothing in this process is patched.
+client = threading.Thread(target=handshake)
+client.start()
+import gevent
+while client.is_alive():
+    gevent.sleep(0.01)
+server.stop(timeout=1)
+"""
+
+
+def _run_unpatched(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=server_env(),
+        cwd=str(ROOT),
+        timeout=60,
+    )
+
+
+def test_missing_monkey_patching_is_a_clear_500():
+    # A process that never patched: wsbridge must refuse WebSockets, loudly,
+    # while plain HTTP still reaches the site.
+    done = _run_unpatched(_UNPATCHED_SERVER)
+    assert done.returncode == 0, done.stderr
+    assert "HANDSHAKE HTTP/1.1 500" in done.stdout
+    assert "PLAIN site GET /plain/" in done.stdout
+    assert "monkey-patching is missing" in done.stderr
 
 
 def test_serve_refuses_to_start_without_monkey_patching():
-    from wsbridge.exceptions import ConfigurationError
-    from wsbridge.transport.server import serve
-
-    with pytest.raises(ConfigurationError, match="monkey-patching is missing"):
-        serve(lambda environ, start_response: [], "127.0.0.1", 0)
+    done = _run_unpatched(
+        "from wsbridge.exceptions import ConfigurationError\n"
+        "from wsbridge.transport.server import serve\n"
+        "try:\n"
+        "    serve(lambda environ, start_response: [], '127.0.0.1', 0)\n"
+        "except ConfigurationError as exc:\n"
+        "    print('REFUSED', exc)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "REFUSED" in done.stdout and "monkey-patching is missing" in done.stdout
 
 
 def test_serve_command_takes_module_spec_and_routing(wsbridge_serve, tmp_path):
