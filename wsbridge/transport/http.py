@@ -346,6 +346,11 @@ class _Exchange:
         body = event.get("body")
         self.outbox.append(event)
         self.wakeup.set()
+        if event.get("type") == "http.response.body" and not event.get("more_body"):
+            # The answer is complete: queue the consumer's end now, behind the
+            # handler that answered, so its mailbox greenlet runs it without
+            # being spawned again (the transport still writes the answer).
+            self.conn.disconnected(0)
         if body:
             self.pending += len(body)
             if self.pending > self.opts.max_pending:
