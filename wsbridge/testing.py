@@ -34,9 +34,11 @@ from .consumers.runner import Connection
 from .exceptions import NotFound
 from .layers import DEFAULT_ALIAS, get_channel_layer, set_channel_layer
 from .layers.base import BaseChannelLayer
+from .testing_longpoll import LongPollClient
 
 __all__ = [
     "Communicator",
+    "LongPollClient",
     "WebsocketCommunicator",
     "HttpCommunicator",
     "build_websocket_scope",

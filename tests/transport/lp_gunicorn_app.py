@@ -1,6 +1,7 @@
-"""The long-poll test app for ``gunicorn -k gevent -w 2`` on the Redis layer.
+"""The long-poll test app on the Redis layer (for ``gunicorn -k gevent -w 2``, ``wsbridge serve``).
 
-Settings come from the environment: LP_REDIS_PREFIX, WSBRIDGE_SECRET.
+Settings come from the environment: LP_REDIS_PREFIX, WSBRIDGE_SECRET (unset:
+a random secret per process), LP_POLL_TIMEOUT (1.5 s), LP_SESSION_TIMEOUT (5 s).
 """
 
 from __future__ import annotations
@@ -17,5 +18,12 @@ layer = build_layer(
                                     "prefix": os.environ["LP_REDIS_PREFIX"]}}
 )
 set_channel_layer(layer)
-application = wrap(lp_app.application, router=lp_app.routes, layer=layer,
-                   longpoll={"poll_timeout": 1.5, "session_timeout": 5})
+application = wrap(
+    lp_app.application,
+    router=lp_app.routes,
+    layer=layer,
+    longpoll={
+        "poll_timeout": float(os.environ.get("LP_POLL_TIMEOUT", "1.5")),
+        "session_timeout": float(os.environ.get("LP_SESSION_TIMEOUT", "5")),
+    },
+)

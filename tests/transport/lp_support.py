@@ -1,16 +1,22 @@
-"""Helpers for the long-poll tests: start lp_server.py processes, speak the protocol."""
+"""Long-poll test helpers: lp_server.py and ``wsbridge serve`` processes, the protocol."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from wsbridge.protocol.envelope import encode_frame
+from wsbridge.testing import LongPollClient
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -71,52 +77,57 @@ def request(
 LP = "/_wsbridge/lp"
 
 
-class Client:
-    """A minimal, exact long-poll client (what wsbridge.js does, in Python)."""
+class Client(LongPollClient):
+    """wsbridge.testing.LongPollClient with the raw helpers these tests use (frames as dicts).
+
+    ``port=`` on a call sends that one request to another server process.
+    """
 
     def __init__(self, port: int, path: str, *, origin: str | None = None) -> None:
+        super().__init__(f"http://127.0.0.1:{port}", origin=origin, timeout=10)
         self.port = port
-        self.headers = {"Content-Type": "application/json"}
-        if origin:
-            self.headers["Origin"] = origin
-        status, body = request(port, LP + "/open", {"path": path}, headers=self.headers)
-        assert status == 200, (status, body)
-        self.token = body["token"]
-        self.open_answer = body
-        self.seen = 0
-        self.sent = 0
-        self.closed: tuple[int, str] | None = None
+        self.open(path)
 
     @classmethod
     def from_token(cls, port: int, token: str) -> Client:
         """A client for a session opened by hand (custom open body or headers)."""
         client = cls.__new__(cls)
-        client.port, client.headers, client.token = port, {}, token
-        client.seen, client.sent, client.closed = 0, 0, None
+        LongPollClient.__init__(client, f"http://127.0.0.1:{port}", timeout=10)
+        client.port = port
+        client.session.token = token
         return client
 
+    seen = property(lambda self: self.session.seen)
+    sent = property(lambda self: self.session.sent,
+                    lambda self, value: setattr(self.session, "sent", value))
+
+    @contextlib.contextmanager
+    def _at(self, port: int | None) -> Iterator[None]:
+        target = self.target
+        if port is not None:
+            self.target = f"http://127.0.0.1:{port}"
+        try:
+            yield
+        finally:
+            self.target = target
+
     def call(self, op: str, port: int | None = None, **fields: Any) -> tuple[int, Any]:
-        return request(port or self.port, f"{LP}/{op}", {"token": self.token, **fields},
-                       headers=self.headers)
+        """One raw request with this session's token; (status, JSON body)."""
+        with self._at(port):
+            return self.request(op, {"token": self.token, **fields})
 
-    def poll(self, port: int | None = None) -> list[dict]:
-        """One poll; returns the new frames (seq > seen) and advances ``seen``."""
-        status, body = self.call("poll", port, ack=self.seen)
-        assert status == 200, (status, body)
-        fresh = [m for m in body["messages"] if m["seq"] > self.seen]
-        for m in fresh:
-            assert m["seq"] == self.seen + 1, (self.seen, body)
-            self.seen = m["seq"]
-            if "close" in m:
-                self.closed = (m["close"], m["reason"])
-        return fresh
+    def poll(self, port: int | None = None, wait: float | None = None) -> list[dict]:  # type: ignore[override]
+        """One poll; returns the new frames (seq > seen) as JSON dicts and advances ``seen``."""
+        with self._at(port):
+            return [encode_frame(frame) for frame in super().poll(wait)]
 
-    def send(self, *texts: str, port: int | None = None) -> int:
-        messages = [{"seq": self.sent + 1 + i, "text": t} for i, t in enumerate(texts)]
-        status, body = self.call("send", port, messages=messages)
-        assert status == 200, (status, body)
-        self.sent += len(texts)
-        return body["ack"]
+    def send(self, *texts: str, port: int | None = None) -> int:  # type: ignore[override]
+        """Send texts (one request); returns the server's ack."""
+        for text in texts:
+            self.session.queue(text=text)
+        with self._at(port):
+            self.flush()
+        return self.session.sent
 
     def texts_until(self, count: int, deadline: float = 10, port: int | None = None) -> list[str]:
         """Poll until ``count`` text frames arrived (or fail at the deadline)."""
@@ -126,6 +137,36 @@ class Client:
             assert time.monotonic() < end, f"only {got} after {deadline}s"
             got += [m["text"] for m in self.poll(port) if "text" in m]
         return got
+
+
+class ServeProcess:
+    """``wsbridge serve <app>`` in tests/transport on a free port (the real shutdown path)."""
+
+    def __init__(self, app: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wsbridge", "serve", app, "--port", "0",
+             "--log-level", "warning"],
+            cwd=HERE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+                 **(env or {})},
+        )
+        line = self.proc.stdout.readline()  # blocks until it listens (or dies)
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if match is None:
+            self.stop()
+            raise RuntimeError(f"wsbridge serve did not start: {line!r}")
+        self.port = int(match.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM (a graceful shutdown); returns the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10, interval: float = 0.05) -> Any:

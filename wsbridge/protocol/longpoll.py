@@ -17,6 +17,12 @@ Exactness (see ``docs/topics/protocol.rst``):
 
 States and the events that move between them live in :data:`TRANSITIONS`
 (the docs draw the diagram from it); tokens are signed by :class:`TokenSigner`.
+
+Hand-off (a graceful restart with a shared layer): :meth:`LongPollSession.snapshot`
+turns an open session into msgpack types, :class:`HandOff` carries it with
+the token binding and the scope to another process, and
+:meth:`LongPollSession.restore` rebuilds it there with the same sequence
+numbers and unacked frames, so the client sees one unbroken session.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import hmac
 import secrets
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from ..exceptions import BadRequest, Forbidden, WSBridgeError
 from .envelope import CLOSE_TRY_AGAIN_LATER, Frame
@@ -41,6 +48,11 @@ __all__ = [
     "ClientClose",
     "CloseAcked",
     "Expire",
+    "HandedOff",
+    "HandOff",
+    "HANDOFF_VERSION",
+    "handoff_channel",
+    "session_group",
     "TRANSITIONS",
     "LocalProtocolError",
     "LongPollSession",
@@ -72,6 +84,8 @@ class SessionState(enum.Enum):
     CLOSING = "closing"
     #: Over: refused, closed by the client, close acked, or expired.
     CLOSED = "closed"
+    #: Handed to another process (graceful restart): this process no longer serves it.
+    MOVED = "moved"
 
 
 # -- events that move the state --------------------------------------------------
@@ -117,7 +131,12 @@ class Expire:
     """The session was silent too long (or its consumer never answered)."""
 
 
-Event = Accept | Refuse | ServerClose | ClientClose | CloseAcked | Expire
+@dataclass(frozen=True)
+class HandedOff:
+    """The process is going away and handed the session to the channel layer."""
+
+
+Event = Accept | Refuse | ServerClose | ClientClose | CloseAcked | Expire | HandedOff
 
 S = SessionState
 #: (state, event type) -> next state. Pairs not listed are a LocalProtocolError.
@@ -132,7 +151,10 @@ TRANSITIONS: dict[tuple[SessionState, type], SessionState] = {
     (S.CLOSING, CloseAcked): S.CLOSED,
     (S.CLOSING, ClientClose): S.CLOSED,
     (S.CLOSING, Expire): S.CLOSED,
+    (S.OPEN, HandedOff): S.MOVED,
+    (S.CLOSING, HandedOff): S.MOVED,
 }
+_FINAL = frozenset((S.CLOSED, S.MOVED))
 del S
 
 
@@ -196,6 +218,8 @@ class LongPollSession:
 
     def client_close(self, code: int = 1000, reason: str = "") -> None:
         """The client closed; tell the consumer ``websocket.disconnect`` with ``code``."""
+        if self.state is SessionState.MOVED:
+            return
         if self.state is not SessionState.CLOSED:
             self.close_code = code
             self._transition(ClientClose(code, reason))
@@ -203,13 +227,28 @@ class LongPollSession:
 
     def expire(self) -> None:
         """Give up on the client; tell the consumer ``websocket.disconnect`` (1006)."""
+        if self.state is SessionState.MOVED:
+            return  # its frames may still answer a poll held here
         if self.state is not SessionState.CLOSED:
             self._transition(Expire())
         self._drop_buffer()
 
+    def hand_off(self) -> None:
+        """The session now lives elsewhere (its :meth:`snapshot` was handed over).
+
+        The unacked frames stay readable, so a poll already held here can
+        still be answered; nothing new is queued.
+        """
+        self._transition(HandedOff())
+
     @property
     def closed(self) -> bool:
         return self.state is SessionState.CLOSED
+
+    @property
+    def moved(self) -> bool:
+        """True once the session was handed to another process."""
+        return self.state is SessionState.MOVED
 
     # -- server to client ---------------------------------------------------------
 
@@ -335,14 +374,119 @@ class LongPollSession:
     def expired(self, now: float) -> bool:
         """True when no request is in progress and none came for ``timeout`` seconds."""
         return (
-            self.state is not SessionState.CLOSED
-            and self._active == 0
-            and now - self._last_seen > self.timeout
+            self.state not in _FINAL and self._active == 0 and now - self._last_seen > self.timeout
         )
+
+    # -- hand-off -----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The session as msgpack types, for :meth:`restore` in another process.
+
+        Only an OPEN or CLOSING session can move; take the snapshot once the
+        consumer has finished (nothing more will be queued), then call
+        :meth:`hand_off`.
+
+        Raises:
+            LocalProtocolError: the session is connecting, closed or moved.
+        """
+        if self.state not in (SessionState.OPEN, SessionState.CLOSING):
+            raise LocalProtocolError(f"a {self.state.name} session cannot be handed off")
+        return {
+            "state": self.state.value,
+            "next_seq": self._next_seq,
+            "acked": self._acked,
+            "client_seq": self._client_seq,
+            "subprotocol": self.subprotocol,
+            "close_code": self.close_code,
+            "buffer": [_frame_to_msg(frame) for frame in self._buffer],
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        sid: bytes,
+        snapshot: Any,
+        *,
+        now: float,
+        timeout: float = 60.0,
+        max_buffer: int = 1000,
+        max_buffer_bytes: int = 4 << 20,
+    ) -> LongPollSession:
+        """Rebuild a session from :meth:`snapshot`: same sequence numbers, same unacked frames.
+
+        The silence clock starts again at ``now``; the limits are this
+        process's. The buffer may hold more than ``max_buffer`` frames: they
+        were queued under the old process's limits and are delivered anyway.
+
+        Raises:
+            ValueError: the snapshot is not one :meth:`snapshot` made (the
+                caller drops it and the client opens a new session).
+        """
+        if not isinstance(snapshot, dict):
+            raise ValueError("a session snapshot is a dict")
+        try:
+            state = SessionState(snapshot["state"])
+            next_seq, acked, client_seq = (
+                snapshot["next_seq"],
+                snapshot["acked"],
+                snapshot["client_seq"],
+            )
+            frames = [_frame_from_msg(item) for item in snapshot["buffer"]]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed session snapshot: {exc!r}") from None
+        numbers = (next_seq, acked, client_seq)
+        if state not in (SessionState.OPEN, SessionState.CLOSING) or not all(
+            type(n) is int and n >= 0 for n in numbers
+        ):
+            raise ValueError("malformed session snapshot: state or counters")
+        if [f.seq for f in frames] != list(range(acked + 1, next_seq)):
+            raise ValueError("malformed session snapshot: the buffer does not follow 'acked'")
+        if any(f.is_close for f in frames[:-1]) or (
+            (state is SessionState.CLOSING) != bool(frames and frames[-1].is_close)
+        ):
+            raise ValueError("malformed session snapshot: misplaced close frame")
+        session = cls(
+            sid, now=now, timeout=timeout, max_buffer=max_buffer, max_buffer_bytes=max_buffer_bytes
+        )
+        session.state = state
+        session.subprotocol = _opt(snapshot.get("subprotocol"), str)
+        session.close_code = _opt(snapshot.get("close_code"), int)
+        session._next_seq, session._acked, session._client_seq = next_seq, acked, client_seq
+        session._buffer.extend(frames)
+        session._buffer_bytes = sum(_size(f) for f in frames if not f.is_close)
+        return session
 
     def _drop_buffer(self) -> None:
         self._buffer.clear()
         self._buffer_bytes = 0
+
+
+def _opt(value: Any, kind: type) -> Any:
+    if value is not None and type(value) is not kind:
+        raise ValueError(f"malformed session snapshot: {value!r} is not a {kind.__name__}")
+    return value
+
+
+def _frame_to_msg(frame: Frame) -> dict[str, Any]:
+    # Like encode_frame, but bytes stay bytes: msgpack carries them as they are.
+    if frame.close is not None:
+        return {"seq": frame.seq, "close": frame.close, "reason": frame.reason}
+    if frame.data is not None:
+        return {"seq": frame.seq, "bytes": frame.data}
+    return {"seq": frame.seq, "text": frame.text or ""}
+
+
+def _frame_from_msg(item: Any) -> Frame:
+    if not isinstance(item, dict) or type(item.get("seq")) is not int:
+        raise ValueError(f"malformed frame in a session snapshot: {item!r}")
+    seq = item["seq"]
+    if isinstance(item.get("text"), str):
+        return Frame(seq, text=item["text"])
+    if isinstance(item.get("bytes"), bytes):
+        return Frame(seq, data=item["bytes"])
+    if type(item.get("close")) is int and isinstance(item.get("reason", ""), str):
+        return Frame(seq, close=item["close"], reason=item.get("reason", ""))
+    raise ValueError(f"malformed frame in a session snapshot: {item!r}")
 
 
 def _size(frame: Frame) -> int:
@@ -395,9 +539,7 @@ class TokenSigner:
         self._secret = secret
 
     def _mac(self, sid: bytes, owner: str, origin: str, user: str) -> bytes:
-        message = b"\0".join(
-            (_TOKEN_CONTEXT, sid, owner.encode(), origin.encode(), user.encode())
-        )
+        message = b"\0".join((_TOKEN_CONTEXT, sid, owner.encode(), origin.encode(), user.encode()))
         return hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def sign(self, sid: bytes, owner: str, *, origin: str = "", user: str = "") -> str:
@@ -435,6 +577,102 @@ class TokenSigner:
         expected = self._mac(token.sid, token.owner, origin, user)
         if not hmac.compare_digest(expected, token.mac):
             raise Forbidden("token refused: forged, or bound to another Origin or user")
+
+    @staticmethod
+    def verify_known(token: Token, macs: list[bytes]) -> None:
+        """Check a token signed by another process against the MACs handed over with its session.
+
+        A process that adopted a session cannot recompute the old owner's
+        MAC without that process's secret; it compares with the MACs of the
+        tokens the session was known by (and the caller checks the bound
+        Origin and user itself).
+
+        Raises:
+            Forbidden: not one of ``macs``.
+        """
+        if not any(hmac.compare_digest(token.mac, mac) for mac in macs):
+            raise Forbidden("token refused: forged, or not a token of this session")
+
+
+# -- hand-off -----------------------------------------------------------------------
+
+#: Version of the hand-off message format (``HandOff.to_message``).
+HANDOFF_VERSION = 1
+#: Tokens a moved session keeps accepting (the newest first): the client may
+#: still hold an older one while the answer carrying the new one is on its way.
+MAX_SESSION_MACS = 4
+
+
+def handoff_channel(sid: bytes) -> str:
+    """The layer channel where a session waits for its next process (a normal channel)."""
+    return f"wsbridge.lp.handoff.{sid.hex()}"
+
+
+def session_group(sid: bytes) -> str:
+    """The layer group joined by the process that adopted a session, so others can find it."""
+    return f"wsbridge.lp.s.{sid.hex()}"
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """A session on its way from a process that is going away to whichever process sees it next.
+
+    Attributes:
+        sid: the session id.
+        origin, user: what its tokens are bound to.
+        macs: the MACs of the tokens the client may present (newest first).
+        scope: the connection scope, reduced to msgpack types.
+        session: :meth:`LongPollSession.snapshot`.
+        source: the owner channel of the process that handed it off.
+    """
+
+    sid: bytes
+    origin: str
+    user: str
+    macs: tuple[bytes, ...]
+    scope: dict[str, Any]
+    session: dict[str, Any]
+    source: str = ""
+
+    def to_message(self) -> dict[str, Any]:
+        """The layer message (msgpack types only) to send to :func:`handoff_channel`."""
+        return {
+            "type": "lp.handoff",
+            "v": HANDOFF_VERSION,
+            "sid": self.sid,
+            "origin": self.origin,
+            "user": self.user,
+            "macs": list(self.macs[:MAX_SESSION_MACS]),
+            "scope": self.scope,
+            "session": self.session,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_message(cls, message: Any) -> HandOff:
+        """Parse a hand-off message.
+
+        Raises:
+            ValueError: not a hand-off this version understands.
+        """
+        if not isinstance(message, dict) or message.get("type") != "lp.handoff":
+            raise ValueError("not a long-poll hand-off message")
+        if message.get("v") != HANDOFF_VERSION:
+            raise ValueError(f"hand-off format v{message.get('v')!r} is not v{HANDOFF_VERSION}")
+        sid, macs = message.get("sid"), message.get("macs")
+        fields = (message.get("origin"), message.get("user"), message.get("source", ""))
+        if (
+            not isinstance(sid, bytes)
+            or len(sid) != SESSION_ID_BYTES
+            or not isinstance(macs, list)
+            or not all(isinstance(mac, bytes) for mac in macs)
+            or not all(isinstance(field, str) for field in fields)
+            or not isinstance(message.get("scope"), dict)
+            or not isinstance(message.get("session"), dict)
+        ):
+            raise ValueError("malformed long-poll hand-off message")
+        origin, user, source = (str(field) for field in fields)
+        return cls(sid, origin, user, tuple(macs), message["scope"], message["session"], source)
 
 
 def transition_rows() -> list[tuple[str, str, str]]:

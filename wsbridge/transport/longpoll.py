@@ -24,6 +24,10 @@ forwarded over the channel layer as an ``lp.request`` message; the owner
 runs it as if it had arrived locally and answers with ``lp.reply`` (and an
 early ``hold`` reply, so a dead owner is noticed quickly): see
 :mod:`wsbridge.transport.longpoll_relay` and ``docs/topics/protocol.rst``.
+
+Graceful restarts keep sessions when the layer is shared: the process going
+away hands each session to the layer and the next process to see a request
+for it adopts it (:mod:`wsbridge.transport.longpoll_handoff`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -57,9 +61,17 @@ from ..exceptions import (
     PayloadTooLarge,
 )
 from ..layers.base import BaseChannelLayer
-from ..protocol.envelope import CLOSE_ABNORMAL, decode_frames, encode_frame, validate_close_code
+from ..protocol.envelope import (
+    CLOSE_ABNORMAL,
+    CLOSE_POLICY,
+    CLOSE_SERVER_ERROR,
+    decode_frames,
+    encode_frame,
+    validate_close_code,
+)
 from ..protocol.longpoll import LongPollSession, SessionState, Token, TokenSigner, new_session_id
-from .longpoll_relay import OWNER_PREFIX, Relay, Request
+from .longpoll_handoff import HandOffMixin, Session
+from .longpoll_relay import OWNER_PREFIX, Relay, Request, SessionMoved
 from .scope import build_scope
 
 __all__ = [
@@ -130,6 +142,9 @@ class LongPollOptions:
             (with a warning when the layer is shared) when unset.
         forward_timeout: seconds to wait for another process holding a session.
         user_key: scope -> the user id a token is bound to.
+        handoff: on shutdown, hand sessions over to the process that sees
+            their next request instead of closing them; None (the default)
+            does so when the layer is shared (not the in-memory layer).
     """
 
     prefix: str = "/_wsbridge/lp"
@@ -143,24 +158,10 @@ class LongPollOptions:
     secret: str | bytes | None = None
     forward_timeout: float = 5.0
     user_key: UserKey = default_user_key
+    handoff: bool | None = None
 
 
-@dataclass
-class _Session:
-    state: LongPollSession
-    conn: Connection | None = None
-    owner_token: str = ""
-    handshake: Event = field(default_factory=Event)
-    refusal: int = 403
-    poller: AsyncResult | None = None
-    lock: Semaphore = field(default_factory=Semaphore)
-
-    def wake(self, why: str = "ready") -> None:
-        if self.poller is not None and not self.poller.ready():
-            self.poller.set(why)
-
-
-class LongPollTransport:
+class LongPollTransport(HandOffMixin):
     """Serves the long-poll endpoints; ``wrap()`` sends requests under ``prefix`` here.
 
     Args:
@@ -202,8 +203,11 @@ class LongPollTransport:
                 self.options.allowed_origins,
             )
         )
-        self.sessions: dict[bytes, _Session] = {}
+        self.sessions: dict[bytes, Session] = {}
         self._tombstones: OrderedDict[bytes, float] = OrderedDict()
+        self._moved: OrderedDict[bytes, float] = OrderedDict()
+        self._adopting: dict[bytes, Event] = {}
+        self._leaving = False
         self._relay: Relay | None = None
         self.layer: BaseChannelLayer | None = None
         self.owner = ""
@@ -217,6 +221,7 @@ class LongPollTransport:
 
     def _forget_process(self) -> None:
         self._started = False
+        self._leaving = False
         self._start_lock = Semaphore()
 
     # -- start-up (lazy, so a fork after wrap() gets its own channel) ---------------
@@ -233,6 +238,9 @@ class LongPollTransport:
         from ..layers import get_channel_layer
 
         self.sessions.clear()
+        self._moved.clear()
+        self._adopting.clear()
+        self._leaving = False
         source = self._layer_source
         if source is None:
             source = get_channel_layer
@@ -249,7 +257,8 @@ class LongPollTransport:
             forward_timeout=self.options.forward_timeout,
             poll_timeout=self.options.poll_timeout,
         )
-        self._relay.attach()
+        self._relay.attach(join_peers=self.can_hand_off())
+        self._check_handoff_expiry()
         if self._sweeper is not None:  # the parent's, copied by a fork
             self._sweeper.kill(block=False)
         self._sweeper = gevent.spawn(self._sweep)
@@ -290,11 +299,15 @@ class LongPollTransport:
         """Disconnect every session with ``code`` and stop the sweeper (server shutdown).
 
         1001 (going away) by default; a graceful restart passes 1012. With a
-        ``timeout``, every open session is first sent its close frame (a held
-        poll carries it to the client, which then reconnects at once) and the
-        consumers get up to ``timeout`` seconds to finish.
+        ``timeout``, sessions are first handed over to the other processes
+        when :meth:`can_hand_off` (see :meth:`release_sessions`); the others
+        are sent their close frame (a held poll carries it to the client,
+        which then reconnects at once) and the consumers get up to
+        ``timeout`` seconds to finish.
         """
         if timeout > 0 and self._started:
+            if self.can_hand_off():
+                self.hand_off_sessions(timeout)
             sessions = list(self.sessions.values())
             self.close_sessions(code, "server shutting down")
             with gevent.Timeout(timeout, False):
@@ -402,6 +415,8 @@ class LongPollTransport:
     # -- open ----------------------------------------------------------------------------
 
     def _open(self, environ: dict[str, Any], body: dict[str, Any], origin: str) -> tuple[int, dict]:
+        if self._leaving:
+            return 503, {"error": "this server process is restarting: open again"}
         target = body.get("path")
         if not isinstance(target, str) or not target.startswith("/") or len(target) > 4096:
             raise BadRequest("'path' must be an absolute path string, e.g. \"/ws/chat/\"")
@@ -431,7 +446,8 @@ class LongPollTransport:
             max_buffer=opts.max_buffer,
             max_buffer_bytes=opts.max_buffer_bytes,
         )
-        session = _Session(state)
+        user = opts.user_key(scope)
+        session = Session(state, origin=origin, user=user, scope=scope)
         self.sessions[sid] = session
         session.conn = Connection(
             scope, match.consumer, self.layer, lambda event: self._emit(session, event)
@@ -441,11 +457,14 @@ class LongPollTransport:
             self._end(session, code=CLOSE_ABNORMAL)
             return 504, {"error": "the consumer did not accept in time"}
         if state.state is not SessionState.OPEN and state.state is not SessionState.CLOSING:
-            self._forget(sid)
-            return session.refusal, {"error": "connection refused by the application"}
-        token = self._signer.sign(sid, self.owner, origin=origin, user=opts.user_key(scope))
+            self._forget(session)
+            reason = "connection refused by the application"
+            if session.refusal == 503:
+                reason = "this server process is restarting: open again"
+            return session.refusal, {"error": reason}
+        self._set_token(session, self._signer.sign(sid, self.owner, origin=origin, user=user))
         return 200, {
-            "token": token,
+            "token": session.token,
             "subprotocol": state.subprotocol,
             "poll_timeout": opts.poll_timeout,
             "session_timeout": opts.session_timeout,
@@ -453,17 +472,19 @@ class LongPollTransport:
 
     # -- the consumer's side (runs in the mailbox greenlet: never block) -----------------
 
-    def _emit(self, session: _Session, event: dict[str, Any]) -> None:
+    def _emit(self, session: Session, event: dict[str, Any]) -> None:
         state = session.state
         kind = event.get("type")
         if kind == "websocket.accept":
             if state.state is SessionState.CONNECTING:
                 state.accept(event.get("subprotocol"))
-                session.handshake.set()
+            session.accepted = True
+            session.handshake.set()
         elif kind == "websocket.send":
             if state.state is SessionState.CONNECTING:  # sending implies accepting (ASGI)
                 state.accept(None)
-                session.handshake.set()
+            session.accepted = True
+            session.handshake.set()
             frame = state.queue(text=event.get("text"), data=event.get("bytes"))
             if frame is not None:
                 session.wake()
@@ -476,12 +497,19 @@ class LongPollTransport:
                 state.refuse(session.refusal)
                 session.handshake.set()
                 gevent.spawn(self._disconnect_consumer, session, code)
-            elif state.queue_close(code, str(event.get("reason") or "")) is not None:
+                return
+            if session.resumed and not session.accepted:
+                # Refused on resume: the client holds an open session, so this is a close
+                # frame; a plain refusal means "not any more" (1008, as a refused open).
+                code = CLOSE_SERVER_ERROR if event.get("error") else code
+                code = CLOSE_POLICY if code == 1000 else code
+            session.handshake.set()
+            if state.queue_close(code, str(event.get("reason") or "")) is not None:
                 session.wake()
                 gevent.spawn(self._disconnect_consumer, session, code)
 
     @staticmethod
-    def _disconnect_consumer(session: _Session, code: int | None) -> None:
+    def _disconnect_consumer(session: Session, code: int | None) -> None:
         if session.conn is not None:
             session.conn.disconnected(code or CLOSE_ABNORMAL)
 
@@ -489,43 +517,75 @@ class LongPollTransport:
 
     def _dispatch(self, request: Request) -> tuple[int, dict[str, Any]]:
         token = TokenSigner.parse(request.body.get("token"))
-        if token.owner != self.owner:
+        try:
+            if token.owner == self.owner or token.sid in self.sessions:
+                return self._run_local(token, request)
             assert self._relay is not None
-            return self._relay.forward(token, request)
-        return self._run_local(token, request)
+            return self._relay.forward(
+                token, request, lambda wait: self._adopt_and_run(token, request, wait)
+            )
+        except SessionMoved:
+            # This process handed the session off and is going away: reach whoever
+            # adopted it, else have the client retry (its next request goes elsewhere).
+            assert self._relay is not None
+            answer = self._relay.ask_adopter(token, request)
+            if answer is not None:
+                return answer
+            return 503, {"error": "the session is moving to another server process: retry"}
 
     def _run_local(self, token: Token, request: Request) -> tuple[int, dict[str, Any]]:
+        """Run a poll, send or close for a session held here (or just handed off by this process).
+
+        Raises:
+            SessionMoved: this process handed the session over (a forwarder adopts it).
+        """
         assert self._signer is not None
-        self._signer.verify(token, origin=request.origin, user=request.user)
         session = self.sessions.get(token.sid)
-        if session is None:
-            if token.sid in self._tombstones:
+        if token.owner == self.owner:
+            self._signer.verify(token, origin=request.origin, user=request.user)
+        elif session is not None:  # adopted here: the client may still hold an older token
+            TokenSigner.verify_known(token, session.macs)
+            if (request.origin, request.user) != (session.origin, session.user):
+                raise Forbidden("token refused: bound to another Origin or user")
+        if session is not None and session.moving is not None:
+            session.moving.wait(self.options.handshake_timeout)  # a hand-off in progress
+        if session is None or session.state.moved:
+            if token.sid in self._moved or (session is not None and session.state.moved):
+                raise SessionMoved()
+            if token.owner == self.owner and token.sid in self._tombstones:
                 raise Gone("session closed or expired")
             raise NotFound("unknown session")
         state = session.state
         state.request_started(time.monotonic())
         try:
             if request.op == "poll":
-                return 200, self._poll(session, request)
-            if request.op == "send":
-                return 200, self._send(session, request.body)
-            return 200, self._close(session, request.body)
+                answer = self._poll(session, request)
+            elif request.op == "send":
+                answer = self._send(session, request.body)
+            else:
+                answer = self._close(session, request.body)
         finally:
             state.request_ended(time.monotonic())
+        if request.body.get("token") != session.token:
+            answer["token"] = session.token  # the session moved here: use its new token
+        return 200, answer
 
-    def _poll(self, session: _Session, request: Request) -> dict[str, Any]:
+    def _poll(self, session: Session, request: Request) -> dict[str, Any]:
         state = session.state
         if state.closed:
             raise Gone("session closed")
+        wait = request.body.get("wait", self.options.poll_timeout)
+        if type(wait) not in (int, float) or not 0 <= wait < float("inf"):
+            raise BadRequest(f"'wait' must be a number of seconds >= 0, got {wait!r}")
         session.wake("superseded")  # at most one poll is pending: the newest wins
         state.ack(request.body.get("ack", 0))
         if state.closed:  # the client acked the server's close frame
             self._end(session, code=None)
             raise Gone("session closed")
-        if not state.has_pending:
+        if not state.has_pending and wait > 0:
             waiter = session.poller = AsyncResult()
             try:
-                why = waiter.get(timeout=self.options.poll_timeout)
+                why = waiter.get(timeout=min(wait, self.options.poll_timeout))
             except gevent.Timeout:
                 why = "timeout"
             finally:
@@ -535,12 +595,15 @@ class LongPollTransport:
                 raise Conflict("superseded by a newer poll on this session")
             if why == "gone":
                 raise Gone("session closed")
+        # "moved": answered from the frames handed over, so the client just polls again
         return {"messages": [encode_frame(frame) for frame in state.pending()]}
 
-    def _send(self, session: _Session, body: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
         frames = decode_frames(body.get("messages"))
         with session.lock:  # keeps concurrent sends of one session in seq order
             state = session.state
+            if state.moved:  # handed off while this send waited: apply it over there
+                raise SessionMoved()
             if state.closed:
                 raise Gone("session closed")
             for frame in state.receive(frames):
@@ -553,7 +616,7 @@ class LongPollTransport:
                 session.conn.push(event)  # may wait: that is backpressure on this client
             return {"ack": state.client_seq}
 
-    def _close(self, session: _Session, body: dict[str, Any]) -> dict[str, Any]:
+    def _close(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
         code = validate_close_code(body.get("code", 1000))
         reason = body.get("reason", "")
         if not isinstance(reason, str):
@@ -565,21 +628,26 @@ class LongPollTransport:
 
     # -- session end and expiry -----------------------------------------------------------
 
-    def _end(self, session: _Session, *, code: int | None) -> None:
+    def _end(self, session: Session, *, code: int | None) -> None:
         """Forget ``session``; tell its consumer ``websocket.disconnect(code)`` unless None."""
         if not session.state.closed:
             session.state.expire()
         session.wake("gone")
         session.handshake.set()
-        self._forget(session.state.sid)
+        self._forget(session)
         if code is not None:
             self._disconnect_consumer(session, code)
 
-    def _forget(self, sid: bytes) -> None:
-        if self.sessions.pop(sid, None) is not None:
-            self._tombstones[sid] = time.monotonic()
-            while len(self._tombstones) > _TOMBSTONES:
-                self._tombstones.popitem(last=False)
+    def _forget(self, session: Session, *, moved: bool = False) -> None:
+        sid = session.state.sid
+        if self.sessions.get(sid) is session:
+            del self.sessions[sid]
+            table = self._moved if moved else self._tombstones
+            table[sid] = time.monotonic()
+            while len(table) > _TOMBSTONES:
+                table.popitem(last=False)
+            if session.resumed:
+                self._leave_session_group(sid)
 
     def _sweep(self) -> None:
         interval = max(0.05, min(1.0, self.options.session_timeout / 4))
@@ -591,11 +659,12 @@ class LongPollTransport:
                 if session.state.expired(now):
                     logger.debug("long-poll session expired: %ss of silence", session.state.timeout)
                     self._end(session, code=CLOSE_ABNORMAL)
-            while self._tombstones:
-                sid, when = next(iter(self._tombstones.items()))
-                if now - when < keep:
-                    break
-                del self._tombstones[sid]
+            for table in (self._tombstones, self._moved):
+                while table:
+                    sid, when = next(iter(table.items()))
+                    if now - when < keep:
+                        break
+                    del table[sid]
 
 
 def endpoints(app: Any) -> list[Any]:

@@ -11,7 +11,14 @@ The owner answers ``{"type": "lp.reply", "rid", "hold": True}`` at once (it
 is alive and on it), runs the request as if it had arrived itself, and
 answers ``{"type": "lp.reply", "rid", "status", "body"}``. No hold within
 ``forward_timeout``: the owner is gone (404). No answer to a held poll: an
-empty poll answer, which loses nothing since nothing was acked. See
+empty poll answer, which loses nothing since nothing was acked.
+
+After a graceful restart the owner named in a token may have handed the
+session over (:mod:`wsbridge.transport.longpoll_handoff`): it answers
+``{"type": "lp.reply", "rid", "moved": True}`` while it is still alive, and
+announces ``{"type": "lp.departed", "owner"}`` to :data:`PEERS_GROUP`;
+:meth:`Relay.forward` then lets the transport adopt the session, or asks
+the process that already did (group ``wsbridge.lp.s.<sid>``). See
 ``docs/topics/protocol.rst``.
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,18 +39,21 @@ from ..exceptions import (
     ChannelFull,
     HTTPError,
     InvalidChannelName,
+    LayerError,
     LayerUnavailable,
     NotFound,
 )
 from ..layers.base import BaseChannelLayer
-from ..protocol.longpoll import Token, TokenSigner
+from ..protocol.longpoll import Token, TokenSigner, session_group
 
-__all__ = ["Relay", "Request", "OWNER_PREFIX"]
+__all__ = ["Relay", "Request", "SessionMoved", "OWNER_PREFIX", "PEERS_GROUP"]
 
 logger = logging.getLogger("wsbridge.transport.longpoll")
 
 #: Prefix of the per-process channel that receives forwarded requests.
 OWNER_PREFIX = "wsbridge.lp"
+#: Group of every process's owner channel (when sessions are handed over at shutdown).
+PEERS_GROUP = "wsbridge.lp.peers"
 
 Answer = tuple[int, dict[str, Any]]
 
@@ -57,13 +68,22 @@ class Request:
     user: str
 
 
+class SessionMoved(Exception):
+    """Internal: this process handed the session over; the forwarder should adopt it."""
+
+
+_MOVED = "moved"
+_KNOWN = 1000  # owners remembered as alive / departed
+
+
 class Relay:
     """Forwards requests for other processes' sessions, and serves theirs for ours.
 
     Args:
         layer: the shared channel layer (Redis across processes).
         owner: this process's channel (from ``layer.new_channel(OWNER_PREFIX)``).
-        run_local: runs a request for a session this process owns.
+        run_local: runs a request for a session this process holds; raises
+            :class:`SessionMoved` for one it has handed over.
         verify: checks a token's MAC here (when every process shares the
             secret), so forgeries are refused without a round trip; None to
             leave it to the owner.
@@ -88,22 +108,63 @@ class Relay:
         self.forward_timeout = forward_timeout
         self.poll_timeout = poll_timeout
         self._replies: dict[str, Queue] = {}
+        # Owners that answered lately (no hand-off to look for) and owners gone away.
+        self._alive: OrderedDict[str, None] = OrderedDict()
+        self._departed: OrderedDict[str, None] = OrderedDict()
+        self._peers = False
 
-    def attach(self) -> None:
-        """Start receiving forwarded requests and replies on this process's channel."""
+    def attach(self, *, join_peers: bool = False) -> None:
+        """Receive forwarded requests and replies on this process's channel.
+
+        With ``join_peers`` (sessions are handed over at shutdown) also join
+        :data:`PEERS_GROUP`, where processes going away say so.
+        """
         self.layer.attach(self.owner, self.on_message)
+        if join_peers:
+            try:
+                self.layer.group_add(PEERS_GROUP, self.owner)
+                self._peers = True
+            except LayerError as exc:  # departures are then noticed by asking
+                logger.warning("long-poll: cannot join %s: %s", PEERS_GROUP, exc)
 
     def detach(self) -> None:
         self.layer.detach(self.owner)
 
+    def depart(self) -> None:
+        """Tell the other processes this one has handed its sessions over and is going away."""
+        if not self._peers:
+            return
+        try:
+            self.layer.group_discard(PEERS_GROUP, self.owner)
+            self.layer.group_send(PEERS_GROUP, {"type": "lp.departed", "owner": self.owner})
+        except LayerError as exc:  # they find out by asking (a "moved" answer, or silence)
+            logger.warning("long-poll: could not announce this process's departure: %s", exc)
+        self._peers = False
+
+    @staticmethod
+    def _remember(table: OrderedDict[str, None], owner: str) -> None:
+        table[owner] = None
+        table.move_to_end(owner)
+        while len(table) > _KNOWN:
+            table.popitem(last=False)
+
     # -- this process asks the owner ---------------------------------------------------
 
-    def forward(self, token: Token, request: Request) -> Answer:
-        """Run ``request`` on the process that owns ``token``'s session; its (status, body).
+    def forward(
+        self, token: Token, request: Request, adopt: Callable[[float], Answer | None]
+    ) -> Answer:
+        """Run ``request`` where ``token``'s session lives; its (status, body).
+
+        The owner named in the token answers, unless it has handed the
+        session over (a graceful restart): then ``adopt(wait)`` takes the
+        session from the layer (waiting up to ``wait`` seconds for it) and
+        runs the request here, or the process that adopted it earlier
+        answers.
 
         Raises:
             Forbidden: the token is forged (only when the secret is shared).
-            NotFound: the owner is gone (or, with the in-memory layer, elsewhere).
+            NotFound: the owner is gone and nobody took the session over
+                (or, with the in-memory layer, the owner is another process).
             BadRequest: the token names no valid channel.
         """
         from ..layers.memory import MemoryLayer
@@ -112,6 +173,39 @@ class Relay:
             self._verify(token, origin=request.origin, user=request.user)
         if isinstance(self.layer, MemoryLayer) or not token.owner.startswith(OWNER_PREFIX + "."):
             raise NotFound("unknown session (its server process is gone)")
+        owner = token.owner
+        departed = owner in self._departed
+        if departed or owner not in self._alive:  # a hand-off may be waiting: look first
+            answer = adopt(min(2.0, self.forward_timeout) if departed else 0.0)
+            if answer is not None:
+                return answer
+        if not departed:
+            outcome = self._ask(owner, request, self.forward_timeout)
+            if isinstance(outcome, tuple):
+                self._remember(self._alive, owner)
+                return outcome
+            if outcome == _MOVED:  # its hand-off message is written before it says so
+                self._remember(self._departed, owner)
+                self._alive.pop(owner, None)
+            answer = adopt(self.forward_timeout if outcome == _MOVED else 0.0)
+            if answer is not None:
+                return answer
+        answer = self.ask_adopter(token, request)
+        if answer is not None:
+            return answer
+        raise NotFound("unknown session (the process holding it does not answer)")
+
+    def ask_adopter(self, token: Token, request: Request) -> Answer | None:
+        """Run ``request`` on the process that adopted ``token``'s session, if one answers."""
+        outcome = self._ask(
+            session_group(token.sid), request, min(2.0, self.forward_timeout), group=True
+        )
+        return outcome if isinstance(outcome, tuple) else None
+
+    def _ask(
+        self, target: str, request: Request, hold_timeout: float, *, group: bool = False
+    ) -> Answer | str | None:
+        """Send ``request`` to a channel (or a group): the answer, ``_MOVED``, or None (silence)."""
         rid = secrets.token_hex(8)
         replies: Queue = Queue()
         self._replies[rid] = replies
@@ -126,8 +220,11 @@ class Relay:
         }
         held = False
         try:
-            self.layer.send(token.owner, message)
-            reply = replies.get(timeout=self.forward_timeout)
+            if group:
+                self.layer.group_send(target, message)
+            else:
+                self.layer.send(target, message)
+            reply = replies.get(timeout=hold_timeout)
             if reply.get("hold"):  # the owner is alive and working on it
                 held = True
                 reply = replies.get(timeout=self.poll_timeout + self.forward_timeout)
@@ -138,9 +235,11 @@ class Relay:
         except Empty:
             if held and request.op == "poll":  # nothing acked, nothing lost: the next poll resends
                 return 200, {"messages": []}
-            raise NotFound("unknown session (the process holding it does not answer)") from None
+            return None
         finally:
             self._replies.pop(rid, None)
+        if reply.get("moved"):
+            return _MOVED
         return int(reply["status"]), reply["body"]
 
     # -- another process asks us -------------------------------------------------------
@@ -154,6 +253,11 @@ class Relay:
             replies = self._replies.get(str(message.get("rid")))
             if replies is not None:
                 replies.put(message)
+        elif kind == "lp.departed":
+            owner = str(message.get("owner") or "")
+            if owner and owner != self.owner:
+                self._remember(self._departed, owner)
+                self._alive.pop(owner, None)
 
     def _serve(self, message: dict[str, Any]) -> None:
         reply_to, rid = str(message.get("reply")), message.get("rid")
@@ -176,9 +280,10 @@ class Relay:
         reply(hold=True)
         try:
             token = TokenSigner.parse(request.body.get("token"))
-            if token.owner != self.owner:
-                raise NotFound("unknown session")
             status, answer = self._run_local(token, request)
+        except SessionMoved:
+            reply(moved=True)
+            return
         except HTTPError as exc:
             status, answer = exc.status, {"error": exc.reason}
         except LayerUnavailable as exc:
