@@ -8,8 +8,7 @@ sys.path.insert(0, os.path.abspath(".."))
 project = "wsbridge"
 author = "the wsbridge developers"
 copyright = "2026, the wsbridge developers"
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.intersphinx"]
-intersphinx_mapping = {"python": ("https://docs.python.org/3", None)}
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
 autodoc_member_order = "bysource"
