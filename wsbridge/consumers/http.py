@@ -89,8 +89,8 @@ class HttpConsumer(BaseConsumer):
     events work as on WebSocket consumers (``"news.item"`` -> ``news_item``).
     :meth:`disconnect` runs once when the exchange is over, however it ended.
 
-    Attributes:
-        groups: (None means the server's setting, for all of these) groups joined before ``handle`` and left at the end.
+    Attributes (``None`` means the server's setting):
+        groups: groups joined before ``handle`` and left at the end.
         max_body_size: bytes accepted in the request body (413 beyond).
         hold_timeout: seconds a request may wait for ``send_headers``
             before the server answers ``timeout_status``; 0 waits forever.
