@@ -27,3 +27,14 @@ application = wrap(
         "session_timeout": float(os.environ.get("LP_SESSION_TIMEOUT", "5")),
     },
 )
+
+
+def parked(environ, start_response):
+    """How many polls this process is holding (tests wait for one before a restart)."""
+    sessions = application.longpoll_transport.sessions.values()
+    count = sum(1 for session in sessions if session.poller is not None)
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [str(count).encode()]
+
+
+application.mount("/_wsbridge/test-parked", parked, exact=True)

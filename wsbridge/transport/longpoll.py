@@ -491,6 +491,8 @@ class LongPollTransport(HandOffMixin):
                 if frame.is_close:  # buffer overflow: the client is too slow
                     gevent.spawn(self._disconnect_consumer, session, frame.close)
         elif kind == "websocket.close":
+            if session.moving is not None:
+                return  # the consumer is ending because of the hand-off: the session goes on
             code = int(event.get("code") or 1000)
             if state.state is SessionState.CONNECTING:
                 session.refusal = 500 if event.get("error") else 403

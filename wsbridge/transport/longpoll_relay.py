@@ -176,7 +176,8 @@ class Relay:
         owner = token.owner
         departed = owner in self._departed
         if departed or owner not in self._alive:  # a hand-off may be waiting: look first
-            answer = adopt(min(2.0, self.forward_timeout) if departed else 0.0)
+            # (a process announces its departure after writing its hand-offs: no wait)
+            answer = adopt(0.0)
             if answer is not None:
                 return answer
         if not departed:
@@ -187,7 +188,7 @@ class Relay:
             if outcome == _MOVED:  # its hand-off message is written before it says so
                 self._remember(self._departed, owner)
                 self._alive.pop(owner, None)
-            answer = adopt(self.forward_timeout if outcome == _MOVED else 0.0)
+            answer = adopt(0.5 if outcome == _MOVED else 0.0)
             if answer is not None:
                 return answer
         answer = self.ask_adopter(token, request)
