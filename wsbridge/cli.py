@@ -17,7 +17,7 @@ __all__ = ["main", "build_parser"]
 # subcommand -> (module, one-line help). The module provides
 # ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS = {
-    "serve": ("wsbridge.transport.server", "serve a WSGI app with WebSocket and long-poll on gevent"),
+    "serve": ("wsbridge.transport.server", "serve a WSGI app with WebSocket, long-poll on gevent"),
     "worker": ("wsbridge.worker", "run background channel consumers"),
     "status": ("wsbridge.status", "show the channel layer: shards, groups, members, queues"),
     "check": ("wsbridge.status", "check the set-up (monkey-patching, layer reachability)"),

@@ -89,7 +89,9 @@ class HttpConsumer(BaseConsumer):
     events work as on WebSocket consumers (``"news.item"`` -> ``news_item``).
     :meth:`disconnect` runs once when the exchange is over, however it ended.
 
-    Attributes (``None`` means the server's setting):
+    Class attributes set the limits; ``None`` means the server's setting.
+
+    Attributes:
         groups: groups joined before ``handle`` and left at the end.
         max_body_size: bytes accepted in the request body (413 beyond).
         hold_timeout: seconds a request may wait for ``send_headers``
