@@ -7,7 +7,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import os  # noqa: E402
+import os
 import re
 import subprocess
 import sys

@@ -26,7 +26,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import os  # noqa: E402
+import os
 import signal
 import socket
 import subprocess

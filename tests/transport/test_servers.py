@@ -13,7 +13,6 @@ import threading
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import ROOT, free_port, server_env, start_process
