@@ -105,29 +105,18 @@ def test_reload_closes_sockets_with_1012_and_clients_reconnect_to_new_workers(re
         )
 
 
-def test_reload_ends_long_poll_sessions_with_1012_at_once_and_a_new_session_opens(redis_env):
+def test_reload_hands_long_poll_sessions_over_to_the_new_workers(redis_env):
     import threading
 
-    from djclient import lp_post
+    from wsbridge.testing import LongPollClient
 
     with DjangoServer.gunicorn(redis_env, workers=2) as server:
-        status, opened = lp_post(server.url, "open", {"path": "/ws/whoami/"}, origin=server.url)
-        assert status == 200, opened
-        status, first = lp_post(
-            server.url, "poll", {"token": opened["token"], "ack": 0}, origin=server.url
-        )
-        assert status == 200 and first["messages"], first
-        last_seq = first["messages"][-1]["seq"]
+        client = LongPollClient(server.url, origin=server.url, timeout=20)
+        client.open("/ws/whoami/")
+        old_pid = client.receive_json()["pid"]
         answers = []
         parked = threading.Thread(
-            target=lambda: answers.append(
-                lp_post(
-                    server.url,
-                    "poll",
-                    {"token": opened["token"], "ack": last_seq},
-                    origin=server.url,
-                )
-            )
+            target=lambda: answers.append(client.request("poll", client.session.poll_body()))
         )
         parked.start()
         time.sleep(0.3)  # let the poll park (nothing observable from outside tells it has)
@@ -136,26 +125,16 @@ def test_reload_ends_long_poll_sessions_with_1012_at_once_and_a_new_session_open
         parked.join(30)
         elapsed = time.monotonic() - started
         assert answers, "the parked poll never returned"
-        status, body = answers[0]
-        closes = [m["close"] for m in body.get("messages", []) if "close" in m]
-        assert status == 200 and closes == [1012], (status, body)
+        # answered at once with an empty batch: no close, the session goes on
+        assert answers[0] == (200, {"messages": []}), answers
         assert elapsed < 10  # not the 25 s poll timeout nor the graceful timeout
-        print(f"\nSIGHUP -> parked long-poll answered with a 1012 close frame in {elapsed:.2f} s")
-        # The old worker stops accepting within gunicorn's 1 s loop: reopen
-        # (as wsbridge.js does, with backoff) until a new worker answers.
-        old_pid = json.loads(first["messages"][0]["text"])["pid"]
-        deadline = time.monotonic() + 20
-        new_pid = old_pid
-        while new_pid == old_pid and time.monotonic() < deadline:
-            status, reopened = lp_post(
-                server.url, "open", {"path": "/ws/whoami/"}, origin=server.url
-            )
-            if status == 200:
-                token = reopened["token"]
-                status, polled = lp_post(
-                    server.url, "poll", {"token": token, "ack": 0}, origin=server.url
-                )
-                if status == 200 and polled["messages"]:
-                    new_pid = json.loads(polled["messages"][0]["text"])["pid"]
-            time.sleep(0.1)
-        assert new_pid != old_pid
+        # The next polls reach a new worker (the old one stops accepting), which adopts
+        # the session: its consumer connects again and says who it is, as seq 2.
+        identity = client.receive_json(timeout=20)
+        assert identity["pid"] != old_pid and client.session.seen == 2
+        assert client.closed is None
+        print(
+            f"\nSIGHUP -> parked long-poll answered (empty) in {elapsed:.2f} s; "
+            f"session adopted by worker {identity['pid']}"
+        )
+        client.close()

@@ -239,6 +239,9 @@ def serve(
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT, then close WebSockets with 1001 and return.
 
+    Long-poll sessions are handed over to the other processes when the
+    layer is shared (they survive the restart), else closed with 1001 too.
+
     Requires gevent monkey-patching (``wsbridge serve`` does it for you).
 
     Raises:
@@ -286,7 +289,7 @@ def _run_until_signal(server: Any, shutdown_timeout: float) -> None:
     server.close()  # stop accepting
     close_all()
     longpoll = getattr(server.application, "longpoll_transport", None)
-    if longpoll is not None:  # long-poll consumers get websocket.disconnect (1001) too
+    if longpoll is not None:  # sessions move to the other processes (shared layer), or get 1001
         longpoll.close(1001, timeout=min(shutdown_timeout, 5.0))
     with gevent.Timeout(shutdown_timeout, False):
         while active_connections():

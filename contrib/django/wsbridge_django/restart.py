@@ -10,7 +10,11 @@ sockets until the timeout and then drop them (clients see 1006).
 each worker) chains SIGTERM: every WebSocket of the worker is closed with
 **1012 (service restart)**, a closing handshake the clients answer, so the
 worker exits as soon as they are gone and ``wsbridge.js`` reconnects at once
-(to a new worker; the old one no longer accepts). With ``--preload`` the app
+(to a new worker; the old one no longer accepts). Long-poll sessions are
+handed over through the Redis layer instead: a held poll is answered at
+once (an empty batch) and the next request is served by another worker,
+which adopts the session (with the in-memory layer they get 1012 too). The
+worker stops accepting once that is done. With ``--preload`` the app
 is loaded in the master, whose signal handlers workers reset: add
 ``post_worker_init = "wsbridge_django.restart.post_worker_init"`` to the
 gunicorn config instead (see docs/topics/deployment-django.rst).
@@ -37,11 +41,12 @@ _apps: list[Any] = []
 
 
 def close_for_restart(reason: str = "service restart") -> int:
-    """Close every WebSocket and long-poll session of this process with 1012; returns how many.
+    """Close every WebSocket with 1012 and hand long-poll sessions over; returns how many.
 
-    Long-poll sessions get the close in answer to their pending (or next)
-    poll, so parked polls end now instead of holding the worker until
-    their timeout.
+    Long-poll sessions move to the other workers through the channel layer
+    (``LongPollTransport.release_sessions``): their pending poll is answered
+    now with an empty batch instead of holding the worker until its
+    timeout. With the in-memory layer they get a 1012 close frame instead.
     """
     from wsbridge.transport.websocket import close_all
 
@@ -50,12 +55,13 @@ def close_for_restart(reason: str = "service restart") -> int:
     for app in _apps:
         transport = getattr(app, "longpoll_transport", None)
         if transport is not None:
-            sessions += transport.close_sessions(SERVICE_RESTART, reason)
+            sessions += transport.release_sessions(SERVICE_RESTART, reason)
     logger.info(
-        "restart: closing %d WebSocket(s) and %d long-poll session(s) with %d (service restart)",
+        "restart: closing %d WebSocket(s) with %d (service restart); %d long-poll session(s) "
+        "handed over (or closed, without a shared layer)",
         count,
-        sessions,
         SERVICE_RESTART,
+        sessions,
     )
     return count + sessions
 
@@ -85,10 +91,18 @@ def install_restart_handlers(app: Any = None, force: bool = False) -> bool:
     def on_term(signum: int, frame: Any) -> None:
         import gevent
 
+        def restart() -> None:
+            # gunicorn's handler stops the worker loop, which exits once no request is
+            # in progress: run it only after the sessions were handed over (bounded).
+            try:
+                with gevent.Timeout(15, False):
+                    close_for_restart()
+            finally:
+                if callable(previous):
+                    previous(signum, frame)
+
         # No I/O inside a signal handler: the closes run in a greenlet.
-        gevent.spawn(close_for_restart)
-        if callable(previous):
-            previous(signum, frame)
+        gevent.spawn(restart)
 
     signal.signal(signal.SIGTERM, on_term)
     _installed = True
