@@ -2,7 +2,8 @@
 
 It speaks plain HTTP/1.1 only, so WebSocket upgrades fail through it (as
 behind an old proxy) and the browser client falls back to long-poll; its
-counters show which backend served what.
+counters show which backend served what. A backend that refuses connections
+(stopped) is skipped, as a load balancer's health check would.
 """
 
 from __future__ import annotations
@@ -40,17 +41,23 @@ class RoundRobinProxy:
                     self.send_error(400, "this proxy does not pass WebSocket upgrades")
                     return
                 with lock:
-                    port = proxy.backends[next(turn)]
+                    first = next(turn)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                try:
-                    upstream.request(self.command, self.path, body=body, headers=headers)
-                    response = upstream.getresponse()
-                    data = response.read()
-                finally:
-                    upstream.close()
+                for i in range(len(proxy.backends)):
+                    port = proxy.backends[(first + i) % len(proxy.backends)]
+                    upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    try:
+                        upstream.request(self.command, self.path, body=body, headers=headers)
+                        response = upstream.getresponse()
+                        data = response.read()
+                        break
+                    except ConnectionRefusedError:
+                        if i == len(proxy.backends) - 1:
+                            raise
+                    finally:
+                        upstream.close()
                 proxy.served[(port, self.path.split("?")[0])] += 1
                 self.send_response(response.status)
                 for key, value in response.getheaders():

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent / "transport"))
 
 from cdp import Browser  # noqa: E402
-from lp_support import Server, request  # noqa: E402
+from lp_support import ServeProcess, Server, request  # noqa: E402
 from proxy import RoundRobinProxy  # noqa: E402
 
 pytestmark = [pytest.mark.browser]
@@ -179,6 +179,36 @@ def test_long_poll_served_by_two_processes(browser):
             assert proxy.served[(s.port, "/_wsbridge/lp/send")] >= 1
         pids = {request(s.port, "/pid", method="GET")[1]["pid"] for s in servers}
         assert len(pids) == 2
+    finally:
+        proxy.close()
+        for s in servers:
+            s.stop()
+
+
+def test_a_long_poll_page_keeps_its_session_across_a_restart_behind_the_proxy(browser):
+    # Two processes on Redis behind a round-robin proxy (no WebSockets through it). One
+    # gets SIGTERM: its sessions move to the other, and the pages see no close at all.
+    env = {"LP_REDIS_PREFIX": "wsbridge-e2e-" + secrets.token_hex(4),
+           "WSBRIDGE_SECRET": "e2e-secret-0123456789", "LP_POLL_TIMEOUT": "10",
+           "LP_SESSION_TIMEOUT": "20"}
+    servers = [ServeProcess("lp_gunicorn_app:application", env) for _ in range(2)]
+    proxy = RoundRobinProxy([s.port for s in servers])
+    try:
+        name = room()
+        pages = [browser.new_page(f"http://127.0.0.1:{proxy.port}/page?room={name}")
+                 for _ in range(2)]
+        for page in pages:
+            assert page.wait_for(OPEN, timeout=20) == "longpoll"
+        chat(pages, "before restart", 0)
+        assert servers[0].terminate() == 0
+        chat(pages, "after restart", 1)
+        chat(pages, "and on", 0)
+        for page in pages:
+            assert page.evaluate("events") == ["open:longpoll"]  # no close, no reconnecting
+            assert page.evaluate("received") == ["before restart", "after restart", "and on"]
+        resumed = [e for e in request(servers[1].port, "/log", method="GET")[1]
+                   if e["event"] == "connect" and e["resumed"]]
+        assert resumed  # the survivor adopted the sessions the stopped process held
     finally:
         proxy.close()
         for s in servers:

@@ -200,6 +200,12 @@
       return attempt();
     }
 
+    function adopt(answer) {
+      // After a server restart another process took the session over: its answers
+      // carry the new token, which every later request must use.
+      if (answer.body && typeof answer.body.token === "string") token = answer.body.token;
+    }
+
     function lost(answer) {
       // 404/410: the session is gone (server restarted or expired); others: a bug.
       var code = answer && (answer.status === 404 || answer.status === 410) ? 1006 : 1002;
@@ -214,6 +220,7 @@
         if (done) return;
         if (answer.status === 409) return pollLoop(); // replaced by our own newer poll
         if (answer.status !== 200) return lost(answer);
+        adopt(answer);
         var messages = answer.body.messages || [];
         for (var i = 0; i < messages.length && !done; i++) {
           var m = messages[i];
@@ -254,6 +261,7 @@
       }, 15000).then(function (answer) {
         sending = false;
         if (answer.status !== 200) return lost(answer);
+        adopt(answer);
         inflight = inflight.filter(function (m) {
           return m.seq > answer.body.ack;
         });
