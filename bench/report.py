@@ -25,7 +25,7 @@ DOC = REPO_DIR / "docs" / "topics" / "performance.rst"
 STATIC = REPO_DIR / "docs" / "topics" / "_static"
 BEGIN = ".. BEGIN GENERATED (bench/report.py rewrites this part)"
 END = ".. END GENERATED"
-COLORS = {"wsbridge": "#1f77b4", "wsbridge-redis": "#17becf", "channels": "#2ca02c",
+COLORS = {"wsbridge": "#1f77b4", "wsbridge-redis": "#17becf", "wsbridge-fastpath": "#9467bd", "channels": "#2ca02c",
           "socketio": "#d62728", "raw": "#7f7f7f"}
 
 

@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--extra", action="store_true",
                    help="with --all: also 10,000 idle sockets (wsbridge) and 10,000 fan-out "
                         "members over two processes (wsbridge-redis)")
+    p.add_argument("--fastpath", action="store_true",
+                   help="with --all: also the target wsbridge-fastpath (the proposed change of "
+                        "bench/patches/fastpath.py --pump, measured in the same run)")
     p.add_argument("--closed-loop", action="store_true",
                    help="echo: each client sends its next message when the reply arrives "
                         "(throughput at saturation) instead of every --echo-interval-ms")
@@ -100,7 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--install", action="store_true", help="only create/update the venvs and exit")
     args = p.parse_args(argv)
     if args.all:
-        args.target = args.target or list(TARGETS)
+        args.target = args.target or [t for t in TARGETS if t != "wsbridge-fastpath"]
+        if args.fastpath and "wsbridge-fastpath" not in args.target:
+            args.target.insert(1, "wsbridge-fastpath")
         args.workload = args.workload or WORKLOADS
     if not args.install and (not args.target or not args.workload):
         p.error("give --target and --workload, or --all")
@@ -155,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = args.target or list(TARGETS)
     for name in sorted({TARGETS[t].venv for t in targets} | {"tools"}):
         ensure_venv(name)
+    for t in targets:
+        TARGETS[t].prepare()
     if args.install:
         return 0
     run_id = time.strftime("%Y%m%d-%H%M%S")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-WSBRIDGE_TARGETS = ("wsbridge", "wsbridge-redis")
+WSBRIDGE_TARGETS = ("wsbridge", "wsbridge-redis", "wsbridge-fastpath")
 
 
 def _find(results: list[dict[str, Any]], target: str, workload: str, clients: int | None = None,

@@ -94,6 +94,25 @@ class WsbridgeMemory(Target):
                 "--url", f"http://{LOOPBACK}:{port}/bench/publish"]
 
 
+class WsbridgeFastpath(WsbridgeMemory):
+    """The memory-layer target on a copy patched by bench/patches/fastpath.py --pump."""
+
+    def src_dir(self) -> Path:
+        return BENCH_DIR / "results" / "fastpath-src"
+
+    def prepare(self) -> None:
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, str(BENCH_DIR / "patches" / "fastpath.py"), str(self.src_dir()),
+                        "--pump"], check=True)
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["PYTHONPATH"] = f"{self.src_dir()}:{SERVERS}"
+        return cmd, env, cwd
+
+
 class WsbridgeRedis(Target):
     def server_cmd(self, port, redis_url):
         cmd = [str(venv_bin("wsbridge", "gunicorn")), "-k", "gevent", "-w", "2",
@@ -142,6 +161,9 @@ TARGETS: dict[str, Target] = {
     for t in [
         WsbridgeMemory("wsbridge", "wsbridge", "ws",
                        "wsbridge serve, memory layer, one gevent process"),
+        WsbridgeFastpath("wsbridge-fastpath", "wsbridge", "ws",
+                         "wsbridge serve, memory layer, with bench/patches/fastpath.py --pump "
+                         "(proposed change, not committed code)"),
         WsbridgeRedis("wsbridge-redis", "wsbridge", "ws",
                       "wsbridge, Redis layer, gunicorn -k gevent -w 2 (both workers on core 0)",
                       processes=2),

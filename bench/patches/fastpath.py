@@ -32,14 +32,79 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+SPAWN_RAW = (
+    "consumers/runner.py",
+    "            self._runner = gevent.spawn(self._drain)",
+    "            # A raw greenlet: no Greenlet object and no spawn-tree bookkeeping;\n"
+    "            # a fan-out wakes one mailbox per member, so this is the hot path.\n"
+    "            self._runner = gevent.spawn_raw(self._drain)",
+)
+
+# --pump: instead of one greenlet per woken mailbox, one greenlet runs the woken
+# mailboxes one after another; if a handler blocks (the pump yields to the hub),
+# a callback hands the rest of the list to a new pump at once, so a slow consumer
+# still delays only its own connection.
+PUMP_WAKE = (
+    "consumers/runner.py",
+    "            self._runner = gevent.spawn(self._drain)",
+    "            self._runner = _QUEUED\n"
+    "            _READY.append(self)\n"
+    "            if _PUMP[0] is None:\n"
+    "                _PUMP[0] = gevent.spawn_raw(_pump)",
+)
+PUMP_DRAIN = (
+    "consumers/runner.py",
+    "        mailbox = self._mailbox\n"
+    "        try:\n",
+    "        mailbox = self._mailbox\n"
+    "        self._runner = gevent.getcurrent()\n"
+    "        try:\n",
+)
+PUMP_CODE = (
+    "consumers/runner.py",
+    "\n_QUEUED = object()  # Connection._runner while waiting for the pump\n",
+    "\n_QUEUED = object()  # Connection._runner while waiting for the pump\n"
+    "_READY: deque[Any] = deque()  # woken connections, in wake order\n"
+    "_PUMP: list[Any] = [None]  # the greenlet running them, if any\n"
+    "\n"
+    "\n"
+    "def _pump() -> None:\n"
+    "    me = gevent.getcurrent()\n"
+    "    # Runs only if this greenlet yields to the hub mid-list (a handler blocked).\n"
+    "    watchdog = gevent.get_hub().loop.run_callback(_hand_off, me)\n"
+    "    try:\n"
+    "        while _READY and _PUMP[0] is me:\n"
+    "            _READY.popleft()._drain()\n"
+    "    finally:\n"
+    "        watchdog.stop()\n"
+    "        if _PUMP[0] is me:\n"
+    "            _PUMP[0] = None\n"
+    "            if _READY:\n"
+    "                _PUMP[0] = gevent.spawn_raw(_pump)\n"
+    "\n"
+    "\n"
+    "def _hand_off(blocked: Any) -> None:\n"
+    "    # The pump is stuck in a handler: the rest of the list gets a new pump; the\n"
+    "    # old greenlet finishes that one connection and ends.\n"
+    "    if _PUMP[0] is blocked:\n"
+    "        _PUMP[0] = gevent.spawn_raw(_pump) if _READY else None\n",
+)
+
 EDITS: list[tuple[str, str, str]] = [
     (
         "consumers/runner.py",
-        "            self._runner = gevent.spawn(self._drain)",
-        "            # A raw greenlet: no Greenlet object and no spawn-tree bookkeeping;\n"
-        "            # a fan-out wakes one mailbox per member, so this is the hot path.\n"
-        "            self._runner = gevent.spawn_raw(self._drain)",
+        "        if runner is not None and runner is not gevent.getcurrent():\n"
+        "            runner.kill(block=False)",
+        "        if runner is not None and runner is not _QUEUED and runner is not gevent.getcurrent():\n"
+        "            gevent.kill(runner)  # works on raw greenlets too",
     ),
+    (
+        "consumers/runner.py",
+        "\nclass Connection:",
+        "\n_QUEUED = object()  # Connection._runner while waiting for the pump\n"
+        "\n\nclass Connection:",
+    ),
+    SPAWN_RAW,
     (
         "transport/websocket.py",
         "            if text is not None:\n"
@@ -106,13 +171,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dest", type=Path, help="folder to create the patched wsbridge/ in")
     parser.add_argument("--diff", action="store_true", help="print the unified diff")
+    parser.add_argument("--pump", action="store_true",
+                        help="one pump greenlet for woken mailboxes instead of spawn_raw per wake")
     args = parser.parse_args()
+    edits = list(EDITS)
+    if args.pump:
+        edits[edits.index(SPAWN_RAW)] = PUMP_WAKE
+        edits += [PUMP_DRAIN, PUMP_CODE]
     target = args.dest / "wsbridge"
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(REPO / "wsbridge", target, ignore=shutil.ignore_patterns("__pycache__"))
     changed: dict[str, tuple[str, str]] = {}
-    for rel, old, new in EDITS:
+    for rel, old, new in edits:
         path = target / rel
         text = path.read_text()
         if text.count(old) != 1:
