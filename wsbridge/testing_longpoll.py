@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent
+
 from .exceptions import ConnectionClosed, HTTPError
 from .protocol.envelope import Frame
 from .protocol.longpoll_client import ClientSession, is_transient
@@ -210,10 +212,10 @@ class LongPollClient:
         try:
             status, answer = self.request("poll", self.session.poll_body(wait), wait=wait)
         except OSError:
-            time.sleep(0.05)  # a server process going away: the next request goes elsewhere
+            self._sleep(0.05)  # a server process going away: the next request goes elsewhere
             return []
         if is_transient(status):
-            time.sleep(0.05)
+            self._sleep(0.05)
             return []
         self._lost_if_gone(status, answer)
         return self.session.poll_answered(status, answer)
@@ -251,13 +253,17 @@ class LongPollClient:
                 status, answer = self.request(op, make_body())
                 if not is_transient(status):
                     return status, answer
-                failure: Exception = HTTPError(str(answer), status=status)
+                failure: Exception = HTTPError(f"{status} {answer}", status=status)
             except OSError as exc:
                 failure = exc
             if time.monotonic() + delay > deadline:
                 raise TimeoutError(f"long-poll {op} kept failing: {failure}") from failure
-            time.sleep(delay)
+            self._sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _sleep(self, seconds: float) -> None:
+        # In-process, the server's greenlets live in this thread: let them run meanwhile.
+        (gevent.sleep if callable(self.target) else time.sleep)(seconds)
 
     def _send_body(self) -> dict[str, Any]:
         body = self.session.send_body()

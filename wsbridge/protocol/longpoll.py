@@ -432,8 +432,8 @@ class LongPollSession:
                 snapshot["client_seq"],
             )
             frames = [_frame_from_msg(item) for item in snapshot["buffer"]]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed session snapshot: {exc!r}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed session snapshot: {exc}") from None
         numbers = (next_seq, acked, client_seq)
         if state not in (SessionState.OPEN, SessionState.CLOSING) or not all(
             type(n) is int and n >= 0 for n in numbers

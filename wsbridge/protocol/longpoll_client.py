@@ -37,8 +37,13 @@ MAX_BATCH = 100
 
 
 def is_transient(status: int) -> bool:
-    """True for answers worth retrying with backoff: 5xx (overloaded, restarting, layer down)."""
-    return status >= 500
+    """True for answers worth retrying with backoff: 502, 503, 504.
+
+    503 is a process that is overloaded, restarting or cut off from the
+    layer; 502/504 come from proxies. A 500 is a bug on the server: retrying
+    would not help.
+    """
+    return status in (502, 503, 504)
 
 
 def _error(status: int, body: Any) -> HTTPError:
