@@ -182,7 +182,8 @@
         if (done) return Promise.reject(new Error("closed"));
         return post(op, makeBody(), timeoutMs).then(
           function (answer) {
-            if (answer.status >= 500 && Date.now() - started < sessionTimeout * 1000) return later();
+            var transient = answer.status === 502 || answer.status === 503 || answer.status === 504;
+            if (transient && Date.now() - started < sessionTimeout * 1000) return later();
             return answer;
           },
           function (error) {
