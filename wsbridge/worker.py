@@ -298,31 +298,54 @@ def start_embedded(
 # -- the `wsbridge worker` command -------------------------------------------------
 
 
-def layer_from_option(value: str | None) -> BaseChannelLayer:
-    """Build a layer from ``--layer``: ``memory``, a Redis URL, or ``module:attr``.
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "prefix": str, "expiry": float, "group_expiry": float, "capacity": int,
+}
+
+
+def layer_from_option(value: str | Sequence[str] | None) -> BaseChannelLayer:
+    """Build a layer from ``--layer``: ``memory``, Redis URLs, or ``module:attr``.
 
     ``redis://host:port/db?prefix=myapp&capacity=200`` passes ``prefix``,
     ``expiry``, ``group_expiry`` and ``capacity`` to the Redis layer and the
-    rest of the URL to redis-py. ``module:attr`` names a layer instance, or
-    a callable returning one. Nothing given: ``get_channel_layer()``.
+    rest of the URL to redis-py. Several URLs (``--layer`` repeated) are one
+    shard each, in the order given; options may sit on any of them (put them
+    on the first). ``module:attr`` names a layer instance, or a callable
+    returning one. Nothing given: ``get_channel_layer()``.
+
+    Raises:
+        ConfigurationError: a value that is none of these, or several values
+            that are not all Redis URLs.
     """
-    if not value:
+    values = [value] if isinstance(value, str) else list(value or ())
+    values = [v for v in values if v]
+    if not values:
         return get_channel_layer()
-    if value == "memory":
-        return build_layer({"BACKEND": "memory"})
-    parts = urlsplit(value)
-    if parts.scheme in ("redis", "rediss", "unix"):
-        config: dict[str, Any] = {}
+    if len(values) == 1 and urlsplit(values[0]).scheme not in _REDIS_SCHEMES:
+        return _named_layer(values[0])
+    config: dict[str, Any] = {}
+    hosts = []
+    for url in values:
+        parts = urlsplit(url)
+        if parts.scheme not in _REDIS_SCHEMES:
+            raise ConfigurationError(
+                f"--layer {url!r}: when --layer is repeated, each one must be a redis://, "
+                "rediss:// or unix:// URL (one per shard)"
+            )
         rest = []
         for key, item in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "prefix":
-                config[key] = item
-            elif key in ("expiry", "group_expiry", "capacity"):
-                config[key] = int(item) if key == "capacity" else float(item)
+            if key in _URL_OPTIONS:
+                config[key] = _URL_OPTIONS[key](item)
             else:
                 rest.append((key, item))
-        url = urlunsplit(parts._replace(query=urlencode(rest)))
-        return build_layer({"BACKEND": "redis", "CONFIG": {"hosts": [url], **config}})
+        hosts.append(urlunsplit(parts._replace(query=urlencode(rest))))
+    return build_layer({"BACKEND": "redis", "CONFIG": {"hosts": hosts, **config}})
+
+
+def _named_layer(value: str) -> BaseChannelLayer:
+    if value == "memory":
+        return build_layer({"BACKEND": "memory"})
     module_name, sep, attr = value.partition(":")
     if not sep:
         raise ConfigurationError(
@@ -346,9 +369,10 @@ def _split(values: Sequence[str] | None) -> list[str]:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``wsbridge worker``."""
-    parser.add_argument("--layer", default=os.environ.get("WSBRIDGE_LAYER"),
-                        help="'memory', a redis:// URL (?prefix=...), or module:attr "
-                             "(default: $WSBRIDGE_LAYER, else the configured layer)")
+    parser.add_argument("--layer", action="append", metavar="URL",
+                        help="'memory', a redis:// URL (?prefix=...; repeat once per shard), "
+                             "or module:attr (default: $WSBRIDGE_LAYER, else the configured "
+                             "layer)")
     parser.add_argument("--routing", default=None, metavar="DOTTED",
                         help="a routing module (router/routes list) or module:name")
     parser.add_argument("--consumers", action="append", metavar="MODULES",
@@ -380,7 +404,7 @@ def run_worker(args: argparse.Namespace) -> int:
     try:
         require_monkey_patched()
         router = build_router(args.routing, _split(args.consumers))
-        layer = layer_from_option(args.layer)
+        layer = layer_from_option(args.layer or os.environ.get("WSBRIDGE_LAYER"))
         worker = Worker(layer, router, only_channels=_split(args.only_channels),
                         exclude_channels=_split(args.exclude_channels),
                         concurrency=args.concurrency)

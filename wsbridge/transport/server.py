@@ -235,12 +235,15 @@ def serve(
     access_log: Any = None,
     shutdown_timeout: float = 10.0,
     ready: Any = None,
+    embedded_worker: bool = True,
     **wrap_options: Any,
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT, then close WebSockets with 1001 and return.
 
     Long-poll sessions are handed over to the other processes when the
     layer is shared (they survive the restart), else closed with 1001 too.
+    Background channels run in this process too, unless ``embedded_worker``
+    is False (``--no-worker``: separate ``wsbridge worker`` processes run them).
 
     Requires gevent monkey-patching (``wsbridge serve`` does it for you).
 
@@ -252,7 +255,7 @@ def serve(
     check_monkey_patched()
     server = make_server(app, host, port, access_log=access_log, **wrap_options)
     server.start()
-    worker = _start_embedded_worker(server.application)
+    worker = _start_embedded_worker(server.application) if embedded_worker else None
     logger.info("wsbridge serving on http://%s:%d/ (pid %d)", host, server.server_port, os.getpid())
     if ready is not None:
         ready(server)
@@ -356,6 +359,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="consumer modules to import first (their decorators register routes); "
         "comma-separated, repeatable",
     )
+    parser.add_argument(
+        "--layer",
+        action="append",
+        metavar="URL",
+        help="the process's default channel layer: 'memory', a redis:// URL (?prefix=...; "
+        "repeat once per shard) or module:attr, as for `wsbridge worker` "
+        "(default: what the app configures, else in-memory)",
+    )
+    parser.add_argument(
+        "--no-worker",
+        dest="embedded_worker",
+        action="store_false",
+        help="do not run background channels in this process (`wsbridge worker` runs them)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -378,6 +395,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..exceptions import WSBridgeError
 
     try:
+        if args.layer:  # before the app is imported: it may look its layer up then
+            from ..layers import set_channel_layer
+            from ..worker import layer_from_option
+
+            set_channel_layer(layer_from_option(args.layer))
         consumers = [m.strip() for v in args.consumers for m in v.split(",") if m.strip()]
         router = build_router(args.routing, consumers)
         app = load_app(args.app)
@@ -394,7 +416,8 @@ def run_serve(args: argparse.Namespace) -> int:
         access_log = sys.stdout
     elif args.access_log:
         access_log = open(args.access_log, "a", buffering=1)  # noqa: SIM115 - lives as long as the server
-    serve(app, args.host, args.port, access_log=access_log, ready=_print_ready)
+    serve(app, args.host, args.port, access_log=access_log, ready=_print_ready,
+          embedded_worker=args.embedded_worker)
     return 0
 
 
