@@ -12,12 +12,17 @@ from lp_support import request as http_request
 
 pytestmark = pytest.mark.redis
 
+SESSION_TIMEOUT = 4
+
 
 @pytest.fixture(scope="module", params=["shared-secret", "per-process-secret"])
 def pair(request):
     prefix = "wsbridge-lp-test-" + secrets.token_hex(4)
+    # A session timeout of a few seconds: short enough for the keep-alive test, long
+    # enough that a session left silent between two steps of a test on a loaded
+    # machine does not expire under it (the cause of an old flaky failure).
     args = ["--layer", "redis", "--redis-prefix", prefix, "--poll-timeout", "1.5",
-            "--session-timeout", "2"]
+            "--session-timeout", str(SESSION_TIMEOUT)]
     if request.param == "shared-secret":
         args += ["--secret", "shared-secret-0123456789"]
     servers = [Server(*args), Server(*args)]
@@ -76,10 +81,14 @@ def test_closed_and_forged_tokens_through_the_other_process(pair):
 def test_a_session_kept_alive_only_through_the_other_process_does_not_expire(pair):
     a, b = pair
     client = Client(a.port, "/ws/echo/")
-    for i in range(3):  # 3 empty polls of 1.5s through b: past the 2s timeout
+    started = time.monotonic()
+    for i in range(6):  # empty polls of 1.5 s through b only, until past the timeout
         client.send(f"k{i}", port=b.port)
         assert client.texts_until(1, port=b.port) == [f"k{i}"]
         assert client.poll(port=b.port) == []
+        if time.monotonic() - started > SESSION_TIMEOUT + 0.5:
+            break
+    assert time.monotonic() - started > SESSION_TIMEOUT + 0.5
     status, _ = client.call("poll", a.port, ack=client.seen)
     assert status == 200
 
