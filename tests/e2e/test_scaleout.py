@@ -38,7 +38,7 @@ from websockets.sync.client import connect
 from tests.conftest import ROOT, Served, free_port, server_env, wait_for_port
 from tests.layers.redis_server import RedisServer
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(90)]
 
 APP = "tests.e2e.scaleout_app"
 JOBS = "scaleout.jobs"
@@ -187,24 +187,29 @@ def connect_spread(ports: list[int], room: str, processes: int, per_process: int
     return clients
 
 
-def serving_pids(port: int, count: int, limit: int = 400) -> set[int]:
-    """Plain HTTP requests (concurrent, new connections) until ``count`` pids have answered.
+def serving_pids(port: int, count: int) -> set[int]:
+    """Plain HTTP requests (8 at a time, new connections) until ``count`` pids have answered.
 
-    gunicorn's port accepts before every worker has imported the app; this
-    waits until ``count`` workers serve, so WebSockets can land on each.
+    gunicorn's port accepts before every worker has imported the app (on a
+    busy machine a worker can take seconds to boot); this waits until
+    ``count`` workers serve, so that WebSockets can land on each.
     """
     def ask(_: int) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=WAIT) as answer:
             return int(answer.read())
 
     pids: set[int] = set()
-    asked = 0
-    deadline = time.monotonic() + WAIT
     with ThreadPoolExecutor(8) as pool:
-        while len(pids) < count:
-            assert asked < limit and time.monotonic() < deadline, f"only {pids} answer"
+        def more() -> bool:
             pids.update(pool.map(ask, range(8)))
-            asked += 8
+            return len(pids) >= count
+
+        started = time.monotonic()
+        try:
+            wait_until(more, f"{count} gunicorn workers to answer", timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; only pids {sorted(pids)} answered") from None
+    print(f"gunicorn: workers {sorted(pids)} answer after {time.monotonic() - started:.2f} s")
     return pids
 
 
