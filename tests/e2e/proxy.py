@@ -3,7 +3,8 @@
 It speaks plain HTTP/1.1 only, so WebSocket upgrades fail through it (as
 behind an old proxy) and the browser client falls back to long-poll; its
 counters show which backend served what. A backend that refuses connections
-(stopped) is skipped, as a load balancer's health check would.
+(stopped) or drops one unanswered (stopping) is skipped, as a load balancer
+with health checks would.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import http.client
 import itertools
 import threading
 from collections import Counter
+from http.client import RemoteDisconnected
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"}
@@ -53,11 +55,15 @@ class RoundRobinProxy:
                         response = upstream.getresponse()
                         data = response.read()
                         break
-                    except ConnectionRefusedError:
-                        if i == len(proxy.backends) - 1:
-                            raise
+                    except (ConnectionRefusedError, ConnectionResetError, RemoteDisconnected):
+                        # Stopped, or stopping (closed with our request unread): the next one.
+                        # Only safe because long-poll requests may be repeated (seq, acks).
+                        continue
                     finally:
                         upstream.close()
+                else:
+                    self.send_error(502, "no backend answers")
+                    return
                 proxy.served[(port, self.path.split("?")[0])] += 1
                 self.send_response(response.status)
                 for key, value in response.getheaders():

@@ -195,10 +195,12 @@ def test_a_long_poll_page_keeps_its_session_across_a_restart_behind_the_proxy(br
     proxy = RoundRobinProxy([s.port for s in servers])
     try:
         name = room()
-        pages = [browser.new_page(f"http://127.0.0.1:{proxy.port}/page?room={name}")
-                 for _ in range(2)]
-        for page in pages:
+        pages = []
+        while len(pages) < 2 or held_by(servers[0]) == 0:  # at least one session on the first
+            assert len(pages) < 6, "the proxy never sent an open to the first process"
+            page = browser.new_page(f"http://127.0.0.1:{proxy.port}/page?room={name}")
             assert page.wait_for(OPEN, timeout=20) == "longpoll"
+            pages.append(page)
         chat(pages, "before restart", 0)
         assert servers[0].terminate() == 0
         chat(pages, "after restart", 1)
@@ -209,7 +211,12 @@ def test_a_long_poll_page_keeps_its_session_across_a_restart_behind_the_proxy(br
         resumed = [e for e in request(servers[1].port, "/log", method="GET")[1]
                    if e["event"] == "connect" and e["resumed"]]
         assert resumed  # the survivor adopted the sessions the stopped process held
+        assert held_by(servers[1]) == len(pages)
     finally:
         proxy.close()
         for s in servers:
             s.stop()
+
+
+def held_by(server: ServeProcess) -> int:
+    return request(server.port, "/_wsbridge/test-sessions", method="GET")[1]

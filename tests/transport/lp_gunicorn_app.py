@@ -38,3 +38,12 @@ def parked(environ, start_response):
 
 
 application.mount("/_wsbridge/test-parked", parked, exact=True)
+
+
+def sessions(environ, start_response):
+    """How many sessions this process holds."""
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [str(len(application.longpoll_transport.sessions)).encode()]
+
+
+application.mount("/_wsbridge/test-sessions", sessions, exact=True)

@@ -131,7 +131,14 @@ class Relay:
         self.layer.detach(self.owner)
 
     def depart(self) -> None:
-        """Tell the other processes this one has handed its sessions over and is going away."""
+        """Tell the other processes this one has handed its sessions over and is going away.
+
+        Polls this process holds for sessions of other processes are answered
+        now (an empty batch: nothing was acked, the client polls again), so
+        they do not keep it alive until their timeout.
+        """
+        for replies in list(self._replies.values()):
+            replies.put({"release": True})
         if not self._peers:
             return
         try:
@@ -226,8 +233,10 @@ class Relay:
             else:
                 self.layer.send(target, message)
             reply = replies.get(timeout=hold_timeout)
-            if reply.get("hold"):  # the owner is alive and working on it
-                held = True
+            while reply.get("hold") or reply.get("release"):
+                if reply.get("release") and request.op == "poll":  # this process is leaving
+                    return 200, {"messages": []}
+                held = held or bool(reply.get("hold"))  # the owner is alive and working on it
                 reply = replies.get(timeout=self.poll_timeout + self.forward_timeout)
         except (InvalidChannelName, TypeError):
             raise BadRequest("'token' or body cannot be forwarded") from None
