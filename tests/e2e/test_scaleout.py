@@ -377,17 +377,20 @@ def _parent_pid(pid: int) -> int:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
 
 
-def test_gunicorn_gevent_two_workers_one_worker_two_shards(shards, processes, tmp_path):
+@pytest.mark.parametrize("preload", [False, True], ids=["imported-in-workers", "preload"])
+def test_gunicorn_gevent_two_workers_one_worker_two_shards(shards, processes, tmp_path, preload):
     urls, layer = shards
     out = tmp_path / "jobs.txt"
     port = free_port()
-    # gunicorn has no --layer: the app sets the layer from SCALEOUT_LAYER in each
-    # worker process (imported after the fork), as a settings module would.
+    # gunicorn has no --layer: the app sets the layer from SCALEOUT_LAYER when
+    # it is imported, as a settings module would: in each worker, or once in
+    # the master with --preload (then each forked worker must take its own
+    # identity, or the two would read one inbox and lose messages).
     processes.env["SCALEOUT_LAYER"] = " ".join(urls)
     worker = start_worker(processes, urls)
     master = processes.start("gunicorn", [
         sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b", f"127.0.0.1:{port}",
-        "--graceful-timeout", "5", f"{APP}:application",
+        "--graceful-timeout", "5", *(["--preload"] if preload else []), f"{APP}:application",
     ], port)
     wait_ready(worker, [master])
     workers = serving_pids(port, 2)

@@ -21,6 +21,7 @@ import fnmatch
 import os
 import re
 import secrets
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from re import Pattern
@@ -191,7 +192,30 @@ class BaseChannelLayer(ABC):
         self.capacity = capacity
         self.get_capacity = CapacityTable(capacity, channel_capacity)
         #: Identifies this process's layer instance in process-specific names.
-        self.client_prefix = f"{os.getpid():x}{secrets.token_hex(6)}"
+        self.client_prefix = self._make_client_prefix()
+        # A layer built before a fork (``gunicorn --preload`` imports the app
+        # in the master) must not share its identity with its siblings: each
+        # child takes a new one, or they would read one another's inbox.
+        ref = weakref.ref(self)
+
+        def renew_in_child() -> None:
+            layer = ref()
+            if layer is not None:
+                layer._after_fork()
+
+        os.register_at_fork(after_in_child=renew_in_child)
+
+    @staticmethod
+    def _make_client_prefix() -> str:
+        return f"{os.getpid():x}{secrets.token_hex(6)}"
+
+    def _after_fork(self) -> None:
+        """Called in a forked child: take a new process identity.
+
+        Subclasses that run background greenlets or hold per-process
+        registrations extend this to drop what belonged to the parent.
+        """
+        self.client_prefix = self._make_client_prefix()
 
     # -- the contract ------------------------------------------------------
 

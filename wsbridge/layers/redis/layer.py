@@ -164,6 +164,7 @@ class RedisLayer(BaseChannelLayer):
         self.members = LocalMemberships(group_expiry)
         self._pending_discards: set[tuple[str, str]] = set()
         self._readers: dict[int, gevent.Greenlet] = {}
+        self._generation = 0
         self._mover: gevent.Greenlet | None = None
         self._mover_wake = Event()
         self._closed = False
@@ -433,9 +434,19 @@ class RedisLayer(BaseChannelLayer):
                 self._readers[shard.index] = gevent.spawn(self._read_loop, shard)
         self._ensure_mover()
 
+    def _after_fork(self) -> None:
+        # The parent's reader greenlets were copied into this child with the
+        # parent's identity: retire them (they exit at their next turn) and
+        # start afresh, under a new identity, on first use.
+        super()._after_fork()
+        self._generation += 1
+        self._readers = {}
+        self._attached.clear()
+
     def _read_loop(self, shard: Shard) -> None:
         """Block on this process's inbox on ``shard``; dispatch what arrives; survive outages."""
-        while not self._closed:
+        generation = self._generation
+        while not self._closed and generation == self._generation:
             if not shard.up:
                 gevent.sleep(shard.wait_time())
                 if not shard.ping():
