@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
+from gevent.pool import Pool
 
 from ..consumers.runner import Connection
 from ..exceptions import LayerError
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
 __all__ = ["Session", "HandOffMixin", "scope_to_message", "scope_from_message"]
 
 logger = logging.getLogger("wsbridge.transport.longpoll")
+
+#: Sessions handed off at the same time by a process going away.
+HANDOFF_CONCURRENCY = 16
 
 Answer = tuple[int, dict[str, Any]]
 
@@ -206,16 +210,34 @@ class HandOffMixin:
         opens are refused with 503 from now on.
         """
         self._leaving = True
-        sessions = list(self.sessions.values())
-        jobs = [gevent.spawn(self._hand_off, session, timeout) for session in sessions]
-        gevent.joinall(jobs, timeout=timeout + 1.0)
+        deadline = time.monotonic() + timeout
+        # Bounded concurrency: each hand-off (and the consumer's own disconnect) uses the
+        # layer, whose connection pool is bounded too (redis-py: 100 per process).
+        pool = Pool(HANDOFF_CONCURRENCY)
+        jobs, late = [], []
+        for session in list(self.sessions.values()):
+            if time.monotonic() < deadline:
+                jobs.append(pool.spawn(self._hand_off, session, deadline))
+            else:
+                late.append(session)
+        pool.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        for session in late:  # out of time: closed, as without a shared layer
+            if session.state.state is SessionState.OPEN:
+                self._emit(
+                    session,
+                    {
+                        "type": "websocket.close",
+                        "code": CLOSE_SERVICE_RESTART,
+                        "reason": "service restart",
+                    },
+                )
         moved = sum(1 for job in jobs if job.value)
         if self._relay is not None:
             self._relay.depart()
         logger.info("restart: %d long-poll session(s) handed over to the other processes", moved)
         return moved
 
-    def _hand_off(self, session: Session, timeout: float) -> bool:
+    def _hand_off(self, session: Session, deadline: float) -> bool:
         state = session.state
         if state.state is SessionState.CONNECTING:  # no token yet: the open is answered 503
             session.refusal = 503
@@ -227,21 +249,21 @@ class HandOffMixin:
         session.moving = Event()
         try:
             # Sends being applied finish first: what the client was told is acked is applied.
-            locked = session.lock.acquire(timeout=timeout)
+            locked = session.lock.acquire(timeout=max(0.1, deadline - time.monotonic()))
             try:
-                return self._hand_off_locked(session, timeout)
+                return self._hand_off_locked(session, deadline)
             finally:
                 if locked:
                     session.lock.release()
         finally:
             session.moving.set()
 
-    def _hand_off_locked(self, session: Session, timeout: float) -> bool:
+    def _hand_off_locked(self, session: Session, deadline: float) -> bool:
         state = session.state
         conn = session.conn
         if conn is not None and not conn.finished.is_set():
             conn.disconnected(CLOSE_SERVICE_RESTART)
-            if not conn.finished.wait(timeout):
+            if not conn.finished.wait(max(0.1, deadline - time.monotonic())):
                 conn.abort()
         if state.state not in (SessionState.OPEN, SessionState.CLOSING):
             return False  # closed by the client meanwhile
