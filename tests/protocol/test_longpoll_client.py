@@ -89,6 +89,7 @@ def test_errors_carry_the_status_and_say_whether_to_retry():
     with pytest.raises(HTTPError) as refused:
         ClientSession().open_answered(403, {"error": "refused"})
     assert refused.value.status == 403
-    assert [is_transient(s) for s in (200, 404, 409, 500, 502, 503, 504)] == [False] * 4 + [True] * 3
+    statuses = (200, 404, 409, 500, 502, 503, 504)
+    assert [is_transient(s) for s in statuses] == [False] * 4 + [True] * 3
     with pytest.raises(HTTPError, match="seq 5 after 0"):
         client.poll_answered(200, {"messages": [{"seq": 5, "text": "skipped ahead"}]})
