@@ -314,9 +314,18 @@ class HandOffMixin:
                 return None
             try:
                 handoff = HandOff.from_message(message)
-                return self._resume(handoff)
             except ValueError as exc:
                 logger.warning("long-poll hand-off dropped: %s", exc)
+                return None
+            try:
+                return self._resume(handoff)
+            except Exception:  # a bug, or the layer failing here: leave it for another try
+                logger.exception("adopting a long-poll session failed; handing it back")
+                self.sessions.pop(sid, None)
+                try:
+                    self.layer.send(handoff_channel(sid), message)
+                except LayerError:
+                    logger.warning("long-poll session lost: cannot hand it back to the layer")
                 return None
         finally:
             done.set()
