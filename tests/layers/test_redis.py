@@ -107,3 +107,23 @@ def test_stats_counts_groups_members_and_queues(make):
     shard = layer.stats()["shards"][0]
     assert shard["reachable"] and shard["groups"] == {"s.room": 2}
     assert shard["queues"]["s.jobs"] == 1 and shard["delayed"] == 0
+
+
+def test_a_burst_of_calls_beyond_the_pool_waits_instead_of_failing(make):
+    # Thousands of sockets joining groups at once need more concurrent calls
+    # than the pool has connections: they must queue for one, not be told
+    # that Redis is down (LayerUnavailable).
+    import gevent
+
+    from wsbridge.layers.redis.config import POOL_SIZE
+
+    layer = make()
+    got = Collector()
+    channels = [layer.new_channel() for _ in range(POOL_SIZE * 8)]
+    for channel in channels:
+        layer.attach(channel, got)
+    jobs = [gevent.spawn(layer.group_add, "burst", channel) for channel in channels]
+    gevent.joinall(jobs, timeout=30)
+    assert [job.exception for job in jobs if job.exception] == []
+    layer.group_send("burst", {"type": "hello"})
+    assert len(got.wait(len(channels), timeout=10)) == len(channels)

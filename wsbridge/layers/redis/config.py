@@ -41,6 +41,8 @@ HostSpec = dict[str, Any]
 CONNECT_TIMEOUT = 2.0
 #: Seconds any single non-blocking command may take.
 COMMAND_TIMEOUT = 5.0
+#: Connections per shard and process; callers beyond it wait for a free one.
+POOL_SIZE = 64
 
 
 class _GeventTCP:
@@ -162,6 +164,13 @@ def make_pool(
     options["retry"] = Retry(NoBackoff(), 0)
     if "master_name" in options:
         return _sentinel_pool(options)
+    # A burst of layer calls (thousands of sockets joining groups at once, a
+    # mass long-poll hand-off) must wait for a free connection, not fail as
+    # if Redis were down: a blocking pool queues callers (a gevent-friendly
+    # wait once patched) up to the command timeout.
+    options.setdefault("max_connections", POOL_SIZE)
+    options.setdefault("timeout", options["socket_timeout"] or COMMAND_TIMEOUT)
+    pool_class = redis.BlockingConnectionPool
     if "address" in options:
         address = str(options.pop("address"))
         scheme = address.partition("://")[0]
@@ -170,13 +179,13 @@ def make_pool(
         elif scheme == "unix":
             options.pop("socket_keepalive", None)
             options.setdefault("connection_class", GeventUnixConnection)
-        return redis.ConnectionPool.from_url(address, **options)
+        return pool_class.from_url(address, **options)
     if "unix_socket_path" in options:
         options.pop("socket_keepalive", None)
-        return redis.ConnectionPool(connection_class=GeventUnixConnection, **options)
+        return pool_class(connection_class=GeventUnixConnection, **options)
     if options.pop("ssl", False):
-        return redis.ConnectionPool(connection_class=redis.SSLConnection, **options)
-    return redis.ConnectionPool(connection_class=GeventConnection, **options)
+        return pool_class(connection_class=redis.SSLConnection, **options)
+    return pool_class(connection_class=GeventConnection, **options)
 
 
 def _sentinel_pool(options: dict[str, Any]) -> redis.ConnectionPool:
