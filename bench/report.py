@@ -145,7 +145,7 @@ def versions_rst(meta: dict[str, Any]) -> str:
     lines = []
     for venv, pkgs in meta.get("versions", {}).items():
         pretty = ", ".join(f"{k} {v}" for k, v in pkgs.items())
-        lines.append(f"- ``{venv}``: {pretty}")
+        lines.append(f"  - ``{venv}``: {pretty}")
     return "\n".join(lines)
 
 
@@ -167,7 +167,8 @@ def generated_rst(meta: dict[str, Any], results: list[dict[str, Any]], plots: li
         "",
         versions_rst(meta),
         "",
-        ("Each measurement was repeated; every row is the median trial. " if any(
+        ("Each measurement was repeated, round-robin over the targets; every row is the "
+         "median trial (of two, the better one for every target alike). " if any(
             "trials" in r for r in results) else "")
         + "The *others* column is CPU (in cores) that processes outside the bench used during the "
         "measurement: the machine is shared, and a run with high *others* is noisier.",
@@ -177,9 +178,9 @@ def generated_rst(meta: dict[str, Any], results: list[dict[str, Any]], plots: li
         head, rows = fn(results)
         if not rows:
             continue
-        out += [title, "-" * len(title), "", rst_table(head, rows), ""]
+        out += [title, "~" * len(title), "", rst_table(head, rows), ""]
     if plots:
-        out += ["Plots", "-----", ""]
+        out += ["Plots", "~~~~~", ""]
         for name, caption in plots:
             out += [f".. figure:: _static/{name}", "   :width: 100%", "", f"   {caption}", ""]
     out.append(END)

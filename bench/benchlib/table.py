@@ -228,7 +228,7 @@ def print_table(meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
           f"{m.get('memory_gib')} GiB; {meta.get('pinning')}")
     results = medians(results)
     if any("trials" in r for r in results):
-        print("(repeated measurements: each row is the median trial)")
+        print("(repeated measurements: each row is the median trial; of two, the better one)")
     for title, fn in SECTIONS:
         head, rows = fn(results)
         if rows:
