@@ -25,8 +25,14 @@ DOC = REPO_DIR / "docs" / "topics" / "performance.rst"
 STATIC = REPO_DIR / "docs" / "topics" / "_static"
 BEGIN = ".. BEGIN GENERATED (bench/report.py rewrites this part)"
 END = ".. END GENERATED"
-COLORS = {"wsbridge": "#1f77b4", "wsbridge-redis": "#17becf", "wsbridge-fastpath": "#9467bd", "channels": "#2ca02c",
-          "socketio": "#d62728", "raw": "#7f7f7f"}
+COLORS = {
+    "wsbridge": "#1f77b4",
+    "wsbridge-redis": "#17becf",
+    "wsbridge-fastpath": "#9467bd",
+    "channels": "#2ca02c",
+    "socketio": "#d62728",
+    "raw": "#7f7f7f",
+}
 
 
 def load_samples(run_dir: Path, rel: str | None) -> list[float]:
@@ -48,7 +54,9 @@ def cdf_points(values: list[float], points: int = 800) -> tuple[list[float], lis
     return [max(values[i], 0.01) for i in idx], [100.0 * (i + 1) / n for i in idx]
 
 
-def plot_cdfs(plt: Any, title: str, series: list[tuple[str, list[float]]], xlabel: str, out: Path) -> bool:
+def plot_cdfs(
+    plt: Any, title: str, series: list[tuple[str, list[float]]], xlabel: str, out: Path
+) -> bool:
     series = [(name, vals) for name, vals in series if vals]
     if not series:
         return False
@@ -56,8 +64,13 @@ def plot_cdfs(plt: Any, title: str, series: list[tuple[str, list[float]]], xlabe
     for name, vals in series:
         x, y = cdf_points(vals)
         p99 = vals[min(len(vals) - 1, int(0.99 * len(vals)))]
-        ax.plot(x, y, label=f"{name} (p99 {p99:,.0f} ms, n={len(vals):,})", color=COLORS.get(name.split()[0]),
-                linewidth=1.6)
+        ax.plot(
+            x,
+            y,
+            label=f"{name} (p99 {p99:,.0f} ms, n={len(vals):,})",
+            color=COLORS.get(name.split()[0]),
+            linewidth=1.6,
+        )
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("% of messages at or below")
@@ -74,16 +87,25 @@ def plot_cdfs(plt: Any, title: str, series: list[tuple[str, list[float]]], xlabe
 
 def plot_bars(plt: Any, results: list[dict[str, Any]], out: Path) -> bool:
     panels = []
-    idle = [(r["target"], r["kb_per_connection"]) for r in results
-            if r.get("workload") == "idle" and r.get("ok") and r.get("clients") == 5000]
+    idle = [
+        (r["target"], r["kb_per_connection"])
+        for r in results
+        if r.get("workload") == "idle" and r.get("ok") and r.get("clients") == 5000
+    ]
     if idle:
         panels.append(("idle: KB per socket (5,000)", idle, 24.0))
-    hs = [(r["target"], r["client"]["handshakes_per_s"]) for r in results
-          if r.get("workload") == "handshake" and r.get("ok")]
+    hs = [
+        (r["target"], r["client"]["handshakes_per_s"])
+        for r in results
+        if r.get("workload") == "handshake" and r.get("ok")
+    ]
     if hs:
         panels.append(("handshakes/s (concurrency 100)", hs, None))
-    echo = [(r["target"], r["client"]["msgs_per_s"]) for r in results
-            if r.get("workload") == "echo" and r.get("ok") and r.get("closed_loop")]
+    echo = [
+        (r["target"], r["client"]["msgs_per_s"])
+        for r in results
+        if r.get("workload") == "echo" and r.get("ok") and r.get("closed_loop")
+    ]
     if echo:
         panels.append(("echo msgs/s, 200 clients, closed loop", echo, None))
     if not panels:
@@ -91,9 +113,11 @@ def plot_bars(plt: Any, results: list[dict[str, Any]], out: Path) -> bool:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.6), dpi=110)
     if len(panels) == 1:
         axes = [axes]
-    for ax, (title, data, line) in zip(axes, panels):
+    for ax, (title, data, line) in zip(axes, panels, strict=True):
         names = [d[0] for d in data]
-        ax.bar(range(len(data)), [d[1] for d in data], color=[COLORS.get(n, "#999999") for n in names])
+        ax.bar(
+            range(len(data)), [d[1] for d in data], color=[COLORS.get(n, "#999999") for n in names]
+        )
         ax.set_xticks(range(len(data)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
@@ -117,27 +141,54 @@ def make_plots(run_dir: Path, results: list[dict[str, Any]]) -> list[tuple[str, 
     drawn = []
     sizes = sorted({r["clients"] for r in results if r.get("workload") == "fanout"})
     for n in sizes:
-        series = [(r["target"], load_samples(run_dir, r.get("samples"))) for r in results
-                  if r.get("workload") == "fanout" and r.get("clients") == n and r.get("ok")]
+        series = [
+            (r["target"], load_samples(run_dir, r.get("samples")))
+            for r in results
+            if r.get("workload") == "fanout" and r.get("clients") == n and r.get("ok")
+        ]
         name = f"perf-fanout-{n}.png"
-        if plot_cdfs(plt, f"Fan-out to {n:,} sockets: delivery latency (publish call to socket)",
-                     series, "latency, ms (log)", STATIC / name):
-            drawn.append((name, f"Fan-out to {n:,} clients: distribution of delivery latency per target."))
+        if plot_cdfs(
+            plt,
+            f"Fan-out to {n:,} sockets: delivery latency (publish call to socket)",
+            series,
+            "latency, ms (log)",
+            STATIC / name,
+        ):
+            drawn.append(
+                (name, f"Fan-out to {n:,} clients: distribution of delivery latency per target.")
+            )
     for closed, label in ((False, "every 50 ms"), (True, "closed loop")):
-        series = [(r["target"], load_samples(run_dir, r.get("samples"))) for r in results
-                  if r.get("workload") == "echo" and r.get("ok") and bool(r.get("closed_loop")) == closed]
+        series = [
+            (r["target"], load_samples(run_dir, r.get("samples")))
+            for r in results
+            if r.get("workload") == "echo" and r.get("ok") and bool(r.get("closed_loop")) == closed
+        ]
         name = f"perf-echo-{'closed' if closed else 'open'}.png"
-        if plot_cdfs(plt, f"Echo, 200 clients, {label}: round trip", series, "RTT, ms (log)",
-                     STATIC / name):
+        if plot_cdfs(
+            plt, f"Echo, 200 clients, {label}: round trip", series, "RTT, ms (log)", STATIC / name
+        ):
             drawn.append((name, f"Echo ({label}): distribution of round-trip times per target."))
-    series = [(r["target"], load_samples(run_dir, r.get("samples"))) for r in results
-              if r.get("workload") == "handshake" and r.get("ok")]
-    if plot_cdfs(plt, "Handshakes at concurrency 100: connect to open", series, "ms (log)",
-                 STATIC / "perf-handshake.png"):
+    series = [
+        (r["target"], load_samples(run_dir, r.get("samples")))
+        for r in results
+        if r.get("workload") == "handshake" and r.get("ok")
+    ]
+    if plot_cdfs(
+        plt,
+        "Handshakes at concurrency 100: connect to open",
+        series,
+        "ms (log)",
+        STATIC / "perf-handshake.png",
+    ):
         drawn.append(("perf-handshake.png", "Handshake latency (TCP connect to open) per target."))
     if plot_bars(plt, results, STATIC / "perf-summary.png"):
-        drawn.append(("perf-summary.png", "Idle memory per socket (dashed: the 24 KB goal), "
-                                          "handshakes/s and echo throughput."))
+        drawn.append(
+            (
+                "perf-summary.png",
+                "Idle memory per socket (dashed: the 24 KB goal), "
+                "handshakes/s and echo throughput.",
+            )
+        )
     return drawn
 
 
@@ -149,27 +200,35 @@ def versions_rst(meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def generated_rst(meta: dict[str, Any], results: list[dict[str, Any]], plots: list[tuple[str, str]]) -> str:
+def generated_rst(
+    meta: dict[str, Any], results: list[dict[str, Any]], plots: list[tuple[str, str]]
+) -> str:
     m = meta["machine"]
     opts = meta.get("options", {})
     out = [
         BEGIN,
         "",
-        f"Latest run: ``{meta['run_id']}`` (``python bench/run.py {' '.join(meta.get('argv', []))}``).",
+        f"Latest run: ``{meta['run_id']}`` "
+        f"(``python bench/run.py {' '.join(meta.get('argv', []))}``).",
         "",
-        f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, Linux {m['kernel']};"
-        f" Python {m['python']}, Node.js {m['node']} with ws {m['ws']}; Redis {meta.get('redis')}.",
+        f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}; Python {m['python']}, Node.js {m['node']} with ws {m['ws']}; "
+        f"Redis {meta.get('redis')}.",
         f"- Pinning: {meta.get('pinning')}.",
-        f"- Fan-out: {opts.get('count')} messages, one every {opts.get('interval')} s, from a separate "
-        f"process; stragglers awaited {opts.get('grace')} s. Echo: {opts.get('echo_duration')} s. "
+        f"- Fan-out: {opts.get('count')} messages, one every {opts.get('interval')} s, "
+        f"from a separate process; stragglers awaited {opts.get('grace')} s. "
+        f"Echo: {opts.get('echo_duration')} s. "
         f"Handshakes: {opts.get('handshake_duration')} s.",
         "- Versions:",
         "",
         versions_rst(meta),
         "",
-        ("Each measurement was repeated, round-robin over the targets; every row is the "
-         "median trial (of two, the better one for every target alike). " if any(
-            "trials" in r for r in results) else "")
+        (
+            "Each measurement was repeated, round-robin over the targets; every row is the "
+            "median trial (of two, the better one for every target alike). "
+            if any("trials" in r for r in results)
+            else ""
+        )
         + "The *others* column is CPU (in cores) that processes outside the bench used during the "
         "measurement: the machine is shared, and a run with high *others* is noisier.",
         "",
@@ -209,7 +268,9 @@ def write_doc(generated: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("results", nargs="?", type=Path, default=RESULTS_DIR / "latest" / "results.json")
+    parser.add_argument(
+        "results", nargs="?", type=Path, default=RESULTS_DIR / "latest" / "results.json"
+    )
     parser.add_argument("--no-doc", action="store_true", help="plots only")
     args = parser.parse_args()
     data = json.loads(args.results.read_text())

@@ -61,45 +61,94 @@ def machine() -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", action="append", choices=sorted(TARGETS),
-                   help="a target (repeat for several); default: all of them")
-    p.add_argument("--workload", action="append", choices=WORKLOADS,
-                   help="a workload (repeat for several); default: all of them")
-    p.add_argument("--clients", type=int, action="append",
-                   help="clients (repeatable); default per workload: fanout 1000,3000,5000; "
-                        "echo 200; idle 5000; handshake: concurrency 100")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        choices=sorted(TARGETS),
+        help="a target (repeat for several); default: all of them",
+    )
+    p.add_argument(
+        "--workload",
+        action="append",
+        choices=WORKLOADS,
+        help="a workload (repeat for several); default: all of them",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        action="append",
+        help="clients (repeatable); default per workload: fanout 1000,3000,5000; "
+        "echo 200; idle 5000; handshake: concurrency 100",
+    )
     p.add_argument("--all", action="store_true", help="every target and workload, one run")
-    p.add_argument("--extra", action="store_true",
-                   help="with --all: also 10,000 idle sockets (wsbridge) and 10,000 fan-out "
-                        "members over two processes (wsbridge-redis)")
-    p.add_argument("--fastpath", action="store_true",
-                   help="with --all: also the target wsbridge-fastpath (the proposed change of "
-                        "bench/patches/fastpath.py --pump, measured in the same run)")
-    p.add_argument("--closed-loop", action="store_true",
-                   help="echo: each client sends its next message when the reply arrives "
-                        "(throughput at saturation) instead of every --echo-interval-ms")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="trials of each measurement, round-robin over the targets; the tables "
-                        "and goals use each one's median trial (a shared machine is noisy)")
+    p.add_argument(
+        "--extra",
+        action="store_true",
+        help="with --all: also 10,000 idle sockets (wsbridge) and 10,000 fan-out "
+        "members over two processes (wsbridge-redis)",
+    )
+    p.add_argument(
+        "--fastpath",
+        action="store_true",
+        help="with --all: also the target wsbridge-fastpath (the proposed change of "
+        "bench/patches/fastpath.py --pump, measured in the same run)",
+    )
+    p.add_argument(
+        "--closed-loop",
+        action="store_true",
+        help="echo: each client sends its next message when the reply arrives "
+        "(throughput at saturation) instead of every --echo-interval-ms",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="trials of each measurement, round-robin over the targets; the tables "
+        "and goals use each one's median trial (a shared machine is noisy)",
+    )
     p.add_argument("--count", type=int, default=50, help="fan-out: messages published (default 50)")
     p.add_argument("--interval", type=float, default=0.2, help="fan-out: seconds between messages")
-    p.add_argument("--grace", type=float, default=30.0,
-                   help="fan-out: seconds to wait for missing deliveries after the last publish")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="fan-out: seconds to wait for missing deliveries after the last publish",
+    )
     p.add_argument("--echo-duration", type=float, default=10.0)
     p.add_argument("--echo-interval-ms", type=int, default=50)
     p.add_argument("--handshake-duration", type=float, default=10.0)
-    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment for the servers (experiments); recorded in the results")
-    p.add_argument("--wsbridge-src", metavar="DIR",
-                   help="import wsbridge from DIR (a patched copy of the package's parent folder) "
-                        "for the wsbridge targets: measure a change side by side")
-    p.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
-                   help="before each measurement wait up to SECONDS for the machine to be idle "
-                        "(other work on it skews the figures; each result records it as 'others')")
-    p.add_argument("--profile", action="store_true", help="py-spy record the server during each run")
-    p.add_argument("--report", action="store_true",
-                   help="write plots and the table into docs/topics/performance.rst afterwards")
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the servers (experiments); recorded in the results",
+    )
+    p.add_argument(
+        "--wsbridge-src",
+        metavar="DIR",
+        help="import wsbridge from DIR (a patched copy of the package's parent folder) "
+        "for the wsbridge targets: measure a change side by side",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each measurement wait up to SECONDS for the machine to be idle "
+        "(other work on it skews the figures; each result records it as 'others')",
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="py-spy record the server during each run"
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="write plots and the table into docs/topics/performance.rst afterwards",
+    )
     p.add_argument("--install", action="store_true", help="only create/update the venvs and exit")
     args = p.parse_args(argv)
     if args.all:
@@ -175,20 +224,41 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "rlimit_nofile": list(nofile),
         "redis": redis.version(),
-        "versions": {v: installed_versions(v, VERSION_PACKAGES[v])
-                     for v in sorted({TARGETS[t].venv for t in targets})},
+        "versions": {
+            v: installed_versions(v, VERSION_PACKAGES[v])
+            for v in sorted({TARGETS[t].venv for t in targets})
+        },
         "targets": {t: TARGETS[t].description for t in targets},
-        "options": {k: getattr(args, k) for k in ("count", "interval", "grace", "echo_duration",
-                                                   "echo_interval_ms", "handshake_duration")},
+        "options": {
+            k: getattr(args, k)
+            for k in (
+                "count",
+                "interval",
+                "grace",
+                "echo_duration",
+                "echo_interval_ms",
+                "handshake_duration",
+            )
+        },
         "server_env": args.server_env,
         "wsbridge_src": args.wsbridge_src,
-        "pinning": "servers on core 0 (both gunicorn workers too); load client, Redis, publishers on core 1",
+        "pinning": "servers on core 0 (both gunicorn workers too); "
+        "load client, Redis, publishers on core 1",
     }
-    ctx = Context(redis=redis, run_dir=run_dir, log_dir=log_dir, samples_dir=run_dir / "samples",
-                  count=args.count, interval=args.interval, grace=args.grace,
-                  echo_duration=args.echo_duration, echo_interval_ms=args.echo_interval_ms,
-                  handshake_duration=args.handshake_duration, profile=args.profile,
-                  quiet_wait=args.quiet_wait)
+    ctx = Context(
+        redis=redis,
+        run_dir=run_dir,
+        log_dir=log_dir,
+        samples_dir=run_dir / "samples",
+        count=args.count,
+        interval=args.interval,
+        grace=args.grace,
+        echo_duration=args.echo_duration,
+        echo_interval_ms=args.echo_interval_ms,
+        handshake_duration=args.handshake_duration,
+        profile=args.profile,
+        quiet_wait=args.quiet_wait,
+    )
     results: list[dict] = []
     out = run_dir / "results.json"
 
@@ -199,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         for target, workload, clients, kw in plan(args):
             results.append(run_one(ctx, TARGETS[target], workload, clients, **kw))
             save()
-        scripts = (("layer", "layer_bench.py", ["--redis", redis.url]),
-                   ("longpoll", "longpoll_bench.py", []))
+        scripts = (
+            ("layer", "layer_bench.py", ["--redis", redis.url]),
+            ("longpoll", "longpoll_bench.py", []),
+        )
         for workload, script, extra in scripts:
             if workload in args.workload:
                 rec = {"target": "wsbridge", "workload": workload, "tag": workload}
@@ -221,8 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     print_table(meta, results)
     print(f"\nresults: {out}")
     if args.report:
-        subprocess.run([str(venv_python("tools")), str(Path(__file__).resolve().parent / "report.py"),
-                        str(out)], check=False)
+        subprocess.run(
+            [
+                str(venv_python("tools")),
+                str(Path(__file__).resolve().parent / "report.py"),
+                str(out),
+            ],
+            check=False,
+        )
     return 0 if all(r.get("ok") or r.get("skipped") for r in results) else 1
 
 

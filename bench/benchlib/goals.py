@@ -7,8 +7,13 @@ from typing import Any
 WSBRIDGE_TARGETS = ("wsbridge", "wsbridge-redis", "wsbridge-fastpath")
 
 
-def _find(results: list[dict[str, Any]], target: str, workload: str, clients: int | None = None,
-          closed_loop: bool | None = None) -> dict[str, Any] | None:
+def _find(
+    results: list[dict[str, Any]],
+    target: str,
+    workload: str,
+    clients: int | None = None,
+    closed_loop: bool | None = None,
+) -> dict[str, Any] | None:
     for r in results:
         if r.get("target") != target or r.get("workload") != workload or not r.get("ok"):
             continue
@@ -37,46 +42,96 @@ def check(results: list[dict[str, Any]]) -> list[list[str]]:
             if r is None:
                 continue
             ratio = r["client"]["delivered_ratio"]
-            rows.append([f"fan-out {n:,}: 100% delivered", target, f"{100 * ratio:.2f}%", "100%",
-                         _verdict(ratio >= 1.0)])
+            rows.append(
+                [
+                    f"fan-out {n:,}: 100% delivered",
+                    target,
+                    f"{100 * ratio:.2f}%",
+                    "100%",
+                    _verdict(ratio >= 1.0),
+                ]
+            )
             p99 = _p99(r)
             sio = _p99(_find(results, "socketio", "fanout", n))
             raw = _p99(_find(results, "raw", "fanout", n))
             if sio:
-                rows.append([f"fan-out {n:,}: p99 <= 1/3 of python-socketio", target, f"{p99:,.0f} ms",
-                             f"{sio / 3:,.0f} ms (socketio {sio:,.0f})", _verdict(p99 <= sio / 3)])
+                rows.append(
+                    [
+                        f"fan-out {n:,}: p99 <= 1/3 of python-socketio",
+                        target,
+                        f"{p99:,.0f} ms",
+                        f"{sio / 3:,.0f} ms (socketio {sio:,.0f})",
+                        _verdict(p99 <= sio / 3),
+                    ]
+                )
             if raw:
-                rows.append([f"fan-out {n:,}: p99 <= 1.5x raw floor", target, f"{p99:,.0f} ms",
-                             f"{1.5 * raw:,.0f} ms (raw {raw:,.0f})", _verdict(p99 <= 1.5 * raw)])
+                rows.append(
+                    [
+                        f"fan-out {n:,}: p99 <= 1.5x raw floor",
+                        target,
+                        f"{p99:,.0f} ms",
+                        f"{1.5 * raw:,.0f} ms (raw {raw:,.0f})",
+                        _verdict(p99 <= 1.5 * raw),
+                    ]
+                )
     r = _find(results, "wsbridge-redis", "fanout", 10000)
     if r is not None:
         ratio = r["client"]["delivered_ratio"]
-        rows.append(["fan-out 10,000 over two processes: 100%", "wsbridge-redis", f"{100 * ratio:.2f}%",
-                     "100%", _verdict(ratio >= 1.0)])
+        rows.append(
+            [
+                "fan-out 10,000 over two processes: 100%",
+                "wsbridge-redis",
+                f"{100 * ratio:.2f}%",
+                "100%",
+                _verdict(ratio >= 1.0),
+            ]
+        )
     sio_echo = _find(results, "socketio", "echo", closed_loop=True)
     for target in WSBRIDGE_TARGETS:
         r = _find(results, target, "echo", closed_loop=True)
         if r and sio_echo:
             mine, theirs = r["client"]["msgs_per_s"], sio_echo["client"]["msgs_per_s"]
-            rows.append(["echo at saturation >= 2x python-socketio", target, f"{mine:,.0f}/s",
-                         f"{2 * theirs:,.0f}/s (socketio {theirs:,.0f})", _verdict(mine >= 2 * theirs)])
+            rows.append(
+                [
+                    "echo at saturation >= 2x python-socketio",
+                    target,
+                    f"{mine:,.0f}/s",
+                    f"{2 * theirs:,.0f}/s (socketio {theirs:,.0f})",
+                    _verdict(mine >= 2 * theirs),
+                ]
+            )
         r = _find(results, target, "idle", 5000)
         if r:
             kb = r["kb_per_connection"]
-            rows.append(["idle: <= 24 KB per socket", target, f"{kb:.1f} KB", "24 KB", _verdict(kb <= 24)])
+            rows.append(
+                ["idle: <= 24 KB per socket", target, f"{kb:.1f} KB", "24 KB", _verdict(kb <= 24)]
+            )
     r = _find(results, "wsbridge", "idle", 10000)
     if r:
         held = r["client"]["still_open"]
-        rows.append(["10,000 idle WebSockets in one process", "wsbridge", f"{held:,} open", "10,000",
-                     _verdict(held >= 10000)])
+        rows.append(
+            [
+                "10,000 idle WebSockets in one process",
+                "wsbridge",
+                f"{held:,} open",
+                "10,000",
+                _verdict(held >= 10000),
+            ]
+        )
     sio_hs = _find(results, "socketio", "handshake")
     for target in WSBRIDGE_TARGETS:
         r = _find(results, target, "handshake")
         if r and sio_hs:
             mine, theirs = r["client"]["handshakes_per_s"], sio_hs["client"]["handshakes_per_s"]
-            rows.append(["handshakes/s >= 1.25x python-socketio", target, f"{mine:,.0f}/s",
-                         f"{1.25 * theirs:,.0f}/s (socketio {theirs:,.0f})",
-                         _verdict(mine >= 1.25 * theirs)])
+            rows.append(
+                [
+                    "handshakes/s >= 1.25x python-socketio",
+                    target,
+                    f"{mine:,.0f}/s",
+                    f"{1.25 * theirs:,.0f}/s (socketio {theirs:,.0f})",
+                    _verdict(mine >= 1.25 * theirs),
+                ]
+            )
     return rows
 
 

@@ -144,7 +144,11 @@ class CpuMeter:
         end = self._sample()
         wall = time.monotonic() - self._t0
         cpu = sum(v - self._start.get(p, 0.0) for p, v in end.items())
-        return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cpu_ratio": round(cpu / wall, 3) if wall else 0}
+        return {
+            "cpu_s": round(cpu, 3),
+            "wall_s": round(wall, 3),
+            "cpu_ratio": round(cpu / wall, 3) if wall else 0,
+        }
 
 
 def machine_busy_seconds() -> float:
@@ -259,13 +263,18 @@ class Proc:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"{self.name}: no {event!r} within {timeout}s (log {self.log_path})")
+                raise TimeoutError(
+                    f"{self.name}: no {event!r} within {timeout}s (log {self.log_path})"
+                )
             try:
                 item = self.lines.get(timeout=left)
             except queue.Empty:
                 continue
             if item is None:
-                raise RuntimeError(f"{self.name} exited ({self.popen.poll()}) before {event!r}; log {self.log_path}")
+                code = self.popen.poll()
+                raise RuntimeError(
+                    f"{self.name} exited ({code}) before {event!r}; log {self.log_path}"
+                )
             if item.get("event") == "error":
                 raise RuntimeError(f"{self.name}: {item.get('error')}")
             if item.get("event") == event:
@@ -346,8 +355,19 @@ class RedisServer:
         self.proc = Proc(
             "redis",
             [
-                "redis-server", "--bind", LOOPBACK, "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--dir", str(workdir), "--maxclients", "20000",
+                "redis-server",
+                "--bind",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+                "--maxclients",
+                "20000",
             ],
             log_dir=log_dir,
             core=CLIENT_CORE,

@@ -28,8 +28,19 @@ def _fail(r: dict[str, Any]) -> str:
 
 
 def fanout_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
-    head = ["target", "clients", "delivered", "p50 ms", "p99 ms", "max ms", "server CPU",
-            "µs/delivery", "client CPU", "ramp s", "others"]
+    head = [
+        "target",
+        "clients",
+        "delivered",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "server CPU",
+        "µs/delivery",
+        "client CPU",
+        "ramp s",
+        "others",
+    ]
     rows = []
     for r in results:
         if r.get("workload") != "fanout":
@@ -39,19 +50,36 @@ def fanout_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
             continue
         c = r["client"]
         lat = c.get("latency_ms", {})
-        rows.append([
-            r["target"], _f(c["connected"]) + ("" if c["connected"] == r["clients"] else f"/{r['clients']}"),
-            f"{100.0 * c['delivered_ratio']:.2f}%",
-            _f(lat.get("p50")), _f(lat.get("p99")), _f(lat.get("max")),
-            _f(r["server_cpu"]["cpu_ratio"], 2), _f(r.get("server_us_per_delivery")),
-            _f(c["measure_cpu"]["cpu_ratio"], 2), _f(c.get("ramp_s")), _others(r),
-        ])
+        rows.append(
+            [
+                r["target"],
+                _f(c["connected"]) + ("" if c["connected"] == r["clients"] else f"/{r['clients']}"),
+                f"{100.0 * c['delivered_ratio']:.2f}%",
+                _f(lat.get("p50")),
+                _f(lat.get("p99")),
+                _f(lat.get("max")),
+                _f(r["server_cpu"]["cpu_ratio"], 2),
+                _f(r.get("server_us_per_delivery")),
+                _f(c["measure_cpu"]["cpu_ratio"], 2),
+                _f(c.get("ramp_s")),
+                _others(r),
+            ]
+        )
     return head, rows
 
 
 def echo_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
-    head = ["target", "mode", "clients", "msgs/s", "RTT p50 ms", "RTT p99 ms", "server CPU",
-            "client CPU", "others"]
+    head = [
+        "target",
+        "mode",
+        "clients",
+        "msgs/s",
+        "RTT p50 ms",
+        "RTT p99 ms",
+        "server CPU",
+        "client CPU",
+        "others",
+    ]
     rows = []
     for r in results:
         if r.get("workload") != "echo":
@@ -63,17 +91,32 @@ def echo_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
         c = r["client"]
         if not r.get("closed_loop"):
             mode = f"every {c['interval_ms']} ms"
-        rows.append([
-            r["target"], mode, _f(c["connected"]), _f(c["msgs_per_s"], 0),
-            _f(c["rtt_ms"].get("p50")), _f(c["rtt_ms"].get("p99")),
-            _f(r["server_cpu"]["cpu_ratio"], 2), _f(r["client_cpu"]["cpu_ratio"], 2), _others(r),
-        ])
+        rows.append(
+            [
+                r["target"],
+                mode,
+                _f(c["connected"]),
+                _f(c["msgs_per_s"], 0),
+                _f(c["rtt_ms"].get("p50")),
+                _f(c["rtt_ms"].get("p99")),
+                _f(r["server_cpu"]["cpu_ratio"], 2),
+                _f(r["client_cpu"]["cpu_ratio"], 2),
+                _others(r),
+            ]
+        )
     return head, rows
 
 
 def idle_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
-    head = ["target", "sockets", "open at end", "KB per socket", "RSS before MB", "RSS after MB",
-            "processes"]
+    head = [
+        "target",
+        "sockets",
+        "open at end",
+        "KB per socket",
+        "RSS before MB",
+        "RSS after MB",
+        "processes",
+    ]
     rows = []
     for r in results:
         if r.get("workload") != "idle":
@@ -82,17 +125,32 @@ def idle_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
             rows.append([r["target"], _f(r["clients"]), _fail(r), "", "", "", ""])
             continue
         c = r["client"]
-        rows.append([
-            r["target"], _f(c["connected"]), _f(c["still_open"]), _f(r["kb_per_connection"]),
-            _f(r["rss_before_kb"] / 1024), _f(r["rss_after_kb"] / 1024),
-            str(len(r.get("rss_per_process_kb", {}))),
-        ])
+        rows.append(
+            [
+                r["target"],
+                _f(c["connected"]),
+                _f(c["still_open"]),
+                _f(r["kb_per_connection"]),
+                _f(r["rss_before_kb"] / 1024),
+                _f(r["rss_after_kb"] / 1024),
+                str(len(r.get("rss_per_process_kb", {}))),
+            ]
+        )
     return head, rows
 
 
 def handshake_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
-    head = ["target", "concurrency", "handshakes/s", "p50 ms", "p99 ms", "failed", "server CPU",
-            "client CPU", "others"]
+    head = [
+        "target",
+        "concurrency",
+        "handshakes/s",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+        "server CPU",
+        "client CPU",
+        "others",
+    ]
     rows = []
     for r in results:
         if r.get("workload") != "handshake":
@@ -101,11 +159,19 @@ def handshake_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
             rows.append([r["target"], "", _fail(r), "", "", "", "", ""])
             continue
         c = r["client"]
-        rows.append([
-            r["target"], _f(c["concurrency"]), _f(c["handshakes_per_s"], 0),
-            _f(c["handshake_ms"].get("p50")), _f(c["handshake_ms"].get("p99")), _f(c["failed"]),
-            _f(r["server_cpu"]["cpu_ratio"], 2), _f(r["client_cpu"]["cpu_ratio"], 2), _others(r),
-        ])
+        rows.append(
+            [
+                r["target"],
+                _f(c["concurrency"]),
+                _f(c["handshakes_per_s"], 0),
+                _f(c["handshake_ms"].get("p50")),
+                _f(c["handshake_ms"].get("p99")),
+                _f(c["failed"]),
+                _f(r["server_cpu"]["cpu_ratio"], 2),
+                _f(r["client_cpu"]["cpu_ratio"], 2),
+                _others(r),
+            ]
+        )
     return head, rows
 
 
@@ -155,8 +221,9 @@ SECTIONS = [
 
 
 def text_table(head: Row, rows: list[Row]) -> str:
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    rows = [r + [""] * (len(head) - len(r)) for r in rows]  # a failure row has fewer cells
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
@@ -224,8 +291,10 @@ def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def print_table(meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
     m = meta.get("machine", {})
-    print(f"\nrun {meta.get('run_id')}: {m.get('nproc')} cores, {m.get('cpu_model')}, "
-          f"{m.get('memory_gib')} GiB; {meta.get('pinning')}")
+    print(
+        f"\nrun {meta.get('run_id')}: {m.get('nproc')} cores, {m.get('cpu_model')}, "
+        f"{m.get('memory_gib')} GiB; {meta.get('pinning')}"
+    )
     results = medians(results)
     if any("trials" in r for r in results):
         print("(repeated measurements: each row is the median trial; of two, the better one)")

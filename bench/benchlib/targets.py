@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import BENCH_DIR
-from .procs import SERVER_CORE, CLIENT_CORE, LOOPBACK, Proc, wait_port
+from .procs import CLIENT_CORE, LOOPBACK, SERVER_CORE, Proc, wait_port
 from .venvs import ensure_venv, venv_bin, venv_python
 
 SERVERS = BENCH_DIR / "servers"
@@ -66,12 +66,26 @@ class Target:
         wait_port(port, 60, proc.popen)
         return proc
 
-    def publisher(self, port: int, redis_url: str, log_dir: Path, tag: str, count: int,
-                  interval: float) -> Proc:
-        cmd = [*self.publisher_cmd(port, redis_url), "--count", str(count),
-               "--interval", str(interval), "--group", GROUP]
-        return Proc(f"{tag}-publisher", cmd, log_dir=log_dir, cwd=PUBLISHERS, core=CLIENT_CORE,
-                    stdout_lines=True)
+    def publisher(
+        self, port: int, redis_url: str, log_dir: Path, tag: str, count: int, interval: float
+    ) -> Proc:
+        cmd = [
+            *self.publisher_cmd(port, redis_url),
+            "--count",
+            str(count),
+            "--interval",
+            str(interval),
+            "--group",
+            GROUP,
+        ]
+        return Proc(
+            f"{tag}-publisher",
+            cmd,
+            log_dir=log_dir,
+            cwd=PUBLISHERS,
+            core=CLIENT_CORE,
+            stdout_lines=True,
+        )
 
 
 #: ``run.py --wsbridge-src DIR``: import wsbridge from DIR (a patched copy) instead of the checkout.
@@ -84,14 +98,25 @@ def wsbridge_pythonpath() -> str:
 
 class WsbridgeMemory(Target):
     def server_cmd(self, port, redis_url):
-        cmd = [str(venv_bin("wsbridge", "wsbridge")), "serve", "wsbridge_app:application",
-               "--host", LOOPBACK, "--port", str(port)]
+        cmd = [
+            str(venv_bin("wsbridge", "wsbridge")),
+            "serve",
+            "wsbridge_app:application",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ]
         env = {"BENCH_LAYER": "memory", "PYTHONPATH": wsbridge_pythonpath()}
         return cmd, env, SERVERS
 
     def publisher_cmd(self, port, redis_url):
-        return [str(venv_python("wsbridge")), "pub_wsbridge.py",
-                "--url", f"http://{LOOPBACK}:{port}/bench/publish"]
+        return [
+            str(venv_python("wsbridge")),
+            "pub_wsbridge.py",
+            "--url",
+            f"http://{LOOPBACK}:{port}/bench/publish",
+        ]
 
 
 class WsbridgeFastpath(WsbridgeMemory):
@@ -104,8 +129,15 @@ class WsbridgeFastpath(WsbridgeMemory):
         import subprocess
         import sys
 
-        subprocess.run([sys.executable, str(BENCH_DIR / "patches" / "fastpath.py"), str(self.src_dir()),
-                        "--pump"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(BENCH_DIR / "patches" / "fastpath.py"),
+                str(self.src_dir()),
+                "--pump",
+            ],
+            check=True,
+        )
 
     def server_cmd(self, port, redis_url):
         cmd, env, cwd = super().server_cmd(port, redis_url)
@@ -115,11 +147,27 @@ class WsbridgeFastpath(WsbridgeMemory):
 
 class WsbridgeRedis(Target):
     def server_cmd(self, port, redis_url):
-        cmd = [str(venv_bin("wsbridge", "gunicorn")), "-k", "gevent", "-w", "2",
-               "--worker-connections", "12000", "--backlog", "4096",
-               "-b", f"{LOOPBACK}:{port}", "--log-level", "warning", "wsbridge_app:application"]
-        env = {"BENCH_LAYER": "redis", "BENCH_REDIS_URL": redis_url,
-               "PYTHONPATH": wsbridge_pythonpath()}
+        cmd = [
+            str(venv_bin("wsbridge", "gunicorn")),
+            "-k",
+            "gevent",
+            "-w",
+            "2",
+            "--worker-connections",
+            "12000",
+            "--backlog",
+            "4096",
+            "-b",
+            f"{LOOPBACK}:{port}",
+            "--log-level",
+            "warning",
+            "wsbridge_app:application",
+        ]
+        env = {
+            "BENCH_LAYER": "redis",
+            "BENCH_REDIS_URL": redis_url,
+            "PYTHONPATH": wsbridge_pythonpath(),
+        }
         return cmd, env, SERVERS
 
     def publisher_cmd(self, port, redis_url):
@@ -128,8 +176,16 @@ class WsbridgeRedis(Target):
 
 class Channels(Target):
     def server_cmd(self, port, redis_url):
-        cmd = [str(venv_bin("channels", "daphne")), "-b", LOOPBACK, "-p", str(port),
-               "--verbosity", "0", "benchsite.asgi:application"]
+        cmd = [
+            str(venv_bin("channels", "daphne")),
+            "-b",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "--verbosity",
+            "0",
+            "benchsite.asgi:application",
+        ]
         env = {"BENCH_REDIS_URL": redis_url, "DJANGO_SETTINGS_MODULE": "benchsite.settings"}
         return cmd, env, SERVERS / "channels_site"
 
@@ -139,8 +195,14 @@ class Channels(Target):
 
 class SocketIO(Target):
     def server_cmd(self, port, redis_url):
-        cmd = [str(venv_python("socketio")), "socketio_server.py", "--port", str(port),
-               "--redis", redis_url]
+        cmd = [
+            str(venv_python("socketio")),
+            "socketio_server.py",
+            "--port",
+            str(port),
+            "--redis",
+            redis_url,
+        ]
         return cmd, {}, SERVERS
 
     def publisher_cmd(self, port, redis_url):
@@ -159,19 +221,40 @@ class Raw(Target):
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
-        WsbridgeMemory("wsbridge", "wsbridge", "ws",
-                       "wsbridge serve, memory layer, one gevent process"),
-        WsbridgeFastpath("wsbridge-fastpath", "wsbridge", "ws",
-                         "wsbridge serve, memory layer, with bench/patches/fastpath.py --pump "
-                         "(proposed change, not committed code)"),
-        WsbridgeRedis("wsbridge-redis", "wsbridge", "ws",
-                      "wsbridge, Redis layer, gunicorn -k gevent -w 2 (both workers on core 0)",
-                      processes=2),
-        Channels("channels", "channels", "ws",
-                 "Django Channels 4 + daphne + channels_redis, tutorial sync WebsocketConsumer"),
-        SocketIO("socketio", "socketio", "sio",
-                 "python-socketio, gevent + gevent-websocket, RedisManager"),
-        Raw("raw", "raw", "ws",
-            "raw floor: gevent-websocket broadcast loop fed by one Redis subscription"),
+        WsbridgeMemory(
+            "wsbridge", "wsbridge", "ws", "wsbridge serve, memory layer, one gevent process"
+        ),
+        WsbridgeFastpath(
+            "wsbridge-fastpath",
+            "wsbridge",
+            "ws",
+            "wsbridge serve, memory layer, with bench/patches/fastpath.py --pump "
+            "(proposed change, not committed code)",
+        ),
+        WsbridgeRedis(
+            "wsbridge-redis",
+            "wsbridge",
+            "ws",
+            "wsbridge, Redis layer, gunicorn -k gevent -w 2 (both workers on core 0)",
+            processes=2,
+        ),
+        Channels(
+            "channels",
+            "channels",
+            "ws",
+            "Django Channels 4 + daphne + channels_redis, tutorial sync WebsocketConsumer",
+        ),
+        SocketIO(
+            "socketio",
+            "socketio",
+            "sio",
+            "python-socketio, gevent + gevent-websocket, RedisManager",
+        ),
+        Raw(
+            "raw",
+            "raw",
+            "ws",
+            "raw floor: gevent-websocket broadcast loop fed by one Redis subscription",
+        ),
     ]
 }

@@ -20,7 +20,14 @@ from typing import Any
 
 from . import BENCH_DIR, REPO_DIR
 from .procs import (
-    CLIENT_CORE, CpuMeter, MachineMeter, Proc, RedisServer, free_port, pinned, tree_rss_kb,
+    CLIENT_CORE,
+    CpuMeter,
+    MachineMeter,
+    Proc,
+    RedisServer,
+    free_port,
+    pinned,
+    tree_rss_kb,
     wait_for_quiet,
 )
 from .targets import Target
@@ -89,18 +96,46 @@ class Session:
             proc.stop()
 
     def client(self, mode: str, url: str, *args: str, timeout: float) -> Proc:
-        cmd = ["node", "--max-old-space-size=4096", str(self.ctx.client_js), "--url", url,
-               "--proto", self.target.proto, "--mode", mode, "--timeout", str(int(timeout)),
-               "--local-seed", str(_next_seed()), *args]
-        proc = Proc(f"{self.tag}-client-{mode}", cmd, log_dir=self.ctx.log_dir, core=CLIENT_CORE,
-                    stdin=True, stdout_lines=True)
+        cmd = [
+            "node",
+            "--max-old-space-size=4096",
+            str(self.ctx.client_js),
+            "--url",
+            url,
+            "--proto",
+            self.target.proto,
+            "--mode",
+            mode,
+            "--timeout",
+            str(int(timeout)),
+            "--local-seed",
+            str(_next_seed()),
+            *args,
+        ]
+        proc = Proc(
+            f"{self.tag}-client-{mode}",
+            cmd,
+            log_dir=self.ctx.log_dir,
+            core=CLIENT_CORE,
+            stdin=True,
+            stdout_lines=True,
+        )
         self.procs.append(proc)
         return proc
 
     def _probe(self) -> None:
         """A few handshakes: the target answers WebSockets, and lazy imports are done."""
-        probe = self.client("handshake", self.target.echo_url(self.port), "--concurrency", "2",
-                            "--duration", "1", "--max-handshakes", "20", timeout=30)
+        probe = self.client(
+            "handshake",
+            self.target.echo_url(self.port),
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--max-handshakes",
+            "20",
+            timeout=30,
+        )
         result = probe.expect("result", 30)
         probe.stop()
         if not result.get("completed"):
@@ -129,8 +164,19 @@ class Session:
             pids = pids[1:2]
         out = self.ctx.run_dir / "profiles" / f"{self.tag}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [str(venv_bin("tools", "py-spy")), "record", "--pid", str(pids[0]), "--duration",
-               str(int(max(1, seconds))), "--format", "raw", "--output", str(out), "--nonblocking"]
+        cmd = [
+            str(venv_bin("tools", "py-spy")),
+            "record",
+            "--pid",
+            str(pids[0]),
+            "--duration",
+            str(int(max(1, seconds))),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ]
         proc = Proc(f"{self.tag}-py-spy", cmd, log_dir=self.ctx.log_dir, core=CLIENT_CORE)
         proc.let_finish_until = time.monotonic() + seconds + 10  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -147,10 +193,19 @@ def fanout(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, An
         rss_before = s.rss()
         samples = _samples(ctx, tag)
         publish_time = ctx.count * ctx.interval
-        client = s.client("fanout", target.chat_url(s.port), "--clients", str(clients),
-                          "--grace", str(ctx.grace), "--connect-timeout", "150",
-                          "--samples", str(samples),
-                          timeout=150 + publish_time + ctx.grace + 90)
+        client = s.client(
+            "fanout",
+            target.chat_url(s.port),
+            "--clients",
+            str(clients),
+            "--grace",
+            str(ctx.grace),
+            "--connect-timeout",
+            "150",
+            "--samples",
+            str(samples),
+            timeout=150 + publish_time + ctx.grace + 90,
+        )
         ready = client.expect("ready", 180)
         time.sleep(1.0)  # the last joins reach the layer before the first publish
         rss_connected = s.rss()
@@ -170,7 +225,9 @@ def fanout(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, An
             "client": result,
             "server_cpu": server_window,
             # CPU per delivered message: steadier than latency on a shared machine
-            "server_us_per_delivery": round(1e6 * server_window["cpu_s"] / max(1, result["delivered"]), 2),
+            "server_us_per_delivery": round(
+                1e6 * server_window["cpu_s"] / max(1, result["delivered"]), 2
+            ),
             "client_cpu": client_cpu.stop(),
             "rss_before_kb": rss_before["total_kb"],
             "rss_connected_kb": rss_connected["total_kb"],
@@ -178,11 +235,21 @@ def fanout(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, An
         }
 
 
-def echo(ctx: Context, target: Target, clients: int, tag: str, closed_loop: bool = False) -> dict[str, Any]:
+def echo(
+    ctx: Context, target: Target, clients: int, tag: str, closed_loop: bool = False
+) -> dict[str, Any]:
     with Session(ctx, target, tag) as s:
         samples = _samples(ctx, tag)
-        args = ["--clients", str(clients), "--duration", str(ctx.echo_duration),
-                "--interval-ms", str(ctx.echo_interval_ms), "--samples", str(samples)]
+        args = [
+            "--clients",
+            str(clients),
+            "--duration",
+            str(ctx.echo_duration),
+            "--interval-ms",
+            str(ctx.echo_interval_ms),
+            "--samples",
+            str(samples),
+        ]
         if closed_loop:
             args.append("--closed-loop")
         client = s.client("echo", target.echo_url(s.port), *args, timeout=ctx.echo_duration + 120)
@@ -210,8 +277,15 @@ def idle(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, Any]
     with Session(ctx, target, tag) as s:
         time.sleep(0.5)
         rss_before = s.rss()
-        client = s.client("idle", target.chat_url(s.port), "--clients", str(clients),
-                          "--connect-timeout", "150", timeout=240)
+        client = s.client(
+            "idle",
+            target.chat_url(s.port),
+            "--clients",
+            str(clients),
+            "--connect-timeout",
+            "150",
+            timeout=240,
+        )
         machine = s.machine_meter()
         ready = client.expect("ready", 180)
         time.sleep(ctx.idle_settle)
@@ -226,7 +300,9 @@ def idle(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, Any]
             "rss_before_kb": rss_before["total_kb"],
             "rss_after_kb": rss_after["total_kb"],
             "rss_per_process_kb": rss_after["per_pid_kb"],
-            "kb_per_connection": round((rss_after["total_kb"] - rss_before["total_kb"]) / connected, 2),
+            "kb_per_connection": round(
+                (rss_after["total_kb"] - rss_before["total_kb"]) / connected, 2
+            ),
         }
 
 
@@ -235,9 +311,17 @@ def handshake(ctx: Context, target: Target, clients: int, tag: str) -> dict[str,
     with Session(ctx, target, tag) as s:
         samples = _samples(ctx, tag)
         server_cpu = s.server_meter()
-        client = s.client("handshake", target.echo_url(s.port), "--concurrency", str(clients),
-                          "--duration", str(ctx.handshake_duration),
-                          "--samples", str(samples), timeout=ctx.handshake_duration + 90)
+        client = s.client(
+            "handshake",
+            target.echo_url(s.port),
+            "--concurrency",
+            str(clients),
+            "--duration",
+            str(ctx.handshake_duration),
+            "--samples",
+            str(samples),
+            timeout=ctx.handshake_duration + 90,
+        )
         client_cpu = CpuMeter([client.pid]).start()
         machine = s.machine_meter()
         s.profiler(ctx.handshake_duration)
@@ -251,7 +335,9 @@ def handshake(ctx: Context, target: Target, clients: int, tag: str) -> dict[str,
         }
 
 
-def external(ctx: Context, script: str, tag: str, extra: list[str], timeout: float) -> dict[str, Any]:
+def external(
+    ctx: Context, script: str, tag: str, extra: list[str], timeout: float
+) -> dict[str, Any]:
     """Run another helper's bench script (layer_bench.py, longpoll_bench.py) and keep its JSON.
 
     The script runs in the project's venv on the client core with its own
@@ -265,12 +351,13 @@ def external(ctx: Context, script: str, tag: str, extra: list[str], timeout: flo
     ctx.redis.flush()
     log = ctx.log_dir / f"{tag}.log"
     env = {**os.environ, "BENCH_REDIS_URL": ctx.redis.url}
-    proc = subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, text=True, timeout=timeout,
-                          check=False, env=env)
+    proc = subprocess.run(
+        cmd, cwd=REPO_DIR, capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
     log.write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     if proc.returncode != 0:
         raise RuntimeError(f"bench/{script} exited {proc.returncode}; see {log}")
-    return {"command": " ".join(cmd[cmd.index(str(path)):]), "report": last_json(proc.stdout)}
+    return {"command": " ".join(cmd[cmd.index(str(path)) :]), "report": last_json(proc.stdout)}
 
 
 def last_json(text: str) -> Any:
@@ -306,8 +393,13 @@ def run_one(ctx: Context, target: Target, workload: str, clients: int, **kw: Any
     if trial is not None:
         tag += f"-t{trial}"
     started = time.time()
-    record: dict[str, Any] = {"target": target.name, "workload": workload, "clients": clients,
-                              "tag": tag, "started": started}
+    record: dict[str, Any] = {
+        "target": target.name,
+        "workload": workload,
+        "clients": clients,
+        "tag": tag,
+        "started": started,
+    }
     if kw.get("closed_loop"):
         record["closed_loop"] = True
     if trial is not None:
@@ -321,6 +413,10 @@ def run_one(ctx: Context, target: Target, workload: str, clients: int, **kw: Any
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc()
     record["elapsed_s"] = round(time.time() - started, 1)
-    print(f"[bench] {tag} {'ok' if record['ok'] else 'FAILED: ' + record['error']} "
-          f"({record['elapsed_s']}s)", flush=True, file=sys.stderr)
+    print(
+        f"[bench] {tag} {'ok' if record['ok'] else 'FAILED: ' + record['error']} "
+        f"({record['elapsed_s']}s)",
+        flush=True,
+        file=sys.stderr,
+    )
     return record

@@ -54,11 +54,8 @@ PUMP_WAKE = (
 )
 PUMP_DRAIN = (
     "consumers/runner.py",
-    "        mailbox = self._mailbox\n"
-    "        try:\n",
-    "        mailbox = self._mailbox\n"
-    "        self._runner = gevent.getcurrent()\n"
-    "        try:\n",
+    "        mailbox = self._mailbox\n        try:\n",
+    "        mailbox = self._mailbox\n        self._runner = gevent.getcurrent()\n        try:\n",
 )
 PUMP_CODE = (
     "consumers/runner.py",
@@ -95,7 +92,8 @@ EDITS: list[tuple[str, str, str]] = [
         "consumers/runner.py",
         "        if runner is not None and runner is not gevent.getcurrent():\n"
         "            runner.kill(block=False)",
-        "        if runner is not None and runner is not _QUEUED and runner is not gevent.getcurrent():\n"
+        "        if runner is not None and runner is not _QUEUED \\\n"
+        "                and runner is not gevent.getcurrent():\n"
         "            gevent.kill(runner)  # works on raw greenlets too",
     ),
     (
@@ -108,10 +106,11 @@ EDITS: list[tuple[str, str, str]] = [
     (
         "transport/websocket.py",
         "            if text is not None:\n"
-        "                self.protocol.send_text(text.encode(\"utf-8\"))\n",
+        '                self.protocol.send_text(text.encode("utf-8"))\n',
         "            if text is not None:\n"
-        "                payload = text.encode(\"utf-8\")\n"
-        "                if not self.protocol.extensions and not self.protocol.expect_continuation_frame:\n"
+        '                payload = text.encode("utf-8")\n'
+        "                protocol = self.protocol\n"
+        "                if not protocol.extensions and not protocol.expect_continuation_frame:\n"
         "                    # No extension negotiated: an unmasked FIN text frame is a header\n"
         "                    # and the payload (RFC 6455 section 5.2); no Frame objects.\n"
         "                    self._queue((_text_header(len(payload)), payload))\n"
@@ -120,9 +119,7 @@ EDITS: list[tuple[str, str, str]] = [
     ),
     (
         "transport/websocket.py",
-        "        if self._aborted:\n"
-        "            return\n"
-        "        pending = self._outbox_bytes\n",
+        "        if self._aborted:\n            return\n        pending = self._outbox_bytes\n",
         "        if self._aborted:\n"
         "            return\n"
         "        pending = self._outbox_bytes\n"
@@ -137,14 +134,14 @@ EDITS: list[tuple[str, str, str]] = [
         "            # the kernel does not take at once goes to the outbox.\n"
         "            chunks = list(chunks)\n"
         "            if chunks and all(chunks):\n"
-        "                data = b\"\".join(chunks)\n"
-        "                raw = getattr(self.sock, \"_sock\", None)  # gevent's non-blocking socket\n"
+        '                data = b"".join(chunks)\n'
+        '                raw = getattr(self.sock, "_sock", None)  # gevent\'s non-blocking socket\n'
         "                try:\n"
         "                    sent = raw.send(data) if raw is not None else 0\n"
         "                except BlockingIOError:\n"
         "                    sent = 0\n"
         "                except OSError as exc:\n"
-        "                    logger.debug(\"write to %s failed: %s\", self._peer, exc)\n"
+        '                    logger.debug("write to %s failed: %s", self._peer, exc)\n'
         "                    self._abort()\n"
         "                    return\n"
         "                self._bytes_sent += sent\n"
@@ -159,8 +156,8 @@ EDITS: list[tuple[str, str, str]] = [
         "    if size < 126:\n"
         "        return bytes((0x81, size))\n"
         "    if size < 65536:\n"
-        "        return bytes((0x81, 126)) + size.to_bytes(2, \"big\")\n"
-        "    return bytes((0x81, 127)) + size.to_bytes(8, \"big\")\n"
+        '        return bytes((0x81, 126)) + size.to_bytes(2, "big")\n'
+        '    return bytes((0x81, 127)) + size.to_bytes(8, "big")\n'
         "\n"
         "\nclass WebSocketTransport:",
     ),
@@ -168,11 +165,16 @@ EDITS: list[tuple[str, str, str]] = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dest", type=Path, help="folder to create the patched wsbridge/ in")
     parser.add_argument("--diff", action="store_true", help="print the unified diff")
-    parser.add_argument("--pump", action="store_true",
-                        help="one pump greenlet for woken mailboxes instead of spawn_raw per wake")
+    parser.add_argument(
+        "--pump",
+        action="store_true",
+        help="one pump greenlet for woken mailboxes instead of spawn_raw per wake",
+    )
     args = parser.parse_args()
     edits = list(EDITS)
     if args.pump:
@@ -187,7 +189,9 @@ def main() -> int:
         path = target / rel
         text = path.read_text()
         if text.count(old) != 1:
-            print(f"anchor not found once in wsbridge/{rel}: {old.splitlines()[0]!r}", file=sys.stderr)
+            print(
+                f"anchor not found once in wsbridge/{rel}: {old.splitlines()[0]!r}", file=sys.stderr
+            )
             return 1
         before = changed.get(rel, (text, text))[0]
         text = text.replace(old, new)
@@ -195,8 +199,14 @@ def main() -> int:
         changed[rel] = (before, text)
     if args.diff:
         for rel, (before, after) in changed.items():
-            sys.stdout.writelines(difflib.unified_diff(
-                before.splitlines(True), after.splitlines(True), f"a/wsbridge/{rel}", f"b/wsbridge/{rel}"))
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    before.splitlines(True),
+                    after.splitlines(True),
+                    f"a/wsbridge/{rel}",
+                    f"b/wsbridge/{rel}",
+                )
+            )
     print(f"patched copy in {target}", file=sys.stderr)
     return 0
 

@@ -4,11 +4,12 @@ view or Celery task does (async_to_sync), in bench/.venvs/channels."""
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "servers", "channels_site"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "servers", "channels_site")
+)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchsite.settings")
 
 import django  # noqa: E402
-
 from _common import parse, run  # noqa: E402
 
 args = parse(__doc__)
@@ -20,4 +21,7 @@ from channels.layers import get_channel_layer  # noqa: E402
 
 layer = get_channel_layer()
 group_send = async_to_sync(layer.group_send)
-run(args, lambda payload: group_send(f"chat_{args.group}", {"type": "chat.message", "message": payload}))
+run(
+    args,
+    lambda payload: group_send(f"chat_{args.group}", {"type": "chat.message", "message": payload}),
+)

@@ -3,7 +3,6 @@
 import json
 
 import redis
-
 from _common import parse, run
 
 args = parse(__doc__)

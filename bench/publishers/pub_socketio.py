@@ -2,7 +2,6 @@
 for emitting from an external process (runs in bench/.venvs/socketio)."""
 
 import socketio
-
 from _common import parse, run
 
 args = parse(__doc__)

@@ -27,9 +27,11 @@ else:
 
     def publish(payload):
         body = json.dumps({"group": args.group, "payload": payload}).encode()
-        req = urllib.request.Request(args.url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            args.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         with opener.open(req, timeout=10) as resp:
             resp.read()
+
 
 run(args, publish)

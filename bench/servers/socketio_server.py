@@ -52,8 +52,11 @@ def main() -> None:
     parser.add_argument("--redis", required=True)
     args = parser.parse_args()
     server = pywsgi.WSGIServer(
-        ("127.0.0.1", args.port), build(args.redis), handler_class=WebSocketHandler,
-        log=None, backlog=4096,
+        ("127.0.0.1", args.port),
+        build(args.redis),
+        handler_class=WebSocketHandler,
+        log=None,
+        backlog=4096,
     )
     server.serve_forever()
 

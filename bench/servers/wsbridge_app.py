@@ -56,10 +56,13 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         size = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(size) or b"{}")
         sent = get_channel_layer().group_send(
-            GROUP_PREFIX + body["group"], {"type": "chat.message", "text": json.dumps(body["payload"])}
+            GROUP_PREFIX + body["group"],
+            {"type": "chat.message", "text": json.dumps(body["payload"])},
         )
         out = json.dumps({"members": sent}).encode()
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))]
+        )
         return [out]
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
     return [b"ok\n"]

@@ -19,7 +19,10 @@ MIDDLEWARE: list = []
 ROOT_URLCONF = "benchsite.urls"
 ASGI_APPLICATION = "benchsite.asgi.application"
 DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ.get("BENCH_SQLITE", ":memory:")}
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("BENCH_SQLITE", ":memory:"),
+    }
 }
 USE_TZ = True
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
