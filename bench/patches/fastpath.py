@@ -19,7 +19,8 @@ error instead of patching blindly):
    outgoing text message as header + payload (RFC 6455 section 5.2) instead
    of building websockets ``Frame`` objects.
 
-The checkout itself is never modified.
+The copy is made from the committed code (``git archive HEAD``; ``--worktree``
+for the work tree as it is). The checkout itself is never modified.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -164,6 +166,30 @@ EDITS: list[tuple[str, str, str]] = [
 ]
 
 
+#: When an anchor is missing but this text is in the file, the proposal has
+#: landed there in some form: the edit is skipped instead of failing.
+UPSTREAM_MARKERS = {
+    "consumers/runner.py": "_QUEUED",
+    "transport/websocket.py": "_text_header",
+}
+
+
+def copy_committed(target: Path, worktree: bool) -> None:
+    """Copy wsbridge/ as committed (HEAD), or as in the work tree with ``--worktree``."""
+    if not worktree:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "HEAD", "wsbridge"],
+            capture_output=True,
+            check=False,
+        )
+        if archive.returncode == 0:
+            untar = ["tar", "-x", "-C", str(target.parent)]
+            subprocess.run(untar, input=archive.stdout, check=True)
+            return
+    shutil.copytree(REPO / "wsbridge", target, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,6 +201,11 @@ def main() -> int:
         action="store_true",
         help="one pump greenlet for woken mailboxes instead of spawn_raw per wake",
     )
+    parser.add_argument(
+        "--worktree",
+        action="store_true",
+        help="patch the work tree's wsbridge/ (uncommitted edits too) instead of HEAD's",
+    )
     args = parser.parse_args()
     edits = list(EDITS)
     if args.pump:
@@ -183,9 +214,17 @@ def main() -> int:
     target = args.dest / "wsbridge"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(REPO / "wsbridge", target, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_committed(target, args.worktree)
     changed: dict[str, tuple[str, str]] = {}
+    landed = set()
+    for rel, marker in UPSTREAM_MARKERS.items():
+        if marker in (target / rel).read_text():
+            # The change (or its own version of it) is already in the source.
+            print(f"wsbridge/{rel} already has {marker!r}: left as it is", file=sys.stderr)
+            landed.add(rel)
     for rel, old, new in edits:
+        if rel in landed:
+            continue
         path = target / rel
         text = path.read_text()
         if text.count(old) != 1:
