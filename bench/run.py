@@ -32,7 +32,12 @@ from benchlib import RESULTS_DIR  # noqa: E402
 from benchlib.procs import RedisServer, raise_nofile  # noqa: E402
 from benchlib.table import print_table  # noqa: E402
 from benchlib.targets import TARGETS, VERSION_PACKAGES  # noqa: E402
-from benchlib.venvs import ensure_venv, installed_versions, venv_python  # noqa: E402
+from benchlib.venvs import (  # noqa: E402
+    ensure_loadclient,
+    ensure_venv,
+    installed_versions,
+    venv_python,
+)
 from benchlib.workloads import Context, external, run_one  # noqa: E402
 
 WORKLOADS = ["fanout", "echo", "idle", "handshake", "layer", "longpoll"]
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_venv(name)
     for t in targets:
         TARGETS[t].prepare()
+    ensure_loadclient()
     if args.install:
         return 0
     run_id = time.strftime("%Y%m%d-%H%M%S")
