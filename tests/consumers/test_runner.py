@@ -318,3 +318,190 @@ def test_an_idle_connection_holds_no_greenlet(layer):
     gevent.sleep(0)
     assert comm.connection._runner is None
     comm.disconnect()
+
+
+# -- the pump: one greenlet runs the woken mailboxes (see runner's docstring) --
+
+
+def _connections(layer, consumer_class, count):
+    conns = [Connection(build_websocket_scope(f"/c{i}/"), consumer_class, layer,
+                        lambda event: None) for i in range(count)]
+    for conn in conns:
+        conn.push({"type": "websocket.connect"})
+    return conns
+
+
+def _wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        gevent.sleep(0.001)
+
+
+@pytest.mark.parametrize("how", ["sleep", "socket"])
+def test_a_handler_that_blocks_does_not_delay_others_woken_in_the_same_batch(layer, how):
+    """The first of 20 connections woken together blocks; the other 19 run meanwhile."""
+    if how == "socket":
+        listener, release, server = _blocking_peer()
+    else:
+        release = Event()
+    done: list[str] = []
+
+    class Mixed(WebsocketConsumer):
+        def receive(self, text_data=None, bytes_data=None):
+            if text_data == "block":
+                if how == "sleep":
+                    while not release.is_set():
+                        gevent.sleep(0.01)
+                else:
+                    with gevent.socket.create_connection(listener.getsockname()) as sock:
+                        sock.recv(10)
+            done.append(text_data)
+
+    conns = _connections(layer, Mixed, 20)
+    _wait_for(lambda: all(c.accepted for c in conns))
+    # All pushed from this greenlet without yielding: one batch for one pump,
+    # the blocking connection first in the ready list.
+    conns[0].push({"type": "websocket.receive", "text": "block"})
+    for i, conn in enumerate(conns[1:], 1):
+        conn.push({"type": "websocket.receive", "text": f"fast{i}"})
+    _wait_for(lambda: len(done) == 19, timeout=2.0)
+    assert "block" not in done and not release.is_set()
+    release.set()
+    _wait_for(lambda: "block" in done)
+    assert done[:19] == [f"fast{i}" for i in range(1, 20)]
+    if how == "socket":
+        server.join(5)
+        listener.close()
+    for conn in conns:
+        conn.disconnected(1000)
+        assert conn.wait(5)
+
+
+def test_order_per_connection_holds_under_the_pump_with_handoffs(layer):
+    """40 connections, three producers, handlers that sometimes block: order holds each."""
+    handled: dict[str, list[str]] = {}
+    busy: dict[str, int] = {}
+    overlaps: list[str] = []
+
+    class Counting(WebsocketConsumer):
+        def _record(self, label: str) -> None:
+            path = self.scope["path"]
+            busy[path] = busy.get(path, 0) + 1
+            if busy[path] > 1:
+                overlaps.append(path)
+            if label.endswith("7"):
+                gevent.sleep(0.001)  # blocks: the pump hands the rest over
+            handled.setdefault(path, []).append(label)
+            busy[path] -= 1
+
+        def receive(self, text_data=None, bytes_data=None):
+            self._record(text_data)
+
+        def note(self, event):
+            self._record(event["label"])
+
+    conns = _connections(layer, Counting, 40)
+    _wait_for(lambda: all(c.accepted for c in conns))
+    for conn in conns:
+        layer.group_add("all", conn.channel_name)
+    arrivals: dict[str, list[str]] = {c.scope["path"]: [] for c in conns}
+
+    def frames():
+        for i in range(30):
+            for conn in conns:
+                conn.push({"type": "websocket.receive", "text": f"S{i}"})
+                arrivals[conn.scope["path"]].append(f"S{i}")
+            gevent.sleep(0)
+
+    def group():
+        for i in range(30):
+            layer.group_send("all", {"type": "note", "label": f"G{i}"})
+            for conn in conns:
+                arrivals[conn.scope["path"]].append(f"G{i}")
+            gevent.sleep(0)
+
+    def direct():
+        for i in range(30):
+            for conn in conns[::3]:
+                layer.send(conn.channel_name, {"type": "note", "label": f"D{i}"})
+                arrivals[conn.scope["path"]].append(f"D{i}")
+            gevent.sleep(0.0005 * (i % 3))
+
+    gevent.joinall([gevent.spawn(frames), gevent.spawn(group), gevent.spawn(direct)],
+                   raise_error=True)
+    _wait_for(lambda: all(len(handled.get(p, ())) == len(a) for p, a in arrivals.items()))
+    assert handled == arrivals
+    assert not overlaps
+    for conn in conns:
+        conn.disconnected(1000)
+        assert conn.wait(5)
+
+
+def _greenlets() -> int:
+    import gc
+
+    import greenlet
+
+    gc.collect()
+    return sum(isinstance(o, greenlet.greenlet) for o in gc.get_objects())
+
+
+def test_many_wakes_leave_no_greenlet_behind(layer):
+    """5,000 wakes (some handlers block, some raise) end with as many greenlets as before."""
+
+    class Churn(WebsocketConsumer):
+        def receive(self, text_data=None, bytes_data=None):
+            if text_data.endswith("3"):
+                gevent.sleep(0)  # a hand-off: the blocked greenlet must end too
+            if text_data == "crash":
+                raise RuntimeError("expected by the test")
+            self.send(text_data=text_data)
+
+    conns = _connections(layer, Churn, 50)
+    _wait_for(lambda: all(c.accepted for c in conns))
+    before = _greenlets()
+    for i in range(100):
+        for conn in conns:
+            conn.push({"type": "websocket.receive", "text": str(i)})
+        gevent.sleep(0)
+    _wait_for(lambda: all(c._runner is None for c in conns))
+    conns[0].push({"type": "websocket.receive", "text": "crash"})
+    assert conns[0].wait(5) and conns[0].failed
+    for conn in conns[1:]:
+        conn.disconnected(1000)
+        assert conn.wait(5)
+    _wait_for(lambda: all(c._runner is None for c in conns))
+    gevent.sleep(0.01)
+    assert _greenlets() <= before
+
+
+def test_abort_kills_a_stuck_handler_run_by_the_pump(layer):
+    """abort() ends a handler blocked in the (raw) pump greenlet; others keep running."""
+    entered, finished_handler = Event(), []
+
+    class Stuck(WebsocketConsumer):
+        def receive(self, text_data=None, bytes_data=None):
+            if text_data == "stuck":
+                entered.set()
+                gevent.sleep(30)
+                finished_handler.append(text_data)  # never reached
+            self.send(text_data=text_data)
+
+    sent: list[dict] = []
+    stuck = Connection(build_websocket_scope("/s/"), Stuck, layer, lambda event: None)
+    other = Connection(build_websocket_scope("/o/"), Stuck, layer, sent.append)
+    for conn in (stuck, other):
+        conn.push({"type": "websocket.connect"})
+    stuck.push({"type": "websocket.receive", "text": "stuck"})
+    other.push({"type": "websocket.receive", "text": "a"})
+    assert entered.wait(5)
+    runner = stuck._runner
+    stuck.abort()
+    assert stuck.finished.is_set()
+    _wait_for(lambda: runner.dead)
+    assert stuck._runner is None and not finished_handler
+    other.push({"type": "websocket.receive", "text": "b"})
+    _wait_for(lambda: [e.get("text") for e in sent if "text" in e] == ["a", "b"])
+    other.disconnected(1000)
+    assert other.wait(5)

@@ -9,9 +9,34 @@ the connection's channel are pushed into the same mailbox by the layer
 (``attach``), so socket events and layer messages are handled in the order
 they arrived.
 
-The mailbox is drained by a greenlet that exists only while there is work:
-an idle connection costs no greenlet here. Handlers run one at a time, in
-arrival order; a handler that blocks delays only its own connection.
+Handlers run one at a time per connection, in arrival order; a handler that
+blocks delays only its own connection. An idle connection costs no greenlet.
+
+How mailboxes are run: the pump
+-------------------------------
+A fan-out wakes thousands of mailboxes at once, and spawning a greenlet for
+each (a ``Greenlet`` object, gevent's spawn-tree bookkeeping, a switch) was
+most of the cost of a delivery. Instead, a woken connection is appended to
+one ready list (per process: wsbridge runs monkey-patched, in one hub) and a
+single raw greenlet, *the pump* (``gevent.spawn_raw``), drains the woken
+connections one after another. A connection is in the list at most once
+(``_runner`` says where it is), so its events still run one at a time, in
+order.
+
+Handlers are synchronous code that may block (a database query, a socket).
+Before draining, the pump registers a hub callback (``loop.run_callback``).
+Callbacks run only when the hub gets control, and while the pump is busy
+the hub only gets control if the pump yields to it, that is, if a handler
+*blocked*. The callback then hands the rest of the ready list to a fresh
+pump at once; the old greenlet stays with the one connection whose handler
+blocked, finishes its mailbox and ends. When the pump ends without
+blocking, it stops the callback unused. So the common case (handlers that
+only ``send``) costs no greenlet, and a slow consumer still delays only its
+own connection.
+
+A pump that has worked for the interpreter's switch interval (5 ms by
+default) ends and lets a successor continue after the hub has polled for
+I/O: consumers that keep waking each other cannot starve the sockets.
 
 What the transport must do:
 
@@ -28,12 +53,15 @@ connection alone is closed with 1011; the others go on.
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import gevent
 from gevent.event import Event
+from greenlet import getcurrent
 
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
@@ -48,6 +76,62 @@ TRANSPORT_HIGH_WATER = 64
 DEFAULT_MAILBOX_SIZE = 1000
 
 Send = Callable[[dict[str, Any]], None]
+
+#: ``Connection._runner`` while the connection waits in the ready list.
+_QUEUED: Any = object()
+
+# Woken connections, in wake order, and the pump greenlet draining them (None
+# when no pump is running). Module state: every Connection shares one hub.
+_ready: deque[Connection] = deque()
+_pump: Any = None
+
+
+def _start_pump() -> None:
+    global _pump
+    _pump = gevent.spawn_raw(_run_pump)
+
+
+def _run_pump() -> None:
+    """Drain woken connections one after another, in the calling (pump) greenlet."""
+    global _pump
+    # No local holds this greenlet: a consumer's exception keeps its traceback's
+    # frames (Connection.error, log records), and those must not pin the pump.
+    loop = gevent.get_hub().loop
+    # Runs only if this greenlet yields to the hub mid-list: a handler blocked.
+    watchdog = loop.run_callback(_hand_off, getcurrent())
+    deadline = time.perf_counter() + sys.getswitchinterval()
+    try:
+        while _ready and _pump is getcurrent():
+            _ready.popleft()._drain()
+            if time.perf_counter() >= deadline and _pump is getcurrent() and _ready:
+                # Budget spent: a successor runs after the hub has polled for I/O
+                # (a 0 s timer fires after the poll; a callback would not).
+                _pump = None
+                loop.timer(0).start(_resume_pump)
+                break
+    finally:
+        watchdog.stop()
+        if _pump is getcurrent():
+            # Ended (the list is empty) or was killed while still the pump.
+            _pump = None
+            if _ready:
+                _start_pump()
+
+
+def _hand_off(blocked: Any) -> None:
+    # Hub callback: the pump yielded in the middle of a handler. The rest of the
+    # list goes to a new pump now; the blocked greenlet keeps its one connection.
+    global _pump
+    if _pump is blocked:
+        _pump = None
+        if _ready:
+            _start_pump()
+
+
+def _resume_pump() -> None:
+    # Timer callback after a pump spent its budget (a wake may have started one since).
+    if _pump is None and _ready:
+        _start_pump()
 
 
 class Connection:
@@ -87,7 +171,8 @@ class Connection:
         self._pending_transport = 0
         self._drained = Event()
         self._drained.set()
-        self._runner: gevent.Greenlet | None = None
+        # None (idle), _QUEUED (in the ready list) or the greenlet draining it.
+        self._runner: Any = None
         self.finished = Event()
         self.accepted = False
         self.closed = False
@@ -142,12 +227,16 @@ class Connection:
 
     def _wake(self) -> None:
         if self._runner is None:
-            self._runner = gevent.spawn(self._drain)
+            self._runner = _QUEUED
+            _ready.append(self)
+            if _pump is None:
+                _start_pump()
 
-    # -- the mailbox greenlet --------------------------------------------------
+    # -- the mailbox, run by the pump (see the module docstring) ------------------
 
     def _drain(self) -> None:
         mailbox = self._mailbox
+        self._runner = getcurrent()
         try:
             while mailbox and not self.finished.is_set():
                 from_transport, event = mailbox.popleft()
@@ -269,12 +358,19 @@ class Connection:
         """End the consumer now, even in the middle of a handler.
 
         For a transport that gave up waiting for a stuck consumer: nothing
-        more is delivered, the handler's greenlet gets ``GreenletExit``.
+        more is delivered, the handler's greenlet gets ``GreenletExit`` (soon
+        after this returns; it never blocks).
         """
         runner = self._runner
         self._finish(close_code=None)
-        if runner is not None and runner is not gevent.getcurrent():
-            runner.kill(block=False)
+        if runner is not None and runner is not _QUEUED and runner is not getcurrent():
+            gevent.get_hub().loop.run_callback(self._kill_runner, runner)
+
+    def _kill_runner(self, runner: Any) -> None:
+        # Hub callback. Runners are raw greenlets that go on to other connections
+        # once this one is done: throw only if it is still inside this mailbox.
+        if self._runner is runner and not runner.dead:
+            runner.throw(gevent.GreenletExit)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the consumer has finished; True if it did."""
