@@ -115,7 +115,9 @@ EDITS: list[tuple[str, str, str]] = [
         "                if not protocol.extensions and not protocol.expect_continuation_frame:\n"
         "                    # No extension negotiated: an unmasked FIN text frame is a header\n"
         "                    # and the payload (RFC 6455 section 5.2); no Frame objects.\n"
-        "                    self._queue((_text_header(len(payload)), payload))\n"
+        '                    # One chunk: an empty payload must not reach the outbox as b""\n'
+        "                    # (the writer reads an empty chunk as websockets' EOF marker).\n"
+        "                    self._queue((_text_header(len(payload)) + payload,))\n"
         "                    return\n"
         "                self.protocol.send_text(payload)\n",
     ),
@@ -169,8 +171,8 @@ EDITS: list[tuple[str, str, str]] = [
 #: When an anchor is missing but this text is in the file, the proposal has
 #: landed there in some form: the edit is skipped instead of failing.
 UPSTREAM_MARKERS = {
-    "consumers/runner.py": "_QUEUED",
-    "transport/websocket.py": "_text_header",
+    "consumers/runner.py": ("_QUEUED",),
+    "transport/websocket.py": ("_text_header", "frame_header("),
 }
 
 
@@ -217,10 +219,12 @@ def main() -> int:
     copy_committed(target, args.worktree)
     changed: dict[str, tuple[str, str]] = {}
     landed = set()
-    for rel, marker in UPSTREAM_MARKERS.items():
-        if marker in (target / rel).read_text():
+    for rel, markers in UPSTREAM_MARKERS.items():
+        text = (target / rel).read_text()
+        found = [m for m in markers if m in text]
+        if found:
             # The change (or its own version of it) is already in the source.
-            print(f"wsbridge/{rel} already has {marker!r}: left as it is", file=sys.stderr)
+            print(f"wsbridge/{rel} already has {found[0]!r}: left as it is", file=sys.stderr)
             landed.add(rel)
     for rel, old, new in edits:
         if rel in landed:
