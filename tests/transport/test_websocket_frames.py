@@ -7,6 +7,7 @@ every other connection goes on (checked at the end of each bad-input test).
 from __future__ import annotations
 
 import os
+import socket
 import time
 import urllib.request
 
@@ -168,3 +169,131 @@ def test_garbage_after_the_handshake_spares_other_connections(ws_server):
         bystander.send("fine")
         assert bystander.recv(timeout=5) == "fine"
     assert "Traceback" not in ws_server.log()[mark:]
+
+
+# -- frames written by wsbridge itself (no extension negotiated) --------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70_000])
+def test_direct_frame_header_matches_websockets_serialization(size):
+    from websockets.frames import Frame, Opcode
+
+    from wsbridge.transport.wsframes import OP_BINARY, OP_TEXT, frame_header
+
+    payload = b"a" * size
+    for first, opcode in ((OP_TEXT, Opcode.TEXT), (OP_BINARY, Opcode.BINARY)):
+        expected = Frame(opcode, payload).serialize(mask=False, extensions=[])
+        assert frame_header(first, size) + payload == expected
+
+
+def _read_raw_frame(sock, buffer: bytes) -> tuple[bytes, bytes, bytes]:
+    """(header, payload, rest): one server frame with its header bytes as sent."""
+    sock.settimeout(5)
+
+    def need(n: int) -> None:
+        nonlocal buffer
+        while len(buffer) < n:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed while reading a frame"
+            buffer += chunk
+
+    need(2)
+    assert not buffer[1] & 0x80, "server frames are never masked (RFC 6455 5.1)"
+    length, size = buffer[1] & 0x7F, 2
+    if length == 126:
+        size = 4
+    elif length == 127:
+        size = 10
+    need(size)
+    if size > 2:
+        length = int.from_bytes(buffer[2:size], "big")
+    need(size + length)
+    return buffer[:size], buffer[size : size + length], buffer[size + length :]
+
+
+def test_server_frames_are_fin_unmasked_with_the_shortest_length_form(ws_server):
+    sock, buffer = open_raw(ws_server.port)
+    with sock:
+        for size in (0, 125, 126, 65535, 65536, 70_000):
+            text = "é" * (size // 2) + "x" * (size % 2)
+            sock.sendall(frame(0x1, text.encode()))
+            header, payload, buffer = _read_raw_frame(sock, buffer)
+            assert header[0] == 0x81  # FIN, no RSV bit, text
+            assert len(header) == (2 if size < 126 else 4 if size < 65536 else 10)
+            assert payload.decode() == text
+            sock.sendall(frame(0x2, bytes(range(256)) * (size // 256)))
+            header, payload, buffer = _read_raw_frame(sock, buffer)
+            assert header[0] == 0x82 and payload == bytes(range(256)) * (size // 256)
+        sock.sendall(frame(0x8, (1000).to_bytes(2, "big")))
+        result, buffer = read_frame(sock, buffer)
+        assert close_code(result) == 1000  # the closing handshake still works
+
+
+def test_compressed_connections_are_still_framed_by_websockets(ws_server):
+    from tests.transport.wsclient import handshake_bytes, raw_handshake
+
+    request = handshake_bytes(
+        "/echo/", ws_server.port, headers={"Sec-WebSocket-Extensions": "permessage-deflate"}
+    )
+    status, headers, buffer, sock = raw_handshake(ws_server.port, request)
+    assert status == 101 and "permessage-deflate" in headers["sec-websocket-extensions"]
+    with sock:
+        text = "compress me " * 1000
+        sock.sendall(frame(0x1, text.encode()))
+        header, payload, buffer = _read_raw_frame(sock, buffer)
+        assert header[0] == 0x81 | 0x40  # RSV1: a compressed message (RFC 7692)
+        assert len(payload) < len(text) // 10
+
+
+def test_a_burst_to_a_client_that_reads_late_arrives_complete_and_in_order(ws_server):
+    """The kernel takes part of the burst: the rest goes through the writer, in order."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.connect(("127.0.0.1", ws_server.port))
+    from tests.transport.wsclient import handshake_bytes, read_response
+
+    sock.sendall(handshake_bytes("/echo/", ws_server.port))
+    status, _, buffer = read_response(sock)
+    assert status == 101
+    count, filler = 300, "f" * 6000  # about 1.8 MB: past the socket buffers, within the bound
+    with sock:
+        for i in range(count):  # nothing read meanwhile: the server's writes back up
+            sock.sendall(frame(0x1, f"{i}:{filler}".encode()))
+        for i in range(count):
+            _, payload, buffer = _read_raw_frame(sock, buffer)
+            assert payload.decode() == f"{i}:{filler}"
+
+
+def test_what_the_kernel_does_not_take_goes_to_the_writer_in_order():
+    """In process: a small send buffer and a peer that reads late force partial writes."""
+    import gevent
+    import gevent.socket
+
+    from wsbridge.transport.websocket import WebSocketOptions, WebSocketTransport
+
+    listener = gevent.socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = gevent.socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    scope = {"client": ["127.0.0.1", 1], "path": "/"}
+    transport = WebSocketTransport(server, scope, WebSocketOptions(), upgraded=True)
+    assert transport._raw_send is not None, "a plain gevent socket gets direct writes"
+    messages = [f"{i}:".encode() + bytes([65 + i % 26]) * 20_000 for i in range(40)]
+    with listener, client, server:
+        for i, message in enumerate(messages):
+            if i % 2:
+                transport.send_message(None, message)
+            else:
+                transport.send_message(message.decode(), None)
+        assert transport._writer is not None, "the kernel should not have taken 800 KB"
+        assert transport._outbox_bytes > 0
+        buffer = b""
+        for i, message in enumerate(messages):
+            header, payload, buffer = _read_raw_frame(client, buffer)
+            assert header[0] == (0x82 if i % 2 else 0x81)
+            assert payload == message
+        gevent.sleep(0)
+        assert transport._writer is None and transport._outbox_bytes == 0
+        assert transport.bytes_sent == sum(len(m) + 4 for m in messages)

@@ -1,15 +1,23 @@
 """WebSocket over gevent: the ``websockets`` sans-I/O ServerProtocol on a socket.
 
-No framing is written here: :class:`websockets.server.ServerProtocol` parses
-and serializes every frame (masking, fragmentation rules, control frames,
-close codes, permessage-deflate, the size limit). This module moves bytes
-between it and a gevent socket and turns frames into consumer events.
+:class:`websockets.server.ServerProtocol` parses every frame (masking,
+fragmentation rules, control frames, close codes, permessage-deflate, the
+size limit) and writes every frame but one kind: a data frame on a
+connection without extensions is a header and the payload (RFC 6455
+section 5.2, :mod:`.wsframes`), written here while the protocol is OPEN and
+has nothing of its own waiting. Sending a data frame changes no protocol
+state, so the two stay consistent; control frames and the closing handshake
+always go through the protocol. This module moves bytes between the
+protocol and a gevent socket and turns frames into consumer events.
 
 One connection costs one greenlet: the WSGI request greenlet that handed
-the socket over becomes the reader. Writes go through a bounded outbound
-queue drained by a writer greenlet that exists only while bytes are
-waiting; keepalive pings and the closing timeout are hub timers, not
-greenlets. The protocol object is only touched under ``self._lock`` and no
+the socket over becomes the reader. A write with nothing queued before it
+goes straight to the kernel (a non-blocking ``send``); what the kernel does
+not take goes to a bounded outbound queue drained by a writer greenlet that
+exists only while bytes are waiting. Keepalive pings and the closing
+timeout are hub timers, not greenlets.
+
+The protocol object is only touched under ``self._lock`` and no
 application code ever runs under it (STYLE rule 2): the reader feeds data,
 collects events and queues writes under the lock, then releases it before
 pushing messages into the consumer's mailbox.
@@ -50,6 +58,7 @@ from websockets.server import ServerProtocol
 
 from ..consumers.runner import Connection
 from ..layers.base import BaseChannelLayer
+from .wsframes import OP_BINARY, OP_TEXT, frame_header, raw_sender
 from .wsoptions import (
     GOING_AWAY,
     PING_TIMEOUT_CLOSE_CODE,
@@ -164,6 +173,7 @@ class WebSocketTransport:
         "_text",
         "_peer",
         "_closing",
+        "_raw_send",
         "__weakref__",
     )
 
@@ -201,6 +211,7 @@ class WebSocketTransport:
         self._text = False
         client = scope.get("client") or ["?", 0]
         self._peer = f"{client[0]}:{client[1]}"
+        self._raw_send = raw_sender(sock)  # None: every write goes through the writer
 
     def _open_protocol(self, extensions: list[Any], subprotocol: Any) -> ServerProtocol:
         options = self.options
@@ -347,12 +358,22 @@ class WebSocketTransport:
                 logger.debug("dropping a message for closing WebSocket %s", self._peer)
                 return
             if text is not None:
-                self.protocol.send_text(text.encode("utf-8"))
+                payload, first = text.encode("utf-8"), OP_TEXT
             elif data is not None:
-                self.protocol.send_binary(bytes(data))
+                payload, first = bytes(data), OP_BINARY
             else:
                 return
-            self._queue(self.protocol.data_to_send())
+            protocol = self.protocol
+            if protocol.extensions or protocol.writes or protocol.expect_continuation_frame:
+                # Extensions transform payloads (permessage-deflate): the protocol frames.
+                if first == OP_TEXT:
+                    protocol.send_text(payload)
+                else:
+                    protocol.send_binary(payload)
+                self._queue(protocol.data_to_send())
+            else:
+                # One chunk: an empty payload alone would read as SEND_EOF (b"").
+                self._queue((frame_header(first, len(payload)) + payload,))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the socket is aborted after ``close_timeout``."""
@@ -376,10 +397,15 @@ class WebSocketTransport:
     # -- the outbound queue and its writer ------------------------------------
 
     def _queue(self, chunks: Iterable[bytes]) -> None:
-        """Queue bytes for the writer (under the lock); enforce the outbound bound."""
+        """Write or queue bytes (under the lock); enforce the outbound bound."""
         if self._aborted:
             return
         pending = self._outbox_bytes
+        if not pending and self._writer is None and self._raw_send is not None:
+            # Nothing in flight, so writing now keeps the order.
+            chunks = self._write_now(chunks)
+            if self._aborted:
+                return
         for chunk in chunks:
             if self._outbox is None:
                 self._outbox = deque()
@@ -393,6 +419,24 @@ class WebSocketTransport:
             self._arm_timer(self.options.close_timeout)
         if self._outbox and self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
+
+    def _write_now(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
+        """Give the kernel what it takes without waiting; return the rest, for the writer."""
+        chunks = tuple(chunks)
+        if not chunks or not all(chunks):
+            return chunks  # nothing, or websockets' SEND_EOF (b""): the writer half-closes
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        assert self._raw_send is not None
+        try:
+            sent = self._raw_send(data)
+        except BlockingIOError:
+            return (data,)
+        except OSError as exc:
+            logger.debug("write to %s failed: %s", self._peer, exc)
+            self._abort()
+            return ()
+        self._bytes_sent += sent
+        return () if sent == len(data) else (data[sent:],)
 
     def _write_loop(self) -> None:
         # The only greenlet that writes to the socket: sendall() is never
