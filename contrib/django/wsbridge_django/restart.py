@@ -110,5 +110,13 @@ def install_restart_handlers(app: Any = None, force: bool = False) -> bool:
 
 
 def post_worker_init(worker: Any) -> None:
-    """gunicorn hook (``post_worker_init``) for ``--preload`` set-ups: install the handler."""
+    """gunicorn hook (``post_worker_init``) for ``--preload`` set-ups: install the handler.
+
+    It also tunes the garbage collector as ``wsbridge serve`` does (the app
+    is loaded by now): :func:`wsbridge.transport.server.tune_gc`;
+    ``WSBRIDGE_GC_TUNING=0`` keeps CPython's defaults.
+    """
     install_restart_handlers(force=True)
+    from wsbridge.transport.server import tune_gc
+
+    tune_gc()

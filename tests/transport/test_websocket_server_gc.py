@@ -1,0 +1,60 @@
+"""``wsbridge serve`` tunes the garbage collector once the app is loaded (tune_gc).
+
+Each check runs in a fresh interpreter: the collector's settings are
+process-wide and the test process must keep CPython's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wsbridge.transport.server import GC_THRESHOLDS, add_serve_arguments
+
+PROBE = """
+import gc, json, sys
+{setup}
+from wsbridge.transport.server import tune_gc
+enabled = {enabled}
+tuned = tune_gc(enabled)
+print(json.dumps([tuned, list(gc.get_threshold()), gc.get_freeze_count() > 0, gc.isenabled()]))
+"""
+
+
+def probe(enabled: str = "None", env: dict[str, str] | None = None, setup: str = "") -> list:
+    code = PROBE.format(enabled=enabled, setup=setup)
+    environ = {k: v for k, v in os.environ.items() if k != "WSBRIDGE_GC_TUNING"}
+    environ.update(env or {})
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                         text=True, timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_by_default_the_loaded_app_is_frozen_and_young_collections_are_rarer():
+    assert probe() == [True, list(GC_THRESHOLDS), True, True]
+
+
+@pytest.mark.parametrize("value", ["0", "off", "no"])
+def test_the_environment_variable_turns_it_off(value):
+    assert probe(env={"WSBRIDGE_GC_TUNING": value}) == [False, [700, 10, 10], False, True]
+
+
+def test_false_turns_it_off():
+    assert probe("False") == [False, [700, 10, 10], False, True]
+
+
+def test_settings_the_app_made_itself_are_kept():
+    assert probe(setup="gc.set_threshold(1000, 5, 5)") == [False, [1000, 5, 5], False, True]
+    assert probe(setup="gc.disable()") == [False, [700, 10, 10], False, False]
+
+
+def test_serve_has_a_switch_to_keep_the_defaults():
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    assert parser.parse_args(["app"]).gc_tuning is None  # the environment decides
+    assert parser.parse_args(["app", "--no-gc-tuning"]).gc_tuning is False
