@@ -505,3 +505,33 @@ def test_abort_kills_a_stuck_handler_run_by_the_pump(layer):
     _wait_for(lambda: [e.get("text") for e in sent if "text" in e] == ["a", "b"])
     other.disconnected(1000)
     assert other.wait(5)
+
+
+def test_consumers_that_keep_waking_each_other_cannot_starve_the_hub(layer):
+    """A pump works for a bounded time, then timers and sockets get their turn."""
+    ticks: list[int] = []
+    volleys = [0]
+
+    class PingPong(WebsocketConsumer):
+        def volley(self, event):
+            volleys[0] += 1
+            if len(ticks) < 5 and volleys[0] < 2_000_000:  # hard bound: never endless
+                layer.send(event["to"], {"type": "volley", "to": self.channel_name})
+
+    a, b = _connections(layer, PingPong, 2)
+    _wait_for(lambda: a.accepted and b.accepted)
+
+    def ticker():
+        while len(ticks) < 5:
+            gevent.sleep(0.001)
+            ticks.append(volleys[0])
+
+    tick = gevent.spawn(ticker)
+    layer.send(a.channel_name, {"type": "volley", "to": b.channel_name})
+    tick.join(10)
+    assert len(ticks) == 5
+    assert ticks[-1] < 2_000_000, "the timers waited for the volley to end"
+    assert ticks[0] > 0 and ticks[-1] > ticks[0], "the volley ran between the ticks"
+    for conn in (a, b):
+        conn.disconnected(1000)
+        assert conn.wait(5)
