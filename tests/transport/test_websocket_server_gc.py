@@ -35,12 +35,21 @@ def probe(enabled: str = "None", env: dict[str, str] | None = None, setup: str =
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_by_default_the_loaded_app_is_frozen_and_young_collections_are_rarer():
-    assert probe() == [True, list(GC_THRESHOLDS), True, True]
+def test_by_default_the_collector_is_left_alone():
+    assert probe() == [False, [700, 10, 10], False, True]
+
+
+def test_when_asked_the_loaded_app_is_frozen_and_young_collections_are_rarer():
+    assert probe("True") == [True, list(GC_THRESHOLDS), True, True]
+
+
+@pytest.mark.parametrize("value", ["1", "on", "yes"])
+def test_the_environment_variable_turns_it_on(value):
+    assert probe(env={"WSBRIDGE_GC_TUNING": value}) == [True, list(GC_THRESHOLDS), True, True]
 
 
 @pytest.mark.parametrize("value", ["0", "off", "no"])
-def test_the_environment_variable_turns_it_off(value):
+def test_the_environment_variable_can_say_off(value):
     assert probe(env={"WSBRIDGE_GC_TUNING": value}) == [False, [700, 10, 10], False, True]
 
 
@@ -49,8 +58,8 @@ def test_false_turns_it_off():
 
 
 def test_settings_the_app_made_itself_are_kept():
-    assert probe(setup="gc.set_threshold(1000, 5, 5)") == [False, [1000, 5, 5], False, True]
-    assert probe(setup="gc.disable()") == [False, [700, 10, 10], False, False]
+    assert probe("True", setup="gc.set_threshold(1000, 5, 5)") == [False, [1000, 5, 5], False, True]
+    assert probe("True", setup="gc.disable()") == [False, [700, 10, 10], False, False]
 
 
 def test_serve_has_a_switch_to_keep_the_defaults():
@@ -58,3 +67,4 @@ def test_serve_has_a_switch_to_keep_the_defaults():
     add_serve_arguments(parser)
     assert parser.parse_args(["app"]).gc_tuning is None  # the environment decides
     assert parser.parse_args(["app", "--no-gc-tuning"]).gc_tuning is False
+    assert parser.parse_args(["app", "--gc-tuning"]).gc_tuning is True

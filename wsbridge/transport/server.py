@@ -349,17 +349,21 @@ def tune_gc(enabled: bool | None = None) -> bool:
     garbage is frozen) and sets :data:`GC_THRESHOLDS`. Cycles made later
     are still collected, in fewer, bigger passes.
 
+    It is off unless asked for: since the mailbox pump landed it measured
+    neutral on the fan-out and echo benchmarks (docs/topics/performance.rst),
+    and a server should not change an app's collector for no measured gain.
+
     Args:
-        enabled: False to leave the collector alone; None reads
-            ``WSBRIDGE_GC_TUNING`` (``0``, ``no`` or ``off`` disable it).
+        enabled: True to tune, False to leave the collector alone; None reads
+            ``WSBRIDGE_GC_TUNING`` (``1``, ``yes`` or ``on`` enable it).
 
     Returns:
         True if it tuned; False when disabled, or when the app already set
         its own thresholds or disabled the collector (its choice is kept).
     """
     if enabled is None:
-        enabled = os.environ.get("WSBRIDGE_GC_TUNING", "1").strip().lower() not in (
-            "0", "no", "off", "false",
+        enabled = os.environ.get("WSBRIDGE_GC_TUNING", "0").strip().lower() in (
+            "1", "yes", "on", "true",
         )
     if not enabled:
         return False
@@ -417,13 +421,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not run background channels in this process (`wsbridge worker` runs them)",
     )
-    parser.add_argument(
+    gc_switch = parser.add_mutually_exclusive_group()
+    gc_switch.add_argument(
+        "--gc-tuning",
+        dest="gc_tuning",
+        action="store_true",
+        default=None,
+        help="gc.freeze() once the app is loaded and a generation-0 threshold of 50,000 "
+        "(off by default; WSBRIDGE_GC_TUNING=1 does the same)",
+    )
+    gc_switch.add_argument(
         "--no-gc-tuning",
         dest="gc_tuning",
         action="store_false",
-        default=None,
-        help="keep CPython's garbage collector settings (default: gc.freeze() once the app "
-        "is loaded and a generation-0 threshold of 50,000; WSBRIDGE_GC_TUNING=0 does the same)",
+        help="keep CPython's garbage collector settings (the default)",
     )
 
 

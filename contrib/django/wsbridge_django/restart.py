@@ -112,9 +112,9 @@ def install_restart_handlers(app: Any = None, force: bool = False) -> bool:
 def post_worker_init(worker: Any) -> None:
     """gunicorn hook (``post_worker_init``) for ``--preload`` set-ups: install the handler.
 
-    It also tunes the garbage collector as ``wsbridge serve`` does (the app
-    is loaded by now): :func:`wsbridge.transport.server.tune_gc`;
-    ``WSBRIDGE_GC_TUNING=0`` keeps CPython's defaults.
+    With ``WSBRIDGE_GC_TUNING=1`` it also tunes the garbage collector as
+    ``wsbridge serve --gc-tuning`` does (the app is loaded by now):
+    :func:`wsbridge.transport.server.tune_gc`.
     """
     install_restart_handlers(force=True)
     from wsbridge.transport.server import tune_gc
