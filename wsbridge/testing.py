@@ -116,6 +116,21 @@ def use_channel_layer(
         set_channel_layer(previous, alias)
 
 
+def _resolve_consumer(application: Any, scope: dict[str, Any], scope_type: str) -> Any:
+    """The consumer class for ``application`` (a class, a Router, or None for
+    ``wsbridge.router``), filling ``scope["url_route"]``; NotFound if unrouted."""
+    if application is not None and not isinstance(application, Router):
+        scope.setdefault("url_route", {"args": (), "kwargs": {}})
+        return application
+    routes = application if application is not None else default_router
+    match = routes.resolve(scope_type, scope["path"])
+    if match is None:
+        kind = "WebSocket" if scope_type == "websocket" else scope_type.upper()
+        raise NotFound(f"no {kind} consumer is routed at {scope['path']!r}")
+    scope["url_route"] = match.url_route
+    return match.consumer
+
+
 class Communicator:
     """Drive one WebSocket consumer synchronously, without a socket.
 
@@ -146,16 +161,7 @@ class Communicator:
         scope: dict[str, Any] | None = None,
     ) -> None:
         self.scope = build_websocket_scope(path, headers=headers, subprotocols=subprotocols)
-        if application is None or isinstance(application, Router):
-            routes = application if application is not None else default_router
-            match = routes.resolve("websocket", self.scope["path"])
-            if match is None:
-                raise NotFound(f"no WebSocket consumer is routed at {self.scope['path']!r}")
-            consumer_class = match.consumer
-            self.scope["url_route"] = match.url_route
-        else:
-            consumer_class = application
-            self.scope.setdefault("url_route", {"args": (), "kwargs": {}})
+        consumer_class = _resolve_consumer(application, self.scope, "websocket")
         self.scope.update(scope or {})
         self.channel_layer = channel_layer if channel_layer is not None else get_channel_layer()
         self._output: Queue[dict[str, Any]] = Queue()
@@ -335,16 +341,7 @@ class HttpCommunicator:
         self.scope = build_websocket_scope(path, headers=headers, scheme="http")
         self.scope.update(type="http", method=method.upper(), http_version="1.1", transport="test")
         self.scope.pop("subprotocols", None)
-        if application is None or isinstance(application, Router):
-            routes = application if application is not None else default_router
-            match = routes.resolve("http", self.scope["path"])
-            if match is None:
-                raise NotFound(f"no HTTP consumer is routed at {self.scope['path']!r}")
-            consumer_class = match.consumer
-            self.scope["url_route"] = match.url_route
-        else:
-            consumer_class = application
-            self.scope.setdefault("url_route", {"args": (), "kwargs": {}})
+        consumer_class = _resolve_consumer(application, self.scope, "http")
         self.scope.update(scope or {})
         self.body = body
         self.channel_layer = channel_layer if channel_layer is not None else get_channel_layer()
