@@ -217,27 +217,26 @@ def re_path(pattern: str, target: Any, *, name: str | None = None) -> Route:
     return Route(pattern, target, is_regex=True, name=name)
 
 
-def include(target: str | Router | Sequence[Any], path: str | None = None) -> Any:
+def include(target: str | Router | Sequence[Any] | Mapping[str, Any], path: str | None = None) -> Any:
     """Nest routes: ``path("api/", include("myapp.routing"))``.
 
-    ``target`` is a Router, a list of routes, or the dotted path of a module
-    that defines one of ``router``, ``routes``, ``websocket_urlpatterns``,
-    ``urlpatterns`` or ``channel_routing`` (``"module:name"`` picks one).
+    ``target`` is a Router, a list of routes, a Channels 1.x routing dict
+    (``{channel: consumer}``), or the dotted path of a module that defines
+    one of ``router``, ``routes``, ``websocket_urlpatterns``, ``urlpatterns``
+    or ``channel_routing``. ``"module:name"`` or ``"module.name"`` (the
+    Channels 1.x spelling) picks one name.
 
     With ``path`` (the Channels 1.x form, ``include("chat.routing",
     path=r"^/chat")``) the result is itself a route whose regex prefix is
     stripped before the nested routes match.
     """
-    if isinstance(target, str):
-        from .loading import load_routes
+    from .loading import as_router, load_routes
 
-        sub = load_routes(target)
-    elif isinstance(target, Router):
-        sub = target
-    elif isinstance(target, (list, tuple)):
-        sub = Router(routes=list(target))
-    else:
-        raise RoutingError(f"include() takes a Router, a list or a module path, not {target!r}")
+    sub = load_routes(target) if isinstance(target, str) else as_router(target)
+    if sub is None:
+        raise RoutingError(
+            f"include() takes a Router, a list, a dict or a module path, not {target!r}"
+        )
     if path is None:
         return sub
     return Route(path, sub, is_regex=True)
@@ -310,14 +309,20 @@ class _Registration:
 
 
 def route(
-    channel: str, consumer: Callable[..., Any], path: str | None = None, **filters: Any
+    channel: str, consumer: Callable[..., Any] | str, path: str | None = None, **filters: Any
 ) -> Any:
     """Channels 1.x ``route(channel, consumer, path=regex)``.
 
     ``websocket.connect`` / ``receive`` / ``disconnect`` register a function
     consumer (as :meth:`Router.on`); any other name registers a background
-    channel (as :meth:`Router.channel`). Only the ``path`` filter exists.
+    channel (as :meth:`Router.channel`). ``consumer`` is the function or its
+    dotted path (``"chat.consumers.ws_connect"``, imported now, as 1.x did).
+    Only the ``path`` filter exists.
     """
+    if isinstance(consumer, str):
+        from .loading import import_target
+
+        consumer = import_target(consumer)
     if filters:
         raise RoutingError(
             f"route({channel!r}): unsupported filters {sorted(filters)}; wsbridge routes by path"
@@ -328,7 +333,14 @@ def route(
 
 
 def route_class(consumer_class: Any, path: str | None = None) -> Route:
-    """Channels 1.x ``route_class(Consumer, path=regex)``: a WebSocket class consumer."""
+    """Channels 1.x ``route_class(Consumer, path=regex)``: a WebSocket class consumer.
+
+    ``consumer_class`` may be its dotted path (``"chat.consumers.Chat"``).
+    """
+    if isinstance(consumer_class, str):
+        from .loading import import_target
+
+        consumer_class = import_target(consumer_class, "consumer class")
     route_ = Route(path if path is not None else ".*", consumer_class, is_regex=True)
     route_.fallback = path is None
     return route_

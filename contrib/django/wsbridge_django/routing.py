@@ -186,11 +186,33 @@ class DjangoRouter(Router):
 
 
 def get_router() -> DjangoRouter:
-    """The site's router: ``WSBRIDGE["ROUTING"]`` first, then the decorator routes."""
+    """The site's router: ``WSBRIDGE["ROUTING"]`` first, then the decorator routes.
+
+    Without ``WSBRIDGE["ROUTING"]``, a Channels 1.x
+    ``CHANNEL_LAYERS["default"]["ROUTING"]`` is used, with a deprecation
+    warning naming the setting to write instead.
+    """
     from .conf import wsbridge_settings
 
-    routing = wsbridge_settings.ROUTING
+    routing = wsbridge_settings.ROUTING or _legacy_layer_routing()
     if not routing:
         return DjangoRouter(default_router)
     combined = Router(routes=[path("", include(routing)), path("", default_router)])
     return DjangoRouter(combined)
+
+
+def _legacy_layer_routing() -> Any:
+    """``ROUTING`` from the default layer's settings (Channels 1.x), or None."""
+    from wsbridge.exceptions import warn_deprecated
+
+    from .conf import layer_settings
+
+    spec = (layer_settings() or {}).get("default") or {}
+    routing = spec.get("ROUTING") if isinstance(spec, dict) else None
+    if routing:
+        shown = routing if isinstance(routing, str) else "your routing module"
+        warn_deprecated(
+            f'CHANNEL_LAYERS["default"]["ROUTING"] is the Channels 1.x place for routing; '
+            f'write WSBRIDGE = {{"ROUTING": {shown!r}}} instead (it is used as it is for now)'
+        )
+    return routing
