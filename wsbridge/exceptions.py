@@ -223,7 +223,7 @@ class ConnectionClosed(WSBridgeError):
 
 
 class WsbridgeDeprecationWarning(DeprecationWarning):
-    """A deprecated spelling (a Channels 1.x setting) that still works; the text says the new one."""
+    """A deprecated spelling (a Channels 1.x setting) that still works; says the new one."""
 
 
 _warned: set[str] = set()

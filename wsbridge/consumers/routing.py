@@ -217,7 +217,9 @@ def re_path(pattern: str, target: Any, *, name: str | None = None) -> Route:
     return Route(pattern, target, is_regex=True, name=name)
 
 
-def include(target: str | Router | Sequence[Any] | Mapping[str, Any], path: str | None = None) -> Any:
+def include(
+    target: str | Router | Sequence[Any] | Mapping[str, Any], path: str | None = None
+) -> Any:
     """Nest routes: ``path("api/", include("myapp.routing"))``.
 
     ``target`` is a Router, a list of routes, a Channels 1.x routing dict
