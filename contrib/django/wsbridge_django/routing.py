@@ -241,6 +241,6 @@ def _legacy_layer_routing() -> Any:
         shown = routing if isinstance(routing, str) else "your routing module"
         warn_deprecated(
             f'CHANNEL_LAYERS["default"]["ROUTING"] is the Channels 1.x place for routing; '
-            f'write WSBRIDGE = {{"ROUTING": {shown!r}}} instead (it is used as it is for now)'
+            f'write WSBRIDGE = {{"ROUTING": "{shown}"}} instead (it is used as it is for now)'
         )
     return routing
