@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any
 
 __all__ = ["async_to_sync", "sync_to_async"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _refuse_coroutine(func: object, name: str) -> None:
@@ -39,7 +37,9 @@ def _refuse_coroutine(func: object, name: str) -> None:
         raise TypeError(f"{name}() takes a callable, not {type(func).__name__}")
 
 
-def async_to_sync(awaitable: F, force_new_loop: bool = False) -> F:
+def async_to_sync(
+    awaitable: Callable[..., Any], force_new_loop: bool = False
+) -> Callable[..., Any]:
     """Return ``awaitable`` itself: wsbridge's layer methods are already synchronous.
 
     ``async_to_sync(self.channel_layer.group_send)(group, event)`` then is
@@ -52,16 +52,6 @@ def async_to_sync(awaitable: F, force_new_loop: bool = False) -> F:
     """
     _refuse_coroutine(awaitable, "async_to_sync")
     return awaitable
-
-
-@overload
-def sync_to_async(func: F, *, thread_sensitive: bool = True, executor: Any = None) -> F: ...
-
-
-@overload
-def sync_to_async(
-    func: None = None, *, thread_sensitive: bool = True, executor: Any = None
-) -> Callable[[F], F]: ...
 
 
 def sync_to_async(

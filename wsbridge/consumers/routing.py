@@ -392,7 +392,7 @@ def route(
     consumer (as :meth:`Router.on`), matched by ``path``; any other name
     registers a background channel (as :meth:`Router.channel`), where other
     keyword filters choose among several consumers by the message's content
-    (``command="^join$"``, see :class:`ContentFilter`). ``consumer`` is the
+    (``command="^join$"``, see ``ContentFilter``). ``consumer`` is the
     function or its dotted path (``"chat.consumers.ws_connect"``, imported
     now, as 1.x did).
     """
