@@ -71,15 +71,16 @@ def _channel_session(message: Any) -> Any:
 
     reply = getattr(message, "reply_channel", None)
     name = getattr(reply, "name", None) or message.content.get("reply_channel")
-    if not name:
+    scope = message.scope
+    if not name and not scope.get("type"):
         raise ValueError(
             f"@channel_session on {message.channel.name!r}: the message has no reply_channel; "
             "it can only be used on messages that carry one"
         )
-    session = session_for_reply_channel(name)
+    # A connection without a channel name (no layer) keeps its session with it.
+    session = session_for_reply_channel(name) if name else None
     if session is not None:
         return session
-    scope = message.scope
     if not scope.get("type"):
         _warn_no_store(message.channel.name)
     session = scope.get(CHANNEL_SESSION_SCOPE_KEY)
