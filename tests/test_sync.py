@@ -91,3 +91,11 @@ def test_asgirefs_async_to_sync_around_a_layer_method_names_the_one_line_fix(
     # refused before it ran: nothing joined, nothing sent
     assert layer.group_channels("room") == []
     assert layer.receive(channel, timeout=0.05) is None
+
+
+def test_a_layer_method_run_as_a_greenlet_has_no_caller_frame_and_still_works(memory):
+    import gevent
+
+    channel = memory.new_channel()
+    gevent.spawn(memory.send, channel, {"type": "from.greenlet"}).join(timeout=5)
+    assert memory.receive(channel, timeout=1) == {"type": "from.greenlet"}

@@ -186,7 +186,9 @@ def _refuse_asgiref(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def method(self: BaseChannelLayer, *args: Any, **kwargs: Any) -> Any:
-        if sys._getframe(1).f_code.co_filename.endswith(_ASGIREF_SYNC):
+        # f_back is None when C code calls the method (a greenlet started on it).
+        caller = sys._getframe().f_back
+        if caller is not None and caller.f_code.co_filename.endswith(_ASGIREF_SYNC):
             raise TypeError(
                 f"channel_layer.{func.__name__}() is synchronous in wsbridge, and asgiref's "
                 "async_to_sync would await its result. Change the import to "
