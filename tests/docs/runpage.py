@@ -42,6 +42,9 @@ def fail(where: str, what: str, detail: str = "") -> None:
     print(f"DOCS FAILURE: {where}: {what}", file=sys.stderr)
     if detail:
         print(detail.rstrip(), file=sys.stderr)
+    if WRITTEN:
+        print("files this page wrote (its :caption: blocks): "
+              + ", ".join(f"{name} <- {at}" for name, at in WRITTEN.items()), file=sys.stderr)
     sys.exit(1)
 
 
@@ -52,6 +55,10 @@ def page_traceback(exc: BaseException, page: str) -> str:
     lines = traceback.format_list(frames[start:])
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)
+
+
+#: file written -> the page line of the block that wrote it, for failure messages
+WRITTEN: dict[str, str] = {}
 
 
 def run_blocks(page: Path, display: str) -> list[Path]:
@@ -78,6 +85,7 @@ def run_blocks(page: Path, display: str) -> list[Path]:
                      "temp dir")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.code + "\n", encoding="utf-8")
+            WRITTEN[block.caption] = where
             if target.name.startswith("test_") or target.stem.endswith("_test"):
                 tests.append(target)
             continue

@@ -70,7 +70,7 @@ def looks_like_python(code: str) -> bool:
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_no_python_in_bare_literal_blocks(page: Path) -> None:
-    hidden = [b.where for b in rstblocks.parse(page)
+    hidden = [f"{page_id(page)}:{b.line}" for b in rstblocks.parse(page)
               if b.language is None and looks_like_python(b.code)]
     assert not hidden, (
         f"python in bare '::' blocks at {', '.join(hidden)}: the docs harness does not run "
