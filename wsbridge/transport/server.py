@@ -206,7 +206,7 @@ def make_server(
     access_log: Any = None,
     **wrap_options: Any,
 ) -> Any:
-    """Build (not start) a pywsgi server for ``app``, wrapped with :func:`~wsbridge.transport.wsgi.wrap` if needed.
+    """Build (not start) a pywsgi server for ``app``, wrapped with :func:`wsbridge.wrap` if needed.
 
     Args:
         app: a WSGI app; one returned by ``wrap()`` is used as is.
