@@ -10,6 +10,7 @@ with the public classes and functions it defines.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,13 +24,19 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 180.0
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without the test run's Django and pytest settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+
+
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """Build the docs as ``make docs`` does; return {role: names} of what they document."""
     out = tmp_path_factory.mktemp("html")
     cmd = [sys.executable, "-m", "sphinx", "-n", "-W", "--keep-going", "-q", "-E",
            "-d", str(out / ".doctrees"), "-b", "html", str(ROOT / "docs"), str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    proc = subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+                          timeout=BUILD_TIMEOUT)
     warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
     assert proc.returncode == 0 and not warnings, (
         "the nitpicky docs build (make docs) failed:\n" + "\n".join(warnings or [proc.stderr]))
@@ -84,7 +91,7 @@ print(json.dumps(api))
 @pytest.fixture(scope="module")
 def django_api() -> dict[str, list[str]]:
     """{public module of wsbridge_django: the public names it defines}."""
-    proc = subprocess.run([sys.executable, "-c", LIST_DJANGO_API], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", LIST_DJANGO_API], cwd=ROOT, env=clean_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
