@@ -306,6 +306,16 @@ def _run_until_signal(server: Any, shutdown_timeout: float) -> None:
 # -- the command --------------------------------------------------------------------------
 
 
+def cwd_on_path() -> None:
+    """Put the cwd on ``sys.path``, as ``python -m`` does and console scripts do not.
+
+    Call it before importing the project's modules (the app, ``--consumers``,
+    ``--routing``), so that ``wsbridge serve`` finds them where it is started.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def load_app(spec: str) -> Any:
     """Import the WSGI app named by ``module:attr`` or ``module``.
 
@@ -315,8 +325,7 @@ def load_app(spec: str) -> Any:
         ConfigurationError: the module or the attribute does not exist.
     """
     module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    cwd_on_path()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -458,6 +467,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..exceptions import WSBridgeError
 
     try:
+        cwd_on_path()  # --layer module:attr, --consumers and --routing name project modules too
         if args.layer:  # before the app is imported: it may look its layer up then
             from ..layers import set_channel_layer
             from ..worker import layer_from_option
