@@ -113,8 +113,8 @@ def run_tests(tests: list[Path], display: str) -> None:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PYTEST_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
-        fail(display, f"pytest {' '.join(names)} did not finish in {PYTEST_TIMEOUT:.0f} s",
-             (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or "")
+        output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+        fail(display, f"pytest {' '.join(names)} did not finish in {PYTEST_TIMEOUT:.0f} s", output)
     if proc.returncode != 0:
         fail(display, f"pytest on the test files this page writes ({', '.join(names)}) "
              f"failed (exit {proc.returncode})", proc.stdout + proc.stderr)
