@@ -11,6 +11,9 @@ copyright = "2026, the wsbridge developers"
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
+# A bare "::" block is plain text: python goes in ".. code-block:: python", which
+# the docs tests run (tests/docs/test_docs_run.py refuses python in bare blocks).
+highlight_language = "none"
 autodoc_member_order = "bysource"
 # "Attributes:" sections as fields, not as attribute entries that the
 # dataclass fields document a second time
