@@ -68,6 +68,13 @@ from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
 from .consumer import log_unanswered_connect
 
+# wsbridge.* control messages (identity: close, deliver, re-check, refresh) are run by
+# the runner itself, before (and instead of) the consumer.
+_CONTROL_TYPES = frozenset(
+    ("wsbridge.close", "wsbridge.deliver", "wsbridge.recheck", "wsbridge.refresh")
+)
+_REFRESH_PREFIX = '{"wsbridge.refresh":'
+
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
 
 logger = logging.getLogger("wsbridge.consumers")
@@ -181,6 +188,9 @@ class Connection:
         #: The exception that ended the consumer, if one did (for tests and logs).
         self.error: BaseException | None = None
         self._disconnect_queued = False
+        #: Groups joined by wsbridge.identity (the user's, the session's), left at the end.
+        self.identity_groups: list[str] | None = None
+        self.identity_next_check = 0.0
         if mailbox_size is None:
             mailbox_size = (
                 layer.get_capacity(self.channel_name)
@@ -253,6 +263,14 @@ class Connection:
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if kind in _CONTROL_TYPES or (
+            kind == "websocket.receive"
+            and "wsbridge.token_claims" in self.scope
+            and str(event.get("text"))[:20] == _REFRESH_PREFIX
+            and self._as_refresh(event)
+        ):
+            self._control(event)
+            return
         try:
             self.consumer.dispatch(event)
         except StopConsumer:
@@ -272,6 +290,90 @@ class Connection:
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
+        elif kind == "websocket.connect" and self.accepted and not self.closed:
+            self._identity_open()
+        elif kind == "http.request" and self._streaming():
+            self._identity_open()
+
+    # -- identity: the user's groups and control messages (wsbridge.identity) -------
+
+    def _streaming(self) -> bool:
+        consumer = self.consumer
+        return bool(getattr(consumer, "response_started", False)) and not getattr(
+            consumer, "response_complete", True
+        ) and not self.finished.is_set()
+
+    def _identity_open(self) -> None:
+        from .. import identity
+
+        try:
+            identity.on_open(self)
+        except (LayerError, ValueError) as exc:
+            # The connection works without its user group; sends to the user miss it.
+            logger.warning("%s %s could not join its user's group: %s",
+                           self.scope.get("transport"), self.scope.get("path"), exc)
+
+    def _as_refresh(self, event: dict[str, Any]) -> bool:
+        from ..identity import parse_refresh
+
+        token = parse_refresh(event["text"])
+        if token is None:
+            return False
+        event.clear()
+        event.update(type="wsbridge.refresh", token=token)
+        return True
+
+    def _control(self, event: dict[str, Any]) -> None:
+        from .. import identity
+
+        try:
+            identity.handle_control(self, event)
+        except Exception as exc:
+            self._fail(exc, f"identity control {event.get('type')!r} failed; {self._ending()}")
+
+    def post(self, event: dict[str, Any]) -> None:
+        """Queue a control event (no capacity check: wsbridge's own, never refused)."""
+        if self.finished.is_set():
+            return
+        self._mailbox.append((False, event))
+        self._wake()
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Close the client's connection with ``code``/``reason`` whatever the consumer does.
+
+        WebSocket and long-poll get a close frame; an HTTP stream (SSE) gets a
+        last ``wsbridge.close`` event and ends; an unanswered HTTP request 403.
+        """
+        if self.scope.get("type") == "websocket":
+            self._emit({"type": "websocket.close", "code": code, "reason": reason, "revoked": True})
+            return
+        import json
+
+        from .http import format_sse
+
+        data = json.dumps({"code": code, "reason": reason})
+        if getattr(self.consumer, "response_started", False):
+            body = format_sse(data, event="wsbridge.close")
+        else:
+            self._emit({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            body = (reason + "\n").encode("utf-8")
+        self._emit({"type": "http.response.body", "body": body, "more_body": False})
+
+    def deliver(self, text: str | None, data: bytes | None) -> None:
+        """Send a frame straight to the client (``send_to_user`` with a str/bytes)."""
+        if self.scope.get("type") == "websocket":
+            if text is not None:
+                self._emit({"type": "websocket.send", "text": text})
+            elif data is not None:
+                self._emit({"type": "websocket.send", "bytes": data})
+            return
+        if self._streaming():
+            from .http import format_sse
+
+            payload = text if text is not None else (data or b"").decode("utf-8", "replace")
+            self._emit({"type": "http.response.body", "body": format_sse(payload),
+                        "more_body": True})
 
     def _ending(self) -> str:
         if self.scope.get("type") == "http":
@@ -317,6 +419,10 @@ class Connection:
         self._drained.set()
         self._mailbox.clear()
         self._pending_transport = 0
+        if self.identity_groups:
+            from .. import identity
+
+            identity.on_finish(self)
         if self.failed:
             self._leave_groups()
         if self.layer is not None and self.channel_name is not None:

@@ -336,3 +336,21 @@ class BaseChannelLayer(ABC):
     def stats(self) -> dict[str, Any]:
         """Counters for ``wsbridge status`` (backend-specific keys)."""
         return {}
+
+    # -- marks: small shared facts with a lifetime (extension "marks") ---------
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Set ``key`` unless it is already set; True when this call set it.
+
+        Shared by every process on the layer (Redis: ``SET NX PX``), kept for
+        ``ttl`` seconds. wsbridge uses it to spend a connect token's id once.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no marks")
+
+    def put_mark(self, key: str, value: float, ttl: float) -> None:
+        """Store a number under ``key`` for ``ttl`` seconds (last write wins)."""
+        raise NotImplementedError(f"{type(self).__name__} has no marks")
+
+    def get_mark(self, key: str) -> float | None:
+        """The number stored under ``key``, or None when unset or expired."""
+        raise NotImplementedError(f"{type(self).__name__} has no marks")

@@ -51,6 +51,8 @@ class MemoryLayer(BaseChannelLayer):
     handlers must treat received messages as read-only.
     """
 
+    extensions = ("groups", "flush", "attach", "delay", "marks")
+
     def __init__(
         self,
         *,
@@ -75,6 +77,7 @@ class MemoryLayer(BaseChannelLayer):
         self._timers: set[gevent.Greenlet] = set()
         self._skipped_full = 0
         self._sends = 0
+        self._marks: dict[str, tuple[float, float]] = {}  # key -> (value, expires at)
 
     # -- sending -------------------------------------------------------------
 
@@ -262,6 +265,7 @@ class MemoryLayer(BaseChannelLayer):
         self._groups.clear()
         self._attached.clear()
         self._member_of.clear()
+        self._marks.clear()
         for timer in list(self._timers):
             timer.kill(block=False)
         self._timers.clear()
@@ -269,12 +273,44 @@ class MemoryLayer(BaseChannelLayer):
     def close(self) -> None:
         self.flush()
 
+    # -- marks (extension "marks"; see BaseChannelLayer.claim) ------------------
+
+    def _live_mark(self, key: str, now: float) -> tuple[float, float] | None:
+        found = self._marks.get(key)
+        if found is not None and found[1] <= now:
+            del self._marks[key]
+            return None
+        return found
+
+    def _sweep_marks(self, now: float) -> None:
+        if len(self._marks) % 1024 == 0:
+            for key in [k for k, (_v, until) in self._marks.items() if until <= now]:
+                del self._marks[key]
+
+    def claim(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        if self._live_mark(key, now) is not None:
+            return False
+        self._sweep_marks(now)
+        self._marks[key] = (1.0, now + ttl)
+        return True
+
+    def put_mark(self, key: str, value: float, ttl: float) -> None:
+        now = time.monotonic()
+        self._sweep_marks(now)
+        self._marks[key] = (float(value), now + ttl)
+
+    def get_mark(self, key: str) -> float | None:
+        found = self._live_mark(key, time.monotonic())
+        return None if found is None else found[0]
+
     def stats(self) -> dict[str, Any]:
         return {
             "backend": "memory",
             "groups": {name: len(members) for name, members in self._groups.items()},
             "channels": {name: len(q.items) for name, q in self._queues.items() if q.items},
             "attached": len(self._attached),
+            "marks": len(self._marks),
             "skipped_full": self._skipped_full,
         }
 

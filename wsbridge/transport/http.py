@@ -32,6 +32,7 @@ from gevent.event import Event
 
 from ..consumers.runner import Connection
 from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
+from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
 from .scope import build_scope, request_path
 
@@ -254,6 +255,10 @@ def serve_http(
         return _plain(start_response, exc.status, exc.reason, close=True)
     scope = build_scope(environ, "http", transport="http")
     scope["url_route"] = match.url_route
+    refused = authenticate_scope(scope, environ.get("wsbridge.identity"))
+    if refused is not None:
+        _skip_rest_of_body(environ)
+        return _plain(start_response, 403, f"Connect token refused: {refused}.")
     try:
         if opts.scope_hook is not None:
             opts.scope_hook(environ, scope)
@@ -287,6 +292,7 @@ def dispatcher(bridge: Any) -> Callable[[dict[str, Any]], Any]:
             return None
 
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            environ["wsbridge.identity"] = getattr(bridge, "identity", None)
             return serve_http(environ, start_response, match, bridge.layer, options())
 
         return app

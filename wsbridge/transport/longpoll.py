@@ -60,6 +60,7 @@ from ..exceptions import (
     NotFound,
     PayloadTooLarge,
 )
+from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
 from ..protocol.envelope import (
     CLOSE_ABNORMAL,
@@ -207,6 +208,9 @@ class LongPollTransport(HandOffMixin):
         self.sessions: dict[bytes, Session] = {}
         self._tombstones: OrderedDict[bytes, float] = OrderedDict()
         self._moved: OrderedDict[bytes, float] = OrderedDict()
+        self._revoked: OrderedDict[bytes, str] = OrderedDict()  # sid -> why (410 body)
+        #: ``wrap(identity=...)``: connect tokens for ``open`` (set by :func:`endpoints`).
+        self.identity: Any = None
         self._adopting: dict[bytes, Event] = {}
         self._leaving = False
         self._relay: Relay | None = None
@@ -433,6 +437,9 @@ class LongPollTransport(HandOffMixin):
             subprotocols=offered,
             transport="longpoll",
         )
+        refused = authenticate_scope(scope, self.identity)
+        if refused is not None:
+            raise Forbidden(f"connect token refused: {refused}")
         assert self._router is not None and self._signer is not None
         match = self._router.resolve("websocket", path)
         if match is None:
@@ -447,7 +454,9 @@ class LongPollTransport(HandOffMixin):
             max_buffer=opts.max_buffer,
             max_buffer_bytes=opts.max_buffer_bytes,
         )
-        user = opts.user_key(scope)
+        # A token client has no cookie: its later polls carry no user, and the
+        # session token alone (128 bits, signed) is what binds them.
+        user = "" if "wsbridge.token_claims" in scope else opts.user_key(scope)
         session = Session(state, origin=origin, user=user, scope=scope)
         self.sessions[sid] = session
         session.conn = Connection(
@@ -507,6 +516,16 @@ class LongPollTransport(HandOffMixin):
                 code = CLOSE_SERVER_ERROR if event.get("error") else code
                 code = CLOSE_POLICY if code == 1000 else code
             session.handshake.set()
+            if event.get("revoked"):
+                # Revoked or kicked (wsbridge.identity): the session ends now; its
+                # pending and later polls get 410 with the reason.
+                reason = str(event.get("reason") or "revoked")
+                self._revoked[state.sid] = f"connection closed ({code}): {reason}"
+                while len(self._revoked) > _TOMBSTONES:
+                    self._revoked.popitem(last=False)
+                state.queue_close(code, reason)
+                gevent.spawn(self._end, session, code=code)
+                return
             if state.queue_close(code, str(event.get("reason") or "")) is not None:
                 session.wake()
                 gevent.spawn(self._disconnect_consumer, session, code)
@@ -555,6 +574,8 @@ class LongPollTransport(HandOffMixin):
         if session is None or session.state.moved:
             if token.sid in self._moved or (session is not None and session.state.moved):
                 raise SessionMoved()
+            if token.sid in self._revoked:
+                raise Gone(self._revoked[token.sid])
             if token.owner == self.owner and token.sid in self._tombstones:
                 raise Gone("session closed or expired")
             raise NotFound("unknown session")
@@ -597,7 +618,7 @@ class LongPollTransport(HandOffMixin):
             if why == "superseded":
                 raise Conflict("superseded by a newer poll on this session")
             if why == "gone":
-                raise Gone("session closed")
+                raise Gone(self._revoked.get(state.sid, "session closed"))
         # "moved": answered from the frames handed over, so the client just polls again
         return {"messages": [encode_frame(frame) for frame in state.pending()]}
 
@@ -690,5 +711,6 @@ def endpoints(app: Any) -> list[Any]:
         origin_check=app.origin_check,
         **options,
     )
+    transport.identity = getattr(app, "identity", None)
     app.longpoll_transport = transport
     return [Endpoint(transport.options.prefix + "/", transport)]

@@ -57,6 +57,7 @@ from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from ..consumers.runner import Connection
+from ..identity import BEARER_SUBPROTOCOL
 from ..layers.base import BaseChannelLayer
 from .wsframes import OP_BINARY, OP_TEXT, frame_header, raw_sender
 from .wsoptions import (
@@ -300,6 +301,13 @@ class WebSocketTransport:
         if response is None:
             return
         subprotocol = event.get("subprotocol")
+        if (
+            not subprotocol
+            and self.scope.get("wsbridge.token_subprotocol")
+            and BEARER_SUBPROTOCOL in self.scope.get("subprotocols", ())
+        ):
+            # The token came as a subprotocol: browsers need one selected back.
+            subprotocol = BEARER_SUBPROTOCOL
         if subprotocol:
             if subprotocol not in self.scope.get("subprotocols", ()):
                 logger.error(

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
+from ..identity import authenticate_scope
 from .scope import build_scope, request_path
 from .websocket import Handover, WebSocketOptions, serve_websocket
 
@@ -237,6 +238,7 @@ class WSBridgeApp:
         secret: str | bytes | None = None,
         longpoll: dict[str, Any] | None = None,
         http: Any = None,
+        identity: Any = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -253,6 +255,11 @@ class WSBridgeApp:
         self.secret = secret  # signs long-poll tokens (else WSBRIDGE_SECRET)
         self.longpoll = longpoll  # LongPollOptions fields (wsbridge.transport.longpoll)
         self.http = http  # HttpOptions or its fields (wsbridge.transport.http), read per request
+        self.identity = identity  # wsbridge.identity.IdentityOptions: tokens, re-checks
+        if identity is not None:
+            from ..identity import set_default_options
+
+            set_default_options(identity)
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
@@ -341,10 +348,28 @@ class WSBridgeApp:
             return self._refuse_upgraded(handover)
         scope = build_scope(environ, "websocket", transport="websocket")
         scope["url_route"] = match.url_route
+        refused = authenticate_scope(scope, self.identity)
+        if refused is not None:
+            return self._refuse_token(handover, refused)
         outcome = serve_websocket(
             handover, environ, scope, match.consumer, layer=self.layer, options=self.websocket
         )
         return handover.finish(outcome.status, outcome.bytes_sent)
+
+    def _refuse_token(self, handover: Handover, kind: str) -> Any:
+        # The socket is ours now: answer 403 on it (or a 1008 close after a server's 101).
+        if handover.upgraded:
+            return self._refuse_upgraded(handover)
+        body = f"Connect token refused: {kind}.\n".encode()
+        head = (
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+        try:
+            handover.sock.sendall(head + body)
+        except OSError:
+            pass
+        return handover.finish(403, len(head) + len(body))
 
     def _refuse_upgraded(self, handover: Handover) -> Any:
         # The server already said 101: all that is left is a close frame (1008).
@@ -382,6 +407,7 @@ def wrap(
     secret: str | bytes | None = None,
     longpoll: dict[str, Any] | None = None,
     http: Any = None,
+    identity: Any = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -402,6 +428,8 @@ def wrap(
             ``max_body``...; see :class:`~wsbridge.transport.longpoll.LongPollOptions`).
         http: limits of HTTP consumers (``hold_timeout``, ``max_body_size``...): an
             :class:`~wsbridge.transport.http.HttpOptions` or a dict of its fields.
+        identity: connect tokens and session re-checks
+            (:class:`~wsbridge.identity.IdentityOptions`; see docs/topics/identity.rst).
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -418,4 +446,5 @@ def wrap(
         secret=secret,
         longpoll=longpoll,
         http=http,
+        identity=identity,
     )

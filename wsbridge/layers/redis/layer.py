@@ -91,6 +91,8 @@ class RedisLayer(BaseChannelLayer):
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
     """
 
+    extensions = ("groups", "flush", "attach", "delay", "marks")
+
     def __init__(
         self,
         hosts: Sequence[Any] | None = None,
@@ -594,6 +596,24 @@ class RedisLayer(BaseChannelLayer):
         self._mover = None
         for shard in self.shards:
             shard.close()
+
+    # -- marks (extension "marks"; see BaseChannelLayer.claim) ---------------------
+
+    def _mark_key(self, key: str) -> tuple[Shard, str]:
+        return self.shard_for("m:" + key), f"{self.layout.flush_pattern[:-1]}mark:{key}"
+
+    def claim(self, key: str, ttl: float) -> bool:
+        shard, name = self._mark_key(key)
+        return bool(shard.call(shard.client.set, name, b"1", nx=True, px=max(1, int(ttl * 1000))))
+
+    def put_mark(self, key: str, value: float, ttl: float) -> None:
+        shard, name = self._mark_key(key)
+        shard.call(shard.client.set, name, repr(float(value)), px=max(1, int(ttl * 1000)))
+
+    def get_mark(self, key: str) -> float | None:
+        shard, name = self._mark_key(key)
+        raw = shard.call(shard.client.get, name)
+        return None if raw is None else float(raw)
 
     def stats(self) -> dict[str, Any]:
         """Per-shard reachability, groups, members per group and queue depths."""
