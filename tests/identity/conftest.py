@@ -20,7 +20,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Ser
     layer = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     logs = tmp_path_factory.mktemp("identity")
     a = start_wsbridge_serve("tests.identity.id_app:application", logs, "--layer", layer)
-    b = start_wsbridge_serve("tests.identity.id_app:application", logs, "--layer", layer)
+    b = start_wsbridge_serve(
+        "tests.identity.id_app:application", logs, "--layer", layer, "--access-log", "-"
+    )
     yield a, b
     a.stop()
     b.stop()

@@ -174,6 +174,12 @@ def handler_class() -> type:
             self.wsbridge_handed_over = False
             super().run_application()
 
+        def format_request(self) -> str:
+            # Connect tokens may ride in the query string: never write them to the log.
+            from ..identity import redact
+
+            return redact(super().format_request())
+
         def process_result(self) -> None:
             if self.wsbridge_handed_over:
                 return  # the WebSocket wrote its own bytes; nothing more goes out
