@@ -19,6 +19,7 @@ importing wsbridge_django never configures Django by accident::
         "LONGPOLL": {},                           # LongPollOptions fields (poll_timeout...)
         "PROCESSES": None,                        # how many processes serve (checks)
         "CLOSE_OLD_CONNECTIONS": True,            # around every consumer call
+        "IDENTITY": {},                           # re-check interval, tokens (identity.rst)
         "OPTIONS": {},                            # passed to wsbridge.wrap() as they are
     }
 """
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "PROCESSES": None,
     "CLOSE_OLD_CONNECTIONS": True,
     "REQUIRE_GEVENT": True,
+    "IDENTITY": {},
     "OPTIONS": {},
 }
 
