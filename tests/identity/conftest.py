@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 import urllib.request
@@ -19,9 +20,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Ser
     prefix = "wsbridge-id-test-" + secrets.token_hex(4)
     layer = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     logs = tmp_path_factory.mktemp("identity")
-    a = start_wsbridge_serve("tests.identity.id_app:application", logs, "--layer", layer)
+    env = {**os.environ, "ID_TEST_LAYER": layer}
+    a = start_wsbridge_serve("tests.identity.id_app:application", logs, "--layer", layer, env=env)
     b = start_wsbridge_serve(
-        "tests.identity.id_app:application", logs, "--layer", layer, "--access-log", "-"
+        "tests.identity.id_app:application", logs, "--layer", layer, "--access-log", "-", env=env
     )
     yield a, b
     a.stop()

@@ -104,6 +104,8 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     elif path == "/kick":
         wsbridge.kick(user=query.get("user"), group=query.get("group"),
                       reason=query.get("reason", "kicked"))
+    elif path == "/layer-url":
+        answer = os.environ["ID_TEST_LAYER"]
     elif path == "/status":
         from wsbridge.identity import status
 

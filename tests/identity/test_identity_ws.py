@@ -152,3 +152,22 @@ def test_kick_by_user_and_by_group_from_the_other_process(pair):
 
     get(a, f"/kick?group={user_group(user)}&reason=bye")
     assert closed_code(ws)[:2] == (4409, "bye")
+
+
+def test_wsbridge_kick_command_closes_a_users_sockets_in_both_processes(pair):
+    import subprocess
+    import sys
+
+    a, b = pair
+    user = uid()
+    sockets = [open_ws(a, user), open_ws(b, user)]
+    layer = get(a, "/layer-url")
+    done = subprocess.run(
+        [sys.executable, "-m", "wsbridge", "kick", "--user", user, "--reason", "under review",
+         "--layer", layer], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    for ws in sockets:
+        assert closed_code(ws)[:2] == (4409, "under review")
+    done = subprocess.run([sys.executable, "-m", "wsbridge", "kick", "--channel", "x", "--revoke",
+                           "--layer", layer], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "--revoke needs --user" in done.stderr
