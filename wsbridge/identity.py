@@ -537,7 +537,8 @@ def handle_control(conn: Any, event: dict[str, Any]) -> None:
     elif kind == CONTROL_CLOSE:
         code = int(event.get("code") or REVOKED)
         reason = str(event.get("reason") or "")
-        counters["revoked" if event.get("revoked") else "kicked"] += 1
+        if code != TOKEN_EXPIRED:  # expiries are counted by the sweeper
+            counters["revoked" if event.get("revoked") else "kicked"] += 1
         logger.info("closing %s %s of user %s with %d: %s", conn.scope.get("transport"),
                     conn.scope.get("path"), conn.scope.get("wsbridge.user_id"), code, reason)
         conn.close_now(code, reason)

@@ -87,6 +87,26 @@ class MyEvents(SseConsumer):
             self.send_response(403, b"login required\n")
 
 
+PAGE = """<!doctype html><meta charset="utf-8"><title>identity</title>
+<script type="module">
+  const { WSBridge } = await import("/_wsbridge/wsbridge.js");
+  const params = new URLSearchParams(location.search);
+  window.events = []; window.received = []; window.fetched = 0;
+  const bridge = new WSBridge("/ws/me/", {
+    minDelay: 50, maxDelay: 200, transports: [params.get("transport") || "websocket"],
+    tokenIn: params.get("in") || "protocol",
+    token: () => { window.fetched += 1;
+      return fetch("/token-json?user=" + params.get("user")).then((r) => r.json()); },
+  });
+  bridge.on("open", (e) => events.push("open:" + e.transport));
+  bridge.on("close", (e) => events.push("close:" + e.code));
+  bridge.on("refreshed", () => events.push("refreshed"));
+  bridge.on("message", (e) => received.push(e.data));
+  window.bridge = bridge;
+</script>
+"""
+
+
 def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
     path = environ.get("PATH_INFO", "")
@@ -104,6 +124,13 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     elif path == "/kick":
         wsbridge.kick(user=query.get("user"), group=query.get("group"),
                       reason=query.get("reason", "kicked"))
+    elif path == "/page":
+        body = PAGE.encode()
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    elif path == "/token-json":
+        answer = {"token": tokens.issue(query["user"]), "expires_in": tokens.ttl}
     elif path == "/layer-url":
         answer = os.environ["ID_TEST_LAYER"]
     elif path == "/status":
