@@ -17,11 +17,11 @@ before the consumer sees anything, so no consumer can ignore a revocation.
 Close codes chosen here (4000-4499 are final for wsbridge.js, 4500-4999
 make it reconnect):
 
-* :data:`REVOKED` 4403: the user or session was revoked (logout, password
+* ``REVOKED`` 4403: the user or session was revoked (logout, password
   change, deactivation, :func:`revoke_user`); do not reconnect with the same
   credentials.
-* :data:`KICKED` 4409: an operator removed the connection (``wsbridge kick``).
-* :data:`TOKEN_EXPIRED` 4511: the connect token expired while the socket was
+* ``KICKED`` 4409: an operator removed the connection (``wsbridge kick``).
+* ``TOKEN_EXPIRED`` 4511: the connect token expired while the socket was
   open; refresh it and reconnect.
 
 Connect tokens (:class:`ConnectTokens`) are short-lived signed claims for
@@ -210,7 +210,7 @@ def revoke_user(
     The connections close with ``code`` (4403) and ``reason`` (the client
     sees it; long-poll sessions end with 410 and the reason). Connect tokens
     issued before this call are refused from now on (the mark lives in the
-    layer for :data:`REVOCATION_TTL`). Cookie sessions are the site's to end:
+    layer for ``REVOCATION_TTL``). Cookie sessions are the site's to end:
     Django's logout, password change and ``is_active=False`` do it.
     """
     lay = _layer(layer)
@@ -446,7 +446,7 @@ class IdentityOptions:
         tokens: accept connect tokens (``?access_token=`` or the
             ``wsbridge.token.<token>`` subprotocol); None accepts none.
         validator: ``f(scope) -> None`` while the connection may stay, or a
-            reason string to close it with :data:`REVOKED`. Called every
+            reason string to close it with ``REVOKED``. Called every
             ``recheck_interval`` seconds for each authenticated connection
             (Django: is the session still live, the user still active?).
         recheck_interval: seconds between two checks of one connection.
