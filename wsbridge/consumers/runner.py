@@ -66,6 +66,7 @@ from greenlet import getcurrent
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
+from ..policies import GROUP_KEY, policy_for
 from .consumer import log_unanswered_connect
 
 # wsbridge.* control messages (identity: close, deliver, re-check, refresh) are run by
@@ -191,6 +192,10 @@ class Connection:
         #: Groups joined by wsbridge.identity (the user's, the session's), left at the end.
         self.identity_groups: list[str] | None = None
         self.identity_next_check = 0.0
+        # Slow-client policies (wsbridge.policies): the gate, once the transport
+        # told us its backlog, and the group message being handled right now.
+        self._gate: Any = None
+        self._origin: tuple[str, Any, dict[str, Any]] | None = None
         if mailbox_size is None:
             mailbox_size = (
                 layer.get_capacity(self.channel_name)
@@ -255,6 +260,9 @@ class Connection:
                     self._pending_transport -= 1
                     if self._pending_transport < TRANSPORT_HIGH_WATER // 2:
                         self._drained.set()
+                elif self._gate is not None and GROUP_KEY in event:
+                    self._handle_policy_message(event)
+                    continue
                 self._handle(event)
         finally:
             self._runner = None
@@ -294,6 +302,25 @@ class Connection:
             self._identity_open()
         elif kind == "http.request" and self._streaming():
             self._identity_open()
+
+    # -- slow-client policies (wsbridge.policies) ---------------------------------------
+
+    def set_backlog(self, backlog: Callable[[], int], soft_limit: int) -> None:
+        """Let group messages with a slow-client policy wait when ``backlog() > soft_limit``.
+
+        Transports call it once, with their outbound bytes held for the client.
+        """
+        from .slowgate import Gate
+
+        self._gate = Gate(self._transport_send, backlog, soft_limit, self.finished.is_set)
+
+    def _handle_policy_message(self, event: dict[str, Any]) -> None:
+        policy = policy_for(str(event[GROUP_KEY]))
+        self._origin = (str(event[GROUP_KEY]), policy, event) if policy is not None else None
+        try:
+            self._handle(event)
+        finally:
+            self._origin = None
 
     # -- identity: the user's groups and control messages (wsbridge.identity) -------
 
@@ -397,6 +424,10 @@ class Connection:
             if self.accepted:
                 return
             self.accepted = True
+        elif kind == "websocket.send" and self._origin is not None and self._gate is not None:
+            group, policy, message = self._origin
+            if self._gate.offer(event, group, policy, message):
+                return
         elif kind == "websocket.close":
             self.closed = True
             if not self.accepted:

@@ -174,6 +174,17 @@ CHANNELS_API = ("send", "receive", "new_channel", "group_add", "group_discard", 
 _ASGIREF_SYNC = os.path.join("asgiref", "sync.py")
 
 
+def _tag_policy_groups(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``group_send`` that names the group in messages of groups with a slow-client policy."""
+    from ..policies import tag
+
+    @functools.wraps(func)
+    def group_send(self: BaseChannelLayer, group: str, message: Message) -> int:
+        return func(self, group, tag(group, message) if isinstance(message, dict) else message)
+
+    return group_send
+
+
 def _refuse_asgiref(func: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a layer method so that asgiref's ``async_to_sync`` gets a clear error.
 
@@ -219,6 +230,8 @@ class BaseChannelLayer(ABC):
         for name in CHANNELS_API:
             own = cls.__dict__.get(name)
             if callable(own) and not getattr(own, "__isabstractmethod__", False):
+                if name == "group_send":
+                    own = _tag_policy_groups(own)
                 setattr(cls, name, _refuse_asgiref(own))
 
     def __init__(

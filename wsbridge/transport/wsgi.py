@@ -239,6 +239,7 @@ class WSBridgeApp:
         longpoll: dict[str, Any] | None = None,
         http: Any = None,
         identity: Any = None,
+        group_policies: Any = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -260,6 +261,10 @@ class WSBridgeApp:
             from ..identity import set_default_options
 
             set_default_options(identity)
+        if group_policies is not None:
+            from ..policies import configure_group_policies
+
+            configure_group_policies(group_policies)
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
@@ -408,6 +413,7 @@ def wrap(
     longpoll: dict[str, Any] | None = None,
     http: Any = None,
     identity: Any = None,
+    group_policies: Any = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -430,6 +436,8 @@ def wrap(
             :class:`~wsbridge.transport.http.HttpOptions` or a dict of its fields.
         identity: connect tokens and session re-checks
             (:class:`~wsbridge.identity.IdentityOptions`; see docs/topics/identity.rst).
+        group_policies: slow-client policies by group pattern
+            (``{"ticker.*": GroupPolicy("coalesce", key="symbol")}``; :mod:`wsbridge.policies`).
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -447,4 +455,5 @@ def wrap(
         longpoll=longpoll,
         http=http,
         identity=identity,
+        group_policies=group_policies,
     )

@@ -20,6 +20,7 @@ importing wsbridge_django never configures Django by accident::
         "PROCESSES": None,                        # how many processes serve (checks)
         "CLOSE_OLD_CONNECTIONS": True,            # around every consumer call
         "IDENTITY": {},                           # re-check interval, tokens (identity.rst)
+        "GROUP_POLICIES": None,                   # {"ticker.*": "drop_oldest"} (policies)
         "OPTIONS": {},                            # passed to wsbridge.wrap() as they are
     }
 """
@@ -50,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "CLOSE_OLD_CONNECTIONS": True,
     "REQUIRE_GEVENT": True,
     "IDENTITY": {},
+    "GROUP_POLICIES": None,
     "OPTIONS": {},
 }
 
