@@ -1,4 +1,4 @@
-"""A client that stops reading, per group policy: close (1008), drop-oldest (gap notice), coalesce."""
+"""A client that stops reading, per group policy: close (1008), drop-oldest, coalesce."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def drain(sock: socket.socket, quiet: float = 1.0) -> tuple[list, int | None]:
     while time.monotonic() < deadline:
         try:
             got, rest = read_frame(sock, rest, timeout=quiet)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             break
         except (ConnectionError, EOFError, OSError):
             code = code or 1006
