@@ -72,3 +72,30 @@ def test_sse_stream_gets_user_sends_and_a_close_event_when_revoked(pair):
         text += chunk
     assert b"data: hello" in text
     assert b"event: wsbridge.close" in text and b'"code": 4403' in text
+
+
+def test_sse_and_long_poll_take_a_token_and_refuse_a_replayed_one(pair):
+    a, b = pair
+    user = "tk" + secrets.token_hex(3)
+    token = get(a, f"/token?user={user}")
+    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=10)
+    conn.request("GET", "/events/me/?access_token=" + token)
+    response = conn.getresponse()
+    assert response.status == 200
+    time.sleep(0.3)
+    get(a, f"/send?user={user}&text=via-token")
+    seen, deadline = b"", time.monotonic() + 5
+    while b"data: via-token" not in seen and time.monotonic() < deadline:
+        seen += response.read1(4096)
+    assert b"data: via-token" in seen
+    conn.close()
+    again = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
+    again.request("GET", "/events/me/?access_token=" + token)
+    assert again.getresponse().status == 403  # replayed
+    fresh = get(a, f"/token?user={user}")
+    status, body = post(b.port, "/_wsbridge/lp/open",
+                        {"path": "/ws/me/?access_token=" + fresh}, cookie="")
+    assert status == 200, body
+    status, body = post(a.port, "/_wsbridge/lp/open",
+                        {"path": "/ws/me/?access_token=" + fresh}, cookie="")
+    assert status == 403 and "replayed" in body["error"]
