@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -365,7 +366,9 @@ class ConnectTokens:
             raise ValueError("connect tokens are for authenticated users")
         now = time.time()
         claims: dict[str, Any] = dict(extra or {})
-        claims.update(sub=ident, aud=self.audience, iat=round(now, 3),
+        # iat rounded down: a token issued just before a revocation is never
+        # stamped after it (a token of the same millisecond is refused: safe side).
+        claims.update(sub=ident, aud=self.audience, iat=math.floor(now * 1000) / 1000,
                       exp=round(now + self.ttl, 3), jti=secrets.token_urlsafe(16))
         if session_ref is not None:
             claims["ses"] = session_group(session_ref)

@@ -143,6 +143,15 @@ def _resume_pump() -> None:
         _start_pump()
 
 
+def _is_event_stream(event: dict[str, Any]) -> bool:
+    for name, value in event.get("headers") or ():
+        name = name.encode("latin-1") if isinstance(name, str) else bytes(name)
+        value = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+            return True
+    return False
+
+
 class Connection:
     """The consumer side of one client connection.
 
@@ -298,10 +307,6 @@ class Connection:
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
-        elif kind == "websocket.connect" and self.accepted and not self.closed:
-            self._identity_open()
-        elif kind == "http.request" and self._streaming():
-            self._identity_open()
 
     # -- slow-client policies (wsbridge.policies) ---------------------------------------
 
@@ -424,6 +429,11 @@ class Connection:
             if self.accepted:
                 return
             self.accepted = True
+            # Joined before the client learns it is open: a send_to_user() made as
+            # soon as the handshake completes must reach it.
+            self._identity_open()
+        elif kind == "http.response.start" and _is_event_stream(event):
+            self._identity_open()
         elif kind == "websocket.send" and self._origin is not None and self._gate is not None:
             group, policy, message = self._origin
             if self._gate.offer(event, group, policy, message):
