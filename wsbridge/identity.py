@@ -495,13 +495,24 @@ def _scope_user_id(scope: dict[str, Any]) -> str | None:
     return user_id(scope.get("user"))
 
 
-def on_open(conn: Any) -> None:
-    """A connection was accepted: join its user's (and session's) group, start re-checks."""
+def on_open(conn: Any) -> bool:
+    """A connection is being accepted: join its user's (and session's) group, start re-checks.
+
+    Returns False (join nothing) when the user is at ``max_connections_per_user``.
+    """
+    from . import admission
+
     scope = conn.scope
     opts = options_for(scope)
     ident = (opts.user_key or _scope_user_id)(scope)
-    if ident is None or conn.layer is None or conn.channel_name is None:
-        return
+    if ident is None:
+        return True
+    if not admission.current().admit_user(_safe(ident)):
+        return False
+    conn.identity_counted = _safe(ident)
+    scope["wsbridge.user_id"] = ident
+    if conn.layer is None or conn.channel_name is None:
+        return True
     groups = [user_group(ident)]
     ref = scope.get("wsbridge.session_group")
     if ref is None and opts.session_ref is not None:
@@ -512,15 +523,21 @@ def on_open(conn: Any) -> None:
     for group in groups:
         conn.layer.group_add(group, conn.channel_name)
     conn.identity_groups = groups
-    scope["wsbridge.user_id"] = ident
     conn.identity_next_check = time.monotonic() + opts.recheck_interval
     _tracked.add(conn)
     _ensure_sweeper()
+    return True
 
 
 def on_finish(conn: Any) -> None:
     """The connection ended: leave the identity groups (errors are the layer's to log)."""
     _tracked.discard(conn)
+    counted = getattr(conn, "identity_counted", None)
+    if counted is not None:
+        from . import admission
+
+        conn.identity_counted = None
+        admission.current().release_user(counted)
     groups = getattr(conn, "identity_groups", None)
     if not groups or conn.layer is None:
         return

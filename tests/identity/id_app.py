@@ -151,4 +151,6 @@ def _cookies(environ: dict[str, Any]) -> dict[str, str]:
     return {k: m.value for k, m in jar.items()}
 
 
-application = wrap(site, router=router, identity=identity)
+application = wrap(site, router=router, identity=identity,
+                   limits=json.loads(os.environ["ID_TEST_LIMITS"])
+                   if os.environ.get("ID_TEST_LIMITS") else None)

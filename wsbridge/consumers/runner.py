@@ -63,6 +63,7 @@ import gevent
 from gevent.event import Event
 from greenlet import getcurrent
 
+from .. import admission
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
@@ -200,10 +201,13 @@ class Connection:
         self._disconnect_queued = False
         #: Groups joined by wsbridge.identity (the user's, the session's), left at the end.
         self.identity_groups: list[str] | None = None
+        self.identity_counted: str | None = None  # the user counted by wsbridge.admission
         self.identity_next_check = 0.0
         # Slow-client policies (wsbridge.policies): the gate, once the transport
         # told us its backlog, and the group message being handled right now.
         self._gate: Any = None
+        self._ip = admission.client_ip(scope)
+        self._rate_closed = False
         self._origin: tuple[str, Any, dict[str, Any]] | None = None
         if mailbox_size is None:
             mailbox_size = (
@@ -233,7 +237,23 @@ class Connection:
             self._drained.wait(1.0)
         if self.finished.is_set():
             return
+        if event.get("type") == "websocket.receive" and not self._within_rates(event):
+            return
         self._enqueue_transport(event)
+
+    def _within_rates(self, event: dict[str, Any]) -> bool:
+        # Per-user and per-IP inbound rates (wsbridge.admission); per-connection
+        # budgets are the transport's.
+        payload = event.get("text")
+        size = len(payload) if payload is not None else len(event.get("bytes") or b"")
+        reason = admission.current().inbound(self._ip, self.scope.get("wsbridge.user_id"), size)
+        if reason is None:
+            return True
+        if not self._rate_closed:
+            self._rate_closed = True
+            self.post({"type": "wsbridge.close", "code": admission.RATE_LIMITED,
+                       "reason": reason, "revoked": False})
+        return False
 
     def _enqueue_transport(self, event: dict[str, Any]) -> None:
         self._pending_transport += 1
@@ -335,15 +355,17 @@ class Connection:
             consumer, "response_complete", True
         ) and not self.finished.is_set()
 
-    def _identity_open(self) -> None:
+    def _identity_open(self) -> bool:
+        """Join the user's groups; False when the user is at its connection limit."""
         from .. import identity
 
         try:
-            identity.on_open(self)
+            return identity.on_open(self)
         except (LayerError, ValueError) as exc:
             # The connection works without its user group; sends to the user miss it.
             logger.warning("%s %s could not join its user's group: %s",
                            self.scope.get("transport"), self.scope.get("path"), exc)
+            return True
 
     def _as_refresh(self, event: dict[str, Any]) -> bool:
         from ..identity import parse_refresh
@@ -431,7 +453,10 @@ class Connection:
             self.accepted = True
             # Joined before the client learns it is open: a send_to_user() made as
             # soon as the handshake completes must reach it.
-            self._identity_open()
+            if not self._identity_open():
+                self.accepted = False
+                self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+                return
         elif kind == "http.response.start" and _is_event_stream(event):
             self._identity_open()
         elif kind == "websocket.send" and self._origin is not None and self._gate is not None:
@@ -460,7 +485,7 @@ class Connection:
         self._drained.set()
         self._mailbox.clear()
         self._pending_transport = 0
-        if self.identity_groups:
+        if self.identity_groups or self.identity_counted:
             from .. import identity
 
             identity.on_finish(self)

@@ -30,6 +30,8 @@ import gevent
 from gevent import Timeout
 from gevent.event import Event
 
+from .. import admission
+from ..admission import client_ip
 from ..consumers.runner import Connection
 from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
 from ..identity import authenticate_scope
@@ -259,14 +261,23 @@ def serve_http(
     if refused is not None:
         _skip_rest_of_body(environ)
         return _plain(start_response, 403, f"Connect token refused: {refused}.")
+    ip = client_ip(scope)
+    busy = admission.current().admit(ip, "http")
+    if busy is not None:
+        return _plain(start_response, 429, f"{busy}; retry later.")
     try:
-        if opts.scope_hook is not None:
-            opts.scope_hook(environ, scope)
-        exchange = _Exchange(environ, start_response, scope, consumer_class, layer, opts)
-    except Exception:
-        logger.exception("building HTTP consumer %r for %s failed", consumer_class, scope["path"])
-        return _plain(start_response, 500, "Internal Server Error")
-    return exchange.run(body)
+        try:
+            if opts.scope_hook is not None:
+                opts.scope_hook(environ, scope)
+            exchange = _Exchange(environ, start_response, scope, consumer_class, layer, opts)
+        except Exception:
+            logger.exception(
+                "building HTTP consumer %r for %s failed", consumer_class, scope["path"]
+            )
+            return _plain(start_response, 500, "Internal Server Error")
+        return exchange.run(body)
+    finally:
+        admission.current().release(ip)
 
 
 def dispatcher(bridge: Any) -> Callable[[dict[str, Any]], Any]:

@@ -47,6 +47,8 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 
+from .. import admission
+from ..admission import client_ip
 from ..consumers.routing import Router
 from ..consumers.runner import Connection
 from ..exceptions import (
@@ -209,6 +211,7 @@ class LongPollTransport(HandOffMixin):
         self._tombstones: OrderedDict[bytes, float] = OrderedDict()
         self._moved: OrderedDict[bytes, float] = OrderedDict()
         self._revoked: OrderedDict[bytes, str] = OrderedDict()  # sid -> why (410 body)
+        self._admitted: dict[bytes, str] = {}  # sid -> client IP counted by admission
         #: ``wrap(identity=...)``: connect tokens for ``open`` (set by :func:`endpoints`).
         self.identity: Any = None
         self._adopting: dict[bytes, Event] = {}
@@ -440,12 +443,29 @@ class LongPollTransport(HandOffMixin):
         refused = authenticate_scope(scope, self.identity)
         if refused is not None:
             raise Forbidden(f"connect token refused: {refused}")
+        ip = client_ip(scope)
+        busy = admission.current().admit(ip, "long-poll")
+        if busy is not None:
+            raise HTTPError(f"{busy}; retry later", status=429)
+        try:
+            return self._open_admitted(scope, target, path, offered, origin, ip)
+        except BaseException:
+            if self._admitted.get(scope.get("wsbridge.lp_sid", b"")) is None:
+                admission.current().release(ip)
+            raise
+
+    def _open_admitted(
+        self, scope: dict[str, Any], target: str, path: str, offered: list[str], origin: str,
+        ip: str,
+    ) -> tuple[int, dict]:
         assert self._router is not None and self._signer is not None
         match = self._router.resolve("websocket", path)
         if match is None:
             raise NotFound(f"no WebSocket consumer is routed at {path!r}")
         scope["url_route"] = match.url_route
         sid = new_session_id()
+        scope["wsbridge.lp_sid"] = sid
+        self._admitted[sid] = ip
         opts = self.options
         state = LongPollSession(
             sid,
@@ -664,6 +684,9 @@ class LongPollTransport(HandOffMixin):
 
     def _forget(self, session: Session, *, moved: bool = False) -> None:
         sid = session.state.sid
+        ip = self._admitted.pop(sid, None)
+        if ip is not None:
+            admission.current().release(ip)
         if self.sessions.get(sid) is session:
             del self.sessions[sid]
             table = self._moved if moved else self._tombstones

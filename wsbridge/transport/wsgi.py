@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import admission
 from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
 from ..identity import authenticate_scope
@@ -240,6 +241,7 @@ class WSBridgeApp:
         http: Any = None,
         identity: Any = None,
         group_policies: Any = None,
+        limits: Any = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -261,6 +263,8 @@ class WSBridgeApp:
             from ..identity import set_default_options
 
             set_default_options(identity)
+        if limits is not None:
+            admission.configure(limits)
         if group_policies is not None:
             from ..policies import configure_group_policies
 
@@ -343,6 +347,20 @@ class WSBridgeApp:
                 start_response, "403 Forbidden", "This Origin may not open a WebSocket here."
             )
         environ["wsbridge.app"] = self
+        ip = str(environ.get("REMOTE_ADDR") or "?")
+        busy = admission.current().admit(ip, "websocket")
+        if busy is not None:
+            return _plain(start_response, "429 Too Many Requests", f"{busy}; retry later.",
+                          headers=[("Retry-After", "1")])
+        try:
+            return self._serve_admitted(environ, start_response, path, match, upgraded)
+        finally:
+            admission.current().release(ip)
+
+    def _serve_admitted(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], path: str,
+        match: Any, upgraded: bool,
+    ) -> Any:
         try:
             handover = take_over(environ)
             check_monkey_patched()
@@ -414,6 +432,7 @@ def wrap(
     http: Any = None,
     identity: Any = None,
     group_policies: Any = None,
+    limits: Any = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -438,6 +457,8 @@ def wrap(
             (:class:`~wsbridge.identity.IdentityOptions`; see docs/topics/identity.rst).
         group_policies: slow-client policies by group pattern
             (``{"ticker.*": GroupPolicy("coalesce", key="symbol")}``; :mod:`wsbridge.policies`).
+        limits: connections, handshakes and inbound rates per IP and per user
+            (:class:`~wsbridge.admission.LimitOptions` or a dict of its fields).
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -456,4 +477,5 @@ def wrap(
         http=http,
         identity=identity,
         group_policies=group_policies,
+        limits=limits,
     )

@@ -21,6 +21,7 @@ importing wsbridge_django never configures Django by accident::
         "CLOSE_OLD_CONNECTIONS": True,            # around every consumer call
         "IDENTITY": {},                           # re-check interval, tokens (identity.rst)
         "GROUP_POLICIES": None,                   # {"ticker.*": "drop_oldest"} (policies)
+        "LIMITS": None,                           # per IP / per user (wsbridge.admission)
         "OPTIONS": {},                            # passed to wsbridge.wrap() as they are
     }
 """
@@ -52,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "REQUIRE_GEVENT": True,
     "IDENTITY": {},
     "GROUP_POLICIES": None,
+    "LIMITS": None,
     "OPTIONS": {},
 }
 

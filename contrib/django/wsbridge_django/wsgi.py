@@ -72,6 +72,8 @@ def wrap_application(app: Any, *, run_checks: bool = True) -> Any:
         from .identity import identity_options
 
         options["identity"] = identity_options()
+    if wsbridge_settings.LIMITS:
+        options["limits"] = wsbridge_settings.LIMITS
     if wsbridge_settings.GROUP_POLICIES:
         options["group_policies"] = wsbridge_settings.GROUP_POLICIES
     options.update(wsbridge_settings.OPTIONS)
