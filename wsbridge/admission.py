@@ -5,25 +5,26 @@ sockets in a loop) must not cost the others anything. The per-connection
 budgets (frames, control frames, message size) live in the transport; this
 module adds what spans connections, per process:
 
-=============================  ============  ==========================================
-Limit (``LimitOptions``)       Default       When it trips
-=============================  ============  ==========================================
-``max_connections_per_ip``     256           handshake / long-poll open / SSE: HTTP 429
-``handshakes_per_ip``          (20/s, 100)   HTTP 429 with ``Retry-After: 1``
-``max_connections_per_user``   64            the handshake is refused (HTTP 403)
-``user_messages``              (500/s, 2000) close 4429 ("rate limit"), final
-``user_bytes``                 (8 MiB/s, 32 MiB)  close 4429
-``ip_messages``                (2000/s, 8000)     close 4429
-``ip_bytes``                   (32 MiB/s, 128 MiB) close 4429
-=============================  ============  ==========================================
+=============================  ====================  ====================================
+Limit (``LimitOptions``)       Default               When it trips
+=============================  ====================  ====================================
+``max_connections_per_ip``     10,000                handshake / long-poll open / SSE: 429
+``handshakes_per_ip``          (500/s, burst 2000)   HTTP 429 with ``Retry-After: 1``
+``max_connections_per_user``   256                   the handshake is refused (HTTP 403)
+``user_messages``              (1000/s, 5000)        close 4429 (rate limited), final
+``user_bytes``                 (16 MiB/s, 64 MiB)    close 4429
+``ip_messages``                (10,000/s, 50,000)    close 4429
+``ip_bytes``                   (64 MiB/s, 256 MiB)   close 4429
+=============================  ====================  ====================================
 
 Rates are token buckets ``(per second, burst)``: a client may send ``burst``
 at once, then ``rate`` per second. The defaults are far above what a page
-does; a site behind a proxy must make sure ``scope["client"]`` is the real
-peer (its proxy settings), or every user shares one IP's budget. Counts are
+does, and leave room for many users behind one NAT address. A site behind a
+proxy must make sure ``scope["client"]`` is the real peer (its proxy
+settings), or every user shares one IP's budget. Counts are
 per process: with N processes a client can reach N times a limit.
-Every trip is counted per reason (:data:`counters`) and logged at WARNING at
-most once per :data:`WARN_INTERVAL` with the running count.
+Every trip is counted per reason (``counters``) and logged at WARNING at
+most once per ``WARN_INTERVAL`` with the running count.
 """
 
 from __future__ import annotations
@@ -77,13 +78,13 @@ class LimitOptions:
     None disables one limit. See the module docstring for what a client sees.
     """
 
-    max_connections_per_ip: int | None = 256
-    handshakes_per_ip: Rate | None = (20.0, 100.0)
-    max_connections_per_user: int | None = 64
-    user_messages: Rate | None = (500.0, 2000.0)
-    user_bytes: Rate | None = (8.0 * 2**20, 32.0 * 2**20)
-    ip_messages: Rate | None = (2000.0, 8000.0)
-    ip_bytes: Rate | None = (32.0 * 2**20, 128.0 * 2**20)
+    max_connections_per_ip: int | None = 10_000
+    handshakes_per_ip: Rate | None = (500.0, 2000.0)
+    max_connections_per_user: int | None = 256
+    user_messages: Rate | None = (1000.0, 5000.0)
+    user_bytes: Rate | None = (16.0 * 2**20, 64.0 * 2**20)
+    ip_messages: Rate | None = (10_000.0, 50_000.0)
+    ip_bytes: Rate | None = (64.0 * 2**20, 256.0 * 2**20)
 
     def __post_init__(self) -> None:
         for name in ("handshakes_per_ip", "user_messages", "user_bytes", "ip_messages",

@@ -447,16 +447,16 @@ class LongPollTransport(HandOffMixin):
         busy = admission.current().admit(ip, "long-poll")
         if busy is not None:
             raise HTTPError(f"{busy}; retry later", status=429)
+        registered: list[bytes] = []  # the sid, once _forget() is the one to release
         try:
-            return self._open_admitted(scope, target, path, offered, origin, ip)
+            return self._open_admitted(scope, path, origin, ip, registered)
         except BaseException:
-            if self._admitted.get(scope.get("wsbridge.lp_sid", b"")) is None:
+            if not registered:
                 admission.current().release(ip)
             raise
 
     def _open_admitted(
-        self, scope: dict[str, Any], target: str, path: str, offered: list[str], origin: str,
-        ip: str,
+        self, scope: dict[str, Any], path: str, origin: str, ip: str, registered: list[bytes]
     ) -> tuple[int, dict]:
         assert self._router is not None and self._signer is not None
         match = self._router.resolve("websocket", path)
@@ -464,8 +464,8 @@ class LongPollTransport(HandOffMixin):
             raise NotFound(f"no WebSocket consumer is routed at {path!r}")
         scope["url_route"] = match.url_route
         sid = new_session_id()
-        scope["wsbridge.lp_sid"] = sid
         self._admitted[sid] = ip
+        registered.append(sid)
         opts = self.options
         state = LongPollSession(
             sid,
