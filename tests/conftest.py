@@ -207,3 +207,18 @@ def gevent_server() -> Iterator[Callable[[Any], InProcessServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _process_layers_restored() -> Iterator[None]:
+    """``wrap(app, layer=...)`` makes its layer the process's (as it must in a server):
+    give the next test the layers this one started with."""
+    from wsbridge import layers
+
+    saved = (dict(layers._layers), dict(layers._sources))
+    yield
+    with layers._lock:
+        layers._layers.clear()
+        layers._layers.update(saved[0])
+        layers._sources.clear()
+        layers._sources.update(saved[1])

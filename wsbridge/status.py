@@ -23,7 +23,6 @@ import os
 import secrets
 import sys
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .exceptions import WSBridgeError
 from .layers import build_layer, get_channel_layer
@@ -37,15 +36,6 @@ __all__ = [
     "layer_from_args",
     "format_stats",
 ]
-
-_URL_OPTIONS = {
-    "prefix": str,
-    "expiry": float,
-    "group_expiry": float,
-    "capacity": int,
-    "compat": str,
-}
-
 
 def _add_layer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -106,20 +96,9 @@ def layer_from_args(args: argparse.Namespace) -> BaseChannelLayer:
 
 
 def _layer_from_urls(urls: list[str]) -> BaseChannelLayer:
-    if urls == ["memory"]:
-        return build_layer({"BACKEND": "memory"})
-    config: dict[str, Any] = {}
-    hosts = []
-    for url in urls:
-        parts = urlsplit(url)
-        rest = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in _URL_OPTIONS:
-                config[key] = _URL_OPTIONS[key](value)
-            else:
-                rest.append((key, value))
-        hosts.append(urlunsplit(parts._replace(query=urlencode(rest))))
-    return build_layer({"BACKEND": "redis", "CONFIG": {"hosts": hosts, **config}})
+    from .layers.urls import layer_from_urls
+
+    return layer_from_urls(urls)
 
 
 # -- status -----------------------------------------------------------------------------

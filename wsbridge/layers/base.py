@@ -205,6 +205,14 @@ class BaseChannelLayer(ABC):
 
         os.register_at_fork(after_in_child=renew_in_child)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ended a layer that cannot be used again (the Redis layer).
+
+        ``get_channel_layer()`` then builds the process's layer afresh.
+        """
+        return bool(getattr(self, "_closed", False))
+
     @staticmethod
     def _make_client_prefix() -> str:
         return f"{os.getpid():x}{secrets.token_hex(6)}"

@@ -260,6 +260,11 @@ def serve(
     server.start()
     worker = _start_embedded_worker(server.application) if embedded_worker else None
     logger.info("wsbridge serving on http://%s:%d/ (pid %d)", host, server.server_port, os.getpid())
+    from ..layers import channel_layer_source
+
+    logger.info(
+        "channel layer: %r (from %s)", server.application.layer, channel_layer_source() or "?"
+    )
     if ready is not None:
         ready(server)
     try:
@@ -411,9 +416,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--layer",
         action="append",
         metavar="URL",
-        help="the process's default channel layer: 'memory', a redis:// URL (?prefix=...; "
-        "repeat once per shard) or module:attr, as for `wsbridge worker` "
-        "(default: what the app configures, else in-memory)",
+        help="the process's channel layer: 'memory', a redis:// URL (?prefix=...; "
+        "repeat once per shard) or module:attr, as for `wsbridge worker`. Order of "
+        "precedence: wrap(app, layer=...) in the app, then --layer, then $WSBRIDGE_LAYER, "
+        "then the app's settings, then in-memory",
     )
     parser.add_argument(
         "--no-worker",
@@ -458,11 +464,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..exceptions import WSBridgeError
 
     try:
-        if args.layer:  # before the app is imported: it may look its layer up then
-            from ..layers import set_channel_layer
-            from ..worker import layer_from_option
-
-            set_channel_layer(layer_from_option(args.layer))
+        _install_command_layer(args.layer)  # before the app is imported: it may use it
         consumers = [m.strip() for v in args.consumers for m in v.split(",") if m.strip()]
         router = build_router(args.routing, consumers)
         app = load_app(args.app)
@@ -483,6 +485,18 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(app, args.host, args.port, access_log=access_log, ready=_print_ready,
           embedded_worker=args.embedded_worker)
     return 0
+
+
+def _install_command_layer(urls: list[str] | None) -> None:
+    """``--layer`` (the ``serve`` source), else ``WSBRIDGE_LAYER`` (``env``), built now so
+    a bad value stops the start; settings a Django site loads later do not replace it."""
+    from ..layers import install_channel_layer
+    from ..layers.urls import LAYER_ENV, layer_from_urls
+
+    if urls:
+        install_channel_layer(layer_from_urls(urls), "serve")
+    elif os.environ.get(LAYER_ENV, "").strip():
+        install_channel_layer(layer_from_urls(os.environ[LAYER_ENV], what=LAYER_ENV), "env")
 
 
 def _print_ready(server: Any) -> None:

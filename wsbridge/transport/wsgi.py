@@ -244,6 +244,11 @@ class WSBridgeApp:
             router = default_router
         self.app = app
         self.router = router
+        if layer is not None:
+            # One layer per process: views, Group and Channel send through this one too.
+            from ..layers import install_channel_layer
+
+            install_channel_layer(layer, "explicit")
         self._layer = layer
         self.websocket = websocket if websocket is not None else WebSocketOptions()
         self.origin_check = origin_check or origin_checker(allowed_origins)
@@ -388,7 +393,10 @@ def wrap(
     Args:
         app: the site's WSGI app; it keeps every request wsbridge does not claim.
         router: the routes to serve (default: ``wsbridge.router``).
-        layer: the channel layer (default: ``get_channel_layer()`` on first use).
+        layer: the channel layer. Given, it becomes the process's layer: what
+            ``get_channel_layer()``, ``Group`` and ``Channel`` return in this
+            process (the strongest source, docs/topics/layers.rst). Default:
+            ``get_channel_layer()`` on first use.
         websocket: limits and knobs (:class:`WebSocketOptions`).
         allowed_origins: Origin patterns allowed to connect (default: only the
             request's own Host); see :func:`check_origin`.
