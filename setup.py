@@ -45,6 +45,7 @@ setup(
             "gevent-websocket>=0.10.1",
             "kosoku>=0.1.0",
             "websocket-client>=1.7",
+            "flask>=3",  # the Flask end-to-end tests (tests/e2e/one_layer_flask.py)
             "psycopg[binary]>=3.1",
             "psycopg2-binary>=2.9",
             "psycogreen>=1.0",

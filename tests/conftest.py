@@ -215,10 +215,11 @@ def _process_layers_restored() -> Iterator[None]:
     give the next test the layers this one started with."""
     from wsbridge import layers
 
-    saved = (dict(layers._layers), dict(layers._sources))
+    sources = getattr(layers, "_sources", {})
+    saved = (dict(layers._layers), dict(sources))
     yield
     with layers._lock:
         layers._layers.clear()
         layers._layers.update(saved[0])
-        layers._sources.clear()
-        layers._sources.update(saved[1])
+        sources.clear()
+        sources.update(saved[1])

@@ -91,6 +91,9 @@ class RedisLayer(BaseChannelLayer):
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
     """
 
+    #: "shared": other processes on the same Redis see these groups and channels.
+    extensions = (*BaseChannelLayer.extensions, "shared")
+
     def __init__(
         self,
         hosts: Sequence[Any] | None = None,
