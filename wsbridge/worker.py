@@ -148,6 +148,12 @@ class Worker:
         self._stopping.clear()
         self._stopped.clear()
         self._receivers = [gevent.spawn(self._receive_loop, name) for name in self.channels]
+        if self.channels:
+            from .heartbeat import start_heartbeat
+            from .process import mark_serving
+
+            mark_serving()
+            start_heartbeat(self.layer, "worker")
         logger.log(
             logging.INFO if self.channels else logging.DEBUG,
             "worker running %d background channel(s): %s (concurrency %d)",

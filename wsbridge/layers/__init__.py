@@ -78,10 +78,23 @@ def build_layer(spec: Mapping[str, Any], *, test: bool = False) -> BaseChannelLa
         raise ConfigurationError(f"cannot load channel layer backend {backend!r}: {exc}") from exc
     chosen = spec.get("TEST_CONFIG") if test and spec.get("TEST_CONFIG") else spec.get("CONFIG")
     config: dict[str, Any] = dict(chosen or {})
+    _warn_channels_name_without_compat(str(spec.get("BACKEND", "")), config)
     try:
         return cls(**config)
     except TypeError as exc:
         raise ConfigurationError(f"bad CONFIG for {backend}: {exc}") from exc
+
+
+def _warn_channels_name_without_compat(name: str, config: Mapping[str, Any]) -> None:
+    # The Channels name reads as "works with my Channels site"; without compat it does not.
+    if name.startswith("channels_redis.") and not config.get("compat"):
+        logger.warning(
+            "channel layer BACKEND %r is served by wsbridge's own Redis format, which does "
+            "not share groups or channels with a Channels site on the same Redis. Add "
+            "\"compat\": \"channels_redis\" to its CONFIG to interoperate (same hosts and "
+            "prefix as the Channels site), or write BACKEND \"redis\" to say you do not need it.",
+            name,
+        )
 
 
 def configure(layers: Mapping[str, Mapping[str, Any]] | None) -> None:

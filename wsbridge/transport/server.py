@@ -257,6 +257,9 @@ def serve(
 
     check_monkey_patched()
     server = make_server(app, host, port, access_log=access_log, **wrap_options)
+    from .wsgi import check_startup
+
+    check_startup(server.application)
     server.start()
     worker = _start_embedded_worker(server.application) if embedded_worker else None
     logger.info("wsbridge serving on http://%s:%d/ (pid %d)", host, server.server_port, os.getpid())
