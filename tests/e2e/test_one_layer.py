@@ -127,3 +127,45 @@ def test_serve_layer_option_wins_over_the_django_settings(tmp_path):
         outside.flush()
         outside.close()
         served.stop()
+
+
+def test_plain_wsgi_on_the_memory_layer_under_two_workers_refuses_to_start(tmp_path):
+    import subprocess
+
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b",
+             f"127.0.0.1:{port}", "tests.e2e.one_layer_app:plain"],
+            cwd=ROOT, env=server_env(APP_LAYER="memory"), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        status = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    text = log_path.read_text(errors="replace")
+    assert status != 0, text
+    assert "2 processes serve this app but the channel layer" in text, text
+    assert "WSBRIDGE_LAYER=redis://" in text
+
+
+def test_serve_warns_at_start_up_when_no_consumer_is_routed(tmp_path):
+    (tmp_path / "noroutes_site.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok']\n"
+    )
+    env = server_env()
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    port = free_port()
+    served = start_process([sys.executable, "-m", "wsbridge", "serve", "noroutes_site",
+                            "--port", str(port)], tmp_path / "serve.log", port, env=env)
+    try:
+        deadline = time.monotonic() + 10
+        while "no consumer is routed" not in served.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "no consumer is routed" in served.log()
+    finally:
+        served.stop()
