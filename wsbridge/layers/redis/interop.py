@@ -95,9 +95,10 @@ class ChannelsRedisLayout:
         self._push(_non_local(channel), self.codec.cr_item(message), self._capacity(channel))
 
     def _capacity(self, channel: str) -> int:
-        # One key holds every specific channel of a process: its own limit
-        # (channels_redis uses the channel's capacity for it).
-        return self.layer.process_capacity if "!" in channel else self.layer.get_capacity(channel)
+        # channels_redis's rule, kept exactly: one key holds every specific
+        # channel of a process, and its limit is the capacity of the channel
+        # being sent to (default 100, channel_capacity patterns on the full name).
+        return self.layer.get_capacity(channel)  # type: ignore[no-any-return]
 
     def _score(self) -> float:
         # Strictly increasing per layer: a ZSET orders equal scores by the
@@ -144,7 +145,7 @@ class ChannelsRedisLayout:
                 self.layer.capacity,
                 "1" if fast else "0",
                 self._score(),
-                self.layer.process_capacity,
+                self.layer.capacity,  # the fast path runs only without overrides
             ],
         )
         skipped = int(result[0])

@@ -88,7 +88,9 @@ class RedisLayer(BaseChannelLayer):
         compat: ``"channels_redis"`` to read and write channels_redis 4.x's
             key layout and message format (share groups with Channels 4).
         max_message_size: largest serialized message, bytes (default 1 MiB).
-        process_capacity: items a process inbox holds (all its channels).
+        process_capacity: items a process inbox holds (all its channels), in
+            wsbridge's own format. In channels_redis mode channels_redis's rule
+            applies instead: the capacity of the channel sent to (default 100).
         block_timeout: seconds each blocking read waits before looping.
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
     """

@@ -150,7 +150,8 @@ return 1
 # KEYS[1] group zset
 # ARGV: min_score, key_prefix, map_body, entry_count, asgi_key_packed,
 #       nonce_base (8 bytes), now_s, expiry_s, capacity, local_only ('1'/'0'),
-#       score, process_capacity (for the per-process keys, ending in '!')
+#       score, capacity for the per-process keys (ending in '!'): channels_redis uses
+#       the channel's capacity for them too
 # With local_only = '0' (encryption on, or several shards) nothing is pushed:
 # the grouping is returned for the caller to seal and push.
 # -> {skipped_full, {key, channel, channel, ...}, ...}
