@@ -215,6 +215,12 @@ def _process_layers_restored() -> Iterator[None]:
     give the next test the layers this one started with."""
     from wsbridge import layers
 
+    try:  # each test sees its own drops warned, whatever the rate limit did before
+        from wsbridge.drops import reset_drop_counts
+
+        reset_drop_counts()
+    except ImportError:
+        pass
     sources = getattr(layers, "_sources", {})
     saved = (dict(layers._layers), dict(sources))
     yield

@@ -39,7 +39,7 @@ REASONS: dict[str, str] = {
     "mailbox_full": "a connection's mailbox was full: its consumer is slower than its messages",
     "queue_full": "a channel's queue was full: nobody receives from it, or too slowly",
     "group_member_full": "a group send skipped a member whose channel was full",
-    "undecodable": "an item in the layer did not decode (another format, a wrong key)",
+    "undecodable": "an undecodable item in the layer (another format, a wrong key)",
     "layer_unavailable": "the channel layer was unreachable: the send raised LayerUnavailable",
     "expired": "a message waited longer than the layer's expiry before it was read",
     "callback_error": "delivering to a connection raised (the traceback was logged)",

@@ -93,6 +93,10 @@ class RedisLayer(BaseChannelLayer):
             applies instead: the capacity of the channel sent to (default 100).
         block_timeout: seconds each blocking read waits before looping.
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
+        restore_window: seconds group sends refuse with ``LayerUnavailable``
+            after a Redis restart is noticed, while every process restores
+            its memberships (default: ``max(6, cap + 1)``). Make it longer than
+            the largest ``retry_backoff`` cap of the processes sharing the Redis.
     """
 
     #: "shared": other processes on the same Redis see these groups and channels.
@@ -119,6 +123,7 @@ class RedisLayer(BaseChannelLayer):
         block_timeout: float = 2.0,
         retry_backoff: tuple[float, float] = (0.1, 5.0),
         random_prefix_length: int = 12,
+        restore_window: float | None = None,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -166,6 +171,11 @@ class RedisLayer(BaseChannelLayer):
             from .native import NativeLayout
 
             self.layout = NativeLayout(self)
+        if restore_window is None:
+            restore_window = max(6.0, float(retry_backoff[1]) + 1.0)
+        self.restore_window = restore_window
+        for shard in self.shards:
+            shard.restore_marker = (self.layout.restore_key, max(1, int(restore_window * 1000)))
         self._attached: dict[str, Callback] = {}
         self._buffers: dict[str, _Buffer] = {}
         self.members = LocalMemberships(group_expiry)
