@@ -74,7 +74,14 @@ def build_layer(spec: Mapping[str, Any], *, test: bool = False) -> BaseChannelLa
     module_name, _, class_name = backend.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as exc:
+    except ImportError as exc:
+        from ..extras import missing_extra
+
+        hint = missing_extra(exc)
+        raise ConfigurationError(
+            f"cannot load channel layer backend {backend!r}: {hint or exc}"
+        ) from exc
+    except (AttributeError, ValueError) as exc:
         raise ConfigurationError(f"cannot load channel layer backend {backend!r}: {exc}") from exc
     chosen = spec.get("TEST_CONFIG") if test and spec.get("TEST_CONFIG") else spec.get("CONFIG")
     config: dict[str, Any] = dict(chosen or {})
