@@ -19,7 +19,6 @@ import gc
 import importlib
 import logging
 import os
-import signal
 import sys
 import weakref
 from typing import Any
@@ -241,7 +240,8 @@ def serve(
     embedded_worker: bool = True,
     **wrap_options: Any,
 ) -> None:
-    """Serve ``app`` until SIGTERM/SIGINT, then close WebSockets with 1001 and return.
+    """Serve ``app`` until SIGTERM/SIGINT (close WebSockets with 1001) or SIGHUP (1012), then
+    return (:mod:`wsbridge.transport.shutdown`).
 
     Long-poll sessions are handed over to the other processes when the
     layer is shared (they survive the restart), else closed with 1001 too.
@@ -290,21 +290,20 @@ def _start_embedded_worker(app: Any) -> Any:
 
 
 def _run_until_signal(server: Any, shutdown_timeout: float) -> None:
+    """SIGTERM/SIGINT: close with 1001 and return; SIGHUP: close with 1012 (service
+    restart: clients reconnect at once, to this process started again) and return."""
     import gevent
-    from gevent.event import Event
 
-    from .websocket import active_connections, close_all
+    from .shutdown import SERVICE_RESTART, close_connections, wait_for_signal
+    from .websocket import active_connections
 
-    stop = Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stop.set)
-    stop.wait()
-    logger.info("shutting down: closing %d WebSocket(s) with 1001", len(active_connections()))
+    code = wait_for_signal()
     server.close()  # stop accepting
-    close_all()
-    longpoll = getattr(server.application, "longpoll_transport", None)
-    if longpoll is not None:  # sessions move to the other processes (shared layer), or get 1001
-        longpoll.close(1001, timeout=min(shutdown_timeout, 5.0))
+    reason = "service restart" if code == SERVICE_RESTART else "server shutting down"
+    # Long-poll sessions move to the other processes (shared layer), or get the code too.
+    close_connections(
+        code, reason, apps=[server.application], longpoll_timeout=min(shutdown_timeout, 5.0)
+    )
     with gevent.Timeout(shutdown_timeout, False):
         while active_connections():
             gevent.sleep(0.05)

@@ -265,7 +265,10 @@ class WSBridgeApp:
         from ..process import in_gunicorn
 
         if in_gunicorn():  # the app is loaded at the worker's start: check it now
+            from .shutdown import install_restart_handlers
+
             check_startup(self)
+            install_restart_handlers(self)  # SIGTERM: close with 1012 first
 
     # -- hooks for the other transports -----------------------------------------
 
