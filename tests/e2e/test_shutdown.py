@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -43,22 +44,24 @@ def gunicorn(app: str, tmp_path, **env: str):
                          env=server_env(**env))
 
 
+@contextlib.contextmanager
 def open_room(served):
-    ws = connect(served.ws_url("/ws/room/"), origin=served.url("").rstrip("/"), open_timeout=10)
-    json.loads(ws.recv(timeout=10))  # {"pid": ...}: the consumer runs
-    return ws
+    with connect(served.ws_url("/ws/room/"), origin=served.url("").rstrip("/"),
+                 open_timeout=10) as ws:
+        json.loads(ws.recv(timeout=10))  # {"pid": ...}: the consumer runs
+        yield ws
 
 
 def test_gunicorn_reload_closes_a_plain_wsgi_apps_sockets_with_1012(tmp_path):
     served = gunicorn("tests.e2e.one_layer_app:plain", tmp_path, APP_LAYER="memory")
     try:
-        ws = open_room(served)
-        served.proc.send_signal(signal.SIGHUP)  # new worker; SIGTERM to the old one
-        code, took = close_code(ws)
+        with open_room(served) as ws:
+            served.proc.send_signal(signal.SIGHUP)  # new worker; SIGTERM to the old one
+            code, took = close_code(ws)
         assert code == 1012, served.log()
         assert took < GRACEFUL / 2
-        again = open_room(served)  # the new worker serves the reconnection
-        again.close()
+        with open_room(served):  # the new worker serves the reconnection
+            pass
     finally:
         served.stop()
 
@@ -66,10 +69,10 @@ def test_gunicorn_reload_closes_a_plain_wsgi_apps_sockets_with_1012(tmp_path):
 def test_gunicorn_stop_closes_a_flask_apps_sockets_with_1012(tmp_path):
     served = gunicorn("tests.e2e.one_layer_flask:application", tmp_path, WSBRIDGE_LAYER="memory")
     try:
-        ws = open_room(served)
-        started = time.monotonic()
-        served.proc.send_signal(signal.SIGTERM)
-        code, _ = close_code(ws)
+        with open_room(served) as ws:
+            started = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            code, _ = close_code(ws)
         assert code == 1012, served.log()
         served.proc.wait(GRACEFUL)
         assert time.monotonic() - started < GRACEFUL / 2
@@ -85,9 +88,9 @@ def test_wsbridge_serve_closes_with_1001_on_sigterm_and_1012_on_sighup(tmp_path,
                             "tests.e2e.one_layer_app:plain", "--port", str(port)],
                            tmp_path / "serve.log", port, env=server_env(APP_LAYER="memory"))
     try:
-        ws = open_room(served)
-        served.proc.send_signal(signum)
-        code, _ = close_code(ws)
+        with open_room(served) as ws:
+            served.proc.send_signal(signum)
+            code, _ = close_code(ws)
         assert code == expected, served.log()
         assert served.proc.wait(15) == 0, served.log()
     finally:
