@@ -55,7 +55,6 @@ setup(
             "gevent-websocket>=0.10.1",
             "kosoku>=0.1.0",
             "websocket-client>=1.7",
-            "flask>=3",  # the Flask end-to-end tests (tests/e2e/one_layer_flask.py)
             "psycopg[binary]>=3.1",
             "psycopg2-binary>=2.9",
             "psycogreen>=1.0",
@@ -67,7 +66,7 @@ setup(
             "ruff>=0.5",
             "mypy>=1.10",
             "sphinx>=7",
-            # examples/flask and docs/topics/flask.rst (run by tests/docs)
+            # examples/flask, docs/topics/flask.rst (run by tests/docs), tests/e2e/one_layer_flask.py
             "flask>=3.0",
         ],
     },

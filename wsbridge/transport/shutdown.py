@@ -4,7 +4,7 @@ One code path for every site, Django or not, under every server:
 
 * ``wsbridge serve``: SIGTERM / SIGINT close every WebSocket with **1001
   (going away)**; SIGHUP with **1012 (service restart)**, then the process
-  exits for its supervisor to start it again (:func:`shutdown`).
+  exits for its supervisor to start it again (:func:`wait_for_signal`).
 * a gunicorn worker (``gunicorn -k gevent``): on ``kill -HUP <master>``
   (reload) or a rolling deploy, gunicorn starts new workers and sends
   SIGTERM to the old ones, which then stop accepting and wait up to
@@ -45,7 +45,9 @@ __all__ = [
 
 logger = logging.getLogger("wsbridge.shutdown")
 
+#: The close code of a shutdown (Going Away); the client should not come back at once.
 GOING_AWAY = 1001
+#: The close code of a graceful restart (Service Restart); the client reconnects now.
 SERVICE_RESTART = 1012
 
 _apps: weakref.WeakSet[Any] = weakref.WeakSet()

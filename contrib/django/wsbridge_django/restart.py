@@ -18,11 +18,14 @@ SIGHUP with 1012.
 
 from __future__ import annotations
 
+from wsbridge.transport import shutdown
 from wsbridge.transport.shutdown import (
-    SERVICE_RESTART,
     close_for_restart,
     install_restart_handlers,
     post_worker_init,
 )
+
+#: The close code sent to WebSockets on a graceful restart (Service Restart).
+SERVICE_RESTART = shutdown.SERVICE_RESTART
 
 __all__ = ["install_restart_handlers", "close_for_restart", "post_worker_init", "SERVICE_RESTART"]

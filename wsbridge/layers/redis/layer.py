@@ -99,7 +99,7 @@ class RedisLayer(BaseChannelLayer):
             the largest ``retry_backoff`` cap of the processes sharing the Redis.
     """
 
-    #: "shared": other processes on the same Redis see these groups and channels.
+    #: Adds "shared" (other processes on the same Redis see these groups and channels).
     extensions = (*BaseChannelLayer.extensions, "shared")
 
     def __init__(
