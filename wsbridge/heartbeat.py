@@ -105,9 +105,13 @@ class Heartbeat:
     def _run(self) -> None:
         import gevent
 
-        while not self.layer.closed:
-            self.beat()
-            gevent.sleep(self.interval)
+        try:
+            while not self.layer.closed:
+                self.beat()
+                gevent.sleep(self.interval)
+        finally:
+            if _running.get(id(self.layer)) is self:
+                del _running[id(self.layer)]  # a closed layer is not kept alive here
 
     def stop(self) -> None:
         if self._greenlet is not None:

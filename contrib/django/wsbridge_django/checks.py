@@ -163,8 +163,9 @@ def _layer_chosen_outside_settings() -> bool:
     from wsbridge.layers import channel_layer_source
     from wsbridge.layers.urls import LAYER_ENV
 
+    # (The checks run before wrap(): an explicit layer is not chosen yet.)
     return bool(os.environ.get(LAYER_ENV, "").strip()) or channel_layer_source() in (
-        "explicit", "serve", "env"
+        "serve", "env"
     )
 
 
