@@ -89,9 +89,14 @@ def test_flask_app_on_wsbridge_layer_env_reaches_both_workers(tmp_path):
         publish_and_check(served, sockets)
 
 
-def test_django_site_on_wsbridge_layer_env_reaches_both_workers(tmp_path):
-    env = {"DJANGO_SETTINGS_MODULE": "djtest.settings", "WSBRIDGE_LAYER": _redis_url(),
+@pytest.mark.parametrize("source", ["env", "settings"])
+def test_django_site_view_group_send_reaches_both_workers(tmp_path, source):
+    env = {"DJANGO_SETTINGS_MODULE": "djtest.settings",
            "WSBRIDGE_TEST_DB": f"sqlite:{tmp_path / 'db.sqlite3'}"}
+    if source == "env":
+        env["WSBRIDGE_LAYER"] = _redis_url()
+    else:
+        env["WSBRIDGE_TEST_REDIS_PREFIX"] = f"onelayer{secrets.token_hex(4)}"
     with gunicorn("djtest.wsgi", tmp_path, **env) as served, contextlib.ExitStack() as stack:
         sockets = sockets_on_two_workers(served, stack, "/ws/room-pid/")
         publish_and_check(served, sockets)
