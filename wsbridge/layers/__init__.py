@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, warn_deprecated
 from .base import BaseChannelLayer
 
 __all__ = [
@@ -39,6 +39,9 @@ __all__ = [
     "DEFAULT_ALIAS",
     "BACKEND_ALIASES",
     "SOURCES",
+    "LEGACY_BACKENDS",
+    "resolve_backend",
+    "backend_class_path",
 ]
 
 logger = logging.getLogger("wsbridge.layers")
@@ -53,6 +56,20 @@ BACKEND_ALIASES = {
     "channels_redis.core.RedisChannelLayer": "wsbridge.layers.redis.RedisLayer",
     "channels_redis.pubsub.RedisPubSubChannelLayer": "wsbridge.layers.redis.RedisLayer",
 }
+
+#: Channels 1.x (ASGI 1) backends: still accepted, with a deprecation warning.
+#: Each maps to (wsbridge class, CONFIG keys it does not take, what to know).
+LEGACY_BACKENDS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "asgi_redis.RedisChannelLayer": ("wsbridge.layers.redis.RedisLayer", (), ""),
+    "asgiref.inmemory.ChannelLayer": ("wsbridge.layers.memory.MemoryLayer", (), ""),
+    "asgi_ipc.IPCChannelLayer": (
+        "wsbridge.layers.memory.MemoryLayer",
+        ("prefix", "channel_memory", "group_memory"),
+        " It reaches this process only: for several processes on one host, use "
+        "BACKEND 'redis'.",
+    ),
+}
+
 
 #: Where a process's layer can come from, strongest first (see the module docstring).
 SOURCES = ("explicit", "serve", "env", "settings", "default")
@@ -69,8 +86,8 @@ def _rank(source: str) -> int:
 
 def build_layer(spec: Mapping[str, Any], *, test: bool = False) -> BaseChannelLayer:
     """Build a layer from ``{"BACKEND": ..., "CONFIG": {...}, "TEST_CONFIG": {...}}``."""
-    backend = spec.get("BACKEND", "memory")
-    backend = BACKEND_ALIASES.get(backend, backend)
+    chosen = spec.get("TEST_CONFIG") if test and spec.get("TEST_CONFIG") else spec.get("CONFIG")
+    backend, config = resolve_backend(spec.get("BACKEND", "memory"), dict(chosen or {}))
     module_name, _, class_name = backend.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -83,8 +100,6 @@ def build_layer(spec: Mapping[str, Any], *, test: bool = False) -> BaseChannelLa
         ) from exc
     except (AttributeError, ValueError) as exc:
         raise ConfigurationError(f"cannot load channel layer backend {backend!r}: {exc}") from exc
-    chosen = spec.get("TEST_CONFIG") if test and spec.get("TEST_CONFIG") else spec.get("CONFIG")
-    config: dict[str, Any] = dict(chosen or {})
     _warn_channels_name_without_compat(str(spec.get("BACKEND", "")), config)
     try:
         return cls(**config)
@@ -102,6 +117,37 @@ def _warn_channels_name_without_compat(name: str, config: Mapping[str, Any]) -> 
             "prefix as the Channels site), or write BACKEND \"redis\" to say you do not need it.",
             name,
         )
+
+
+def backend_class_path(backend: str) -> str:
+    """The dotted class path a BACKEND name means; no warning (for checks and status)."""
+    legacy = LEGACY_BACKENDS.get(backend)
+    return legacy[0] if legacy is not None else BACKEND_ALIASES.get(backend, backend)
+
+
+def resolve_backend(backend: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The class path a BACKEND name means, and the CONFIG to build it with.
+
+    Short names (``"memory"``, ``"redis"``) and Channels 4 names map through
+    :data:`BACKEND_ALIASES`. Channels 1.x names (:data:`LEGACY_BACKENDS`) map
+    to wsbridge's layers with a :class:`~wsbridge.exceptions.WsbridgeDeprecationWarning`
+    naming the BACKEND to write instead; CONFIG keys the new layer does not
+    take are dropped (and named in the warning).
+    """
+    legacy = LEGACY_BACKENDS.get(backend)
+    if legacy is None:
+        return backend_class_path(backend), config
+    target, dropped, note = legacy
+    kept = {k: v for k, v in config.items() if k not in dropped}
+    ignored = sorted(set(config) - set(kept))
+    short = "redis" if target.endswith("RedisLayer") else "memory"
+    warn_deprecated(
+        f"channel layer BACKEND {backend!r} is a Channels 1.x name; it means {target}. "
+        f"Write BACKEND {short!r} instead."
+        + (f" CONFIG keys ignored: {', '.join(ignored)}." if ignored else "")
+        + note
+    )
+    return target, kept
 
 
 def configure(layers: Mapping[str, Mapping[str, Any]] | None) -> None:

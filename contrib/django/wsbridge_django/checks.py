@@ -171,7 +171,7 @@ def _layer_chosen_outside_settings() -> bool:
 
 @register(TAG)
 def check_layer_for_processes(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from wsbridge.layers import BACKEND_ALIASES
+    from wsbridge.layers import backend_class_path
 
     from .conf import expected_processes, layer_settings
 
@@ -185,8 +185,7 @@ def check_layer_for_processes(app_configs: Any = None, **kwargs: Any) -> list[An
             return []
     else:
         spec = (layer_settings() or {}).get("default") or {"BACKEND": "memory"}
-        name = spec.get("BACKEND", "memory")
-        backend = BACKEND_ALIASES.get(name, name)
+        backend = backend_class_path(spec.get("BACKEND", "memory"))
         if not backend.endswith("MemoryLayer"):
             return []
     return [

@@ -1,6 +1,8 @@
 from django.http import HttpResponse, JsonResponse
 from django.urls import path
 
+from .legacy.views import announce
+
 
 def index(request):
     return HttpResponse("ordinary page ok")
@@ -47,4 +49,5 @@ urlpatterns = [
     path("whoami/", whoami),
     path("login/", login_view),
     path("logout/", logout_view),
+    path("legacy/announce/<str:room>/", announce),
 ]
