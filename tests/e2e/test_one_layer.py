@@ -174,3 +174,24 @@ def test_serve_warns_at_start_up_when_no_consumer_is_routed(tmp_path):
         assert "no consumer is routed" in served.log()
     finally:
         served.stop()
+
+
+def test_serve_reads_wsbridge_layer_as_worker_status_and_check_do(tmp_path):
+    from wsbridge.worker import layer_from_option
+
+    url = _redis_url()
+    port = free_port()
+    served = start_process(
+        [sys.executable, "-m", "wsbridge", "serve", "tests.e2e.one_layer_flask:application",
+         "--port", str(port)], tmp_path / "serve.log", port, env=server_env(WSBRIDGE_LAYER=url))
+    outside = layer_from_option(url)
+    try:
+        with connect(served.ws_url("/ws/room/"), open_timeout=10) as ws:
+            json.loads(ws.recv(timeout=10))
+            outside.group_send("onelayer.room", {"type": "room.message", "text": "out", "pid": 0})
+            assert json.loads(ws.recv(timeout=10))["text"] == "out"
+        assert "(from env)" in served.log()
+    finally:
+        outside.flush()
+        outside.close()
+        served.stop()
