@@ -54,6 +54,9 @@ WARN_INTERVAL = 10.0
 #: Buckets kept per table; the least recently used go first (a bucket refills anyway).
 MAX_TRACKED = 100_000
 
+#: Every reason a limit trips (the keys of :data:`counters`).
+REASONS = ("handshakes_per_ip", "connections_per_ip", "connections_per_user", "user_messages",
+           "user_bytes", "ip_messages", "ip_bytes")
 counters: dict[str, int] = {}
 _warned: dict[str, float] = {}
 

@@ -64,10 +64,12 @@ from gevent.event import Event
 from greenlet import getcurrent
 
 from .. import admission
+from ..drops import record_drop
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
 from ..policies import GROUP_KEY, policy_for
+from ..process import mark_serving
 from .consumer import log_unanswered_connect
 
 # wsbridge.* control messages (identity: close, deliver, re-check, refresh) are run by
@@ -181,6 +183,7 @@ class Connection:
         alias = getattr(consumer_class, "channel_layer_alias", DEFAULT_ALIAS)
         if alias != DEFAULT_ALIAS:
             layer = get_channel_layer(alias)
+        mark_serving()
         self.scope = scope
         self.layer = layer
         self._transport_send = send
@@ -249,6 +252,7 @@ class Connection:
         reason = admission.current().inbound(self._ip, self.scope.get("wsbridge.user_id"), size)
         if reason is None:
             return True
+        record_drop("rate_limited", detail=f"{reason} ({self._ip})")
         if not self._rate_closed:
             self._rate_closed = True
             self.post({"type": "wsbridge.close", "code": admission.RATE_LIMITED,

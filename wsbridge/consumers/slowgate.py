@@ -17,6 +17,7 @@ from typing import Any
 
 import gevent
 
+from ..drops import record_drop
 from ..policies import GroupPolicy, counters
 
 __all__ = ["Gate"]
@@ -75,6 +76,7 @@ class Gate:
         slot = (group, repr(value))
         if slot in self._parked:
             counters["coalesced"] += 1
+            record_drop("coalesced", detail=f"group {group}")
             del self._parked[slot]
         else:
             order = self._per_group.setdefault(group, deque())
@@ -96,6 +98,7 @@ class Gate:
 
     def _count_drop(self, group: str) -> None:
         counters["dropped_oldest"] += 1
+        record_drop("slow_client_dropped", detail=f"group {group}")
         self._dropped[group] = self._dropped.get(group, 0) + 1
 
     def _flush_loop(self) -> None:

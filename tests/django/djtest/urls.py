@@ -54,10 +54,24 @@ def connect_token(request):
     return connect_token_view(request)
 
 
+def publish(request):
+    """A view sending to a group, as the tutorial shows: the process's layer."""
+    import os
+
+    from wsbridge import get_channel_layer
+
+    layer = get_channel_layer()
+    layer.group_send(
+        "djtest.room", {"type": "room.message", "text": request.GET["text"], "pid": os.getpid()}
+    )
+    return HttpResponse(f"published by {os.getpid()} on {type(layer).__name__}")
+
+
 urlpatterns = [
     path("setpw/", set_password_view),
     path("deactivate/", deactivate_view),
     path("wsbridge/token/", connect_token),
+    path("publish/", publish),
     path("", index),
     path("whoami/", whoami),
     path("login/", login_view),
