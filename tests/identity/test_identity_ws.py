@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as _connect
 
-from tests.identity.conftest import get
+from tests.identity.conftest import get, wait_for
 
 pytestmark = [pytest.mark.redis,
               pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")]
@@ -171,3 +171,26 @@ def test_wsbridge_kick_command_closes_a_users_sockets_in_both_processes(pair):
     done = subprocess.run([sys.executable, "-m", "wsbridge", "kick", "--channel", "x", "--revoke",
                            "--layer", layer], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "--revoke needs --user" in done.stderr
+
+
+def test_wsbridge_status_shows_the_identity_and_limit_counters_of_each_process(pair):
+    import json as _json
+    import subprocess
+    import sys
+
+    a, b = pair
+    user = uid()
+    ws = open_ws(b, user)
+    get(a, f"/revoke?user={user}&reason=status")
+    assert closed_code(ws)[0] == 4403
+    layer = get(a, "/layer-url")
+
+    def gauges() -> list[dict]:
+        done = subprocess.run([sys.executable, "-m", "wsbridge", "status", "--json", "--layer",
+                               layer], capture_output=True, text=True, timeout=30)
+        procs = _json.loads(done.stdout).get("processes") or []
+        return [p["gauges"] for p in procs if p.get("pid") == b.pid]
+
+    found = wait_for(lambda: [g for g in gauges() if g.get("identity_revoked", 0) >= 1],
+                     timeout=15)
+    assert "limits_ip_messages" in found[0] and "slow_client_coalesced" in found[0]
