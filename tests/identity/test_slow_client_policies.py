@@ -92,3 +92,27 @@ def test_drop_oldest_sends_a_gap_notice_and_the_newest_messages(server):
     assert sum(g["dropped"] for g in gaps) + len(ticks) == N  # every message accounted for
     assert ticks[-1]["seq"] == N - 1
     assert [t["seq"] for t in ticks] == sorted(t["seq"] for t in ticks)
+
+
+def test_coalesce_on_long_poll_keeps_a_session_that_does_not_poll(server):
+    from tests.identity.test_identity_longpoll_sse import post
+
+    status, opened = post(server.port, "/_wsbridge/lp/open", {"path": "/ws/ticks/ticker.lp/"}, "")
+    assert status == 200, opened
+    publish(server, "ticker.lp")  # 9.6 MB: more than the session's 4 MiB buffer
+    ticks, ack = [], 0
+    for _ in range(200):
+        status, body = post(server.port, "/_wsbridge/lp/poll",
+                            {"token": opened["token"], "ack": ack, "wait": 0.5}, "")
+        assert status == 200, body
+        frames = body["messages"]
+        if not frames:
+            break
+        assert not any("close" in f for f in frames), "the session was closed"
+        ack = frames[-1]["seq"]
+        ticks += [json.loads(f["text"]) for f in frames]
+    assert len(ticks) < N
+    last = {}
+    for tick in ticks:
+        last[tick["symbol"]] = tick["seq"]
+    assert last == {f"s{i}": N - 4 + i for i in range(4)}

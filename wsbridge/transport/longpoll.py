@@ -63,6 +63,7 @@ from ..exceptions import (
     PayloadTooLarge,
 )
 from ..identity import authenticate_scope
+from ..policies import active as policies_active
 from ..layers.base import BaseChannelLayer
 from ..protocol.envelope import (
     CLOSE_ABNORMAL,
@@ -482,6 +483,8 @@ class LongPollTransport(HandOffMixin):
         session.conn = Connection(
             scope, match.consumer, self.layer, lambda event: self._emit(session, event)
         )
+        if policies_active():  # slow-client policies: wait when the buffer is half full
+            session.conn.set_backlog(lambda: state.fill, 500)
         session.conn.push({"type": "websocket.connect"})
         if not session.handshake.wait(opts.handshake_timeout):
             self._end(session, code=CLOSE_ABNORMAL)
