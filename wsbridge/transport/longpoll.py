@@ -63,8 +63,8 @@ from ..exceptions import (
     PayloadTooLarge,
 )
 from ..identity import authenticate_scope
-from ..policies import active as policies_active
 from ..layers.base import BaseChannelLayer
+from ..policies import active as policies_active
 from ..protocol.envelope import (
     CLOSE_ABNORMAL,
     CLOSE_POLICY,
