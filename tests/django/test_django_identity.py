@@ -7,6 +7,7 @@ token is refused afterwards.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 
@@ -95,6 +96,14 @@ def test_a_token_sets_the_user_and_is_refused_when_replayed_or_forged(site):
     assert json.loads(ws.recv(timeout=10)) == {"hello": name}
     ws.close()
     assert ws_refusal(a.ws_url + "/ws/private/?access_token=" + token) == 403  # replayed
+    # in Sec-WebSocket-Protocol: only RFC 7230 token characters (browsers refuse others)
+    fresh = json.loads(http_get(a.url + "/wsbridge/token/", cookie)[1])["token"]
+    assert re.fullmatch(r"[A-Za-z0-9._~!#$%&'*+^`|-]+", fresh), fresh
+    ws = ws_connect(b.ws_url + "/ws/private/", subprotocols=["wsbridge.bearer",
+                                                             "wsbridge.token." + fresh])
+    assert ws.subprotocol == "wsbridge.bearer"
+    assert json.loads(ws.recv(timeout=10)) == {"hello": name}
+    ws.close()
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     assert ws_refusal(b.ws_url + "/ws/private/?access_token=" + forged) == 403
     assert http_get(a.url + "/wsbridge/token/")[0] == 403  # anonymous: no token

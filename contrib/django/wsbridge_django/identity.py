@@ -54,18 +54,26 @@ def _conf(name: str, default: Any) -> Any:
 
 
 class DjangoSigningCodec:
-    """Connect tokens through ``django.core.signing`` (``SECRET_KEY``, salted)."""
+    """Connect tokens through ``django.core.signing`` (``SECRET_KEY``, salted, timestamped).
 
-    def encode(self, claims: dict[str, Any]) -> str:
+    The separator is ``.`` rather than Django's default ``:``, so a token is
+    made of RFC 7230 token characters only and can ride in
+    ``Sec-WebSocket-Protocol`` (browsers refuse a ``:`` there).
+    """
+
+    def _signer(self) -> Any:
         from django.core import signing
 
-        return signing.dumps(claims, salt=_SALT)
+        return signing.TimestampSigner(sep=".", salt=_SALT)
+
+    def encode(self, claims: dict[str, Any]) -> str:
+        return str(self._signer().sign_object(claims))
 
     def decode(self, token: str) -> dict[str, Any]:
         from django.core import signing
 
         try:
-            claims = signing.loads(token, salt=_SALT)
+            claims = self._signer().unsign_object(token)
         except signing.BadSignature as exc:
             raise TokenError("forged") from exc
         except ValueError as exc:
