@@ -134,7 +134,7 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     elif path == "/layer-url":
         answer = os.environ["ID_TEST_LAYER"]
     elif path == "/status":
-        from wsbridge.identity import status
+        from wsbridge.consumers.identity_hooks import status
 
         answer = status() | {"tokens": tokens.counters}
     else:

@@ -361,10 +361,10 @@ class Connection:
 
     def _identity_open(self) -> bool:
         """Join the user's groups; False when the user is at its connection limit."""
-        from .. import identity
+        from . import identity_hooks
 
         try:
-            return identity.on_open(self)
+            return identity_hooks.on_open(self)
         except (LayerError, ValueError) as exc:
             # The connection works without its user group; sends to the user miss it.
             logger.warning("%s %s could not join its user's group: %s",
@@ -372,7 +372,7 @@ class Connection:
             return True
 
     def _as_refresh(self, event: dict[str, Any]) -> bool:
-        from ..identity import parse_refresh
+        from .identity_hooks import parse_refresh
 
         token = parse_refresh(event["text"])
         if token is None:
@@ -382,10 +382,10 @@ class Connection:
         return True
 
     def _control(self, event: dict[str, Any]) -> None:
-        from .. import identity
+        from . import identity_hooks
 
         try:
-            identity.handle_control(self, event)
+            identity_hooks.handle_control(self, event)
         except Exception as exc:
             self._fail(exc, f"identity control {event.get('type')!r} failed; {self._ending()}")
 
@@ -490,9 +490,9 @@ class Connection:
         self._mailbox.clear()
         self._pending_transport = 0
         if self.identity_groups or self.identity_counted:
-            from .. import identity
+            from . import identity_hooks
 
-            identity.on_finish(self)
+            identity_hooks.on_finish(self)
         if self.failed:
             self._leave_groups()
         if self.layer is not None and self.channel_name is not None:

@@ -467,9 +467,10 @@ def check_startup(app: WSBridgeApp) -> None:
 
 def _register_control_gauges(register: Callable[[str, Callable[[], float]], None]) -> None:
     """Identity, limits and slow-client counters in every heartbeat (``wsbridge status``)."""
-    from .. import identity, policies
+    from .. import policies
     from ..admission import REASONS as LIMIT_REASONS
     from ..admission import counters as limit_counters
+    from ..consumers import identity_hooks as identity
 
     def reader(table: dict[str, int], name: str) -> Callable[[], float]:
         return lambda: float(table.get(name, 0))
