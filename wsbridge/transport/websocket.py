@@ -641,8 +641,13 @@ class WebSocketTransport:
         for frame in frames:
             self._on_frame(frame)  # type: ignore[arg-type]  # OPEN: frames only
         if self._budget.spend(len(frames), len(data)):
-            gevent.sleep(0)  # bounded work done: let every other greenlet run
-        return bool(data) and self.protocol.state is not CLOSED and not self._aborted
+            _yield_to_io()  # bounded work done: let every other connection run
+        return (
+            bool(data)
+            and self.protocol.state is not CLOSED
+            and not self._aborted
+            and self._close_code != CONTROL_FLOOD_CLOSE_CODE  # a flooder is not read further
+        )
 
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -780,6 +785,21 @@ class WebSocketTransport:
     @property
     def bytes_sent(self) -> int:
         return self._bytes_sent
+
+
+def _yield_to_io() -> None:
+    """Let the hub poll for I/O and run every other ready greenlet, then come back.
+
+    A zero-second timer fires after the hub's next poll; ``gevent.sleep(0)``
+    would only run the callbacks already queued, and a flooding reader that
+    yields that way would still keep other sockets from being read.
+    """
+    hub = gevent.get_hub()
+    timer = hub.loop.timer(0)
+    try:
+        hub.wait(timer)
+    finally:
+        timer.close()
 
 
 def _text(value: str | bytes) -> str:
