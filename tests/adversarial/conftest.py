@@ -79,7 +79,8 @@ def _django_site(tmp: Path) -> Iterator[Site]:
     manage("migrate", "-v", "0", env=env)
     manage(
         "shell", "-c",
-        "from django.contrib.auth.models import User; User.objects.create_user('ada', password='pw')",
+        "from django.contrib.auth.models import User; "
+        "User.objects.create_user('ada', password='pw')",
         env=env,
     )
     command = [PY, "-m", "wsbridge", "serve", "djtest.wsgi", "--port", "0",
@@ -103,7 +104,9 @@ def _plain_site(tmp: Path) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="session", params=["plain", "django"])
-def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
     """Each server under attack, started once per session."""
     tmp = tmp_path_factory.mktemp(f"adversarial-{request.param}")
     factory = _plain_site if request.param == "plain" else _django_site

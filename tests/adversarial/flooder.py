@@ -50,7 +50,7 @@ def drain(sock: socket.socket, stop: threading.Event) -> None:
         try:
             if not sock.recv(65536):
                 return
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return

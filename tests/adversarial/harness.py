@@ -55,7 +55,9 @@ class Answer:
     elapsed: float = 0.0
 
 
-def exchange(port: int, request: bytes, *, deadline: float = 5.0, half_close: bool = True) -> Answer:
+def exchange(
+    port: int, request: bytes, *, deadline: float = 5.0, half_close: bool = True
+) -> Answer:
     """Send ``request`` on a new connection and read the whole answer (or EOF) within ``deadline``.
 
     Raises:
@@ -78,7 +80,7 @@ def exchange(port: int, request: bytes, *, deadline: float = 5.0, half_close: bo
             sock.settimeout(remaining)
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise Hang(f"no complete answer within {deadline}s; got {data[:200]!r}") from None
             except OSError:
                 break  # reset: whatever arrived before counts
@@ -159,7 +161,9 @@ def client_frame(
     return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def read_server_frames(sock: socket.socket, buffer: bytes, deadline: float) -> tuple[list, int | None]:
+def read_server_frames(
+    sock: socket.socket, buffer: bytes, deadline: float
+) -> tuple[list, int | None]:
     """Read server frames until a close frame or EOF; returns ``(frames, close code)``.
 
     ``frames`` are ``(opcode, payload)``; the close code is None when the
@@ -186,7 +190,7 @@ def read_server_frames(sock: socket.socket, buffer: bytes, deadline: float) -> t
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise Hang(f"no close frame or EOF within {deadline}s") from None
         except OSError:
             return frames, None

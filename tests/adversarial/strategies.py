@@ -32,7 +32,8 @@ WS_HEADERS = {
 _HEADER_VALUES = {
     "Upgrade": ["websocket", "WebSocket", "h2c", "websocket, foo", ""],
     "Connection": ["Upgrade", "upgrade, keep-alive", "keep-alive", "close", ""],
-    "Sec-WebSocket-Key": ["MDEyMzQ1Njc4OWFiY2RlZg==", "short", "", "=" * 24, "MDEy\x00NDU2Nzg5YWJjZGVmZw=="],
+    "Sec-WebSocket-Key": ["MDEyMzQ1Njc4OWFiY2RlZg==", "short", "", "=" * 24,
+                          "MDEy\x00NDU2Nzg5YWJjZGVmZw=="],
     "Sec-WebSocket-Version": ["13", "8", "14", "", "13, 8", "abc"],
     "Host": ["127.0.0.1", "evil.example", "", "[::1", "127.0.0.1:99999"],
 }
@@ -110,7 +111,8 @@ def longpoll_body(draw: Any, op: str, token: str | None) -> bytes:
     if kind == 2:
         return json.dumps(draw(json_values)).encode()
     if kind == 3:  # a lone surrogate, escaped in JSON
-        return b'{"path": "/ws/echo/\\ud800", "token": "\\udfff", "messages": [{"seq": 1, "text": "\\ud83d"}]}'
+        return (b'{"path": "/ws/echo/\\ud800", "token": "\\udfff", '
+                b'"messages": [{"seq": 1, "text": "\\ud83d"}]}')
     body: dict[str, Any] = {}
 
     def pick(valid: Any, noise: Any) -> Any:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from tests.adversarial.harness import record
-from tests.adversarial.harness import SERVER_CLOSE_CODES, client_frame, read_server_frames
+from tests.adversarial.harness import SERVER_CLOSE_CODES, client_frame, read_server_frames, record
 from tests.adversarial.strategies import frame_sequence
 from tests.transport.wsclient import handshake_bytes, read_response
 

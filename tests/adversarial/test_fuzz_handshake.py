@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from tests.adversarial.harness import record
-from tests.adversarial.harness import DOCUMENTED_STATUSES, exchange
+from tests.adversarial.harness import DOCUMENTED_STATUSES, exchange, record
 from tests.adversarial.strategies import handshake
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.adversarial.harness import record
-from tests.adversarial.harness import exchange
+from tests.adversarial.harness import exchange, record
 
 HTTP_STATUSES = frozenset({200, 400, 405, 408, 411, 413})
 

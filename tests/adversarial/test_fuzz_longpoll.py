@@ -7,8 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.adversarial.harness import record
-from tests.adversarial.harness import exchange, http_request
+from tests.adversarial.harness import exchange, http_request, record
 from tests.adversarial.strategies import _ORIGINS, header_text, longpoll_body
 
 LONGPOLL_STATUSES = frozenset({200, 204, 400, 403, 404, 405, 408, 409, 410, 413})
