@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
+import pytest
+
 from tests.adversarial.harness import client_frame, exchange, http_request, read_server_frames
+from tests.conftest import ROOT, free_port, server_env, wait_for_port
 from tests.transport.wsclient import handshake_bytes, read_response
 
 
@@ -71,12 +76,13 @@ def test_a_lone_surrogate_in_a_longpoll_path_is_a_400(plain_site, watched):
     assert answer.status == 400, answer.raw[:300]
 
 
-def test_after_a_longpoll_413_the_server_reads_no_more_and_closes(plain_site, watched):
+def _refused_upload(port: int, path: str) -> tuple[int, bytes]:
+    """Declare 300 MiB to ``path`` and send until refused; (bytes sent, answer)."""
     declared = 300 * 1024 * 1024
-    sock = socket.create_connection(("127.0.0.1", plain_site.port), timeout=5)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sent = 0
     with sock:
-        sock.sendall((f"POST /_wsbridge/lp/open HTTP/1.1\r\nHost: x\r\n"
+        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\n"
                       f"Content-Length: {declared}\r\n\r\n").encode())
         chunk = b"x" * (1024 * 1024)
         started = time.monotonic()
@@ -95,8 +101,39 @@ def test_after_a_longpoll_413_the_server_reads_no_more_and_closes(plain_site, wa
                 data += got
         except OSError:
             pass
+    return sent, data
+
+
+def test_after_a_longpoll_413_the_server_reads_no_more_and_closes(plain_site, watched):
+    sent, data = _refused_upload(plain_site.port, "/_wsbridge/lp/open")
     assert sent < 64 * 1024 * 1024, f"the server swallowed {sent} bytes of a refused body"
     if data:  # the 413 usually arrives before the reset; it must be a 413 when it does
+        assert data.startswith(b"HTTP/1.1 413"), data[:100]
+
+
+@pytest.fixture(scope="module")
+def gunicorn_port(tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("gunicorn") / "gunicorn.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{port}",
+         "tests.adversarial.target_app:application"],
+        cwd=ROOT, env=server_env(), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc=proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.mark.parametrize("path", ["/_wsbridge/lp/open", "/http/echo/"])
+def test_under_gunicorn_a_refused_body_is_not_read_either(gunicorn_port, path):
+    sent, data = _refused_upload(gunicorn_port, path)
+    assert sent < 64 * 1024 * 1024, f"gunicorn read {sent} bytes of a refused body"
+    if data:
         assert data.startswith(b"HTTP/1.1 413"), data[:100]
 
 
