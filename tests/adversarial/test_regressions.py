@@ -172,3 +172,17 @@ def test_bad_requests_and_broken_pipes_log_counted_warnings_not_tracebacks(plain
     assert "Traceback" not in log, log[-3000:]
     assert log.count("bad_request") <= 2, log[-3000:]  # one line per 10 s, with a count
     assert _counts(plain_site)["bad_request"] >= before + 100
+
+
+def test_origins_follow_each_sites_policy(site, watched):
+    """Plain: the request's own host only. Django: ALLOWED_HOSTS (``.example.test`` included)."""
+    def status(origin: str) -> int | None:
+        headers = {"Origin": origin}
+        if site.cookie:
+            headers["Cookie"] = site.cookie
+        return exchange(site.port, handshake_bytes("/ws/echo/", site.port, headers=headers)).status
+
+    assert status(site.origin) == 101
+    assert status("http://evil.example") == 403
+    assert status("http://[::1") == 403
+    assert status("http://a.example.test") == (101 if site.name == "django" else 403)
