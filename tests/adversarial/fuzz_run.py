@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=36_000.0, help="time cap")
     parser.add_argument("--per-round", type=int, default=5_000, help="examples per target")
     parser.add_argument("--report", default="reports/fuzz.json")
+    parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed of the first round")
     args = parser.parse_args()
     report_path = Path(args.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,7 @@ def main() -> int:
         began = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "tests/adversarial", "-q", "-k", "fuzz",
-             "-p", "no:cacheprovider", f"--hypothesis-seed={rounds}", "--timeout", "3600"],
+             "-p", "no:cacheprovider", f"--hypothesis-seed={args.seed + rounds}", "--timeout", "3600"],
             cwd=ROOT, env=env, capture_output=True, text=True,
         )
         last_round = time.monotonic() - began
