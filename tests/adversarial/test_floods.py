@@ -80,7 +80,8 @@ def test_a_flood_costs_only_the_flooding_connection(site, watched, kind):
     }
     assert flooder.returncode == 0
     assert len(during) >= 20, during
-    # Generous: 3x the quiet p99, with a 10 ms floor for the quiet figure on a loaded box.
-    assert flooded <= 3 * max(quiet, 0.010), MEASURES["floods"][f"{site.name}:{kind}"]
+    # Generous: 3x the quiet p99, with a 20 ms floor for the quiet figure on a loaded box
+    # (a shared CI machine); before the fix a flood stalled everything for seconds.
+    assert flooded <= 3 * max(quiet, 0.020), MEASURES["floods"][f"{site.name}:{kind}"]
     assert page < 1.0, page
     assert handshake < 1.0, handshake
