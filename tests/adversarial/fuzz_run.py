@@ -50,7 +50,8 @@ def main() -> int:
         began = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "tests/adversarial", "-q", "-k", "fuzz",
-             "-p", "no:cacheprovider", f"--hypothesis-seed={args.seed + rounds}", "--timeout", "3600"],
+             "-p", "no:cacheprovider", f"--hypothesis-seed={args.seed + rounds}",
+             "--timeout", "3600"],
             cwd=ROOT, env=env, capture_output=True, text=True,
         )
         last_round = time.monotonic() - began
