@@ -85,6 +85,9 @@ logger = logging.getLogger("wsbridge.consumers")
 
 #: Transport events waiting before the transport's reader pauses (backpressure).
 TRANSPORT_HIGH_WATER = 64
+#: Events one connection handles before the pump moves on to the next woken one:
+#: a client flooding messages waits its turn instead of delaying everyone's.
+DRAIN_TURN = 16
 DEFAULT_MAILBOX_SIZE = 1000
 
 Send = Callable[[dict[str, Any]], None]
@@ -286,8 +289,10 @@ class Connection:
     def _drain(self) -> None:
         mailbox = self._mailbox
         self._runner = getcurrent()
+        turn = DRAIN_TURN
         try:
-            while mailbox and not self.finished.is_set():
+            while mailbox and not self.finished.is_set() and turn:
+                turn -= 1
                 from_transport, event = mailbox.popleft()
                 if from_transport:
                     self._pending_transport -= 1

@@ -60,7 +60,6 @@ from ..exceptions import (
     LayerUnavailable,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
 )
 from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
@@ -74,6 +73,8 @@ from ..protocol.envelope import (
     validate_close_code,
 )
 from ..protocol.longpoll import LongPollSession, SessionState, Token, TokenSigner, new_session_id
+from .http import read_body
+from .limits import close_after_response, refused
 from .longpoll_handoff import HandOffMixin, Session
 from .longpoll_relay import OWNER_PREFIX, Relay, Request, SessionMoved
 from .scope import build_scope
@@ -138,7 +139,10 @@ class LongPollOptions:
         poll_timeout: seconds a poll is held when nothing is waiting.
         session_timeout: seconds of silence before a session expires.
         handshake_timeout: seconds the consumer has to accept an open.
-        max_body: request body limit in bytes (413 beyond).
+        max_body: request body limit in bytes (413 beyond, and the connection
+            is closed without reading the rest).
+        body_timeout: seconds a request body may take to arrive (408 beyond,
+            and the connection is closed).
         max_buffer: unacked frames held per session; past it the session
             closes with 1013.
         max_buffer_bytes: the same limit in bytes.
@@ -157,6 +161,7 @@ class LongPollOptions:
     session_timeout: float = 60.0
     handshake_timeout: float = 10.0
     max_body: int = 1 << 20
+    body_timeout: float = 10.0
     max_buffer: int = 1000
     max_buffer_bytes: int = 4 << 20
     allowed_origins: tuple[str, ...] = ()
@@ -164,6 +169,14 @@ class LongPollOptions:
     forward_timeout: float = 5.0
     user_key: UserKey = default_user_key
     handoff: bool | None = None
+
+
+class _BodyRefused(Exception):
+    """The request body was refused while it was read: answer it, then close the connection."""
+
+    def __init__(self, error: HTTPError) -> None:
+        super().__init__(error.reason)
+        self.error = error
 
 
 class LongPollTransport(HandOffMixin):
@@ -343,6 +356,7 @@ class LongPollTransport(HandOffMixin):
         """Answer one long-poll request (a WSGI app); the greenlet parks during a poll."""
         self._start()
         origin = environ.get("HTTP_ORIGIN", "")
+        close = False
         allowed = self._origin_check(environ)
         cors = self._cors_headers(environ) if allowed else []
         try:
@@ -357,7 +371,11 @@ class LongPollTransport(HandOffMixin):
                 return [b""]
             if method != "POST":
                 raise MethodNotAllowed(f"{op} takes POST, not {method}")
-            body = self._read_body(environ)
+            try:
+                body = self._read_body(environ)
+            except _BodyRefused as refusal:
+                close = True
+                raise refusal.error from None
             if op == "open":
                 status, answer = self._open(environ, body, origin)
             else:
@@ -368,10 +386,16 @@ class LongPollTransport(HandOffMixin):
                 status, answer = self._dispatch(request)
         except HTTPError as exc:
             status, answer = exc.status, {"error": exc.reason}
+            if status == 408 or close:
+                refused(f"longpoll_{status}", f"{environ.get('REMOTE_ADDR')}: {exc.reason}",
+                        log=logger)
         except LayerUnavailable as exc:
             status, answer = 503, {"error": f"channel layer unavailable: {exc}"}
         payload = json.dumps(answer, separators=(",", ":")).encode()
         headers = _JSON + cors + [("Content-Length", str(len(payload)))]
+        if close:  # the body was refused: read no more of it, end the connection
+            close_after_response(environ, start_response)
+            headers.append(("Connection", "close"))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [payload]
 
@@ -396,26 +420,21 @@ class LongPollTransport(HandOffMixin):
         ]
 
     def _read_body(self, environ: dict[str, Any]) -> dict[str, Any]:
-        limit = self.options.max_body
-        length_text = environ.get("CONTENT_LENGTH") or ""
+        """The request's JSON object, read within ``body_timeout`` and ``max_body``.
+
+        Raises:
+            _BodyRefused: wrapping the 4xx (400, 408, 413); the caller answers it
+                and closes the connection without reading the rest of the body.
+        """
         try:
-            length = int(length_text) if length_text else -1
-        except ValueError:
-            raise BadRequest(f"Content-Length {length_text!r} is not a number") from None
-        if length > limit:
-            raise PayloadTooLarge(f"body of {length} bytes exceeds the {limit}-byte limit")
-        stream = environ["wsgi.input"]
-        try:
-            raw = stream.read(length) if length >= 0 else stream.read(limit + 1)
-        except OSError:  # the client went away mid-body (gevent: "unexpected end of file")
-            raise BadRequest(f"body truncated: fewer than {length} bytes arrived") from None
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
-        if length >= 0 and len(raw) < length:
-            raise BadRequest(f"body truncated: {len(raw)} of {length} bytes")
+            raw = read_body(environ, self.options.max_body, self.options.body_timeout)
+        except HTTPError as exc:
+            raise _BodyRefused(exc) from None
         try:
             body = json.loads(raw)
-        except ValueError as exc:
+        except RecursionError:  # nested thousands deep: the C parser gives up
+            raise BadRequest("body is nested too deeply") from None
+        except ValueError as exc:  # UnicodeDecodeError included
             raise BadRequest(f"body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequest(f"body must be a JSON object, not {type(body).__name__}")
@@ -433,11 +452,15 @@ class LongPollTransport(HandOffMixin):
         if not isinstance(offered, list) or not all(isinstance(p, str) for p in offered):
             raise BadRequest("'subprotocols' must be a list of strings")
         path, _, query = target.partition("?")
+        try:
+            raw_path, query_string = path.encode("utf-8"), query.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") in the JSON string
+            raise BadRequest("'path' must be valid Unicode (no lone surrogates)") from None
         scope = self._scope_builder(environ)
         scope.update(
             path=path,
-            raw_path=path.encode("utf-8"),
-            query_string=query.encode("utf-8"),
+            raw_path=raw_path,
+            query_string=query_string,
             subprotocols=offered,
             transport="longpoll",
         )
@@ -589,7 +612,8 @@ class LongPollTransport(HandOffMixin):
         if token.owner == self.owner:
             self._signer.verify(token, origin=request.origin, user=request.user)
         elif session is not None:  # adopted here: the client may still hold an older token
-            TokenSigner.verify_known(token, session.macs)
+            # Owner and MAC both: a token whose owner part was changed is refused.
+            TokenSigner.verify_known(token, session.known)
             if (request.origin, request.user) != (session.origin, session.user):
                 raise Forbidden("token refused: bound to another Origin or user")
         if session is not None and session.moving is not None:

@@ -119,11 +119,14 @@ def check_origin(
         scheme: the request's scheme, to ignore default ports.
 
     Returns:
-        True to go on, False to refuse with 403.
+        True to go on, False to refuse with 403 (a malformed ``Origin`` is refused).
     """
     if origin is None:
         return True
-    parts = urlsplit(origin.strip())
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:  # "http://[::1" (an unclosed IPv6 bracket): not an origin we allow
+        return False
     if origin.strip() == "null" or not parts.netloc:
         return allowed is not None and "null" in allowed
     origin_host = _netloc(parts.scheme, parts.netloc)

@@ -111,14 +111,23 @@ def longpoll_options() -> dict[str, Any]:
 
 
 def django_user_key(scope: dict[str, Any]) -> str:
-    """The pk of the user the request's session cookie names ("" when anonymous)."""
+    """The pk of the user the request's session cookie names ("" when anonymous).
+
+    It runs in the long-poll request's greenlet, which Django's own request
+    cycle never sees: the database connections the session and user lookups
+    opened are released here, or every poll would leave one open.
+    """
+    from .db import release_connections
     from .routing import prepare_scope
 
-    prepare_scope(scope)
-    user = scope.get("user")
-    if user is None or not getattr(user, "is_authenticated", False):
-        return ""
-    return str(user.pk)
+    try:
+        prepare_scope(scope)
+        user = scope.get("user")
+        if user is None or not getattr(user, "is_authenticated", False):
+            return ""
+        return str(user.pk)
+    finally:
+        release_connections()
 
 
 def websocket_options() -> Any:
