@@ -1,7 +1,7 @@
 """Slow-client policies per group: what happens when a client cannot keep up.
 
 By default a client that does not read is closed once its outbound queue
-passes the transport's limit (``max_outbound_bytes``: 1008). A group can
+passes the transport's limit (``max_outbound_bytes``: 1013). A group can
 choose instead (configure every process alike: ``wrap(group_policies=...)``
 or ``WSBRIDGE["GROUP_POLICIES"]``)::
 
