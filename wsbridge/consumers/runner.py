@@ -63,9 +63,11 @@ import gevent
 from gevent.event import Event
 from greenlet import getcurrent
 
-from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
+from ..exceptions import BadRequest, ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
+from ..layers.history import RECOVERY_EVENT
+from ..protocol.recovery import recovery_frame, wrap_frame
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
 
@@ -84,6 +86,24 @@ _QUEUED: Any = object()
 # when no pump is running). Module state: every Connection shares one hub.
 _ready: deque[Connection] = deque()
 _pump: Any = None
+
+
+class _RefusalLog:
+    """Counts handshakes refused for bad recovery input; WARNING at most once a minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last = 0.0
+
+    def note(self, reason: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last >= 60:
+            self._last = now
+            logger.warning("refused a handshake: %s [%d so far]", reason, self.count)
+
+
+_refusals = _RefusalLog()
 
 
 def _start_pump() -> None:
@@ -192,6 +212,29 @@ class Connection:
         )
         if layer is not None and self.channel_name is not None:
             layer.attach(self.channel_name, self._from_layer)
+        #: Stamp positions on frames (the client asked to recover: wsbridge.js).
+        self._stamp = False
+        self._refusal: str | None = None
+        self._current: tuple[str, str] | None = None
+        self._stamped = False
+        self._ask_recovery()
+
+    def _ask_recovery(self) -> None:
+        # What the client last saw, per history group (docs/topics/recovery.rst).
+        ask = getattr(self.consumer, "recovery_positions", None)
+        if ask is None:
+            return
+        try:
+            positions = ask()
+        except BadRequest as exc:
+            self._refusal = str(exc)
+            return
+        if positions is None:
+            return
+        self._stamp = self.scope.get("type") == "websocket"
+        layer = self.layer
+        if positions and layer is not None and "history" in layer.extensions and self.channel_name:
+            layer.request_recovery(self.channel_name, positions)  # type: ignore[attr-defined]
 
     # -- input --------------------------------------------------------------
 
@@ -252,6 +295,12 @@ class Connection:
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if self._refusal is not None and kind == "websocket.connect":
+            _refusals.note(self._refusal)
+            self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+            return
+        if self._stamp:
+            self._stamp_event(event, kind)
         try:
             self.consumer.dispatch(event)
         except StopConsumer:
@@ -265,11 +314,31 @@ class Connection:
             self._fail(exc, f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
                             f"on {self.scope.get('path')!r}; {self._ending()}")
             return
+        finally:
+            if self._current is not None:
+                self._end_stamp()
         if kind == "websocket.connect" and not self.accepted and not self.closed:
             # connect() returned without accepting: refuse the handshake.
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
+
+    def _stamp_event(self, event: dict[str, Any], kind: Any) -> None:
+        # A history group's message: frames sent while handling it carry its position.
+        if kind == RECOVERY_EVENT:
+            if self.accepted and not self.closed:
+                self._transport_send(recovery_frame(event))
+            return
+        position, group = event.get("position"), event.get("group")
+        if isinstance(position, str) and isinstance(group, str):
+            self._current = (group, position)
+            self._stamped = False
+
+    def _end_stamp(self) -> None:
+        current, self._current = self._current, None
+        if not self._stamped and current is not None and self.accepted and not self.closed:
+            # Nothing was sent for it: the page still learns the position.
+            self._transport_send(wrap_frame({}, *current))
 
     def _ending(self) -> str:
         if self.scope.get("type") == "http":
@@ -293,6 +362,9 @@ class Connection:
             if self.accepted:
                 return
             self.accepted = True
+        elif kind == "websocket.send" and self._current is not None:
+            self._stamped = True
+            event = wrap_frame(event, *self._current)
         elif kind == "websocket.close":
             self.closed = True
             if not self.accepted:

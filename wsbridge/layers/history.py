@@ -140,7 +140,8 @@ class GroupPolicy:
         unknown = set(raw) - _KNOWN_KEYS
         if unknown:
             raise ConfigurationError(
-                f"groups[{name!r}]: unknown option(s) {sorted(unknown)}; known: {sorted(_KNOWN_KEYS)}"
+                f"groups[{name!r}]: unknown option(s) {sorted(unknown)}; "
+                f"known: {sorted(_KNOWN_KEYS)}"
             )
         history = raw.get("history", 0)
         ttl = raw.get("history_ttl", 300.0)

@@ -160,7 +160,9 @@ class RedisHistory:
                 skipped += 1
         return skipped
 
-    def read(self, group: str, since: Position | str | None, options: GroupOptions) -> HistoryResult:
+    def read(
+        self, group: str, since: Position | str | None, options: GroupOptions
+    ) -> HistoryResult:
         """The retained history of ``group`` after ``since`` (see :func:`judge`)."""
         shard = self.layer.layout.group_shard(group)
         epoch, top, entries = shard.call(
