@@ -194,7 +194,7 @@ class RedisPresence:
         """Remove the entries of processes whose lease ran out; returns how many were reaped."""
         home = self.home
         now = int(time.time() * 1000)
-        dead: list[bytes] = home.call(
+        dead: Any = home.call(
             home.client.zrangebyscore, self.live_key, "-inf", now, 0, 100
         )
         count = 0
@@ -209,7 +209,7 @@ class RedisPresence:
     def reap(self, process: str) -> None:
         """Remove every entry of ``process`` and send the leave events (once, whoever reaps)."""
         home = self.home
-        groups: set[bytes] = home.call(home.client.smembers, self.groups_prefix + process)
+        groups: Any = home.call(home.client.smembers, self.groups_prefix + process)
         for raw in sorted(groups):
             group = raw.decode("utf-8")
             shard = self.layer.layout.group_shard(group)
