@@ -68,7 +68,7 @@ class BaseConsumer:
     (as ``SyncConsumer``) to handle raw events, or background channel messages.
     """
 
-    #: The scope type this consumer serves: "websocket" or "http".
+    #: Which scope type this consumer serves (``"websocket"`` or ``"http"``).
     scope_type: ClassVar[str] = "websocket"
     #: Which configured channel layer to use (Channels' attribute).
     channel_layer_alias: ClassVar[str] = "default"

@@ -48,7 +48,12 @@ __all__ = ["Binding", "BindingConsumer", "BindingError", "CREATE", "UPDATE", "DE
 
 logger = logging.getLogger("wsbridge.django")
 
-CREATE, UPDATE, DELETE = "create", "update", "delete"
+#: ``action`` of a change that created a row.
+CREATE = "create"
+#: ``action`` of a change that updated a row.
+UPDATE = "update"
+#: ``action`` of a change that deleted a row.
+DELETE = "delete"
 ACTIONS = (CREATE, UPDATE, DELETE)
 
 #: stream name -> binding class, for every binding defined.

@@ -39,6 +39,7 @@ def set_serving(value: bool = True) -> None:
 
 
 def is_serving() -> bool:
+    """True once a server (``wsbridge serve``, ``runserver``, gunicorn) serves this process."""
     return _serving
 
 

@@ -35,6 +35,7 @@ __all__ = [
 
 logger = logging.getLogger("wsbridge.django")
 
+#: The scope key that holds the connection's Django session (``scope["session"]``).
 SESSION_SCOPE_KEY = "session"
 
 
