@@ -68,6 +68,7 @@ from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
 from ..layers.history import RECOVERY_EVENT
 from ..protocol.recovery import recovery_frame, wrap_frame
+from .consumer import log_unanswered_connect
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
 
@@ -318,7 +319,8 @@ class Connection:
             if self._current is not None:
                 self._end_stamp()
         if kind == "websocket.connect" and not self.accepted and not self.closed:
-            # connect() returned without accepting: refuse the handshake.
+            # connect() returned without accepting: refuse the handshake, and say why.
+            log_unanswered_connect(self.consumer, self.scope)
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
