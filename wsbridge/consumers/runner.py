@@ -296,9 +296,8 @@ class Connection:
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if self._refusal is not None and kind == "websocket.connect":
-            _refusals.note(self._refusal)
-            self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+        if self._refusal is not None and kind in ("websocket.connect", "http.request"):
+            self._refuse(kind)
             return
         if self._stamp:
             self._stamp_event(event, kind)
@@ -324,6 +323,19 @@ class Connection:
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
+
+    def _refuse(self, kind: Any) -> None:
+        # Bad recovery input (too many positions, malformed): 403 for a
+        # handshake, 400 for an HTTP request (SSE's Last-Event-ID).
+        reason = self._refusal or "bad recovery positions"
+        _refusals.note(reason)
+        if kind == "websocket.connect":
+            self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+            return
+        self._emit({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        self._emit({"type": "http.response.body", "body": reason.encode(), "more_body": False})
+        self._finish(close_code=None)
 
     def _stamp_event(self, event: dict[str, Any], kind: Any) -> None:
         # A history group's message: frames sent while handling it carry its position.
