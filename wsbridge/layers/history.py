@@ -27,7 +27,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import ChannelFull, ConfigurationError, LayerError
@@ -85,19 +85,18 @@ class Position:
 class HistoryResult:
     """What :meth:`HistoryMixin.history` found.
 
-    Attributes:
-        messages: the retained messages after ``since`` (all of them when
-            ``since`` was None), oldest first, each with its ``position``.
-            Empty when ``recovered`` is False.
-        position: the group's latest position (None: no history at all yet).
-        recovered: False when ``since`` is too old (trimmed by size or age),
-            from another epoch, in the future, or not a position at all: the
-            caller cannot know what it missed and should reload its state.
+    ``messages`` are the retained messages after ``since`` (all of them when
+    ``since`` was None), oldest first, each with its ``position``; empty when
+    ``recovered`` is False. ``position`` is the group's latest position (None:
+    no history at all yet). ``recovered`` is False when ``since`` is too old
+    (trimmed by size or age), from another epoch, in the future, or not a
+    position at all: the caller cannot know what it missed and should reload
+    its state.
     """
 
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    position: Position | None = None
-    recovered: bool = True
+    messages: list[dict[str, Any]]
+    position: Position | None
+    recovered: bool
 
 
 @dataclass(frozen=True)
@@ -196,9 +195,9 @@ class HistoryMixin:
     """What both layers share: the group policy, recovery requests and the live gate.
 
     A layer using it sets ``self.groups_policy`` and implements
-    :meth:`history`; it calls :meth:`_recover_on_join` at the end of
-    ``group_add`` and :meth:`_history_gate` before handing a positioned group
-    message to an attached channel, and :meth:`_forget_recovery` on detach.
+    :meth:`history`; it calls ``_recover_on_join`` at the end of
+    ``group_add`` and ``_history_gate`` before handing a positioned group
+    message to an attached channel, and ``_forget_recovery`` on detach.
     """
 
     groups_policy: GroupPolicy
@@ -231,7 +230,7 @@ class HistoryMixin:
         foreign position is answered with ``recovered: False``.
 
         Raises:
-            ValueError: more than :data:`MAX_RECOVER_GROUPS` entries.
+            ValueError: more than ``MAX_RECOVER_GROUPS`` (64) entries.
         """
         if len(positions) > MAX_RECOVER_GROUPS:
             raise ValueError(f"at most {MAX_RECOVER_GROUPS} groups can be recovered at once")

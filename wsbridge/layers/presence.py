@@ -17,7 +17,7 @@ removes its entries, and sends the leave events once, within about
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -47,8 +47,8 @@ class PresenceEntry:
 
     channel: str
     user: str | None
-    info: dict[str, Any] = field(default_factory=dict)
-    since: float = 0.0
+    info: dict[str, Any]
+    since: float
 
     def pack(self) -> bytes:
         return msgpack.packb([user_key(self.channel, self.user), self.user, self.info, self.since])
@@ -134,7 +134,8 @@ class PresenceMixin:
 
         Raises:
             PermissionError: the channel is not a member of ``group`` here.
-            ValueError / TypeError: info too large or not msgpack types.
+            ValueError: info too large.
+            TypeError: info not of msgpack types.
         """
         from .base import validate_channel_name, validate_group_name
 

@@ -14,8 +14,8 @@ Sans-I/O. Three wire forms (docs/topics/recovery.rst):
 * **SSE**: the event id is ``group@epoch:offset`` joined by ``;`` for every
   history group the stream has seen, so ``Last-Event-ID`` carries them all.
 
-Too much (more than :data:`MAX_GROUPS` groups or :data:`MAX_BYTES` bytes)
-or malformed input raises :class:`BadRequest`: the handshake is refused
+Too much (more than ``MAX_GROUPS`` groups or ``MAX_BYTES`` bytes) or
+malformed input raises :class:`~wsbridge.exceptions.BadRequest`: the handshake is refused
 (HTTP 403 for WebSocket and long-poll). A position that parses but is
 forged, future or from another group's epoch is not an error here: the
 layer answers it with ``recovered: false``.
