@@ -303,11 +303,11 @@ class HistoryMixin:
 
     def _history_gate(self, channel: str, group: str, message: dict[str, Any]) -> bool:
         """True to deliver a live positioned message now; False: held or already delivered."""
-        key = (channel, group)
-        held = self._recovering.get(key)
-        if held is not None:
-            held.append(message)
-            return False
+        if self._recovering:
+            held = self._recovering.get((channel, group))
+            if held is not None:
+                held.append(message)
+                return False
         seen = self._last_seen.get(channel)
         last = seen.get(group) if seen else None
         if last is None:

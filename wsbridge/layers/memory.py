@@ -298,7 +298,7 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if store is None:
             store = self._histories[group] = _GroupHistory(options.history)
         store.top += 1
-        message["position"] = str(Position(store.epoch, store.top))
+        message["position"] = f"{store.epoch}:{store.top}"
         message["group"] = group
         store.items.append((store.top, time.monotonic() + options.history_ttl, message))
         return True

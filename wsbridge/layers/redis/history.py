@@ -3,7 +3,7 @@
 Keys (native layout, format 1), with the group in a hash tag so that the
 keys of one group share a Cluster slot::
 
-    P:1:hist:{<group>}    STREAM  id "<offset>-1", fields t (ms), d (the item body)
+    P:1:hist:{<group>}    STREAM  id from Redis's clock, fields o (offset), d (the item body)
     P:1:hmeta:{<group>}   HASH    e (epoch), o (last offset)
 
 One Lua script (:data:`GROUP_SEND_HISTORY`) takes the next offset, appends
@@ -35,7 +35,7 @@ META_TTL = 86400.0
 
 # KEYS: 1 gproc, 2 gplain, 3 group, 4 stream, 5 meta
 # ARGV: 1 min_score, 2 inbox_prefix, 3 G item, 4 inbox capacity, 5 expiry_ms,
-#       6 push ('1'/'0'), 7 history size, 8 history ttl ms, 9 now ms,
+#       6 push ('1'/'0'), 7 history size, 8 history ttl ms, 9 (unused),
 #       10 epoch candidate, 11 meta ttl ms
 # -> {full, reached, {plain...}, {processes...}, position, item}
 GROUP_SEND_HISTORY = """
@@ -48,13 +48,10 @@ end
 local offset = redis.call('HINCRBY', KEYS[5], 'o', 1)
 redis.call('PEXPIRE', KEYS[5], ARGV[11])
 local body = string.sub(ARGV[3], 18)
-redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[7], offset .. '-1', 't', ARGV[9], 'd', body)
-local cutoff = tonumber(ARGV[9]) - tonumber(ARGV[8])
-for _ = 1, 100 do
-  local head = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)
-  if #head == 0 or tonumber(head[1][2][2]) >= cutoff then break end
-  redis.call('XDEL', KEYS[4], head[1][1])
-end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[7], '*', 'o', offset, 'd', body)
+redis.call('XTRIM', KEYS[4], 'MINID', now_ms - tonumber(ARGV[8]))
 redis.call('PEXPIRE', KEYS[4], ARGV[8])
 local pos = epoch .. ':' .. offset
 local item = string.sub(ARGV[3], 1, 3) .. 'H' .. string.sub(ARGV[3], 5, 17) .. pos .. '\\n' .. body
@@ -65,6 +62,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', min)
 local procs = redis.call('ZRANGE', KEYS[1], 0, -1)
 local plain = redis.call('ZRANGE', KEYS[2], 0, -1)
 if ARGV[6] ~= '1' then return {0, 0, plain, procs, pos, item} end
+if #procs == 0 then return {0, 0, plain, {}, pos, ''} end
 local cap = tonumber(ARGV[4])
 local full, reached = 0, 0
 for _, cp in ipairs(procs) do
@@ -77,15 +75,17 @@ for _, cp in ipairs(procs) do
     reached = reached + 1
   end
 end
-return {full, reached, plain, {}, pos, item}
+return {full, reached, plain, {}, pos, ''}
 """
 
-# KEYS: 1 stream, 2 meta -> {epoch or '', top, entries}
+# KEYS: 1 stream, 2 meta; ARGV: 1 ttl ms -> {epoch or '', top, entries younger than the ttl}
 READ_HISTORY = """
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then return {'', 0, {}} end
 local top = redis.call('HGET', KEYS[2], 'o')
-return {epoch, top, redis.call('XRANGE', KEYS[1], '-', '+')}
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return {epoch, top, redis.call('XRANGE', KEYS[1], now_ms - tonumber(ARGV[1]), '+')}
 """
 
 
@@ -166,16 +166,15 @@ class RedisHistory:
         """The retained history of ``group`` after ``since`` (see :func:`judge`)."""
         shard = self.layer.layout.group_shard(group)
         epoch, top, entries = shard.call(
-            _script(shard, "read", READ_HISTORY), keys=self.keys(group), args=[]
+            _script(shard, "read", READ_HISTORY),
+            keys=self.keys(group),
+            args=[max(1, int(options.history_ttl * 1000))],
         )
-        cutoff = time.time() * 1000 - options.history_ttl * 1000
         retained: list[tuple[int, dict[str, Any]]] = []
         epoch_text = epoch.decode() if epoch else None
-        for entry_id, fields in entries:
+        for _entry_id, fields in entries:
             values = dict(zip(fields[::2], fields[1::2], strict=False))
-            if float(values[b"t"]) < cutoff:
-                continue
-            offset = int(entry_id.split(b"-")[0])
+            offset = int(values[b"o"])
             try:
                 message = self._decode(group, values[b"d"])
             except MessageDecodeError as exc:
