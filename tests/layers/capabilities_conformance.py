@@ -258,6 +258,8 @@ class PresenceConformance:
         wait_for(lambda: len(got.messages) >= 2)
         assert _types(got.messages) == ["presence.join", "presence.leave"]
         assert {m["user"] for m in got.messages} == {"u1"}
+        first_seq, second_seq = (m["seq"] for m in got.messages)
+        assert first_seq >= 1 and second_seq == first_seq + 1
         del watcher
 
     def test_anonymous_connections_are_each_their_own_user(self, player):

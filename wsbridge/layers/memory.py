@@ -106,6 +106,7 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self._histories: dict[str, _GroupHistory] = {}
         self._presence: dict[str, dict[str, PresenceEntry]] = {}
         self._presence_users: dict[str, dict[str, int]] = {}
+        self._presence_seq: dict[str, int] = {}
 
     # -- sending -------------------------------------------------------------
 
@@ -318,19 +319,23 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         until = self._groups.get(group, {}).get(channel)
         return until is not None and until >= time.monotonic()
 
-    def _track(self, group: str, entry: PresenceEntry) -> bool:
+    def _track(self, group: str, entry: PresenceEntry) -> int:
         entries = self._presence.setdefault(group, {})
         old = entries.get(entry.channel)
         if old is not None:
             entries[entry.channel] = PresenceEntry(entry.channel, old.user, entry.info, old.since)
-            return False
+            return 0
         entries[entry.channel] = entry
         users = self._presence_users.setdefault(group, {})
         key = user_key(entry.channel, entry.user)
         users[key] = users.get(key, 0) + 1
-        return users[key] == 1
+        return self._next_seq(group) if users[key] == 1 else 0
 
-    def _untrack(self, group: str, channel: str) -> PresenceEntry | None:
+    def _next_seq(self, group: str) -> int:
+        self._presence_seq[group] = seq = self._presence_seq.get(group, 0) + 1
+        return seq
+
+    def _untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
         entries = self._presence.get(group)
         entry = entries.pop(channel, None) if entries is not None else None
         if entry is None:
@@ -345,7 +350,7 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         del users[key]
         if not users:
             del self._presence_users[group]
-        return entry
+        return entry, self._next_seq(group)
 
     def presence(self, group: str) -> list[PresenceEntry]:
         validate_group_name(group)
@@ -370,6 +375,7 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self._histories.clear()
         self._presence.clear()
         self._presence_users.clear()
+        self._presence_seq.clear()
         self._tracked.clear()
         self._recovery_requests.clear()
         self._last_seen.clear()

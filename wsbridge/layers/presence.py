@@ -5,7 +5,11 @@ small info dict; ``presence(group)`` lists the entries of every process in
 one call. Entries are grouped by *user*: with ``"presence": True`` in the
 group's options, members get ``presence.join`` when a user's first entry
 appears and ``presence.leave`` when their last one goes, whichever process
-each entry lives on, once per change. An entry without a user is its own
+each entry lives on, once per change. Each event carries ``seq``, which
+goes up by one per join or leave of the group: events sent by different
+processes can arrive in another order than the changes happened, and a
+receiver that keeps the last ``seq`` per user and ignores older ones ends
+with the right state. An entry without a user is its own
 user (keyed by its channel).
 
 In Redis each process holds a lease renewed every ``presence_lease / 3``
@@ -82,7 +86,8 @@ def check_info(info: object, limit: int) -> dict[str, Any]:
     return copy
 
 
-def join_event(group: str, entry: PresenceEntry) -> dict[str, Any]:
+def join_event(group: str, entry: PresenceEntry, seq: int) -> dict[str, Any]:
+    """The ``presence.join`` event; ``seq`` orders the group's joins and leaves."""
     return {
         "type": "presence.join",
         "group": group,
@@ -90,16 +95,19 @@ def join_event(group: str, entry: PresenceEntry) -> dict[str, Any]:
         "channel": entry.channel,
         "info": entry.info,
         "since": entry.since,
+        "seq": seq,
     }
 
 
-def leave_event(group: str, entry: PresenceEntry) -> dict[str, Any]:
+def leave_event(group: str, entry: PresenceEntry, seq: int) -> dict[str, Any]:
+    """The ``presence.leave`` event; ``seq`` orders the group's joins and leaves."""
     return {
         "type": "presence.leave",
         "group": group,
         "user": entry.user,
         "channel": entry.channel,
         "info": entry.info,
+        "seq": seq,
     }
 
 
@@ -155,11 +163,11 @@ class PresenceMixin:
                 "group_add it before tracking it"
             )
         entry = PresenceEntry(channel, user, info, time.time())
-        joined = self._track(group, entry)
+        seq = self._track(group, entry)
         self._tracked.setdefault(channel, set()).add(group)
-        if joined:
-            self._presence_event(group, join_event(group, entry), "joins")
-        return joined
+        if seq:
+            self._presence_event(group, join_event(group, entry, seq), "joins")
+        return bool(seq)
 
     def presence_untrack(self, group: str, channel: str) -> bool:
         """Stop tracking ``channel`` in ``group``; True when its user left the group."""
@@ -170,7 +178,7 @@ class PresenceMixin:
                 del self._tracked[channel]
         left = self._untrack(group, channel)
         if left is not None:
-            self._presence_event(group, leave_event(group, left), "leaves")
+            self._presence_event(group, leave_event(group, *left), "leaves")
             return True
         return False
 
@@ -188,7 +196,7 @@ class PresenceMixin:
         for group in sorted(self._tracked.pop(channel, ())):
             left = self._untrack(group, channel)
             if left is not None:
-                self._presence_event(group, leave_event(group, left), "leaves")
+                self._presence_event(group, leave_event(group, *left), "leaves")
 
     def _presence_event(self, group: str, event: dict[str, Any], counter: str) -> None:
         self.presence_counters[counter] += 1
@@ -202,8 +210,10 @@ class PresenceMixin:
     def _is_member_here(self, group: str, channel: str) -> bool:
         raise NotImplementedError
 
-    def _track(self, group: str, entry: PresenceEntry) -> bool:
+    def _track(self, group: str, entry: PresenceEntry) -> int:
+        """Store ``entry``; the group's new event sequence number if its user joined, else 0."""
         raise NotImplementedError
 
-    def _untrack(self, group: str, channel: str) -> PresenceEntry | None:
+    def _untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
+        """Remove the entry; ``(entry, sequence number)`` if its user left, else None."""
         raise NotImplementedError

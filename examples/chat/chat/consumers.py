@@ -61,8 +61,12 @@ class ChatConsumer(JsonWebsocketConsumer):
     def chat_message(self, event):
         self.send_json({"message": event["message"], "user": event["user"]})
 
+    # seq orders a room's joins and leaves: events sent by two processes may
+    # arrive in another order, and the page ignores one older than it has seen.
     def presence_join(self, event):
-        self.send_json({"joined": person(event["user"], event["channel"], event["info"])})
+        who = person(event["user"], event["channel"], event["info"])
+        self.send_json({"joined": who, "seq": event["seq"]})
 
     def presence_leave(self, event):
-        self.send_json({"left": person(event["user"], event["channel"], event["info"])["key"]})
+        who = person(event["user"], event["channel"], event["info"])
+        self.send_json({"left": who["key"], "seq": event["seq"]})

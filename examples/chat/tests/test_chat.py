@@ -73,4 +73,5 @@ def test_pages_see_who_is_online_and_hear_joins_and_leaves(example_server):
             joined = [f["joined"]["key"] for f in frames if "joined" in f]
             assert me in joined and len(set(joined)) == 2  # its own join, then bob's
             bob_key = next(k for k in joined if k != me)
-        assert json.loads(alice.recv(timeout=5)) == {"left": bob_key}
+        left = json.loads(alice.recv(timeout=5))
+        assert left["left"] == bob_key and left["seq"] == max(f["seq"] for f in frames) + 1

@@ -490,12 +490,12 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
     def _is_member_here(self, group: str, channel: str) -> bool:
         return self._is_local(channel) and channel in self.members.members(group)
 
-    def _track(self, group: str, entry: PresenceEntry) -> bool:
+    def _track(self, group: str, entry: PresenceEntry) -> int:
         if self.compat:
             raise ConfigurationError("presence needs the native layout (not compat mode)")
         return self.presence_store.track(group, entry)
 
-    def _untrack(self, group: str, channel: str) -> PresenceEntry | None:
+    def _untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
         return self.presence_store.untrack(group, channel)
 
     # -- background greenlets ---------------------------------------------------------------

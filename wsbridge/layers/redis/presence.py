@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 
 from ...exceptions import LayerUnavailable
-from ..presence import PresenceEntry, leave_event, user_key
+from ..presence import PresenceEntry, join_event, leave_event, user_key
 
 if TYPE_CHECKING:
     from .layer import RedisLayer
@@ -34,18 +34,22 @@ __all__ = ["RedisPresence"]
 
 logger = logging.getLogger("wsbridge.layers.redis")
 
-# KEYS: entries, users; ARGV: channel, packed entry, user key -> 1 joined | 0
+# The users hash also holds '#seq' (user keys start with 'u:' or 'c:'): the
+# group's event sequence number, one up per join or leave.
+# KEYS: entries, users; ARGV: channel, packed entry, user key -> seq if joined | 0
 TRACK = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('HINCRBY', KEYS[2], ARGV[3], 1) == 1 then return 1 end
+if redis.call('HINCRBY', KEYS[2], ARGV[3], 1) == 1 then
+  return redis.call('HINCRBY', KEYS[2], '#seq', 1)
+end
 return 0
 """
 
-# KEYS: entries, users; ARGV: channel -> the packed entry if its user left, else false
+# KEYS: entries, users; ARGV: channel -> {packed entry, seq} if its user left, else false
 UNTRACK = """
 local e = redis.call('HGET', KEYS[1], ARGV[1])
 if not e then return false end
@@ -53,12 +57,12 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 local key = cmsgpack.unpack(e)[1]
 if redis.call('HINCRBY', KEYS[2], key, -1) <= 0 then
   redis.call('HDEL', KEYS[2], key)
-  return e
+  return {e, redis.call('HINCRBY', KEYS[2], '#seq', 1)}
 end
 return false
 """
 
-# KEYS: entries, users; ARGV: process -> {channel, entry, ...} for users who left
+# KEYS: entries, users; ARGV: process -> {channel, entry, seq, ...} for users who left
 REAP = """
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
@@ -72,6 +76,7 @@ for i = 1, #all, 2 do
       redis.call('HDEL', KEYS[2], key)
       out[#out + 1] = ch
       out[#out + 1] = all[i + 1]
+      out[#out + 1] = redis.call('HINCRBY', KEYS[2], '#seq', 1)
     end
   end
 end
@@ -115,7 +120,7 @@ class RedisPresence:
 
     # -- changes ----------------------------------------------------------------
 
-    def track(self, group: str, entry: PresenceEntry) -> bool:
+    def track(self, group: str, entry: PresenceEntry) -> int:
         me = self.layer.client_prefix
         if group not in self._announced:
             home = self.home
@@ -132,9 +137,9 @@ class RedisPresence:
         self.local[(group, entry.channel)] = entry
         return joined
 
-    def _run_track(self, group: str, entry: PresenceEntry) -> bool:
+    def _run_track(self, group: str, entry: PresenceEntry) -> int:
         shard = self.layer.layout.group_shard(group)
-        return bool(
+        return int(
             shard.call(
                 _script(shard, "track"),
                 keys=self.keys(group),
@@ -142,11 +147,11 @@ class RedisPresence:
             )
         )
 
-    def untrack(self, group: str, channel: str) -> PresenceEntry | None:
+    def untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
         self.local.pop((group, channel), None)
         shard = self.layer.layout.group_shard(group)
-        packed = shard.call(_script(shard, "untrack"), keys=self.keys(group), args=[channel])
-        return PresenceEntry.unpack(channel, packed) if packed else None
+        left = shard.call(_script(shard, "untrack"), keys=self.keys(group), args=[channel])
+        return (PresenceEntry.unpack(channel, left[0]), int(left[1])) if left else None
 
     def list(self, group: str) -> list[PresenceEntry]:
         shard = self.layer.layout.group_shard(group)
@@ -187,8 +192,9 @@ class RedisPresence:
             groups = {group for group, _ in self.local}
             home.call(home.client.sadd, self.groups_prefix + me, *groups)
             for (group, _channel), entry in list(self.local.items()):
-                if self._run_track(group, entry):
-                    self.layer._presence_event(group, _join(group, entry), "joins")
+                seq = self._run_track(group, entry)
+                if seq:
+                    self.layer._presence_event(group, join_event(group, entry, seq), "joins")
 
     def reap_expired(self) -> int:
         """Remove the entries of processes whose lease ran out; returns how many were reaped."""
@@ -214,9 +220,10 @@ class RedisPresence:
             group = raw.decode("utf-8")
             shard = self.layer.layout.group_shard(group)
             left = shard.call(_script(shard, "reap"), keys=self.keys(group), args=[process])
-            for i in range(0, len(left), 2):
+            for i in range(0, len(left), 3):
                 entry = PresenceEntry.unpack(left[i].decode("utf-8"), left[i + 1])
-                self.layer._presence_event(group, leave_event(group, entry), "leaves")
+                event = leave_event(group, entry, int(left[i + 2]))
+                self.layer._presence_event(group, event, "leaves")
         pipe = home.client.pipeline(transaction=False)
         pipe.delete(self.groups_prefix + process)
         pipe.zrem(self.live_key, process)
@@ -242,8 +249,3 @@ class RedisPresence:
         self._announced.clear()
         self._loop = None
 
-
-def _join(group: str, entry: PresenceEntry) -> dict[str, Any]:
-    from ..presence import join_event
-
-    return join_event(group, entry)
