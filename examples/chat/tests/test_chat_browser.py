@@ -60,7 +60,8 @@ def send(page, text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("transport", "processes"), [("websocket", 1), ("longpoll", 1), ("websocket", 2)]
+    ("transport", "processes"),
+    [("websocket", 1), ("longpoll", 1), ("websocket", 2), ("longpoll", 2)],
 )
 def test_kill_9_and_restart_while_a_page_sends_loses_and_repeats_nothing(
     example_server, browser, prefix, transport, processes
