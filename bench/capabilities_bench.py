@@ -8,6 +8,9 @@ Side by side in one run, on the same Redis, each figure a ratio or a count:
    and memory layer), 10 local members, blocks interleaved so drift hits both;
 2. fan-out to 3,000 members in this process with history on vs off: share
    delivered and p50/p99 of the time until the last member has it;
+   then 1,000 channels asking at once to recover 100 missed messages each
+   (layer level: the time until all have them, this process's and Redis's CPU;
+   Redis's is the shared server's, an upper bound);
 3. ``presence()`` of a 10,000-entry group: its time and the Redis commands it
    took (``INFO commandstats`` delta of HGETALL; the shared server may see
    other clients, so the delta is an upper bound);
@@ -20,7 +23,14 @@ Every run uses a fresh key prefix and deletes its keys; nothing is flushed.
 Bounded in count and time. Not a test: figures go in reports, never in assertions.
 """
 
+# ruff: noqa: E402  (gevent is patched before anything else is imported)
 from __future__ import annotations
+
+# Patched as a server is (wsbridge serve, gunicorn -k gevent): the Redis pool's
+# waits must yield to other greenlets, or 1,000 concurrent callers deadlock it.
+from gevent import monkey
+
+monkey.patch_all()
 
 import argparse
 import json
@@ -33,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+
+from wsbridge.layers.history import Position
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
@@ -120,6 +132,58 @@ def fanout(layer: Any, members: int, rounds: int) -> dict[str, Any]:
     return results
 
 
+# -- 2b. 1,000 reconnecting at once, each 100 messages behind -------------------------------------
+
+
+def reconnect_storm(url: str, prefix: str, clients: int, behind: int) -> dict[str, Any]:
+    """Layer level: ``clients`` channels recover ``behind`` missed messages each, at once."""
+    import resource
+
+    import redis
+
+    publisher = redis_layer(url, prefix)
+    layer = redis_layer(url, prefix)
+    group = "fan.h"
+    for i in range(behind):
+        publisher.group_send(group, {"type": "bench.msg", "n": i, "text": "x" * 100})
+    first = Position.parse(publisher.history(group).messages[0]["position"])
+    assert first is not None
+    since = str(Position(first.epoch, first.offset - 1))  # just before the oldest kept
+    client = redis.Redis.from_url(url)
+    cpu = client.info("cpu")
+    redis_before = cpu["used_cpu_sys"] + cpu["used_cpu_user"]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    self_before = usage.ru_utime + usage.ru_stime
+    counts = {"done": 0}
+    start = time.perf_counter()
+
+    def one() -> None:
+        got = {"n": 0}
+
+        def callback(message: dict[str, Any]) -> None:
+            got["n"] += 1
+
+        channel = layer.new_channel()
+        layer.attach(channel, callback)
+        layer.request_recovery(channel, {group: since})
+        layer.group_add(group, channel)
+        if got["n"] == behind + 1:  # the notice + every missed message
+            counts["done"] += 1
+
+    greenlets = [gevent.spawn(one) for _ in range(clients)]
+    gevent.joinall(greenlets, timeout=120)
+    took = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = client.info("cpu")
+    client.close()
+    publisher.close()
+    layer.close()
+    return {"clients": clients, "behind": behind, "all_recovered": counts["done"] == clients,
+            "seconds": round(took, 2),
+            "process_cpu_s": round(usage.ru_utime + usage.ru_stime - self_before, 2),
+            "redis_cpu_s": round(cpu["used_cpu_sys"] + cpu["used_cpu_user"] - redis_before, 2)}
+
+
 # -- 3. presence() of 10,000 entries ---------------------------------------------------------
 
 
@@ -149,9 +213,6 @@ def presence_listing(url: str, layer: Any, entries: int) -> dict[str, Any]:
 
 def churn_child(url: str, prefix: str, rate: int, seconds: float, index: int) -> None:
     """One process: ``rate`` track/untrack per second; prints what its changes reported."""
-    from gevent import monkey
-
-    del monkey  # the layer uses gevent sockets itself
     layer = redis_layer(url, prefix)
     channels = []
     for _ in range(50):
@@ -256,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         results["group_send_memory"] = send_cost(memory, 10 if quick else 30, 1000)
         results["fanout_3000_redis"] = fanout(layer, 3000, 10 if quick else 40)
         layer.close()
+        results["reconnect_1000x100"] = reconnect_storm(args.redis, prefix,
+                                                        200 if quick else 1000, 100)
         listing = redis_layer(args.redis, prefix)
         results["presence_10000"] = presence_listing(args.redis, listing, 2000 if quick else 10000)
         listing.close()

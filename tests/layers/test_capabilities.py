@@ -180,3 +180,31 @@ def test_a_process_killed_9_has_its_entries_removed_and_one_leave_sent_within_th
     assert [m["user"] for m in leaves] == ["victim"]
     assert elapsed < lease * 2 + 1  # generous: lease + a third of it, plus load
     assert {e.user for e in watcher.presence("chat.a")} == {"watcher", "other"}
+
+
+@pytest.mark.redis
+def test_a_reconnect_storm_of_1000_recovers_every_one_in_order(redis_factory):
+    import gevent
+
+    from wsbridge.layers.history import Position
+
+    groups = {"storm": {"history": 20}}
+    publisher, layer = redis_factory(groups=groups), redis_factory(groups=groups)
+    for i in range(20):
+        publisher.group_send("storm", {"type": "n", "i": i})
+    first = Position.parse(publisher.history("storm").messages[0]["position"])
+    since = str(Position(first.epoch, first.offset - 1))
+    outcomes = []
+
+    def reconnect() -> None:
+        got = Collector()
+        channel = layer.new_channel()
+        layer.attach(channel, got)
+        layer.request_recovery(channel, {"storm": since})
+        layer.group_add("storm", channel)
+        outcomes.append((got.messages[0]["recovered"], len(got.messages)))
+
+    greenlets = [gevent.spawn(reconnect) for _ in range(1000)]  # the pool holds 64
+    gevent.joinall(greenlets, timeout=60)
+    assert len(outcomes) == 1000
+    assert set(outcomes) == {(True, 21)}  # the notice and all 20, for every one

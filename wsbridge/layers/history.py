@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gevent.lock import BoundedSemaphore
+
 from ..exceptions import ChannelFull, ConfigurationError, LayerError
 
 __all__ = [
@@ -48,6 +50,9 @@ logger = logging.getLogger("wsbridge.layers.history")
 RECOVERY_EVENT = "history.recovery"
 #: Most groups one connection may ask to recover at once (more is refused).
 MAX_RECOVER_GROUPS = 64
+#: History reads for recovery running at once per layer; more wait their turn,
+#: so a reconnect storm queues instead of taking every pooled connection.
+RECOVERY_CONCURRENCY = 16
 
 _EPOCH_RE = re.compile(r"^[0-9a-zA-Z_-]{1,32}\Z")
 _MAX_OFFSET = 2**53
@@ -209,6 +214,7 @@ class HistoryMixin:
         self._recovering: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._last_seen: dict[str, dict[str, Position]] = {}
         self.history_counters = {"recovered": 0, "not_recovered": 0, "recovery_dropped_full": 0}
+        self._recovery_slots = BoundedSemaphore(RECOVERY_CONCURRENCY)
 
     def group_options(self, group: str) -> GroupOptions:
         """The options configured for ``group`` (history size, ttl, presence)."""
@@ -252,7 +258,8 @@ class HistoryMixin:
         key = (channel, group)
         self._recovering[key] = []
         try:
-            result = self.history(group, since)
+            with self._recovery_slots:
+                result = self.history(group, since)
         except LayerError as exc:
             logger.warning("recovery of %s for %s failed: %s", group, channel, exc)
             result = HistoryResult([], None, False)
@@ -301,8 +308,18 @@ class HistoryMixin:
                         count,
                     )
 
+    @property
+    def _gating(self) -> bool:
+        """Whether any channel is recovering or just recovered (else the gate is a no-op)."""
+        return bool(self._recovering or self._last_seen)
+
     def _history_gate(self, channel: str, group: str, message: dict[str, Any]) -> bool:
-        """True to deliver a live positioned message now; False: held or already delivered."""
+        """True to deliver a live positioned message now; False: held or already delivered.
+
+        Only needed around a recovery: a group's messages reach a process in
+        offset order, so once one live message comes after what was
+        recovered, the rest do too and the channel's entry is dropped.
+        """
         if self._recovering:
             held = self._recovering.get((channel, group))
             if held is not None:
@@ -317,7 +334,9 @@ class HistoryMixin:
             return True
         if pos.epoch == last.epoch and pos.offset <= last.offset:
             return False
-        seen[group] = pos  # type: ignore[index]
+        del seen[group]  # type: ignore[union-attr]
+        if not seen:
+            del self._last_seen[channel]
         return True
 
     def _forget_recovery(self, channel: str, group: str | None = None) -> None:

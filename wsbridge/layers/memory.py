@@ -262,7 +262,7 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
     def group_send(self, group: str, message: Message) -> int:
         validate_group_name(group)
         message = validate_message(message)
-        positioned = bool(self.groups_policy) and self._record(group, message)
+        positioned = bool(self.groups_policy) and self._record(group, message) and self._gating
         members = self._groups.get(group)
         if not members:
             return 0

@@ -378,6 +378,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if positioned:
             decoded.message["position"] = decoded.position
             decoded.message["group"] = decoded.group
+            positioned = self._gating
         for channel in channels:
             callback = self._attached.get(channel)
             if positioned and not self._history_gate(channel, decoded.group, decoded.message):  # type: ignore[arg-type]
