@@ -17,8 +17,6 @@ than matched against other messages.
 
 from __future__ import annotations
 
-import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from ...exceptions import ChannelFull, MessageDecodeError
@@ -35,23 +33,28 @@ META_TTL = 86400.0
 
 # KEYS: 1 gproc, 2 gplain, 3 group, 4 stream, 5 meta
 # ARGV: 1 min_score, 2 inbox_prefix, 3 G item, 4 inbox capacity, 5 expiry_ms,
-#       6 push ('1'/'0'), 7 history size, 8 history ttl ms, 9 (unused),
-#       10 epoch candidate, 11 meta ttl ms
-# -> {full, reached, {plain...}, {processes...}, position, item}
+#       6 push ('1'/'0'), 7 history size, 8 history ttl ms, 9 meta ttl ms
+# -> {full, reached, {plain...}, {processes...}, position, item or ''}
+# The stream is trimmed approximately (MAXLEN ~, and by age every 16th
+# message): readers take the last `history` entries younger than the ttl.
+# A new epoch is Redis's clock in microseconds, in hex.
 GROUP_SEND_HISTORY = """
 local epoch = redis.call('HGET', KEYS[5], 'e')
 if not epoch then
-  epoch = ARGV[10]
+  local t = redis.call('TIME')
+  epoch = string.format('%x', tonumber(t[1]) * 1000000 + tonumber(t[2]))
   redis.call('DEL', KEYS[4])
   redis.call('HSET', KEYS[5], 'e', epoch, 'o', 0)
 end
 local offset = redis.call('HINCRBY', KEYS[5], 'o', 1)
-redis.call('PEXPIRE', KEYS[5], ARGV[11])
+redis.call('PEXPIRE', KEYS[5], ARGV[9])
 local body = string.sub(ARGV[3], 18)
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[7], '*', 'o', offset, 'd', body)
-redis.call('XTRIM', KEYS[4], 'MINID', now_ms - tonumber(ARGV[8]))
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'o', offset, 'd', body)
+if offset % 16 == 0 then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XTRIM', KEYS[4], 'MINID', '~', now_ms - tonumber(ARGV[8]))
+end
 redis.call('PEXPIRE', KEYS[4], ARGV[8])
 local pos = epoch .. ':' .. offset
 local item = string.sub(ARGV[3], 1, 3) .. 'H' .. string.sub(ARGV[3], 5, 17) .. pos .. '\\n' .. body
@@ -135,8 +138,6 @@ class RedisHistory:
                 "1" if one_shard else "0",
                 options.history,
                 ttl_ms,
-                int(time.time() * 1000),
-                os.urandom(4).hex(),
                 max(ttl_ms, int(META_TTL * 1000)),
             ],
         )
@@ -172,7 +173,7 @@ class RedisHistory:
         )
         retained: list[tuple[int, dict[str, Any]]] = []
         epoch_text = epoch.decode() if epoch else None
-        for _entry_id, fields in entries:
+        for _entry_id, fields in entries[-options.history :]:  # trimming is approximate
             values = dict(zip(fields[::2], fields[1::2], strict=False))
             offset = int(values[b"o"])
             try:
