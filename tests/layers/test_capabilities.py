@@ -208,3 +208,18 @@ def test_a_reconnect_storm_of_1000_recovers_every_one_in_order(redis_factory):
     gevent.joinall(greenlets, timeout=60)
     assert len(outcomes) == 1000
     assert set(outcomes) == {(True, 21)}  # the notice and all 20, for every one
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_stats_count_recoveries_and_refused_tracks(backend, memory_factory, redis_factory):
+    make = memory_factory if backend == "memory" else redis_factory
+    layer = make(groups=GROUPS, presence_info_limit=16)
+    channel = _member(layer, "news")
+    layer.request_recovery(channel, {"news": "lost:1"})
+    layer.group_discard("news", channel)
+    layer.group_add("news", channel)
+    with pytest.raises(ValueError):
+        layer.presence_track("news", channel, info={"x": "y" * 40})
+    stats = layer.stats()
+    assert stats["history"]["not_recovered"] == 1
+    assert stats["presence"]["refused"] == 1

@@ -680,8 +680,18 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             shard.close()
 
     def stats(self) -> dict[str, Any]:
-        """Per-shard reachability, groups, members per group and queue depths."""
-        return layer_stats(self)
+        """Per-shard reachability, groups, members per group and queue depths.
+
+        Also ``history`` (recovered / not_recovered / recovery_dropped_full)
+        and ``presence`` (joins / leaves / refused, reaped_processes) counters.
+        """
+        stats = layer_stats(self)
+        stats["history"] = dict(self.history_counters)
+        stats["presence"] = {
+            **self.presence_counters,
+            "reaped_processes": self.presence_store.reaped_processes,
+        }
+        return stats
 
 
 #: The name channels_redis users know.
