@@ -179,3 +179,28 @@ def test_a_forged_position_is_told_as_not_recovered_to_consumer_and_page(clayer)
 def test_too_many_or_malformed_positions_refuse_the_handshake(clayer, query):
     client = comm(clayer, query)
     assert client.connect() == (False, 1008)
+
+
+def test_an_adopted_long_poll_session_recovers_from_what_was_sent_not_from_its_first_open(clayer):
+    # The first open asked from nothing ({}); by the hand-off the old process had
+    # sent "one" and "two". The adopter gets the same query string and the scope
+    # the old process kept: it must replay only what came after "two".
+    first = comm(clayer, recover_query({}))
+    assert first.connect()[0]
+    first.receive_from()  # the join
+    for text in ("one", "two"):
+        first.send_json_to({"text": text})
+        assert unwrap(first.receive_from())[1]["text"] == text
+    carried = dict(first.scope["wsbridge.positions"])
+    first.disconnect()
+    clayer.group_send("chat.room", {"type": "chat.message", "text": "three"})
+    adopted = WebsocketCommunicator(
+        Chat, "/chat/?" + recover_query({}), channel_layer=clayer,
+        scope={"resumed": True, "wsbridge.positions": carried},
+    )
+    assert adopted.connect()[0]
+    frames = [unwrap(adopted.receive_from()) for _ in range(4)]
+    texts = [c["text"] for _, c in frames if c and "text" in c]
+    assert texts == ["three"]
+    assert frames[0][0]["recovered"] is True and frames[0][0]["missed"] == 1
+    adopted.disconnect()

@@ -67,7 +67,7 @@ from ..exceptions import BadRequest, ChannelFull, LayerError, StopConsumer, Unkn
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
 from ..layers.history import RECOVERY_EVENT
-from ..protocol.recovery import recovery_frame, wrap_frame
+from ..protocol.recovery import POSITIONS, check_positions, recovery_frame, wrap_frame
 from .consumer import log_unanswered_connect
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
@@ -222,17 +222,24 @@ class Connection:
 
     def _ask_recovery(self) -> None:
         # What the client last saw, per history group (docs/topics/recovery.rst).
+        # A long-poll session adopted from a stopped process carries the
+        # positions of what was sent to it (scope[POSITIONS]); the query string
+        # still holds those of its first open, which would replay too much.
+        carried = self.scope.get(POSITIONS) if self.scope.get("resumed") else None
         ask = getattr(self.consumer, "recovery_positions", None)
-        if ask is None:
-            return
         try:
-            positions = ask()
+            if isinstance(carried, dict):
+                positions: dict[str, str] | None = check_positions(carried)
+            else:
+                positions = ask() if ask is not None else None
         except BadRequest as exc:
             self._refusal = str(exc)
             return
         if positions is None:
             return
         self._stamp = self.scope.get("type") == "websocket"
+        if self._stamp:
+            self.scope[POSITIONS] = dict(positions)
         layer = self.layer
         if positions and layer is not None and "history" in layer.extensions and self.channel_name:
             layer.request_recovery(self.channel_name, positions)  # type: ignore[attr-defined]
@@ -340,6 +347,8 @@ class Connection:
     def _stamp_event(self, event: dict[str, Any], kind: Any) -> None:
         # A history group's message: frames sent while handling it carry its position.
         if kind == RECOVERY_EVENT:
+            if not event.get("recovered") and event.get("position"):
+                self.scope[POSITIONS][event["group"]] = event["position"]
             if self.accepted and not self.closed:
                 self._transport_send(recovery_frame(event))
             return
@@ -352,6 +361,7 @@ class Connection:
         current, self._current = self._current, None
         if not self._stamped and current is not None and self.accepted and not self.closed:
             # Nothing was sent for it: the page still learns the position.
+            self.scope[POSITIONS][current[0]] = current[1]
             self._transport_send(wrap_frame({}, *current))
 
     def _ending(self) -> str:
@@ -378,6 +388,8 @@ class Connection:
             self.accepted = True
         elif kind == "websocket.send" and self._current is not None:
             self._stamped = True
+            # Recorded as the frame goes out: a hand-off carries what was sent.
+            self.scope[POSITIONS][self._current[0]] = self._current[1]
             event = wrap_frame(event, *self._current)
         elif kind == "websocket.close":
             self.closed = True

@@ -33,6 +33,8 @@ from ..exceptions import BadRequest
 
 __all__ = [
     "PARAM",
+    "POSITIONS",
+    "check_positions",
     "MAX_GROUPS",
     "MAX_BYTES",
     "parse_recover_param",
@@ -43,11 +45,23 @@ __all__ = [
 ]
 
 PARAM = "wsbridge_recover"
+#: The scope key where the server keeps the last position sent per group
+#: (handed over with an adopted long-poll session).
+POSITIONS = "wsbridge.positions"
 MAX_GROUPS = 64
 MAX_BYTES = 8192
 
 _GROUP_RE = re.compile(r"^[a-zA-Z\d\-_.]{1,99}\Z")
 _POSITION_MAX = 64
+
+
+def check_positions(positions: dict[str, Any]) -> dict[str, str]:
+    """Return ``positions`` if it is at most ``MAX_GROUPS`` group -> short string.
+
+    Raises:
+        BadRequest: too many, not group names, or not short strings.
+    """
+    return _check(positions)
 
 
 def _check(positions: dict[str, Any]) -> dict[str, str]:
