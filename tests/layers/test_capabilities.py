@@ -223,3 +223,28 @@ def test_stats_count_recoveries_and_refused_tracks(backend, memory_factory, redi
     stats = layer.stats()
     assert stats["history"]["not_recovered"] == 1
     assert stats["presence"]["refused"] == 1
+
+
+def test_recovered_messages_that_find_the_mailbox_full_are_counted_as_drops(memory_factory):
+    from wsbridge.drops import drop_counts
+    from wsbridge.exceptions import ChannelFull
+
+    layer = memory_factory(groups=GROUPS)
+    for i in range(5):
+        layer.group_send("news", {"type": "n", "i": i})
+    taken = []
+
+    def small_mailbox(message):
+        if len(taken) >= 3:
+            raise ChannelFull("mailbox full")
+        taken.append(message)
+
+    before = drop_counts().get("mailbox_full", 0)
+    channel = layer.new_channel()
+    layer.attach(channel, small_mailbox)
+    first = layer.history("news").messages[0]["position"]
+    layer.request_recovery(channel, {"news": first})
+    layer.group_add("news", channel)
+    assert [m.get("i") for m in taken] == [None, 1, 2]  # the notice, then two
+    assert drop_counts().get("mailbox_full", 0) - before == 2
+    assert layer.stats()["history"]["recovery_dropped_full"] == 2

@@ -67,6 +67,7 @@ from ..exceptions import BadRequest, ChannelFull, LayerError, StopConsumer, Unkn
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
 from ..layers.history import RECOVERY_EVENT
+from ..process import mark_serving
 from ..protocol.recovery import POSITIONS, check_positions, recovery_frame, wrap_frame
 from .consumer import log_unanswered_connect
 
@@ -183,6 +184,7 @@ class Connection:
         alias = getattr(consumer_class, "channel_layer_alias", DEFAULT_ALIAS)
         if alias != DEFAULT_ALIAS:
             layer = get_channel_layer(alias)
+        mark_serving()
         self.scope = scope
         self.layer = layer
         self._transport_send = send

@@ -32,6 +32,7 @@ from typing import Any
 
 from gevent.lock import BoundedSemaphore
 
+from ..drops import record_drop
 from ..exceptions import ChannelFull, ConfigurationError, LayerError
 
 __all__ = [
@@ -261,7 +262,12 @@ class HistoryMixin:
             with self._recovery_slots:
                 result = self.history(group, since)
         except LayerError as exc:
-            logger.warning("recovery of %s for %s failed: %s", group, channel, exc)
+            failures = self.history_counters["not_recovered"] + 1
+            if failures <= 10 or failures % 1000 == 0:
+                logger.warning(
+                    "recovery of %s for %s failed, told as not recovered: %s [%d so far]",
+                    group, channel, exc, failures,
+                )
             result = HistoryResult([], None, False)
         finally:
             held = self._recovering.pop(key, [])
@@ -298,15 +304,10 @@ class HistoryMixin:
             try:
                 callback(message)
             except ChannelFull:
+                # Counted and said by wsbridge.drops; the fix is a capacity above
+                # the group's history size (docs/topics/recovery.rst, Limits).
                 self.history_counters["recovery_dropped_full"] += 1
-                count = self.history_counters["recovery_dropped_full"]
-                if count <= 10 or count % 1000 == 0:
-                    logger.warning(
-                        "recovery: %s is full, a recovered message was dropped [%d so far]; "
-                        "give it a capacity above the group's history size",
-                        channel,
-                        count,
-                    )
+                record_drop("mailbox_full", detail=f"a recovered message for {channel}")
 
     @property
     def _gating(self) -> bool:
