@@ -248,3 +248,19 @@ def test_recovered_messages_that_find_the_mailbox_full_are_counted_as_drops(memo
     assert [m.get("i") for m in taken] == [None, 1, 2]  # the notice, then two
     assert drop_counts().get("mailbox_full", 0) - before == 2
     assert layer.stats()["history"]["recovery_dropped_full"] == 2
+
+
+@pytest.mark.redis
+def test_during_the_restore_window_a_history_send_refuses_and_writes_no_history(redis_factory):
+    from wsbridge.exceptions import LayerUnavailable
+
+    layer = redis_factory(groups=GROUPS)
+    layer.group_send("news", {"type": "n", "i": 0})
+    client = redis.Redis.from_url(SHARED_REDIS)
+    client.set(layer.layout.restore_key, b"1", px=5000)  # what a shard sets after a restart
+    try:
+        with pytest.raises(LayerUnavailable):
+            layer.group_send("news", {"type": "n", "i": 1})
+    finally:
+        client.delete(layer.layout.restore_key)
+    assert [m["i"] for m in layer.history("news").messages] == [0]

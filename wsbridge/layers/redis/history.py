@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...exceptions import ChannelFull, MessageDecodeError
 from ..history import GroupOptions, HistoryResult, Position, judge
+from .shard import raise_restoring
 
 if TYPE_CHECKING:
     from .layer import RedisLayer
@@ -31,7 +32,8 @@ __all__ = ["RedisHistory", "GROUP_SEND_HISTORY", "READ_HISTORY"]
 #: How long a group's epoch and offset outlive its last message, at least.
 META_TTL = 86400.0
 
-# KEYS: 1 gproc, 2 gplain, 3 group, 4 stream, 5 meta
+# KEYS: 1 gproc, 2 gplain, 3 group, 4 stream, 5 meta, 6 restore marker (a Redis
+#       restart is being repaired: refuse, writing nothing, as a plain group send)
 # ARGV: 1 min_score, 2 inbox_prefix, 3 G item, 4 inbox capacity, 5 expiry_ms,
 #       6 push ('1'/'0'), 7 history size, 8 history ttl ms, 9 meta ttl ms
 # -> {full, reached, {plain...}, {processes...}, position, item or ''}
@@ -39,6 +41,7 @@ META_TTL = 86400.0
 # message): readers take the last `history` entries younger than the ttl.
 # A new epoch is Redis's clock in microseconds, in hex.
 GROUP_SEND_HISTORY = """
+if redis.call('EXISTS', KEYS[6]) == 1 then return {-1, 0, {}, {}, '', ''} end
 local epoch = redis.call('HGET', KEYS[5], 'e')
 if not epoch then
   local t = redis.call('TIME')
@@ -128,6 +131,7 @@ class RedisHistory:
                 layout.gplain_prefix + group,
                 layout.group_prefix + group,
                 *self.keys(group),
+                layout.restore_key,
             ],
             args=[
                 self.layer.group_min_score(),
@@ -141,6 +145,8 @@ class RedisHistory:
                 max(ttl_ms, int(META_TTL * 1000)),
             ],
         )
+        if int(full) < 0:
+            raise_restoring(shard)
         skipped = int(full)
         if processes:
             skipped += layout._push_to_homes([p.decode() for p in processes], item)
