@@ -40,9 +40,12 @@ def serve_command() -> list[str]:
 
 
 def test_the_tutorial_project_serves_as_the_tutorial_says(tmp_path: Path) -> None:
+    # Without the test run's Django and pytest settings (tests/django's conftest sets
+    # DJANGO_SETTINGS_MODULE, and the page's own pytest run would look for that project).
+    page_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
     build = subprocess.run([sys.executable, str(ROOT / "tests/docs/runpage.py"), str(TUTORIAL),
                             "docs/tutorial.rst"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=180)
+                           timeout=180, env=page_env)
     assert build.returncode == 0, build.stderr
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
