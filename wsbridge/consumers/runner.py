@@ -65,11 +65,13 @@ from greenlet import getcurrent
 
 from .. import admission
 from ..drops import record_drop
-from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
+from ..exceptions import BadRequest, ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
+from ..layers.history import RECOVERY_EVENT
 from ..policies import GROUP_KEY, policy_for
 from ..process import mark_serving
+from ..protocol.recovery import POSITIONS, check_positions, recovery_frame, wrap_frame
 from .consumer import log_unanswered_connect
 
 # wsbridge.* control messages (identity: close, deliver, re-check, refresh) are run by
@@ -99,6 +101,24 @@ _QUEUED: Any = object()
 # when no pump is running). Module state: every Connection shares one hub.
 _ready: deque[Connection] = deque()
 _pump: Any = None
+
+
+class _RefusalLog:
+    """Counts handshakes refused for bad recovery input; WARNING at most once a minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last = 0.0
+
+    def note(self, reason: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last >= 60:
+            self._last = now
+            logger.warning("refused a handshake: %s [%d so far]", reason, self.count)
+
+
+_refusals = _RefusalLog()
 
 
 def _start_pump() -> None:
@@ -227,6 +247,36 @@ class Connection:
         )
         if layer is not None and self.channel_name is not None:
             layer.attach(self.channel_name, self._from_layer)
+        #: Stamp positions on frames (the client asked to recover: wsbridge.js).
+        self._stamp = False
+        self._refusal: str | None = None
+        self._current: tuple[str, str] | None = None
+        self._stamped = False
+        self._ask_recovery()
+
+    def _ask_recovery(self) -> None:
+        # What the client last saw, per history group (docs/topics/recovery.rst).
+        # A long-poll session adopted from a stopped process carries the
+        # positions of what was sent to it (scope[POSITIONS]); the query string
+        # still holds those of its first open, which would replay too much.
+        carried = self.scope.get(POSITIONS) if self.scope.get("resumed") else None
+        ask = getattr(self.consumer, "recovery_positions", None)
+        try:
+            if isinstance(carried, dict):
+                positions: dict[str, str] | None = check_positions(carried)
+            else:
+                positions = ask() if ask is not None else None
+        except BadRequest as exc:
+            self._refusal = str(exc)
+            return
+        if positions is None:
+            return
+        self._stamp = self.scope.get("type") == "websocket"
+        if self._stamp:
+            self.scope[POSITIONS] = dict(positions)
+        layer = self.layer
+        if positions and layer is not None and "history" in layer.extensions and self.channel_name:
+            layer.request_recovery(self.channel_name, positions)  # type: ignore[attr-defined]
 
     # -- input --------------------------------------------------------------
 
@@ -317,6 +367,11 @@ class Connection:
         ):
             self._control(event)
             return
+        if self._refusal is not None and kind in ("websocket.connect", "http.request"):
+            self._refuse(kind)
+            return
+        if self._stamp:
+            self._stamp_event(event, kind)
         try:
             self.consumer.dispatch(event)
         except StopConsumer:
@@ -330,6 +385,9 @@ class Connection:
             self._fail(exc, f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
                             f"on {self.scope.get('path')!r}; {self._ending()}")
             return
+        finally:
+            if self._current is not None:
+                self._end_stamp()
         if kind == "websocket.connect" and not self.accepted and not self.closed:
             # connect() returned without accepting: refuse the handshake, and say why.
             log_unanswered_connect(self.consumer, self.scope)
@@ -438,6 +496,39 @@ class Connection:
             self._emit({"type": "http.response.body", "body": format_sse(payload),
                         "more_body": True})
 
+    def _refuse(self, kind: Any) -> None:
+        # Bad recovery input (too many positions, malformed): 403 for a
+        # handshake, 400 for an HTTP request (SSE's Last-Event-ID).
+        reason = self._refusal or "bad recovery positions"
+        _refusals.note(reason)
+        if kind == "websocket.connect":
+            self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+            return
+        self._emit({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        self._emit({"type": "http.response.body", "body": reason.encode(), "more_body": False})
+        self._finish(close_code=None)
+
+    def _stamp_event(self, event: dict[str, Any], kind: Any) -> None:
+        # A history group's message: frames sent while handling it carry its position.
+        if kind == RECOVERY_EVENT:
+            if not event.get("recovered") and event.get("position"):
+                self.scope[POSITIONS][event["group"]] = event["position"]
+            if self.accepted and not self.closed:
+                self._transport_send(recovery_frame(event))
+            return
+        position, group = event.get("position"), event.get("group")
+        if isinstance(position, str) and isinstance(group, str):
+            self._current = (group, position)
+            self._stamped = False
+
+    def _end_stamp(self) -> None:
+        current, self._current = self._current, None
+        if not self._stamped and current is not None and self.accepted and not self.closed:
+            # Nothing was sent for it: the page still learns the position.
+            self.scope[POSITIONS][current[0]] = current[1]
+            self._transport_send(wrap_frame({}, *current))
+
     def _ending(self) -> str:
         if self.scope.get("type") == "http":
             return "ending this request (500 unless already answered)"
@@ -468,10 +559,17 @@ class Connection:
                 return
         elif kind == "http.response.start" and _is_event_stream(event):
             self._identity_open()
-        elif kind == "websocket.send" and self._origin is not None and self._gate is not None:
-            group, policy, message = self._origin
-            if self._gate.offer(event, group, policy, message):
-                return
+        elif kind == "websocket.send" and (self._current is not None or (
+                self._origin is not None and self._gate is not None)):
+            if self._current is not None:
+                self._stamped = True
+                # Recorded as the frame goes out: a hand-off carries what was sent.
+                self.scope[POSITIONS][self._current[0]] = self._current[1]
+                event = wrap_frame(event, *self._current)
+            if self._origin is not None and self._gate is not None:
+                group, policy, message = self._origin
+                if self._gate.offer(event, group, policy, message):
+                    return
         elif kind == "websocket.close":
             self.closed = True
             if not self.accepted:

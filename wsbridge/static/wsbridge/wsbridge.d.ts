@@ -43,6 +43,11 @@ export interface WSBridgeOptions {
   tokenIn?: "protocol" | "query";
   /** Fraction of `expires_in` after which the token is refreshed. Default 0.8. */
   refreshAt?: number;
+  /**
+   * Send the last position seen per history group when (re)connecting, so the
+   * server replays what was missed (docs/topics/recovery.rst). Default true.
+   */
+  recover?: boolean;
 }
 
 export interface TokenAnswer {
@@ -76,8 +81,21 @@ export interface MessageEvent extends Event {
   readonly stream: string | null;
   /** The stream payload (when `stream` is set). */
   readonly payload: unknown;
+  /** The history group of the message the server was handling, or null. */
+  readonly group: string | null;
+  /** Its position, `"epoch:offset"`, or null. */
+  readonly position: string | null;
   /** `JSON.parse(data)`. */
   json<T = unknown>(): T;
+}
+
+export interface RecoveryEvent extends Event {
+  readonly group: string;
+  /** False: what was missed could not be replayed; reload the page's state. */
+  readonly recovered: boolean;
+  readonly position: string | null;
+  /** How many missed messages follow. */
+  readonly missed: number;
 }
 
 export interface StreamMessageEvent extends Event {
@@ -90,6 +108,7 @@ export interface WSBridgeEventMap {
   close: CloseEvent;
   reconnecting: ReconnectingEvent;
   message: MessageEvent;
+  recovery: RecoveryEvent;
 }
 
 export interface Stream extends EventTarget {
@@ -112,6 +131,8 @@ export declare class WSBridge extends EventTarget {
   /** Send now, or queue while disconnected; false when dropped (queue full, or closed). */
   send(data: OutgoingData): boolean;
   sendJSON(value: unknown): boolean;
+  /** The last position seen per history group, sent on reconnect. */
+  positions(): Record<string, string>;
   /** The named stream over this connection (created on first use). */
   stream(name: string): Stream;
   on<K extends keyof WSBridgeEventMap>(

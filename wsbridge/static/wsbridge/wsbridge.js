@@ -46,6 +46,7 @@
     token: null,
     tokenIn: "protocol", // or "query" (?access_token=...: lands in proxies' logs)
     refreshAt: 0.8, // refresh after this fraction of expires_in
+    recover: true,
   };
   var REFRESH_KEY = "wsbridge.refresh", REFRESHED_KEY = "wsbridge.refreshed";
 
@@ -92,8 +93,20 @@
   // -- transports: each calls hooks.open(subprotocol), hooks.message(data),
   //    hooks.close(code, reason, opened) exactly as a WebSocket would -----------
 
+  // A frame stamped by the server (see wsbridge/protocol/recovery.py):
+  // {"wsb": {"g": group, "p": position}, "text"|"bytes": ...} or a recovery notice.
+  function decodeStamp(data) {
+    if (typeof data !== "string" || data.slice(0, 7) !== '{"wsb":') return null;
+    try {
+      var obj = JSON.parse(data);
+    } catch (e) {
+      return null;
+    }
+    return obj && obj.wsb && typeof obj.wsb.g === "string" ? obj : null;
+  }
+
   function WebSocketTransport(bridge, hooks) {
-    var url = bridge._baseURL().replace(/^http/, "ws") + bridge._pathWithToken("query");
+    var url = bridge._baseURL().replace(/^http/, "ws") + bridge._connectPath("query");
     var protocols = bridge.options.protocols.slice();
     if (bridge._token && bridge.options.tokenIn !== "query") {
       protocols = ["wsbridge.bearer", "wsbridge.token." + bridge._token].concat(protocols);
@@ -313,7 +326,7 @@
     };
 
     // The token rides in the POST body, never in a URL.
-    post("open", { path: bridge._pathWithToken("body"), subprotocols: bridge.options.protocols },
+    post("open", { path: bridge._connectPath("body"), subprotocols: bridge.options.protocols },
       bridge.options.connectTimeout + 10000).then(function (answer) {
       if (done) return;
       if (answer.status !== 200) {
@@ -370,6 +383,7 @@
       this._timer = null;
       this._closedByUser = false;
       this._wsWorked = false;
+      this._positions = {};
       var bridge = this;
       this._onPageHide = function () {
         if (bridge._current && bridge._current.beacon) bridge._current.beacon();
@@ -430,6 +444,21 @@
         this.readyState = "closed";
         this.dispatchEvent(makeEvent("close", { code: code, reason: reason || "", willReconnect: false }));
       }
+    }
+
+    /** The last position seen per history group ({group: "epoch:offset"}), sent on reconnect. */
+    positions() {
+      return Object.assign({}, this._positions);
+    }
+
+    _connectPath(where) {
+      // The path with its token (where the token goes: "query" or "body"), asking the
+      // server to stamp positions and to replay what was missed since them.
+      var path = this._pathWithToken(where);
+      if (!this.options.recover) return path;
+      var sep = path.indexOf("?") >= 0 ? "&" : "?";
+      return path + sep + "wsbridge_recover=" +
+        encodeURIComponent(JSON.stringify(this._positions));
     }
 
     _baseURL() {
@@ -552,8 +581,26 @@
       if (typeof data === "string" && data.indexOf('{"' + REFRESHED_KEY + '"') === 0) {
         return this.dispatchEvent(makeEvent("refreshed", { data: data }));
       }
+      var stamp = decodeStamp(data), group = null, position = null;
+      if (stamp) {
+        var wsb = stamp.wsb;
+        if ("recovered" in wsb) {
+          // Nothing replayed when recovery failed: carry on from the group's position now.
+          if (!wsb.recovered && wsb.p) this._positions[wsb.g] = wsb.p;
+          this.dispatchEvent(makeEvent("recovery", {
+            group: wsb.g, recovered: !!wsb.recovered, position: wsb.p || null, missed: wsb.missed || 0,
+          }));
+          return;
+        }
+        group = wsb.g;
+        position = wsb.p;
+        this._positions[group] = position;
+        if ("text" in stamp) data = stamp.text;
+        else if ("bytes" in stamp) data = fromBase64(stamp.bytes);
+        else return; // the position of a message the consumer sent nothing for
+      }
       var wrapped = decodeStream(data);
-      var fields = { data: data, stream: null, payload: undefined };
+      var fields = { data: data, stream: null, payload: undefined, group: group, position: position };
       if (wrapped) {
         fields.stream = wrapped.stream;
         fields.payload = wrapped.payload;
