@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
+from . import uwsgi as uwsgi_adapter
 from .scope import build_scope, request_path
 from .websocket import Handover, WebSocketOptions, serve_websocket
 
@@ -156,8 +157,8 @@ def take_over(environ: dict[str, Any]) -> Handover:
     """Borrow the client socket from whichever gevent server runs this request.
 
     Tried in order: wsbridge's own pywsgi handler, gevent-websocket's handler
-    (which has already answered the handshake), gunicorn's gevent worker, any
-    other gevent pywsgi handler.
+    (which has already answered the handshake), gunicorn's gevent worker, uWSGI
+    in gevent mode, any other gevent pywsgi handler.
 
     Raises:
         ServerNotSupported: the server cannot lend its socket (wsgiref, a
@@ -170,6 +171,7 @@ def take_over(environ: dict[str, Any]) -> Handover:
         pywsgi_adapter.wsbridge_handover(environ)
         or gunicorn_adapter.gevent_websocket_handover(environ)
         or gunicorn_adapter.gunicorn_handover(environ)
+        or uwsgi_adapter.uwsgi_handover(environ)
         or pywsgi_adapter.foreign_pywsgi_handover(environ)
     )
     if found is None:
@@ -222,6 +224,8 @@ class WSBridgeApp:
     """
 
     wsbridge_wrapped = True
+    #: Set once this app installed uWSGI's reload handler (in the worker's first request).
+    _uwsgi_ready = False
 
     def __init__(
         self,
@@ -311,6 +315,9 @@ class WSBridgeApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        if not self._uwsgi_ready and "uwsgi.version" in environ:
+            self._uwsgi_ready = True
+            uwsgi_adapter.install_reload_handler(self)
         return self.dispatch(environ)(environ, start_response)
 
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:

@@ -16,8 +16,9 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connections
 from django.utils import autoreload
+
+from ...db import initialized_connections
 
 if apps.is_installed("django.contrib.staticfiles"):
     from django.contrib.staticfiles.management.commands.runserver import Command as BaseRunserver
@@ -47,7 +48,7 @@ class Command(BaseRunserver):
             self.stdout.write("Performing system checks...\n\n")
             self.check(display_num_errors=True)
         self.check_migrations()
-        for conn in connections.all(initialized_only=True):
+        for conn in initialized_connections():
             conn.close()
         try:
             run_startup_checks()
