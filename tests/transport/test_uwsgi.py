@@ -42,11 +42,11 @@ if UWSGI is None:  # pragma: no cover - pyuwsgi is in the dev extra
 class Uwsgi:
     """One uWSGI master with ``workers`` gevent workers on a free port."""
 
-    def __init__(self, tmp_path: Path, workers: int = 2, prefix: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, workers: int = 2, *, gevent: bool = True) -> None:
         self.port = free_port()
         self.pidfile = tmp_path / "uwsgi.pid"
         self.log_path = tmp_path / "uwsgi.log"
-        self.prefix = prefix or "wsbridge-uwsgi-" + secrets.token_hex(4)
+        self.prefix = "wsbridge-uwsgi-" + secrets.token_hex(4)
         env = server_env(
             LP_REDIS_PREFIX=self.prefix,
             WSBRIDGE_SECRET="uwsgi-secret-0123456789",
@@ -55,8 +55,7 @@ class Uwsgi:
         command = [
             UWSGI,
             "--http-socket", f"127.0.0.1:{self.port}",
-            "--gevent", "200",
-            "--gevent-early-monkey-patch",
+            *(["--gevent", "200", "--gevent-early-monkey-patch"] if gevent else []),
             "--master",
             "--lazy-apps",  # the app is loaded in each worker (docs/topics/deployment.rst)
             "--processes", str(workers),
@@ -73,8 +72,14 @@ class Uwsgi:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=log)
         wait_for(self.answers, timeout=30)
-        # with --lazy-apps each worker imports the app itself: wait for all of them
-        wait_for(lambda: self.log().count("WSGI app 0 (mountpoint='') ready") >= workers, 30)
+        self.workers = workers
+        self.wait_ready(1)
+
+    def wait_ready(self, generation: int) -> None:
+        """Wait until every worker of the n-th start (1, then 2 after a reload) is ready."""
+        # with --lazy-apps each worker imports the app itself
+        ready = "WSGI app 0 (mountpoint='') ready"
+        wait_for(lambda: self.log().count(ready) >= self.workers * generation, 30)
 
     def answers(self) -> bool:
         if self.proc.poll() is not None:
@@ -215,6 +220,25 @@ def test_reload_closes_websockets_with_1012_and_hands_longpoll_sessions_over(uws
     closed_counts = re.findall(r"uWSGI reload: closing (\d+) WebSocket", uwsgi.log())
     assert sum(map(int, closed_counts)) == 3, uwsgi.log()
     # ...and reconnecting clients are served by the new workers.
+    uwsgi.wait_ready(2)
     with connect(uwsgi.ws("/ws/echo/")) as ws:
         ws.send("again")
         assert ws.recv(timeout=5) == "again"
+
+
+def test_uwsgi_without_gevent_refuses_websockets_with_500_and_says_why(tmp_path):
+    server = Uwsgi(tmp_path, workers=1, gevent=False)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", "/ws/echo/", headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        })  # fmt: skip
+        response = conn.getresponse()
+        assert response.status == 500
+        assert "uwsgi --gevent" in response.read().decode()
+        conn.close()
+        assert http_request(server.port, "/pid", method="GET")[0] == 200  # HTTP still works
+    finally:
+        server.stop()
+    assert "cannot hand the client socket over" in server.log()

@@ -87,9 +87,18 @@ def _uwsgi_module(environ: dict[str, Any] | None = None) -> Any:
 
 
 def uwsgi_handover(environ: dict[str, Any]) -> Any:
-    """The hand-over of the request's connection under uWSGI, or None elsewhere."""
+    """The hand-over of the request's connection under uWSGI's gevent loop, or None.
+
+    None outside uWSGI, and under uWSGI without ``--gevent`` (a prefork or
+    threaded worker cannot hold a WebSocket beside its other requests): the
+    caller then answers 500 naming a server that can.
+    """
     uwsgi = _uwsgi_module(environ)
     if uwsgi is None:
+        return None
+    loop = getattr(uwsgi, "loop", None)  # bytes under Python 3 (uWSGI's PyString)
+    if (loop.decode() if isinstance(loop, bytes) else loop) != "gevent":
+        logger.debug("uWSGI runs the %r loop, not gevent: no WebSocket", loop)
         return None
     from gevent import socket
 

@@ -65,8 +65,8 @@ ENDPOINT_PROVIDERS: list[tuple[str, str]] = [
 HTTP_DISPATCHER: tuple[str, str] = ("wsbridge.transport.http", "dispatcher")
 
 _SERVER_HINT = (
-    "run the app with `wsbridge serve module:app` or `gunicorn -k gevent module:app` "
-    "(see docs/topics/deployment.rst)"
+    "run the app with `wsbridge serve module:app`, `gunicorn -k gevent module:app` or "
+    "`uwsgi --gevent N --gevent-early-monkey-patch ...` (see docs/topics/deployment.rst)"
 )
 
 
