@@ -30,7 +30,8 @@ setup(
     },
     include_package_data=True,
     install_requires=[
-        "gevent>=24.2",
+        # 24.10.1: the first for Python 3.13, and what gunicorn 23+ requires of it
+        "gevent>=24.10.1",
         # wsbridge drives websockets' sans-I/O protocol: 16.0 is the first with a separate
         # fragment size limit (and the newest on Python 3.10); capped at the newest major
         # the matrix tests, since its internals move between majors (docs/topics/versions.rst).

@@ -671,7 +671,8 @@ class WebSocketTransport:
             # with (a limit, a protocol error); else 1006 (no closing handshake).
             protocol = self.protocol
             close = protocol.close_rcvd or protocol.close_sent
-            code = close.code if close is not None else 1006
+            # int(): websockets' CloseCode is an IntEnum, which Python 3.10 prints by name
+            code = int(close.code) if close is not None else 1006
         exc = self.protocol.parser_exc
         if exc is not None and not isinstance(exc, EOFError):
             logger.info(

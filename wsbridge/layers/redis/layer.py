@@ -442,6 +442,11 @@ class RedisLayer(BaseChannelLayer):
         self._generation += 1
         self._readers = {}
         self._attached.clear()
+        for shard in self.shards:
+            # Give each pool its new owner now. redis-py 5.0 does it lazily under a
+            # plain Lock that a copied greenlet may hold (ChildDeadlockedError after
+            # 5 s under gunicorn --preload); newer releases use an RLock.
+            shard.pool.reset()
 
     def _read_loop(self, shard: Shard) -> None:
         """Block on this process's inbox on ``shard``; dispatch what arrives; survive outages."""

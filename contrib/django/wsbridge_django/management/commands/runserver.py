@@ -44,7 +44,7 @@ class Command(BaseRunserver):
         from ...runtime import serving_application
 
         autoreload.raise_last_exception()
-        if not options["skip_checks"]:
+        if not options.get("skip_checks"):  # Django < 4.0 has no --skip-checks
             self.stdout.write("Performing system checks...\n\n")
             self.check(display_num_errors=True)
         self.check_migrations()
@@ -59,7 +59,7 @@ class Command(BaseRunserver):
                 static=static and apps.is_installed("django.contrib.staticfiles")
             )
             host = self.addr if not self._raw_ipv6 else self.addr.strip("[]")
-            serve(app, host, int(self.port), ready=lambda server: self.on_bind(server.server_port))
+            serve(app, host, int(self.port), ready=lambda server: self._ready(server.server_port))
         except OSError as exc:
             messages = {
                 errno.EACCES: "You don't have permission to access that port.",
@@ -73,3 +73,16 @@ class Command(BaseRunserver):
         # serve() returns after SIGTERM/SIGINT closed the sockets: end the
         # process, reloader loop included.
         os._exit(0)
+
+    def _ready(self, port: int) -> None:
+        """Say where the server listens (with the bound port, for ``0``)."""
+        on_bind = getattr(super(), "on_bind", None)
+        if on_bind is not None:
+            on_bind(port)
+            return
+        # Django < 4.0 has no on_bind(): the same line it prints from 4.0 on.
+        addr = f"[{self.addr}]" if self._raw_ipv6 else self.addr
+        self.stdout.write(
+            f"Starting development server at {self.protocol}://{addr}:{port}/\n"
+            f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}."
+        )
