@@ -47,7 +47,7 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 docs: $(STAMP)
-	$(PY) -m sphinx -q -b html docs docs/_build/html
+	$(PY) -m sphinx -n -W --keep-going -q -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info docs/_build reports

@@ -65,6 +65,8 @@ setup(
             "ruff>=0.5",
             "mypy>=1.10",
             "sphinx>=7",
+            # examples/flask and docs/topics/flask.rst (run by tests/docs)
+            "flask>=3.0",
         ],
     },
     entry_points={"console_scripts": ["wsbridge = wsbridge.cli:main"]},

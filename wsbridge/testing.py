@@ -172,7 +172,7 @@ class Communicator:
 
     @property
     def channel_name(self) -> str | None:
-        """The connection's channel: ``channel_layer.send(comm.channel_name, {...})``."""
+        """The connection's channel; ``channel_layer.send(comm.channel_name, {...})`` reaches it."""
         return self.connection.channel_name
 
     @property

@@ -47,7 +47,7 @@ class LongPollClient:
         target: the server's base URL (``"http://127.0.0.1:8000"``) or a WSGI
             app returned by ``wsbridge.wrap()`` (called in-process, no socket;
             its polls park the calling greenlet, so nothing else needs gevent).
-            Assign :attr:`target` later to send the next requests elsewhere
+            Assign ``client.target`` later to send the next requests elsewhere
             (another server process: the session follows).
         prefix: where the long-poll endpoints are mounted.
         origin: the ``Origin`` header of every request (tokens are bound to it).

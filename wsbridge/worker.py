@@ -192,7 +192,7 @@ class Worker:
     def stop_soon(self, timeout: float | None = 30.0) -> None:
         """Begin :meth:`stop` in another greenlet and return (safe from a signal handler).
 
-        Calling it again while stopping does nothing; wait for :attr:`stopped`.
+        Calling it again while stopping does nothing; wait for :meth:`run` to return.
         """
         if self._stopping.is_set():
             return

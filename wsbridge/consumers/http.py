@@ -327,7 +327,7 @@ class SseConsumer(HttpConsumer):
 
     keepalive_interval: ClassVar[float | None] = 15.0
     keepalive_body: ClassVar[bytes] = b": keep-alive\n\n"
-    #: Reconnection delay sent to the browser at the start, in ms (None: the browser's default).
+    #: The reconnection delay in ms sent to the browser first (None keeps the browser's default).
     retry: ClassVar[int | None] = None
     #: Extra response headers.
     stream_headers: ClassVar[Headers | None] = None

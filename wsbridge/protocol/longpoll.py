@@ -78,13 +78,13 @@ class SessionState(enum.Enum):
 
     #: Opened by the client; the consumer has not accepted yet.
     CONNECTING = "connecting"
-    #: Accepted: frames flow both ways.
+    #: Accepted, frames flow both ways.
     OPEN = "open"
     #: The server queued its close frame; waiting for a poll to ack it.
     CLOSING = "closing"
-    #: Over: refused, closed by the client, close acked, or expired.
+    #: Over (refused, closed by the client, close acked, or expired).
     CLOSED = "closed"
-    #: Handed to another process (graceful restart): this process no longer serves it.
+    #: Handed to another process on a graceful restart; this process no longer serves it.
     MOVED = "moved"
 
 
@@ -619,7 +619,8 @@ class HandOff:
 
     Attributes:
         sid: the session id.
-        origin, user: what its tokens are bound to.
+        origin: the Origin its tokens are bound to.
+        user: the user its tokens are bound to.
         macs: the MACs of the tokens the client may present (newest first).
         scope: the connection scope, reduced to msgpack types.
         session: :meth:`LongPollSession.snapshot`.

@@ -112,7 +112,7 @@ class ClientSession:
     def poll_answered(self, status: int, body: Any) -> list[Frame]:
         """The new frames of a poll answer, in order (a resend's old ones are dropped).
 
-        A close frame is the last one returned; :attr:`closed` is set and
+        A close frame is the last one returned; ``closed`` is set and
         the session is over (send :meth:`poll_body` once more to ack it, if
         you like: the answer is 410). A 409 (a newer poll took over) returns
         nothing.

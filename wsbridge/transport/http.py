@@ -9,10 +9,10 @@ the response is complete, the client goes away, or the hold timeout answers
 for a consumer that never did.
 
 Costs per held request: the server's request greenlet (parked on one
-Event), the socket, a :class:`Connection`; no extra greenlet. A gone client
-is noticed while holding by an I/O watcher on the socket (EOF), and while
-streaming by a failed write (``keepalive_interval`` makes those writes
-happen on idle streams).
+Event), the socket, a :class:`~wsbridge.consumers.runner.Connection`; no
+extra greenlet. A gone client is noticed while holding by an I/O watcher on
+the socket (EOF), and while streaming by a failed write
+(``keepalive_interval`` makes those writes happen on idle streams).
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ holds the session (the *owner*). A request that reaches another process is
 forwarded over the channel layer as an ``lp.request`` message; the owner
 runs it as if it had arrived locally and answers with ``lp.reply`` (and an
 early ``hold`` reply, so a dead owner is noticed quickly): see
-:mod:`wsbridge.transport.longpoll_relay` and ``docs/topics/protocol.rst``.
+``wsbridge.transport.longpoll_relay`` and ``docs/topics/protocol.rst``.
 
 Graceful restarts keep sessions when the layer is shared: the process going
 away hands each session to the layer and the next process to see a request
-for it adopts it (:mod:`wsbridge.transport.longpoll_handoff`).
+for it adopts it (``wsbridge.transport.longpoll_handoff``).
 """
 
 from __future__ import annotations
@@ -135,8 +135,9 @@ class LongPollOptions:
         session_timeout: seconds of silence before a session expires.
         handshake_timeout: seconds the consumer has to accept an open.
         max_body: request body limit in bytes (413 beyond).
-        max_buffer / max_buffer_bytes: unacked frames held per session;
-            past them the session closes with 1013.
+        max_buffer: unacked frames held per session; past it the session
+            closes with 1013.
+        max_buffer_bytes: the same limit in bytes.
         allowed_origins: cross-origin pages allowed (besides the same host).
         secret: token key; ``WSBRIDGE_SECRET`` or a per-process random one
             (with a warning when the layer is shared) when unset.

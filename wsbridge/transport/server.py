@@ -2,12 +2,12 @@
 
 ``wsbridge serve mysite.wsgi`` (or ``module:attr``) imports the app after
 gevent has monkey-patched the standard library: the patching happens in
-:func:`wsbridge.cli.main` before any subcommand module is imported (an
+``wsbridge.cli.main()`` before any subcommand module is imported (an
 imported module could otherwise pull in ``ssl`` or ``threading`` first).
 This module's own imports are patch-safe for that reason: ``gevent.pywsgi``
 is imported only inside the functions that need it.
 
-:class:`WSBridgeHandler` is the pywsgi handler that lends its socket to the
+``WSBridgeHandler`` is the pywsgi handler that lends its socket to the
 WebSocket transport: once the WebSocket is over it writes no response and
 reads no further request on that socket.
 """
@@ -116,7 +116,7 @@ _CLOSED_FILE = _ClosedFile()
 
 
 def wsbridge_handover(environ: dict[str, Any]) -> Any:
-    """The hand-over from :class:`WSBridgeHandler`, or None under another server."""
+    """The hand-over from ``WSBridgeHandler``, or None under another server."""
     ref = environ.get(_HANDLER_KEY)
     handler = ref() if ref is not None else None
     if handler is None or getattr(handler, "socket", None) is None:
@@ -141,7 +141,7 @@ def foreign_pywsgi_handover(environ: dict[str, Any]) -> Any:
 
 
 def handler_class() -> type:
-    """Build :class:`WSBridgeHandler` (pywsgi is imported only when serving)."""
+    """Build ``WSBridgeHandler`` (pywsgi is imported only when serving)."""
     global WSBridgeHandler
     if WSBridgeHandler is not None:
         return WSBridgeHandler
@@ -206,7 +206,7 @@ def make_server(
     access_log: Any = None,
     **wrap_options: Any,
 ) -> Any:
-    """Build (not start) a pywsgi server for ``app``, wrapped with :func:`wrap` if needed.
+    """Build (not start) a pywsgi server for ``app``, wrapped with :func:`wsbridge.wrap` if needed.
 
     Args:
         app: a WSGI app; one returned by ``wrap()`` is used as is.
@@ -306,6 +306,16 @@ def _run_until_signal(server: Any, shutdown_timeout: float) -> None:
 # -- the command --------------------------------------------------------------------------
 
 
+def cwd_on_path() -> None:
+    """Put the cwd on ``sys.path``, as ``python -m`` does and console scripts do not.
+
+    Call it before importing the project's modules (the app, ``--consumers``,
+    ``--routing``), so that ``wsbridge serve`` finds them where it is started.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def load_app(spec: str) -> Any:
     """Import the WSGI app named by ``module:attr`` or ``module``.
 
@@ -315,8 +325,7 @@ def load_app(spec: str) -> Any:
         ConfigurationError: the module or the attribute does not exist.
     """
     module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    cwd_on_path()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -458,6 +467,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..exceptions import WSBridgeError
 
     try:
+        cwd_on_path()  # --layer module:attr, --consumers and --routing name project modules too
         if args.layer:  # before the app is imported: it may look its layer up then
             from ..layers import set_channel_layer
             from ..worker import layer_from_option

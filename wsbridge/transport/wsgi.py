@@ -53,14 +53,14 @@ logger = logging.getLogger("wsbridge.wsgi")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 OriginCheck = Callable[[dict[str, Any]], bool]
 
-#: Modules that mount endpoints under the wsbridge prefix: (module, function).
+#: Modules that mount endpoints under the wsbridge prefix, as (module, function).
 #: The function takes the WSBridgeApp and returns ``Endpoint`` objects. A
 #: provider module that does not exist yet is skipped.
 ENDPOINT_PROVIDERS: list[tuple[str, str]] = [
     ("wsbridge.transport.longpoll", "endpoints"),  # /_wsbridge/poll/...
     ("wsbridge.transport.static", "endpoints"),  # /_wsbridge/wsbridge.js
 ]
-#: (module, function) building the HTTP consumer dispatcher: called with the
+#: The (module, function) that builds the HTTP consumer dispatcher; called with the
 #: WSBridgeApp, it returns ``f(environ) -> WSGI app or None``.
 HTTP_DISPATCHER: tuple[str, str] = ("wsbridge.transport.http", "dispatcher")
 
@@ -219,7 +219,7 @@ class WSBridgeApp:
     Attributes:
         app: the wrapped WSGI app.
         router: where WebSocket paths are resolved (``router.resolve``).
-        websocket: the :class:`WebSocketOptions` of every connection.
+        websocket: the :class:`~wsbridge.transport.wsoptions.WebSocketOptions` of every connection.
         endpoints: wsbridge's own URLs, tried in order (:meth:`mount`).
     """
 
@@ -396,7 +396,7 @@ def wrap(
         app: the site's WSGI app; it keeps every request wsbridge does not claim.
         router: the routes to serve (default: ``wsbridge.router``).
         layer: the channel layer (default: ``get_channel_layer()`` on first use).
-        websocket: limits and knobs (:class:`WebSocketOptions`).
+        websocket: limits and knobs (:class:`~wsbridge.transport.wsoptions.WebSocketOptions`).
         allowed_origins: Origin patterns allowed to connect (default: only the
             request's own Host); see :func:`check_origin`.
         origin_check: replace the Origin check: ``f(environ) -> bool``.

@@ -1,6 +1,6 @@
 """The WebSocket transport's options and the socket hand-over record.
 
-Kept apart from :mod:`wsbridge.transport.websocket` (which re-exports
+Kept apart from ``wsbridge.transport.websocket`` (which re-exports
 both) so that configuration code can import them without the transport.
 """
 

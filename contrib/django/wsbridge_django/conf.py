@@ -32,6 +32,7 @@ from typing import Any
 
 __all__ = ["DEFAULTS", "wsbridge_settings", "WsbridgeSettings", "layer_settings", "allowed_origins"]
 
+#: Every ``settings.WSBRIDGE`` key with its default value.
 DEFAULTS: dict[str, Any] = {
     "LAYERS": None,
     "CONSUMERS": [],
@@ -52,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 class WsbridgeSettings:
-    """Attribute access to ``settings.WSBRIDGE[...]`` with :data:`DEFAULTS`.
+    """Attribute access to ``settings.WSBRIDGE[...]`` with ``DEFAULTS``.
 
     ``wsbridge_settings.ALLOWED_ORIGINS`` reads Django's settings at the
     moment it is asked, never before.
@@ -80,6 +81,7 @@ class WsbridgeSettings:
         return sorted(set(self._user_settings()) - set(DEFAULTS))
 
 
+#: The process's settings, read when asked (``wsbridge_settings.LAYERS``...).
 wsbridge_settings = WsbridgeSettings()
 
 

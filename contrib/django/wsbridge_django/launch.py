@@ -19,6 +19,7 @@ LAUNCHED_ENV = "WSBRIDGE_DJANGO_LAUNCHED"
 
 
 def main() -> None:
+    """Run ``sys.argv[1]`` (``manage.py``) as ``__main__`` with the remaining arguments."""
     if len(sys.argv) < 2:
         sys.exit("usage: python -m wsbridge_django.launch manage.py COMMAND [options]")
     script = os.path.abspath(sys.argv[1])

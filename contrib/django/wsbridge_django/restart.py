@@ -33,6 +33,7 @@ __all__ = ["install_restart_handlers", "close_for_restart", "post_worker_init", 
 
 logger = logging.getLogger("wsbridge.django")
 
+#: The close code sent to WebSockets on a graceful restart (Service Restart).
 SERVICE_RESTART = 1012
 _installed = False
 

@@ -20,5 +20,7 @@ from django.dispatch import Signal
 
 __all__ = ["consumer_started", "consumer_finished"]
 
+#: Sent before each consumer call (a connection's event or a background message).
 consumer_started = Signal()
+#: Sent after each consumer call, even when the consumer raised.
 consumer_finished = Signal()
