@@ -40,9 +40,12 @@ def serve_command() -> list[str]:
 
 
 def test_the_tutorial_project_serves_as_the_tutorial_says(tmp_path: Path) -> None:
+    # tests/django/conftest.py sets DJANGO_SETTINGS_MODULE for the whole run: the page's
+    # own pytest must not inherit it (pytest-django would look for djtest).
+    clean = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     build = subprocess.run([sys.executable, str(ROOT / "tests/docs/runpage.py"), str(TUTORIAL),
                             "docs/tutorial.rst"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=180)
+                           timeout=180, env=clean)
     assert build.returncode == 0, build.stderr
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
