@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.conftest import ROOT, free_port, server_env
+from wsbridge.transport.uwsgi import FORK_HOOKS_MISSING
 
 pytestmark = pytest.mark.redis
 
@@ -42,7 +43,9 @@ if UWSGI is None:  # pragma: no cover - pyuwsgi is in the dev extra
 class Uwsgi:
     """One uWSGI master with ``workers`` gevent workers on a free port."""
 
-    def __init__(self, tmp_path: Path, workers: int = 2, *, gevent: bool = True) -> None:
+    def __init__(
+        self, tmp_path: Path, workers: int = 2, *, gevent: bool = True, lazy: bool = True
+    ) -> None:
         self.port = free_port()
         self.pidfile = tmp_path / "uwsgi.pid"
         self.log_path = tmp_path / "uwsgi.log"
@@ -57,7 +60,8 @@ class Uwsgi:
             "--http-socket", f"127.0.0.1:{self.port}",
             *(["--gevent", "200", "--gevent-early-monkey-patch"] if gevent else []),
             "--master",
-            "--lazy-apps",  # the app is loaded in each worker (docs/topics/deployment.rst)
+            # the app is loaded in each worker (docs/topics/deployment.rst)
+            *(["--lazy-apps"] if lazy else []),
             "--processes", str(workers),
             "--chdir", str(HERE),
             "--module", "uwsgi_app:application",
@@ -69,6 +73,7 @@ class Uwsgi:
             # by default the venv's base one, which has no pyuwsgi (docs: deployment)
             "--binary-path", sys.executable,
         ]  # fmt: skip
+        self.command = command
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=log)
         wait_for(self.answers, timeout=30)
@@ -77,9 +82,10 @@ class Uwsgi:
 
     def wait_ready(self, generation: int) -> None:
         """Wait until every worker of the n-th start (1, then 2 after a reload) is ready."""
-        # with --lazy-apps each worker imports the app itself
+        # with --lazy-apps each worker imports the app itself (else the master, once)
         ready = "WSGI app 0 (mountpoint='') ready"
-        wait_for(lambda: self.log().count(ready) >= self.workers * generation, 30)
+        per_start = self.workers if "--lazy-apps" in self.command else 1
+        wait_for(lambda: self.log().count(ready) >= per_start * generation, 30)
 
     def answers(self) -> bool:
         if self.proc.poll() is not None:
@@ -115,6 +121,7 @@ def uwsgi(tmp_path):
     yield server
     server.stop()
     assert "Traceback" not in server.log(), server.log()
+    assert FORK_HOOKS_MISSING not in server.log()
 
 
 def test_websocket_echo_with_compression_under_uwsgi(uwsgi):
@@ -242,3 +249,16 @@ def test_uwsgi_without_gevent_refuses_websockets_with_500_and_says_why(tmp_path)
     finally:
         server.stop()
     assert "cannot hand the client socket over" in server.log()
+
+
+def test_app_loaded_in_the_master_without_fork_hooks_logs_an_error_naming_lazy_apps(tmp_path):
+    # Without --lazy-apps uWSGI imports the app in the master and forks in C, running
+    # none of Python's at-fork hooks: every worker would share the layer's identity.
+    server = Uwsgi(tmp_path, workers=2, lazy=False)
+    try:
+        for _ in range(6):  # reach both workers (the kernel picks who accepts)
+            assert http_request(server.port, "/pid", method="GET")[0] == 200
+        wait_for(lambda: FORK_HOOKS_MISSING in server.log(), timeout=10)
+        assert "--lazy-apps" in FORK_HOOKS_MISSING
+    finally:
+        server.stop()
