@@ -46,11 +46,13 @@ import sys
 import weakref
 from typing import Any
 
+from ..protocol.envelope import CLOSE_SERVICE_RESTART
+
 __all__ = ["uwsgi_handover", "install_reload_handler", "close_for_reload", "SERVICE_RESTART"]
 
 logger = logging.getLogger("wsbridge.uwsgi")
 
-SERVICE_RESTART = 1012
+SERVICE_RESTART = CLOSE_SERVICE_RESTART  # 1012
 #: Bound on the closes and hand-overs of one reload (uWSGI's mercy bounds the rest).
 RELOAD_TIMEOUT = 15.0
 
