@@ -410,6 +410,8 @@ class LayerConformance:
         layer.attach(channel, got)
         for i in range(200):
             layer.send(channel, {"type": "n", "i": i})
+            if i % 50 == 49:  # under the default capacity (100): order, not ChannelFull
+                got.wait(i + 1)
         assert [m["i"] for m in got.wait(200)] == list(range(200))
 
     def test_messages_sent_before_attach_are_handed_over(self, layer):
@@ -589,3 +591,29 @@ class LayerConformance:
         assert isinstance(layer, BaseChannelLayer)
         for extension in ("groups", "flush", "attach", "delay"):
             assert extension in layer.extensions
+
+    # -- marks (extension "marks": spent token ids, revocation times) --------------------
+
+    def test_claim_is_true_once_per_key_until_its_ttl_passes(self, layer):
+        assert "marks" in layer.extensions
+        assert layer.claim("jti.a", 0.3) is True
+        assert layer.claim("jti.a", 0.3) is False
+        assert layer.claim("jti.b", 0.3) is True
+        time.sleep(0.45)  # expiry is what this checks
+        assert layer.claim("jti.a", 0.3) is True
+
+    def test_a_mark_holds_a_number_until_its_ttl_passes(self, layer):
+        assert layer.get_mark("revoked.x") is None
+        layer.put_mark("revoked.x", 1234.5, 0.3)
+        assert layer.get_mark("revoked.x") == 1234.5
+        layer.put_mark("revoked.x", 99.0, 0.3)  # last write wins
+        assert layer.get_mark("revoked.x") == 99.0
+        time.sleep(0.45)
+        assert layer.get_mark("revoked.x") is None
+
+    def test_flush_forgets_marks(self, layer):
+        layer.put_mark("revoked.y", 1.0, 60)
+        assert layer.claim("jti.y", 60)
+        layer.flush()
+        assert layer.get_mark("revoked.y") is None
+        assert layer.claim("jti.y", 60)

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import sys
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -174,6 +175,17 @@ CHANNELS_API = ("send", "receive", "new_channel", "group_add", "group_discard", 
 _ASGIREF_SYNC = os.path.join("asgiref", "sync.py")
 
 
+def _tag_policy_groups(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``group_send`` that names the group in messages of groups with a slow-client policy."""
+    from ..policies import tag
+
+    @functools.wraps(func)
+    def group_send(self: BaseChannelLayer, group: str, message: Message) -> int:
+        return func(self, group, tag(group, message) if isinstance(message, dict) else message)
+
+    return group_send
+
+
 def _refuse_asgiref(func: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a layer method so that asgiref's ``async_to_sync`` gets a clear error.
 
@@ -219,6 +231,8 @@ class BaseChannelLayer(ABC):
         for name in CHANNELS_API:
             own = cls.__dict__.get(name)
             if callable(own) and not getattr(own, "__isabstractmethod__", False):
+                if name == "group_send":
+                    own = _tag_policy_groups(own)
                 setattr(cls, name, _refuse_asgiref(own))
 
     def __init__(
@@ -246,6 +260,14 @@ class BaseChannelLayer(ABC):
                 layer._after_fork()
 
         os.register_at_fork(after_in_child=renew_in_child)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ended a layer that cannot be used again (the Redis layer).
+
+        ``get_channel_layer()`` then builds the process's layer afresh.
+        """
+        return bool(getattr(self, "_closed", False))
 
     @staticmethod
     def _make_client_prefix() -> str:
@@ -327,6 +349,27 @@ class BaseChannelLayer(ABC):
     def detach(self, channel: str) -> None:
         """Stop push delivery for ``channel`` and forget anything queued for it."""
 
+    # -- process heartbeats (wsbridge status) ---------------------------------
+
+    def publish_process(self, name: str, info: Mapping[str, Any], ttl: float) -> None:
+        """Publish one process's heartbeat ``info`` under ``name``; it vanishes after ``ttl`` s.
+
+        The default keeps it in this process (all an unshared layer can do);
+        a shared layer stores it where every process reads it
+        (:mod:`wsbridge.heartbeat` calls this; ``wsbridge status`` reads
+        :meth:`processes`).
+        """
+        table = self.__dict__.setdefault("_heartbeats", {})
+        table[name] = (time.monotonic() + ttl, dict(info))
+
+    def processes(self) -> list[dict[str, Any]]:
+        """The heartbeats published and not yet expired, one dict per process."""
+        table = self.__dict__.get("_heartbeats", {})
+        now = time.monotonic()
+        for name in [n for n, (until, _) in table.items() if until < now]:
+            del table[name]
+        return [info for _, info in table.values()]
+
     # -- helpers for subclasses --------------------------------------------
 
     def _new_channel_name(self, prefix: str) -> str:
@@ -336,3 +379,21 @@ class BaseChannelLayer(ABC):
     def stats(self) -> dict[str, Any]:
         """Counters for ``wsbridge status`` (backend-specific keys)."""
         return {}
+
+    # -- marks: small shared facts with a lifetime (extension "marks") ---------
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Set ``key`` unless it is already set; True when this call set it.
+
+        Shared by every process on the layer (Redis: ``SET NX PX``), kept for
+        ``ttl`` seconds. wsbridge uses it to spend a connect token's id once.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no marks")
+
+    def put_mark(self, key: str, value: float, ttl: float) -> None:
+        """Store a number under ``key`` for ``ttl`` seconds (last write wins)."""
+        raise NotImplementedError(f"{type(self).__name__} has no marks")
+
+    def get_mark(self, key: str) -> float | None:
+        """The number stored under ``key``, or None when unset or expired."""
+        raise NotImplementedError(f"{type(self).__name__} has no marks")

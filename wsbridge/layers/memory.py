@@ -9,6 +9,7 @@ the Redis layer for that.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
+from ..drops import record_drop, warn_once
 from ..exceptions import ChannelFull, InvalidChannelName
 from .base import (
     BaseChannelLayer,
@@ -51,6 +53,8 @@ class MemoryLayer(BaseChannelLayer):
     handlers must treat received messages as read-only.
     """
 
+    extensions = ("groups", "flush", "attach", "delay", "marks")
+
     def __init__(
         self,
         *,
@@ -75,12 +79,14 @@ class MemoryLayer(BaseChannelLayer):
         self._timers: set[gevent.Greenlet] = set()
         self._skipped_full = 0
         self._sends = 0
+        self._marks: dict[str, tuple[float, float]] = {}  # key -> (value, expires at)
 
     # -- sending -------------------------------------------------------------
 
     def send(self, channel: str, message: Message, *, delay: float | None = None) -> None:
         validate_channel_name(channel)
         message = validate_message(message)
+        _warn_if_not_serving("send")
         if delay is not None and delay > 0:
             self._send_later(channel, message, delay)
             return
@@ -104,7 +110,7 @@ class MemoryLayer(BaseChannelLayer):
             try:
                 self._deliver(channel, message)
             except ChannelFull:
-                logger.warning("delayed message to %s dropped: channel full", channel)
+                record_drop("queue_full", detail=f"delayed send to {channel}")
 
         arm(delay)
 
@@ -136,8 +142,12 @@ class MemoryLayer(BaseChannelLayer):
     def _expire(self, queue: _Queue) -> None:
         now = time.monotonic()
         items = queue.items
+        expired = 0
         while items and items[0][0] < now:
             items.popleft()
+            expired += 1
+        if expired:
+            record_drop("expired", expired, detail="in-memory channel, never received")
 
     # -- receiving -----------------------------------------------------------
 
@@ -224,6 +234,7 @@ class MemoryLayer(BaseChannelLayer):
     def group_send(self, group: str, message: Message) -> int:
         validate_group_name(group)
         message = validate_message(message)
+        _warn_if_not_serving("group_send")
         members = self._groups.get(group)
         if not members:
             return 0
@@ -244,6 +255,8 @@ class MemoryLayer(BaseChannelLayer):
         if not members:
             self._groups.pop(group, None)
         self._skipped_full += skipped
+        if skipped:
+            record_drop("group_member_full", skipped, detail=f"group {group}")
         return skipped
 
     def group_channels(self, group: str) -> list[str]:
@@ -262,6 +275,7 @@ class MemoryLayer(BaseChannelLayer):
         self._groups.clear()
         self._attached.clear()
         self._member_of.clear()
+        self._marks.clear()
         for timer in list(self._timers):
             timer.kill(block=False)
         self._timers.clear()
@@ -269,14 +283,61 @@ class MemoryLayer(BaseChannelLayer):
     def close(self) -> None:
         self.flush()
 
+    # -- marks (extension "marks"; see BaseChannelLayer.claim) ------------------
+
+    def _live_mark(self, key: str, now: float) -> tuple[float, float] | None:
+        found = self._marks.get(key)
+        if found is not None and found[1] <= now:
+            del self._marks[key]
+            return None
+        return found
+
+    def _sweep_marks(self, now: float) -> None:
+        if len(self._marks) % 1024 == 0:
+            for key in [k for k, (_v, until) in self._marks.items() if until <= now]:
+                del self._marks[key]
+
+    def claim(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        if self._live_mark(key, now) is not None:
+            return False
+        self._sweep_marks(now)
+        self._marks[key] = (1.0, now + ttl)
+        return True
+
+    def put_mark(self, key: str, value: float, ttl: float) -> None:
+        now = time.monotonic()
+        self._sweep_marks(now)
+        self._marks[key] = (float(value), now + ttl)
+
+    def get_mark(self, key: str) -> float | None:
+        found = self._live_mark(key, time.monotonic())
+        return None if found is None else found[0]
+
     def stats(self) -> dict[str, Any]:
         return {
             "backend": "memory",
             "groups": {name: len(members) for name, members in self._groups.items()},
             "channels": {name: len(q.items) for name, q in self._queues.items() if q.items},
             "attached": len(self._attached),
+            "marks": len(self._marks),
             "skipped_full": self._skipped_full,
         }
+
+
+def _warn_if_not_serving(what: str) -> None:
+    from ..process import is_serving
+
+    if not is_serving():
+        warn_once(
+            "memory-layer-not-serving",
+            "in-memory channel layer: %s from a process that serves no connections (pid %d); "
+            "only this process can receive it, so it reaches no server process. Configure a "
+            "shared layer (WSBRIDGE_LAYER=redis://..., or the Redis backend in the settings) "
+            "to reach the servers from a shell, a cron job or another process.",
+            what,
+            os.getpid(),
+        )
 
 
 #: The name Channels users know.

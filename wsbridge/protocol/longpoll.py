@@ -325,6 +325,12 @@ class LongPollSession:
         return bool(self._buffer)
 
     @property
+    def fill(self) -> int:
+        """How full the unacked buffer is, in thousandths of its nearer bound (frames or bytes)."""
+        return max(len(self._buffer) * 1000 // max(1, self.max_buffer),
+                   self._buffer_bytes * 1000 // max(1, self.max_buffer_bytes))
+
+    @property
     def acked(self) -> int:
         """The highest ``seq`` the client has acked."""
         return self._acked

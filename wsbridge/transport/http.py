@@ -30,8 +30,11 @@ import gevent
 from gevent import Timeout
 from gevent.event import Event
 
+from .. import admission
+from ..admission import client_ip
 from ..consumers.runner import Connection
 from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
+from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
 from .scope import build_scope, request_path
 
@@ -254,14 +257,27 @@ def serve_http(
         return _plain(start_response, exc.status, exc.reason, close=True)
     scope = build_scope(environ, "http", transport="http")
     scope["url_route"] = match.url_route
+    refused = authenticate_scope(scope, environ.get("wsbridge.identity"))
+    if refused is not None:
+        _skip_rest_of_body(environ)
+        return _plain(start_response, 403, f"Connect token refused: {refused}.")
+    ip = client_ip(scope)
+    busy = admission.current().admit(ip, "http")
+    if busy is not None:
+        return _plain(start_response, 429, f"{busy}; retry later.")
     try:
-        if opts.scope_hook is not None:
-            opts.scope_hook(environ, scope)
-        exchange = _Exchange(environ, start_response, scope, consumer_class, layer, opts)
-    except Exception:
-        logger.exception("building HTTP consumer %r for %s failed", consumer_class, scope["path"])
-        return _plain(start_response, 500, "Internal Server Error")
-    return exchange.run(body)
+        try:
+            if opts.scope_hook is not None:
+                opts.scope_hook(environ, scope)
+            exchange = _Exchange(environ, start_response, scope, consumer_class, layer, opts)
+        except Exception:
+            logger.exception(
+                "building HTTP consumer %r for %s failed", consumer_class, scope["path"]
+            )
+            return _plain(start_response, 500, "Internal Server Error")
+        return exchange.run(body)
+    finally:
+        admission.current().release(ip)
 
 
 def dispatcher(bridge: Any) -> Callable[[dict[str, Any]], Any]:
@@ -287,6 +303,7 @@ def dispatcher(bridge: Any) -> Callable[[dict[str, Any]], Any]:
             return None
 
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            environ["wsbridge.identity"] = getattr(bridge, "identity", None)
             return serve_http(environ, start_response, match, bridge.layer, options())
 
         return app

@@ -47,6 +47,8 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 
+from .. import admission
+from ..admission import client_ip
 from ..consumers.routing import Router
 from ..consumers.runner import Connection
 from ..exceptions import (
@@ -60,7 +62,9 @@ from ..exceptions import (
     NotFound,
     PayloadTooLarge,
 )
+from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
+from ..policies import active as policies_active
 from ..protocol.envelope import (
     CLOSE_ABNORMAL,
     CLOSE_POLICY,
@@ -207,6 +211,10 @@ class LongPollTransport(HandOffMixin):
         self.sessions: dict[bytes, Session] = {}
         self._tombstones: OrderedDict[bytes, float] = OrderedDict()
         self._moved: OrderedDict[bytes, float] = OrderedDict()
+        self._revoked: OrderedDict[bytes, str] = OrderedDict()  # sid -> why (410 body)
+        self._admitted: dict[bytes, str] = {}  # sid -> client IP counted by admission
+        #: ``wrap(identity=...)``: connect tokens for ``open`` (set by :func:`endpoints`).
+        self.identity: Any = None
         self._adopting: dict[bytes, Event] = {}
         self._leaving = False
         self._relay: Relay | None = None
@@ -433,12 +441,32 @@ class LongPollTransport(HandOffMixin):
             subprotocols=offered,
             transport="longpoll",
         )
+        refused = authenticate_scope(scope, self.identity)
+        if refused is not None:
+            raise Forbidden(f"connect token refused: {refused}")
+        ip = client_ip(scope)
+        busy = admission.current().admit(ip, "long-poll")
+        if busy is not None:
+            raise HTTPError(f"{busy}; retry later", status=429)
+        registered: list[bytes] = []  # the sid, once _forget() is the one to release
+        try:
+            return self._open_admitted(scope, path, origin, ip, registered)
+        except BaseException:
+            if not registered:
+                admission.current().release(ip)
+            raise
+
+    def _open_admitted(
+        self, scope: dict[str, Any], path: str, origin: str, ip: str, registered: list[bytes]
+    ) -> tuple[int, dict]:
         assert self._router is not None and self._signer is not None
         match = self._router.resolve("websocket", path)
         if match is None:
             raise NotFound(f"no WebSocket consumer is routed at {path!r}")
         scope["url_route"] = match.url_route
         sid = new_session_id()
+        self._admitted[sid] = ip
+        registered.append(sid)
         opts = self.options
         state = LongPollSession(
             sid,
@@ -447,12 +475,16 @@ class LongPollTransport(HandOffMixin):
             max_buffer=opts.max_buffer,
             max_buffer_bytes=opts.max_buffer_bytes,
         )
-        user = opts.user_key(scope)
+        # A token client has no cookie: its later polls carry no user, and the
+        # session token alone (128 bits, signed) is what binds them.
+        user = "" if "wsbridge.token_claims" in scope else opts.user_key(scope)
         session = Session(state, origin=origin, user=user, scope=scope)
         self.sessions[sid] = session
         session.conn = Connection(
             scope, match.consumer, self.layer, lambda event: self._emit(session, event)
         )
+        if policies_active():  # slow-client policies: wait when the buffer is half full
+            session.conn.set_backlog(lambda: state.fill, 500)
         session.conn.push({"type": "websocket.connect"})
         if not session.handshake.wait(opts.handshake_timeout):
             self._end(session, code=CLOSE_ABNORMAL)
@@ -507,6 +539,16 @@ class LongPollTransport(HandOffMixin):
                 code = CLOSE_SERVER_ERROR if event.get("error") else code
                 code = CLOSE_POLICY if code == 1000 else code
             session.handshake.set()
+            if event.get("revoked"):
+                # Revoked or kicked (wsbridge.identity): the session ends now; its
+                # pending and later polls get 410 with the reason.
+                reason = str(event.get("reason") or "revoked")
+                self._revoked[state.sid] = f"connection closed ({code}): {reason}"
+                while len(self._revoked) > _TOMBSTONES:
+                    self._revoked.popitem(last=False)
+                state.queue_close(code, reason)
+                gevent.spawn(self._end, session, code=code)
+                return
             if state.queue_close(code, str(event.get("reason") or "")) is not None:
                 session.wake()
                 gevent.spawn(self._disconnect_consumer, session, code)
@@ -555,6 +597,8 @@ class LongPollTransport(HandOffMixin):
         if session is None or session.state.moved:
             if token.sid in self._moved or (session is not None and session.state.moved):
                 raise SessionMoved()
+            if token.sid in self._revoked:
+                raise Gone(self._revoked[token.sid])
             if token.owner == self.owner and token.sid in self._tombstones:
                 raise Gone("session closed or expired")
             raise NotFound("unknown session")
@@ -597,7 +641,7 @@ class LongPollTransport(HandOffMixin):
             if why == "superseded":
                 raise Conflict("superseded by a newer poll on this session")
             if why == "gone":
-                raise Gone("session closed")
+                raise Gone(self._revoked.get(state.sid, "session closed"))
         # "moved": answered from the frames handed over, so the client just polls again
         return {"messages": [encode_frame(frame) for frame in state.pending()]}
 
@@ -643,6 +687,9 @@ class LongPollTransport(HandOffMixin):
 
     def _forget(self, session: Session, *, moved: bool = False) -> None:
         sid = session.state.sid
+        ip = self._admitted.pop(sid, None)
+        if ip is not None:
+            admission.current().release(ip)
         if self.sessions.get(sid) is session:
             del self.sessions[sid]
             table = self._moved if moved else self._tombstones
@@ -690,5 +737,6 @@ def endpoints(app: Any) -> list[Any]:
         origin_check=app.origin_check,
         **options,
     )
+    transport.identity = getattr(app, "identity", None)
     app.longpoll_transport = transport
     return [Endpoint(transport.options.prefix + "/", transport)]

@@ -57,7 +57,9 @@ from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from ..consumers.runner import Connection
+from ..identity import BEARER_SUBPROTOCOL
 from ..layers.base import BaseChannelLayer
+from ..policies import active as policies_active
 from .wsframes import OP_BINARY, OP_TEXT, frame_header, raw_sender
 from .wsoptions import (
     GOING_AWAY,
@@ -317,6 +319,13 @@ class WebSocketTransport:
         if response is None:
             return
         subprotocol = event.get("subprotocol")
+        if (
+            not subprotocol
+            and self.scope.get("wsbridge.token_subprotocol")
+            and BEARER_SUBPROTOCOL in self.scope.get("subprotocols", ())
+        ):
+            # The token came as a subprotocol: browsers need one selected back.
+            subprotocol = BEARER_SUBPROTOCOL
         if subprotocol:
             if subprotocol not in self.scope.get("subprotocols", ()):
                 logger.error(
@@ -744,7 +753,10 @@ def serve_websocket(
     transport = WebSocketTransport(handover.sock, scope, options, upgraded=handover.upgraded)
 
     def start() -> Connection:
-        return Connection(scope, consumer_class, layer, transport.consumer_send)
+        conn = Connection(scope, consumer_class, layer, transport.consumer_send)
+        if policies_active():
+            conn.set_backlog(lambda: transport._outbox_bytes, options.max_outbound_bytes // 2)
+        return conn
 
     if handover.upgraded:
         transport.conn = start()

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import admission
 from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
+from ..identity import authenticate_scope
 from . import uwsgi as uwsgi_adapter
 from .scope import build_scope, request_path
 from .websocket import Handover, WebSocketOptions, serve_websocket
@@ -241,6 +243,9 @@ class WSBridgeApp:
         secret: str | bytes | None = None,
         longpoll: dict[str, Any] | None = None,
         http: Any = None,
+        identity: Any = None,
+        group_policies: Any = None,
+        limits: Any = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -248,6 +253,11 @@ class WSBridgeApp:
             router = default_router
         self.app = app
         self.router = router
+        if layer is not None:
+            # One layer per process: views, Group and Channel send through this one too.
+            from ..layers import install_channel_layer
+
+            install_channel_layer(layer, "explicit")
         self._layer = layer
         self.websocket = websocket if websocket is not None else WebSocketOptions()
         self.origin_check = origin_check or origin_checker(allowed_origins)
@@ -257,9 +267,28 @@ class WSBridgeApp:
         self.secret = secret  # signs long-poll tokens (else WSBRIDGE_SECRET)
         self.longpoll = longpoll  # LongPollOptions fields (wsbridge.transport.longpoll)
         self.http = http  # HttpOptions or its fields (wsbridge.transport.http), read per request
+        self.identity = identity  # wsbridge.identity.IdentityOptions: tokens, re-checks
+        if identity is not None:
+            from ..identity import set_default_options
+
+            set_default_options(identity)
+        if limits is not None:
+            admission.configure(limits)
+        if group_policies is not None:
+            from ..policies import configure_group_policies
+
+            configure_group_policies(group_policies)
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
+        self._started = False
+        from ..process import in_gunicorn
+
+        if in_gunicorn():  # the app is loaded at the worker's start: check it now
+            from .shutdown import install_restart_handlers
+
+            check_startup(self)
+            install_restart_handlers(self)  # SIGTERM: close with 1012 first
 
     # -- hooks for the other transports -----------------------------------------
 
@@ -315,10 +344,25 @@ class WSBridgeApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        if not self._started:
+            self._start_serving()
         if not self._uwsgi_ready and "uwsgi.version" in environ:
             self._uwsgi_ready = True
             uwsgi_adapter.install_reload_handler(self)
         return self.dispatch(environ)(environ, start_response)
+
+    def _start_serving(self) -> None:
+        # First request of this process: it serves now. Its heartbeat (drop
+        # counters, open WebSockets) goes out through a shared layer.
+        from ..heartbeat import register_gauge, start_heartbeat
+        from ..process import mark_serving
+        from .websocket import active_connections
+
+        self._started = True
+        mark_serving()
+        register_gauge("websockets", lambda: len(active_connections()))
+        _register_control_gauges(register_gauge)
+        start_heartbeat(self.layer, "server")
 
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Answer a WebSocket request: route, check Origin, take the socket, run it."""
@@ -338,6 +382,20 @@ class WSBridgeApp:
                 start_response, "403 Forbidden", "This Origin may not open a WebSocket here."
             )
         environ["wsbridge.app"] = self
+        ip = str(environ.get("REMOTE_ADDR") or "?")
+        busy = admission.current().admit(ip, "websocket")
+        if busy is not None:
+            return _plain(start_response, "429 Too Many Requests", f"{busy}; retry later.",
+                          headers=[("Retry-After", "1")])
+        try:
+            return self._serve_admitted(environ, start_response, path, match, upgraded)
+        finally:
+            admission.current().release(ip)
+
+    def _serve_admitted(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], path: str,
+        match: Any, upgraded: bool,
+    ) -> Any:
         try:
             handover = take_over(environ)
             check_monkey_patched()
@@ -348,10 +406,28 @@ class WSBridgeApp:
             return self._refuse_upgraded(handover)
         scope = build_scope(environ, "websocket", transport="websocket")
         scope["url_route"] = match.url_route
+        refused = authenticate_scope(scope, self.identity)
+        if refused is not None:
+            return self._refuse_token(handover, refused)
         outcome = serve_websocket(
             handover, environ, scope, match.consumer, layer=self.layer, options=self.websocket
         )
         return handover.finish(outcome.status, outcome.bytes_sent)
+
+    def _refuse_token(self, handover: Handover, kind: str) -> Any:
+        # The socket is ours now: answer 403 on it (or a 1008 close after a server's 101).
+        if handover.upgraded:
+            return self._refuse_upgraded(handover)
+        body = f"Connect token refused: {kind}.\n".encode()
+        head = (
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+        try:
+            handover.sock.sendall(head + body)
+        except OSError:
+            pass
+        return handover.finish(403, len(head) + len(body))
 
     def _refuse_upgraded(self, handover: Handover) -> Any:
         # The server already said 101: all that is left is a close frame (1008).
@@ -364,6 +440,55 @@ class WSBridgeApp:
         except OSError:
             pass
         return handover.finish(101, 0)
+
+
+def check_startup(app: WSBridgeApp) -> None:
+    """What a serving process checks before it takes requests (``serve()``, gunicorn workers).
+
+    Warns when no route is registered (the ``ROUTING`` module not found,
+    decorators never imported), and refuses an unshared layer when several
+    processes serve (their rooms would split in silence).
+
+    Raises:
+        ConfigurationError: more than one process serves (gunicorn ``-w``,
+            ``WEB_CONCURRENCY``) and the layer is not shared (the in-memory one).
+    """
+    from ..process import expected_processes
+
+    router = app.router
+    if not router.routes and not router.channel_names():
+        logger.warning(
+            "no consumer is routed: every WebSocket request will get 404. Register consumers "
+            "(import the modules with @router.websocket, or pass router=/--routing/--consumers; "
+            "Django: WSBRIDGE['ROUTING'] or <app>/consumers.py) before the server starts"
+        )
+    processes = expected_processes()
+    if processes > 1 and "shared" not in app.layer.extensions:
+        raise ConfigurationError(
+            f"{processes} processes serve this app but the channel layer ({app.layer!r}) is "
+            "not shared between processes: groups, long-poll sessions and background channels "
+            "would not reach across them. Use the Redis layer: WSBRIDGE_LAYER=redis://"
+            "127.0.0.1:6379/0 (or wrap(app, layer=...)), or run one worker (-w 1)."
+        )
+
+
+def _register_control_gauges(register: Callable[[str, Callable[[], float]], None]) -> None:
+    """Identity, limits and slow-client counters in every heartbeat (``wsbridge status``)."""
+    from .. import policies
+    from ..admission import REASONS as LIMIT_REASONS
+    from ..admission import counters as limit_counters
+    from ..consumers import identity_hooks as identity
+
+    def reader(table: dict[str, int], name: str) -> Callable[[], float]:
+        return lambda: float(table.get(name, 0))
+
+    register("identity_connections", lambda: float(len(identity._tracked)))
+    for name in identity.counters:
+        register(f"identity_{name}", reader(identity.counters, name))
+    for name in LIMIT_REASONS:
+        register(f"limits_{name}", reader(limit_counters, name))
+    for name in policies.counters:
+        register(f"slow_client_{name}", reader(policies.counters, name))
 
 
 def _optional(module_name: str, attr: str) -> Any:
@@ -389,13 +514,19 @@ def wrap(
     secret: str | bytes | None = None,
     longpoll: dict[str, Any] | None = None,
     http: Any = None,
+    identity: Any = None,
+    group_policies: Any = None,
+    limits: Any = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
     Args:
         app: the site's WSGI app; it keeps every request wsbridge does not claim.
         router: the routes to serve (default: ``wsbridge.router``).
-        layer: the channel layer (default: ``get_channel_layer()`` on first use).
+        layer: the channel layer. Given, it becomes the process's layer: what
+            ``get_channel_layer()``, ``Group`` and ``Channel`` return in this
+            process (the strongest source, docs/topics/layers.rst). Default:
+            ``get_channel_layer()`` on first use.
         websocket: limits and knobs (:class:`~wsbridge.transport.wsoptions.WebSocketOptions`).
         allowed_origins: Origin patterns allowed to connect (default: only the
             request's own Host); see :func:`check_origin`.
@@ -409,6 +540,12 @@ def wrap(
             ``max_body``...; see :class:`~wsbridge.transport.longpoll.LongPollOptions`).
         http: limits of HTTP consumers (``hold_timeout``, ``max_body_size``...): an
             :class:`~wsbridge.transport.http.HttpOptions` or a dict of its fields.
+        identity: connect tokens and session re-checks
+            (:class:`~wsbridge.identity.IdentityOptions`; see docs/topics/identity.rst).
+        group_policies: slow-client policies by group pattern
+            (``{"ticker.*": GroupPolicy("coalesce", key="symbol")}``; :mod:`wsbridge.policies`).
+        limits: connections, handshakes and inbound rates per IP and per user
+            (:class:`~wsbridge.admission.LimitOptions` or a dict of its fields).
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -425,4 +562,7 @@ def wrap(
         secret=secret,
         longpoll=longpoll,
         http=http,
+        identity=identity,
+        group_policies=group_policies,
+        limits=limits,
     )

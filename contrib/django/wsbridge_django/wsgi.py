@@ -66,6 +66,16 @@ def wrap_application(app: Any, *, run_checks: bool = True) -> Any:
         "secret": longpoll_secret(),
         "longpoll": longpoll_options(),
     }
+    from django.apps import apps
+
+    if apps.is_installed("django.contrib.auth"):
+        from .identity import identity_options
+
+        options["identity"] = identity_options()
+    if wsbridge_settings.LIMITS:
+        options["limits"] = wsbridge_settings.LIMITS
+    if wsbridge_settings.GROUP_POLICIES:
+        options["group_policies"] = wsbridge_settings.GROUP_POLICIES
     options.update(wsbridge_settings.OPTIONS)
     wrapped = wsbridge.wrap(app, **options)
     install_restart_handlers(wrapped)

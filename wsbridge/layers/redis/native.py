@@ -28,6 +28,7 @@ import gevent
 
 from ...exceptions import ChannelFull, LayerUnavailable, MessageDecodeError
 from .codec import Decoded
+from .shard import raise_restoring
 
 if TYPE_CHECKING:
     from .layer import RedisLayer
@@ -59,6 +60,7 @@ class NativeLayout:
         self.chan_prefix = base + "chan:"
         self.proc_prefix = base + "proc:"
         self.delayed_key = base + "delayed"
+        self.restore_key = base + "restoring"
         self.flush_pattern = base + "*"
 
     # -- placement -------------------------------------------------------------
@@ -123,7 +125,12 @@ class NativeLayout:
         one_shard = len(self.layer.shards) == 1
         full, _reached, plain, processes = shard.call(
             shard.group_send_native,
-            keys=[self.gproc_prefix + group, self.gplain_prefix + group, self.group_prefix + group],
+            keys=[
+                self.gproc_prefix + group,
+                self.gplain_prefix + group,
+                self.group_prefix + group,
+                self.restore_key,
+            ],
             args=[
                 self.layer.group_min_score(),
                 self.proc_prefix,
@@ -133,6 +140,8 @@ class NativeLayout:
                 "1" if one_shard else "0",
             ],
         )
+        if int(full) < 0:
+            raise_restoring(shard)
         skipped = int(full)
         if processes:
             skipped += self._push_to_homes([p.decode() for p in processes], item)

@@ -32,6 +32,23 @@ export interface WSBridgeOptions {
   credentials?: RequestCredentials;
   /** Whether to reconnect after the server closed with `code`. Default: {@link WSBridge.shouldReconnect}. */
   shouldReconnect?: (code: number) => boolean;
+  /**
+   * Connect tokens, for clients without cookies (docs/topics/identity.rst): returns (a
+   * Promise of) a token or `{token, expires_in}`. Called before every connection attempt
+   * (a token opens one connection) and, with `expires_in`, again after `refreshAt` of it:
+   * the new token is sent over the open connection, which stays open. Default null.
+   */
+  token?: (() => string | TokenAnswer | Promise<string | TokenAnswer>) | null;
+  /** Where the token goes on a WebSocket: `"protocol"` (default) or `"query"` (logged by proxies). */
+  tokenIn?: "protocol" | "query";
+  /** Fraction of `expires_in` after which the token is refreshed. Default 0.8. */
+  refreshAt?: number;
+}
+
+export interface TokenAnswer {
+  token: string;
+  /** Seconds the token lives (the Django token view answers it). */
+  expires_in?: number;
 }
 
 export interface OpenEvent extends Event {
