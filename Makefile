@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: demo test services conformance conformance-quick lint docs bench clean fuzz
+.PHONY: demo test test-default test-smoke test-matrix services conformance conformance-quick lint docs bench clean fuzz
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ demo: $(STAMP)
 services:
 	bash tests/services.sh
 
-test: $(STAMP) services
+# CI: the whole suite on the default combination (.venv: python3, newest Django and
+# dependencies), then the smoke subset on every other combination of the matrix
+# (noxfile.py; environments cached outside the clone, see docs/topics/versions.rst).
+test: test-default test-smoke
+
+test-default: $(STAMP) services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The attack suite's fuzz targets with 1,000,000 inputs in all (not in CI), in rounds of
@@ -32,6 +37,12 @@ FUZZ_REPORT ?= reports/fuzz.json
 fuzz: $(STAMP) services
 	$(PY) tests/adversarial/fuzz_run.py --examples $(FUZZ_EXAMPLES) --seconds $(FUZZ_SECONDS) \
 		--report $(FUZZ_REPORT)
+test-smoke: $(STAMP) services
+	$(PY) -m nox -s smoke
+
+# The whole suite on every combination of the matrix (python x Django x oldest/newest).
+test-matrix: $(STAMP) services
+	$(PY) -m nox -s full
 
 conformance: $(STAMP)
 	$(PY) tests/conformance/run.py

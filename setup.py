@@ -39,15 +39,21 @@ setup(
     },
     include_package_data=True,
     install_requires=[
-        "gevent>=24.2",
-        "websockets>=14.0",
+        # 24.10.1: the first for Python 3.13, and what gunicorn 23+ requires of it
+        "gevent>=24.10.1",
+        # wsbridge drives websockets' sans-I/O protocol: 16.0 is the first with a separate
+        # fragment size limit (and the newest on Python 3.10); capped at the newest major
+        # the matrix tests, since its internals move between majors (docs/topics/versions.rst).
+        "websockets>=16.0,<18",
         "msgpack>=1.0",
     ],
     extras_require={
         "redis": ["redis>=5.0", "cryptography>=42"],
-        "django": ["django>=4.2"],
+        "django": ["django>=3.2,<6.1"],
         # gunicorn's gevent worker needs gunicorn[gevent] (checked at worker start since 23)
         "gunicorn": ["gunicorn[gevent]>=22.0"],
+        # uWSGI in gevent mode (docs/topics/deployment.rst); 2.0.28 is the first for 3.13.
+        "uwsgi": ["pyuwsgi>=2.0.28"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.2",
@@ -65,6 +71,9 @@ setup(
             # channels_redis 4.x interop tests and bench/layer_bench.py
             "channels>=4,<5",
             "channels-redis>=4,<5",
+            # the supported-versions matrix (noxfile.py); uv installs its environments
+            "nox[uv]>=2024.4",
+            "pyuwsgi>=2.0.28",
             "ruff>=0.5",
             "mypy>=1.10",
             "sphinx>=7",
@@ -73,9 +82,20 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["wsbridge = wsbridge.cli:main"]},
+    # The supported-versions matrix of noxfile.py and docs/topics/versions.rst.
     classifiers=[
         "Framework :: Django",
+        "Framework :: Django :: 3.2",
+        "Framework :: Django :: 4.2",
+        "Framework :: Django :: 5.2",
+        "Framework :: Django :: 6.0",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Internet :: WWW/HTTP :: WSGI",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Server",
     ],
 )

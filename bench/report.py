@@ -28,6 +28,7 @@ END = ".. END GENERATED"
 COLORS = {
     "wsbridge": "#1f77b4",
     "wsbridge-redis": "#17becf",
+    "wsbridge-uwsgi": "#bcbd22",
     "wsbridge-fastpath": "#9467bd",
     "channels": "#2ca02c",
     "socketio": "#d62728",

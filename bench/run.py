@@ -157,7 +157,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--install", action="store_true", help="only create/update the venvs and exit")
     args = p.parse_args(argv)
     if args.all:
-        args.target = args.target or [t for t in TARGETS if t != "wsbridge-fastpath"]
+        # wsbridge-uwsgi only by name (--target), like the fastpath copy
+        args.target = args.target or [
+            t for t in TARGETS if t not in ("wsbridge-fastpath", "wsbridge-uwsgi")
+        ]
         if args.fastpath and "wsbridge-fastpath" not in args.target:
             args.target.insert(1, "wsbridge-fastpath")
         args.workload = args.workload or WORKLOADS

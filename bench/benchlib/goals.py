@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-WSBRIDGE_TARGETS = ("wsbridge", "wsbridge-redis", "wsbridge-fastpath")
+WSBRIDGE_TARGETS = ("wsbridge", "wsbridge-redis", "wsbridge-fastpath", "wsbridge-uwsgi")
 
 
 def _find(

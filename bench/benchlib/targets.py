@@ -20,7 +20,9 @@ GROUP = "bench"
 
 # packages whose versions the report names, per venv
 VERSION_PACKAGES = {
-    "wsbridge": ["wsbridge", "gevent", "greenlet", "websockets", "redis", "msgpack", "gunicorn"],
+    "wsbridge": [
+        "wsbridge", "gevent", "greenlet", "websockets", "redis", "msgpack", "gunicorn", "pyuwsgi",
+    ],
     "channels": ["channels", "daphne", "channels-redis", "django", "twisted", "redis"],
     "socketio": ["python-socketio", "python-engineio", "gevent", "gevent-websocket", "redis"],
     "raw": ["gevent", "gevent-websocket", "redis"],
@@ -174,6 +176,31 @@ class WsbridgeRedis(Target):
         return [str(venv_python("wsbridge")), "pub_wsbridge.py", "--redis", redis_url]
 
 
+class WsbridgeUwsgi(WsbridgeRedis):
+    """The wsbridge-redis app under uWSGI's gevent loop, two workers (docs: deployment)."""
+
+    def server_cmd(self, port, redis_url):
+        _, env, cwd = super().server_cmd(port, redis_url)
+        cmd = [
+            str(venv_bin("wsbridge", "uwsgi")),
+            "--http-socket",
+            f"{LOOPBACK}:{port}",
+            "--gevent",
+            "6000",  # per worker: the kernel may hand one worker most of the sockets
+            "--gevent-early-monkey-patch",
+            "--master",
+            "--processes",
+            "2",
+            "--lazy-apps",
+            "--listen",
+            "4096",
+            "--disable-logging",
+            "--module",
+            "wsbridge_app:application",
+        ]
+        return cmd, env, cwd
+
+
 class Channels(Target):
     def server_cmd(self, port, redis_url):
         cmd = [
@@ -236,6 +263,13 @@ TARGETS: dict[str, Target] = {
             "wsbridge",
             "ws",
             "wsbridge, Redis layer, gunicorn -k gevent -w 2 (both workers on core 0)",
+            processes=2,
+        ),
+        WsbridgeUwsgi(
+            "wsbridge-uwsgi",
+            "wsbridge",
+            "ws",
+            "wsbridge, Redis layer, uwsgi --gevent 6000 --processes 2 (both workers on core 0)",
             processes=2,
         ),
         Channels(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,11 +67,19 @@ class _Converter:
     to_python: Callable[[str], Any]
 
 
+def _to_uuid(value: str) -> Any:
+    # imported here: on Python 3.10 uuid imports platform and subprocess, which a
+    # bare ``import wsbridge`` (or wsbridge.protocol) must not load
+    import uuid
+
+    return uuid.UUID(value)
+
+
 CONVERTERS: dict[str, _Converter] = {
     "str": _Converter(r"[^/]+", str),
     "int": _Converter(r"[0-9]+", int),
     "slug": _Converter(r"[-a-zA-Z0-9_]+", str),
-    "uuid": _Converter(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", uuid.UUID),
+    "uuid": _Converter(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", _to_uuid),
     "path": _Converter(r".+", str),
 }
 

@@ -55,7 +55,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gevent
@@ -155,12 +155,29 @@ def _request_from_environ(environ: dict[str, Any]) -> Request:
     query = environ.get("QUERY_STRING")
     if query and "?" not in path:
         path = f"{path}?{query}"
+    if not _REQUEST_HAS_METHOD:
+        return Request(path=str(path), headers=headers)
     return Request(
         path=str(path),
         headers=headers,
         method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
         protocol=str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).upper(),
     )
+
+
+# websockets 16 (the newest on Python 3.10) has no Request.method: its
+# ServerProtocol then checks no method, so the transport refuses a non-GET itself.
+_REQUEST_HAS_METHOD = "method" in {f.name for f in fields(Request)}
+
+
+def _refuse_non_get(environ: dict[str, Any], protocol: ServerProtocol) -> Response | None:
+    """405 (Allow: GET) for a non-GET upgrade under websockets 16; None otherwise."""
+    method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+    if _REQUEST_HAS_METHOD or method == "GET":
+        return None
+    response = protocol.reject(405, f"Failed to open a WebSocket connection: {method}.\n")
+    response.headers["Allow"] = "GET"
+    return response
 
 
 class WebSocketTransport:
@@ -269,7 +286,7 @@ class WebSocketTransport:
             self._reject(400, f"Invalid handshake request: {exc}.")
             return False
         with self._lock:
-            response = self.protocol.accept(request)
+            response = _refuse_non_get(environ, self.protocol) or self.protocol.accept(request)
         if response.status_code != 101:
             logger.info(
                 "refused WebSocket handshake from %s for %s: %d %s (%s)",
@@ -756,7 +773,8 @@ class WebSocketTransport:
             # with (a limit, a protocol error); else 1006 (no closing handshake).
             protocol = self.protocol
             close = protocol.close_rcvd or protocol.close_sent
-            code = close.code if close is not None else 1006
+            # int(): websockets' CloseCode is an IntEnum, which Python 3.10 prints by name
+            code = int(close.code) if close is not None else 1006
         exc = self.protocol.parser_exc
         if exc is not None and not isinstance(exc, EOFError):
             logger.info(

@@ -35,6 +35,7 @@ from .. import admission
 from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
 from ..identity import authenticate_scope
+from . import uwsgi as uwsgi_adapter
 from .scope import build_scope, request_path
 from .websocket import Handover, WebSocketOptions, serve_websocket
 
@@ -66,8 +67,8 @@ ENDPOINT_PROVIDERS: list[tuple[str, str]] = [
 HTTP_DISPATCHER: tuple[str, str] = ("wsbridge.transport.http", "dispatcher")
 
 _SERVER_HINT = (
-    "run the app with `wsbridge serve module:app` or `gunicorn -k gevent module:app` "
-    "(see docs/topics/deployment.rst)"
+    "run the app with `wsbridge serve module:app`, `gunicorn -k gevent module:app` or "
+    "`uwsgi --gevent N --gevent-early-monkey-patch ...` (see docs/topics/deployment.rst)"
 )
 
 
@@ -161,8 +162,8 @@ def take_over(environ: dict[str, Any]) -> Handover:
     """Borrow the client socket from whichever gevent server runs this request.
 
     Tried in order: wsbridge's own pywsgi handler, gevent-websocket's handler
-    (which has already answered the handshake), gunicorn's gevent worker, any
-    other gevent pywsgi handler.
+    (which has already answered the handshake), gunicorn's gevent worker, uWSGI
+    in gevent mode, any other gevent pywsgi handler.
 
     Raises:
         ServerNotSupported: the server cannot lend its socket (wsgiref, a
@@ -175,6 +176,7 @@ def take_over(environ: dict[str, Any]) -> Handover:
         pywsgi_adapter.wsbridge_handover(environ)
         or gunicorn_adapter.gevent_websocket_handover(environ)
         or gunicorn_adapter.gunicorn_handover(environ)
+        or uwsgi_adapter.uwsgi_handover(environ)
         or pywsgi_adapter.foreign_pywsgi_handover(environ)
     )
     if found is None:
@@ -227,6 +229,8 @@ class WSBridgeApp:
     """
 
     wsbridge_wrapped = True
+    #: Set once this app installed uWSGI's reload handler (in the worker's first request).
+    _uwsgi_ready = False
 
     def __init__(
         self,
@@ -345,6 +349,9 @@ class WSBridgeApp:
     ) -> Iterable[bytes]:
         if not self._started:
             self._start_serving()
+        if not self._uwsgi_ready and "uwsgi.version" in environ:
+            self._uwsgi_ready = True
+            uwsgi_adapter.install_reload_handler(self)
         return self.dispatch(environ)(environ, start_response)
 
     def _start_serving(self) -> None:

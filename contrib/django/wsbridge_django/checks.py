@@ -103,12 +103,26 @@ def check_database_drivers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return errors
 
 
-def _check_postgresql() -> list[Any]:
+def _postgresql_driver() -> str | None:
+    """"psycopg" or "psycopg2": the driver Django's backend uses; None without one."""
     try:
         from django.db.backends.postgresql.psycopg_any import is_psycopg3
-    except Exception:  # no driver at all: Django reports that itself
+    except ImportError:
+        try:  # Django < 4.2 has no psycopg_any: it speaks psycopg2 only
+            import psycopg2  # noqa: F401
+        except ImportError:  # no driver at all: Django reports that itself
+            return None
+        return "psycopg2"
+    except Exception:  # a broken driver: Django reports that itself
+        return None
+    return "psycopg" if is_psycopg3 else "psycopg2"
+
+
+def _check_postgresql() -> list[Any]:
+    driver = _postgresql_driver()
+    if driver is None:
         return []
-    if is_psycopg3:
+    if driver == "psycopg":
         waiting = sys.modules.get("psycopg.waiting")
         if (
             _gevent_patched()

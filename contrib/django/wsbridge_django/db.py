@@ -36,10 +36,23 @@ logger = logging.getLogger("wsbridge.django")
 SHARED_CONNECTIONS_KEY = "wsbridge.test_connections"
 
 
-def _initialized() -> list[Any]:
+def initialized_connections() -> list[Any]:
+    """This greenlet's database connections that exist already (none are created).
+
+    ``connections.all(initialized_only=True)`` on Django >= 4.1; on 3.2 the
+    same test by hand (it is what 4.1 does), since ``all()`` would build a
+    wrapper for every alias.
+    """
     from django.db import connections
 
-    return list(connections.all(initialized_only=True))
+    try:
+        return list(connections.all(initialized_only=True))
+    except TypeError:  # Django < 4.1
+        local = connections._connections
+        return [connections[alias] for alias in connections if hasattr(local, alias)]
+
+
+_initialized = initialized_connections
 
 
 def close_old_connections() -> None:

@@ -122,11 +122,9 @@ def _connections_in_transaction() -> dict[str, Any]:
     # A TestCase wraps each test in a transaction on this greenlet's
     # connection; the consumer's greenlet must use that same connection to
     # see the test's rows (and not wait on its locks).
-    from django.db import connections
+    from .db import initialized_connections
 
-    return {
-        conn.alias: conn for conn in connections.all(initialized_only=True) if conn.in_atomic_block
-    }
+    return {conn.alias: conn for conn in initialized_connections() if conn.in_atomic_block}
 
 
 #: The Channels name.

@@ -547,6 +547,11 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self._attached.clear()
         self._tracked.clear()
         self.presence_store.after_fork()
+        for shard in self.shards:
+            # Give each pool its new owner now. redis-py 5.0 does it lazily under a
+            # plain Lock that a copied greenlet may hold (ChildDeadlockedError after
+            # 5 s under gunicorn --preload); newer releases use an RLock.
+            shard.pool.reset()
 
     def _read_loop(self, shard: Shard) -> None:
         """Block on this process's inbox on ``shard``; dispatch what arrives; survive outages."""

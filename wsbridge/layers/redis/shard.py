@@ -157,7 +157,12 @@ class Shard:
         self.failures += 1
         self.retry_at = time.monotonic() + self.backoff.delay(self.failures)
         # Pooled sockets are dead too; drop them so nothing reuses them.
-        self.pool.disconnect(inuse_connections=False)
+        try:
+            self.pool.disconnect(inuse_connections=False)
+        except TypeError:
+            # redis-py 5.0's BlockingConnectionPool.disconnect() takes no argument and
+            # drops the borrowed connections too: they are as dead as the pooled ones.
+            self.pool.disconnect()
         if self.up:
             self.up = False
             self.outages += 1

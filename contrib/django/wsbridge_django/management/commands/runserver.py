@@ -16,8 +16,9 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connections
 from django.utils import autoreload
+
+from ...db import initialized_connections
 
 if apps.is_installed("django.contrib.staticfiles"):
     from django.contrib.staticfiles.management.commands.runserver import Command as BaseRunserver
@@ -43,11 +44,11 @@ class Command(BaseRunserver):
         from ...runtime import serving_application
 
         autoreload.raise_last_exception()
-        if not options["skip_checks"]:
+        if not options.get("skip_checks"):  # Django < 4.0 has no --skip-checks
             self.stdout.write("Performing system checks...\n\n")
             self.check(display_num_errors=True)
         self.check_migrations()
-        for conn in connections.all(initialized_only=True):
+        for conn in initialized_connections():
             conn.close()
         try:
             run_startup_checks()
@@ -58,7 +59,7 @@ class Command(BaseRunserver):
                 static=static and apps.is_installed("django.contrib.staticfiles")
             )
             host = self.addr if not self._raw_ipv6 else self.addr.strip("[]")
-            serve(app, host, int(self.port), ready=lambda server: self.on_bind(server.server_port))
+            serve(app, host, int(self.port), ready=lambda server: self._ready(server.server_port))
         except OSError as exc:
             messages = {
                 errno.EACCES: "You don't have permission to access that port.",
@@ -72,3 +73,16 @@ class Command(BaseRunserver):
         # serve() returns after SIGTERM/SIGINT closed the sockets: end the
         # process, reloader loop included.
         os._exit(0)
+
+    def _ready(self, port: int) -> None:
+        """Say where the server listens (with the bound port, for ``0``)."""
+        on_bind = getattr(super(), "on_bind", None)
+        if on_bind is not None:
+            on_bind(port)
+            return
+        # Django < 4.0 has no on_bind(): the same line it prints from 4.0 on.
+        addr = f"[{self.addr}]" if self._raw_ipv6 else self.addr
+        self.stdout.write(
+            f"Starting development server at {self.protocol}://{addr}:{port}/\n"
+            f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}."
+        )
