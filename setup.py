@@ -45,6 +45,8 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5.0", "cryptography>=42"],
+        # wsbridge.metrics: the Prometheus exporter (multi-process mode under gunicorn)
+        "metrics": ["prometheus_client>=0.17"],
         "django": ["django>=4.2"],
         # gunicorn's gevent worker needs gunicorn[gevent] (checked at worker start since 23)
         "gunicorn": ["gunicorn[gevent]>=22.0"],
@@ -63,6 +65,7 @@ setup(
             # channels_redis 4.x interop tests and bench/layer_bench.py
             "channels>=4,<5",
             "channels-redis>=4,<5",
+            "prometheus_client>=0.17",
             "ruff>=0.5",
             "mypy>=1.10",
             "sphinx>=7",

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
+from .. import metrics as _metrics
 from ..exceptions import DenyConnection, StopConsumer
 from .consumer import BaseConsumer
 from .message import Channel, Message
@@ -335,6 +336,13 @@ class SseConsumer(HttpConsumer):
     def __init__(self, scope: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(scope, **kwargs)
         self.last_event_id: str | None = self.get_header("last-event-id")
+        self._sse_counted = False
+
+    def http_disconnect(self, message: dict[str, Any]) -> None:
+        if self._sse_counted:
+            self._sse_counted = False
+            _metrics.sse_stream_closed()
+        super().http_disconnect(message)
 
     def handle(self, body: bytes) -> None:
         self.connect()
@@ -360,6 +368,8 @@ class SseConsumer(HttpConsumer):
         ]
         headers.extend(normalize_headers(self.stream_headers))
         self.send_headers(200, headers)
+        _metrics.sse_stream_opened()
+        self._sse_counted = True
         first = format_sse(retry=self.retry) if self.retry is not None else format_sse(comment="")
         self.send_body(first, more_body=True)
 
@@ -373,6 +383,9 @@ class SseConsumer(HttpConsumer):
     ) -> None:
         """Send one event; see :func:`format_sse` for the fields."""
         payload = format_sse(data, event=event, id=id, retry=retry)
+        stats = _metrics.STATS
+        stats.sse_messages_out += 1
+        stats.sse_bytes_out += len(payload)
         self.start_stream()
         self.send_body(payload, more_body=True)
 

@@ -57,12 +57,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import gevent
 from gevent.event import Event
 from greenlet import getcurrent
 
+from .. import metrics as _metrics
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
@@ -255,6 +257,7 @@ class Connection:
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        started = perf_counter() if _metrics._enabled else 0.0
         try:
             self.consumer.dispatch(event)
         except StopConsumer:
@@ -265,9 +268,15 @@ class Connection:
             self._fail(exc, f"{self._ending()}: {exc}", with_traceback=False)
             return
         except Exception as exc:
+            _metrics.STATS.consumer_exceptions[type(self.consumer).__qualname__] += 1
             self._fail(exc, f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
                             f"on {self.scope.get('path')!r}; {self._ending()}")
             return
+        finally:
+            if started:
+                _metrics.handler_timings(type(self.consumer).__qualname__).observe(
+                    perf_counter() - started
+                )
         if kind == "websocket.connect" and not self.accepted and not self.closed:
             # connect() returned without accepting: refuse the handshake, and say why.
             log_unanswered_connect(self.consumer, self.scope)

@@ -47,6 +47,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 
+from .. import metrics as _metrics
 from ..consumers.routing import Router
 from ..consumers.runner import Connection
 from ..exceptions import (
@@ -264,6 +265,11 @@ class LongPollTransport(HandOffMixin):
             self._sweeper.kill(block=False)
         self._sweeper = gevent.spawn(self._sweep)
         self._started = True
+        _metrics.register_longpoll_sessions(self.open_sessions)
+
+    def open_sessions(self) -> int:
+        """Sessions this process holds now (the ``wsbridge_longpoll_sessions`` gauge)."""
+        return len(self.sessions)
 
     def _make_signer(self) -> tuple[TokenSigner, bool]:
         secret = self.options.secret or os.environ.get("WSBRIDGE_SECRET")
@@ -487,6 +493,10 @@ class LongPollTransport(HandOffMixin):
             session.accepted = True
             session.handshake.set()
             frame = state.queue(text=event.get("text"), data=event.get("bytes"))
+            stats = _metrics.STATS
+            stats.longpoll_messages_out += 1
+            payload = event.get("text") if event.get("text") is not None else event.get("bytes")
+            stats.longpoll_bytes_out += len(payload or b"")
             if frame is not None:
                 session.wake()
                 if frame.is_close:  # buffer overflow: the client is too slow
@@ -615,6 +625,9 @@ class LongPollTransport(HandOffMixin):
                     event["text"] = frame.text
                 else:
                     event["bytes"] = frame.data
+                stats = _metrics.STATS
+                stats.longpoll_messages_in += 1
+                stats.longpoll_bytes_in += len(frame.text if frame.text is not None else frame.data or b"")
                 assert session.conn is not None
                 session.conn.push(event)  # may wait: that is backpressure on this client
             return {"ack": state.client_seq}

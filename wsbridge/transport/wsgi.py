@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import metrics as _metrics
 from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
 from .scope import build_scope, request_path
@@ -237,6 +238,8 @@ class WSBridgeApp:
         secret: str | bytes | None = None,
         longpoll: dict[str, Any] | None = None,
         http: Any = None,
+        metrics_path: str | None = None,
+        metrics_token: str | None = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -261,6 +264,11 @@ class WSBridgeApp:
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
+        self.metrics_path = metrics_path
+        if metrics_path:  # off by default; wsbridge.metrics says how to protect it
+            self.endpoints.insert(
+                0, Endpoint(metrics_path, _metrics.metrics_app(metrics_token), exact=True)
+            )
         self._started = False
         from ..process import in_gunicorn
 
@@ -304,7 +312,7 @@ class WSBridgeApp:
             if self.claims(environ):
                 return self.serve_websocket
         path = environ.get("PATH_INFO", "")
-        if path.startswith(self.prefix):
+        if path.startswith(self.prefix) or path == self.metrics_path:
             for endpoint in self.endpoints:
                 if endpoint.matches(path):
                     return endpoint.app
@@ -338,7 +346,11 @@ class WSBridgeApp:
         self._started = True
         mark_serving()
         register_gauge("websockets", lambda: len(active_connections()))
+        register_gauge("longpoll_sessions", _metrics.longpoll_sessions)
+        register_gauge("sse_streams", _metrics.sse_streams)
         start_heartbeat(self.layer, "server")
+        if _metrics.enabled():
+            _metrics.instrument_layer(self.layer)
 
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Answer a WebSocket request: route, check Origin, take the socket, run it."""
@@ -347,6 +359,7 @@ class WSBridgeApp:
         upgraded = environ.get("wsgi.websocket") is not None
         if match is None and not upgraded:
             logger.info("no WebSocket consumer at %s: 404", path)
+            _metrics.record_handshake("refused", "no_route")
             return _plain(
                 start_response, "404 Not Found", f"No WebSocket consumer is routed at {path}."
             )
@@ -354,6 +367,7 @@ class WSBridgeApp:
             logger.warning(
                 "refused WebSocket to %s from Origin %r: 403", path, environ.get("HTTP_ORIGIN")
             )
+            _metrics.record_handshake("refused", "origin")
             return _plain(
                 start_response, "403 Forbidden", "This Origin may not open a WebSocket here."
             )
@@ -363,6 +377,7 @@ class WSBridgeApp:
             check_monkey_patched()
         except ConfigurationError as exc:
             logger.error("cannot serve the WebSocket at %s: %s", path, exc)
+            _metrics.record_handshake("refused", "server_error")
             return _plain(start_response, "500 Internal Server Error", f"wsbridge: {exc}")
         if match is None or (handover.upgraded and not self.origin_check(environ)):
             return self._refuse_upgraded(handover)
@@ -439,6 +454,8 @@ def wrap(
     secret: str | bytes | None = None,
     longpoll: dict[str, Any] | None = None,
     http: Any = None,
+    metrics_path: str | None = None,
+    metrics_token: str | None = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -462,6 +479,11 @@ def wrap(
             ``max_body``...; see :class:`~wsbridge.transport.longpoll.LongPollOptions`).
         http: limits of HTTP consumers (``hold_timeout``, ``max_body_size``...): an
             :class:`~wsbridge.transport.http.HttpOptions` or a dict of its fields.
+        metrics_path: serve Prometheus metrics at this path (e.g.
+            ``"/_wsbridge/metrics"``; off by default; needs the ``metrics`` extra;
+            see :mod:`wsbridge.metrics`). Anyone reaching it learns your traffic:
+            give ``metrics_token`` or keep the path off the public proxy.
+        metrics_token: when given, a scrape needs ``Authorization: Bearer <token>``.
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -478,4 +500,6 @@ def wrap(
         secret=secret,
         longpoll=longpoll,
         http=http,
+        metrics_path=metrics_path,
+        metrics_token=metrics_token,
     )
