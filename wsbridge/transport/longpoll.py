@@ -627,7 +627,8 @@ class LongPollTransport(HandOffMixin):
                     event["bytes"] = frame.data
                 stats = _metrics.STATS
                 stats.longpoll_messages_in += 1
-                stats.longpoll_bytes_in += len(frame.text if frame.text is not None else frame.data or b"")
+                payload = frame.text if frame.text is not None else frame.data
+                stats.longpoll_bytes_in += len(payload or b"")
                 assert session.conn is not None
                 session.conn.push(event)  # may wait: that is backpressure on this client
             return {"ack": state.client_seq}
