@@ -1,6 +1,8 @@
 from django.http import HttpResponse, JsonResponse
 from django.urls import path
 
+from wsbridge_django.metrics import metrics_view
+
 from .legacy.views import announce
 
 
@@ -50,4 +52,5 @@ urlpatterns = [
     path("login/", login_view),
     path("logout/", logout_view),
     path("legacy/announce/<str:room>/", announce),
+    path("metrics/", metrics_view),
 ]
