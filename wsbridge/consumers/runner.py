@@ -68,6 +68,7 @@ from .. import metrics as _metrics
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
+from ..logs import CONNECTION_ID, new_connection_id
 from ..process import mark_serving
 from .consumer import log_unanswered_connect
 
@@ -167,6 +168,8 @@ class Connection:
         if alias != DEFAULT_ALIAS:
             layer = get_channel_layer(alias)
         mark_serving()
+        #: Put on log records about this connection (wsbridge.logs).
+        self.connection_id: str = CONNECTION_ID.get() or new_connection_id()
         self.scope = scope
         self.layer = layer
         self._transport_send = send
@@ -242,6 +245,7 @@ class Connection:
     def _drain(self) -> None:
         mailbox = self._mailbox
         self._runner = getcurrent()
+        context = CONNECTION_ID.set(self.connection_id)  # log records name this connection
         try:
             while mailbox and not self.finished.is_set():
                 from_transport, event = mailbox.popleft()
@@ -251,6 +255,7 @@ class Connection:
                         self._drained.set()
                 self._handle(event)
         finally:
+            CONNECTION_ID.reset(context)
             self._runner = None
             if mailbox and not self.finished.is_set():
                 self._wake()

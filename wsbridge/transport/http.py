@@ -33,6 +33,7 @@ from gevent.event import Event
 from ..consumers.runner import Connection
 from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
 from ..layers.base import BaseChannelLayer
+from ..logs import CONNECTION_ID
 from .scope import build_scope, request_path
 
 __all__ = ["HttpOptions", "serve_http", "dispatcher", "read_body", "status_line", "client_socket"]
@@ -381,11 +382,13 @@ class _Exchange:
         conn = self.conn
         conn.finished.rawlink(self._wake)
         self._watch_client()
+        context = CONNECTION_ID.set(conn.connection_id)  # on this request's log records
         try:
             conn.push({"type": "http.request", "body": body, "more_body": False})
             self._loop()
             return self._conclude()
         finally:
+            CONNECTION_ID.reset(context)
             self._unwatch_client()
             conn.finished.unlink(self._wake)
             self.drained.set()  # a consumer waiting for the client must not wait any more

@@ -62,6 +62,7 @@ from ..exceptions import (
     PayloadTooLarge,
 )
 from ..layers.base import BaseChannelLayer
+from ..logs import CONNECTION_ID, new_connection_id
 from ..protocol.envelope import (
     CLOSE_ABNORMAL,
     CLOSE_POLICY,
@@ -456,9 +457,13 @@ class LongPollTransport(HandOffMixin):
         user = opts.user_key(scope)
         session = Session(state, origin=origin, user=user, scope=scope)
         self.sessions[sid] = session
-        session.conn = Connection(
-            scope, match.consumer, self.layer, lambda event: self._emit(session, event)
-        )
+        context = CONNECTION_ID.set(new_connection_id())  # the session's id on its log records
+        try:
+            session.conn = Connection(
+                scope, match.consumer, self.layer, lambda event: self._emit(session, event)
+            )
+        finally:
+            CONNECTION_ID.reset(context)
         session.conn.push({"type": "websocket.connect"})
         if not session.handshake.wait(opts.handshake_timeout):
             self._end(session, code=CLOSE_ABNORMAL)
@@ -570,6 +575,7 @@ class LongPollTransport(HandOffMixin):
             raise NotFound("unknown session")
         state = session.state
         state.request_started(time.monotonic())
+        context = CONNECTION_ID.set(session.conn.connection_id if session.conn else None)
         try:
             if request.op == "poll":
                 answer = self._poll(session, request)
@@ -578,6 +584,7 @@ class LongPollTransport(HandOffMixin):
             else:
                 answer = self._close(session, request.body)
         finally:
+            CONNECTION_ID.reset(context)
             state.request_ended(time.monotonic())
         if request.body.get("token") != session.token:
             answer["token"] = session.token  # the session moved here: use its new token

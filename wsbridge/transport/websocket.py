@@ -59,6 +59,7 @@ from websockets.server import ServerProtocol
 from .. import metrics as _metrics
 from ..consumers.runner import Connection
 from ..layers.base import BaseChannelLayer
+from ..logs import CONNECTION_ID, new_connection_id
 from .wsframes import OP_BINARY, OP_TEXT, frame_header, raw_sender
 from .wsoptions import (
     GOING_AWAY,
@@ -744,6 +745,21 @@ def serve_websocket(
     Returns:
         The handshake status and bytes written, for the server's access log.
     """
+    context = CONNECTION_ID.set(new_connection_id())  # on every log record of this connection
+    try:
+        return _serve(handover, environ, scope, consumer_class, layer, options)
+    finally:
+        CONNECTION_ID.reset(context)
+
+
+def _serve(
+    handover: Handover,
+    environ: dict[str, Any],
+    scope: dict[str, Any],
+    consumer_class: Any,
+    layer: BaseChannelLayer | None,
+    options: WebSocketOptions,
+) -> _Outcome:
     transport = WebSocketTransport(handover.sock, scope, options, upgraded=handover.upgraded)
 
     def start() -> Connection:
