@@ -240,6 +240,8 @@ class WSBridgeApp:
         http: Any = None,
         metrics_path: str | None = None,
         metrics_token: str | None = None,
+        status_path: str | None = None,
+        status_token: str | None = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -265,10 +267,15 @@ class WSBridgeApp:
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
         self.metrics_path = metrics_path
+        self._exact_paths = {p for p in (metrics_path, status_path) if p}
         if metrics_path:  # off by default; wsbridge.metrics says how to protect it
             self.endpoints.insert(
                 0, Endpoint(metrics_path, _metrics.metrics_app(metrics_token), exact=True)
             )
+        #: wsbridge's own WebSocket routes (the status page's), tried before ``router``.
+        self.own_router: Router | None = None
+        if status_path:  # off by default; wsbridge.statuspage says who may look
+            self._mount_status_page(status_path, status_token)
         self._started = False
         from ..process import in_gunicorn
 
@@ -277,6 +284,22 @@ class WSBridgeApp:
 
             check_startup(self)
             install_restart_handlers(self)  # SIGTERM: close with 1012 first
+
+    def _mount_status_page(self, path: str, token: str | None) -> None:
+        from ..statuspage import consumer_for, status_app
+
+        ws_path = path.rstrip("/") + "/ws"
+        self.own_router = Router()
+        self.own_router.websocket(ws_path.lstrip("/"))(consumer_for(token))
+        self.endpoints.insert(0, Endpoint(path, status_app(token, ws_path), exact=True))
+
+    def resolve_websocket(self, path: str) -> Any:
+        """The route for a WebSocket path: wsbridge's own first, then ``router``'s."""
+        if self.own_router is not None:
+            match = self.own_router.resolve("websocket", path)
+            if match is not None:
+                return match
+        return self.router.resolve("websocket", path)
 
     # -- hooks for the other transports -----------------------------------------
 
@@ -312,7 +335,7 @@ class WSBridgeApp:
             if self.claims(environ):
                 return self.serve_websocket
         path = environ.get("PATH_INFO", "")
-        if path.startswith(self.prefix) or path == self.metrics_path:
+        if path.startswith(self.prefix) or path in self._exact_paths:
             for endpoint in self.endpoints:
                 if endpoint.matches(path):
                     return endpoint.app
@@ -324,7 +347,7 @@ class WSBridgeApp:
 
     def claims(self, environ: dict[str, Any]) -> bool:
         """Does wsbridge answer this WebSocket request (routed, or 404 for it)?"""
-        if self.router.resolve("websocket", request_path(environ)) is not None:
+        if self.resolve_websocket(request_path(environ)) is not None:
             return True
         # gevent-websocket already upgraded it for the site's own code: let it through.
         return not self.pass_unrouted and environ.get("wsgi.websocket") is None
@@ -348,6 +371,9 @@ class WSBridgeApp:
         register_gauge("websockets", lambda: len(active_connections()))
         register_gauge("longpoll_sessions", _metrics.longpoll_sessions)
         register_gauge("sse_streams", _metrics.sse_streams)
+        from ..statuspage import register_rate_gauges
+
+        register_rate_gauges()
         start_heartbeat(self.layer, "server")
         if _metrics.enabled():
             _metrics.instrument_layer(self.layer)
@@ -355,7 +381,7 @@ class WSBridgeApp:
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Answer a WebSocket request: route, check Origin, take the socket, run it."""
         path = request_path(environ)
-        match = self.router.resolve("websocket", path)
+        match = self.resolve_websocket(path)
         upgraded = environ.get("wsgi.websocket") is not None
         if match is None and not upgraded:
             logger.info("no WebSocket consumer at %s: 404", path)
@@ -456,6 +482,8 @@ def wrap(
     http: Any = None,
     metrics_path: str | None = None,
     metrics_token: str | None = None,
+    status_path: str | None = None,
+    status_token: str | None = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -484,6 +512,11 @@ def wrap(
             see :mod:`wsbridge.metrics`). Anyone reaching it learns your traffic:
             give ``metrics_token`` or keep the path off the public proxy.
         metrics_token: when given, a scrape needs ``Authorization: Bearer <token>``.
+        status_path: serve the live status page here (e.g. ``"/_wsbridge/status"``;
+            off by default; its WebSocket is at ``status_path + "/ws"``; see
+            :mod:`wsbridge.statuspage`).
+        status_token: the token a viewer needs (``?token=``); under Django a staff
+            user needs none. With neither, every viewer is refused.
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -502,4 +535,6 @@ def wrap(
         http=http,
         metrics_path=metrics_path,
         metrics_token=metrics_token,
+        status_path=status_path,
+        status_token=status_token,
     )
