@@ -2,6 +2,7 @@ from django.http import HttpResponse, JsonResponse
 from django.urls import path
 
 from wsbridge_django.metrics import metrics_view
+from wsbridge_django.statuspage import status_view
 
 from .legacy.views import announce
 
@@ -53,4 +54,5 @@ urlpatterns = [
     path("logout/", logout_view),
     path("legacy/announce/<str:room>/", announce),
     path("metrics/", metrics_view),
+    path("wsbridge/status/", status_view),
 ]
