@@ -72,6 +72,8 @@ __all__ = [
     "record_handshake",
     "record_history_lookup",
     "register_presence_entries",
+    "register_longpoll_sessions",
+    "instrument_layer",
     "Timings",
 ]
 
@@ -437,8 +439,8 @@ _exporter_lock = threading.Lock()
 _flusher: Any = None
 
 
-def enable() -> _Exporter:
-    """Turn metrics on in this process (idempotent); returns the exporter.
+def enable() -> None:
+    """Turn metrics on in this process (idempotent): handlers and layer calls are timed.
 
     Raises:
         ConfigurationError: prometheus_client is missing (names the extra).
@@ -452,7 +454,6 @@ def enable() -> _Exporter:
         import gevent
 
         _flusher = gevent.spawn(_flush_forever)
-    return _exporter
 
 
 def _flush_forever() -> None:
@@ -474,7 +475,9 @@ def flush() -> None:
 
 def render() -> tuple[bytes, str]:
     """The exposition text (all workers' in multi-process mode) and its content type."""
-    exporter = enable()
+    enable()
+    exporter = _exporter
+    assert exporter is not None
     exporter.flush()
     prom = exporter.prom
     if multiprocess_dir():

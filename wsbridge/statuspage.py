@@ -4,7 +4,7 @@ Turn it on with ``wrap(app, status_path="/_wsbridge/status", status_token="...")
 (off by default). ``GET /_wsbridge/status?token=...`` answers one HTML page; its
 script opens a WebSocket to ``/_wsbridge/status/ws?token=...``, which
 :class:`StatusConsumer` serves, sending a snapshot (:func:`collect`) every
-:attr:`StatusConsumer.interval` seconds.
+``StatusConsumer.interval`` seconds.
 
 Who may look: a request with the token (``?token=`` or ``Authorization:
 Bearer``), or, under Django, a logged-in staff user (``scope["user"].is_staff``;
@@ -33,7 +33,16 @@ from .exceptions import WSBridgeError
 from .heartbeat import read_processes, snapshot
 from .process import identity
 
-__all__ = ["StatusConsumer", "collect", "page_html", "status_app", "MAX_GROUPS"]
+__all__ = [
+    "StatusConsumer",
+    "collect",
+    "page_html",
+    "status_app",
+    "consumer_for",
+    "token_ok",
+    "register_rate_gauges",
+    "MAX_GROUPS",
+]
 
 logger = logging.getLogger("wsbridge.statuspage")
 

@@ -1,6 +1,5 @@
 from django.http import HttpResponse, JsonResponse
 from django.urls import path
-
 from wsbridge_django.metrics import metrics_view
 from wsbridge_django.statuspage import status_view
 
