@@ -42,6 +42,7 @@ name                                                  type         labels
 ``wsbridge_sse_streams``                              gauge
 ``wsbridge_presence_entries``                         gauge        (hook: presence_entries)
 ``wsbridge_history_lookups_total``                    counter      result (hit, miss)
+``wsbridge_refusals_total``                           counter      reason (server limits)
 ====================================================  ===========  ==========================
 """
 
@@ -295,10 +296,14 @@ class _Exporter:
         self.history = prom.Counter(
             "wsbridge_history_lookups", "Group history lookups by result", ["result"], **reg
         )
+        self.refusals = prom.Counter(
+            "wsbridge_refusals", "Requests the server refused or timed out, by reason "
+            "(wsbridge.transport.limits)", ["reason"], **reg,
+        )
         self.last: dict[str, int] = {}
         self.last_counters: dict[str, Counter[Any]] = {
             "handshakes": Counter(), "exceptions": Counter(), "history": Counter(),
-            "drops": Counter(),
+            "drops": Counter(), "refusals": Counter(),
         }
         self.lock = threading.Lock()
 
@@ -330,6 +335,7 @@ class _Exporter:
             "exceptions": (STATS.consumer_exceptions, self.exceptions.labels),
             "history": (STATS.history, self.history.labels),
             "drops": (Counter(drop_counts()), self.drops.labels),
+            "refusals": (Counter(_refusal_counts()), self.refusals.labels),
         }
         for name, (current, child) in sources.items():
             last = self.last_counters[name]
@@ -370,6 +376,16 @@ class _Exporter:
                 self.presence.set(_presence[0]())
             except Exception:  # a hook must never break a scrape
                 logger.debug("presence entries hook failed", exc_info=True)
+
+
+def _refusal_counts() -> dict[str, int]:
+    """The server's refusal counters (issue 11's ``wsbridge.transport.limits``), if present."""
+    try:
+        from .transport import limits  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return {}  # that module is not part of this version
+    counts = getattr(limits, "refusal_counts", None)
+    return dict(counts()) if callable(counts) else {}
 
 
 def connection_states() -> list[tuple[str, str, int]]:
