@@ -66,6 +66,7 @@ __all__ = [
     "enable",
     "enabled",
     "flush",
+    "start_flusher",
     "render",
     "metrics_app",
     "multiprocess_dir",
@@ -453,6 +454,7 @@ def sse_streams() -> int:
 _exporter: _Exporter | None = None
 _exporter_lock = threading.Lock()
 _flusher: Any = None
+_flusher_pid = 0
 
 
 def enable() -> None:
@@ -461,15 +463,29 @@ def enable() -> None:
     Raises:
         ConfigurationError: prometheus_client is missing (names the extra).
     """
-    global _exporter, _enabled, _flusher
+    global _exporter, _enabled
     with _exporter_lock:
         if _exporter is None:
             _exporter = _Exporter()
         _enabled = True
-    if multiprocess_dir() and (_flusher is None or _flusher.dead):
-        import gevent
+    start_flusher()
 
-        _flusher = gevent.spawn(_flush_forever)
+
+def start_flusher() -> None:
+    """Multi-process mode: flush this process's counts every second (once per process).
+
+    Called by :func:`enable` and again when a process starts serving, so a
+    worker forked from a master that enabled metrics (gunicorn ``--preload``)
+    runs its own flusher.
+    """
+    global _flusher, _flusher_pid
+    if not _enabled or not multiprocess_dir():
+        return
+    if _flusher is not None and _flusher_pid == os.getpid() and not _flusher.dead:
+        return
+    import gevent
+
+    _flusher, _flusher_pid = gevent.spawn(_flush_forever), os.getpid()
 
 
 def _flush_forever() -> None:

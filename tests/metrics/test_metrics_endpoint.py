@@ -127,6 +127,9 @@ def test_gunicorn_two_workers_one_scrape_shows_both_workers_counts(tmp_path):
             assert value(text, "wsbridge_messages_received_total", transport="websocket") == opened
             assert value(text, "wsbridge_messages_sent_total", transport="websocket") == 2 * opened
             assert value(text, "wsbridge_handshakes_total", result="accepted", reason="") == opened
+            # connect + one receive per socket, timed in whichever worker held it
+            handled = value(text, "wsbridge_consumer_handler_seconds_count", consumer="Echo")
+            assert handled == 2 * opened
             open_now = value(text, "wsbridge_connections", transport="websocket", state="open")
             assert open_now == opened
         for ws in sockets:

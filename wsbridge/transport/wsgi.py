@@ -377,6 +377,7 @@ class WSBridgeApp:
         start_heartbeat(self.layer, "server")
         if _metrics.enabled():
             _metrics.instrument_layer(self.layer)
+            _metrics.start_flusher()
 
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Answer a WebSocket request: route, check Origin, take the socket, run it."""
