@@ -76,6 +76,7 @@ __all__ = [
     "register_presence_entries",
     "register_longpoll_sessions",
     "instrument_layer",
+    "LAYER_OPERATIONS",
     "Timings",
 ]
 
@@ -88,6 +89,8 @@ HANDLER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LAYER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 TRANSPORTS = ("websocket", "longpoll", "sse")
+#: The layer methods :func:`instrument_layer` times.
+LAYER_OPERATIONS = ("send", "group_send", "receive", "group_add", "group_discard")
 
 
 class _Stats:
@@ -184,14 +187,14 @@ _INSTRUMENTED = "_wsbridge_metrics_timed"
 
 
 def instrument_layer(layer: Any) -> None:
-    """Time ``send``, ``group_send`` and ``receive`` of this layer instance (once).
+    """Time the :data:`LAYER_OPERATIONS` of this layer instance (once).
 
     Only the instance's attributes change (the class and other layers keep
     their untimed methods), so a process without metrics pays nothing.
     """
     if getattr(layer, _INSTRUMENTED, False):
         return
-    for operation in ("send", "group_send", "receive"):
+    for operation in LAYER_OPERATIONS:
         method = getattr(layer, operation, None)
         if method is not None:
             setattr(layer, operation, _timed(operation, method))
@@ -272,7 +275,7 @@ class _Exporter:
             ["consumer"], **reg,
         )
         self.layer = prom.Histogram(
-            "wsbridge_layer_operation_seconds", "Channel layer send/group_send/receive latency",
+            "wsbridge_layer_operation_seconds", "Channel layer operation latency",
             ["operation"], buckets=LAYER_BUCKETS, **reg,
         )
         self.mailbox = prom.Gauge(

@@ -24,6 +24,11 @@ class Echo(WebsocketConsumer):
         self.send(text_data=text_data, bytes_data=bytes_data)
 
 
+@router.websocket("room/")
+class Room(WebsocketConsumer):
+    groups = ["lobby"]
+
+
 @router.websocket("boom/")
 class Boom(WebsocketConsumer):
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -58,6 +58,8 @@ def test_wsbridge_serve_counts_handshakes_messages_exceptions_and_latency(wsbrid
         with pytest.raises(InvalidStatus) as failed, connect(served.ws_url(path)):
             pass
         assert failed.value.response.status_code == status
+    with connect(served.ws_url("/room/")):  # group_add, then group_discard, on the layer
+        pass
     with connect(served.ws_url("/boom/")) as ws:
         ws.send("x")
         deadline = time.monotonic() + 5
@@ -71,7 +73,8 @@ def test_wsbridge_serve_counts_handshakes_messages_exceptions_and_latency(wsbrid
     assert value(text, "wsbridge_messages_sent_total", transport="websocket") == 6  # pid + 5
     assert value(text, "wsbridge_received_bytes_total", transport="websocket") > 6 * 2
     assert value(text, "wsbridge_sent_bytes_total", transport="websocket") > 6 * 2
-    assert value(text, "wsbridge_handshakes_total", result="accepted", reason="") == 2
+    assert value(text, "wsbridge_handshakes_total", result="accepted", reason="") == 3
+    assert value(text, "wsbridge_layer_operation_seconds_count", operation="group_add") == 1
     assert value(text, "wsbridge_handshakes_total", result="refused", reason="no_route") == 1
     assert value(text, "wsbridge_handshakes_total", result="refused", reason="consumer") == 1
     assert value(text, "wsbridge_consumer_exceptions_total", consumer="Boom") == 1

@@ -765,9 +765,10 @@ def _serve(
     def start() -> Connection:
         return Connection(scope, consumer_class, layer, transport.consumer_send)
 
-    if handover.upgraded:
+    if handover.upgraded:  # the server (gevent-websocket) already answered 101
         transport.conn = start()
         transport.conn.push({"type": "websocket.connect"})
+        _metrics.record_handshake("accepted")
         opened = True
     else:
         opened = transport.handshake(environ, start)
