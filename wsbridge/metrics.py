@@ -51,6 +51,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -77,6 +78,8 @@ __all__ = [
     "register_longpoll_sessions",
     "instrument_layer",
     "LAYER_OPERATIONS",
+    "presence_entries",
+    "layer_history_counts",
     "Timings",
 ]
 
@@ -174,16 +177,41 @@ def record_handshake(result: str, reason: str = "") -> None:
 
 
 def record_history_lookup(hit: bool) -> None:
-    """Hook for group history (issue 15): count one lookup as a hit or a miss."""
+    """Count one history lookup made outside the layer as a ``hit`` or a ``miss``.
+
+    The layers' own recoveries are counted already (``recovered``,
+    ``not_recovered``, ``recovery_dropped_full``, from ``layer.history_counters``).
+    """
     STATS.history["hit" if hit else "miss"] += 1
 
 
 def register_presence_entries(read: Callable[[], float]) -> None:
-    """Hook for presence (issue 15): ``read()`` returns this process's presence entries."""
+    """Replace how presence entries are counted (default: what the serving layers track)."""
     _presence[:] = [read]
 
 
 _INSTRUMENTED = "_wsbridge_metrics_timed"
+#: The layers this process serves with (presence entries and history counters come from them).
+_serving_layers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def layer_history_counts() -> dict[str, int]:
+    """History recoveries by result (``recovered``, ``not_recovered``...) over serving layers."""
+    total: Counter[str] = Counter(STATS.history)
+    for layer in list(_serving_layers):
+        total.update(getattr(layer, "history_counters", None) or {})
+    return dict(total)
+
+
+def presence_entries() -> int:
+    """Presence entries this process tracks: the registered hook's, else the layers' own."""
+    if _presence:
+        return int(_presence[0]())
+    return sum(
+        len(groups)
+        for layer in list(_serving_layers)
+        for groups in (getattr(layer, "_tracked", None) or {}).values()
+    )
 
 
 def instrument_layer(layer: Any) -> None:
@@ -194,6 +222,7 @@ def instrument_layer(layer: Any) -> None:
     """
     if getattr(layer, _INSTRUMENTED, False):
         return
+    _serving_layers.add(layer)
     for operation in LAYER_OPERATIONS:
         method = getattr(layer, operation, None)
         if method is not None:
@@ -298,7 +327,7 @@ class _Exporter:
             "wsbridge_presence_entries", "Presence entries held by this process", **live, **reg
         )
         self.history = prom.Counter(
-            "wsbridge_history_lookups", "Group history lookups by result", ["result"], **reg
+            "wsbridge_history_lookups", "Group history recoveries by result", ["result"], **reg
         )
         self.refusals = prom.Counter(
             "wsbridge_refusals", "Requests the server refused or timed out, by reason "
@@ -337,7 +366,7 @@ class _Exporter:
         sources: dict[str, tuple[Counter[Any], Any]] = {
             "handshakes": (STATS.handshakes, lambda k: self.handshakes.labels(*k)),
             "exceptions": (STATS.consumer_exceptions, self.exceptions.labels),
-            "history": (STATS.history, self.history.labels),
+            "history": (Counter(layer_history_counts()), self.history.labels),
             "drops": (Counter(drop_counts()), self.drops.labels),
             "refusals": (Counter(_refusal_counts()), self.refusals.labels),
         }
@@ -375,11 +404,10 @@ class _Exporter:
         sessions = longpoll_sessions()
         self.longpoll.set(sessions)
         self.sse.set(sse_streams())
-        if _presence:
-            try:
-                self.presence.set(_presence[0]())
-            except Exception:  # a hook must never break a scrape
-                logger.debug("presence entries hook failed", exc_info=True)
+        try:
+            self.presence.set(presence_entries())
+        except Exception:  # a hook must never break a scrape
+            logger.debug("presence entries hook failed", exc_info=True)
 
 
 def _refusal_counts() -> dict[str, int]:

@@ -56,3 +56,26 @@ def test_two_flushes_add_only_what_changed_in_between():
     assert 'wsbridge_messages_received_total{transport="websocket"} 3.0' in out
     assert 'wsbridge_dropped_messages_total{reason="queue_full"} 3.0' in out
     assert 'wsbridge_handshakes_total{reason="origin",result="refused"} 1.0' in out
+
+
+def test_presence_entries_and_history_recoveries_come_from_the_serving_layer():
+    from wsbridge import metrics
+    from wsbridge.layers.memory import MemoryLayer
+
+    layer = MemoryLayer()
+    try:
+        metrics.instrument_layer(layer)
+        channel = layer.new_channel()
+        layer.group_add("room", channel)
+        assert metrics.presence_entries() == 0
+        layer.presence_track("room", channel, user="ada")
+        assert metrics.presence_entries() == 1
+        layer.history_counters["recovered"] += 2
+        layer.history_counters["not_recovered"] += 1
+        counts = metrics.layer_history_counts()
+        assert counts["recovered"] >= 2 and counts["not_recovered"] >= 1
+        assert metrics.layer_timings("group_add").take()[0] != [0] * (
+            len(metrics.LAYER_BUCKETS) + 1
+        )
+    finally:
+        layer.close()
