@@ -413,7 +413,7 @@ class _Exporter:
 def _refusal_counts() -> dict[str, int]:
     """The server's refusal counters (issue 11's ``wsbridge.transport.limits``), if present."""
     try:
-        from .transport import limits  # type: ignore[attr-defined,unused-ignore]
+        from .transport import limits
     except ImportError:
         return {}  # that module is not part of this version
     counts = getattr(limits, "refusal_counts", None)

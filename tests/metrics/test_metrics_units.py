@@ -79,3 +79,17 @@ def test_presence_entries_and_history_recoveries_come_from_the_serving_layer():
         )
     finally:
         layer.close()
+
+
+def test_the_servers_refusals_are_exported_per_reason():
+    code = (
+        "from wsbridge import metrics\n"
+        "from wsbridge.transport.limits import refused\n"
+        "refused('header_timeout', 'test')\n"
+        "refused('header_timeout', 'test')\n"
+        "print(metrics.render()[0].decode())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env=server_env())
+    assert done.returncode == 0, done.stderr
+    assert 'wsbridge_refusals_total{reason="header_timeout"} 2.0' in done.stdout
