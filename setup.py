@@ -49,6 +49,8 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5.0", "cryptography>=42"],
+        # wsbridge.metrics: the Prometheus exporter (multi-process mode under gunicorn)
+        "metrics": ["prometheus_client>=0.17"],
         "django": ["django>=3.2,<6.1"],
         # gunicorn's gevent worker needs gunicorn[gevent] (checked at worker start since 23)
         "gunicorn": ["gunicorn[gevent]>=22.0"],
@@ -74,6 +76,7 @@ setup(
             # the supported-versions matrix (noxfile.py); uv installs its environments
             "nox[uv]>=2024.4",
             "pyuwsgi>=2.0.28",
+            "prometheus_client>=0.17",
             "ruff>=0.5",
             "mypy>=1.10",
             "sphinx>=7",

@@ -32,6 +32,10 @@ from benchlib import RESULTS_DIR  # noqa: E402
 from benchlib.procs import RedisServer, raise_nofile  # noqa: E402
 from benchlib.table import print_table  # noqa: E402
 from benchlib.targets import TARGETS, VERSION_PACKAGES  # noqa: E402
+
+#: Targets --all leaves out: experiments and variants, measured when named.
+BY_NAME_ONLY = {"wsbridge-fastpath", "wsbridge-metrics", "wsbridge-redis1",
+                "wsbridge-redis1-metrics", "wsbridge-uwsgi"}
 from benchlib.venvs import (  # noqa: E402
     ensure_loadclient,
     ensure_venv,
@@ -157,10 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--install", action="store_true", help="only create/update the venvs and exit")
     args = p.parse_args(argv)
     if args.all:
-        # wsbridge-uwsgi only by name (--target), like the fastpath copy
-        args.target = args.target or [
-            t for t in TARGETS if t not in ("wsbridge-fastpath", "wsbridge-uwsgi")
-        ]
+        args.target = args.target or [t for t in TARGETS if t not in BY_NAME_ONLY]
         if args.fastpath and "wsbridge-fastpath" not in args.target:
             args.target.insert(1, "wsbridge-fastpath")
         args.workload = args.workload or WORKLOADS

@@ -1,8 +1,8 @@
 """What to install when an optional dependency is missing: one message, naming the extra.
 
 The distribution is ``wsbridge-gevent`` (the import name stays ``wsbridge``);
-its extras are ``redis`` (redis-py, cryptography), ``django`` and ``gunicorn``
-(gunicorn with what its gevent worker needs)::
+its extras are ``redis`` (redis-py, cryptography), ``django``, ``gunicorn``
+(gunicorn with what its gevent worker needs) and ``metrics`` (prometheus_client)::
 
     pip install "wsbridge-gevent[redis,gunicorn]"
 """
@@ -19,6 +19,7 @@ EXTRA_OF_MODULE = {
     "cryptography": "redis",
     "django": "django",
     "gunicorn": "gunicorn",
+    "prometheus_client": "metrics",
 }
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-WSBRIDGE_TARGETS = ("wsbridge", "wsbridge-redis", "wsbridge-fastpath", "wsbridge-uwsgi")
+WSBRIDGE_TARGETS = (
+    "wsbridge", "wsbridge-redis", "wsbridge-fastpath", "wsbridge-metrics", "wsbridge-redis1",
+    "wsbridge-redis1-metrics", "wsbridge-uwsgi",
+)
 
 
 def _find(

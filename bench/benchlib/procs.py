@@ -159,6 +159,12 @@ def machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / CLK_TCK
 
 
+def machine_steal_seconds() -> float:
+    """CPU seconds the hypervisor gave other guests (all cores) since boot, /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return int(fields[7]) / CLK_TCK if len(fields) > 7 else 0.0
+
+
 class MachineMeter:
     """Busy cores of the whole machine between start() and stop(): what else ran too.
 
@@ -175,14 +181,18 @@ class MachineMeter:
     def start(self) -> MachineMeter:
         self.ours.start()
         self._busy0 = machine_busy_seconds()
+        self._steal0 = machine_steal_seconds()
         self._t0 = time.monotonic()
         return self
 
     def stop(self) -> dict[str, float]:
         ours = self.ours.stop()
         busy = machine_busy_seconds() - self._busy0
+        steal = machine_steal_seconds() - self._steal0
         wall = time.monotonic() - self._t0
         return {
+            # cores' worth of time the VM's hypervisor ran someone else (steal, /proc/stat)
+            "steal_cores": round(steal / wall, 3) if wall else 0,
             "busy_cores": round(busy / wall, 3) if wall else 0,
             "ours_cores": ours["cpu_ratio"],
             "others_cores": round(max(0.0, busy - ours["cpu_s"]) / wall, 3) if wall else 0,

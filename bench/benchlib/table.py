@@ -23,6 +23,12 @@ def _others(r: dict[str, Any]) -> str:
     return _f(m.get("others_cores"), 2) if m else "-"
 
 
+def _steal(r: dict[str, Any]) -> str:
+    """Cores' worth of CPU the hypervisor gave other guests during the measurement."""
+    m = r.get("machine")
+    return _f(m.get("steal_cores"), 2) if m and "steal_cores" in m else "-"
+
+
 def _fail(r: dict[str, Any]) -> str:
     return "FAILED: " + str(r.get("error", "?"))[:70]
 
@@ -40,13 +46,14 @@ def fanout_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
         "client CPU",
         "ramp s",
         "others",
+        "steal",
     ]
     rows = []
     for r in results:
         if r.get("workload") != "fanout":
             continue
         if not r.get("ok"):
-            rows.append([r["target"], _f(r["clients"]), _fail(r), "", "", "", "", "", "", "", ""])
+            rows.append([r["target"], _f(r["clients"]), _fail(r), *[""] * (len(head) - 3)])
             continue
         c = r["client"]
         lat = c.get("latency_ms", {})
@@ -63,6 +70,7 @@ def fanout_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
                 _f(c["measure_cpu"]["cpu_ratio"], 2),
                 _f(c.get("ramp_s")),
                 _others(r),
+                _steal(r),
             ]
         )
     return head, rows
@@ -79,6 +87,7 @@ def echo_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
         "server CPU",
         "client CPU",
         "others",
+        "steal",
     ]
     rows = []
     for r in results:
@@ -102,6 +111,7 @@ def echo_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
                 _f(r["server_cpu"]["cpu_ratio"], 2),
                 _f(r["client_cpu"]["cpu_ratio"], 2),
                 _others(r),
+                _steal(r),
             ]
         )
     return head, rows
@@ -150,6 +160,7 @@ def handshake_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
         "server CPU",
         "client CPU",
         "others",
+        "steal",
     ]
     rows = []
     for r in results:
@@ -170,6 +181,7 @@ def handshake_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
                 _f(r["server_cpu"]["cpu_ratio"], 2),
                 _f(r["client_cpu"]["cpu_ratio"], 2),
                 _others(r),
+                _steal(r),
             ]
         )
     return head, rows

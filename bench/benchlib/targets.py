@@ -121,6 +121,35 @@ class WsbridgeMemory(Target):
         ]
 
 
+class WsbridgeMetrics(WsbridgeMemory):
+    """``wsbridge``, with Prometheus metrics on (``wrap(metrics_path=...)``): on vs off."""
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["BENCH_METRICS"] = "1"
+        return cmd, env, cwd
+
+
+class WsbridgeRedisOne(WsbridgeMemory):
+    """One ``wsbridge serve`` process on the Redis layer; publishers call the layer."""
+
+    metrics = False
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env.update(BENCH_LAYER="redis", BENCH_REDIS_URL=redis_url)
+        if self.metrics:
+            env["BENCH_METRICS"] = "1"
+        return cmd, env, cwd
+
+    def publisher_cmd(self, port, redis_url):
+        return [str(venv_python("wsbridge")), "pub_wsbridge.py", "--redis", redis_url]
+
+
+class WsbridgeRedisOneMetrics(WsbridgeRedisOne):
+    metrics = True
+
+
 class WsbridgeFastpath(WsbridgeMemory):
     """The memory-layer target on a copy patched by bench/patches/fastpath.py --pump."""
 
@@ -250,6 +279,24 @@ TARGETS: dict[str, Target] = {
     for t in [
         WsbridgeMemory(
             "wsbridge", "wsbridge", "ws", "wsbridge serve, memory layer, one gevent process"
+        ),
+        WsbridgeMetrics(
+            "wsbridge-metrics",
+            "wsbridge",
+            "ws",
+            "wsbridge serve, memory layer, Prometheus metrics on (only by name)",
+        ),
+        WsbridgeRedisOne(
+            "wsbridge-redis1",
+            "wsbridge",
+            "ws",
+            "wsbridge serve, Redis layer, one process (only by name)",
+        ),
+        WsbridgeRedisOneMetrics(
+            "wsbridge-redis1-metrics",
+            "wsbridge",
+            "ws",
+            "wsbridge serve, Redis layer, one process, Prometheus metrics on (only by name)",
         ),
         WsbridgeFastpath(
             "wsbridge-fastpath",

@@ -81,4 +81,6 @@ def tune_gc() -> None:
 
 tune_gc()
 configure_layer()
-application = wrap(site)
+# BENCH_METRICS=1: Prometheus metrics on (targets wsbridge-metrics, wsbridge-redis1-metrics).
+METRICS_PATH = "/_wsbridge/metrics" if os.environ.get("BENCH_METRICS") else None
+application = wrap(site, metrics_path=METRICS_PATH)

@@ -44,6 +44,11 @@ logger = logging.getLogger("wsbridge.consumers")
 Send = Callable[[dict[str, Any]], None]
 
 
+#: Message type -> handler name, for the types seen (bounded: types can come from anyone).
+_HANDLER_NAMES: dict[str, str] = {}
+_HANDLER_NAMES_MAX = 1024
+
+
 def get_handler_name(message: dict[str, Any]) -> str:
     """Return the method name for a message: ``"chat.message"`` -> ``"chat_message"``.
 
@@ -52,6 +57,10 @@ def get_handler_name(message: dict[str, Any]) -> str:
             with ``_`` (private methods are never reachable from messages).
     """
     kind = message.get("type")
+    if kind.__class__ is str:  # the group path: one dict look-up per delivery
+        name = _HANDLER_NAMES.get(kind)
+        if name is not None:
+            return name
     if not isinstance(kind, str) or not kind:
         raise UnknownMessageType(f"message has no 'type' str (keys: {sorted(message)})")
     name = kind.replace(".", "_")
@@ -59,6 +68,8 @@ def get_handler_name(message: dict[str, Any]) -> str:
         raise UnknownMessageType(
             f"message type {kind!r} is refused: handler names starting with '_' are private"
         )
+    if len(_HANDLER_NAMES) < _HANDLER_NAMES_MAX:
+        _HANDLER_NAMES[kind] = name
     return name
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
+from .. import metrics as _metrics
 from ..exceptions import DenyConnection, StopConsumer
 from .consumer import BaseConsumer
 from .message import Channel, Message
@@ -335,8 +336,15 @@ class SseConsumer(HttpConsumer):
     def __init__(self, scope: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(scope, **kwargs)
         self.last_event_id: str | None = self.get_header("last-event-id")
+        self._sse_counted = False
         #: The last position seen per history group; the default event id carries them.
         self.positions: dict[str, str] = {}
+
+    def http_disconnect(self, message: dict[str, Any]) -> None:
+        if self._sse_counted:
+            self._sse_counted = False
+            _metrics.sse_stream_closed()
+        super().http_disconnect(message)
 
     def recovery_positions(self) -> dict[str, str] | None:
         """The positions in ``Last-Event-ID`` (see :mod:`wsbridge.protocol.recovery`)."""
@@ -393,6 +401,8 @@ class SseConsumer(HttpConsumer):
         ]
         headers.extend(normalize_headers(self.stream_headers))
         self.send_headers(200, headers)
+        _metrics.sse_stream_opened()
+        self._sse_counted = True
         first = format_sse(retry=self.retry) if self.retry is not None else format_sse(comment="")
         self.send_body(first, more_body=True)
 
@@ -413,6 +423,9 @@ class SseConsumer(HttpConsumer):
         if id is None:
             id = self._positions_id()  # noqa: A001
         payload = format_sse(data, event=event, id=id, retry=retry)
+        stats = _metrics.STATS
+        stats.sse_messages_out += 1
+        stats.sse_bytes_out += len(payload)
         self.start_stream()
         self.send_body(payload, more_body=True)
 

@@ -55,8 +55,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import gevent
@@ -64,11 +66,13 @@ from gevent.event import Event
 from greenlet import getcurrent
 
 from .. import admission
+from .. import metrics as _metrics
 from ..drops import record_drop
 from ..exceptions import BadRequest, ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
 from ..layers.history import RECOVERY_EVENT
+from ..logs import CONNECTION_ID, new_connection_id
 from ..policies import GROUP_KEY, policy_for
 from ..process import mark_serving
 from ..protocol.recovery import POSITIONS, check_positions, recovery_frame, wrap_frame
@@ -207,6 +211,8 @@ class Connection:
         if alias != DEFAULT_ALIAS:
             layer = get_channel_layer(alias)
         mark_serving()
+        #: Put on log records about this connection (wsbridge.logs).
+        self.connection_id: str = CONNECTION_ID.get() or new_connection_id()
         self.scope = scope
         self.layer = layer
         self._transport_send = send
@@ -225,6 +231,7 @@ class Connection:
         #: The exception that ended the consumer, if one did (for tests and logs).
         self.error: BaseException | None = None
         self._disconnect_queued = False
+        self._timings: Any = None  # this consumer's handler timings (wsbridge.metrics), once on
         #: Groups joined by wsbridge.identity (the user's, the session's), left at the end.
         self.identity_groups: list[str] | None = None
         self.identity_counted: str | None = None  # the user counted by wsbridge.admission
@@ -339,6 +346,7 @@ class Connection:
     def _drain(self) -> None:
         mailbox = self._mailbox
         self._runner = getcurrent()
+        context = CONNECTION_ID.set(self.connection_id)  # log records name this connection
         turn = DRAIN_TURN
         try:
             while mailbox and not self.finished.is_set() and turn:
@@ -353,6 +361,7 @@ class Connection:
                     continue
                 self._handle(event)
         finally:
+            CONNECTION_ID.reset(context)
             self._runner = None
             if mailbox and not self.finished.is_set():
                 self._wake()
@@ -372,6 +381,7 @@ class Connection:
             return
         if self._stamp:
             self._stamp_event(event, kind)
+        started = perf_counter() if _metrics._enabled else 0.0
         try:
             self.consumer.dispatch(event)
         except StopConsumer:
@@ -382,10 +392,20 @@ class Connection:
             self._fail(exc, f"{self._ending()}: {exc}", with_traceback=False)
             return
         except Exception as exc:
+            _metrics.STATS.consumer_exceptions[type(self.consumer).__qualname__] += 1
             self._fail(exc, f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
                             f"on {self.scope.get('path')!r}; {self._ending()}")
             return
         finally:
+            if started:  # metrics on: Timings.observe inlined (this runs once per delivery)
+                elapsed = perf_counter() - started
+                timings = self._timings
+                if timings is None:
+                    timings = self._timings = _metrics.handler_timings(
+                        type(self.consumer).__qualname__
+                    )
+                timings.counts[bisect_left(timings.bounds, elapsed)] += 1
+                timings.total += elapsed
             if self._current is not None:
                 self._end_stamp()
         if kind == "websocket.connect" and not self.accepted and not self.closed:

@@ -36,6 +36,7 @@ from ..consumers.runner import Connection
 from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
 from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
+from ..logs import CONNECTION_ID
 from .limits import close_after_response
 from .scope import build_scope, request_path
 
@@ -388,11 +389,13 @@ class _Exchange:
         conn = self.conn
         conn.finished.rawlink(self._wake)
         self._watch_client()
+        context = CONNECTION_ID.set(conn.connection_id)  # on this request's log records
         try:
             conn.push({"type": "http.request", "body": body, "more_body": False})
             self._loop()
             return self._conclude()
         finally:
+            CONNECTION_ID.reset(context)
             self._unwatch_client()
             conn.finished.unlink(self._wake)
             self.drained.set()  # a consumer waiting for the client must not wait any more

@@ -48,6 +48,7 @@ from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 
 from .. import admission
+from .. import metrics as _metrics
 from ..admission import client_ip
 from ..consumers.routing import Router
 from ..consumers.runner import Connection
@@ -63,6 +64,7 @@ from ..exceptions import (
 )
 from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
+from ..logs import CONNECTION_ID, new_connection_id
 from ..policies import active as policies_active
 from ..protocol.envelope import (
     CLOSE_ABNORMAL,
@@ -285,6 +287,11 @@ class LongPollTransport(HandOffMixin):
             self._sweeper.kill(block=False)
         self._sweeper = gevent.spawn(self._sweep)
         self._started = True
+        _metrics.register_longpoll_sessions(self.open_sessions)
+
+    def open_sessions(self) -> int:
+        """Sessions this process holds now (the ``wsbridge_longpoll_sessions`` gauge)."""
+        return len(self.sessions)
 
     def _make_signer(self) -> tuple[TokenSigner, bool]:
         secret = self.options.secret or os.environ.get("WSBRIDGE_SECRET")
@@ -503,9 +510,13 @@ class LongPollTransport(HandOffMixin):
         user = "" if "wsbridge.token_claims" in scope else opts.user_key(scope)
         session = Session(state, origin=origin, user=user, scope=scope)
         self.sessions[sid] = session
-        session.conn = Connection(
-            scope, match.consumer, self.layer, lambda event: self._emit(session, event)
-        )
+        context = CONNECTION_ID.set(new_connection_id())  # the session's id on its log records
+        try:
+            session.conn = Connection(
+                scope, match.consumer, self.layer, lambda event: self._emit(session, event)
+            )
+        finally:
+            CONNECTION_ID.reset(context)
         if policies_active():  # slow-client policies: wait when the buffer is half full
             session.conn.set_backlog(lambda: state.fill, 500)
         session.conn.push({"type": "websocket.connect"})
@@ -542,6 +553,10 @@ class LongPollTransport(HandOffMixin):
             session.accepted = True
             session.handshake.set()
             frame = state.queue(text=event.get("text"), data=event.get("bytes"))
+            stats = _metrics.STATS
+            stats.longpoll_messages_out += 1
+            payload = event.get("text") if event.get("text") is not None else event.get("bytes")
+            stats.longpoll_bytes_out += len(payload or b"")
             if frame is not None:
                 session.wake()
                 if frame.is_close:  # buffer overflow: the client is too slow
@@ -628,6 +643,7 @@ class LongPollTransport(HandOffMixin):
             raise NotFound("unknown session")
         state = session.state
         state.request_started(time.monotonic())
+        context = CONNECTION_ID.set(session.conn.connection_id if session.conn else None)
         try:
             if request.op == "poll":
                 answer = self._poll(session, request)
@@ -636,6 +652,7 @@ class LongPollTransport(HandOffMixin):
             else:
                 answer = self._close(session, request.body)
         finally:
+            CONNECTION_ID.reset(context)
             state.request_ended(time.monotonic())
         if request.body.get("token") != session.token:
             answer["token"] = session.token  # the session moved here: use its new token
@@ -683,6 +700,10 @@ class LongPollTransport(HandOffMixin):
                     event["text"] = frame.text
                 else:
                     event["bytes"] = frame.data
+                stats = _metrics.STATS
+                stats.longpoll_messages_in += 1
+                payload = frame.text if frame.text is not None else frame.data
+                stats.longpoll_bytes_in += len(payload or b"")
                 assert session.conn is not None
                 session.conn.push(event)  # may wait: that is backpressure on this client
             return {"ack": state.client_seq}

@@ -68,9 +68,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
+from .. import metrics as _metrics
 from ..consumers.runner import Connection
 from ..identity import BEARER_SUBPROTOCOL
 from ..layers.base import BaseChannelLayer
+from ..logs import CONNECTION_ID, new_connection_id
 from ..policies import active as policies_active
 from .limits import InboundBudget, refused
 from .wsframes import OP_BINARY, OP_TEXT, frame_header, raw_sender
@@ -296,6 +298,7 @@ class WebSocketTransport:
                 response.reason_phrase,
                 self.protocol.handshake_exc,
             )
+            _metrics.record_handshake("refused", "bad_request")
             if "Sec-WebSocket-Version" in str(self.protocol.handshake_exc):
                 response.headers["Sec-WebSocket-Version"] = "13"
             self._send_response(response)
@@ -306,6 +309,7 @@ class WebSocketTransport:
         except Exception:
             logger.exception("could not start the consumer for %s", self.scope.get("path"))
             self._reject(500, "The WebSocket consumer failed to start.")
+            _metrics.record_handshake("refused", "consumer_error")
             return False
         self.conn.push({"type": "websocket.connect"})
         assert self._decided is not None
@@ -320,7 +324,9 @@ class WebSocketTransport:
                     self.options.handshake_timeout,
                 )
                 self._reject(503, "The WebSocket consumer did not answer in time.")
+                _metrics.record_handshake("timed_out", "consumer")
                 return False
+        _count_handshake(self._status)
         return self._status == 101
 
     def _send_response(self, response: Response) -> None:
@@ -420,6 +426,8 @@ class WebSocketTransport:
                 payload, first = bytes(data), OP_BINARY
             else:
                 return
+            stats = _metrics.STATS
+            stats.websocket_messages_out += 1
             protocol = self.protocol
             if protocol.extensions or protocol.writes or protocol.expect_continuation_frame:
                 # Extensions transform payloads (permessage-deflate): the protocol frames.
@@ -493,6 +501,7 @@ class WebSocketTransport:
             self._abort()
             return ()
         self._bytes_sent += sent
+        _metrics.STATS.websocket_bytes_out += sent
         return () if sent == len(data) else (data[sent:],)
 
     def _write_loop(self) -> None:
@@ -507,6 +516,7 @@ class WebSocketTransport:
                 else:
                     self.sock.sendall(chunk)
                     self._bytes_sent += len(chunk)
+                    _metrics.STATS.websocket_bytes_out += len(chunk)
                 if outbox is self._outbox and outbox and outbox[0] is chunk:
                     outbox.popleft()
                     self._outbox_bytes -= len(chunk)
@@ -659,6 +669,7 @@ class WebSocketTransport:
             protocol = self.protocol
             if data:
                 self._last_read = time.monotonic()
+                _metrics.STATS.websocket_bytes_in += len(data)
                 protocol.receive_data(data)
             else:
                 protocol.receive_eof()
@@ -761,6 +772,7 @@ class WebSocketTransport:
     def _deliver(self, event: dict[str, Any]) -> None:
         conn = self.conn
         if conn is not None and self.protocol.state is OPEN:
+            _metrics.STATS.websocket_messages_in += 1
             conn.push(event)  # may block: backpressure, the lock is not held
 
     def _finish(self) -> None:
@@ -814,6 +826,16 @@ class WebSocketTransport:
         return self._bytes_sent
 
 
+_REFUSAL_REASONS = {403: "consumer", 500: "consumer_error", 503: "shutting_down"}
+
+
+def _count_handshake(status: int) -> None:
+    if status == 101:
+        _metrics.record_handshake("accepted")
+    else:
+        _metrics.record_handshake("refused", _REFUSAL_REASONS.get(status, str(status)))
+
+
 def _yield_to_io() -> None:
     """Let the hub poll for I/O and run every other ready greenlet, then come back.
 
@@ -858,6 +880,21 @@ def serve_websocket(
     Returns:
         The handshake status and bytes written, for the server's access log.
     """
+    context = CONNECTION_ID.set(new_connection_id())  # on every log record of this connection
+    try:
+        return _serve(handover, environ, scope, consumer_class, layer, options)
+    finally:
+        CONNECTION_ID.reset(context)
+
+
+def _serve(
+    handover: Handover,
+    environ: dict[str, Any],
+    scope: dict[str, Any],
+    consumer_class: Any,
+    layer: BaseChannelLayer | None,
+    options: WebSocketOptions,
+) -> _Outcome:
     transport = WebSocketTransport(handover.sock, scope, options, upgraded=handover.upgraded)
 
     def start() -> Connection:
@@ -866,9 +903,10 @@ def serve_websocket(
             conn.set_backlog(lambda: transport._outbox_bytes, options.max_outbound_bytes // 2)
         return conn
 
-    if handover.upgraded:
+    if handover.upgraded:  # the server (gevent-websocket) already answered 101
         transport.conn = start()
         transport.conn.push({"type": "websocket.connect"})
+        _metrics.record_handshake("accepted")
         opened = True
     else:
         opened = transport.handshake(environ, start)

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import admission
+from .. import metrics as _metrics
 from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
 from ..identity import authenticate_scope
@@ -249,6 +250,10 @@ class WSBridgeApp:
         identity: Any = None,
         group_policies: Any = None,
         limits: Any = None,
+        metrics_path: str | None = None,
+        metrics_token: str | None = None,
+        status_path: str | None = None,
+        status_token: str | None = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -284,6 +289,16 @@ class WSBridgeApp:
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
+        self.metrics_path = metrics_path
+        self._exact_paths = {p for p in (metrics_path, status_path) if p}
+        if metrics_path:  # off by default; wsbridge.metrics says how to protect it
+            self.endpoints.insert(
+                0, Endpoint(metrics_path, _metrics.metrics_app(metrics_token), exact=True)
+            )
+        #: wsbridge's own WebSocket routes (the status page's), tried before ``router``.
+        self.own_router: Router | None = None
+        if status_path:  # off by default; wsbridge.statuspage says who may look
+            self._mount_status_page(status_path, status_token)
         self._started = False
         from ..process import in_gunicorn
 
@@ -292,6 +307,22 @@ class WSBridgeApp:
 
             check_startup(self)
             install_restart_handlers(self)  # SIGTERM: close with 1012 first
+
+    def _mount_status_page(self, path: str, token: str | None) -> None:
+        from ..statuspage import consumer_for, status_app
+
+        ws_path = path.rstrip("/") + "/ws"
+        self.own_router = Router()
+        self.own_router.websocket(ws_path.lstrip("/"))(consumer_for(token))
+        self.endpoints.insert(0, Endpoint(path, status_app(token, ws_path), exact=True))
+
+    def resolve_websocket(self, path: str) -> Any:
+        """The route for a WebSocket path: wsbridge's own first, then ``router``'s."""
+        if self.own_router is not None:
+            match = self.own_router.resolve("websocket", path)
+            if match is not None:
+                return match
+        return self.router.resolve("websocket", path)
 
     # -- hooks for the other transports -----------------------------------------
 
@@ -327,7 +358,7 @@ class WSBridgeApp:
             if self.claims(environ):
                 return self.serve_websocket
         path = environ.get("PATH_INFO", "")
-        if path.startswith(self.prefix):
+        if path.startswith(self.prefix) or path in self._exact_paths:
             for endpoint in self.endpoints:
                 if endpoint.matches(path):
                     return endpoint.app
@@ -339,7 +370,7 @@ class WSBridgeApp:
 
     def claims(self, environ: dict[str, Any]) -> bool:
         """Does wsbridge answer this WebSocket request (routed, or 404 for it)?"""
-        if self.router.resolve("websocket", request_path(environ)) is not None:
+        if self.resolve_websocket(request_path(environ)) is not None:
             return True
         # gevent-websocket already upgraded it for the site's own code: let it through.
         return not self.pass_unrouted and environ.get("wsgi.websocket") is None
@@ -364,16 +395,25 @@ class WSBridgeApp:
         self._started = True
         mark_serving()
         register_gauge("websockets", lambda: len(active_connections()))
+        register_gauge("longpoll_sessions", _metrics.longpoll_sessions)
+        register_gauge("sse_streams", _metrics.sse_streams)
+        from ..statuspage import register_rate_gauges
+
+        register_rate_gauges()
         _register_control_gauges(register_gauge)
         start_heartbeat(self.layer, "server")
+        if _metrics.enabled():
+            _metrics.instrument_layer(self.layer)
+            _metrics.start_flusher()
 
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Answer a WebSocket request: route, check Origin, take the socket, run it."""
         path = request_path(environ)
-        match = self.router.resolve("websocket", path)
+        match = self.resolve_websocket(path)
         upgraded = environ.get("wsgi.websocket") is not None
         if match is None and not upgraded:
             logger.info("no WebSocket consumer at %s: 404", path)
+            _metrics.record_handshake("refused", "no_route")
             return _plain(
                 start_response, "404 Not Found", f"No WebSocket consumer is routed at {path}."
             )
@@ -381,6 +421,7 @@ class WSBridgeApp:
             logger.warning(
                 "refused WebSocket to %s from Origin %r: 403", path, environ.get("HTTP_ORIGIN")
             )
+            _metrics.record_handshake("refused", "origin")
             return _plain(
                 start_response, "403 Forbidden", "This Origin may not open a WebSocket here."
             )
@@ -404,6 +445,7 @@ class WSBridgeApp:
             check_monkey_patched()
         except ConfigurationError as exc:
             logger.error("cannot serve the WebSocket at %s: %s", path, exc)
+            _metrics.record_handshake("refused", "server_error")
             return _plain(start_response, "500 Internal Server Error", f"wsbridge: {exc}")
         if match is None or (handover.upgraded and not self.origin_check(environ)):
             return self._refuse_upgraded(handover)
@@ -520,6 +562,10 @@ def wrap(
     identity: Any = None,
     group_policies: Any = None,
     limits: Any = None,
+    metrics_path: str | None = None,
+    metrics_token: str | None = None,
+    status_path: str | None = None,
+    status_token: str | None = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -549,6 +595,16 @@ def wrap(
             (``{"ticker.*": GroupPolicy("coalesce", key="symbol")}``; :mod:`wsbridge.policies`).
         limits: connections, handshakes and inbound rates per IP and per user
             (:class:`~wsbridge.admission.LimitOptions` or a dict of its fields).
+        metrics_path: serve Prometheus metrics at this path (e.g.
+            ``"/_wsbridge/metrics"``; off by default; needs the ``metrics`` extra;
+            see :mod:`wsbridge.metrics`). Anyone reaching it learns your traffic:
+            give ``metrics_token`` or keep the path off the public proxy.
+        metrics_token: when given, a scrape needs ``Authorization: Bearer <token>``.
+        status_path: serve the live status page here (e.g. ``"/_wsbridge/status"``;
+            off by default; its WebSocket is at ``status_path + "/ws"``; see
+            :mod:`wsbridge.statuspage`).
+        status_token: the token a viewer needs (``?token=``); under Django a staff
+            user needs none. With neither, every viewer is refused.
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -568,4 +624,8 @@ def wrap(
         identity=identity,
         group_policies=group_policies,
         limits=limits,
+        metrics_path=metrics_path,
+        metrics_token=metrics_token,
+        status_path=status_path,
+        status_token=status_token,
     )

@@ -1,5 +1,7 @@
 from django.http import HttpResponse, JsonResponse
 from django.urls import path
+from wsbridge_django.metrics import metrics_view
+from wsbridge_django.statuspage import status_view
 
 from .legacy.views import announce
 
@@ -77,4 +79,6 @@ urlpatterns = [
     path("login/", login_view),
     path("logout/", logout_view),
     path("legacy/announce/<str:room>/", announce),
+    path("metrics/", metrics_view),
+    path("wsbridge/status/", status_view),
 ]
