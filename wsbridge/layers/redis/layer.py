@@ -89,6 +89,8 @@ class RedisLayer(BaseChannelLayer):
         process_capacity: items a process inbox holds (all its channels).
         block_timeout: seconds each blocking read waits before looping.
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
+        cluster: ``True`` for a Redis Cluster: ``hosts`` then lists seed
+            nodes of one cluster (see ``cluster.py`` and docs/topics/scaling.rst).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class RedisLayer(BaseChannelLayer):
         block_timeout: float = 2.0,
         retry_backoff: tuple[float, float] = (0.1, 5.0),
         random_prefix_length: int = 12,
+        cluster: bool = False,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -147,14 +150,23 @@ class RedisLayer(BaseChannelLayer):
             max_message_size=max_message_size,
         )
         backoff = Backoff(*retry_backoff)
-        self.shards = [
-            Shard(i, spec, backoff, self._on_recovered) for i, spec in enumerate(self.host_specs)
-        ]
-        self.ring = HashRing([describe(spec) for spec in self.host_specs])
-        if compat:
+        self.cluster = bool(cluster)
+        if self.cluster:
+            self._init_cluster(backoff)
+        else:
+            self.shards = [
+                Shard(i, spec, backoff, self._on_recovered)
+                for i, spec in enumerate(self.host_specs)
+            ]
+            self.ring = HashRing([describe(spec) for spec in self.host_specs])
+        if self.cluster:
+            from .cluster import ClusterLayout
+
+            self.layout: Any = ClusterLayout(self)
+        elif compat:
             from .interop import ChannelsRedisLayout
 
-            self.layout: Any = ChannelsRedisLayout(self)
+            self.layout = ChannelsRedisLayout(self)
         else:
             from .native import NativeLayout
 
@@ -171,6 +183,17 @@ class RedisLayer(BaseChannelLayer):
         self._last_renewal = time.monotonic()
         self._last_sweep = time.monotonic()
         self.counters = {"dropped_full": 0, "skipped_full": 0, "bad_items": 0, "delivered": 0}
+
+    def _init_cluster(self, backoff: Backoff) -> None:
+        from .cluster import ClusterShard
+
+        if self.compat:
+            raise ConfigurationError(
+                "compat='channels_redis' cannot run on a Redis Cluster: channels_redis's keys "
+                "have no hash tags, so its scripts span slots; use the native layout"
+            )
+        self.shards = [ClusterShard(0, self.host_specs, backoff, self._on_recovered)]
+        self.ring = HashRing([self.shards[0].name])
 
     @staticmethod
     def _check_prefix(prefix: str) -> str:

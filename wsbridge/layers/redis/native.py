@@ -61,6 +61,30 @@ class NativeLayout:
         self.delayed_key = base + "delayed"
         self.flush_pattern = base + "*"
 
+    # -- key names ---------------------------------------------------------------
+    # One place builds every key from a name, so a layout for Redis Cluster
+    # (``cluster.py``) can wrap names in hash tags: a group's keys share a slot.
+
+    def tag(self, name: str) -> str:
+        """The name as it appears in a key (a Redis Cluster layout adds a hash tag)."""
+        return name
+
+    def untag(self, name: str) -> str:
+        """The inverse of :meth:`tag`, for listing keys in ``stats()``."""
+        return name
+
+    def group_key(self, group: str) -> str:
+        return self.group_prefix + self.tag(group)
+
+    def gproc_key(self, group: str) -> str:
+        return self.gproc_prefix + self.tag(group)
+
+    def gplain_key(self, group: str) -> str:
+        return self.gplain_prefix + self.tag(group)
+
+    def proc_key(self, process: str) -> str:
+        return self.proc_prefix + self.tag(process)
+
     # -- placement -------------------------------------------------------------
 
     def group_shard(self, group: str) -> Shard:
@@ -80,8 +104,8 @@ class NativeLayout:
 
     def channel_key(self, channel: str) -> str:
         if "!" in channel:
-            return self.proc_prefix + process_of(channel)
-        return self.chan_prefix + channel
+            return self.proc_key(process_of(channel))
+        return self.chan_prefix + self.tag(channel)
 
     def is_queue(self, key: str) -> bool:
         return key.startswith((self.chan_prefix, self.proc_prefix))
@@ -89,11 +113,13 @@ class NativeLayout:
     def queue_label(self, key: str) -> str:
         """A readable name for a queue key in ``stats()``."""
         if key.startswith(self.proc_prefix):
-            return "process " + key[len(self.proc_prefix) :]
-        return key[len(self.chan_prefix) :] if key.startswith(self.chan_prefix) else key
+            return "process " + self.untag(key[len(self.proc_prefix) :])
+        if key.startswith(self.chan_prefix):
+            return self.untag(key[len(self.chan_prefix) :])
+        return key
 
     def inbox_keys(self) -> list[str]:
-        return [self.proc_prefix + self.layer.client_prefix]
+        return [self.proc_key(self.layer.client_prefix)]
 
     # -- sending -------------------------------------------------------------------
 
@@ -123,7 +149,7 @@ class NativeLayout:
         one_shard = len(self.layer.shards) == 1
         full, _reached, plain, processes = shard.call(
             shard.group_send_native,
-            keys=[self.gproc_prefix + group, self.gplain_prefix + group, self.group_prefix + group],
+            keys=[self.gproc_key(group), self.gplain_key(group), self.group_key(group)],
             args=[
                 self.layer.group_min_score(),
                 self.proc_prefix,
@@ -155,7 +181,7 @@ class NativeLayout:
             pipe = shard.client.pipeline(transaction=False)
             for process in batch:
                 shard.push_list(
-                    keys=[self.proc_prefix + process],
+                    keys=[self.proc_key(process)],
                     args=[item, self.layer.process_capacity, now_ms, self.expiry_ms],
                     client=pipe,
                 )
@@ -186,9 +212,9 @@ class NativeLayout:
         now = time.time()
         ttl = max(1, int(self.layer.group_expiry) + 1)
         pipe = shard.client.pipeline(transaction=False)
-        pipe.zadd(self.group_prefix + group, {channel: now})
-        pipe.expire(self.group_prefix + group, ttl)
-        side = self.gproc_prefix + group if "!" in channel else self.gplain_prefix + group
+        pipe.zadd(self.group_key(group), {channel: now})
+        pipe.expire(self.group_key(group), ttl)
+        side = self.gproc_key(group) if "!" in channel else self.gplain_key(group)
         pipe.zadd(side, {process_of(channel) if "!" in channel else channel: now})
         pipe.expire(side, ttl)
         shard.call(pipe.execute)
@@ -199,11 +225,11 @@ class NativeLayout:
         """Remove a member; ``last_local``: this process holds no other member of the group."""
         shard = self.group_shard(group)
         pipe = shard.client.pipeline(transaction=False)
-        pipe.zrem(self.group_prefix + group, channel)
+        pipe.zrem(self.group_key(group), channel)
         if "!" not in channel:
-            pipe.zrem(self.gplain_prefix + group, channel)
+            pipe.zrem(self.gplain_key(group), channel)
         elif last_local:
-            pipe.zrem(self.gproc_prefix + group, process_of(channel))
+            pipe.zrem(self.gproc_key(group), process_of(channel))
         shard.call(pipe.execute)
         if "!" in channel and not self.layer._is_local(channel):
             self._announce("discard", group, channel, time.time())
@@ -226,13 +252,13 @@ class NativeLayout:
     def drop_process_from_group(self, group: str) -> None:
         """This process holds no member of ``group`` any more: stop sending it the group."""
         shard = self.group_shard(group)
-        shard.call(shard.client.zrem, self.gproc_prefix + group, self.layer.client_prefix)
+        shard.call(shard.client.zrem, self.gproc_key(group), self.layer.client_prefix)
 
     def group_channels(self, group: str) -> list[str]:
         shard = self.group_shard(group)
         members = shard.call(
             shard.group_members,
-            keys=[self.group_prefix + group],
+            keys=[self.group_key(group)],
             args=[self.layer.group_min_score()],
         )
         return [m.decode("utf-8") for m in members]
@@ -259,7 +285,7 @@ class NativeLayout:
     def receive(self, channel: str, deadline: float | None) -> dict[str, Any] | None:
         """Blocking receive on a named channel's list until ``deadline`` (monotonic)."""
         shard = self.channel_shard(channel)
-        key = self.chan_prefix + channel
+        key = self.channel_key(channel)
         result: Any
         while True:
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
