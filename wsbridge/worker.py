@@ -299,8 +299,16 @@ def start_embedded(
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on", ""):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"--layer option {value!r}: use 1/0, true/false, yes/no")
+
+
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "prefix": str, "expiry": float, "group_expiry": float, "capacity": int,
+    "prefix": str, "expiry": float, "group_expiry": float, "capacity": int, "cluster": _flag,
 }
 
 
@@ -308,9 +316,10 @@ def layer_from_option(value: str | Sequence[str] | None) -> BaseChannelLayer:
     """Build a layer from ``--layer``: ``memory``, Redis URLs, or ``module:attr``.
 
     ``redis://host:port/db?prefix=myapp&capacity=200`` passes ``prefix``,
-    ``expiry``, ``group_expiry`` and ``capacity`` to the Redis layer and the
-    rest of the URL to redis-py. Several URLs (``--layer`` repeated) are one
-    shard each, in the order given; options may sit on any of them (put them
+    ``expiry``, ``group_expiry``, ``capacity`` and ``cluster`` to the Redis
+    layer and the rest of the URL to redis-py. Several URLs (``--layer``
+    repeated) are one shard each, in the order given, or with ``?cluster=1``
+    seed nodes of one Redis Cluster; options may sit on any of them (put them
     on the first). ``module:attr`` names a layer instance, or a callable
     returning one. Nothing given: ``get_channel_layer()``.
 

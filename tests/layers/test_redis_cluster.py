@@ -236,3 +236,19 @@ def test_killing_the_master_of_a_busy_group_mid_broadcast(make, redis_cluster, c
         pump.join(5)
         if not master.running:
             redis_cluster.restart(master)
+
+
+def test_layer_option_urls_with_cluster_flag_make_a_cluster_layer(redis_cluster):
+    from wsbridge.worker import layer_from_option
+
+    prefix = unique_prefix()
+    first, *rest = redis_cluster.urls
+    layer = layer_from_option([f"{first}?cluster=1&prefix={prefix}", *rest])
+    try:
+        assert isinstance(layer, RedisLayer) and layer.cluster
+        assert len(layer.shards) == 1 and layer.shards[0].name.count(",") == 2
+        layer.send("opt.jobs", {"type": "x"})
+        assert layer.receive("opt.jobs", timeout=2) == {"type": "x"}
+    finally:
+        layer.flush()
+        layer.close()
