@@ -43,6 +43,7 @@ from ..base import (
 from ..serializers import get_serializer
 from .codec import Codec, Decoded, make_crypter
 from .config import decode_hosts, describe
+from . import lease as leases
 from .members import LocalMemberships
 from .ring import HashRing
 from .shard import Backoff, Shard
@@ -91,6 +92,10 @@ class RedisLayer(BaseChannelLayer):
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
         cluster: ``True`` for a Redis Cluster: ``hosts`` then lists seed
             nodes of one cluster (see ``cluster.py`` and docs/topics/scaling.rst).
+        lease: seconds a process's lease lasts without renewal; the inbox
+            and memberships of a process that stopped renewing (crashed) are
+            removed about ``lease * 1.5`` s later (``lease.py``). 0 turns
+            leases off (state then lasts until ``group_expiry``).
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class RedisLayer(BaseChannelLayer):
         retry_backoff: tuple[float, float] = (0.1, 5.0),
         random_prefix_length: int = 12,
         cluster: bool = False,
+        lease: float = 30.0,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -142,6 +148,10 @@ class RedisLayer(BaseChannelLayer):
             ]
         self.host_specs = decode_hosts(hosts)
         self.process_capacity = process_capacity
+        self.lease = float(lease)
+        self._last_lease = 0.0
+        self._lease_held = False
+        self._last_reap = time.monotonic()
         self.block_timeout = block_timeout
         self.codec = Codec(
             get_serializer(serializer or serializer_format or "msgpack"),
@@ -465,6 +475,7 @@ class RedisLayer(BaseChannelLayer):
         self._generation += 1
         self._readers = {}
         self._attached.clear()
+        self._lease_held, self._last_lease = False, 0.0  # the child's own lease, anew
 
     def _read_loop(self, shard: Shard) -> None:
         """Block on this process's inbox on ``shard``; dispatch what arrives; survive outages."""
@@ -474,6 +485,7 @@ class RedisLayer(BaseChannelLayer):
                 gevent.sleep(shard.wait_time())
                 if not shard.ping():
                     continue
+            self._maybe_renew_lease()
             try:
                 raw_items = self.layout.pop_inbox(shard, self.block_timeout)
             except LayerUnavailable:
@@ -492,6 +504,19 @@ class RedisLayer(BaseChannelLayer):
                     self.dispatch(decoded)
             self._maybe_renew()
             self._maybe_sweep_strays(shard)
+
+    def _maybe_renew_lease(self) -> None:
+        if self.lease > 0 and time.monotonic() - self._last_lease >= self.lease / 3:
+            self._last_lease = time.monotonic()
+            leases.renew(self)
+
+    def _maybe_reap(self) -> None:
+        if self.lease > 0 and time.monotonic() - self._last_reap >= self.lease / 2:
+            self._last_reap = time.monotonic()
+            try:
+                leases.reap(self)
+            except Exception:
+                logger.exception("channel layer: reaping dead processes failed; going on")
 
     def _maybe_sweep_strays(self, home: Shard) -> None:
         # While hosts lists differ between processes (adding a shard, a
@@ -546,6 +571,7 @@ class RedisLayer(BaseChannelLayer):
                     next_due = time.time()
                 elif float(due_ms) >= 0:
                     next_due = min(next_due, float(due_ms) / 1000)
+            self._maybe_reap()
             self._mover_wake.clear()
             self._mover_wake.wait(max(0.0, min(0.5, next_due - time.time())))
 
@@ -609,6 +635,8 @@ class RedisLayer(BaseChannelLayer):
 
     def close(self) -> None:
         """Stop the reader and mover greenlets and close every connection."""
+        if self._readers:
+            leases.release(self)
         self._closed = True
         for greenlet in [*self._readers.values(), self._mover]:
             if greenlet is not None:

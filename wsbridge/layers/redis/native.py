@@ -10,6 +10,8 @@ Keys, all under the configured prefix ``P`` (default ``wsbridge``)::
                                 one process (``specific.<process>!<id>``);
                                 one per process on every shard
     P:1:delayed           ZSET  delayed items, score = due time in ms
+    P:1:leases            ZSET  process -> end of its lease, ms (``lease.py``)
+    P:1:pgroups:<process> SET   groups the process's channels joined
 
 The group key lives on the shard ``ring.index("g:" + group)``, a named
 channel on ``ring.index("c:" + channel)``; a direct message to a
@@ -59,6 +61,8 @@ class NativeLayout:
         self.chan_prefix = base + "chan:"
         self.proc_prefix = base + "proc:"
         self.delayed_key = base + "delayed"
+        self.leases_key = base + "leases"
+        self.pgroups_prefix = base + "pgroups:"
         self.flush_pattern = base + "*"
 
     # -- key names ---------------------------------------------------------------
@@ -84,6 +88,10 @@ class NativeLayout:
 
     def proc_key(self, process: str) -> str:
         return self.proc_prefix + self.tag(process)
+
+    def pgroups_key(self, process: str) -> str:
+        """The groups a process's channels joined (for the lease reaper, ``lease.py``)."""
+        return self.pgroups_prefix + self.tag(process)
 
     # -- placement -------------------------------------------------------------
 
@@ -217,6 +225,15 @@ class NativeLayout:
         side = self.gproc_key(group) if "!" in channel else self.gplain_key(group)
         pipe.zadd(side, {process_of(channel) if "!" in channel else channel: now})
         pipe.expire(side, ttl)
+        if "!" in channel and self.layer.lease > 0:
+            # For the reaper: the groups to clean if this process dies.
+            process = process_of(channel)
+            home = self.home_shard(process)
+            target = pipe if home is shard else home.client.pipeline(transaction=False)
+            target.sadd(self.pgroups_key(process), group)
+            target.expire(self.pgroups_key(process), ttl)
+            if target is not pipe:
+                home.call(target.execute)
         shard.call(pipe.execute)
         if "!" in channel and not self.layer._is_local(channel):
             self._announce("add", group, channel, now)
