@@ -41,9 +41,9 @@ from ..base import (
     validate_message,
 )
 from ..serializers import get_serializer
+from . import lease as leases
 from .codec import Codec, Decoded, make_crypter
 from .config import decode_hosts, describe
-from . import lease as leases
 from .members import LocalMemberships
 from .ring import HashRing
 from .shard import Backoff, Shard

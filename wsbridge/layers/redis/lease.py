@@ -31,7 +31,6 @@ import time
 from typing import TYPE_CHECKING
 
 from ...exceptions import LayerUnavailable
-from .native import process_of
 
 if TYPE_CHECKING:
     from .layer import RedisLayer
