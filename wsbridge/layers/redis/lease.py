@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...exceptions import LayerUnavailable
 
@@ -104,7 +104,7 @@ def reap(layer: RedisLayer) -> int:
     key = layer.layout.leases_key
     now_ms = int(time.time() * 1000)
     try:
-        dead = shard.call(shard.client.zrangebyscore, key, "-inf", now_ms, 0, REAP_BATCH)
+        dead: Any = shard.call(shard.client.zrangebyscore, key, "-inf", now_ms, 0, REAP_BATCH)
     except LayerUnavailable:
         return 0
     reaped = 0
