@@ -26,6 +26,8 @@ EXPECTED = {
     "Channel", "Group", "Message",
     # layers
     "get_channel_layer", "set_channel_layer",
+    # Channels 4 code: asgiref's adapters, calling sync code directly
+    "async_to_sync", "sync_to_async",
     # serving
     "wrap", "serve",
     # errors

@@ -35,6 +35,7 @@ from .exceptions import (
     WSBridgeError,
 )
 from .layers import get_channel_layer, set_channel_layer
+from .sync import async_to_sync, sync_to_async
 
 __version__ = "0.1.0"
 
@@ -68,6 +69,9 @@ __all__ = [
     # layers
     "get_channel_layer",
     "set_channel_layer",
+    # Channels 4 code: asgiref's adapters, calling sync code directly
+    "async_to_sync",
+    "sync_to_async",
     # serving
     "wrap",
     "serve",

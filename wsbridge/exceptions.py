@@ -29,6 +29,9 @@ Redis) from what the *caller* did wrong (application code, configuration)::
     │       └── PayloadTooLarge       413
     └── ConnectionClosed              the connection is gone; ``code`` and ``reason``
 
+Deprecated spellings that still work (Channels 1.x settings) warn with
+``WsbridgeDeprecationWarning``, a ``DeprecationWarning``, outside the tree.
+
 Application code catches ``DenyConnection`` / ``StopConsumer`` by raising them;
 ``TypeError`` (not a wsbridge error) is raised for message contents that are
 not msgpack types, since that is a programming mistake of the caller.
@@ -62,6 +65,8 @@ __all__ = [
     "Gone",
     "PayloadTooLarge",
     "ConnectionClosed",
+    "WsbridgeDeprecationWarning",
+    "warn_deprecated",
 ]
 
 
@@ -212,3 +217,29 @@ class ConnectionClosed(WSBridgeError):
         super().__init__(f"connection closed with code {code}" + (f": {reason}" if reason else ""))
         self.code = code
         self.reason = reason
+
+
+# -- deprecations ------------------------------------------------------------------
+
+
+class WsbridgeDeprecationWarning(DeprecationWarning):
+    """A deprecated spelling (a Channels 1.x setting) that still works; says the new one."""
+
+
+_warned: set[str] = set()
+
+
+def warn_deprecated(message: str) -> None:
+    """Warn once per process: a ``WsbridgeDeprecationWarning`` and one WARNING log line.
+
+    The log line is what a server's operator sees (Python hides
+    ``DeprecationWarning`` outside ``__main__`` by default).
+    """
+    import logging
+    import warnings
+
+    if message in _warned:
+        return
+    _warned.add(message)
+    warnings.warn(message, WsbridgeDeprecationWarning, stacklevel=3)
+    logging.getLogger("wsbridge").warning("deprecated: %s", message)

@@ -326,3 +326,18 @@ def test_send_without_data_is_a_value_error(layer):
     comm.send_to(text_data="x")
     assert comm.receive_close() == 1011
     assert "needs text_data or bytes_data" in str(comm.connection.error)
+
+
+def test_a_connect_that_returns_without_accepting_is_refused_with_one_info_line(layer, caplog):
+    class Forgetful(WebsocketConsumer):
+        def connect(self):
+            pass  # neither self.accept() nor self.close()
+
+    with caplog.at_level(logging.INFO, logger="wsbridge.consumers"):
+        for _ in range(2):
+            comm = Communicator(Forgetful, "/forgetful/")
+            assert comm.connect() == (False, 1000)
+            comm.wait()
+    lines = [r.getMessage() for r in caplog.records if "with 403" in r.getMessage()]
+    assert len(lines) == 1
+    assert "Forgetful" in lines[0] and "/forgetful/" in lines[0]

@@ -65,3 +65,72 @@ def test_enforce_ordering_returns_the_consumer_unchanged_bare_or_called():
 
     assert enforce_ordering(consumer) is consumer
     assert enforce_ordering(slight=True)(consumer) is consumer
+
+
+class ChannelSessionAcrossChannelsTests(TestCase):
+    """``channel_session`` lives in the session store, keyed by the reply channel (1.x)."""
+
+    def background(self, reply_channel):
+        from wsbridge_django.decorators import channel_session, channel_session_user
+
+        from wsbridge.consumers.message import Message
+
+        seen = {}
+
+        @channel_session_user
+        def consumer(message):
+            seen["count"] = message.channel_session.get("count")
+            seen["user"] = message.user.get_username() or None
+            message.channel_session["from_background"] = True
+
+        consumer(Message({"reply_channel": reply_channel}, "jobs.run", None))
+
+        @channel_session
+        def reader(message):
+            seen["again"] = message.channel_session.get("from_background")
+
+        reader(Message({"reply_channel": reply_channel}, "jobs.read", None))
+        return seen
+
+    def test_a_background_consumer_sees_the_connections_session_and_user(self):
+        ada = get_user_model().objects.create_user("ada")
+        comm = DjangoCommunicator(router, "/v1/chat/", user=ada)  # connect stores the user
+        assert comm.connect()[0]
+        plain = DjangoCommunicator(router, "/v1/plain/")
+        plain.connect()
+        plain.receive_from()
+        plain.send_to(text_data="+1")
+        assert plain.receive_from() == "1"
+        assert self.background(plain.channel_name) == {"count": 1, "user": None, "again": True}
+        assert self.background(comm.channel_name)["user"] == "ada"
+        # the connection's own next message sees what the background consumer wrote
+        plain.send_to(text_data="+1")
+        assert plain.receive_from() == "2"
+        comm.disconnect()
+        plain.disconnect()
+
+    def test_without_a_reply_channel_the_decorator_says_so(self):
+        import pytest
+        from wsbridge_django.decorators import channel_session
+
+        from wsbridge.consumers.message import Message
+
+        with pytest.raises(ValueError, match="has no reply_channel"):
+            channel_session(lambda message: None)(Message({}, "jobs.run", None))
+
+    def test_signed_cookie_sessions_keep_it_with_the_connection_and_warn_once(self):
+        from django.test import override_settings
+
+        engine = "django.contrib.sessions.backends.signed_cookies"
+        with override_settings(SESSION_ENGINE=engine), self.assertLogs("wsbridge.django") as logs:
+            plain = DjangoCommunicator(router, "/v1/plain/")
+            plain.connect()
+            plain.receive_from()
+            for expected in ("1", "2"):
+                plain.send_to(text_data="+1")
+                assert plain.receive_from() == expected
+            for _ in range(2):
+                assert self.background(plain.channel_name)["count"] is None
+            plain.disconnect()
+        warned = [line for line in logs.output if "signed-cookie sessions" in line]
+        assert len(warned) == 2  # once per background channel (jobs.run, jobs.read)

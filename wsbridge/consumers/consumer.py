@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -34,6 +35,8 @@ __all__ = [
     "get_handler_name",
     "websocket_reply_events",
     "Send",
+    "log_unanswered_connect",
+    "UNANSWERED_LOG_INTERVAL",
 ]
 
 logger = logging.getLogger("wsbridge.consumers")
@@ -140,6 +143,42 @@ class BaseConsumer:
             self.base_send(event)
 
 
+#: Seconds between two INFO lines about one consumer's unanswered connects.
+UNANSWERED_LOG_INTERVAL = 60.0
+
+# consumer label -> [time of the last line, refusals since]
+_unanswered: dict[str, list[float]] = {}
+
+
+def _consumer_label(consumer: Any) -> str:
+    handler = getattr(consumer, "handlers", {}).get("websocket.connect")  # 1.x function consumer
+    target = handler if handler is not None else type(consumer)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+
+
+def log_unanswered_connect(consumer: Any, scope: dict[str, Any]) -> None:
+    """Say (INFO) why a handshake got 403: the connect handler neither accepted nor refused.
+
+    Channels 1.x held such a socket open until the client gave up; wsbridge
+    refuses it at once. One line per consumer, then at most one per
+    :data:`UNANSWERED_LOG_INTERVAL` with the count since.
+    """
+    label = _consumer_label(consumer)
+    now = time.monotonic()
+    state = _unanswered.get(label)
+    if state is not None and now - state[0] < UNANSWERED_LOG_INTERVAL:
+        state[1] += 1
+        return
+    since = f" ({int(state[1])} more since the last line)" if state and state[1] else ""
+    _unanswered[label] = [now, 0]
+    logger.info(
+        "refused %s %s with 403: the connect handler %s returned without accepting or "
+        "refusing; call self.accept() (1.x: message.reply_channel.send({'accept': True})) "
+        "or refuse explicitly%s",
+        scope.get("transport", "websocket"), scope.get("path"), label, since,
+    )
+
+
 #: Channels 4's name for a consumer that handles raw events by type.
 SyncConsumer = BaseConsumer
 
@@ -180,8 +219,9 @@ class WebsocketConsumer(BaseConsumer):
 
     Override ``connect``, ``receive`` and ``disconnect``; call ``accept``,
     ``send`` and ``close``. Set ``groups`` to join groups on connect (and
-    leave them on disconnect). Raise ``DenyConnection`` in ``connect`` (or
-    return without accepting) to refuse the handshake with HTTP 403.
+    leave them on disconnect). Raise ``DenyConnection`` in ``connect`` to
+    refuse the handshake with HTTP 403; returning without accepting refuses
+    it too, with an INFO log line naming the consumer and path.
     """
 
     scope_type: ClassVar[str] = "websocket"

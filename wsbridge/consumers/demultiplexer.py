@@ -18,6 +18,12 @@ socket is accepted when every stream consumer accepts in ``connect()``; one
 refusing refuses the handshake (403). A stream consumer closing closes the
 socket. Layer messages reach the stream named by their ``"stream"`` key, or
 else every stream consumer with a handler for their type.
+
+Channels 1.x demultiplexers port as they are: a ``consumers`` value may be
+a 1.x function consumer (``{"notes": NoteBinding.consumer}``, 1.1), called
+with a ``message`` whose ``text`` is the payload as JSON and a
+``multiplexer`` keyword; and ``mapping = {"notes": "binding.notes"}`` (1.0)
+sends each payload, with ``reply_channel`` added, to that channel.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from .consumer import (
     _is_reply,
     get_handler_name,
 )
-from .message import Group
+from .message import Channel, Group, Message, _ReplyChannel, accepted_kwargs
 
 __all__ = ["WebsocketDemultiplexer"]
 
@@ -78,27 +84,53 @@ def _loads(text: str) -> Any:
         return text
 
 
+class WebsocketMultiplexer:
+    """What a 1.x function stream consumer gets as ``multiplexer``: sends on its stream."""
+
+    def __init__(self, stream: str, demux: WebsocketDemultiplexer) -> None:
+        self.stream = stream
+        self.demux = demux
+
+    def send(self, payload: Any) -> None:
+        """Send ``payload`` to this socket, on this stream."""
+        self.demux.send_json(self.demux.envelope(self.stream, payload))
+
+    def group_send(self, name: str, payload: Any, close: bool = False) -> int:
+        """Send ``payload`` on this stream to every socket in group ``name``."""
+        return self.demux.group_send(name, self.stream, payload, close=close)
+
+
 class WebsocketDemultiplexer(JsonWebsocketConsumer):
     """Serve several consumer classes, one per stream, over one JSON WebSocket.
 
-    Set ``consumers = {"stream name": ConsumerClass}``. Override
-    ``connect`` to decide on the handshake yourself (call
-    ``connect_streams()`` then ``accept()``).
+    Set ``consumers = {"stream name": ConsumerClass}`` (a value may also be a
+    Channels 1.x function consumer), or the 1.0 ``mapping = {"stream name":
+    "channel.name"}``. Override ``connect`` to decide on the handshake
+    yourself (call ``connect_streams()`` then ``accept()``).
     """
 
-    consumers: ClassVar[Mapping[str, type[WebsocketConsumer]]] = {}
+    consumers: ClassVar[Mapping[str, Any]] = {}
+    mapping: ClassVar[Mapping[str, str]] = {}
     stream_key: ClassVar[str] = "stream"
     payload_key: ClassVar[str] = "payload"
 
     def __init__(self, scope: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(scope, **kwargs)
-        if not self.consumers:
+        if not self.consumers and not self.mapping:
             raise TypeError(f"{type(self).__name__}.consumers maps no stream to a consumer")
         self._connecting = False
         self._stream_accepted: set[str] = set()
         self._stream_refused: set[str] = set()
         self.streams: dict[str, WebsocketConsumer] = {}
+        self.function_streams: dict[str, Any] = {}
         for stream, consumer_class in self.consumers.items():
+            if not hasattr(consumer_class, "build"):
+                if not callable(consumer_class):
+                    raise TypeError(
+                        f"{type(self).__name__}.consumers[{stream!r}] is not a consumer"
+                    )
+                self.function_streams[stream] = consumer_class
+                continue
             child = consumer_class.build(
                 scope,
                 send=_StreamSend(self, stream),
@@ -182,15 +214,37 @@ class WebsocketDemultiplexer(JsonWebsocketConsumer):
             self._bad_envelope(f"no {self.stream_key!r}/{self.payload_key!r} envelope")
             return
         stream = content.get(self.stream_key)
+        payload = content[self.payload_key]
+        if isinstance(stream, str) and (stream in self.function_streams or stream in self.mapping):
+            self._receive_v1(stream, payload)
+            return
         child = self.streams.get(stream) if isinstance(stream, str) else None
         if child is None:
             self._bad_envelope(f"unknown stream {stream!r}")
             return
-        payload = content[self.payload_key]
         if isinstance(child, JsonWebsocketConsumer):
             child.receive_json(payload)
         else:
             child.receive(text_data=payload if isinstance(payload, str) else json.dumps(payload))
+
+    def _receive_v1(self, stream: str, payload: Any) -> None:
+        """A Channels 1.x stream: call its function consumer, or send to its mapped channel."""
+        if not isinstance(payload, dict):
+            self._bad_envelope(f"a payload on stream {stream!r} that is not an object")
+            return
+        if stream in self.mapping:
+            Channel(self.mapping[stream], channel_layer=self.channel_layer).send(
+                {**payload, "reply_channel": self.channel_name}
+            )
+            return
+        func = self.function_streams[stream]
+        reply = _ReplyChannel(self.channel_name or "", self.base_send, self.channel_layer)
+        content = {"reply_channel": self.channel_name, "path": self.scope.get("path"),
+                   "text": self.encode_json(payload)}
+        message = Message(content, "websocket.receive", self.channel_layer, reply, self.scope)
+        extra = accepted_kwargs(func)({"multiplexer": WebsocketMultiplexer(stream, self),
+                                       **self.scope.get("url_route", {}).get("kwargs", {})})
+        func(message, **extra)
 
     def _bad_envelope(self, what: str) -> None:
         # The peer's mistake: one warning line, no traceback, this socket only.

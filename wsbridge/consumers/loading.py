@@ -10,13 +10,15 @@ worker uses. These names are also importable from
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..exceptions import RoutingError
 from .routing import Router, include, router
 
-__all__ = ["ROUTING_NAMES", "load_routes", "autodiscover", "build_router"]
+__all__ = [
+    "ROUTING_NAMES", "load_routes", "as_router", "import_target", "autodiscover", "build_router",
+]
 
 #: Names :func:`load_routes` looks for in a routing module, in this order.
 ROUTING_NAMES = ("router", "routes", "websocket_urlpatterns", "urlpatterns", "channel_routing")
@@ -26,25 +28,89 @@ def load_routes(dotted: str) -> Router:
     """Import ``dotted`` and return the Router it names or defines.
 
     ``"myapp.routing"`` (a module with one of ``router``, ``routes``,
-    ``websocket_urlpatterns``, ``urlpatterns``, ``channel_routing``) or
-    ``"myapp.routing:routes"`` (that name). Lists become Routers.
+    ``websocket_urlpatterns``, ``urlpatterns``, ``channel_routing``), or one
+    name in it: ``"myapp.routing:routes"``, or ``"myapp.routing.routes"`` as
+    Channels 1.x wrote it. Lists become Routers; a Channels 1.x dict
+    ``{channel: consumer or "dotted.path"}`` becomes one ``route()`` each.
 
     Raises:
         RoutingError: the module does not exist, or defines none of them.
     """
-    module_name, _, attr = dotted.partition(":")
-    module = _import(module_name, "routing module")
+    module, attr = _module_and_attr(dotted, "routing module")
     candidates = [attr] if attr else list(ROUTING_NAMES)
     for name in candidates:
         value = getattr(module, name, None)
         if value is None:
             continue
-        if isinstance(value, Router):
-            return value
-        if isinstance(value, (list, tuple)):
-            return Router(routes=list(value))
-        raise RoutingError(f"{module_name}.{name} is a {type(value).__name__}, not routes")
+        routes = as_router(value)
+        if routes is None:
+            raise RoutingError(
+                f"{module.__name__}.{name} is a {type(value).__name__}, not routes"
+            )
+        return routes
     raise RoutingError(f"{dotted} defines none of: {', '.join(candidates)}")
+
+
+def as_router(value: Any) -> Router | None:
+    """``value`` as a Router (a Router, a list of routes, a 1.x dict), or None."""
+    if isinstance(value, Router):
+        return value
+    if isinstance(value, (list, tuple)):
+        return Router(routes=list(value))
+    if isinstance(value, Mapping):
+        from .routing import route
+
+        return Router(routes=[route(channel, target) for channel, target in value.items()])
+    return None
+
+
+def import_target(dotted: str, what: str = "consumer") -> Any:
+    """The object ``dotted`` names: ``"pkg.module.attr"`` or ``"pkg.module:attr"``.
+
+    Channels 1.x routing names consumers by dotted path
+    (``route("websocket.connect", "chat.consumers.ws_connect")``); both
+    spellings are accepted, and ``attr`` may be nested (``"Cls.method"``
+    after a colon).
+
+    Raises:
+        RoutingError: the module cannot be found or has no such attribute.
+    """
+    module, attr = _module_and_attr(dotted, f"{what} module", need_attr=True)
+    value: Any = module
+    for part in attr.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise RoutingError(
+                f"cannot import {what} {dotted!r}: {module.__name__!r} has no {attr!r}"
+            ) from None
+    return value
+
+
+def _module_and_attr(dotted: str, what: str, *, need_attr: bool = False) -> tuple[Any, str]:
+    """Split ``dotted`` into an imported module and the attribute path after it.
+
+    ``"a.b:c"`` is module ``a.b``, attribute ``c``. Without a colon the whole
+    name is tried as a module first (unless an attribute is needed), then
+    ``"a.b.c"`` as module ``a.b`` and attribute ``c``.
+    """
+    if not isinstance(dotted, str) or not dotted.strip(". :"):
+        raise RoutingError(f"{what}: expected a dotted path, got {dotted!r}")
+    if ":" in dotted:
+        module_name, _, attr = dotted.partition(":")
+        return _import(module_name, what), attr
+    if not need_attr:
+        try:
+            return importlib.import_module(dotted), ""
+        except ModuleNotFoundError as exc:
+            # Not a module (or a parent is missing: the attribute form says which);
+            # an import failing inside an existing module keeps its traceback.
+            if not exc.name or not (dotted == exc.name or dotted.startswith(exc.name + ".")):
+                raise
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name:
+        raise RoutingError(f"{what}: {dotted!r} names no module (use 'module.attr')")
+    return _import(module_name, what), attr
 
 
 def _import(module_name: str, what: str) -> Any:

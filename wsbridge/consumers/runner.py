@@ -66,6 +66,7 @@ from greenlet import getcurrent
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
+from .consumer import log_unanswered_connect
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
 
@@ -266,7 +267,8 @@ class Connection:
                             f"on {self.scope.get('path')!r}; {self._ending()}")
             return
         if kind == "websocket.connect" and not self.accepted and not self.closed:
-            # connect() returned without accepting: refuse the handshake.
+            # connect() returned without accepting: refuse the handshake, and say why.
+            log_unanswered_connect(self.consumer, self.scope)
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)

@@ -18,9 +18,11 @@ in ``tests/layers/conformance.py`` is what every backend must pass.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 import secrets
+import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -165,6 +167,39 @@ class CapacityTable:
         return value
 
 
+#: The Channels layer API: methods Channels code wraps in ``async_to_sync``.
+CHANNELS_API = ("send", "receive", "new_channel", "group_add", "group_discard", "group_send",
+                "flush")
+
+_ASGIREF_SYNC = os.path.join("asgiref", "sync.py")
+
+
+def _refuse_asgiref(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a layer method so that asgiref's ``async_to_sync`` gets a clear error.
+
+    asgiref calls the method, then awaits what it returned; a wsbridge method
+    returns a plain value, and the user would see ``object NoneType can't be
+    used in 'await' expression``. The direct caller is asgiref's own frame in
+    that case (``AsyncToSync.__call__``, or ``main_wrap`` in older asgiref),
+    so the check is one frame lookup, and the method does not run.
+    """
+
+    @functools.wraps(func)
+    def method(self: BaseChannelLayer, *args: Any, **kwargs: Any) -> Any:
+        # f_back is None when C code calls the method (a greenlet started on it).
+        caller = sys._getframe().f_back
+        if caller is not None and caller.f_code.co_filename.endswith(_ASGIREF_SYNC):
+            raise TypeError(
+                f"channel_layer.{func.__name__}() is synchronous in wsbridge, and asgiref's "
+                "async_to_sync would await its result. Change the import to "
+                "`from wsbridge import async_to_sync` (it calls the method directly), or drop "
+                f"async_to_sync and call channel_layer.{func.__name__}(...) directly."
+            )
+        return func(self, *args, **kwargs)
+
+    return method
+
+
 class BaseChannelLayer(ABC):
     """What every channel layer offers. All methods are synchronous and greenlet-safe.
 
@@ -178,6 +213,13 @@ class BaseChannelLayer(ABC):
     """
 
     extensions: tuple[str, ...] = ("groups", "flush", "attach", "delay")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in CHANNELS_API:
+            own = cls.__dict__.get(name)
+            if callable(own) and not getattr(own, "__isabstractmethod__", False):
+                setattr(cls, name, _refuse_asgiref(own))
 
     def __init__(
         self,

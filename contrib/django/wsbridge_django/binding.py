@@ -1,7 +1,8 @@
 """Data binding, as Channels 1.x had it: model changes pushed to groups, client changes checked.
 
 A binding names a model, a stream, the fields clients see, and the groups
-an instance's changes go to::
+an instance's changes go to (``WebsocketBinding`` is the Channels 1.x name
+of the same class)::
 
     class NoteBinding(Binding):
         model = Note
@@ -21,19 +22,33 @@ groups, once the transaction commits, a text frame::
     {"stream": "notes", "payload": {"action": "create" | "update" | "delete",
                                     "pk": 1, "model": "board.note", "data": {"title": ...}}}
 
-An instance that moves out of a group sends ``delete`` to the groups it left
-and ``create`` to those it joined. Members are any consumers in those
-groups (a :class:`BindingConsumer`, a Channels 1.x function consumer...).
+A ``delete`` frame carries the fields as they were, as Channels 1.x sent
+them. An instance that moves out of a group sends ``delete`` to the groups
+it left and ``create`` to those it joined. Members are any consumers in
+those groups (a :class:`BindingConsumer`, a Channels 1.x function consumer...).
+
+``group_names`` is a classmethod taking the instance, or (Channels 1.0) a
+method ``group_names(self, instance, action)``; both are called.
 
 **Inbound.** A client sends the same shape (``{"stream", "payload": {"action",
 "pk", "data"}}``); :meth:`Binding.trigger_inbound` asks
 ``has_permission(user, action, pk)`` (deny by default), validates ``data``
-with a ModelForm limited to ``fields``, and applies it. The resulting
-save or delete is broadcast like any other.
+with :meth:`Binding.clean` (a ModelForm limited to ``fields``, bound to the
+stored instance on update, so unique fields are checked against the other
+rows), and applies it. The resulting save or delete is broadcast like any
+other. Override ``clean(data, instance)`` to add rules or to change values
+before they are saved; raise :class:`BindingError` to refuse.
+
+Inbound changes reach a binding three ways: a :class:`BindingConsumer`;
+``Binding.consumer`` as a Channels 1.x function consumer, routed on a
+channel (``route("binding.notes", NoteBinding.consumer)``, fed by a
+demultiplexer's ``mapping = {"notes": "binding.notes"}``); or in a
+demultiplexer's ``consumers = {"notes": NoteBinding.consumer}`` (1.1).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any, ClassVar
@@ -44,7 +59,16 @@ from django.db.models import signals
 from wsbridge import JsonWebsocketConsumer
 from wsbridge.consumers.message import Group
 
-__all__ = ["Binding", "BindingConsumer", "BindingError", "CREATE", "UPDATE", "DELETE", "registry"]
+__all__ = [
+    "Binding",
+    "WebsocketBinding",
+    "BindingConsumer",
+    "BindingError",
+    "CREATE",
+    "UPDATE",
+    "DELETE",
+    "registry",
+]
 
 logger = logging.getLogger("wsbridge.django")
 
@@ -110,8 +134,26 @@ class Binding:
 
     @classmethod
     def group_names(cls, instance: Any) -> list[str]:
-        """The groups that hear about ``instance``'s changes."""
+        """The groups that hear about ``instance``'s changes.
+
+        Override as a classmethod ``group_names(cls, instance)``, or as
+        Channels 1.0 had it, a method ``group_names(self, instance, action)``.
+        """
         raise NotImplementedError(f"{cls.__name__} must define group_names(instance)")
+
+    @classmethod
+    def _groups(cls, instance: Any, action: str) -> set[str]:
+        """Call ``group_names`` in whichever form the subclass wrote it."""
+        raw = inspect.getattr_static(cls, "group_names")
+        static = isinstance(raw, (classmethod, staticmethod))
+        method = cls.group_names if static else cls().group_names
+        try:
+            params = list(inspect.signature(method).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes_action = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+        return set(method(instance, action) if takes_action else method(instance))
 
     def has_permission(self, user: Any, action: str, pk: Any) -> bool:
         """May ``user`` do ``action`` (create/update/delete) on instance ``pk``? Default: no."""
@@ -126,18 +168,18 @@ class Binding:
             # The groups it was in are those of the row as stored, not of the edited object.
             stored = cls.model._default_manager.filter(pk=instance.pk).first()
             if stored is not None:
-                old = set(cls.group_names(stored))
+                old = cls._groups(stored, UPDATE)
         instance.__dict__.setdefault(_STASH, {})[cls] = old
 
     @classmethod
     def _post_save(cls, sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
         old = instance.__dict__.get(_STASH, {}).pop(cls, set())
-        new = set(cls.group_names(instance))
+        new = cls._groups(instance, CREATE if created else UPDATE)
         cls._broadcast(instance, {DELETE: old - new, CREATE: new - old, UPDATE: new & old})
 
     @classmethod
     def _pre_delete(cls, sender: Any, instance: Any, **kwargs: Any) -> None:
-        instance.__dict__.setdefault(_STASH, {})[cls] = set(cls.group_names(instance))
+        instance.__dict__.setdefault(_STASH, {})[cls] = cls._groups(instance, DELETE)
 
     @classmethod
     def _post_delete(cls, sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -175,10 +217,13 @@ class Binding:
 
     @classmethod
     def serialize(cls, instance: Any, action: str, pk: Any = None) -> dict[str, Any]:
-        """The payload for one change: action, pk, model label and the bound fields."""
+        """The payload for one change: action, pk, model label and the bound fields.
+
+        A delete carries the fields as they were (Channels 1.x did the same).
+        """
         from django.core.serializers.json import DjangoJSONEncoder
 
-        data = {} if action == DELETE else cls.serialize_data(instance)
+        data = cls.serialize_data(instance)
         return {
             "action": action,
             "pk": json.loads(
@@ -232,8 +277,66 @@ class Binding:
             return None
         return binding.update(instance, binding.clean(data, instance))
 
+    # -- Channels 1.x: the binding as a function consumer ----------------------------
+
+    @classmethod
+    def consumer(cls, message: Any, **kwargs: Any) -> None:
+        """Channels 1.x function consumer applying one inbound change.
+
+        Route it on a channel (``route("binding.notes", NoteBinding.consumer)``,
+        fed by a demultiplexer's ``mapping``) or list it in a demultiplexer's
+        ``consumers``. The payload is ``message.content`` (1.0) or the JSON in
+        its ``text`` (1.1); the user is ``message.user``, else the
+        connection's, else the one in the channel session of the message's
+        reply channel. A refusal is answered on the reply channel with
+        ``{"stream": stream, "payload": {"error": ..., "action": ...}}``.
+        """
+        binding = cls(user=None, scope=getattr(message, "scope", None))
+        try:
+            action, pk, data = binding.deserialize(message)
+        except (ValueError, TypeError, KeyError) as exc:
+            cls._reply_error(message, f"bad payload: {exc}", None)
+            return
+        user = _message_user(message)
+        try:
+            cls.trigger_inbound(
+                {"action": action, "pk": pk, "data": data}, user, getattr(message, "scope", None)
+            )
+        except BindingError as exc:
+            cls._reply_error(message, str(exc), action)
+
+    def deserialize(self, message: Any) -> tuple[Any, Any, Any]:
+        """``(action, pk, data)`` from a 1.x message: its ``text`` as JSON, or its content."""
+        content = message.content
+        text = content.get("text") if "action" not in content else None
+        body = json.loads(text) if text is not None else content
+        if not isinstance(body, dict):
+            raise ValueError("payload must be an object")
+        return body.get("action"), body.get("pk"), body.get("data")
+
+    @classmethod
+    def _reply_error(cls, message: Any, error: str, action: Any) -> None:
+        reply = getattr(message, "reply_channel", None)
+        if reply is None:
+            logger.info("binding %s: %s (no reply_channel to tell)", cls.__name__, error)
+            return
+        frame = {"stream": cls.stream, "payload": {"error": error, "action": action}}
+        reply.send({"text": json.dumps(frame)})
+
     def clean(self, data: dict[str, Any], instance: Any = None) -> dict[str, Any]:
-        """Validate ``data`` with a ModelForm limited to the bound fields; return cleaned values."""
+        """Validate a client's ``data``; return the values to save. An override point.
+
+        The default validates with a ModelForm limited to the bound fields:
+        on update the form is bound to ``instance`` (the stored row), so a
+        unique field that keeps its value is not "already taken", and fields
+        the payload leaves out keep theirs. Override it to add rules or
+        change values (call ``super().clean(data, instance)`` first); raise
+        :class:`BindingError` with a message safe to show the client to refuse.
+
+        Args:
+            data: the payload's ``data`` object, as the client sent it.
+            instance: the stored instance for an update, None for a create.
+        """
         from django.forms.models import model_to_dict, modelform_factory
 
         fields = "__all__" if list(self.fields or ()) == ["__all__"] else list(self.fields or ())
@@ -245,7 +348,7 @@ class Binding:
         # Start from the stored values (update) or the model's defaults (create),
         # so a partial payload only changes what it names.
         current = model_to_dict(instance if instance is not None else self.model(), fields=names)
-        form = form_class(data={**current, **data})
+        form = form_class(data={**current, **data}, instance=instance)
         if not form.is_valid():
             errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
             raise BindingError(f"invalid data: {errors}")
@@ -265,6 +368,29 @@ class Binding:
     def delete(self, instance: Any) -> None:
         """Delete ``instance``."""
         instance.delete()
+
+
+class WebsocketBinding(Binding):
+    """The Channels 1.x name: subclass it exactly as :class:`Binding`."""
+
+
+def _message_user(message: Any) -> Any:
+    """The user behind a 1.x message: a decorator's, the connection's, or the channel session's."""
+    user = getattr(message, "user", None)
+    if user is None:
+        user = (getattr(message, "scope", None) or {}).get("user")
+    if user is not None:
+        return user
+    from django.contrib.auth.models import AnonymousUser
+
+    from .auth import get_user
+    from .sessions import session_for_reply_channel
+
+    reply = getattr(message, "reply_channel", None)
+    session = session_for_reply_channel(reply.name) if reply is not None else None
+    if session is not None and session.get("_auth_user_id"):
+        return get_user({"session": session})
+    return AnonymousUser()
 
 
 class BindingConsumer(JsonWebsocketConsumer):

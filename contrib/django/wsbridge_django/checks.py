@@ -158,7 +158,7 @@ def _check_mysql() -> list[Any]:
 
 @register(TAG)
 def check_layer_for_processes(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from wsbridge.layers import BACKEND_ALIASES
+    from wsbridge.layers import backend_class_path
 
     from .conf import expected_processes, layer_settings
 
@@ -166,7 +166,7 @@ def check_layer_for_processes(app_configs: Any = None, **kwargs: Any) -> list[An
     if processes <= 1:
         return []
     spec = (layer_settings() or {}).get("default") or {"BACKEND": "memory"}
-    backend = BACKEND_ALIASES.get(spec.get("BACKEND", "memory"), spec.get("BACKEND", "memory"))
+    backend = backend_class_path(spec.get("BACKEND", "memory"))
     if not backend.endswith("MemoryLayer"):
         return []
     return [

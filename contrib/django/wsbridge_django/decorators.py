@@ -18,9 +18,16 @@ Ported code changes its imports only::
 
 What each sets on the message:
 
-* ``channel_session``: ``message.channel_session``, one per connection
-  (kept with the connection in the serving process; see
-  :class:`~wsbridge_django.sessions.ConnectionSession`).
+* ``channel_session``: ``message.channel_session``, one per connection,
+  in the session store keyed by the reply channel (Channels 1.x's layout):
+  a consumer of another channel (``Channel("chat.receive").send({...,
+  "reply_channel": ...})``), in any process, sees the connection's session,
+  and ``channel_session_user`` its user. It is saved after the consumer
+  when changed, and deleted after a ``websocket.disconnect`` consumer
+  decorated with it; otherwise it expires with ``SESSION_COOKIE_AGE``
+  (``manage.py clearsessions`` removes expired ones). ``CHANNEL_SESSION_ENGINE``
+  picks another engine (a cache, say) than ``SESSION_ENGINE``. With
+  signed-cookie sessions it is kept with the connection only.
 * ``http_session``: ``message.http_session``, the site's session from the
   cookie (None when the client sent no session cookie). Unlike Channels 1.x
   it works on every message, not only on connect.
@@ -37,6 +44,7 @@ What each sets on the message:
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -52,26 +60,71 @@ __all__ = [
 
 CHANNEL_SESSION_SCOPE_KEY = "wsbridge.channel_session"
 
+logger = logging.getLogger("wsbridge.django")
+
 Consumer = Callable[..., Any]
 
 
 def _channel_session(message: Any) -> Any:
-    from .sessions import ConnectionSession
+    """The channel session for ``message``'s reply channel (see the module docs)."""
+    from .sessions import ConnectionSession, session_for_reply_channel
 
+    reply = getattr(message, "reply_channel", None)
+    name = getattr(reply, "name", None) or message.content.get("reply_channel")
     scope = message.scope
+    if not name and not scope.get("type"):
+        raise ValueError(
+            f"@channel_session on {message.channel.name!r}: the message has no reply_channel; "
+            "it can only be used on messages that carry one"
+        )
+    # A connection without a channel name (no layer) keeps its session with it.
+    session = session_for_reply_channel(name) if name else None
+    if session is not None:
+        return session
+    if not scope.get("type"):
+        _warn_no_store(message.channel.name)
     session = scope.get(CHANNEL_SESSION_SCOPE_KEY)
     if session is None:
         session = scope[CHANNEL_SESSION_SCOPE_KEY] = ConnectionSession()
     return session
 
 
+def _warn_no_store(channel: str) -> None:
+    if channel in _warned_no_store:
+        return
+    _warned_no_store.add(channel)
+    logger.warning(
+        "@channel_session on background channel %r: signed-cookie sessions cannot be looked "
+        "up by reply channel, so this consumer gets an empty session; set "
+        "CHANNEL_SESSION_ENGINE to a server-side engine (db, cache, cached_db)",
+        channel,
+    )
+
+
+_warned_no_store: set[str] = set()
+
+
 def channel_session(func: Consumer) -> Consumer:
-    """Give the consumer ``message.channel_session``, kept for the connection's lifetime."""
+    """Give the consumer ``message.channel_session``: the connection's, from the session store.
+
+    Saved after the consumer when it changed; deleted after a
+    ``websocket.disconnect`` consumer.
+    """
 
     @functools.wraps(func)
     def inner(message: Any, *args: Any, **kwargs: Any) -> Any:
-        message.channel_session = _channel_session(message)
-        return func(message, *args, **kwargs)
+        from .sessions import save_channel_session
+
+        if hasattr(message, "channel_session"):  # stacked decorators share one
+            return func(message, *args, **kwargs)
+        session = message.channel_session = _channel_session(message)
+        try:
+            return func(message, *args, **kwargs)
+        finally:
+            if message.channel.name == "websocket.disconnect":
+                session.delete()
+            elif session.modified:
+                save_channel_session(session)
 
     return inner
 

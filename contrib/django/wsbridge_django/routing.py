@@ -95,6 +95,7 @@ class _DjangoDispatch:
             with db.consumer_call(scope):
                 if kind == "websocket.connect":
                     _resolve_user(scope)
+                    _share_user_v1(self.instance)
                 self.dispatch(message)
         finally:
             consumer_finished.send(sender=sender, scope=scope, message_type=kind)
@@ -134,6 +135,33 @@ def _resolve_user(scope: dict[str, Any]) -> None:
             scope.get("transport", "websocket"),
             scope.get("path"),
         )
+
+
+#: Channels 1.x generic consumer flags that put the user in the channel session.
+_V1_USER_FLAGS = ("http_user", "channel_session_user", "http_user_and_session")
+
+
+def _share_user_v1(instance: Any) -> None:
+    """Channels 1.x ``http_user = True``: copy the login into the channel session.
+
+    Consumers of other channels (a binding routed on ``binding.notes``, a
+    ``chat.receive`` worker) then find the user by the message's reply
+    channel, as ``channel_session_user`` does.
+    """
+    if not any(getattr(type(instance), flag, False) for flag in _V1_USER_FLAGS):
+        return
+    scope, name = instance.scope, instance.channel_name
+    if not name or scope.get("session") is None:
+        return
+    from .decorators import transfer_user
+    from .sessions import save_channel_session, session_for_reply_channel
+
+    store = session_for_reply_channel(name)
+    if store is None:
+        return
+    transfer_user(scope["session"], store)
+    if store.modified:
+        save_channel_session(store)
 
 
 def _wrap_channel_consumer(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -186,11 +214,33 @@ class DjangoRouter(Router):
 
 
 def get_router() -> DjangoRouter:
-    """The site's router: ``WSBRIDGE["ROUTING"]`` first, then the decorator routes."""
+    """The site's router: ``WSBRIDGE["ROUTING"]`` first, then the decorator routes.
+
+    Without ``WSBRIDGE["ROUTING"]``, a Channels 1.x
+    ``CHANNEL_LAYERS["default"]["ROUTING"]`` is used, with a deprecation
+    warning naming the setting to write instead.
+    """
     from .conf import wsbridge_settings
 
-    routing = wsbridge_settings.ROUTING
+    routing = wsbridge_settings.ROUTING or _legacy_layer_routing()
     if not routing:
         return DjangoRouter(default_router)
     combined = Router(routes=[path("", include(routing)), path("", default_router)])
     return DjangoRouter(combined)
+
+
+def _legacy_layer_routing() -> Any:
+    """``ROUTING`` from the default layer's settings (Channels 1.x), or None."""
+    from wsbridge.exceptions import warn_deprecated
+
+    from .conf import layer_settings
+
+    spec = (layer_settings() or {}).get("default") or {}
+    routing = spec.get("ROUTING") if isinstance(spec, dict) else None
+    if routing:
+        shown = routing if isinstance(routing, str) else "your routing module"
+        warn_deprecated(
+            f'CHANNEL_LAYERS["default"]["ROUTING"] is the Channels 1.x place for routing; '
+            f'write WSBRIDGE = {{"ROUTING": "{shown}"}} instead (it is used as it is for now)'
+        )
+    return routing

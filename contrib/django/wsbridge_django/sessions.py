@@ -9,11 +9,14 @@ the cookie it had: the change reaches its pages only with a server-side
 engine).
 
 The Channels 1.x decorators for function consumers live in
-:mod:`wsbridge_django.decorators` and are re-exported here.
+:mod:`wsbridge_django.decorators` and are re-exported here. Their channel
+sessions live in the session store, keyed by the connection's reply channel
+(:func:`session_for_reply_channel`), as in Channels 1.x.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from importlib import import_module
 from typing import Any
@@ -25,6 +28,10 @@ __all__ = [
     "session_from_scope",
     "session_cookie",
     "ConnectionSession",
+    "channel_session_key",
+    "channel_session_engine",
+    "session_for_reply_channel",
+    "save_channel_session",
     "channel_session",
     "http_session",
     "http_session_user",
@@ -77,14 +84,67 @@ def session_is_usable(scope: dict[str, Any]) -> bool:
     return bool(list(session.keys()))
 
 
+def channel_session_key(reply_channel: str) -> str:
+    """The session key of a connection's channel session: Channels 1.x's derivation.
+
+    ``"chn"`` and 29 hex digits of the SHA-1 of the reply channel name: any
+    process that sees a message carrying ``reply_channel`` finds the session.
+    """
+    return "chn" + hashlib.sha1(reply_channel.encode("utf-8")).hexdigest()[:29]
+
+
+def channel_session_engine() -> str:
+    """The engine channel sessions use: ``CHANNEL_SESSION_ENGINE`` (1.x) or ``SESSION_ENGINE``."""
+    from django.conf import settings
+
+    return getattr(settings, "CHANNEL_SESSION_ENGINE", None) or settings.SESSION_ENGINE
+
+
+def session_for_reply_channel(reply_channel: str) -> SessionBase | None:
+    """The channel session of the connection whose reply channel is ``reply_channel``.
+
+    It lives in the session store (:func:`channel_session_engine`), so a
+    consumer of another channel, in any process, sees what the connection's
+    handlers stored. It loads lazily; save it with :func:`save_channel_session`.
+    Returns None with signed-cookie sessions, which cannot be looked up by key.
+    """
+    engine = channel_session_engine()
+    if engine.endswith("signed_cookies"):
+        return None
+    key = channel_session_key(reply_channel)
+    store: SessionBase = import_module(engine).SessionStore(session_key=key)
+    store.keys()  # load now: an engine forgets a key that names no stored session...
+    store._session_key = key  # ...and this one is ours to create (Channels 1.x did the same)
+    return store
+
+
+def save_channel_session(session: SessionBase) -> None:
+    """Persist a channel session under its own key (creating it on first save)."""
+    from django.contrib.sessions.backends.base import CreateError, UpdateError
+
+    if isinstance(session, ConnectionSession):
+        return
+    key = session.session_key
+    if key is not None and not session.exists(key):
+        try:
+            session.save(must_create=True)
+            return
+        except CreateError:
+            pass  # another process created it first: update it below
+    try:
+        session.save()
+    except UpdateError:
+        # Deleted meanwhile (the connection's disconnect handler ran): recreate.
+        session.save(must_create=True)
+
+
 class ConnectionSession(SessionBase):
     """A session that lives as long as one connection, in the serving process.
 
-    Channels 1.x kept ``message.channel_session`` in the session store
-    because every message could reach a different worker; wsbridge runs all
-    of a connection's handlers in the process that holds its socket, so the
-    data stays in memory with the connection. ``save()`` is accepted (and
-    does nothing), so Channels 1.x code ports unchanged.
+    The fallback for ``message.channel_session`` when the session engine
+    cannot store it by key (signed-cookie sessions): consumers of other
+    channels do not see it then. ``save()`` is accepted (and does nothing),
+    so Channels 1.x code ports unchanged.
     """
 
     def __init__(self, session_key: str | None = None) -> None:

@@ -14,3 +14,13 @@ class Note(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class IntegerValue(models.Model):
+    """The Channels 1.x data-binding example's model: a named slider with a unique name."""
+
+    name = models.CharField(max_length=100, unique=True)
+    value = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.name

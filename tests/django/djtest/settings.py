@@ -4,6 +4,9 @@ WSBRIDGE_TEST_DB            "sqlite:<path>" or "postgres:<database>" (default: s
 WSBRIDGE_TEST_SESSIONS      "db", "cache", "cached_db" or "signed_cookies" (default: db)
 WSBRIDGE_TEST_REDIS_PREFIX  use the Redis layer at 127.0.0.1:6379 with this key prefix
 WSBRIDGE_TEST_PROCESSES     WSBRIDGE["PROCESSES"]
+WSBRIDGE_TEST_LEGACY        "1": configured as a Channels 1.x site (djtest.legacy): no WSBRIDGE
+                            ROUTING, CHANNEL_LAYERS with a 1.x BACKEND name (asgi_redis when
+                            WSBRIDGE_TEST_REDIS_PREFIX is set, else asgiref.inmemory) and ROUTING
 """
 
 import os
@@ -78,6 +81,29 @@ if os.environ.get("WSBRIDGE_TEST_REDIS_PREFIX"):
     }
 if os.environ.get("WSBRIDGE_TEST_PROCESSES"):
     WSBRIDGE["PROCESSES"] = int(os.environ["WSBRIDGE_TEST_PROCESSES"])
+
+if os.environ.get("WSBRIDGE_TEST_LEGACY"):
+    # The settings a Channels 1.x site had, unchanged: wsbridge reads them (with
+    # deprecation warnings naming what to write instead).
+    WSBRIDGE = {}
+    if os.environ.get("WSBRIDGE_TEST_REDIS_PREFIX"):
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "asgi_redis.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [("127.0.0.1", 6379)],
+                    "prefix": os.environ["WSBRIDGE_TEST_REDIS_PREFIX"],
+                },
+                "ROUTING": "djtest.legacy.routing.channel_routing",
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "asgiref.inmemory.ChannelLayer",
+                "ROUTING": "djtest.legacy.routing.channel_routing",
+            }
+        }
 
 LOGGING = {
     "version": 1,

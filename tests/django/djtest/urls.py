@@ -1,6 +1,8 @@
 from django.http import HttpResponse, JsonResponse
 from django.urls import path
 
+from .legacy.views import announce
+
 
 def index(request):
     return HttpResponse("ordinary page ok")
@@ -33,4 +35,5 @@ urlpatterns = [
     path("whoami/", whoami),
     path("login/", login_view),
     path("logout/", logout_view),
+    path("legacy/announce/<str:room>/", announce),
 ]
