@@ -42,6 +42,7 @@ from ..base import (
 )
 from ..serializers import get_serializer
 from . import lease as leases
+from . import reliable
 from .codec import Codec, Decoded, make_crypter
 from .config import decode_hosts, describe
 from .members import LocalMemberships
@@ -193,6 +194,9 @@ class RedisLayer(BaseChannelLayer):
         self._last_renewal = time.monotonic()
         self._last_sweep = time.monotonic()
         self.counters = {"dropped_full": 0, "skipped_full": 0, "bad_items": 0, "delivered": 0}
+        if not compat:
+            # reserve()/ack(): the worker's at-least-once channels (reliable.py).
+            self.extensions = (*type(self).extensions, "at_least_once")
 
     def _init_cluster(self, backoff: Backoff) -> None:
         from .cluster import ClusterShard
@@ -312,6 +316,32 @@ class RedisLayer(BaseChannelLayer):
             buffer.event.wait(remaining)
             if self._buffers.get(channel) is not buffer:  # flushed meanwhile
                 buffer = self._buffers.setdefault(channel, _Buffer())
+
+    def reserve(
+        self, channel: str, timeout: float | None = None, visibility: float = 60.0
+    ) -> tuple[Message, bytes] | None:
+        """At-least-once receive: the next message of a named channel and its receipt.
+
+        Call :meth:`ack` with the receipt when the message is done; unacked,
+        it is delivered again (to any process) ``visibility`` seconds later.
+        See ``reliable.py``. None after ``timeout`` seconds.
+
+        Raises:
+            InvalidChannelName: a process-specific channel (``!``).
+            ConfigurationError: in channels_redis compatibility mode.
+            LayerUnavailable: the shard is unreachable.
+        """
+        validate_channel_name(channel)
+        if "!" in channel:
+            raise InvalidChannelName(f"only named channels can be reserved: {channel!r}")
+        if self.compat:
+            raise ConfigurationError("at-least-once channels need the native layout")
+        self._ensure_mover()
+        return reliable.reserve(self, channel, timeout, visibility)
+
+    def ack(self, channel: str, receipt: bytes) -> bool:
+        """Finish a reserved message; False if its visibility timeout had passed."""
+        return reliable.ack(self, channel, receipt)
 
     def new_channel(self, prefix: str = "specific") -> str:
         name = self._new_channel_name(prefix)
