@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
 
+import gevent
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
@@ -61,6 +62,8 @@ T = TypeVar("T")
 
 #: Seconds between two WARNINGs about the same kind of cluster error.
 LOG_INTERVAL = 10.0
+#: Seconds between two restores of memberships after calls fail then succeed.
+RESTORE_DEBOUNCE = 1.0
 #: Attempts redis-py makes for one command through a failover (with backoff).
 CLUSTER_RETRIES = 6
 
@@ -190,6 +193,9 @@ class ClusterShard(Shard):
         self.last_error = ""
         self._checked_cluster = True
         self.error_counts: dict[str, int] = {}
+        self.recoveries = 0
+        self._restore_pending = False
+        self._last_restore = -RESTORE_DEBOUNCE
         self._last_logged: dict[str, float] = {}
         # Called as Shard's redis-py Script objects are: (keys=, args=, client=).
         self.push_list = _LazyScript(self, scripts.PUSH_LIST)  # type: ignore[assignment]
@@ -294,9 +300,28 @@ class ClusterShard(Shard):
             )
 
     def mark_up(self) -> None:
+        # During a failover calls to other slots succeed between failures:
+        # the log line is rate-limited and the restore debounced (at most
+        # one per RESTORE_DEBOUNCE seconds, and always one after the last).
         self.up = True
         self.failures = 0
-        logger.warning("channel layer: Redis Cluster %s answers again", self.name)
+        self.recoveries += 1
+        now = time.monotonic()
+        if now - self._last_logged.get("up", -LOG_INTERVAL) >= LOG_INTERVAL:
+            self._last_logged["up"] = now
+            logger.warning(
+                "channel layer: Redis Cluster %s answers again [%d recoveries so far]",
+                self.name,
+                self.recoveries,
+            )
+        if self.on_recovered is None or self._restore_pending:
+            return
+        self._restore_pending = True
+        gevent.spawn_later(max(0.0, self._last_restore + RESTORE_DEBOUNCE - now), self._restore)
+
+    def _restore(self) -> None:
+        self._restore_pending = False
+        self._last_restore = time.monotonic()
         if self.on_recovered is not None:
             self.on_recovered(self)
 
