@@ -358,6 +358,7 @@ def _flag(value: str) -> bool:
 
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "prefix": str, "expiry": float, "group_expiry": float, "capacity": int, "cluster": _flag,
+    "lease": float,
 }
 
 
@@ -365,8 +366,8 @@ def layer_from_option(value: str | Sequence[str] | None) -> BaseChannelLayer:
     """Build a layer from ``--layer``: ``memory``, Redis URLs, or ``module:attr``.
 
     ``redis://host:port/db?prefix=myapp&capacity=200`` passes ``prefix``,
-    ``expiry``, ``group_expiry``, ``capacity`` and ``cluster`` to the Redis
-    layer and the rest of the URL to redis-py. Several URLs (``--layer``
+    ``expiry``, ``group_expiry``, ``capacity``, ``cluster`` and ``lease`` to
+    the Redis layer and the rest of the URL to redis-py. Several URLs (``--layer``
     repeated) are one shard each, in the order given, or with ``?cluster=1``
     seed nodes of one Redis Cluster; options may sit on any of them (put them
     on the first). ``module:attr`` names a layer instance, or a callable

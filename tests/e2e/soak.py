@@ -46,6 +46,8 @@ APP = "tests.e2e.scaleout_app"
 JOBS = "scaleout.jobs"
 ROOM = "soakroom"
 VISIBILITY = 3.0
+#: The processes' lease: a killed server's memberships go within ~1.5 * LEASE.
+LEASE = 5.0
 #: Seconds of a process's life left out of its RSS/FD slopes.
 WARM_UP = 20.0
 
@@ -120,6 +122,8 @@ class Client(threading.Thread):
         self.received: set[int] = set()
         self.intervals: list[list[float]] = []  # [joined, left] monotonic times
         self.reconnects: list[float] = []  # seconds from drop to rejoined
+        self.port = 0
+        self.channel = ""  # the layer channel of the current connection
 
     def run(self) -> None:
         dropped_at: float | None = None
@@ -130,6 +134,7 @@ class Client(threading.Thread):
                 with connect(f"ws://127.0.0.1:{port}/ws/room/{ROOM}/", open_timeout=5) as ws:
                     hello = json.loads(ws.recv(timeout=5))
                     assert "hello" in hello
+                    self.port, self.channel = port, hello["channel"]
                     self.intervals.append([time.monotonic(), float("inf")])
                     if dropped_at is not None:
                         self.reconnects.append(time.monotonic() - dropped_at)
@@ -174,6 +179,7 @@ class Report:
     recoveries: dict[str, float] = field(default_factory=dict)
     slopes: dict[str, dict[str, float]] = field(default_factory=dict)
     reconnects: list[float] = field(default_factory=list)
+    stale_members: int = 0
 
     def lines(self) -> list[str]:
         out = [
@@ -184,6 +190,7 @@ class Report:
             f"  background jobs (at-least-once): done {self.jobs_done}/{self.jobs_queued} "
             f"queued, {self.jobs_duplicated} ran twice, {self.jobs_refused} refused at send",
         ]
+        out.append(f"  group members left by dead processes at the end: {self.stale_members}")
         for name, seconds in self.recoveries.items():
             out.append(f"  recovery after {name}: {seconds:.2f} s")
         if self.reconnects:
@@ -210,7 +217,7 @@ def run(duration: float, workdir: Path, clients_count: int = 8) -> Report:
         cluster.start()
         prefix = "soak" + secrets.token_hex(4)
         first, *rest = cluster.urls
-        layer_args = ["--layer", f"{first}?cluster=1&prefix={prefix}"]
+        layer_args = ["--layer", f"{first}?cluster=1&prefix={prefix}&lease={LEASE}"]
         for url in rest:
             layer_args += ["--layer", url]
         out = workdir / "jobs.txt"
@@ -229,7 +236,7 @@ def run(duration: float, workdir: Path, clients_count: int = 8) -> Report:
         ], env, workdir))
         for proc in procs:
             proc.start()
-        layer = RedisLayer(hosts=cluster.urls, cluster=True, prefix=prefix)
+        layer = RedisLayer(hosts=cluster.urls, cluster=True, prefix=prefix, lease=LEASE)
         ports = [p.port for p in procs[:2]]
         clients = [Client(ports, i, stop) for i in range(clients_count)]
         for client in clients:
@@ -265,12 +272,16 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
     next_sample = started
     seq = job = 0
     pending_recovery: dict[str, float] = {}
+    dead: set[str] = set()
     slot = key_slot(layer.layout.group_key(ROOM).encode())
     while time.monotonic() - started < duration:
         now = time.monotonic()
         if schedule and now - started >= schedule[0][0] * duration:
             _, fault = schedule.pop(0)
             pending_recovery[fault] = now
+            if fault == "server process":
+                pending_recovery["memberships"] = now
+                dead = {c.channel for c in clients if c.port == procs[0].port}
             _inject(fault, cluster, procs, slot)
         if now >= next_sample:
             for proc in procs:
@@ -294,6 +305,11 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
                 report.jobs_refused += 1
             job += 1
         _check_recoveries(pending_recovery, report, clients, procs, out)
+        if "memberships" in pending_recovery and seq % 10 == 0:
+            with contextlib.suppress(LayerUnavailable):
+                if not dead & set(layer.group_channels(ROOM)):
+                    report.recoveries["server kill (its memberships reaped)"] = (
+                        time.monotonic() - pending_recovery.pop("memberships"))
         time.sleep(0.05)
     # Let the last messages and redelivered jobs arrive.
     settle = time.monotonic() + VISIBILITY + 10
@@ -301,6 +317,8 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
         _check_recoveries(pending_recovery, report, clients, procs, out)
         time.sleep(0.2)
     time.sleep(1)
+    live = {c.channel for c in clients if c.intervals and c.intervals[-1][1] == float("inf")}
+    report.stale_members = len(set(layer.group_channels(ROOM)) - live)
     report.group_sent = len(sent_at)
     for seq_no, when in sent_at.items():
         for client in clients:
