@@ -159,16 +159,23 @@ def test_a_live_process_whose_lease_ended_restores_its_memberships(config, caplo
         reaper.close()
 
 
-def test_a_process_closed_gracefully_releases_its_lease(config):
-    layer = RedisLayer(**config)
-    channel = layer.new_channel()
-    layer.attach(channel, Collector())
-    shard = layer.shards[0]
-    key = layer.layout.leases_key
-    wait_for(lambda: shard.client.zscore(key, layer.client_prefix))
-    layer.close()
-    other = RedisLayer(**config)
+def test_a_process_closed_gracefully_cleans_up_after_itself(config, caplog):
+    caplog.set_level(logging.WARNING, "wsbridge.layers.redis")
+    layer, other = RedisLayer(**config), RedisLayer(**config)
     try:
-        assert other.shards[0].client.zscore(key, layer.client_prefix) == 0
+        channel = layer.new_channel()
+        layer.attach(channel, Collector())
+        layer.group_add("lease.closing", channel)
+        layer.group_add("lease.closing", layer.new_channel())  # never detached
+        shard = layer.shards[0]
+        key = layer.layout.leases_key
+        wait_for(lambda: shard.client.zscore(key, layer.client_prefix))
+        process = layer.client_prefix
+        layer.close()
+        client = other.shards[0].client
+        assert client.zscore(key, process) is None
+        assert other.group_channels("lease.closing") == []
+        assert not client.exists(other.layout.pgroups_key(process))
+        assert not [r for r in caplog.records if "stopped renewing" in r.getMessage()]
     finally:
         other.close()

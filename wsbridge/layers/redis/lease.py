@@ -86,14 +86,24 @@ def renew(layer: RedisLayer) -> None:
 
 
 def release(layer: RedisLayer) -> None:
-    """End this process's lease now (on close): what it left behind is reaped soon."""
+    """On close: remove what this process leaves behind, and its lease.
+
+    If Redis cannot be reached the lease is left to end by itself (the
+    others reap what is left); if the clean-up fails half-way the lease is
+    ended at once so that the next reap pass finishes it.
+    """
     if not _enabled(layer):
         return
     shard = _leases_shard(layer)
+    key, me = layer.layout.leases_key, layer.client_prefix
     try:
-        shard.call(shard.client.zadd, layer.layout.leases_key, {layer.client_prefix: 0}, xx=True)
+        _clean_process(layer, me)
+        shard.call(shard.client.zrem, key, me)
     except LayerUnavailable:
-        logger.debug("could not release the lease; it ends by itself")
+        try:
+            shard.call(shard.client.zadd, key, {me: 0}, xx=True)
+        except LayerUnavailable:
+            logger.debug("could not release the lease; it ends by itself")
 
 
 def reap(layer: RedisLayer) -> int:
