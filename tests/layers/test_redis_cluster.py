@@ -252,3 +252,21 @@ def test_layer_option_urls_with_cluster_flag_make_a_cluster_layer(redis_cluster)
     finally:
         layer.flush()
         layer.close()
+
+
+def test_one_seed_node_finds_the_whole_cluster_and_a_dead_seed_is_skipped(redis_cluster):
+    from .redis_server import free_port
+
+    prefix = unique_prefix()
+    dead = f"redis://127.0.0.1:{free_port()}"
+    for hosts in ([redis_cluster.urls[1]], [dead, redis_cluster.urls[2]]):
+        layer = RedisLayer(hosts=hosts, cluster=True, prefix=prefix)
+        try:
+            for i in range(20):  # names spread over every master
+                layer.send(f"seed.c{i}", {"type": "x", "i": i})
+            assert [layer.receive(f"seed.c{i}", timeout=2)["i"] for i in range(20)] == list(
+                range(20)
+            )
+        finally:
+            layer.flush()
+            layer.close()
