@@ -11,7 +11,9 @@ VERSION = re.search(
 ).group(1)
 
 setup(
-    name="wsbridge",
+    # The distribution; the import names stay wsbridge and wsbridge_django
+    # ("wsbridge" on PyPI is an unrelated project).
+    name="wsbridge-gevent",
     version=VERSION,
     description=(
         "WebSockets, long-poll, groups and background channels for WSGI sites, "
@@ -20,6 +22,13 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
+    license_files=["LICENSE"],
+    project_urls={
+        "Documentation": "https://github.com/wsbridge/wsbridge/tree/main/docs",
+        "Source": "https://github.com/wsbridge/wsbridge",
+        "Changelog": "https://github.com/wsbridge/wsbridge/blob/main/docs/changelog.rst",
+        "Issues": "https://github.com/wsbridge/wsbridge/issues",
+    },
     python_requires=">=3.10",
     packages=find_packages(include=["wsbridge", "wsbridge.*"])
     + find_packages("contrib/django", include=["wsbridge_django", "wsbridge_django.*"]),
@@ -37,7 +46,8 @@ setup(
     extras_require={
         "redis": ["redis>=5.0", "cryptography>=42"],
         "django": ["django>=4.2"],
-        "gunicorn": ["gunicorn>=22.0"],
+        # gunicorn's gevent worker needs gunicorn[gevent] (checked at worker start since 23)
+        "gunicorn": ["gunicorn[gevent]>=22.0"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.2",
@@ -56,7 +66,7 @@ setup(
             "ruff>=0.5",
             "mypy>=1.10",
             "sphinx>=7",
-            # examples/flask and docs/topics/flask.rst (run by tests/docs)
+            # examples/flask, docs/topics/flask.rst (run by tests/docs), tests/e2e/one_layer_flask.py
             "flask>=3.0",
         ],
     },

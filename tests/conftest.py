@@ -207,3 +207,25 @@ def gevent_server() -> Iterator[Callable[[Any], InProcessServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _process_layers_restored() -> Iterator[None]:
+    """``wrap(app, layer=...)`` makes its layer the process's (as it must in a server):
+    give the next test the layers this one started with."""
+    from wsbridge import layers
+
+    try:  # each test sees its own drops warned, whatever the rate limit did before
+        from wsbridge.drops import reset_drop_counts
+
+        reset_drop_counts()
+    except ImportError:
+        pass
+    sources = getattr(layers, "_sources", {})
+    saved = (dict(layers._layers), dict(sources))
+    yield
+    with layers._lock:
+        layers._layers.clear()
+        layers._layers.update(saved[0])
+        sources.clear()
+        sources.update(saved[1])

@@ -23,7 +23,6 @@ import os
 import secrets
 import sys
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .exceptions import WSBridgeError
 from .layers import build_layer, get_channel_layer
@@ -37,15 +36,6 @@ __all__ = [
     "layer_from_args",
     "format_stats",
 ]
-
-_URL_OPTIONS = {
-    "prefix": str,
-    "expiry": float,
-    "group_expiry": float,
-    "capacity": int,
-    "compat": str,
-}
-
 
 def _add_layer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -106,20 +96,9 @@ def layer_from_args(args: argparse.Namespace) -> BaseChannelLayer:
 
 
 def _layer_from_urls(urls: list[str]) -> BaseChannelLayer:
-    if urls == ["memory"]:
-        return build_layer({"BACKEND": "memory"})
-    config: dict[str, Any] = {}
-    hosts = []
-    for url in urls:
-        parts = urlsplit(url)
-        rest = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in _URL_OPTIONS:
-                config[key] = _URL_OPTIONS[key](value)
-            else:
-                rest.append((key, value))
-        hosts.append(urlunsplit(parts._replace(query=urlencode(rest))))
-    return build_layer({"BACKEND": "redis", "CONFIG": {"hosts": hosts, **config}})
+    from .layers.urls import layer_from_urls
+
+    return layer_from_urls(urls)
 
 
 # -- status -----------------------------------------------------------------------------
@@ -135,6 +114,7 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
     try:
         stats = layer.stats()
+        stats["processes"] = _processes(layer)
     finally:
         layer.close()
     if getattr(args, "json", False):
@@ -177,7 +157,36 @@ def format_stats(layer: BaseChannelLayer, stats: dict[str, Any]) -> str:
         lines.append(f"  queues: {shard.get('queue_count', len(queues))}")
         lines.extend(f"    {name:<40} {depth} waiting" for name, depth in sorted(queues.items()))
         lines.append(f"  delayed: {shard.get('delayed', 0)}")
+    lines.extend(format_processes(stats.get("processes")))
     return "\n".join(lines) + "\n"
+
+
+def _processes(layer: BaseChannelLayer) -> list[dict[str, Any]] | str:
+    from .heartbeat import read_processes
+
+    try:
+        return read_processes(layer)
+    except WSBridgeError as exc:
+        return f"unavailable: {exc}"
+
+
+def format_processes(processes: list[dict[str, Any]] | str | None) -> list[str]:
+    """One line per live process: role, age, gauges and drop counters per reason."""
+    if processes is None:
+        return []
+    if isinstance(processes, str):
+        return [f"processes: {processes}"]
+    lines = [f"processes: {len(processes)} alive (each publishes a heartbeat with a TTL)"]
+    for proc in processes:
+        age = max(0.0, float(proc.get("beat", 0)) - float(proc.get("started", 0)))
+        gauges = " ".join(f"{k} {v}" for k, v in sorted((proc.get("gauges") or {}).items()))
+        drops = proc.get("drops") or {}
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none"
+        lines.append(
+            f"  {proc.get('id', '?'):<30} {proc.get('role', '?'):<7} up {age:.0f}s  "
+            f"{gauges}  dropped: {dropped}"
+        )
+    return lines
 
 
 def _layout(stats: dict[str, Any]) -> str:

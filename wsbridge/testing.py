@@ -102,10 +102,11 @@ def use_channel_layer(
             comm = Communicator(ChatConsumer, "/ws/chat/lobby/")
             ...
     """
-    from .layers import _layers  # the process's table; restored exactly afterwards
+    from .layers import _layers, _sources  # the process's table; restored exactly afterwards
     from .layers.memory import MemoryLayer
 
     previous = _layers.get(alias)
+    previous_source = _sources.get(alias)
     current = layer if layer is not None else MemoryLayer()
     set_channel_layer(current, alias)
     try:
@@ -114,6 +115,8 @@ def use_channel_layer(
         if layer is None:
             current.close()
         set_channel_layer(previous, alias)
+        if previous is not None and previous_source is not None:
+            _sources[alias] = previous_source
 
 
 def _resolve_consumer(application: Any, scope: dict[str, Any], scope_type: str) -> Any:

@@ -32,7 +32,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import gevent
 from gevent.event import Event
@@ -48,7 +47,7 @@ from .exceptions import (
     StopConsumer,
     WSBridgeError,
 )
-from .layers import build_layer, get_channel_layer
+from .layers import get_channel_layer
 from .layers.base import BaseChannelLayer
 
 __all__ = [
@@ -163,6 +162,12 @@ class Worker:
         self._stopping.clear()
         self._stopped.clear()
         self._receivers = [gevent.spawn(self._receive_loop, name) for name in self.channels]
+        if self.channels:
+            from .heartbeat import start_heartbeat
+            from .process import mark_serving
+
+            mark_serving()
+            start_heartbeat(self.layer, "worker")
         logger.log(
             logging.INFO if self.channels else logging.DEBUG,
             "worker running %d background channel(s): %s (concurrency %d)",
@@ -347,79 +352,28 @@ def start_embedded(
 # -- the `wsbridge worker` command -------------------------------------------------
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
-def _flag(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on", ""):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"--layer option {value!r}: use 1/0, true/false, yes/no")
-
-
-_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "prefix": str, "expiry": float, "group_expiry": float, "capacity": int, "cluster": _flag,
-    "lease": float,
-}
-
-
 def layer_from_option(value: str | Sequence[str] | None) -> BaseChannelLayer:
     """Build a layer from ``--layer``: ``memory``, Redis URLs, or ``module:attr``.
 
     ``redis://host:port/db?prefix=myapp&capacity=200`` passes ``prefix``,
-    ``expiry``, ``group_expiry``, ``capacity``, ``cluster`` and ``lease`` to
-    the Redis layer and the rest of the URL to redis-py. Several URLs (``--layer``
-    repeated) are one shard each, in the order given, or with ``?cluster=1``
-    seed nodes of one Redis Cluster; options may sit on any of them (put them
-    on the first). ``module:attr`` names a layer instance, or a callable
-    returning one. Nothing given: ``get_channel_layer()``.
+    ``expiry``, ``group_expiry``, ``capacity``, ``compat``, ``cluster`` and
+    ``lease`` to the Redis layer and the rest of the URL to redis-py. Several
+    URLs (``--layer`` repeated) are one shard each, in the order given, or
+    with ``?cluster=1`` seed nodes of one Redis Cluster; options may sit on
+    any of them (put them on the first). ``module:attr`` names a layer instance,
+    or a callable returning one. Nothing given: ``get_channel_layer()`` (the
+    process's layer: ``WSBRIDGE_LAYER``, else the settings, else in-memory).
+    One parser serves every command: :func:`wsbridge.layers.urls.layer_from_urls`.
 
     Raises:
         ConfigurationError: a value that is none of these, or several values
             that are not all Redis URLs.
     """
-    values = [value] if isinstance(value, str) else list(value or ())
-    values = [v for v in values if v]
-    if not values:
+    from .layers.urls import layer_from_urls, split_urls
+
+    if not split_urls(value):
         return get_channel_layer()
-    if len(values) == 1 and urlsplit(values[0]).scheme not in _REDIS_SCHEMES:
-        return _named_layer(values[0])
-    config: dict[str, Any] = {}
-    hosts = []
-    for url in values:
-        parts = urlsplit(url)
-        if parts.scheme not in _REDIS_SCHEMES:
-            raise ConfigurationError(
-                f"--layer {url!r}: when --layer is repeated, each one must be a redis://, "
-                "rediss:// or unix:// URL (one per shard)"
-            )
-        rest = []
-        for key, item in parse_qsl(parts.query, keep_blank_values=True):
-            if key in _URL_OPTIONS:
-                config[key] = _URL_OPTIONS[key](item)
-            else:
-                rest.append((key, item))
-        hosts.append(urlunsplit(parts._replace(query=urlencode(rest))))
-    return build_layer({"BACKEND": "redis", "CONFIG": {"hosts": hosts, **config}})
-
-
-def _named_layer(value: str) -> BaseChannelLayer:
-    if value == "memory":
-        return build_layer({"BACKEND": "memory"})
-    module_name, sep, attr = value.partition(":")
-    if not sep:
-        raise ConfigurationError(
-            f"--layer {value!r}: use 'memory', a redis:// URL, or module:attribute"
-        )
-    import importlib
-
-    try:
-        target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"--layer {value!r}: {exc}") from exc
-    layer = target() if callable(target) and not isinstance(target, BaseChannelLayer) else target
-    if not isinstance(layer, BaseChannelLayer):
-        raise ConfigurationError(f"--layer {value!r} is a {type(layer).__name__}, not a layer")
-    return layer
+    return layer_from_urls(value)  # type: ignore[arg-type]
 
 
 def _split(values: Sequence[str] | None) -> list[str]:
@@ -469,7 +423,7 @@ def run_worker(args: argparse.Namespace) -> int:
     try:
         require_monkey_patched()
         router = build_router(args.routing, _split(args.consumers))
-        layer = layer_from_option(args.layer or os.environ.get("WSBRIDGE_LAYER"))
+        layer = layer_from_option(args.layer)  # none given: WSBRIDGE_LAYER, then settings
         worker = Worker(layer, router, only_channels=_split(args.only_channels),
                         exclude_channels=_split(args.exclude_channels),
                         concurrency=args.concurrency,

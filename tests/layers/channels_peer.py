@@ -11,12 +11,21 @@ python channels_peer.py receive <redis_url> <prefix> <channel>
     prints the received message as JSON.
 python channels_peer.py new_channel <redis_url> <prefix>
     prints a new specific channel name, then the first message it receives.
+python channels_peer.py fill <redis_url> <prefix> <channel> <n>
+    sends n messages, prints {"sent": accepted, "full": ChannelFull raised} as JSON.
+python channels_peer.py group_add <redis_url> <prefix> <group> <channel>
+python channels_peer.py poll <redis_url> <prefix> <channel> <seconds>
+    prints the message received within that time as JSON, or NONE.
+
+PEER_CONFIG (JSON in the environment) is merged into the layer's CONFIG
+(capacity, channel_capacity, expiry, group_expiry), to compare semantics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 import django
@@ -29,7 +38,11 @@ def setup(url: str, prefix: str) -> None:
         CHANNEL_LAYERS={
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [url], "prefix": prefix},
+                "CONFIG": {
+                    "hosts": [url],
+                    "prefix": prefix,
+                    **json.loads(os.environ.get("PEER_CONFIG", "{}")),
+                },
             }
         },
     )
@@ -81,6 +94,27 @@ async def main(argv: list[str]) -> None:
     elif mode == "receive":
         message = await asyncio.wait_for(layer.receive(rest[0]), 20)
         say(json.dumps(message))
+    elif mode == "fill":
+        from channels.exceptions import ChannelFull
+
+        sent = full = 0
+        for i in range(int(rest[1])):
+            try:
+                await layer.send(rest[0], {"type": "fill", "i": i})
+                sent += 1
+            except ChannelFull:
+                full += 1
+        say(json.dumps({"sent": sent, "full": full}))
+    elif mode == "group_add":
+        await layer.group_add(rest[0], rest[1])
+        say("ADDED")
+    elif mode == "poll":
+        try:
+            message = await asyncio.wait_for(layer.receive(rest[0]), float(rest[1]))
+        except asyncio.TimeoutError:
+            say("NONE")
+        else:
+            say(json.dumps(message))
     elif mode == "new_channel":
         name = await layer.new_channel()
         say(name)

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.redis
 
 
 def make(server, **options) -> RedisLayer:
-    config = {"hosts": [server.url], "prefix": "faults", "retry_backoff": (0.02, 0.3)}
+    # After a restart group sends refuse for restore_window (test_redis_restart_window.py).
+    config = {"hosts": [server.url], "prefix": "faults", "retry_backoff": (0.02, 0.3),
+              "restore_window": 0.5}
     config.update(options)
     return RedisLayer(**config)
 
@@ -74,7 +76,7 @@ def test_reader_and_memberships_come_back_after_a_restart(redis_server, caplog):
         redis_server.restart()  # comes back empty: memberships are gone from Redis
         wait_for(lambda: server_process.shards[0].up and "room" in _groups(sender))
         assert sender.group_channels("room") == [channel]
-        sender.group_send("room", {"type": "n", "i": 1})
+        wait_for(lambda: _group_sends(sender, {"type": "n", "i": 1}))
         assert [m["i"] for m in got.wait(2)] == [0, 1]
         # Logged once: an outage and its recovery, or a restart seen on reconnection.
         outages, recoveries = outage_lines(caplog), recovery_lines(caplog)
@@ -84,6 +86,15 @@ def test_reader_and_memberships_come_back_after_a_restart(redis_server, caplog):
     finally:
         server_process.close()
         sender.close()
+
+
+def _group_sends(layer: RedisLayer, message: dict, group: str = "room") -> bool:
+    # After a restart, group sends refuse (LayerUnavailable) for the restore window.
+    try:
+        layer.group_send(group, message)
+    except LayerUnavailable:
+        return False
+    return True
 
 
 def _groups(layer: RedisLayer) -> list[str]:
@@ -105,7 +116,7 @@ def test_group_add_during_an_outage_is_applied_when_redis_is_back(redis_server):
         layer.group_add("late", channel)  # remembered, does not raise
         redis_server.start()
         wait_for(lambda: _member(other, "late", channel))
-        other.group_send("late", {"type": "hello"})
+        wait_for(lambda: _group_sends(other, {"type": "hello"}, "late"))
         assert got.wait(1)[0] == {"type": "hello"}
     finally:
         layer.close()
@@ -156,7 +167,7 @@ def test_no_greenlet_socket_or_state_leak_after_repeated_outages(redis_server):
         def cycle(i: int) -> None:
             redis_server.restart()
             wait_for(lambda: _member(sender, "room", channel))
-            sender.group_send("room", {"type": "n", "i": i})
+            wait_for(lambda: _group_sends(sender, {"type": "n", "i": i}))
             got.wait(i + 1)
 
         cycle(0)

@@ -35,6 +35,7 @@ def echo_round_trips(url: str, count: int = 3) -> list[str]:
 
 
 def gunicorn(tmp_path, worker: str, workers: int = 1):
+    """``workers`` > 1 run on the Redis layer: an unshared layer refuses several workers."""
     port = free_port()
     log = tmp_path / f"gunicorn-{worker.rsplit('.', 1)[-1]}.log"
     command = [
@@ -56,7 +57,13 @@ def gunicorn(tmp_path, worker: str, workers: int = 1):
         "--no-control-socket",  # parallel masters would share ~/.gunicorn/gunicorn.ctl
         APP,
     ]
-    return start_process(command, log, port)
+    env = None
+    if workers > 1:
+        import secrets
+
+        prefix = f"wsbsrv{secrets.token_hex(4)}"
+        env = server_env(WSBRIDGE_LAYER=f"redis://127.0.0.1:6379/0?prefix={prefix}")
+    return start_process(command, log, port, env=env)
 
 
 def assert_clean_log(text: str) -> None:

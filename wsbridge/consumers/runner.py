@@ -66,6 +66,7 @@ from greenlet import getcurrent
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
+from ..process import mark_serving
 from .consumer import log_unanswered_connect
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
@@ -163,6 +164,7 @@ class Connection:
         alias = getattr(consumer_class, "channel_layer_alias", DEFAULT_ALIAS)
         if alias != DEFAULT_ALIAS:
             layer = get_channel_layer(alias)
+        mark_serving()
         self.scope = scope
         self.layer = layer
         self._transport_send = send

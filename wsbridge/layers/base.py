@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import sys
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -247,6 +248,14 @@ class BaseChannelLayer(ABC):
 
         os.register_at_fork(after_in_child=renew_in_child)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ended a layer that cannot be used again (the Redis layer).
+
+        ``get_channel_layer()`` then builds the process's layer afresh.
+        """
+        return bool(getattr(self, "_closed", False))
+
     @staticmethod
     def _make_client_prefix() -> str:
         return f"{os.getpid():x}{secrets.token_hex(6)}"
@@ -326,6 +335,27 @@ class BaseChannelLayer(ABC):
     @abstractmethod
     def detach(self, channel: str) -> None:
         """Stop push delivery for ``channel`` and forget anything queued for it."""
+
+    # -- process heartbeats (wsbridge status) ---------------------------------
+
+    def publish_process(self, name: str, info: Mapping[str, Any], ttl: float) -> None:
+        """Publish one process's heartbeat ``info`` under ``name``; it vanishes after ``ttl`` s.
+
+        The default keeps it in this process (all an unshared layer can do);
+        a shared layer stores it where every process reads it
+        (:mod:`wsbridge.heartbeat` calls this; ``wsbridge status`` reads
+        :meth:`processes`).
+        """
+        table = self.__dict__.setdefault("_heartbeats", {})
+        table[name] = (time.monotonic() + ttl, dict(info))
+
+    def processes(self) -> list[dict[str, Any]]:
+        """The heartbeats published and not yet expired, one dict per process."""
+        table = self.__dict__.get("_heartbeats", {})
+        now = time.monotonic()
+        for name in [n for n, (until, _) in table.items() if until < now]:
+            del table[name]
+        return [info for _, info in table.values()]
 
     # -- helpers for subclasses --------------------------------------------
 

@@ -9,6 +9,7 @@ the Redis layer for that.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
+from ..drops import record_drop, warn_once
 from ..exceptions import ChannelFull, InvalidChannelName
 from .base import (
     BaseChannelLayer,
@@ -81,6 +83,7 @@ class MemoryLayer(BaseChannelLayer):
     def send(self, channel: str, message: Message, *, delay: float | None = None) -> None:
         validate_channel_name(channel)
         message = validate_message(message)
+        _warn_if_not_serving("send")
         if delay is not None and delay > 0:
             self._send_later(channel, message, delay)
             return
@@ -104,7 +107,7 @@ class MemoryLayer(BaseChannelLayer):
             try:
                 self._deliver(channel, message)
             except ChannelFull:
-                logger.warning("delayed message to %s dropped: channel full", channel)
+                record_drop("queue_full", detail=f"delayed send to {channel}")
 
         arm(delay)
 
@@ -136,8 +139,12 @@ class MemoryLayer(BaseChannelLayer):
     def _expire(self, queue: _Queue) -> None:
         now = time.monotonic()
         items = queue.items
+        expired = 0
         while items and items[0][0] < now:
             items.popleft()
+            expired += 1
+        if expired:
+            record_drop("expired", expired, detail="in-memory channel, never received")
 
     # -- receiving -----------------------------------------------------------
 
@@ -224,6 +231,7 @@ class MemoryLayer(BaseChannelLayer):
     def group_send(self, group: str, message: Message) -> int:
         validate_group_name(group)
         message = validate_message(message)
+        _warn_if_not_serving("group_send")
         members = self._groups.get(group)
         if not members:
             return 0
@@ -244,6 +252,8 @@ class MemoryLayer(BaseChannelLayer):
         if not members:
             self._groups.pop(group, None)
         self._skipped_full += skipped
+        if skipped:
+            record_drop("group_member_full", skipped, detail=f"group {group}")
         return skipped
 
     def group_channels(self, group: str) -> list[str]:
@@ -277,6 +287,21 @@ class MemoryLayer(BaseChannelLayer):
             "attached": len(self._attached),
             "skipped_full": self._skipped_full,
         }
+
+
+def _warn_if_not_serving(what: str) -> None:
+    from ..process import is_serving
+
+    if not is_serving():
+        warn_once(
+            "memory-layer-not-serving",
+            "in-memory channel layer: %s from a process that serves no connections (pid %d); "
+            "only this process can receive it, so it reaches no server process. Configure a "
+            "shared layer (WSBRIDGE_LAYER=redis://..., or the Redis backend in the settings) "
+            "to reach the servers from a shell, a cron job or another process.",
+            what,
+            os.getpid(),
+        )
 
 
 #: The name Channels users know.

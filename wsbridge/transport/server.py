@@ -19,7 +19,6 @@ import gc
 import importlib
 import logging
 import os
-import signal
 import sys
 import weakref
 from typing import Any
@@ -241,7 +240,8 @@ def serve(
     embedded_worker: bool = True,
     **wrap_options: Any,
 ) -> None:
-    """Serve ``app`` until SIGTERM/SIGINT, then close WebSockets with 1001 and return.
+    """Serve ``app`` until SIGTERM/SIGINT (close WebSockets with 1001) or SIGHUP (1012), then
+    return (:mod:`wsbridge.transport.shutdown`).
 
     Long-poll sessions are handed over to the other processes when the
     layer is shared (they survive the restart), else closed with 1001 too.
@@ -257,9 +257,17 @@ def serve(
 
     check_monkey_patched()
     server = make_server(app, host, port, access_log=access_log, **wrap_options)
+    from .wsgi import check_startup
+
+    check_startup(server.application)
     server.start()
     worker = _start_embedded_worker(server.application) if embedded_worker else None
     logger.info("wsbridge serving on http://%s:%d/ (pid %d)", host, server.server_port, os.getpid())
+    from ..layers import channel_layer_source
+
+    logger.info(
+        "channel layer: %r (from %s)", server.application.layer, channel_layer_source() or "?"
+    )
     if ready is not None:
         ready(server)
     try:
@@ -282,21 +290,20 @@ def _start_embedded_worker(app: Any) -> Any:
 
 
 def _run_until_signal(server: Any, shutdown_timeout: float) -> None:
+    """SIGTERM/SIGINT: close with 1001 and return; SIGHUP: close with 1012 (service
+    restart: clients reconnect at once, to this process started again) and return."""
     import gevent
-    from gevent.event import Event
 
-    from .websocket import active_connections, close_all
+    from .shutdown import SERVICE_RESTART, close_connections, wait_for_signal
+    from .websocket import active_connections
 
-    stop = Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stop.set)
-    stop.wait()
-    logger.info("shutting down: closing %d WebSocket(s) with 1001", len(active_connections()))
+    code = wait_for_signal()
     server.close()  # stop accepting
-    close_all()
-    longpoll = getattr(server.application, "longpoll_transport", None)
-    if longpoll is not None:  # sessions move to the other processes (shared layer), or get 1001
-        longpoll.close(1001, timeout=min(shutdown_timeout, 5.0))
+    reason = "service restart" if code == SERVICE_RESTART else "server shutting down"
+    # Long-poll sessions move to the other processes (shared layer), or get the code too.
+    close_connections(
+        code, reason, apps=[server.application], longpoll_timeout=min(shutdown_timeout, 5.0)
+    )
     with gevent.Timeout(shutdown_timeout, False):
         while active_connections():
             gevent.sleep(0.05)
@@ -420,9 +427,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--layer",
         action="append",
         metavar="URL",
-        help="the process's default channel layer: 'memory', a redis:// URL (?prefix=...; "
-        "repeat once per shard) or module:attr, as for `wsbridge worker` "
-        "(default: what the app configures, else in-memory)",
+        help="the process's channel layer: 'memory', a redis:// URL (?prefix=...; "
+        "repeat once per shard) or module:attr, as for `wsbridge worker`. Order of "
+        "precedence: wrap(app, layer=...) in the app, then --layer, then $WSBRIDGE_LAYER, "
+        "then the app's settings, then in-memory",
     )
     parser.add_argument(
         "--no-worker",
@@ -468,11 +476,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         cwd_on_path()  # --layer module:attr, --consumers and --routing name project modules too
-        if args.layer:  # before the app is imported: it may look its layer up then
-            from ..layers import set_channel_layer
-            from ..worker import layer_from_option
-
-            set_channel_layer(layer_from_option(args.layer))
+        _install_command_layer(args.layer)  # before the app is imported: it may use it
         consumers = [m.strip() for v in args.consumers for m in v.split(",") if m.strip()]
         router = build_router(args.routing, consumers)
         app = load_app(args.app)
@@ -493,6 +497,18 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(app, args.host, args.port, access_log=access_log, ready=_print_ready,
           embedded_worker=args.embedded_worker)
     return 0
+
+
+def _install_command_layer(urls: list[str] | None) -> None:
+    """``--layer`` (the ``serve`` source), else ``WSBRIDGE_LAYER`` (``env``), built now so
+    a bad value stops the start; settings a Django site loads later do not replace it."""
+    from ..layers import install_channel_layer
+    from ..layers.urls import LAYER_ENV, layer_from_urls
+
+    if urls:
+        install_channel_layer(layer_from_urls(urls), "serve")
+    elif os.environ.get(LAYER_ENV, "").strip():
+        install_channel_layer(layer_from_urls(os.environ[LAYER_ENV], what=LAYER_ENV), "env")
 
 
 def _print_ready(server: Any) -> None:

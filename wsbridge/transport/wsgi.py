@@ -244,6 +244,11 @@ class WSBridgeApp:
             router = default_router
         self.app = app
         self.router = router
+        if layer is not None:
+            # One layer per process: views, Group and Channel send through this one too.
+            from ..layers import install_channel_layer
+
+            install_channel_layer(layer, "explicit")
         self._layer = layer
         self.websocket = websocket if websocket is not None else WebSocketOptions()
         self.origin_check = origin_check or origin_checker(allowed_origins)
@@ -256,6 +261,14 @@ class WSBridgeApp:
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
+        self._started = False
+        from ..process import in_gunicorn
+
+        if in_gunicorn():  # the app is loaded at the worker's start: check it now
+            from .shutdown import install_restart_handlers
+
+            check_startup(self)
+            install_restart_handlers(self)  # SIGTERM: close with 1012 first
 
     # -- hooks for the other transports -----------------------------------------
 
@@ -311,7 +324,21 @@ class WSBridgeApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        if not self._started:
+            self._start_serving()
         return self.dispatch(environ)(environ, start_response)
+
+    def _start_serving(self) -> None:
+        # First request of this process: it serves now. Its heartbeat (drop
+        # counters, open WebSockets) goes out through a shared layer.
+        from ..heartbeat import register_gauge, start_heartbeat
+        from ..process import mark_serving
+        from .websocket import active_connections
+
+        self._started = True
+        mark_serving()
+        register_gauge("websockets", lambda: len(active_connections()))
+        start_heartbeat(self.layer, "server")
 
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Answer a WebSocket request: route, check Origin, take the socket, run it."""
@@ -359,6 +386,36 @@ class WSBridgeApp:
         return handover.finish(101, 0)
 
 
+def check_startup(app: WSBridgeApp) -> None:
+    """What a serving process checks before it takes requests (``serve()``, gunicorn workers).
+
+    Warns when no route is registered (the ``ROUTING`` module not found,
+    decorators never imported), and refuses an unshared layer when several
+    processes serve (their rooms would split in silence).
+
+    Raises:
+        ConfigurationError: more than one process serves (gunicorn ``-w``,
+            ``WEB_CONCURRENCY``) and the layer is not shared (the in-memory one).
+    """
+    from ..process import expected_processes
+
+    router = app.router
+    if not router.routes and not router.channel_names():
+        logger.warning(
+            "no consumer is routed: every WebSocket request will get 404. Register consumers "
+            "(import the modules with @router.websocket, or pass router=/--routing/--consumers; "
+            "Django: WSBRIDGE['ROUTING'] or <app>/consumers.py) before the server starts"
+        )
+    processes = expected_processes()
+    if processes > 1 and "shared" not in app.layer.extensions:
+        raise ConfigurationError(
+            f"{processes} processes serve this app but the channel layer ({app.layer!r}) is "
+            "not shared between processes: groups, long-poll sessions and background channels "
+            "would not reach across them. Use the Redis layer: WSBRIDGE_LAYER=redis://"
+            "127.0.0.1:6379/0 (or wrap(app, layer=...)), or run one worker (-w 1)."
+        )
+
+
 def _optional(module_name: str, attr: str) -> Any:
     try:
         module = importlib.import_module(module_name)
@@ -388,7 +445,10 @@ def wrap(
     Args:
         app: the site's WSGI app; it keeps every request wsbridge does not claim.
         router: the routes to serve (default: ``wsbridge.router``).
-        layer: the channel layer (default: ``get_channel_layer()`` on first use).
+        layer: the channel layer. Given, it becomes the process's layer: what
+            ``get_channel_layer()``, ``Group`` and ``Channel`` return in this
+            process (the strongest source, docs/topics/layers.rst). Default:
+            ``get_channel_layer()`` on first use.
         websocket: limits and knobs (:class:`~wsbridge.transport.wsoptions.WebSocketOptions`).
         allowed_origins: Origin patterns allowed to connect (default: only the
             request's own Host); see :func:`check_origin`.

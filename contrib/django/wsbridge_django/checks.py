@@ -156,6 +156,19 @@ def _check_mysql() -> list[Any]:
     ]
 
 
+def _layer_chosen_outside_settings() -> bool:
+    # wrap(layer=), `wsbridge serve --layer` or WSBRIDGE_LAYER win over the settings.
+    import os
+
+    from wsbridge.layers import channel_layer_source
+    from wsbridge.layers.urls import LAYER_ENV
+
+    # (The checks run before wrap(): an explicit layer is not chosen yet.)
+    return bool(os.environ.get(LAYER_ENV, "").strip()) or channel_layer_source() in (
+        "serve", "env"
+    )
+
+
 @register(TAG)
 def check_layer_for_processes(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from wsbridge.layers import backend_class_path
@@ -165,10 +178,16 @@ def check_layer_for_processes(app_configs: Any = None, **kwargs: Any) -> list[An
     processes = expected_processes()
     if processes <= 1:
         return []
-    spec = (layer_settings() or {}).get("default") or {"BACKEND": "memory"}
-    backend = backend_class_path(spec.get("BACKEND", "memory"))
-    if not backend.endswith("MemoryLayer"):
-        return []
+    if _layer_chosen_outside_settings():
+        from wsbridge.layers import get_channel_layer
+
+        if "shared" in get_channel_layer().extensions:
+            return []
+    else:
+        spec = (layer_settings() or {}).get("default") or {"BACKEND": "memory"}
+        backend = backend_class_path(spec.get("BACKEND", "memory"))
+        if not backend.endswith("MemoryLayer"):
+            return []
     return [
         Error(
             f"{processes} processes will serve this site but the channel layer is the in-memory "

@@ -25,8 +25,6 @@ importing wsbridge_django never configures Django by accident::
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -122,31 +120,15 @@ def expected_processes() -> int:
 
     ``WSBRIDGE["PROCESSES"]`` when set; else ``WEB_CONCURRENCY``; else
     gunicorn's ``-w``/``--workers`` from ``GUNICORN_CMD_ARGS`` or from the
-    command line of a gunicorn process; else 1.
+    command line of a gunicorn process; else 1
+    (:func:`wsbridge.process.expected_processes`).
     """
-    configured = wsbridge_settings.PROCESSES
-    if configured:
-        return int(configured)
-    env = os.environ.get("WEB_CONCURRENCY", "").strip()
-    if env.isdigit():
-        return int(env)
-    workers = _gunicorn_workers(os.environ.get("GUNICORN_CMD_ARGS", ""))
-    in_gunicorn = "gunicorn.arbiter" in sys.modules or os.path.basename(
-        sys.argv[0] or ""
-    ).startswith("gunicorn")
-    if workers is None and in_gunicorn:
-        workers = _gunicorn_workers(" ".join(sys.argv[1:]))
-    return workers or 1
+    from wsbridge.process import expected_processes as processes
+
+    return processes(wsbridge_settings.PROCESSES)
 
 
 def _gunicorn_workers(cmdline: str) -> int | None:
-    words = cmdline.split()
-    for i, word in enumerate(words):
-        for flag in ("-w", "--workers"):
-            if word == flag and i + 1 < len(words) and words[i + 1].isdigit():
-                return int(words[i + 1])
-            if word.startswith(flag + "=") and word[len(flag) + 1 :].isdigit():
-                return int(word[len(flag) + 1 :])
-            if flag == "-w" and word.startswith("-w") and word[2:].isdigit():
-                return int(word[2:])
-    return None
+    from wsbridge.process import gunicorn_workers
+
+    return gunicorn_workers(cmdline)

@@ -182,3 +182,22 @@ class NotesWithPid(Notes):
             self.send_json({"hogged": content["hog"]})
             return
         super().receive_json(content)
+
+
+@router.websocket("ws/room-pid/")
+class RoomWithPid(JsonWebsocketConsumer):
+    """Joins "djtest.room" and says which process serves it (one-layer tests)."""
+
+    def connect(self):
+        self.channel_layer.group_add("djtest.room", self.channel_name)
+        self.accept()
+        self.send_json({"pid": os.getpid()})
+
+    def receive_json(self, content):
+        end = time.monotonic() + content.get("hog", 0)
+        while time.monotonic() < end:  # busy, no yield: the next socket goes elsewhere
+            pass
+        self.send_json({"hogged": content.get("hog")})
+
+    def room_message(self, event):
+        self.send_json({"text": event["text"], "via": event["pid"]})

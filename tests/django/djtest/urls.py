@@ -30,7 +30,21 @@ def logout_view(request):
     return HttpResponse("logged out")
 
 
+def publish(request):
+    """A view sending to a group, as the tutorial shows: the process's layer."""
+    import os
+
+    from wsbridge import get_channel_layer
+
+    layer = get_channel_layer()
+    layer.group_send(
+        "djtest.room", {"type": "room.message", "text": request.GET["text"], "pid": os.getpid()}
+    )
+    return HttpResponse(f"published by {os.getpid()} on {type(layer).__name__}")
+
+
 urlpatterns = [
+    path("publish/", publish),
     path("", index),
     path("whoami/", whoami),
     path("login/", login_view),

@@ -20,6 +20,15 @@ status     ``stats()`` for ``wsbridge status``
 
 from __future__ import annotations
 
-from .layer import RedisChannelLayer, RedisLayer
+try:
+    import redis as _redis  # noqa: F401 - only to name the extra when it is missing
+except ImportError as exc:  # pragma: no cover - exercised by tests/test_packaging.py
+    from ...extras import missing_extra
+
+    raise ModuleNotFoundError(
+        f"the Redis channel layer needs redis-py: {missing_extra(exc)}", name=exc.name
+    ) from exc
+
+from .layer import RedisChannelLayer, RedisLayer  # noqa: E402
 
 __all__ = ["RedisLayer", "RedisChannelLayer"]

@@ -358,6 +358,13 @@ class ClusterLayout(NativeLayout):
         # Names are validated: they never contain braces themselves.
         return "{" + name + "}"
 
+    def restore_key_for(self, group: str) -> str:
+        # The script's keys must share the group's slot. The restart marker
+        # is for a standalone Redis that came back empty; a cluster master
+        # is replaced by its replica (with the data), so no marker is set
+        # and this key, in the group's slot, stays absent.
+        return self.restore_key + ":" + self.tag(group)
+
     def untag(self, name: str) -> str:
         return name[1:-1] if name.startswith("{") and name.endswith("}") else name
 

@@ -74,7 +74,7 @@ def make_crypter(keys: Sequence[str | bytes] | None) -> Any:
         from cryptography.fernet import MultiFernet
     except ImportError as exc:  # pragma: no cover - cryptography is in the redis extra
         raise ConfigurationError(
-            "encryption needs 'cryptography': pip install wsbridge[redis]"
+            "encryption needs 'cryptography': pip install \"wsbridge-gevent[redis]\""
         ) from exc
     return MultiFernet([make_fernet(key) for key in keys])
 

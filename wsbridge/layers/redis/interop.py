@@ -29,6 +29,7 @@ import msgpack
 from ...exceptions import ChannelFull, MessageDecodeError
 from .codec import Decoded
 from .ring import channels_redis_index
+from .shard import raise_restoring
 
 if TYPE_CHECKING:
     from .layer import RedisLayer
@@ -56,6 +57,7 @@ class ChannelsRedisLayout:
         self.prefix = layer.prefix
         self.group_prefix = f"{self.prefix}:group:"
         self.delayed_key = f"{self.prefix}:wsbridge:delayed"
+        self.restore_key = f"{self.prefix}:wsbridge:restoring"
         self.flush_pattern = self.prefix + "*"
         self._channel_prefixes = {"specific"}
         self._msgpack = self.codec.serializer.name == "msgpack"
@@ -95,9 +97,10 @@ class ChannelsRedisLayout:
         self._push(_non_local(channel), self.codec.cr_item(message), self._capacity(channel))
 
     def _capacity(self, channel: str) -> int:
-        # One key holds every specific channel of a process: its own limit
-        # (channels_redis uses the channel's capacity for it).
-        return self.layer.process_capacity if "!" in channel else self.layer.get_capacity(channel)
+        # channels_redis's rule, kept exactly: one key holds every specific
+        # channel of a process, and its limit is the capacity of the channel
+        # being sent to (default 100, channel_capacity patterns on the full name).
+        return self.layer.get_capacity(channel)  # type: ignore[no-any-return]
 
     def _score(self) -> float:
         # Strictly increasing per layer: a ZSET orders equal scores by the
@@ -131,7 +134,7 @@ class ChannelsRedisLayout:
         header = 1 if packed[0] & 0xF0 == 0x80 else (3 if packed[0] == 0xDE else 5)
         result = shard.call(
             shard.group_send_cr,
-            keys=[self.group_prefix + group],
+            keys=[self.group_prefix + group, self.restore_key],
             args=[
                 self.layer.group_min_score(),
                 self.prefix,
@@ -144,9 +147,11 @@ class ChannelsRedisLayout:
                 self.layer.capacity,
                 "1" if fast else "0",
                 self._score(),
-                self.layer.process_capacity,
+                self.layer.capacity,  # the fast path runs only without overrides
             ],
         )
+        if int(result[0]) < 0:
+            raise_restoring(shard)
         skipped = int(result[0])
         for row in result[1:]:
             key_name, *names = (part.decode("utf-8") for part in row)

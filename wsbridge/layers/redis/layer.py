@@ -23,8 +23,10 @@ from re import Pattern
 from typing import Any
 
 import gevent
+import msgpack
 from gevent.event import Event
 
+from ...drops import record_drop
 from ...exceptions import (
     ChannelFull,
     ConfigurationError,
@@ -88,7 +90,9 @@ class RedisLayer(BaseChannelLayer):
         compat: ``"channels_redis"`` to read and write channels_redis 4.x's
             key layout and message format (share groups with Channels 4).
         max_message_size: largest serialized message, bytes (default 1 MiB).
-        process_capacity: items a process inbox holds (all its channels).
+        process_capacity: items a process inbox holds (all its channels), in
+            wsbridge's own format. In channels_redis mode channels_redis's rule
+            applies instead: the capacity of the channel sent to (default 100).
         block_timeout: seconds each blocking read waits before looping.
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
         cluster: ``True`` for a Redis Cluster: ``hosts`` then lists seed
@@ -97,7 +101,14 @@ class RedisLayer(BaseChannelLayer):
             and memberships of a process that stopped renewing (crashed) are
             removed about ``lease * 1.5`` s later (``lease.py``). 0 turns
             leases off (state then lasts until ``group_expiry``).
+        restore_window: seconds group sends refuse with ``LayerUnavailable``
+            after a Redis restart is noticed, while every process restores
+            its memberships (default: ``max(6, cap + 1)``). Make it longer than
+            the largest ``retry_backoff`` cap of the processes sharing the Redis.
     """
+
+    #: Adds "shared" (other processes on the same Redis see these groups and channels).
+    extensions = (*BaseChannelLayer.extensions, "shared")
 
     def __init__(
         self,
@@ -122,6 +133,7 @@ class RedisLayer(BaseChannelLayer):
         random_prefix_length: int = 12,
         cluster: bool = False,
         lease: float = 30.0,
+        restore_window: float | None = None,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -182,6 +194,11 @@ class RedisLayer(BaseChannelLayer):
             from .native import NativeLayout
 
             self.layout = NativeLayout(self)
+        if restore_window is None:
+            restore_window = max(6.0, float(retry_backoff[1]) + 1.0)
+        self.restore_window = restore_window
+        for shard in self.shards:
+            shard.restore_marker = (self.layout.restore_key, max(1, int(restore_window * 1000)))
         self._attached: dict[str, Callback] = {}
         self._buffers: dict[str, _Buffer] = {}
         self.members = LocalMemberships(group_expiry)
@@ -247,13 +264,16 @@ class RedisLayer(BaseChannelLayer):
             data = b""
         else:
             data = self.codec.dump_message(message)
-        if delay is not None and delay > 0:
-            self._send_later(channel, message, data, delay)
-            return
-        if self.compat:
-            self.layout.send(channel, message)
-        else:
-            self.layout.send(channel, data)
+        try:
+            if delay is not None and delay > 0:
+                self._send_later(channel, message, data, delay)
+            elif self.compat:
+                self.layout.send(channel, message)
+            else:
+                self.layout.send(channel, data)
+        except LayerUnavailable:
+            record_drop("layer_unavailable", detail=f"send to {channel}")
+            raise
 
     def _send_later(self, channel: str, message: Message, data: bytes, delay: float) -> None:
         due = time.time() + delay
@@ -275,12 +295,17 @@ class RedisLayer(BaseChannelLayer):
         message = validate_message(message)
         if self.compat:
             self.layout.check_message(message)
-            skipped = self.layout.group_send(group, message)
-        else:
-            skipped = self.layout.group_send(group, self.codec.dump_message(message))
+        try:
+            if self.compat:
+                skipped = self.layout.group_send(group, message)
+            else:
+                skipped = self.layout.group_send(group, self.codec.dump_message(message))
+        except LayerUnavailable:
+            record_drop("layer_unavailable", detail=f"group_send to {group}")
+            raise
         if skipped:
             self.counters["skipped_full"] += skipped
-            logger.info("group_send to %s skipped %d full member(s)", group, skipped)
+            record_drop("group_member_full", skipped, detail=f"group {group}")
         return skipped
 
     # -- receiving ------------------------------------------------------------------------
@@ -304,9 +329,7 @@ class RedisLayer(BaseChannelLayer):
         if buffer is None:
             buffer = self._buffers[channel] = _Buffer()
         while True:
-            now = time.time()
-            while buffer.items and buffer.items[0][0] < now:
-                buffer.items.popleft()
+            self._expire_buffer(channel, buffer, time.time())
             if buffer.items:
                 return buffer.items.popleft()[1]
             buffer.event.clear()
@@ -386,9 +409,19 @@ class RedisLayer(BaseChannelLayer):
             self.counters["delivered"] += 1
         except ChannelFull:
             self.counters["dropped_full"] += 1
-            logger.debug("channel %s full: message dropped", channel)
+            record_drop("mailbox_full", detail=f"connection {channel}")
         except Exception:
             logger.exception("attach() callback for %s raised; message dropped", channel)
+            record_drop("callback_error", detail=f"connection {channel}")
+
+    @staticmethod
+    def _expire_buffer(channel: str, buffer: _Buffer, now: float) -> None:
+        expired = 0
+        while buffer.items and buffer.items[0][0] < now:
+            buffer.items.popleft()
+            expired += 1
+        if expired:
+            record_drop("expired", expired, detail=f"channel {channel}, never received")
 
     def dispatch(self, decoded: Decoded) -> None:
         """Hand one decoded item to its local channels (called by the readers)."""
@@ -413,6 +446,7 @@ class RedisLayer(BaseChannelLayer):
                     self._sweep_buffers(now)
             if len(buffer.items) >= self.get_capacity(channel):
                 self.counters["dropped_full"] += 1
+                record_drop("queue_full", detail=f"channel {channel}, nobody receiving")
                 continue
             buffer.items.append((now + self.expiry, decoded.message))
             buffer.event.set()
@@ -431,23 +465,15 @@ class RedisLayer(BaseChannelLayer):
 
     def _sweep_buffers(self, now: float) -> None:
         for name, buffer in list(self._buffers.items()):
-            while buffer.items and buffer.items[0][0] < now:
-                buffer.items.popleft()
+            self._expire_buffer(name, buffer, now)
             if not buffer.items:
                 del self._buffers[name]
                 buffer.event.set()
 
     def count_bad_item(self, where: str, exc: MessageDecodeError) -> None:
-        """Log (rate-limited by count) and drop an item that does not decode."""
+        """Count and drop an item that does not decode (a rate-limited WARNING says so)."""
         self.counters["bad_items"] += 1
-        count = self.counters["bad_items"]
-        if count <= 10 or count % 1000 == 0:
-            logger.warning(
-                "channel layer: dropped an undecodable item from %s (%s) [%d so far]",
-                where,
-                exc,
-                count,
-            )
+        record_drop("undecodable", detail=f"from {where}: {exc}")
 
     # -- groups ---------------------------------------------------------------------------
 
@@ -530,7 +556,9 @@ class RedisLayer(BaseChannelLayer):
                 except MessageDecodeError as exc:
                     self.count_bad_item(f"{shard.name} inbox", exc)
                     continue
-                if decoded is not None:
+                if decoded is None:
+                    record_drop("expired", detail=f"in this process's inbox on {shard.name}")
+                else:
                     self.dispatch(decoded)
             self._maybe_renew()
             self._maybe_sweep_strays(shard)
@@ -596,7 +624,7 @@ class RedisLayer(BaseChannelLayer):
                     )
                     continue
                 if dropped:
-                    logger.warning("%d delayed message(s) dropped: destination full", dropped)
+                    record_drop("queue_full", int(dropped), detail="delayed send, destination full")
                 if moved >= 500:
                     next_due = time.time()
                 elif float(due_ms) >= 0:
@@ -679,6 +707,42 @@ class RedisLayer(BaseChannelLayer):
     def stats(self) -> dict[str, Any]:
         """Per-shard reachability, groups, members per group and queue depths."""
         return layer_stats(self)
+
+    # -- process heartbeats -------------------------------------------------------------
+
+    @property
+    def _heartbeat_prefix(self) -> str:
+        return f"{self.prefix}:wsbridge:proc:"
+
+    def publish_process(self, name: str, info: Mapping[str, Any], ttl: float) -> None:
+        """Store the heartbeat on the ring's ``processes`` shard for ``ttl`` seconds.
+
+        Raises:
+            LayerUnavailable: that shard is down (the next beat tries again).
+        """
+        shard = self.shard_for("processes")
+        data = msgpack.packb(dict(info), use_bin_type=True)
+        shard.call(shard.client.set, self._heartbeat_prefix + name, data, px=int(ttl * 1000))
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Every live process's last heartbeat (those that stopped beating expired)."""
+        shard = self.shard_for("processes")
+        keys = shard.call(
+            lambda: list(shard.client.scan_iter(match=self._heartbeat_prefix + "*", count=1000))
+        )
+        if not keys:
+            return []
+        out = []
+        # On a cluster the heartbeats sit in many slots: one MGET per slot.
+        mget = shard.client.mget_nonatomic if self.cluster else shard.client.mget  # type: ignore[attr-defined]
+        for raw in shard.call(mget, keys):
+            if raw is None:
+                continue
+            try:
+                out.append(msgpack.unpackb(raw, raw=False))
+            except (ValueError, msgpack.UnpackException):
+                record_drop("undecodable", detail="a process heartbeat")
+        return out
 
 
 #: The name channels_redis users know.

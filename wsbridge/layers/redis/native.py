@@ -30,6 +30,7 @@ import gevent
 
 from ...exceptions import ChannelFull, LayerUnavailable, MessageDecodeError
 from .codec import Decoded
+from .shard import raise_restoring
 
 if TYPE_CHECKING:
     from .layer import RedisLayer
@@ -63,6 +64,7 @@ class NativeLayout:
         self.delayed_key = base + "delayed"
         self.leases_key = base + "leases"
         self.pgroups_prefix = base + "pgroups:"
+        self.restore_key = base + "restoring"
         self.flush_pattern = base + "*"
 
     # -- key names ---------------------------------------------------------------
@@ -88,6 +90,10 @@ class NativeLayout:
 
     def proc_key(self, process: str) -> str:
         return self.proc_prefix + self.tag(process)
+
+    def restore_key_for(self, group: str) -> str:
+        """The restore marker the group script checks (one per Redis; see ``shard.py``)."""
+        return self.restore_key
 
     def pgroups_key(self, process: str) -> str:
         """The groups a process's channels joined (for the lease reaper, ``lease.py``)."""
@@ -157,7 +163,12 @@ class NativeLayout:
         one_shard = len(self.layer.shards) == 1
         full, _reached, plain, processes = shard.call(
             shard.group_send_native,
-            keys=[self.gproc_key(group), self.gplain_key(group), self.group_key(group)],
+            keys=[
+                self.gproc_key(group),
+                self.gplain_key(group),
+                self.group_key(group),
+                self.restore_key_for(group),
+            ],
             args=[
                 self.layer.group_min_score(),
                 self.proc_prefix,
@@ -167,6 +178,8 @@ class NativeLayout:
                 "1" if one_shard else "0",
             ],
         )
+        if int(full) < 0:
+            raise_restoring(shard)
         skipped = int(full)
         if processes:
             skipped += self._push_to_homes([p.decode() for p in processes], item)

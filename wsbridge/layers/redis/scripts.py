@@ -55,12 +55,14 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 # channels in the group are returned to the caller (they may live on
 # another shard).
 # KEYS[1] processes zset (process -> last join), KEYS[2] plain members zset,
-# KEYS[3] all members zset (pruned here, listed by group_channels)
+# KEYS[3] all members zset (pruned here, listed by group_channels),
+# KEYS[4] the restore marker (set for a while after a restart: refuse, {-1})
 # ARGV: min_score, inbox_key_prefix, item, inbox_capacity, expiry_ms,
 #       push ('1': push here; '0': several shards, each process's inbox
 #       lives on its home shard: return the processes for the caller to push)
 # -> {full_inboxes, processes_reached, {plain members...}, {processes...}}
 GROUP_SEND_NATIVE = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return {-1, 0, {}, {}} end
 local min = '(' .. ARGV[1]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', min)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', min)
@@ -148,14 +150,16 @@ return 1
 # one script. The message's msgpack map is passed without its header, with
 # its entry count, so the script can add the "__asgi_channel__" entry
 # without decoding anything.
-# KEYS[1] group zset
+# KEYS[1] group zset, KEYS[2] the restore marker (present: refuse, {-1})
 # ARGV: min_score, key_prefix, map_body, entry_count, asgi_key_packed,
 #       nonce_base (8 bytes), now_s, expiry_s, capacity, local_only ('1'/'0'),
-#       score, process_capacity (for the per-process keys, ending in '!')
+#       score, capacity for the per-process keys (ending in '!'): channels_redis uses
+#       the channel's capacity for them too
 # With local_only = '0' (encryption on, or several shards) nothing is pushed:
 # the grouping is returned for the caller to seal and push.
 # -> {skipped_full, {key, channel, channel, ...}, ...}
 GROUP_SEND_CHANNELS_REDIS = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local bykey, order = {}, {}

@@ -6,6 +6,15 @@ A shard is *up* until a command fails with a connection error. It is then
 exponentially with jitter. The first command that succeeds again marks it
 up, logs the recovery once and calls the layer's ``on_recovered`` hook
 (which restores group memberships).
+
+A Redis that *restarted* (it comes back empty, its ``run_id`` changed) has
+lost every process's group memberships; each process restores its own as
+soon as it reconnects, which is not at the same moment for all. The first
+connection that sees the new ``run_id`` sets a restore marker in Redis
+(:attr:`Shard.restore_marker`, for ``restore_window`` seconds, renewed by
+each process that notices) before anything else runs on it; group sends
+refuse with ``LayerUnavailable`` while it is there, as during the outage,
+instead of reaching an empty group in silence.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from ...exceptions import ConfigurationError, LayerUnavailable
 from . import scripts
 from .config import HostSpec, describe, make_pool
 
-__all__ = ["Shard", "Backoff", "OUTAGE_ERRORS"]
+__all__ = ["Shard", "Backoff", "OUTAGE_ERRORS", "raise_restoring"]
 
 logger = logging.getLogger("wsbridge.layers.redis")
 
@@ -36,6 +45,15 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.BusyLoadingError,
     OSError,
 )
+
+
+def raise_restoring(shard: Shard) -> None:
+    """Raise the ``LayerUnavailable`` of a group send refused by the restore marker."""
+    raise LayerUnavailable(
+        f"Redis shard {shard.name} restarted moments ago and came back empty; the processes "
+        "are restoring their group memberships, so this group send was not made (retry in a "
+        "moment, as during an outage)"
+    )
 
 
 class Backoff:
@@ -82,6 +100,8 @@ class Shard:
         self.retry_at = 0.0
         self.outages = 0
         self.last_error = ""
+        #: (key, milliseconds): set on a restarted Redis before anything else (see above).
+        self.restore_marker: tuple[str, int] | None = None
         self._checked_cluster = False
         self.push_list = self.client.register_script(scripts.PUSH_LIST)
         self.push_zset = self.client.register_script(scripts.PUSH_ZSET)
@@ -174,6 +194,12 @@ class Shard:
             return
         restarted = self.run_id is not None
         self.run_id = run_id
+        if restarted and self.restore_marker is not None:
+            # On this very connection, before the command that opened it: a group
+            # send must not reach the groups before their members are back.
+            key, ttl_ms = self.restore_marker
+            connection.send_command("SET", key, "1", "PX", ttl_ms)
+            connection.read_response()
         if restarted and self.up and self.on_recovered is not None:
             logger.warning("channel layer: Redis shard %s restarted; restoring state", self.name)
             self.on_recovered(self)
