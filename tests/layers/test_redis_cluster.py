@@ -270,3 +270,10 @@ def test_one_seed_node_finds_the_whole_cluster_and_a_dead_seed_is_skipped(redis_
         finally:
             layer.flush()
             layer.close()
+
+
+def test_process_heartbeats_are_listed_on_a_cluster(make):
+    layer = make()
+    for i in range(10):  # heartbeat keys land in many slots
+        layer.publish_process(f"web-{i}:{i}", {"id": f"web-{i}:{i}", "role": "server"}, ttl=30)
+    assert sorted(p["id"] for p in layer.processes()) == sorted(f"web-{i}:{i}" for i in range(10))
