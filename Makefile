@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: demo test services conformance conformance-quick lint docs bench clean soak
+.PHONY: demo test services conformance conformance-quick lint docs bench clean fuzz soak
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ services:
 
 test: $(STAMP) services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The attack suite's fuzz targets with 1,000,000 inputs in all (not in CI), in rounds of
+# fresh seeds, stopped at FUZZ_SECONDS; figures in FUZZ_REPORT (tests/adversarial/fuzz_run.py).
+FUZZ_EXAMPLES ?= 1000000
+FUZZ_SECONDS ?= 36000
+FUZZ_REPORT ?= reports/fuzz.json
+fuzz: $(STAMP) services
+	$(PY) tests/adversarial/fuzz_run.py --examples $(FUZZ_EXAMPLES) --seconds $(FUZZ_SECONDS) \
+		--report $(FUZZ_REPORT)
 
 conformance: $(STAMP)
 	$(PY) tests/conformance/run.py

@@ -51,6 +51,8 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.2",
+            # property-based fuzzing of every peer-facing input (tests/adversarial)
+            "hypothesis>=6.100",
             "gunicorn>=22.0",
             "gevent-websocket>=0.10.1",
             "kosoku>=0.1.0",

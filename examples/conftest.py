@@ -46,9 +46,10 @@ class ExampleServer:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def start(self) -> ExampleServer:
+    def start(self, port: int = 0) -> ExampleServer:
+        """Start it (on ``port``, or a free one); call again after :meth:`kill` to restart."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wsbridge", "serve", self.wsgi, "--port", "0"],
+            [sys.executable, "-m", "wsbridge", "serve", self.wsgi, "--port", str(port)],
             cwd=self.folder,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -79,6 +80,14 @@ class ExampleServer:
         except urllib.error.HTTPError as exc:
             response = exc
         return response.status, response.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL (kill -9): no cleanup at all, as a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

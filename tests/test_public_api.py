@@ -28,6 +28,8 @@ EXPECTED = {
     "get_channel_layer", "set_channel_layer",
     # Channels 4 code: asgiref's adapters, calling sync code directly
     "async_to_sync", "sync_to_async",
+    # identity (wsbridge.identity, loaded on first use)
+    "send_to_user", "revoke_user", "kick",
     # serving
     "wrap", "serve",
     # errors

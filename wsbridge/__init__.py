@@ -72,6 +72,10 @@ __all__ = [
     # Channels 4 code: asgiref's adapters, calling sync code directly
     "async_to_sync",
     "sync_to_async",
+    # identity: per-user sends, revocation, admin kicks
+    "send_to_user",
+    "revoke_user",
+    "kick",
     # serving
     "wrap",
     "serve",
@@ -106,7 +110,12 @@ def serve(app: Any, **options: Any) -> None:
 
 # Names whose modules need gevent are loaded on first use, so that importing
 # wsbridge (and the sans-I/O wsbridge.protocol under it) loads no I/O module.
-_LAZY = {"Worker": "wsbridge.worker"}
+_LAZY = {
+    "Worker": "wsbridge.worker",
+    "send_to_user": "wsbridge.identity",
+    "revoke_user": "wsbridge.identity",
+    "kick": "wsbridge.identity",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The ``wsbridge`` command: ``serve``, ``worker``, ``status``, ``check``.
+"""The ``wsbridge`` command: ``serve``, ``worker``, ``status``, ``check``, ``kick``.
 
 Thin: it parses options and delegates. Each subcommand's work lives with
 the code it drives (``transport.server``, ``worker``, ``status``).
@@ -21,6 +21,7 @@ COMMANDS = {
     "worker": ("wsbridge.worker", "run background channel consumers"),
     "status": ("wsbridge.status", "show the channel layer: shards, groups, members, queues"),
     "check": ("wsbridge.status", "check the set-up (monkey-patching, layer reachability)"),
+    "kick": ("wsbridge.admin", "close connections by --user, --channel or --group (every process)"),
 }
 
 

@@ -43,6 +43,12 @@ REASONS: dict[str, str] = {
     "layer_unavailable": "the channel layer was unreachable: the send raised LayerUnavailable",
     "expired": "a message waited longer than the layer's expiry before it was read",
     "callback_error": "delivering to a connection raised (the traceback was logged)",
+    "slow_client_dropped": "a slow client's oldest messages of a drop_oldest group were "
+    "dropped (it got a gap notice)",
+    "coalesced": "a slow client's waiting message was replaced by a newer one with the same "
+    "key (coalesce policy)",
+    "rate_limited": "a client's inbound message over its per-user or per-IP rate was not "
+    "delivered (the connection was closed with 4429)",
 }
 
 #: Seconds between two WARNING lines for the same reason.

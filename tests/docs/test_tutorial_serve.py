@@ -40,9 +40,12 @@ def serve_command() -> list[str]:
 
 
 def test_the_tutorial_project_serves_as_the_tutorial_says(tmp_path: Path) -> None:
+    # Without the test run's Django/pytest settings (tests/django's conftest sets
+    # DJANGO_SETTINGS_MODULE, which would make the page's own pytest load djtest).
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
     build = subprocess.run([sys.executable, str(ROOT / "tests/docs/runpage.py"), str(TUTORIAL),
                             "docs/tutorial.rst"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=180)
+                           timeout=180, env=clean)
     assert build.returncode == 0, build.stderr
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -218,5 +218,47 @@ def test_a_long_poll_page_keeps_its_session_across_a_restart_behind_the_proxy(br
             s.stop()
 
 
+def test_a_deploy_with_history_loses_and_repeats_nothing_while_messages_keep_coming(browser):
+    # As above, with the room a history group and a publisher sending all along,
+    # also while the first process hands its sessions over (SIGTERM): the pages
+    # end with every message exactly once, in the order of the room's history.
+    prefix = "wsbridge-e2e-" + secrets.token_hex(4)
+    env = {"LP_REDIS_PREFIX": prefix, "WSBRIDGE_SECRET": "e2e-secret-0123456789",
+           "LP_POLL_TIMEOUT": "10", "LP_SESSION_TIMEOUT": "20", "LP_HISTORY": "chat.*"}
+    servers = [ServeProcess("lp_gunicorn_app:application", env) for _ in range(2)]
+    proxy = RoundRobinProxy([s.port for s in servers])
+    try:
+        name = room()
+        pages = []
+        while len(pages) < 2 or held_by(servers[0]) == 0:
+            assert len(pages) < 6, "the proxy never sent an open to the first process"
+            page = browser.new_page(f"http://127.0.0.1:{proxy.port}/page?room={name}")
+            assert page.wait_for(OPEN, timeout=20) == "longpoll"
+            pages.append(page)
+        stopped = []
+        for i in range(40):
+            request(servers[1].port, f"/broadcast?group=chat.{name}&text=n{i}", method="GET")
+            if i == 10:
+                stopped.append(servers[0].terminate())
+        assert stopped == [0]
+        for page in pages:
+            page.wait_for("received.includes('n39')", timeout=30)
+        from wsbridge.layers.redis import RedisLayer
+
+        layer = RedisLayer(hosts=["redis://127.0.0.1:6379/0"], prefix=prefix,
+                           groups={"chat.*": {"history": 500}})
+        try:
+            published = [m["text"] for m in layer.history(f"chat.{name}").messages]
+        finally:
+            layer.close()
+        assert published == [f"n{i}" for i in range(40)]
+        for page in pages:
+            assert page.evaluate("received") == published
+    finally:
+        proxy.close()
+        for s in servers:
+            s.stop()
+
+
 def held_by(server: ServeProcess) -> int:
     return request(server.port, "/_wsbridge/test-sessions", method="GET")[1]

@@ -591,3 +591,29 @@ class LayerConformance:
         assert isinstance(layer, BaseChannelLayer)
         for extension in ("groups", "flush", "attach", "delay"):
             assert extension in layer.extensions
+
+    # -- marks (extension "marks": spent token ids, revocation times) --------------------
+
+    def test_claim_is_true_once_per_key_until_its_ttl_passes(self, layer):
+        assert "marks" in layer.extensions
+        assert layer.claim("jti.a", 0.3) is True
+        assert layer.claim("jti.a", 0.3) is False
+        assert layer.claim("jti.b", 0.3) is True
+        time.sleep(0.45)  # expiry is what this checks
+        assert layer.claim("jti.a", 0.3) is True
+
+    def test_a_mark_holds_a_number_until_its_ttl_passes(self, layer):
+        assert layer.get_mark("revoked.x") is None
+        layer.put_mark("revoked.x", 1234.5, 0.3)
+        assert layer.get_mark("revoked.x") == 1234.5
+        layer.put_mark("revoked.x", 99.0, 0.3)  # last write wins
+        assert layer.get_mark("revoked.x") == 99.0
+        time.sleep(0.45)
+        assert layer.get_mark("revoked.x") is None
+
+    def test_flush_forgets_marks(self, layer):
+        layer.put_mark("revoked.y", 1.0, 60)
+        assert layer.claim("jti.y", 60)
+        layer.flush()
+        assert layer.get_mark("revoked.y") is None
+        assert layer.claim("jti.y", 60)

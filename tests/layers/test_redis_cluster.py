@@ -277,3 +277,24 @@ def test_process_heartbeats_are_listed_on_a_cluster(make):
     for i in range(10):  # heartbeat keys land in many slots
         layer.publish_process(f"web-{i}:{i}", {"id": f"web-{i}:{i}", "role": "server"}, ttl=30)
     assert sorted(p["id"] for p in layer.processes()) == sorted(f"web-{i}:{i}" for i in range(10))
+
+
+from .capabilities_conformance import HistoryConformance, PresenceConformance  # noqa: E402
+
+
+class TestRedisClusterHistory(HistoryConformance):
+    """History (issue 15) on the cluster: its keys share the group's slot."""
+
+    shared = True
+
+    @pytest.fixture
+    def make_layer(self, redis_cluster):
+        with cluster_layers(redis_cluster) as factory:
+            yield factory
+
+
+class TestRedisClusterPresence(PresenceConformance):
+    @pytest.fixture
+    def make_layer(self, redis_cluster):
+        with cluster_layers(redis_cluster) as factory:
+            yield factory

@@ -1,7 +1,8 @@
 """The long-poll test app on the Redis layer (for ``gunicorn -k gevent -w 2``, ``wsbridge serve``).
 
 Settings come from the environment: LP_REDIS_PREFIX, WSBRIDGE_SECRET (unset:
-a random secret per process), LP_POLL_TIMEOUT (1.5 s), LP_SESSION_TIMEOUT (5 s).
+a random secret per process), LP_POLL_TIMEOUT (1.5 s), LP_SESSION_TIMEOUT (5 s),
+LP_HISTORY (a group pattern given a history of 500, e.g. ``chat.*``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import lp_app
 from wsbridge.layers import build_layer, set_channel_layer
 from wsbridge.transport.wsgi import wrap
 
-layer = build_layer(
-    {"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"],
-                                    "prefix": os.environ["LP_REDIS_PREFIX"]}}
-)
+config = {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": os.environ["LP_REDIS_PREFIX"]}
+if os.environ.get("LP_HISTORY"):
+    config["groups"] = {os.environ["LP_HISTORY"]: {"history": 500}}
+layer = build_layer({"BACKEND": "redis", "CONFIG": config})
 set_channel_layer(layer)
 application = wrap(
     lp_app.application,

@@ -70,7 +70,7 @@ def test_client_that_stops_reading_is_closed_while_others_go_on(tight_server):
     with slow:
         slow.sendall(frame(0x1, f"go {count} {size}".encode()))  # ...and never read again
         reader.start()
-        assert status_of(tight_server, "slow-reader", timeout=10) == "1008"
+        assert status_of(tight_server, "slow-reader", timeout=10) == "1013"
         reader.join(30)
     assert received == [size] * count
     with connect(tight_server.ws_url("/echo/")) as ws:

@@ -137,6 +137,79 @@ class BaseConsumer:
         """Send a raw event to the client side (``{"type": "websocket.accept"}``...)."""
         self.base_send(message)
 
+    # -- presence and recovery (docs/topics/presence.rst, recovery.rst) -----------
+
+    def track(self, group: str, info: dict[str, Any] | None = None) -> bool:
+        """Show this connection as present in ``group`` (joined first); True if its user joined.
+
+        ``info`` (a small msgpack dict) is merged over :meth:`presence_identity`'s
+        defaults (under Django: ``username``). Untracked on disconnect.
+
+        Raises:
+            ConfigurationError: the layer has no presence.
+            PermissionError: this connection is not a member of ``group``.
+            ValueError: ``info`` is over the layer's ``presence_info_limit``.
+        """
+        layer = self._presence_layer()
+        user, defaults = self.presence_identity()
+        merged = {**defaults, **(info or {})}
+        return bool(
+            layer.presence_track(group, self.channel_name, user=user, info=merged)  # type: ignore[attr-defined]
+        )
+
+    def untrack(self, group: str) -> bool:
+        """Stop showing this connection in ``group``; True if its user left."""
+        layer = self._presence_layer()
+        return bool(layer.presence_untrack(group, self.channel_name))  # type: ignore[attr-defined]
+
+    def _presence_layer(self) -> BaseChannelLayer:
+        layer = self.channel_layer
+        if layer is None or self.channel_name is None or "presence" not in layer.extensions:
+            raise ConfigurationError(
+                f"{type(self).__name__}.track() needs a channel layer with presence "
+                "(MemoryLayer, or RedisLayer in its native layout)"
+            )
+        return layer
+
+    def presence_identity(self) -> tuple[str | None, dict[str, Any]]:
+        """The user id and default info of this connection's presence entries.
+
+        The default takes an authenticated ``scope["user"]`` (Django's):
+        ``(str(user.pk), {"username": ...})``; anonymous: ``(None, {})``, each
+        connection then counts as its own user. Override to choose others.
+        """
+        user = self.scope.get("user")
+        if user is None or not getattr(user, "is_authenticated", False):
+            return None, {}
+        name = user.get_username() if hasattr(user, "get_username") else str(user)
+        return str(getattr(user, "pk", name)), {"username": name}
+
+    def recovery_positions(self) -> dict[str, str] | None:
+        """The positions this client asked to recover from (None: it did not ask).
+
+        Read from the ``wsbridge_recover`` query parameter that ``wsbridge.js``
+        sends; see :mod:`wsbridge.protocol.recovery`.
+
+        Raises:
+            BadRequest: too many positions, too long or malformed.
+        """
+        from ..protocol.recovery import parse_recover_param
+
+        return parse_recover_param(self.scope.get("query_string", b""))
+
+    def presence_join(self, event: dict[str, Any]) -> None:
+        """A user joined a presence group this connection is in; override to show it."""
+
+    def presence_leave(self, event: dict[str, Any]) -> None:
+        """A user left a presence group (their last connection went); override to show it."""
+
+    def history_recovery(self, event: dict[str, Any]) -> None:
+        """How recovering ``event["group"]`` went (``recovered``, ``missed``, ``position``).
+
+        Sent before the missed messages. With ``recovered`` False nothing
+        was replayed: reload what the page shows. The page is told too.
+        """
+
     def send_reply(self, content: dict[str, Any]) -> None:
         """Forward a Channels 1.x reply dict to the client."""
         for event in websocket_reply_events(content):

@@ -335,6 +335,39 @@ class SseConsumer(HttpConsumer):
     def __init__(self, scope: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(scope, **kwargs)
         self.last_event_id: str | None = self.get_header("last-event-id")
+        #: The last position seen per history group; the default event id carries them.
+        self.positions: dict[str, str] = {}
+
+    def recovery_positions(self) -> dict[str, str] | None:
+        """The positions in ``Last-Event-ID`` (see :mod:`wsbridge.protocol.recovery`)."""
+        from ..protocol.recovery import parse_sse_id
+
+        found = parse_sse_id(self.last_event_id)
+        if found:
+            self.positions.update(found)
+        return found
+
+    def dispatch(self, message: dict[str, Any]) -> None:
+        position = message.get("position")
+        if isinstance(position, str) and isinstance(message.get("group"), str):
+            self.positions[message["group"]] = position
+        super().dispatch(message)
+
+    def history_recovery(self, event: dict[str, Any]) -> None:
+        """Tell the browser how recovery went: an event named ``wsbridge.recovery``.
+
+        On failure the stream's id moves to the group's current position,
+        so the next reconnect starts from there.
+        """
+        if not event.get("recovered") and event.get("position"):
+            self.positions[event["group"]] = event["position"]
+        data = {k: event.get(k) for k in ("group", "recovered", "position", "missed")}
+        self.send_event(json.dumps(data), event="wsbridge.recovery", id=self._positions_id())
+
+    def _positions_id(self) -> str | None:
+        from ..protocol.recovery import format_sse_id
+
+        return format_sse_id(self.positions) if self.positions else None
 
     def handle(self, body: bytes) -> None:
         self.connect()
@@ -371,7 +404,14 @@ class SseConsumer(HttpConsumer):
         id: str | int | None = None,  # noqa: A002
         retry: int | None = None,
     ) -> None:
-        """Send one event; see :func:`format_sse` for the fields."""
+        """Send one event; see :func:`format_sse` for the fields.
+
+        Without ``id``, an event sent while handling a message of a history
+        group gets the stream's positions as its id, so a reconnecting
+        browser's ``Last-Event-ID`` recovers what it missed.
+        """
+        if id is None:
+            id = self._positions_id()  # noqa: A001
         payload = format_sse(data, event=event, id=id, retry=retry)
         self.start_stream()
         self.send_body(payload, more_body=True)

@@ -63,11 +63,23 @@ import gevent
 from gevent.event import Event
 from greenlet import getcurrent
 
-from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
+from .. import admission
+from ..drops import record_drop
+from ..exceptions import BadRequest, ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
+from ..layers.history import RECOVERY_EVENT
+from ..policies import GROUP_KEY, policy_for
 from ..process import mark_serving
+from ..protocol.recovery import POSITIONS, check_positions, recovery_frame, wrap_frame
 from .consumer import log_unanswered_connect
+
+# wsbridge.* control messages (identity: close, deliver, re-check, refresh) are run by
+# the runner itself, before (and instead of) the consumer.
+_CONTROL_TYPES = frozenset(
+    ("wsbridge.close", "wsbridge.deliver", "wsbridge.recheck", "wsbridge.refresh")
+)
+_REFRESH_PREFIX = '{"wsbridge.refresh":'
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
 
@@ -75,6 +87,9 @@ logger = logging.getLogger("wsbridge.consumers")
 
 #: Transport events waiting before the transport's reader pauses (backpressure).
 TRANSPORT_HIGH_WATER = 64
+#: Events one connection handles before the pump moves on to the next woken one:
+#: a client flooding messages waits its turn instead of delaying everyone's.
+DRAIN_TURN = 16
 DEFAULT_MAILBOX_SIZE = 1000
 
 Send = Callable[[dict[str, Any]], None]
@@ -86,6 +101,24 @@ _QUEUED: Any = object()
 # when no pump is running). Module state: every Connection shares one hub.
 _ready: deque[Connection] = deque()
 _pump: Any = None
+
+
+class _RefusalLog:
+    """Counts handshakes refused for bad recovery input; WARNING at most once a minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last = 0.0
+
+    def note(self, reason: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last >= 60:
+            self._last = now
+            logger.warning("refused a handshake: %s [%d so far]", reason, self.count)
+
+
+_refusals = _RefusalLog()
 
 
 def _start_pump() -> None:
@@ -136,6 +169,15 @@ def _resume_pump() -> None:
         _start_pump()
 
 
+def _is_event_stream(event: dict[str, Any]) -> bool:
+    for name, value in event.get("headers") or ():
+        name = name.encode("latin-1") if isinstance(name, str) else bytes(name)
+        value = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+            return True
+    return False
+
+
 class Connection:
     """The consumer side of one client connection.
 
@@ -183,6 +225,16 @@ class Connection:
         #: The exception that ended the consumer, if one did (for tests and logs).
         self.error: BaseException | None = None
         self._disconnect_queued = False
+        #: Groups joined by wsbridge.identity (the user's, the session's), left at the end.
+        self.identity_groups: list[str] | None = None
+        self.identity_counted: str | None = None  # the user counted by wsbridge.admission
+        self.identity_next_check = 0.0
+        # Slow-client policies (wsbridge.policies): the gate, once the transport
+        # told us its backlog, and the group message being handled right now.
+        self._gate: Any = None
+        self._ip = admission.client_ip(scope)
+        self._rate_closed = False
+        self._origin: tuple[str, Any, dict[str, Any]] | None = None
         if mailbox_size is None:
             mailbox_size = (
                 layer.get_capacity(self.channel_name)
@@ -195,6 +247,36 @@ class Connection:
         )
         if layer is not None and self.channel_name is not None:
             layer.attach(self.channel_name, self._from_layer)
+        #: Stamp positions on frames (the client asked to recover: wsbridge.js).
+        self._stamp = False
+        self._refusal: str | None = None
+        self._current: tuple[str, str] | None = None
+        self._stamped = False
+        self._ask_recovery()
+
+    def _ask_recovery(self) -> None:
+        # What the client last saw, per history group (docs/topics/recovery.rst).
+        # A long-poll session adopted from a stopped process carries the
+        # positions of what was sent to it (scope[POSITIONS]); the query string
+        # still holds those of its first open, which would replay too much.
+        carried = self.scope.get(POSITIONS) if self.scope.get("resumed") else None
+        ask = getattr(self.consumer, "recovery_positions", None)
+        try:
+            if isinstance(carried, dict):
+                positions: dict[str, str] | None = check_positions(carried)
+            else:
+                positions = ask() if ask is not None else None
+        except BadRequest as exc:
+            self._refusal = str(exc)
+            return
+        if positions is None:
+            return
+        self._stamp = self.scope.get("type") == "websocket"
+        if self._stamp:
+            self.scope[POSITIONS] = dict(positions)
+        layer = self.layer
+        if positions and layer is not None and "history" in layer.extensions and self.channel_name:
+            layer.request_recovery(self.channel_name, positions)  # type: ignore[attr-defined]
 
     # -- input --------------------------------------------------------------
 
@@ -211,7 +293,24 @@ class Connection:
             self._drained.wait(1.0)
         if self.finished.is_set():
             return
+        if event.get("type") == "websocket.receive" and not self._within_rates(event):
+            return
         self._enqueue_transport(event)
+
+    def _within_rates(self, event: dict[str, Any]) -> bool:
+        # Per-user and per-IP inbound rates (wsbridge.admission); per-connection
+        # budgets are the transport's.
+        payload = event.get("text")
+        size = len(payload) if payload is not None else len(event.get("bytes") or b"")
+        reason = admission.current().inbound(self._ip, self.scope.get("wsbridge.user_id"), size)
+        if reason is None:
+            return True
+        record_drop("rate_limited", detail=f"{reason} ({self._ip})")
+        if not self._rate_closed:
+            self._rate_closed = True
+            self.post({"type": "wsbridge.close", "code": admission.RATE_LIMITED,
+                       "reason": reason, "revoked": False})
+        return False
 
     def _enqueue_transport(self, event: dict[str, Any]) -> None:
         self._pending_transport += 1
@@ -240,13 +339,18 @@ class Connection:
     def _drain(self) -> None:
         mailbox = self._mailbox
         self._runner = getcurrent()
+        turn = DRAIN_TURN
         try:
-            while mailbox and not self.finished.is_set():
+            while mailbox and not self.finished.is_set() and turn:
+                turn -= 1
                 from_transport, event = mailbox.popleft()
                 if from_transport:
                     self._pending_transport -= 1
                     if self._pending_transport < TRANSPORT_HIGH_WATER // 2:
                         self._drained.set()
+                elif self._gate is not None and GROUP_KEY in event:
+                    self._handle_policy_message(event)
+                    continue
                 self._handle(event)
         finally:
             self._runner = None
@@ -255,6 +359,19 @@ class Connection:
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if kind in _CONTROL_TYPES or (
+            kind == "websocket.receive"
+            and "wsbridge.token_claims" in self.scope
+            and str(event.get("text"))[:20] == _REFRESH_PREFIX
+            and self._as_refresh(event)
+        ):
+            self._control(event)
+            return
+        if self._refusal is not None and kind in ("websocket.connect", "http.request"):
+            self._refuse(kind)
+            return
+        if self._stamp:
+            self._stamp_event(event, kind)
         try:
             self.consumer.dispatch(event)
         except StopConsumer:
@@ -268,12 +385,149 @@ class Connection:
             self._fail(exc, f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
                             f"on {self.scope.get('path')!r}; {self._ending()}")
             return
+        finally:
+            if self._current is not None:
+                self._end_stamp()
         if kind == "websocket.connect" and not self.accepted and not self.closed:
             # connect() returned without accepting: refuse the handshake, and say why.
             log_unanswered_connect(self.consumer, self.scope)
             self._emit({"type": "websocket.close", "code": 1000, "denied": True})
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
+
+    # -- slow-client policies (wsbridge.policies) ---------------------------------------
+
+    def set_backlog(self, backlog: Callable[[], int], soft_limit: int) -> None:
+        """Let group messages with a slow-client policy wait when ``backlog() > soft_limit``.
+
+        Transports call it once, with their outbound bytes held for the client.
+        """
+        from .slowgate import Gate
+
+        self._gate = Gate(self._transport_send, backlog, soft_limit, self.finished.is_set)
+
+    def _handle_policy_message(self, event: dict[str, Any]) -> None:
+        policy = policy_for(str(event[GROUP_KEY]))
+        self._origin = (str(event[GROUP_KEY]), policy, event) if policy is not None else None
+        try:
+            self._handle(event)
+        finally:
+            self._origin = None
+
+    # -- identity: the user's groups and control messages (wsbridge.identity) -------
+
+    def _streaming(self) -> bool:
+        consumer = self.consumer
+        return bool(getattr(consumer, "response_started", False)) and not getattr(
+            consumer, "response_complete", True
+        ) and not self.finished.is_set()
+
+    def _identity_open(self) -> bool:
+        """Join the user's groups; False when the user is at its connection limit."""
+        from . import identity_hooks
+
+        try:
+            return identity_hooks.on_open(self)
+        except (LayerError, ValueError) as exc:
+            # The connection works without its user group; sends to the user miss it.
+            logger.warning("%s %s could not join its user's group: %s",
+                           self.scope.get("transport"), self.scope.get("path"), exc)
+            return True
+
+    def _as_refresh(self, event: dict[str, Any]) -> bool:
+        from .identity_hooks import parse_refresh
+
+        token = parse_refresh(event["text"])
+        if token is None:
+            return False
+        event.clear()
+        event.update(type="wsbridge.refresh", token=token)
+        return True
+
+    def _control(self, event: dict[str, Any]) -> None:
+        from . import identity_hooks
+
+        try:
+            identity_hooks.handle_control(self, event)
+        except Exception as exc:
+            self._fail(exc, f"identity control {event.get('type')!r} failed; {self._ending()}")
+
+    def post(self, event: dict[str, Any]) -> None:
+        """Queue a control event (no capacity check: wsbridge's own, never refused)."""
+        if self.finished.is_set():
+            return
+        self._mailbox.append((False, event))
+        self._wake()
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Close the client's connection with ``code``/``reason`` whatever the consumer does.
+
+        WebSocket and long-poll get a close frame; an HTTP stream (SSE) gets a
+        last ``wsbridge.close`` event and ends; an unanswered HTTP request 403.
+        """
+        if self.scope.get("type") == "websocket":
+            self._emit({"type": "websocket.close", "code": code, "reason": reason, "revoked": True})
+            return
+        import json
+
+        from .http import format_sse
+
+        data = json.dumps({"code": code, "reason": reason})
+        if getattr(self.consumer, "response_started", False):
+            body = format_sse(data, event="wsbridge.close")
+        else:
+            self._emit({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            body = (reason + "\n").encode("utf-8")
+        self._emit({"type": "http.response.body", "body": body, "more_body": False})
+
+    def deliver(self, text: str | None, data: bytes | None) -> None:
+        """Send a frame straight to the client (``send_to_user`` with a str/bytes)."""
+        if self.scope.get("type") == "websocket":
+            if text is not None:
+                self._emit({"type": "websocket.send", "text": text})
+            elif data is not None:
+                self._emit({"type": "websocket.send", "bytes": data})
+            return
+        if self._streaming():
+            from .http import format_sse
+
+            payload = text if text is not None else (data or b"").decode("utf-8", "replace")
+            self._emit({"type": "http.response.body", "body": format_sse(payload),
+                        "more_body": True})
+
+    def _refuse(self, kind: Any) -> None:
+        # Bad recovery input (too many positions, malformed): 403 for a
+        # handshake, 400 for an HTTP request (SSE's Last-Event-ID).
+        reason = self._refusal or "bad recovery positions"
+        _refusals.note(reason)
+        if kind == "websocket.connect":
+            self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+            return
+        self._emit({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        self._emit({"type": "http.response.body", "body": reason.encode(), "more_body": False})
+        self._finish(close_code=None)
+
+    def _stamp_event(self, event: dict[str, Any], kind: Any) -> None:
+        # A history group's message: frames sent while handling it carry its position.
+        if kind == RECOVERY_EVENT:
+            if not event.get("recovered") and event.get("position"):
+                self.scope[POSITIONS][event["group"]] = event["position"]
+            if self.accepted and not self.closed:
+                self._transport_send(recovery_frame(event))
+            return
+        position, group = event.get("position"), event.get("group")
+        if isinstance(position, str) and isinstance(group, str):
+            self._current = (group, position)
+            self._stamped = False
+
+    def _end_stamp(self) -> None:
+        current, self._current = self._current, None
+        if not self._stamped and current is not None and self.accepted and not self.closed:
+            # Nothing was sent for it: the page still learns the position.
+            self.scope[POSITIONS][current[0]] = current[1]
+            self._transport_send(wrap_frame({}, *current))
 
     def _ending(self) -> str:
         if self.scope.get("type") == "http":
@@ -297,6 +551,25 @@ class Connection:
             if self.accepted:
                 return
             self.accepted = True
+            # Joined before the client learns it is open: a send_to_user() made as
+            # soon as the handshake completes must reach it.
+            if not self._identity_open():
+                self.accepted = False
+                self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+                return
+        elif kind == "http.response.start" and _is_event_stream(event):
+            self._identity_open()
+        elif kind == "websocket.send" and (self._current is not None or (
+                self._origin is not None and self._gate is not None)):
+            if self._current is not None:
+                self._stamped = True
+                # Recorded as the frame goes out: a hand-off carries what was sent.
+                self.scope[POSITIONS][self._current[0]] = self._current[1]
+                event = wrap_frame(event, *self._current)
+            if self._origin is not None and self._gate is not None:
+                group, policy, message = self._origin
+                if self._gate.offer(event, group, policy, message):
+                    return
         elif kind == "websocket.close":
             self.closed = True
             if not self.accepted:
@@ -319,6 +592,10 @@ class Connection:
         self._drained.set()
         self._mailbox.clear()
         self._pending_transport = 0
+        if self.identity_groups or self.identity_counted:
+            from . import identity_hooks
+
+            identity_hooks.on_finish(self)
         if self.failed:
             self._leave_groups()
         if self.layer is not None and self.channel_name is not None:

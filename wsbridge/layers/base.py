@@ -175,6 +175,17 @@ CHANNELS_API = ("send", "receive", "new_channel", "group_add", "group_discard", 
 _ASGIREF_SYNC = os.path.join("asgiref", "sync.py")
 
 
+def _tag_policy_groups(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``group_send`` that names the group in messages of groups with a slow-client policy."""
+    from ..policies import tag
+
+    @functools.wraps(func)
+    def group_send(self: BaseChannelLayer, group: str, message: Message) -> int:
+        return func(self, group, tag(group, message) if isinstance(message, dict) else message)
+
+    return group_send
+
+
 def _refuse_asgiref(func: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a layer method so that asgiref's ``async_to_sync`` gets a clear error.
 
@@ -220,6 +231,8 @@ class BaseChannelLayer(ABC):
         for name in CHANNELS_API:
             own = cls.__dict__.get(name)
             if callable(own) and not getattr(own, "__isabstractmethod__", False):
+                if name == "group_send":
+                    own = _tag_policy_groups(own)
                 setattr(cls, name, _refuse_asgiref(own))
 
     def __init__(
@@ -366,3 +379,21 @@ class BaseChannelLayer(ABC):
     def stats(self) -> dict[str, Any]:
         """Counters for ``wsbridge status`` (backend-specific keys)."""
         return {}
+
+    # -- marks: small shared facts with a lifetime (extension "marks") ---------
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Set ``key`` unless it is already set; True when this call set it.
+
+        Shared by every process on the layer (Redis: ``SET NX PX``), kept for
+        ``ttl`` seconds. wsbridge uses it to spend a connect token's id once.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no marks")
+
+    def put_mark(self, key: str, value: float, ttl: float) -> None:
+        """Store a number under ``key`` for ``ttl`` seconds (last write wins)."""
+        raise NotImplementedError(f"{type(self).__name__} has no marks")
+
+    def get_mark(self, key: str) -> float | None:
+        """The number stored under ``key``, or None when unset or expired."""
+        raise NotImplementedError(f"{type(self).__name__} has no marks")

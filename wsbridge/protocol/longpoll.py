@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import secrets
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,6 +326,12 @@ class LongPollSession:
         return bool(self._buffer)
 
     @property
+    def fill(self) -> int:
+        """How full the unacked buffer is, in thousandths of its nearer bound (frames or bytes)."""
+        return max(len(self._buffer) * 1000 // max(1, self.max_buffer),
+                   self._buffer_bytes * 1000 // max(1, self.max_buffer_bytes))
+
+    @property
     def acked(self) -> int:
         """The highest ``seq`` the client has acked."""
         return self._acked
@@ -579,18 +586,25 @@ class TokenSigner:
             raise Forbidden("token refused: forged, or bound to another Origin or user")
 
     @staticmethod
-    def verify_known(token: Token, macs: list[bytes]) -> None:
-        """Check a token signed by another process against the MACs handed over with its session.
+    def verify_known(token: Token, known: Iterable[tuple[str, bytes]]) -> None:
+        """Check a token signed by another process against the tokens its session is known by.
 
         A process that adopted a session cannot recompute the old owner's
-        MAC without that process's secret; it compares with the MACs of the
-        tokens the session was known by (and the caller checks the bound
-        Origin and user itself).
+        MAC without that process's secret; it compares the token's owner and
+        MAC with the ``(owner, mac)`` pairs of the tokens the session was
+        known by (and the caller checks the bound Origin and user itself).
+        Every part counts: the session id picked the session, and a MAC
+        presented with another owner than the one it was made for is refused.
 
         Raises:
-            Forbidden: not one of ``macs``.
+            Forbidden: not one of ``known``.
         """
-        if not any(hmac.compare_digest(token.mac, mac) for mac in macs):
+        matched = False
+        for owner, mac in known:
+            # Compare every pair (no early exit): the time taken says nothing.
+            same_mac = hmac.compare_digest(token.mac, mac)
+            matched |= same_mac and hmac.compare_digest(token.owner.encode(), owner.encode())
+        if not matched:
             raise Forbidden("token refused: forged, or not a token of this session")
 
 
@@ -625,6 +639,9 @@ class HandOff:
         scope: the connection scope, reduced to msgpack types.
         session: :meth:`LongPollSession.snapshot`.
         source: the owner channel of the process that handed it off.
+        owners: the owner channel each of ``macs`` was made for (same
+            order); a message without them (an older sender) means ``source``
+            for every one.
     """
 
     sid: bytes
@@ -634,6 +651,14 @@ class HandOff:
     scope: dict[str, Any]
     session: dict[str, Any]
     source: str = ""
+    owners: tuple[str, ...] = ()
+
+    def known(self) -> list[tuple[str, bytes]]:
+        """``(owner, mac)`` of each token the client may present (see ``verify_known``)."""
+        owners = self.owners
+        if len(owners) != len(self.macs):
+            owners = (self.source,) * len(self.macs)
+        return list(zip(owners, self.macs, strict=True))
 
     def to_message(self) -> dict[str, Any]:
         """The layer message (msgpack types only) to send to :func:`handoff_channel`."""
@@ -647,6 +672,7 @@ class HandOff:
             "scope": self.scope,
             "session": self.session,
             "source": self.source,
+            "owners": list(self.owners[:MAX_SESSION_MACS]),
         }
 
     @classmethod
@@ -672,8 +698,14 @@ class HandOff:
             or not isinstance(message.get("session"), dict)
         ):
             raise ValueError("malformed long-poll hand-off message")
+        owners = message.get("owners") or []
+        if not isinstance(owners, list) or not all(isinstance(owner, str) for owner in owners):
+            raise ValueError("malformed long-poll hand-off message")
         origin, user, source = (str(field) for field in fields)
-        return cls(sid, origin, user, tuple(macs), message["scope"], message["session"], source)
+        return cls(
+            sid, origin, user, tuple(macs), message["scope"], message["session"], source,
+            tuple(owners),
+        )
 
 
 def transition_rows() -> list[tuple[str, str, str]]:

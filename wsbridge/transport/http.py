@@ -30,9 +30,13 @@ import gevent
 from gevent import Timeout
 from gevent.event import Event
 
+from .. import admission
+from ..admission import client_ip
 from ..consumers.runner import Connection
 from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
+from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
+from .limits import close_after_response
 from .scope import build_scope, request_path
 
 __all__ = ["HttpOptions", "serve_http", "dispatcher", "read_body", "status_line", "client_socket"]
@@ -199,18 +203,6 @@ def _read_stream(stream: Any, length: int | None, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _skip_rest_of_body(environ: dict[str, Any]) -> None:
-    # gevent's Input drains whatever body is left once the app returns: for
-    # a refused 10 GB upload that means reading 10 GB. Mark it unreadable;
-    # the connection is closed after this response anyway.
-    stream = environ.get("wsgi.input")
-    if stream is not None and hasattr(stream, "_chunked_input_error"):
-        try:
-            stream._chunked_input_error = True
-        except AttributeError:  # pragma: no cover - a different Input class
-            pass
-
-
 def client_socket(environ: dict[str, Any]) -> socket.socket | None:
     """The client's socket if the server shows it (``wsbridge serve``, gunicorn), else None.
 
@@ -250,18 +242,32 @@ def serve_http(
     try:
         body = read_body(environ, limit, opts.body_timeout)
     except HTTPError as exc:
-        _skip_rest_of_body(environ)
+        # Read no more of a refused body and end the connection (pywsgi would drain
+        # it, gunicorn too before its next request): a refused 10 GB upload costs nothing.
+        close_after_response(environ, start_response)
         return _plain(start_response, exc.status, exc.reason, close=True)
     scope = build_scope(environ, "http", transport="http")
     scope["url_route"] = match.url_route
+    refused = authenticate_scope(scope, environ.get("wsbridge.identity"))
+    if refused is not None:
+        return _plain(start_response, 403, f"Connect token refused: {refused}.")
+    ip = client_ip(scope)
+    busy = admission.current().admit(ip, "http")
+    if busy is not None:
+        return _plain(start_response, 429, f"{busy}; retry later.")
     try:
-        if opts.scope_hook is not None:
-            opts.scope_hook(environ, scope)
-        exchange = _Exchange(environ, start_response, scope, consumer_class, layer, opts)
-    except Exception:
-        logger.exception("building HTTP consumer %r for %s failed", consumer_class, scope["path"])
-        return _plain(start_response, 500, "Internal Server Error")
-    return exchange.run(body)
+        try:
+            if opts.scope_hook is not None:
+                opts.scope_hook(environ, scope)
+            exchange = _Exchange(environ, start_response, scope, consumer_class, layer, opts)
+        except Exception:
+            logger.exception(
+                "building HTTP consumer %r for %s failed", consumer_class, scope["path"]
+            )
+            return _plain(start_response, 500, "Internal Server Error")
+        return exchange.run(body)
+    finally:
+        admission.current().release(ip)
 
 
 def dispatcher(bridge: Any) -> Callable[[dict[str, Any]], Any]:
@@ -287,6 +293,7 @@ def dispatcher(bridge: Any) -> Callable[[dict[str, Any]], Any]:
             return None
 
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            environ["wsbridge.identity"] = getattr(bridge, "identity", None)
             return serve_http(environ, start_response, match, bridge.layer, options())
 
         return app

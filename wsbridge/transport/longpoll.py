@@ -47,6 +47,8 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 
+from .. import admission
+from ..admission import client_ip
 from ..consumers.routing import Router
 from ..consumers.runner import Connection
 from ..exceptions import (
@@ -58,9 +60,10 @@ from ..exceptions import (
     LayerUnavailable,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
 )
+from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
+from ..policies import active as policies_active
 from ..protocol.envelope import (
     CLOSE_ABNORMAL,
     CLOSE_POLICY,
@@ -70,6 +73,8 @@ from ..protocol.envelope import (
     validate_close_code,
 )
 from ..protocol.longpoll import LongPollSession, SessionState, Token, TokenSigner, new_session_id
+from .http import read_body
+from .limits import close_after_response, refused
 from .longpoll_handoff import HandOffMixin, Session
 from .longpoll_relay import OWNER_PREFIX, Relay, Request, SessionMoved
 from .scope import build_scope
@@ -134,7 +139,10 @@ class LongPollOptions:
         poll_timeout: seconds a poll is held when nothing is waiting.
         session_timeout: seconds of silence before a session expires.
         handshake_timeout: seconds the consumer has to accept an open.
-        max_body: request body limit in bytes (413 beyond).
+        max_body: request body limit in bytes (413 beyond, and the connection
+            is closed without reading the rest).
+        body_timeout: seconds a request body may take to arrive (408 beyond,
+            and the connection is closed).
         max_buffer: unacked frames held per session; past it the session
             closes with 1013.
         max_buffer_bytes: the same limit in bytes.
@@ -153,6 +161,7 @@ class LongPollOptions:
     session_timeout: float = 60.0
     handshake_timeout: float = 10.0
     max_body: int = 1 << 20
+    body_timeout: float = 10.0
     max_buffer: int = 1000
     max_buffer_bytes: int = 4 << 20
     allowed_origins: tuple[str, ...] = ()
@@ -160,6 +169,14 @@ class LongPollOptions:
     forward_timeout: float = 5.0
     user_key: UserKey = default_user_key
     handoff: bool | None = None
+
+
+class _BodyRefused(Exception):
+    """The request body was refused while it was read: answer it, then close the connection."""
+
+    def __init__(self, error: HTTPError) -> None:
+        super().__init__(error.reason)
+        self.error = error
 
 
 class LongPollTransport(HandOffMixin):
@@ -207,6 +224,10 @@ class LongPollTransport(HandOffMixin):
         self.sessions: dict[bytes, Session] = {}
         self._tombstones: OrderedDict[bytes, float] = OrderedDict()
         self._moved: OrderedDict[bytes, float] = OrderedDict()
+        self._revoked: OrderedDict[bytes, str] = OrderedDict()  # sid -> why (410 body)
+        self._admitted: dict[bytes, str] = {}  # sid -> client IP counted by admission
+        #: ``wrap(identity=...)``: connect tokens for ``open`` (set by :func:`endpoints`).
+        self.identity: Any = None
         self._adopting: dict[bytes, Event] = {}
         self._leaving = False
         self._relay: Relay | None = None
@@ -335,6 +356,7 @@ class LongPollTransport(HandOffMixin):
         """Answer one long-poll request (a WSGI app); the greenlet parks during a poll."""
         self._start()
         origin = environ.get("HTTP_ORIGIN", "")
+        close = False
         allowed = self._origin_check(environ)
         cors = self._cors_headers(environ) if allowed else []
         try:
@@ -349,7 +371,11 @@ class LongPollTransport(HandOffMixin):
                 return [b""]
             if method != "POST":
                 raise MethodNotAllowed(f"{op} takes POST, not {method}")
-            body = self._read_body(environ)
+            try:
+                body = self._read_body(environ)
+            except _BodyRefused as refusal:
+                close = True
+                raise refusal.error from None
             if op == "open":
                 status, answer = self._open(environ, body, origin)
             else:
@@ -360,10 +386,16 @@ class LongPollTransport(HandOffMixin):
                 status, answer = self._dispatch(request)
         except HTTPError as exc:
             status, answer = exc.status, {"error": exc.reason}
+            if status == 408 or close:
+                refused(f"longpoll_{status}", f"{environ.get('REMOTE_ADDR')}: {exc.reason}",
+                        log=logger)
         except LayerUnavailable as exc:
             status, answer = 503, {"error": f"channel layer unavailable: {exc}"}
         payload = json.dumps(answer, separators=(",", ":")).encode()
         headers = _JSON + cors + [("Content-Length", str(len(payload)))]
+        if close:  # the body was refused: read no more of it, end the connection
+            close_after_response(environ, start_response)
+            headers.append(("Connection", "close"))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [payload]
 
@@ -388,26 +420,21 @@ class LongPollTransport(HandOffMixin):
         ]
 
     def _read_body(self, environ: dict[str, Any]) -> dict[str, Any]:
-        limit = self.options.max_body
-        length_text = environ.get("CONTENT_LENGTH") or ""
+        """The request's JSON object, read within ``body_timeout`` and ``max_body``.
+
+        Raises:
+            _BodyRefused: wrapping the 4xx (400, 408, 413); the caller answers it
+                and closes the connection without reading the rest of the body.
+        """
         try:
-            length = int(length_text) if length_text else -1
-        except ValueError:
-            raise BadRequest(f"Content-Length {length_text!r} is not a number") from None
-        if length > limit:
-            raise PayloadTooLarge(f"body of {length} bytes exceeds the {limit}-byte limit")
-        stream = environ["wsgi.input"]
-        try:
-            raw = stream.read(length) if length >= 0 else stream.read(limit + 1)
-        except OSError:  # the client went away mid-body (gevent: "unexpected end of file")
-            raise BadRequest(f"body truncated: fewer than {length} bytes arrived") from None
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
-        if length >= 0 and len(raw) < length:
-            raise BadRequest(f"body truncated: {len(raw)} of {length} bytes")
+            raw = read_body(environ, self.options.max_body, self.options.body_timeout)
+        except HTTPError as exc:
+            raise _BodyRefused(exc) from None
         try:
             body = json.loads(raw)
-        except ValueError as exc:
+        except RecursionError:  # nested thousands deep: the C parser gives up
+            raise BadRequest("body is nested too deeply") from None
+        except ValueError as exc:  # UnicodeDecodeError included
             raise BadRequest(f"body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequest(f"body must be a JSON object, not {type(body).__name__}")
@@ -425,20 +452,44 @@ class LongPollTransport(HandOffMixin):
         if not isinstance(offered, list) or not all(isinstance(p, str) for p in offered):
             raise BadRequest("'subprotocols' must be a list of strings")
         path, _, query = target.partition("?")
+        try:
+            raw_path, query_string = path.encode("utf-8"), query.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") in the JSON string
+            raise BadRequest("'path' must be valid Unicode (no lone surrogates)") from None
         scope = self._scope_builder(environ)
         scope.update(
             path=path,
-            raw_path=path.encode("utf-8"),
-            query_string=query.encode("utf-8"),
+            raw_path=raw_path,
+            query_string=query_string,
             subprotocols=offered,
             transport="longpoll",
         )
+        refused = authenticate_scope(scope, self.identity)
+        if refused is not None:
+            raise Forbidden(f"connect token refused: {refused}")
+        ip = client_ip(scope)
+        busy = admission.current().admit(ip, "long-poll")
+        if busy is not None:
+            raise HTTPError(f"{busy}; retry later", status=429)
+        registered: list[bytes] = []  # the sid, once _forget() is the one to release
+        try:
+            return self._open_admitted(scope, path, origin, ip, registered)
+        except BaseException:
+            if not registered:
+                admission.current().release(ip)
+            raise
+
+    def _open_admitted(
+        self, scope: dict[str, Any], path: str, origin: str, ip: str, registered: list[bytes]
+    ) -> tuple[int, dict]:
         assert self._router is not None and self._signer is not None
         match = self._router.resolve("websocket", path)
         if match is None:
             raise NotFound(f"no WebSocket consumer is routed at {path!r}")
         scope["url_route"] = match.url_route
         sid = new_session_id()
+        self._admitted[sid] = ip
+        registered.append(sid)
         opts = self.options
         state = LongPollSession(
             sid,
@@ -447,12 +498,16 @@ class LongPollTransport(HandOffMixin):
             max_buffer=opts.max_buffer,
             max_buffer_bytes=opts.max_buffer_bytes,
         )
-        user = opts.user_key(scope)
+        # A token client has no cookie: its later polls carry no user, and the
+        # session token alone (128 bits, signed) is what binds them.
+        user = "" if "wsbridge.token_claims" in scope else opts.user_key(scope)
         session = Session(state, origin=origin, user=user, scope=scope)
         self.sessions[sid] = session
         session.conn = Connection(
             scope, match.consumer, self.layer, lambda event: self._emit(session, event)
         )
+        if policies_active():  # slow-client policies: wait when the buffer is half full
+            session.conn.set_backlog(lambda: state.fill, 500)
         session.conn.push({"type": "websocket.connect"})
         if not session.handshake.wait(opts.handshake_timeout):
             self._end(session, code=CLOSE_ABNORMAL)
@@ -507,6 +562,16 @@ class LongPollTransport(HandOffMixin):
                 code = CLOSE_SERVER_ERROR if event.get("error") else code
                 code = CLOSE_POLICY if code == 1000 else code
             session.handshake.set()
+            if event.get("revoked"):
+                # Revoked or kicked (wsbridge.identity): the session ends now; its
+                # pending and later polls get 410 with the reason.
+                reason = str(event.get("reason") or "revoked")
+                self._revoked[state.sid] = f"connection closed ({code}): {reason}"
+                while len(self._revoked) > _TOMBSTONES:
+                    self._revoked.popitem(last=False)
+                state.queue_close(code, reason)
+                gevent.spawn(self._end, session, code=code)
+                return
             if state.queue_close(code, str(event.get("reason") or "")) is not None:
                 session.wake()
                 gevent.spawn(self._disconnect_consumer, session, code)
@@ -547,7 +612,8 @@ class LongPollTransport(HandOffMixin):
         if token.owner == self.owner:
             self._signer.verify(token, origin=request.origin, user=request.user)
         elif session is not None:  # adopted here: the client may still hold an older token
-            TokenSigner.verify_known(token, session.macs)
+            # Owner and MAC both: a token whose owner part was changed is refused.
+            TokenSigner.verify_known(token, session.known)
             if (request.origin, request.user) != (session.origin, session.user):
                 raise Forbidden("token refused: bound to another Origin or user")
         if session is not None and session.moving is not None:
@@ -555,6 +621,8 @@ class LongPollTransport(HandOffMixin):
         if session is None or session.state.moved:
             if token.sid in self._moved or (session is not None and session.state.moved):
                 raise SessionMoved()
+            if token.sid in self._revoked:
+                raise Gone(self._revoked[token.sid])
             if token.owner == self.owner and token.sid in self._tombstones:
                 raise Gone("session closed or expired")
             raise NotFound("unknown session")
@@ -597,7 +665,7 @@ class LongPollTransport(HandOffMixin):
             if why == "superseded":
                 raise Conflict("superseded by a newer poll on this session")
             if why == "gone":
-                raise Gone("session closed")
+                raise Gone(self._revoked.get(state.sid, "session closed"))
         # "moved": answered from the frames handed over, so the client just polls again
         return {"messages": [encode_frame(frame) for frame in state.pending()]}
 
@@ -643,6 +711,9 @@ class LongPollTransport(HandOffMixin):
 
     def _forget(self, session: Session, *, moved: bool = False) -> None:
         sid = session.state.sid
+        ip = self._admitted.pop(sid, None)
+        if ip is not None:
+            admission.current().release(ip)
         if self.sessions.get(sid) is session:
             del self.sessions[sid]
             table = self._moved if moved else self._tombstones
@@ -690,5 +761,6 @@ def endpoints(app: Any) -> list[Any]:
         origin_check=app.origin_check,
         **options,
     )
+    transport.identity = getattr(app, "identity", None)
     app.longpoll_transport = transport
     return [Endpoint(transport.options.prefix + "/", transport)]

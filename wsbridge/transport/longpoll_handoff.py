@@ -75,11 +75,12 @@ class Session:
 
     state: LongPollSession
     conn: Connection | None = None
-    #: What its tokens are bound to, and the MACs of the tokens it answers to (newest first).
+    #: What its tokens are bound to, and the ``(owner, mac)`` of each token it answers to
+    #: (newest first): a token must match both parts of one of them.
     origin: str = ""
     user: str = ""
     token: str = ""
-    macs: list[bytes] = field(default_factory=list)
+    known: list[tuple[str, bytes]] = field(default_factory=list)
     scope: dict[str, Any] = field(default_factory=dict)
     handshake: Event = field(default_factory=Event)
     refusal: int = 403
@@ -173,8 +174,9 @@ class HandOffMixin:
 
     def _set_token(self, session: Session, token: str) -> None:
         session.token = token
-        mac = TokenSigner.parse(token).mac
-        session.macs = [mac, *(m for m in session.macs if m != mac)][:MAX_SESSION_MACS]
+        parsed = TokenSigner.parse(token)
+        pair = (parsed.owner, parsed.mac)
+        session.known = [pair, *(p for p in session.known if p != pair)][:MAX_SESSION_MACS]
 
     # -- the process going away ------------------------------------------------------
 
@@ -271,10 +273,11 @@ class HandOffMixin:
             state.sid,
             session.origin,
             session.user,
-            tuple(session.macs),
+            tuple(mac for _, mac in session.known),
             scope_to_message(session.scope),
             state.snapshot(),
             source=self.owner,
+            owners=tuple(owner for owner, _ in session.known),
         )
         try:
             assert self.layer is not None
@@ -347,7 +350,7 @@ class HandOffMixin:
             state,
             origin=handoff.origin,
             user=handoff.user,
-            macs=list(handoff.macs),
+            known=handoff.known(),
             scope=scope,
             resumed=True,
             accepted=False,

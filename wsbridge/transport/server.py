@@ -146,8 +146,15 @@ def handler_class() -> type:
         return WSBridgeHandler
     from gevent import pywsgi
 
-    class _Handler(pywsgi.WSGIHandler):
-        """pywsgi handler that lends its socket to wsbridge's WebSocket transport."""
+    from .pywsgi_limits import LimitsHandlerMixin
+
+    class _Handler(LimitsHandlerMixin, pywsgi.WSGIHandler):
+        """pywsgi handler that lends its socket to wsbridge's WebSocket transport.
+
+        :class:`~.pywsgi_limits.LimitsHandlerMixin` bounds the waits on the
+        peer (request head, idle keep-alive, unread body) and logs bad
+        requests as counted WARNING lines instead of tracebacks.
+        """
 
         wsbridge_handed_over = False
 
@@ -172,6 +179,12 @@ def handler_class() -> type:
         def run_application(self) -> None:
             self.wsbridge_handed_over = False
             super().run_application()
+
+        def format_request(self) -> str:
+            # Connect tokens may ride in the query string: never write them to the log.
+            from ..identity import redact
+
+            return redact(super().format_request())
 
         def process_result(self) -> None:
             if self.wsbridge_handed_over:
@@ -203,6 +216,7 @@ def make_server(
     port: int = 8000,
     *,
     access_log: Any = None,
+    timeouts: Any = None,
     **wrap_options: Any,
 ) -> Any:
     """Build (not start) a pywsgi server for ``app``, wrapped with :func:`wsbridge.wrap` if needed.
@@ -212,6 +226,8 @@ def make_server(
         host, port: where to listen (port 0 picks a free port: read
             ``server.server_port`` after ``start()``).
         access_log: a file-like object for access lines, or None for none.
+        timeouts: a :class:`~wsbridge.transport.limits.ServerTimeouts` (request
+            head, idle keep-alive, unread body); None for the defaults.
         wrap_options: passed to ``wrap()`` when ``app`` is not wrapped yet.
 
     Returns:
@@ -219,14 +235,18 @@ def make_server(
     """
     from gevent import pywsgi
 
+    from .limits import ServerTimeouts
+
     wrapped = _ensure_wrapped(app, **wrap_options)
-    return pywsgi.WSGIServer(
+    server = pywsgi.WSGIServer(
         (host, port),
         wrapped,
         handler_class=handler_class(),
         log=access_log,
         error_log=logging.getLogger("wsbridge.server.errors"),
     )
+    server.wsbridge_timeouts = timeouts if timeouts is not None else ServerTimeouts()
+    return server
 
 
 def serve(
@@ -438,6 +458,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not run background channels in this process (`wsbridge worker` runs them)",
     )
+    parser.add_argument(
+        "--header-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+        help="seconds a client has to send a request line and headers (408 after; default 10)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+        help="seconds an idle keep-alive connection is kept (default 30)",
+    )
     gc_switch = parser.add_mutually_exclusive_group()
     gc_switch.add_argument(
         "--gc-tuning",
@@ -453,6 +481,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="keep CPython's garbage collector settings (the default)",
     )
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -494,8 +529,14 @@ def run_serve(args: argparse.Namespace) -> int:
         access_log = sys.stdout
     elif args.access_log:
         access_log = open(args.access_log, "a", buffering=1)  # noqa: SIM115 - lives as long as the server
+    from .limits import ServerTimeouts
+
+    timeouts = ServerTimeouts(
+        header_timeout=getattr(args, "header_timeout", 10.0),
+        keepalive_timeout=getattr(args, "keepalive_timeout", 30.0),
+    )
     serve(app, args.host, args.port, access_log=access_log, ready=_print_ready,
-          embedded_worker=args.embedded_worker)
+          embedded_worker=args.embedded_worker, timeouts=timeouts)
     return 0
 
 

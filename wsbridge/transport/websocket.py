@@ -10,6 +10,13 @@ state, so the two stay consistent; control frames and the closing handshake
 always go through the protocol. This module moves bytes between the
 protocol and a gevent socket and turns frames into consumer events.
 
+The read loop feeds the protocol at most ``_FEED_SLICE`` bytes at a time
+and yields to the hub after a bounded amount of work
+(:class:`~wsbridge.transport.limits.InboundBudget`), whatever the frames
+are: control frames never pass through the consumer's mailbox (whose
+backpressure paces data messages), so without this a PONG flood would keep
+the reader running and freeze every other connection of the process.
+
 One connection costs one greenlet: the WSGI request greenlet that handed
 the socket over becomes the reader. A write with nothing queued before it
 goes straight to the kernel (a non-blocking ``send``); what the kernel does
@@ -28,9 +35,13 @@ Close codes chosen by wsbridge (RFC 6455 section 7.4.1):
   decompression), 1007 invalid UTF-8 in a text message, 1002 protocol error;
 * 1011 keepalive ping not answered within ``ping_timeout``, or the consumer
   crashed;
-* :data:`SLOW_CLIENT_CLOSE_CODE` (1008, policy violation) when a client does
-  not read and its outbound queue passes ``max_outbound_bytes``: the socket
-  is then aborted (RST), so memory never grows without bound;
+* :data:`SLOW_CLIENT_CLOSE_CODE` (1013, try again later) when a client does
+  not read and its outbound queue passes ``max_outbound_bytes``: what was
+  queued is dropped (but the frame being written), the close frame is
+  written with a ``slow_close_timeout`` deadline, then the socket is
+  aborted (RST), so memory never grows without bound;
+* :data:`CONTROL_FLOOD_CLOSE_CODE` (1008, policy violation) when a client
+  sends PING/PONG frames faster than ``control_frame_rate``;
 * 1001 going away when the server shuts down.
 """
 
@@ -51,15 +62,20 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from ..consumers.runner import Connection
+from ..identity import BEARER_SUBPROTOCOL
 from ..layers.base import BaseChannelLayer
+from ..policies import active as policies_active
+from .limits import InboundBudget, refused
 from .wsframes import OP_BINARY, OP_TEXT, frame_header, raw_sender
 from .wsoptions import (
+    CONTROL_FLOOD_CLOSE_CODE,
     GOING_AWAY,
     PING_TIMEOUT_CLOSE_CODE,
     SLOW_CLIENT_CLOSE_CODE,
@@ -79,6 +95,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("wsbridge.websocket")
+
+#: Bytes fed to the protocol at once: a slice of the smallest frames (6 bytes
+#: each) costs a few milliseconds to parse before the budget is checked.
+_FEED_SLICE = 8 * 1024
 
 
 class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -174,6 +194,8 @@ class WebSocketTransport:
         "_peer",
         "_closing",
         "_raw_send",
+        "_budget",
+        "_slow_close",
         "__weakref__",
     )
 
@@ -212,6 +234,12 @@ class WebSocketTransport:
         client = scope.get("client") or ["?", 0]
         self._peer = f"{client[0]}:{client[1]}"
         self._raw_send = raw_sender(sock)  # None: every write goes through the writer
+        self._budget = InboundBudget(
+            options.control_frame_rate,
+            options.control_frame_burst,
+            bytes_per_slice=max(options.read_size, _FEED_SLICE),
+        )
+        self._slow_close = False
 
     def _open_protocol(self, extensions: list[Any], subprotocol: Any) -> ServerProtocol:
         options = self.options
@@ -234,7 +262,12 @@ class WebSocketTransport:
             start: builds the consumer Connection (called only for a valid
                 handshake request) with :meth:`consumer_send` as its ``send``.
         """
-        request = _request_from_environ(environ)
+        try:
+            request = _request_from_environ(environ)
+        except InvalidHeader as exc:  # a control character (NUL, CR...) in a header value
+            refused("websocket_bad_handshake", f"{self._peer}: {exc}", log=logger)
+            self._reject(400, f"Invalid handshake request: {exc}.")
+            return False
         with self._lock:
             response = self.protocol.accept(request)
         if response.status_code != 101:
@@ -300,6 +333,13 @@ class WebSocketTransport:
         if response is None:
             return
         subprotocol = event.get("subprotocol")
+        if (
+            not subprotocol
+            and self.scope.get("wsbridge.token_subprotocol")
+            and BEARER_SUBPROTOCOL in self.scope.get("subprotocols", ())
+        ):
+            # The token came as a subprotocol: browsers need one selected back.
+            subprotocol = BEARER_SUBPROTOCOL
         if subprotocol:
             if subprotocol not in self.scope.get("subprotocols", ()):
                 logger.error(
@@ -462,20 +502,32 @@ class WebSocketTransport:
             self._writer = None
 
     def _slow_client(self) -> None:
-        logger.warning(
-            "WebSocket client %s on %s does not read: %d bytes waiting > max_outbound_bytes=%d; "
-            "closing with %d and aborting the socket",
-            self._peer,
-            self.scope.get("path"),
-            self._outbox_bytes,
-            self.options.max_outbound_bytes,
-            SLOW_CLIENT_CLOSE_CODE,
+        # Under the lock. Keep only the chunk at the head of the queue (it may be
+        # half written: a frame cut short would garble the stream), then the
+        # close frame, written within slow_close_timeout or the socket is aborted.
+        refused(
+            "websocket_slow_client",
+            f"{self._peer} on {self.scope.get('path')} does not read: {self._outbox_bytes} "
+            f"bytes waiting > max_outbound_bytes={self.options.max_outbound_bytes}; "
+            f"closing with {SLOW_CLIENT_CLOSE_CODE}",
+            log=logger,
         )
         self._close_code = SLOW_CLIENT_CLOSE_CODE
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
+        while len(outbox) > 1:
+            outbox.pop()  # in place: the writer compares the deque it is draining
+        self._outbox_bytes = len(outbox[0]) if outbox else 0
         if self.protocol.state is OPEN:
             self.protocol.fail(SLOW_CLIENT_CLOSE_CODE, "outbound queue full")
-        self.protocol.data_to_send()
-        self._abort()
+        for chunk in self.protocol.data_to_send():
+            outbox.append(chunk)
+            self._outbox_bytes += len(chunk)
+        self._closing = self._slow_close = True
+        self._arm_timer(self.options.slow_close_timeout)
+        if self._writer is None and outbox:
+            self._writer = gevent.spawn(self._write_loop)
 
     def _abort(self) -> None:
         """Drop the connection now: RST, wake the reader and the writer."""
@@ -515,6 +567,11 @@ class WebSocketTransport:
 
     def _tick(self) -> None:
         protocol = self.protocol
+        if self._slow_close and not self._outbox:
+            # The slow client's close frame went out in time: now the usual closing wait.
+            self._slow_close = False
+            self._arm_timer(self.options.close_timeout)
+            return
         if self._closing or protocol.state is not OPEN:
             logger.debug("closing handshake with %s timed out; aborting", self._peer)
             self._abort()
@@ -551,7 +608,7 @@ class WebSocketTransport:
             with self._lock:
                 self._arm_timer(self.options.ping_interval)
         try:
-            if preread and not self._feed(preread):
+            if preread and not self._feed_all(preread):
                 return
             while True:
                 try:
@@ -559,13 +616,28 @@ class WebSocketTransport:
                 except OSError as exc:
                     logger.debug("WebSocket client %s dropped: %s", self._peer, exc)
                     data = b""
-                if self._aborted or not self._feed(data):
+                if self._aborted or not self._feed_all(data):
                     break
         finally:
             self._finish()
 
+    def _feed_all(self, data: bytes) -> bool:
+        """Feed one read in slices of ``_FEED_SLICE`` bytes; False when reading is over."""
+        if len(data) <= _FEED_SLICE:
+            return self._feed(data)
+        view = memoryview(data)
+        for start in range(0, len(data), _FEED_SLICE):
+            if self._aborted or not self._feed(bytes(view[start : start + _FEED_SLICE])):
+                return False
+        return True
+
     def _feed(self, data: bytes) -> bool:
-        """Feed bytes (b"" = EOF); deliver messages. False when reading is over."""
+        """Feed bytes (b"" = EOF); deliver messages. False when reading is over.
+
+        Yields to the hub once the connection's slice of work is spent, so a
+        flood of frames that never blocks (control frames) cannot starve the
+        other greenlets.
+        """
         with self._lock:
             protocol = self.protocol
             if data:
@@ -577,7 +649,14 @@ class WebSocketTransport:
             self._queue(protocol.data_to_send())
         for frame in frames:
             self._on_frame(frame)  # type: ignore[arg-type]  # OPEN: frames only
-        return bool(data) and self.protocol.state is not CLOSED and not self._aborted
+        if self._budget.spend(len(frames), len(data)):
+            _yield_to_io()  # bounded work done: let every other connection run
+        return (
+            bool(data)
+            and self.protocol.state is not CLOSED
+            and not self._aborted
+            and self._close_code != CONTROL_FLOOD_CLOSE_CODE  # a flooder is not read further
+        )
 
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -603,15 +682,38 @@ class WebSocketTransport:
             if self._fragments is None:
                 return  # the protocol has already failed the connection
         elif opcode is Opcode.PONG:
+            if not self._budget.control():
+                self._control_flood()
+                return
             if self._ping_payload is not None and frame.data == self._ping_payload:
                 with self._lock:
                     self._ping_payload = None
                     if self.protocol.state is OPEN and self.options.ping_interval is not None:
                         self._arm_timer(self.options.ping_interval)
             return
+        elif opcode is Opcode.PING:
+            if not self._budget.control():
+                self._control_flood()
+            return  # answered by the protocol
         else:
-            return  # PING answered and CLOSE handled by the protocol
+            return  # CLOSE: handled by the protocol
         self._add_fragment(frame)
+
+    def _control_flood(self) -> None:
+        with self._lock:
+            if self.protocol.state is not OPEN:
+                return
+            refused(
+                "websocket_control_flood",
+                f"{self._peer} on {self.scope.get('path')} sent control frames faster than "
+                f"control_frame_rate={self.options.control_frame_rate}/s; "
+                f"closing with {CONTROL_FLOOD_CLOSE_CODE}",
+                log=logger,
+            )
+            self._close_code = CONTROL_FLOOD_CLOSE_CODE
+            self.protocol.fail(CONTROL_FLOOD_CLOSE_CODE, "control frame rate limit")
+            self._queue(self.protocol.data_to_send())
+            self._arm_timer(min(self.options.close_timeout, 1.0))
 
     def _add_fragment(self, frame: Frame) -> None:
         assert self._fragments is not None
@@ -694,6 +796,21 @@ class WebSocketTransport:
         return self._bytes_sent
 
 
+def _yield_to_io() -> None:
+    """Let the hub poll for I/O and run every other ready greenlet, then come back.
+
+    A zero-second timer fires after the hub's next poll; ``gevent.sleep(0)``
+    would only run the callbacks already queued, and a flooding reader that
+    yields that way would still keep other sockets from being read.
+    """
+    hub = gevent.get_hub()
+    timer = hub.loop.timer(0)
+    try:
+        hub.wait(timer)
+    finally:
+        timer.close()
+
+
 def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
 
@@ -726,7 +843,10 @@ def serve_websocket(
     transport = WebSocketTransport(handover.sock, scope, options, upgraded=handover.upgraded)
 
     def start() -> Connection:
-        return Connection(scope, consumer_class, layer, transport.consumer_send)
+        conn = Connection(scope, consumer_class, layer, transport.consumer_send)
+        if policies_active():
+            conn.set_backlog(lambda: transport._outbox_bytes, options.max_outbound_bytes // 2)
+        return conn
 
     if handover.upgraded:
         transport.conn = start()

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import admission
 from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
+from ..identity import authenticate_scope
 from .scope import build_scope, request_path
 from .websocket import Handover, WebSocketOptions, serve_websocket
 
@@ -117,11 +119,14 @@ def check_origin(
         scheme: the request's scheme, to ignore default ports.
 
     Returns:
-        True to go on, False to refuse with 403.
+        True to go on, False to refuse with 403 (a malformed ``Origin`` is refused).
     """
     if origin is None:
         return True
-    parts = urlsplit(origin.strip())
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:  # "http://[::1" (an unclosed IPv6 bracket): not an origin we allow
+        return False
     if origin.strip() == "null" or not parts.netloc:
         return allowed is not None and "null" in allowed
     origin_host = _netloc(parts.scheme, parts.netloc)
@@ -237,6 +242,9 @@ class WSBridgeApp:
         secret: str | bytes | None = None,
         longpoll: dict[str, Any] | None = None,
         http: Any = None,
+        identity: Any = None,
+        group_policies: Any = None,
+        limits: Any = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -258,6 +266,17 @@ class WSBridgeApp:
         self.secret = secret  # signs long-poll tokens (else WSBRIDGE_SECRET)
         self.longpoll = longpoll  # LongPollOptions fields (wsbridge.transport.longpoll)
         self.http = http  # HttpOptions or its fields (wsbridge.transport.http), read per request
+        self.identity = identity  # wsbridge.identity.IdentityOptions: tokens, re-checks
+        if identity is not None:
+            from ..identity import set_default_options
+
+            set_default_options(identity)
+        if limits is not None:
+            admission.configure(limits)
+        if group_policies is not None:
+            from ..policies import configure_group_policies
+
+            configure_group_policies(group_policies)
         self.endpoints: list[Endpoint] = []
         self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
         self._install_providers()
@@ -338,6 +357,7 @@ class WSBridgeApp:
         self._started = True
         mark_serving()
         register_gauge("websockets", lambda: len(active_connections()))
+        _register_control_gauges(register_gauge)
         start_heartbeat(self.layer, "server")
 
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -358,6 +378,20 @@ class WSBridgeApp:
                 start_response, "403 Forbidden", "This Origin may not open a WebSocket here."
             )
         environ["wsbridge.app"] = self
+        ip = str(environ.get("REMOTE_ADDR") or "?")
+        busy = admission.current().admit(ip, "websocket")
+        if busy is not None:
+            return _plain(start_response, "429 Too Many Requests", f"{busy}; retry later.",
+                          headers=[("Retry-After", "1")])
+        try:
+            return self._serve_admitted(environ, start_response, path, match, upgraded)
+        finally:
+            admission.current().release(ip)
+
+    def _serve_admitted(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], path: str,
+        match: Any, upgraded: bool,
+    ) -> Any:
         try:
             handover = take_over(environ)
             check_monkey_patched()
@@ -368,10 +402,28 @@ class WSBridgeApp:
             return self._refuse_upgraded(handover)
         scope = build_scope(environ, "websocket", transport="websocket")
         scope["url_route"] = match.url_route
+        refused = authenticate_scope(scope, self.identity)
+        if refused is not None:
+            return self._refuse_token(handover, refused)
         outcome = serve_websocket(
             handover, environ, scope, match.consumer, layer=self.layer, options=self.websocket
         )
         return handover.finish(outcome.status, outcome.bytes_sent)
+
+    def _refuse_token(self, handover: Handover, kind: str) -> Any:
+        # The socket is ours now: answer 403 on it (or a 1008 close after a server's 101).
+        if handover.upgraded:
+            return self._refuse_upgraded(handover)
+        body = f"Connect token refused: {kind}.\n".encode()
+        head = (
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+        try:
+            handover.sock.sendall(head + body)
+        except OSError:
+            pass
+        return handover.finish(403, len(head) + len(body))
 
     def _refuse_upgraded(self, handover: Handover) -> Any:
         # The server already said 101: all that is left is a close frame (1008).
@@ -416,6 +468,25 @@ def check_startup(app: WSBridgeApp) -> None:
         )
 
 
+def _register_control_gauges(register: Callable[[str, Callable[[], float]], None]) -> None:
+    """Identity, limits and slow-client counters in every heartbeat (``wsbridge status``)."""
+    from .. import policies
+    from ..admission import REASONS as LIMIT_REASONS
+    from ..admission import counters as limit_counters
+    from ..consumers import identity_hooks as identity
+
+    def reader(table: dict[str, int], name: str) -> Callable[[], float]:
+        return lambda: float(table.get(name, 0))
+
+    register("identity_connections", lambda: float(len(identity._tracked)))
+    for name in identity.counters:
+        register(f"identity_{name}", reader(identity.counters, name))
+    for name in LIMIT_REASONS:
+        register(f"limits_{name}", reader(limit_counters, name))
+    for name in policies.counters:
+        register(f"slow_client_{name}", reader(policies.counters, name))
+
+
 def _optional(module_name: str, attr: str) -> Any:
     try:
         module = importlib.import_module(module_name)
@@ -439,6 +510,9 @@ def wrap(
     secret: str | bytes | None = None,
     longpoll: dict[str, Any] | None = None,
     http: Any = None,
+    identity: Any = None,
+    group_policies: Any = None,
+    limits: Any = None,
 ) -> WSBridgeApp:
     """Wrap a WSGI app so WebSocket (and long-poll) requests reach wsbridge.
 
@@ -462,6 +536,12 @@ def wrap(
             ``max_body``...; see :class:`~wsbridge.transport.longpoll.LongPollOptions`).
         http: limits of HTTP consumers (``hold_timeout``, ``max_body_size``...): an
             :class:`~wsbridge.transport.http.HttpOptions` or a dict of its fields.
+        identity: connect tokens and session re-checks
+            (:class:`~wsbridge.identity.IdentityOptions`; see docs/topics/identity.rst).
+        group_policies: slow-client policies by group pattern
+            (``{"ticker.*": GroupPolicy("coalesce", key="symbol")}``; :mod:`wsbridge.policies`).
+        limits: connections, handshakes and inbound rates per IP and per user
+            (:class:`~wsbridge.admission.LimitOptions` or a dict of its fields).
 
     Returns:
         A WSGI app; serve it with ``wsbridge serve`` or ``gunicorn -k gevent``.
@@ -478,4 +558,7 @@ def wrap(
         secret=secret,
         longpoll=longpoll,
         http=http,
+        identity=identity,
+        group_policies=group_policies,
+        limits=limits,
     )

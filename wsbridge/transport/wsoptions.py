@@ -12,16 +12,22 @@ from typing import Any
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
+from ..protocol.envelope import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER
+
 __all__ = [
     "WebSocketOptions",
     "Handover",
     "SLOW_CLIENT_CLOSE_CODE",
     "GOING_AWAY",
     "PING_TIMEOUT_CLOSE_CODE",
+    "CONTROL_FLOOD_CLOSE_CODE",
 ]
 
-#: Close code sent to a client that does not read fast enough (outbound queue full).
-SLOW_CLIENT_CLOSE_CODE = 1008
+#: Close code sent to a client that does not read fast enough (outbound queue full):
+#: 1013 "try again later", so clients reconnect after a delay (docs/topics/protocol.rst).
+SLOW_CLIENT_CLOSE_CODE = CLOSE_TRY_AGAIN_LATER
+#: Close code sent to a client over ``control_frame_rate`` (a PING/PONG flood): 1008.
+CONTROL_FLOOD_CLOSE_CODE = CLOSE_POLICY
 #: Close code sent on server shutdown.
 GOING_AWAY = 1001
 #: Close code when the peer does not answer a keepalive ping in time.
@@ -63,6 +69,14 @@ class WebSocketOptions:
             and its socket aborted. One message larger than this is still sent
             when nothing else is queued.
         read_size: bytes asked from the socket per read.
+        control_frame_rate: PING and PONG frames a client may send per second
+            on average (after a burst of ``control_frame_burst``); past it the
+            connection is closed with :data:`CONTROL_FLOOD_CLOSE_CODE` (1008).
+            None disables the limit.
+        control_frame_burst: control frames a client may send at once.
+        slow_close_timeout: seconds given to the close frame of a client that
+            does not read (after what was already being written to it) before
+            the socket is aborted.
     """
 
     max_message_size: int | None = 1 * _MiB
@@ -78,6 +92,9 @@ class WebSocketOptions:
     compression_context_takeover: bool = False
     max_outbound_bytes: int = 4 * _MiB
     read_size: int = 64 * 1024
+    control_frame_rate: float | None = 50.0
+    control_frame_burst: int = 100
+    slow_close_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if not 9 <= self.server_max_window_bits <= 15:
@@ -86,13 +103,17 @@ class WebSocketOptions:
             raise ValueError("client_max_window_bits must be between 8 and 15 (or None)")
         if not 1 <= self.compression_mem_level <= 9:
             raise ValueError("compression_mem_level must be between 1 and 9")
-        for name in ("handshake_timeout", "ping_timeout", "close_timeout"):
+        for name in ("handshake_timeout", "ping_timeout", "close_timeout", "slow_close_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.ping_interval is not None and self.ping_interval <= 0:
             raise ValueError("ping_interval must be positive or None")
         if self.max_outbound_bytes <= 0 or self.read_size <= 0:
             raise ValueError("max_outbound_bytes and read_size must be positive")
+        if self.control_frame_rate is not None and self.control_frame_rate <= 0:
+            raise ValueError("control_frame_rate must be positive or None")
+        if self.control_frame_burst < 1:
+            raise ValueError("control_frame_burst must be at least 1")
 
     def extensions(self) -> list[ServerPerMessageDeflateFactory]:
         """The extension factories to offer (empty when compression is off)."""

@@ -24,6 +24,12 @@ class WsbridgeConfig(AppConfig):
 
         configure_layers()
         load_consumers()
+        from django.apps import apps
+
+        if apps.is_installed("django.contrib.auth"):
+            from .identity import connect_signals
+
+            connect_signals()
 
 
 def configure_layers() -> None:

@@ -19,6 +19,9 @@ importing wsbridge_django never configures Django by accident::
         "LONGPOLL": {},                           # LongPollOptions fields (poll_timeout...)
         "PROCESSES": None,                        # how many processes serve (checks)
         "CLOSE_OLD_CONNECTIONS": True,            # around every consumer call
+        "IDENTITY": {},                           # re-check interval, tokens (identity.rst)
+        "GROUP_POLICIES": None,                   # {"ticker.*": "drop_oldest"} (policies)
+        "LIMITS": None,                           # per IP / per user (wsbridge.admission)
         "OPTIONS": {},                            # passed to wsbridge.wrap() as they are
     }
 """
@@ -46,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "PROCESSES": None,
     "CLOSE_OLD_CONNECTIONS": True,
     "REQUIRE_GEVENT": True,
+    "IDENTITY": {},
+    "GROUP_POLICIES": None,
+    "LIMITS": None,
     "OPTIONS": {},
 }
 

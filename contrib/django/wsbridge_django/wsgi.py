@@ -66,6 +66,16 @@ def wrap_application(app: Any, *, run_checks: bool = True) -> Any:
         "secret": longpoll_secret(),
         "longpoll": longpoll_options(),
     }
+    from django.apps import apps
+
+    if apps.is_installed("django.contrib.auth"):
+        from .identity import identity_options
+
+        options["identity"] = identity_options()
+    if wsbridge_settings.LIMITS:
+        options["limits"] = wsbridge_settings.LIMITS
+    if wsbridge_settings.GROUP_POLICIES:
+        options["group_policies"] = wsbridge_settings.GROUP_POLICIES
     options.update(wsbridge_settings.OPTIONS)
     wrapped = wsbridge.wrap(app, **options)
     install_restart_handlers(wrapped)
@@ -101,14 +111,23 @@ def longpoll_options() -> dict[str, Any]:
 
 
 def django_user_key(scope: dict[str, Any]) -> str:
-    """The pk of the user the request's session cookie names ("" when anonymous)."""
+    """The pk of the user the request's session cookie names ("" when anonymous).
+
+    It runs in the long-poll request's greenlet, which Django's own request
+    cycle never sees: the database connections the session and user lookups
+    opened are released here, or every poll would leave one open.
+    """
+    from .db import release_connections
     from .routing import prepare_scope
 
-    prepare_scope(scope)
-    user = scope.get("user")
-    if user is None or not getattr(user, "is_authenticated", False):
-        return ""
-    return str(user.pk)
+    try:
+        prepare_scope(scope)
+        user = scope.get("user")
+        if user is None or not getattr(user, "is_authenticated", False):
+            return ""
+        return str(user.pk)
+    finally:
+        release_connections()
 
 
 def websocket_options() -> Any:

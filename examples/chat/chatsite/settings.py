@@ -42,10 +42,24 @@ DATABASES = {
 }
 STATIC_URL = "/static/"
 
-# One process, in-memory layer: the embedded default. For several processes:
+# Every room keeps its last 200 messages for an hour (a reconnecting page gets
+# what it missed) and has presence (who is online, joins and leaves).
+GROUPS = {"chat_*": {"history": 200, "history_ttl": 3600, "presence": True}}
+
+# One process, in-memory layer: the embedded default (its history does not
+# outlive the process). For several processes, or to lose nothing across a
+# restart, the Redis layer:
 # WSBRIDGE = {"LAYERS": {"default": {"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379"]}}}}
-WSBRIDGE = {}
+WSBRIDGE = {"LAYERS": {"default": {"BACKEND": "memory", "CONFIG": {"groups": GROUPS}}}}
 if os.environ.get("CHAT_REDIS"):
     WSBRIDGE["LAYERS"] = {
-        "default": {"BACKEND": "redis", "CONFIG": {"hosts": [os.environ["CHAT_REDIS"]]}}
+        "default": {
+            "BACKEND": "redis",
+            "CONFIG": {
+                "hosts": [os.environ["CHAT_REDIS"]],
+                "prefix": os.environ.get("CHAT_REDIS_PREFIX", "wsbridge"),
+                "groups": GROUPS,
+                "presence_lease": float(os.environ.get("CHAT_PRESENCE_LEASE", "15")),
+            },
+        }
     }

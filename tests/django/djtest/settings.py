@@ -79,6 +79,8 @@ if os.environ.get("WSBRIDGE_TEST_REDIS_PREFIX"):
             },
         }
     }
+if os.environ.get("WSBRIDGE_TEST_RECHECK"):
+    WSBRIDGE["IDENTITY"] = {"RECHECK_INTERVAL": float(os.environ["WSBRIDGE_TEST_RECHECK"])}
 if os.environ.get("WSBRIDGE_TEST_PROCESSES"):
     WSBRIDGE["PROCESSES"] = int(os.environ["WSBRIDGE_TEST_PROCESSES"])
 

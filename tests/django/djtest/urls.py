@@ -30,6 +30,30 @@ def logout_view(request):
     return HttpResponse("logged out")
 
 
+def set_password_view(request):
+    from django.contrib.auth import update_session_auth_hash
+
+    request.user.set_password(request.GET["p"])
+    request.user.save()
+    update_session_auth_hash(request, request.user)  # this session stays logged in
+    return HttpResponse("password changed")
+
+
+def deactivate_view(request):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(username=request.GET["u"])
+    user.is_active = False
+    user.save()
+    return HttpResponse("deactivated")
+
+
+def connect_token(request):
+    from wsbridge_django.identity import connect_token_view
+
+    return connect_token_view(request)
+
+
 def publish(request):
     """A view sending to a group, as the tutorial shows: the process's layer."""
     import os
@@ -44,6 +68,9 @@ def publish(request):
 
 
 urlpatterns = [
+    path("setpw/", set_password_view),
+    path("deactivate/", deactivate_view),
+    path("wsbridge/token/", connect_token),
     path("publish/", publish),
     path("", index),
     path("whoami/", whoami),

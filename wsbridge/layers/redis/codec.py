@@ -53,6 +53,8 @@ class Decoded:
     group: str | None = None
     #: For membership items: (op, group, channel, joined_at); message is {}.
     control: tuple[str, str, str, float] | None = None
+    #: For history group items (kind H): "<epoch>:<offset>".
+    position: str | None = None
 
 
 def make_fernet(key: str | bytes) -> Any:
@@ -156,9 +158,18 @@ class Codec:
             raise MessageDecodeError(f"not a wsbridge item (starts {item[:8]!r})")
         if item[2:3] != FORMAT_VERSION:
             raise MessageDecodeError(f"wsbridge item format {item[2:3]!r} is not supported here")
+        raw_body = item[HEADER_LEN:]
+        position = None
+        if item[3:4] == b"H":
+            # A group item the history script stamped: "<epoch>:<offset>\n" + body.
+            newline = raw_body.find(b"\n", 0, 80)
+            if newline < 0:
+                raise MessageDecodeError("corrupt wsbridge history item: no position")
+            position = raw_body[:newline].decode("ascii", "replace")
+            raw_body = raw_body[newline + 1 :]
         try:
             expires_ms = int(item[4:HEADER_LEN])
-            body = msgpack.unpackb(item[HEADER_LEN:], **self._unpacker_raw)
+            body = msgpack.unpackb(raw_body, **self._unpacker_raw)
         except Exception as exc:
             raise MessageDecodeError(f"corrupt wsbridge item: {exc}") from exc
         if expires_ms < (time.time() if now is None else now) * 1000:
@@ -169,10 +180,10 @@ class Codec:
                 channel_b, sealed = body
                 channel = channel_b.decode("utf-8")
                 return Decoded([channel], self.unseal(sealed, "c:" + channel))
-            if kind == b"G":
+            if kind == b"G" or kind == b"H":
                 group_b, sealed = body
                 group = group_b.decode("utf-8")
-                return Decoded([], self.unseal(sealed, "g:" + group), group)
+                return Decoded([], self.unseal(sealed, "g:" + group), group, position=position)
             if kind == b"M":
                 op, group_b, channel_b, joined_at = body
                 control = (

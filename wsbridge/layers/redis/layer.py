@@ -42,6 +42,8 @@ from ..base import (
     validate_group_name,
     validate_message,
 )
+from ..history import HistoryMixin, HistoryResult, Position
+from ..presence import DEFAULT_INFO_LIMIT, DEFAULT_LEASE, PresenceEntry, PresenceMixin
 from ..serializers import get_serializer
 from . import lease as leases
 from . import reliable
@@ -69,7 +71,7 @@ class _Buffer:
         self.event = Event()
 
 
-class RedisLayer(BaseChannelLayer):
+class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
     """Channel layer on one or more Redis instances.
 
     Args:
@@ -101,14 +103,21 @@ class RedisLayer(BaseChannelLayer):
             and memberships of a process that stopped renewing (crashed) are
             removed about ``lease * 1.5`` s later (``lease.py``). 0 turns
             leases off (state then lasts until ``group_expiry``).
+        groups: per group name or glob pattern, ``history`` (messages kept),
+            ``history_ttl`` (seconds) and ``presence`` (join/leave events);
+            see docs/topics/recovery.rst and docs/topics/presence.rst.
+        presence_info_limit: largest presence info, msgpack bytes.
+        presence_lease: seconds after which a dead process's presence
+            entries are removed (renewed every third of it by live ones).
         restore_window: seconds group sends refuse with ``LayerUnavailable``
             after a Redis restart is noticed, while every process restores
             its memberships (default: ``max(6, cap + 1)``). Make it longer than
             the largest ``retry_backoff`` cap of the processes sharing the Redis.
     """
 
-    #: Adds "shared" (other processes on the same Redis see these groups and channels).
-    extensions = (*BaseChannelLayer.extensions, "shared")
+    #: Adds "shared" (other processes on the same Redis see these groups and channels)
+    #: and "marks" (claim / put_mark / get_mark).
+    extensions = (*BaseChannelLayer.extensions, "shared", "marks")
 
     def __init__(
         self,
@@ -133,6 +142,9 @@ class RedisLayer(BaseChannelLayer):
         random_prefix_length: int = 12,
         cluster: bool = False,
         lease: float = 30.0,
+        groups: Mapping[str, Mapping[str, Any]] | None = None,
+        presence_info_limit: int = DEFAULT_INFO_LIMIT,
+        presence_lease: float = DEFAULT_LEASE,
         restore_window: float | None = None,
     ) -> None:
         super().__init__(
@@ -211,9 +223,23 @@ class RedisLayer(BaseChannelLayer):
         self._last_renewal = time.monotonic()
         self._last_sweep = time.monotonic()
         self.counters = {"dropped_full": 0, "skipped_full": 0, "bad_items": 0, "delivered": 0}
+        if compat and groups:
+            raise ConfigurationError(
+                "history and presence (groups=...) need the native layout; "
+                "they are not available with compat='channels_redis'"
+            )
+        self._init_history(groups)
+        self._init_presence(presence_info_limit, presence_lease)
+        from .history import RedisHistory
+        from .presence import RedisPresence
+
+        self.history_store = RedisHistory(self)
+        self.presence_store = RedisPresence(self)
+        if not compat:
+            self.extensions = (*type(self).extensions, "presence", "history")
         if not compat:
             # reserve()/ack(): the worker's at-least-once channels (reliable.py).
-            self.extensions = (*type(self).extensions, "at_least_once")
+            self.extensions = (*self.extensions, "at_least_once")
 
     def _init_cluster(self, backoff: Backoff) -> None:
         from .cluster import ClusterShard
@@ -293,11 +319,18 @@ class RedisLayer(BaseChannelLayer):
         """
         validate_group_name(group)
         message = validate_message(message)
+        options = self.groups_policy(group) if self.groups_policy else None
         if self.compat:
             self.layout.check_message(message)
         try:
             if self.compat:
                 skipped = self.layout.group_send(group, message)
+            elif (
+                options is not None
+                and options.has_history
+                and not str(message.get("type", "")).startswith("presence.")
+            ):
+                skipped = self.history_store.group_send(group, message, options)
             else:
                 skipped = self.layout.group_send(group, self.codec.dump_message(message))
         except LayerUnavailable:
@@ -397,6 +430,12 @@ class RedisLayer(BaseChannelLayer):
         buffer = self._buffers.pop(channel, None)
         if buffer is not None:
             buffer.event.set()
+        self._forget_recovery(channel)
+        if channel in self._tracked:
+            try:
+                self._untrack_channel(channel)
+            except LayerUnavailable:
+                logger.info("presence of %s not removed now: Redis unreachable", channel)
         for group, last_local in self.members.drop_channel(channel):
             try:
                 self.layout.group_discard(group, channel, last_local=last_local)
@@ -432,8 +471,15 @@ class RedisLayer(BaseChannelLayer):
         channels = decoded.channels or (
             self.members.members(decoded.group) if decoded.group else []
         )
+        positioned = decoded.position is not None and decoded.group is not None
+        if positioned:
+            decoded.message["position"] = decoded.position
+            decoded.message["group"] = decoded.group
+            positioned = self._gating
         for channel in channels:
             callback = self._attached.get(channel)
+            if positioned and not self._history_gate(channel, decoded.group, decoded.message):  # type: ignore[arg-type]
+                continue
             if callback is not None:
                 self._call(channel, callback, decoded.message)
                 continue
@@ -496,10 +542,15 @@ class RedisLayer(BaseChannelLayer):
             if not local:
                 raise
             logger.debug("group_add(%s, %s) kept for when Redis is back", group, channel)
+        if local:
+            self._recover_on_join(group, channel)
 
     def group_discard(self, group: str, channel: str) -> None:
         validate_group_name(group)
         validate_channel_name(channel)
+        if group in self._tracked.get(channel, ()):
+            self.presence_untrack(group, channel)
+        self._forget_recovery(channel, group)
         last_local = self.members.discard(group, channel) if self._is_local(channel) else False
         try:
             self.layout.group_discard(group, channel, last_local=last_local)
@@ -511,6 +562,32 @@ class RedisLayer(BaseChannelLayer):
     def group_channels(self, group: str) -> list[str]:
         validate_group_name(group)
         return self.layout.group_channels(group)  # type: ignore[no-any-return]
+
+    # -- history and presence (layers/history.py, layers/presence.py) -----------------
+
+    def history(self, group: str, since: Position | str | None = None) -> HistoryResult:
+        """The retained history of ``group`` after ``since``: one round trip."""
+        validate_group_name(group)
+        options = self.groups_policy(group)
+        if self.compat or not options.has_history:
+            raise ValueError(f"group {group!r} has no history: add it to the layer's groups")
+        return self.history_store.read(group, since, options)
+
+    def presence(self, group: str) -> list[PresenceEntry]:
+        """Every presence entry of ``group``, across processes: one round trip."""
+        validate_group_name(group)
+        return self.presence_store.list(group)
+
+    def _is_member_here(self, group: str, channel: str) -> bool:
+        return self._is_local(channel) and channel in self.members.members(group)
+
+    def _track(self, group: str, entry: PresenceEntry) -> int:
+        if self.compat:
+            raise ConfigurationError("presence needs the native layout (not compat mode)")
+        return self.presence_store.track(group, entry)
+
+    def _untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
+        return self.presence_store.untrack(group, channel)
 
     # -- background greenlets ---------------------------------------------------------------
 
@@ -532,6 +609,8 @@ class RedisLayer(BaseChannelLayer):
         self._readers = {}
         self._attached.clear()
         self._lease_held, self._last_lease = False, 0.0  # the child's own lease, anew
+        self._tracked.clear()
+        self.presence_store.after_fork()
 
     def _read_loop(self, shard: Shard) -> None:
         """Block on this process's inbox on ``shard``; dispatch what arrives; survive outages."""
@@ -690,11 +769,17 @@ class RedisLayer(BaseChannelLayer):
         self.members.clear()
         self._pending_discards.clear()
         self._attached.clear()
+        self._tracked.clear()
+        self.presence_store.local.clear()
+        self._recovery_requests.clear()
+        self._last_seen.clear()
 
     def close(self) -> None:
         """Stop the reader and mover greenlets and close every connection."""
         if self._readers:
             leases.release(self)
+        if not self._closed:
+            self.presence_store.close()
         self._closed = True
         for greenlet in [*self._readers.values(), self._mover]:
             if greenlet is not None:
@@ -704,9 +789,37 @@ class RedisLayer(BaseChannelLayer):
         for shard in self.shards:
             shard.close()
 
+    # -- marks (extension "marks"; see BaseChannelLayer.claim) ---------------------
+
+    def _mark_key(self, key: str) -> tuple[Shard, str]:
+        return self.shard_for("m:" + key), f"{self.layout.flush_pattern[:-1]}mark:{key}"
+
+    def claim(self, key: str, ttl: float) -> bool:
+        shard, name = self._mark_key(key)
+        return bool(shard.call(shard.client.set, name, b"1", nx=True, px=max(1, int(ttl * 1000))))
+
+    def put_mark(self, key: str, value: float, ttl: float) -> None:
+        shard, name = self._mark_key(key)
+        shard.call(shard.client.set, name, repr(float(value)), px=max(1, int(ttl * 1000)))
+
+    def get_mark(self, key: str) -> float | None:
+        shard, name = self._mark_key(key)
+        raw = shard.call(shard.client.get, name)
+        return None if raw is None else float(raw)
+
     def stats(self) -> dict[str, Any]:
-        """Per-shard reachability, groups, members per group and queue depths."""
-        return layer_stats(self)
+        """Per-shard reachability, groups, members per group and queue depths.
+
+        Also ``history`` (recovered / not_recovered / recovery_dropped_full)
+        and ``presence`` (joins / leaves / refused, reaped_processes) counters.
+        """
+        stats = layer_stats(self)
+        stats["history"] = dict(self.history_counters)
+        stats["presence"] = {
+            **self.presence_counters,
+            "reaped_processes": self.presence_store.reaped_processes,
+        }
+        return stats
 
     # -- process heartbeats -------------------------------------------------------------
 

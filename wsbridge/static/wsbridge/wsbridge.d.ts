@@ -32,6 +32,28 @@ export interface WSBridgeOptions {
   credentials?: RequestCredentials;
   /** Whether to reconnect after the server closed with `code`. Default: {@link WSBridge.shouldReconnect}. */
   shouldReconnect?: (code: number) => boolean;
+  /**
+   * Connect tokens, for clients without cookies (docs/topics/identity.rst): returns (a
+   * Promise of) a token or `{token, expires_in}`. Called before every connection attempt
+   * (a token opens one connection) and, with `expires_in`, again after `refreshAt` of it:
+   * the new token is sent over the open connection, which stays open. Default null.
+   */
+  token?: (() => string | TokenAnswer | Promise<string | TokenAnswer>) | null;
+  /** Where the token goes on a WebSocket: `"protocol"` (default) or `"query"` (logged by proxies). */
+  tokenIn?: "protocol" | "query";
+  /** Fraction of `expires_in` after which the token is refreshed. Default 0.8. */
+  refreshAt?: number;
+  /**
+   * Send the last position seen per history group when (re)connecting, so the
+   * server replays what was missed (docs/topics/recovery.rst). Default true.
+   */
+  recover?: boolean;
+}
+
+export interface TokenAnswer {
+  token: string;
+  /** Seconds the token lives (the Django token view answers it). */
+  expires_in?: number;
 }
 
 export interface OpenEvent extends Event {
@@ -59,8 +81,21 @@ export interface MessageEvent extends Event {
   readonly stream: string | null;
   /** The stream payload (when `stream` is set). */
   readonly payload: unknown;
+  /** The history group of the message the server was handling, or null. */
+  readonly group: string | null;
+  /** Its position, `"epoch:offset"`, or null. */
+  readonly position: string | null;
   /** `JSON.parse(data)`. */
   json<T = unknown>(): T;
+}
+
+export interface RecoveryEvent extends Event {
+  readonly group: string;
+  /** False: what was missed could not be replayed; reload the page's state. */
+  readonly recovered: boolean;
+  readonly position: string | null;
+  /** How many missed messages follow. */
+  readonly missed: number;
 }
 
 export interface StreamMessageEvent extends Event {
@@ -73,6 +108,7 @@ export interface WSBridgeEventMap {
   close: CloseEvent;
   reconnecting: ReconnectingEvent;
   message: MessageEvent;
+  recovery: RecoveryEvent;
 }
 
 export interface Stream extends EventTarget {
@@ -95,6 +131,8 @@ export declare class WSBridge extends EventTarget {
   /** Send now, or queue while disconnected; false when dropped (queue full, or closed). */
   send(data: OutgoingData): boolean;
   sendJSON(value: unknown): boolean;
+  /** The last position seen per history group, sent on reconnect. */
+  positions(): Record<string, string>;
   /** The named stream over this connection (created on first use). */
   stream(name: string): Stream;
   on<K extends keyof WSBridgeEventMap>(

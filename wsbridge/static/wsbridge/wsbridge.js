@@ -39,7 +39,16 @@
     remember: true,
     credentials: "same-origin",
     shouldReconnect: defaultShouldReconnect,
+    // Connect tokens (clients without cookies; docs/topics/identity.rst): a function
+    // returning (a Promise of) a token string or {token, expires_in}. Called before
+    // every connection attempt and again before the token expires (the new token is
+    // sent over the open connection: no reconnect).
+    token: null,
+    tokenIn: "protocol", // or "query" (?access_token=...: lands in proxies' logs)
+    refreshAt: 0.8, // refresh after this fraction of expires_in
+    recover: true,
   };
+  var REFRESH_KEY = "wsbridge.refresh", REFRESHED_KEY = "wsbridge.refreshed";
 
   function storage() {
     try {
@@ -84,9 +93,25 @@
   // -- transports: each calls hooks.open(subprotocol), hooks.message(data),
   //    hooks.close(code, reason, opened) exactly as a WebSocket would -----------
 
+  // A frame stamped by the server (see wsbridge/protocol/recovery.py):
+  // {"wsb": {"g": group, "p": position}, "text"|"bytes": ...} or a recovery notice.
+  function decodeStamp(data) {
+    if (typeof data !== "string" || data.slice(0, 7) !== '{"wsb":') return null;
+    try {
+      var obj = JSON.parse(data);
+    } catch (e) {
+      return null;
+    }
+    return obj && obj.wsb && typeof obj.wsb.g === "string" ? obj : null;
+  }
+
   function WebSocketTransport(bridge, hooks) {
-    var url = bridge._baseURL().replace(/^http/, "ws") + bridge.path;
-    var ws = new root.WebSocket(url, bridge.options.protocols);
+    var url = bridge._baseURL().replace(/^http/, "ws") + bridge._connectPath("query");
+    var protocols = bridge.options.protocols.slice();
+    if (bridge._token && bridge.options.tokenIn !== "query") {
+      protocols = ["wsbridge.bearer", "wsbridge.token." + bridge._token].concat(protocols);
+    }
+    var ws = new root.WebSocket(url, protocols);
     var opened = false, done = false;
     ws.binaryType = "arraybuffer";
     var timer = setTimeout(function () {
@@ -300,7 +325,8 @@
       navigator.sendBeacon(base + "close", body);
     };
 
-    post("open", { path: bridge.path, subprotocols: bridge.options.protocols },
+    // The token rides in the POST body, never in a URL.
+    post("open", { path: bridge._connectPath("body"), subprotocols: bridge.options.protocols },
       bridge.options.connectTimeout + 10000).then(function (answer) {
       if (done) return;
       if (answer.status !== 200) {
@@ -357,11 +383,14 @@
       this._timer = null;
       this._closedByUser = false;
       this._wsWorked = false;
+      this._positions = {};
       var bridge = this;
       this._onPageHide = function () {
         if (bridge._current && bridge._current.beacon) bridge._current.beacon();
       };
       if (root.addEventListener) root.addEventListener("pagehide", this._onPageHide);
+      this._token = null;
+      this._refreshTimer = null;
       this._connect();
     }
 
@@ -406,6 +435,7 @@
       code = code || 1000;
       this._closedByUser = true;
       clearTimeout(this._timer);
+      clearTimeout(this._refreshTimer);
       if (root.removeEventListener) root.removeEventListener("pagehide", this._onPageHide);
       var current = this._current;
       this._current = null;
@@ -414,6 +444,21 @@
         this.readyState = "closed";
         this.dispatchEvent(makeEvent("close", { code: code, reason: reason || "", willReconnect: false }));
       }
+    }
+
+    /** The last position seen per history group ({group: "epoch:offset"}), sent on reconnect. */
+    positions() {
+      return Object.assign({}, this._positions);
+    }
+
+    _connectPath(where) {
+      // The path with its token (where the token goes: "query" or "body"), asking the
+      // server to stamp positions and to replay what was missed since them.
+      var path = this._pathWithToken(where);
+      if (!this.options.recover) return path;
+      var sep = path.indexOf("?") >= 0 ? "&" : "?";
+      return path + sep + "wsbridge_recover=" +
+        encodeURIComponent(JSON.stringify(this._positions));
     }
 
     _baseURL() {
@@ -433,7 +478,47 @@
 
     _connect() {
       this.readyState = "connecting";
-      this._start(this._choose());
+      if (!this.options.token) return this._start(this._choose());
+      var bridge = this;
+      // A connect token opens one connection: every attempt asks for a fresh one.
+      this._fetchToken().then(function () {
+        if (!bridge._closedByUser) bridge._start(bridge._choose());
+      }, function (error) {
+        bridge._lost(1006, "token callback failed: " + error);
+      });
+    }
+
+    _fetchToken() {
+      var bridge = this;
+      return Promise.resolve(this.options.token()).then(function (answer) {
+        var token = typeof answer === "string" ? answer : answer && answer.token;
+        if (typeof token !== "string" || !token) throw new TypeError("no token");
+        bridge._token = token;
+        bridge._expiresIn = (answer && answer.expires_in) || null;
+        return token;
+      });
+    }
+
+    _pathWithToken(where) {
+      var inQuery = where === "body" || this.options.tokenIn === "query";
+      if (!this._token || !inQuery) return this.path;
+      var glue = this.path.indexOf("?") >= 0 ? "&" : "?";
+      return this.path + glue + "access_token=" + encodeURIComponent(this._token);
+    }
+
+    _scheduleRefresh() {
+      clearTimeout(this._refreshTimer);
+      if (!this.options.token || !this._expiresIn) return;
+      var bridge = this;
+      this._refreshTimer = setTimeout(function () {
+        if (bridge.readyState !== "open" || !bridge._current) return;
+        bridge._fetchToken().then(function (token) {
+          var message = {};
+          message[REFRESH_KEY] = token;
+          if (bridge._current) bridge._current.send(JSON.stringify(message));
+          bridge._scheduleRefresh();
+        }, function () {}); // refused: the server closes with 4511 at expiry; we reconnect
+      }, this._expiresIn * 1000 * this.options.refreshAt);
     }
 
     _start(kind) {
@@ -485,6 +570,7 @@
       }
       var queued = this._queue;
       this._queue = [];
+      this._scheduleRefresh();
       this.dispatchEvent(makeEvent("open", { transport: kind, subprotocol: subprotocol }));
       var i = 0;
       for (; i < queued.length && this._current; i++) this._current.send(queued[i]);
@@ -492,8 +578,29 @@
     }
 
     _message(data) {
+      if (typeof data === "string" && data.indexOf('{"' + REFRESHED_KEY + '"') === 0) {
+        return this.dispatchEvent(makeEvent("refreshed", { data: data }));
+      }
+      var stamp = decodeStamp(data), group = null, position = null;
+      if (stamp) {
+        var wsb = stamp.wsb;
+        if ("recovered" in wsb) {
+          // Nothing replayed when recovery failed: carry on from the group's position now.
+          if (!wsb.recovered && wsb.p) this._positions[wsb.g] = wsb.p;
+          this.dispatchEvent(makeEvent("recovery", {
+            group: wsb.g, recovered: !!wsb.recovered, position: wsb.p || null, missed: wsb.missed || 0,
+          }));
+          return;
+        }
+        group = wsb.g;
+        position = wsb.p;
+        this._positions[group] = position;
+        if ("text" in stamp) data = stamp.text;
+        else if ("bytes" in stamp) data = fromBase64(stamp.bytes);
+        else return; // the position of a message the consumer sent nothing for
+      }
       var wrapped = decodeStream(data);
-      var fields = { data: data, stream: null, payload: undefined };
+      var fields = { data: data, stream: null, payload: undefined, group: group, position: position };
       if (wrapped) {
         fields.stream = wrapped.stream;
         fields.payload = wrapped.payload;
@@ -507,6 +614,7 @@
     }
 
     _lost(code, reason) {
+      clearTimeout(this._refreshTimer);
       if (this._closedByUser) return;
       var again = this.options.reconnect && this.options.shouldReconnect(code) &&
         this.attempt < this.options.maxRetries;

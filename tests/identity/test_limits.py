@@ -1,0 +1,94 @@
+"""Limits per IP and per user through real servers (each test its own server and limits)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.conftest import start_wsbridge_serve
+from tests.identity.conftest import get
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started = []
+
+    def start(**limits):
+        env = {**os.environ, "ID_TEST_LIMITS": json.dumps(limits)}
+        served = start_wsbridge_serve("tests.identity.id_app:application", tmp_path, env=env)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
+
+
+def ws(server, user):
+    return connect(server.ws_url("/ws/me/"), additional_headers={"Cookie": f"uid={user}"},
+                   open_timeout=5)
+
+
+def status_of(server, user) -> int:
+    try:
+        ws(server, user).close()
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    return 101
+
+
+def test_concurrent_connections_per_ip_answer_429_then_recover(serve):
+    server = serve(max_connections_per_ip=3, handshakes_per_ip=None)
+    held = [ws(server, f"u{i}") for i in range(3)]
+    assert status_of(server, "u9") == 429
+    held.pop().close()
+    time.sleep(0.2)
+    assert status_of(server, "u9") == 101
+    for sock in held:
+        sock.close()
+    assert "connections_per_ip" in server.log()
+
+
+def test_handshakes_per_ip_are_rate_limited(serve):
+    server = serve(handshakes_per_ip=[2, 4])
+    answers = [status_of(server, "h") for _ in range(8)]
+    assert answers[:4] == [101] * 4 and 429 in answers[4:]
+    time.sleep(1.1)  # two more tokens
+    assert status_of(server, "h") == 101
+
+
+def test_connections_per_user_refuse_the_extra_one_only(serve):
+    server = serve(max_connections_per_user=2, handshakes_per_ip=None)
+    alice = [ws(server, "alice"), ws(server, "alice")]
+    assert status_of(server, "alice") == 403
+    assert status_of(server, "bob") == 101
+    alice.pop().close()
+    time.sleep(0.2)
+    assert status_of(server, "alice") == 101
+    alice[0].close()
+
+
+def test_a_flooding_user_is_closed_with_4429_and_others_go_on(serve):
+    server = serve(user_messages=[50, 20], handshakes_per_ip=None)
+    flood, calm = ws(server, "flood" + secrets.token_hex(2)), ws(server, "calm")
+    code = None
+    try:
+        for i in range(500):
+            flood.send(f"m{i}")
+        for _ in range(600):
+            flood.recv(timeout=5)
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+    assert code == 4429
+    calm.send("still ok")
+    assert calm.recv(timeout=5) == "still ok"
+    calm.close()
+    assert get(server, "/status")["tokens"] is not None

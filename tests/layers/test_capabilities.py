@@ -1,0 +1,266 @@
+"""Presence and history on both layers: the shared suites, then what is Redis's own.
+
+The Redis part runs on the shared Redis at 127.0.0.1:6379 under a fresh key
+prefix, and starts real processes for the kill -9 lease test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import redis
+
+from wsbridge.exceptions import ConfigurationError
+from wsbridge.layers.memory import MemoryLayer
+
+from .capabilities_conformance import GROUPS, HistoryConformance, PresenceConformance
+from .conformance import Collector, wait_for
+from .redis_helpers import SHARED_REDIS, make_layer_factory
+
+
+@pytest.fixture
+def memory_factory():
+    made: list[MemoryLayer] = []
+
+    def make(**options) -> MemoryLayer:
+        layer = MemoryLayer(**options)
+        made.append(layer)
+        return layer
+
+    yield make
+    for layer in made:
+        layer.close()
+
+
+class TestMemoryHistory(HistoryConformance):
+    @pytest.fixture
+    def make_layer(self, memory_factory):
+        return memory_factory
+
+
+class TestMemoryPresence(PresenceConformance):
+    @pytest.fixture
+    def make_layer(self, memory_factory):
+        return memory_factory
+
+
+@pytest.fixture
+def redis_factory():
+    with make_layer_factory() as make:
+        yield make
+
+
+@pytest.mark.redis
+class TestRedisHistory(HistoryConformance):
+    shared = True
+
+    @pytest.fixture
+    def make_layer(self, redis_factory):
+        return redis_factory
+
+
+@pytest.mark.redis
+class TestRedisPresence(PresenceConformance):
+    @pytest.fixture
+    def make_layer(self, redis_factory):
+        return redis_factory
+
+
+# -- Redis only ---------------------------------------------------------------------------
+
+
+
+def _member(layer, group, collector=None):
+    channel = layer.new_channel()
+    layer.attach(channel, collector if collector is not None else Collector())
+    layer.group_add(group, channel)
+    return channel
+
+
+@pytest.mark.redis
+def test_presence_spans_processes_and_a_user_joins_once_across_them(redis_factory):
+    one, two = redis_factory(groups=GROUPS), redis_factory(groups=GROUPS)
+    got = Collector()
+    _member(one, "chat.a", got)
+    a, b = _member(one, "chat.a"), _member(two, "chat.a")
+    assert one.presence_track("chat.a", a, user="u1") is True
+    assert two.presence_track("chat.a", b, user="u1") is False
+    assert {e.channel for e in two.presence("chat.a")} == {a, b}
+    assert one.presence_untrack("chat.a", a) is False
+    assert two.presence_untrack("chat.a", b) is True
+    wait_for(lambda: len(got.messages) >= 2)
+    assert [m["type"] for m in got.messages] == ["presence.join", "presence.leave"]
+
+
+@pytest.mark.redis
+def test_history_keys_carry_the_group_in_a_hash_tag(redis_factory):
+    layer = redis_factory(groups=GROUPS)
+    layer.group_send("news", {"type": "n"})
+    client = redis.Redis.from_url(SHARED_REDIS)
+    keys = sorted(k.decode() for k in client.scan_iter(match=redis_factory.prefix + ":1:h*"))
+    prefix = redis_factory.prefix
+    assert keys == [f"{prefix}:1:hist:{{news}}", f"{prefix}:1:hmeta:{{news}}"]
+
+
+@pytest.mark.redis
+def test_losing_the_history_keys_changes_the_epoch(redis_factory):
+    layer = redis_factory(groups=GROUPS)
+    layer.group_send("news", {"type": "n"})
+    before = layer.history("news").position
+    client = redis.Redis.from_url(SHARED_REDIS)
+    client.delete(f"{redis_factory.prefix}:1:hmeta:{{news}}")  # as if Redis lost it
+    layer.group_send("news", {"type": "n"})
+    after = layer.history("news")
+    assert after.position.epoch != before.epoch and after.position.offset == 1
+    assert layer.history("news", since=before).recovered is False
+    assert len(after.messages) == 1  # the old stream went with its epoch
+
+
+@pytest.mark.redis
+def test_history_needs_the_native_layout():
+    with pytest.raises(ConfigurationError, match="native"):
+        with make_layer_factory(compat="channels_redis") as make:
+            make(groups=GROUPS)
+
+
+LEASE_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from wsbridge.layers.redis import RedisLayer
+    layer = RedisLayer(hosts=[sys.argv[1]], prefix=sys.argv[2], presence_lease=float(sys.argv[3]),
+                       groups={"chat.*": {"presence": True}})
+    channel = layer.new_channel()
+    layer.attach(channel, lambda m: None)
+    layer.group_add("chat.a", channel)
+    layer.presence_track("chat.a", channel, user="victim")
+    print("tracked", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.redis
+def test_a_process_killed_9_has_its_entries_removed_and_one_leave_sent_within_the_lease(
+    redis_factory,
+):
+    lease = 1.5
+    watcher = redis_factory(groups=GROUPS, presence_lease=lease)
+    other = redis_factory(groups=GROUPS, presence_lease=lease)
+    got = Collector()
+    mine = _member(watcher, "chat.a", got)
+    watcher.presence_track("chat.a", mine, user="watcher")  # starts this process's lease loop
+    other.presence_track("chat.a", _member(other, "chat.a"), user="other")
+    child = subprocess.Popen(
+        [sys.executable, "-c", LEASE_CHILD, SHARED_REDIS, redis_factory.prefix, str(lease)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "tracked"
+        wait_for(lambda: any(m.get("user") == "victim" for m in got.messages))
+        assert "victim" in {e.user for e in watcher.presence("chat.a")}
+        os.kill(child.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        child.wait(5)
+        wait_for(lambda: "victim" not in {e.user for e in watcher.presence("chat.a")}, timeout=10)
+        elapsed = time.monotonic() - killed_at
+        wait_for(lambda: any(m["type"] == "presence.leave" for m in got.messages))
+        time.sleep(lease)  # both live processes reap: still one leave
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+    leaves = [m for m in got.messages if m["type"] == "presence.leave"]
+    assert [m["user"] for m in leaves] == ["victim"]
+    assert elapsed < lease * 2 + 1  # generous: lease + a third of it, plus load
+    assert {e.user for e in watcher.presence("chat.a")} == {"watcher", "other"}
+
+
+@pytest.mark.redis
+def test_a_reconnect_storm_of_1000_recovers_every_one_in_order(redis_factory):
+    import gevent
+
+    from wsbridge.layers.history import Position
+
+    groups = {"storm": {"history": 20}}
+    publisher, layer = redis_factory(groups=groups), redis_factory(groups=groups)
+    for i in range(20):
+        publisher.group_send("storm", {"type": "n", "i": i})
+    first = Position.parse(publisher.history("storm").messages[0]["position"])
+    since = str(Position(first.epoch, first.offset - 1))
+    outcomes = []
+
+    def reconnect() -> None:
+        got = Collector()
+        channel = layer.new_channel()
+        layer.attach(channel, got)
+        layer.request_recovery(channel, {"storm": since})
+        layer.group_add("storm", channel)
+        outcomes.append((got.messages[0]["recovered"], len(got.messages)))
+
+    greenlets = [gevent.spawn(reconnect) for _ in range(1000)]  # the pool holds 64
+    gevent.joinall(greenlets, timeout=60)
+    assert len(outcomes) == 1000
+    assert set(outcomes) == {(True, 21)}  # the notice and all 20, for every one
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_stats_count_recoveries_and_refused_tracks(backend, memory_factory, redis_factory):
+    make = memory_factory if backend == "memory" else redis_factory
+    layer = make(groups=GROUPS, presence_info_limit=16)
+    channel = _member(layer, "news")
+    layer.request_recovery(channel, {"news": "lost:1"})
+    layer.group_discard("news", channel)
+    layer.group_add("news", channel)
+    with pytest.raises(ValueError):
+        layer.presence_track("news", channel, info={"x": "y" * 40})
+    stats = layer.stats()
+    assert stats["history"]["not_recovered"] == 1
+    assert stats["presence"]["refused"] == 1
+
+
+def test_recovered_messages_that_find_the_mailbox_full_are_counted_as_drops(memory_factory):
+    from wsbridge.drops import drop_counts
+    from wsbridge.exceptions import ChannelFull
+
+    layer = memory_factory(groups=GROUPS)
+    for i in range(5):
+        layer.group_send("news", {"type": "n", "i": i})
+    taken = []
+
+    def small_mailbox(message):
+        if len(taken) >= 3:
+            raise ChannelFull("mailbox full")
+        taken.append(message)
+
+    before = drop_counts().get("mailbox_full", 0)
+    channel = layer.new_channel()
+    layer.attach(channel, small_mailbox)
+    first = layer.history("news").messages[0]["position"]
+    layer.request_recovery(channel, {"news": first})
+    layer.group_add("news", channel)
+    assert [m.get("i") for m in taken] == [None, 1, 2]  # the notice, then two
+    assert drop_counts().get("mailbox_full", 0) - before == 2
+    assert layer.stats()["history"]["recovery_dropped_full"] == 2
+
+
+@pytest.mark.redis
+def test_during_the_restore_window_a_history_send_refuses_and_writes_no_history(redis_factory):
+    from wsbridge.exceptions import LayerUnavailable
+
+    layer = redis_factory(groups=GROUPS)
+    layer.group_send("news", {"type": "n", "i": 0})
+    client = redis.Redis.from_url(SHARED_REDIS)
+    client.set(layer.layout.restore_key, b"1", px=5000)  # what a shard sets after a restart
+    try:
+        with pytest.raises(LayerUnavailable):
+            layer.group_send("news", {"type": "n", "i": 1})
+    finally:
+        client.delete(layer.layout.restore_key)
+    assert [m["i"] for m in layer.history("news").messages] == [0]

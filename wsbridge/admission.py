@@ -1,0 +1,245 @@
+"""Limits per user and per IP: concurrent connections, handshakes/s, inbound messages and bytes/s.
+
+One abusive client (or one user with many tabs, or one address opening
+sockets in a loop) must not cost the others anything. The per-connection
+budgets (frames, control frames, message size) live in the transport; this
+module adds what spans connections, per process:
+
+=============================  ====================  ====================================
+Limit (``LimitOptions``)       Default               When it trips
+=============================  ====================  ====================================
+``max_connections_per_ip``     10,000                handshake / long-poll open / SSE: 429
+``handshakes_per_ip``          (500/s, burst 2000)   HTTP 429 with ``Retry-After: 1``
+``max_connections_per_user``   256                   the handshake is refused (HTTP 403)
+``user_messages``              (1000/s, 5000)        close 4429 (rate limited), final
+``user_bytes``                 (16 MiB/s, 64 MiB)    close 4429
+``ip_messages``                (10,000/s, 50,000)    close 4429
+``ip_bytes``                   (64 MiB/s, 256 MiB)   close 4429
+=============================  ====================  ====================================
+
+Rates are token buckets ``(per second, burst)``: a client may send ``burst``
+at once, then ``rate`` per second. The defaults are far above what a page
+does, and leave room for many users behind one NAT address. A site behind a
+proxy must make sure ``scope["client"]`` is the real peer (its proxy
+settings), or every user shares one IP's budget. Counts are
+per process: with N processes a client can reach N times a limit.
+Every trip is counted per reason (``counters``) and logged at WARNING at
+most once per ``WARN_INTERVAL`` with the running count.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "LimitOptions",
+    "TokenBucket",
+    "Admission",
+    "RATE_LIMITED",
+    "counters",
+    "configure",
+    "current",
+]
+
+logger = logging.getLogger("wsbridge.limits")
+
+#: Close code when a per-user or per-IP inbound rate trips (final for wsbridge.js).
+RATE_LIMITED = 4429
+#: Seconds between two WARNING lines of one reason.
+WARN_INTERVAL = 10.0
+#: Buckets kept per table; the least recently used go first (a bucket refills anyway).
+MAX_TRACKED = 100_000
+
+#: Every reason a limit trips (the keys of :data:`counters`).
+REASONS = ("handshakes_per_ip", "connections_per_ip", "connections_per_user", "user_messages",
+           "user_bytes", "ip_messages", "ip_bytes")
+counters: dict[str, int] = {}
+_warned: dict[str, float] = {}
+
+
+def _trip(reason: str, detail: str) -> None:
+    count = counters.get(reason, 0) + 1
+    counters[reason] = count
+    now = time.monotonic()
+    if now - _warned.get(reason, -WARN_INTERVAL) >= WARN_INTERVAL:
+        _warned[reason] = now
+        logger.warning("%s: %s (%d so far; at most one line per %gs)",
+                       reason, detail, count, WARN_INTERVAL)
+
+
+Rate = tuple[float, float]  # (per second, burst)
+
+
+@dataclass(frozen=True)
+class LimitOptions:
+    """``wrap(app, limits=LimitOptions(...))`` or ``WSBRIDGE["LIMITS"] = {...}``.
+
+    None disables one limit. See the module docstring for what a client sees.
+    """
+
+    max_connections_per_ip: int | None = 10_000
+    handshakes_per_ip: Rate | None = (500.0, 2000.0)
+    max_connections_per_user: int | None = 256
+    user_messages: Rate | None = (1000.0, 5000.0)
+    user_bytes: Rate | None = (16.0 * 2**20, 64.0 * 2**20)
+    ip_messages: Rate | None = (10_000.0, 50_000.0)
+    ip_bytes: Rate | None = (64.0 * 2**20, 256.0 * 2**20)
+
+    def __post_init__(self) -> None:
+        for name in ("handshakes_per_ip", "user_messages", "user_bytes", "ip_messages",
+                     "ip_bytes"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 2 or not (value[0] > 0 and value[1] >= 1)):
+                raise ValueError(f"{name} must be (rate > 0 per second, burst >= 1), not {value!r}")
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved; :meth:`take` spends them."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self, amount: float = 1.0, now: float | None = None) -> bool:
+        """Spend ``amount`` if there is that much; False (nothing spent) otherwise."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= amount:
+            self.tokens -= amount
+            return True
+        return False
+
+
+class _Buckets:
+    """One bucket per key (an IP, a user), least recently used dropped past MAX_TRACKED."""
+
+    def __init__(self, rate: Rate) -> None:
+        self.rate = rate
+        self.table: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, key: str, amount: float, now: float) -> bool:
+        bucket = self.table.get(key)
+        if bucket is None:
+            bucket = self.table[key] = TokenBucket(*self.rate)
+            if len(self.table) > MAX_TRACKED:
+                self.table.popitem(last=False)
+        else:
+            self.table.move_to_end(key)
+        return bucket.take(amount, now)
+
+
+class Admission:
+    """This process's counts and buckets for one :class:`LimitOptions`."""
+
+    def __init__(self, options: LimitOptions | None = None) -> None:
+        self.options = options or LimitOptions()
+        opts = self.options
+        self.per_ip: dict[str, int] = {}
+        self.per_user: dict[str, int] = {}
+        self._handshakes = _Buckets(opts.handshakes_per_ip) if opts.handshakes_per_ip else None
+        self._tables = {
+            "user_messages": _Buckets(opts.user_messages) if opts.user_messages else None,
+            "user_bytes": _Buckets(opts.user_bytes) if opts.user_bytes else None,
+            "ip_messages": _Buckets(opts.ip_messages) if opts.ip_messages else None,
+            "ip_bytes": _Buckets(opts.ip_bytes) if opts.ip_bytes else None,
+        }
+
+    # -- opening --------------------------------------------------------------------
+
+    def admit(self, ip: str, transport: str) -> str | None:
+        """Count a new connection from ``ip``; None if admitted, else the refusal reason.
+
+        An admitted connection must call :meth:`release` with the same ``ip`` when over.
+        """
+        opts = self.options
+        if self._handshakes is not None and not self._handshakes.take(ip, 1.0, time.monotonic()):
+            _trip("handshakes_per_ip", f"{transport} from {ip}: answered 429")
+            return "too many handshakes from this address"
+        count = self.per_ip.get(ip, 0)
+        if opts.max_connections_per_ip is not None and count >= opts.max_connections_per_ip:
+            _trip("connections_per_ip", f"{transport} from {ip} has {count} open: answered 429")
+            return "too many connections from this address"
+        self.per_ip[ip] = count + 1
+        return None
+
+    def release(self, ip: str) -> None:
+        """A connection admitted by :meth:`admit` is over."""
+        count = self.per_ip.get(ip, 0) - 1
+        if count > 0:
+            self.per_ip[ip] = count
+        else:
+            self.per_ip.pop(ip, None)
+
+    def admit_user(self, user: str) -> bool:
+        """Count a connection of ``user`` (at accept); False when at its limit."""
+        limit = self.options.max_connections_per_user
+        count = self.per_user.get(user, 0)
+        if limit is not None and count >= limit:
+            _trip("connections_per_user", f"user {user} has {count} open: refused")
+            return False
+        self.per_user[user] = count + 1
+        return True
+
+    def release_user(self, user: str) -> None:
+        count = self.per_user.get(user, 0) - 1
+        if count > 0:
+            self.per_user[user] = count
+        else:
+            self.per_user.pop(user, None)
+
+    # -- inbound ----------------------------------------------------------------------
+
+    def inbound(self, ip: str, user: str | None, nbytes: int) -> str | None:
+        """Spend one message of ``nbytes``; None if within the rates, else the reason."""
+        now = time.monotonic()
+        tables = self._tables
+        checks: list[tuple[str, str, float]] = []
+        if user is not None:
+            checks += [("user_messages", user, 1.0), ("user_bytes", user, float(nbytes))]
+        checks += [("ip_messages", ip, 1.0), ("ip_bytes", ip, float(nbytes))]
+        for name, key, amount in checks:
+            table = tables[name]
+            if table is not None and not table.take(key, amount, now):
+                _trip(name, f"{'user ' + key if name.startswith('user') else key}: "
+                            f"closing with {RATE_LIMITED}")
+                return name.replace("_", " ") + " per second over the limit"
+        return None
+
+    def status(self) -> dict[str, Any]:
+        """Open connections per IP and user (the top 10) and trips per reason, for status."""
+        top = sorted(self.per_ip.items(), key=lambda kv: -kv[1])[:10]
+        users = sorted(self.per_user.items(), key=lambda kv: -kv[1])[:10]
+        return {"connections_by_ip": dict(top), "connections_by_user": dict(users),
+                "tripped": dict(counters)}
+
+
+_current: list[Admission] = [Admission()]
+
+
+def configure(options: LimitOptions | dict[str, Any] | None) -> Admission:
+    """Make ``options`` this process's limits (``wrap(limits=...)`` calls it)."""
+    if isinstance(options, dict):
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in options.items()}
+        options = LimitOptions(**fields)
+    _current[0] = Admission(options)
+    return _current[0]
+
+
+def current() -> Admission:
+    """This process's :class:`Admission`."""
+    return _current[0]
+
+
+def client_ip(scope: dict[str, Any]) -> str:
+    client = scope.get("client") or ("?", 0)
+    return str(client[0])

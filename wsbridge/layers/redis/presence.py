@@ -1,0 +1,251 @@
+"""Presence for the Redis layer: entries per group, user counts, process leases.
+
+Keys (native layout, format 1); the group's keys share a hash tag::
+
+    P:1:pres:{<group>}    HASH  channel -> msgpack [user key, user, info, since]
+    P:1:presu:{<group>}   HASH  user key -> entries of that user in the group
+    P:1:plive             ZSET  process -> lease deadline, ms (first shard)
+    P:1:pgroups:<process> SET   groups the process tracked entries in (first shard)
+
+Each change of a group is one Lua script on the group's shard, which also
+says whether the user's count went from 0 to 1 (join) or 1 to 0 (leave):
+whichever processes race, each change is reported exactly once. Every live
+process renews its lease every ``presence_lease / 3`` seconds and reaps the
+processes whose lease ran out: their entries go (one script per group, so
+two reapers cannot both report one leave) and the leave events are sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from ...exceptions import LayerUnavailable
+from ..presence import PresenceEntry, join_event, leave_event, user_key
+
+if TYPE_CHECKING:
+    from .layer import RedisLayer
+    from .shard import Shard
+
+__all__ = ["RedisPresence"]
+
+logger = logging.getLogger("wsbridge.layers.redis")
+
+# The users hash also holds '#seq' (user keys start with 'u:' or 'c:'): the
+# group's event sequence number, one up per join or leave.
+# KEYS: entries, users; ARGV: channel, packed entry, user key -> seq if joined | 0
+TRACK = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HINCRBY', KEYS[2], ARGV[3], 1) == 1 then
+  return redis.call('HINCRBY', KEYS[2], '#seq', 1)
+end
+return 0
+"""
+
+# KEYS: entries, users; ARGV: channel -> {packed entry, seq} if its user left, else false
+UNTRACK = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if not e then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local key = cmsgpack.unpack(e)[1]
+if redis.call('HINCRBY', KEYS[2], key, -1) <= 0 then
+  redis.call('HDEL', KEYS[2], key)
+  return {e, redis.call('HINCRBY', KEYS[2], '#seq', 1)}
+end
+return false
+"""
+
+# KEYS: entries, users; ARGV: process -> {channel, entry, seq, ...} for users who left
+REAP = """
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local ch = all[i]
+  local bang = string.find(ch, '!', 1, true)
+  if bang and string.match(string.sub(ch, 1, bang - 1), '([^.]*)$') == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ch)
+    local key = cmsgpack.unpack(all[i + 1])[1]
+    if redis.call('HINCRBY', KEYS[2], key, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], key)
+      out[#out + 1] = ch
+      out[#out + 1] = all[i + 1]
+      out[#out + 1] = redis.call('HINCRBY', KEYS[2], '#seq', 1)
+    end
+  end
+end
+return out
+"""
+
+_SOURCES = {"track": TRACK, "untrack": UNTRACK, "reap": REAP}
+
+
+def _script(shard: Shard, name: str) -> Any:
+    cache: dict[str, Any] = shard.__dict__.setdefault("_presence_scripts", {})
+    script = cache.get(name)
+    if script is None:
+        script = cache[name] = shard.client.register_script(_SOURCES[name])
+    return script
+
+
+class RedisPresence:
+    """The presence half of the Redis layer; the layer's mixin calls it."""
+
+    def __init__(self, layer: RedisLayer) -> None:
+        self.layer = layer
+        base = f"{layer.prefix}:1:"
+        self.entries_prefix = base + "pres:"
+        self.users_prefix = base + "presu:"
+        self.live_key = base + "plive"
+        self.groups_prefix = base + "pgroups:"
+        #: (group, channel) -> entry, for this process: re-tracked if our lease was lost.
+        self.local: dict[tuple[str, str], PresenceEntry] = {}
+        self._announced: set[str] = set()
+        self._loop: gevent.Greenlet | None = None
+        self.reaped_processes = 0
+
+    @property
+    def home(self) -> Shard:
+        return self.layer.shards[0]
+
+    def keys(self, group: str) -> list[str]:
+        tag = "{" + group + "}"
+        return [self.entries_prefix + tag, self.users_prefix + tag]
+
+    # -- changes ----------------------------------------------------------------
+
+    def track(self, group: str, entry: PresenceEntry) -> int:
+        me = self.layer.client_prefix
+        if group not in self._announced:
+            home = self.home
+            pipe = home.client.pipeline(transaction=False)
+            pipe.sadd(self.groups_prefix + me, group)
+            pipe.zadd(self.live_key, {me: self._deadline_ms()})
+            home.call(pipe.execute)
+            self._announced.add(group)
+        self._ensure_loop()
+        old = self.local.get((group, entry.channel))
+        if old is not None:
+            entry = PresenceEntry(entry.channel, old.user, entry.info, old.since)
+        joined = self._run_track(group, entry)
+        self.local[(group, entry.channel)] = entry
+        return joined
+
+    def _run_track(self, group: str, entry: PresenceEntry) -> int:
+        shard = self.layer.layout.group_shard(group)
+        return int(
+            shard.call(
+                _script(shard, "track"),
+                keys=self.keys(group),
+                args=[entry.channel, entry.pack(), user_key(entry.channel, entry.user)],
+            )
+        )
+
+    def untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
+        self.local.pop((group, channel), None)
+        shard = self.layer.layout.group_shard(group)
+        left = shard.call(_script(shard, "untrack"), keys=self.keys(group), args=[channel])
+        return (PresenceEntry.unpack(channel, left[0]), int(left[1])) if left else None
+
+    def list(self, group: str) -> list[PresenceEntry]:
+        shard = self.layer.layout.group_shard(group)
+        raw = shard.call(shard.client.hgetall, self.keys(group)[0])
+        return [PresenceEntry.unpack(ch.decode("utf-8"), data) for ch, data in raw.items()]
+
+    # -- leases -------------------------------------------------------------------
+
+    def _deadline_ms(self) -> int:
+        return int((time.time() + self.layer.presence_lease) * 1000)
+
+    def _ensure_loop(self) -> None:
+        if self._loop is None or self._loop.dead:
+            self._loop = gevent.spawn(self._lease_loop)
+
+    def _lease_loop(self) -> None:
+        """Renew this process's lease and reap dead processes, every lease / 3 seconds."""
+        while not self.layer._closed:
+            try:
+                self.renew()
+                self.reap_expired()
+            except LayerUnavailable:
+                pass  # the shard logs its outage; try again next turn
+            except Exception:
+                logger.exception("presence lease loop failed; going on")
+            gevent.sleep(self.layer.presence_lease / 3)
+
+    def renew(self) -> None:
+        """Renew the lease; if it had lapsed (we were reaped), track our entries again."""
+        me = self.layer.client_prefix
+        home = self.home
+        added = home.call(home.client.zadd, self.live_key, {me: self._deadline_ms()})
+        if added and self.local:
+            logger.warning(
+                "presence: this process's lease had lapsed; tracking its %d entries again",
+                len(self.local),
+            )
+            groups = {group for group, _ in self.local}
+            home.call(home.client.sadd, self.groups_prefix + me, *groups)
+            for (group, _channel), entry in list(self.local.items()):
+                seq = self._run_track(group, entry)
+                if seq:
+                    self.layer._presence_event(group, join_event(group, entry, seq), "joins")
+
+    def reap_expired(self) -> int:
+        """Remove the entries of processes whose lease ran out; returns how many were reaped."""
+        home = self.home
+        now = int(time.time() * 1000)
+        dead: Any = home.call(
+            home.client.zrangebyscore, self.live_key, "-inf", now, 0, 100
+        )
+        count = 0
+        for raw in dead:
+            process = raw.decode()
+            if process == self.layer.client_prefix:
+                continue
+            self.reap(process)
+            count += 1
+        return count
+
+    def reap(self, process: str) -> None:
+        """Remove every entry of ``process`` and send the leave events (once, whoever reaps)."""
+        home = self.home
+        groups: Any = home.call(home.client.smembers, self.groups_prefix + process)
+        for raw in sorted(groups):
+            group = raw.decode("utf-8")
+            shard = self.layer.layout.group_shard(group)
+            left = shard.call(_script(shard, "reap"), keys=self.keys(group), args=[process])
+            for i in range(0, len(left), 3):
+                entry = PresenceEntry.unpack(left[i].decode("utf-8"), left[i + 1])
+                event = leave_event(group, entry, int(left[i + 2]))
+                self.layer._presence_event(group, event, "leaves")
+        pipe = home.client.pipeline(transaction=False)
+        pipe.delete(self.groups_prefix + process)
+        pipe.zrem(self.live_key, process)
+        home.call(pipe.execute)
+        self.reaped_processes += 1
+        logger.info("presence: removed the entries of dead process %s", process)
+
+    def close(self) -> None:
+        """Leave cleanly: our entries go now (with their leave events), then our lease."""
+        if self._loop is not None:
+            self._loop.kill(block=False)
+        if not self._announced:
+            return
+        try:
+            self.reap(self.layer.client_prefix)
+        except LayerUnavailable:
+            logger.info("presence: Redis unreachable at close; our entries expire with the lease")
+        self.local.clear()
+        self._announced.clear()
+
+    def after_fork(self) -> None:
+        self.local.clear()
+        self._announced.clear()
+        self._loop = None
+
