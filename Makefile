@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-default test-smoke test-matrix services conformance conformance-quick lint docs bench clean fuzz
+.PHONY: demo test test-default test-smoke test-matrix services conformance conformance-quick lint docs bench clean fuzz soak
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ conformance: $(STAMP)
 
 conformance-quick: $(STAMP)
 	$(PY) tests/conformance/run.py --quick
+
+# 30 minutes of mixed traffic over 2 servers, a worker and a Redis Cluster, with
+# a Redis master, a server and the worker killed; not in CI (tests/e2e/soak.py).
+soak: $(STAMP)
+	$(PY) -m tests.e2e.soak --duration $${SOAK_SECONDS:-1800}
 
 lint: $(STAMP)
 	$(PY) -m ruff check wsbridge contrib tests

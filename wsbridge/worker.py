@@ -10,8 +10,14 @@ share a Redis layer with the servers::
     wsbridge worker --layer redis://127.0.0.1:6379/0 --consumers myapp.consumers \\
         --only-channels 'thumbnails.*' --concurrency 20
 
-Delivery is at-most-once, like the rest of the layer: a consumer that
-raises is logged with its traceback and the message is not retried.
+Delivery is at-most-once by default, like the rest of the layer: a
+consumer that raises is logged with its traceback and the message is not
+retried. Channels listed in ``at_least_once`` (``--at-least-once GLOBS``)
+are reserved instead of taken, on a layer that can (``"at_least_once"`` in
+``layer.extensions``: the Redis layer): the message is acknowledged when
+the consumer returns or raises, and delivered again after
+``visibility_timeout`` seconds if the worker died (or froze) holding it.
+Consumers of those channels must be idempotent.
 SIGTERM (or SIGINT) stops taking messages, finishes those in hand, then exits.
 """
 
@@ -102,6 +108,10 @@ class Worker:
         exclude_channels: globs; skip the channels matching one.
         concurrency: greenlets running consumers at once.
         poll_timeout: seconds each receive waits before checking for a stop.
+        at_least_once: globs; channels whose messages are redelivered when
+            a worker dies holding them (the consumer must be idempotent).
+        visibility_timeout: seconds a reserved message may run before it
+            is delivered again; longer than the slowest consumer run.
 
     Call :meth:`start` (returns at once) or :meth:`run` (blocks until
     :meth:`stop`). ``processed`` and ``failed`` count finished messages.
@@ -116,6 +126,8 @@ class Worker:
         exclude_channels: Iterable[str] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         poll_timeout: float = DEFAULT_POLL_TIMEOUT,
+        at_least_once: Iterable[str] | None = None,
+        visibility_timeout: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
@@ -128,6 +140,8 @@ class Worker:
         )
         self.concurrency = concurrency
         self.poll_timeout = poll_timeout
+        self.visibility_timeout = visibility_timeout
+        self.reliable = self._reliable_channels(list(at_least_once or ()))
         self.processed = 0
         self.failed = 0
         self._pool = Pool(concurrency)
@@ -228,14 +242,32 @@ class Worker:
 
     # -- inside ----------------------------------------------------------------
 
+    def _reliable_channels(self, globs: list[str]) -> frozenset[str]:
+        chosen = {c for c in self.channels if any(fnmatch.fnmatchcase(c, g) for g in globs)}
+        if chosen and "at_least_once" not in self.layer.extensions:
+            logger.warning(
+                "worker: %s cannot redeliver messages (no 'at_least_once' extension); "
+                "channels %s run at-most-once",
+                type(self.layer).__name__, ", ".join(sorted(chosen)),
+            )
+            return frozenset()
+        return frozenset(chosen)
+
     def _receive_loop(self, channel: str) -> None:
         while not self._stopping.is_set():
             # Take a message only when a greenlet is free to run it.
             self._pool.wait_available(timeout=self.poll_timeout)
             if self._stopping.is_set() or self._pool.full():
                 continue
+            receipt = None
             try:
-                content = self.layer.receive(channel, timeout=self.poll_timeout)
+                if channel in self.reliable:
+                    reserved = self.layer.reserve(  # type: ignore[attr-defined]
+                        channel, timeout=self.poll_timeout, visibility=self.visibility_timeout
+                    )
+                    content, receipt = reserved if reserved is not None else (None, None)
+                else:
+                    content = self.layer.receive(channel, timeout=self.poll_timeout)
             except LayerError as exc:
                 self._outage(exc)
                 continue
@@ -245,7 +277,7 @@ class Worker:
                 self._outage_since = None
             if content is not None:
                 # May wait for a slot: the message is in hand and will run.
-                self._pool.spawn(self._run, channel, content)
+                self._pool.spawn(self._run, channel, content, receipt)
 
     def _outage(self, exc: Exception) -> None:
         if self._outage_since is None:
@@ -253,7 +285,24 @@ class Worker:
             logger.error("worker: channel layer unavailable (%s); retrying", exc)
         self._stopping.wait(min(5.0, self.poll_timeout))
 
-    def _run(self, channel: str, content: dict[str, Any]) -> None:
+    def _run(self, channel: str, content: dict[str, Any], receipt: bytes | None = None) -> None:
+        try:
+            self._run_consumer(channel, content)
+        finally:
+            if receipt is not None:
+                self._ack(channel, receipt)
+
+    def _ack(self, channel: str, receipt: bytes) -> None:
+        try:
+            if not self.layer.ack(channel, receipt):  # type: ignore[attr-defined]
+                logger.warning("worker: a message of %r ran longer than visibility_timeout "
+                               "(%.0f s); it may have run twice", channel,
+                               self.visibility_timeout)
+        except LayerError as exc:
+            logger.warning("worker: could not acknowledge a message of %r (%s); it will "
+                           "be delivered again", channel, exc)
+
+    def _run_consumer(self, channel: str, content: dict[str, Any]) -> None:
         consumer = self.router.channel_consumer(channel)
         started = time.monotonic()
         try:
@@ -307,10 +356,11 @@ def layer_from_option(value: str | Sequence[str] | None) -> BaseChannelLayer:
     """Build a layer from ``--layer``: ``memory``, Redis URLs, or ``module:attr``.
 
     ``redis://host:port/db?prefix=myapp&capacity=200`` passes ``prefix``,
-    ``expiry``, ``group_expiry``, ``capacity`` and ``compat`` to the Redis
-    layer and the rest of the URL to redis-py. Several URLs (``--layer``
-    repeated) are one shard each, in the order given; options may sit on any
-    of them (put them on the first). ``module:attr`` names a layer instance,
+    ``expiry``, ``group_expiry``, ``capacity``, ``compat``, ``cluster`` and
+    ``lease`` to the Redis layer and the rest of the URL to redis-py. Several
+    URLs (``--layer`` repeated) are one shard each, in the order given, or
+    with ``?cluster=1`` seed nodes of one Redis Cluster; options may sit on
+    any of them (put them on the first). ``module:attr`` names a layer instance,
     or a callable returning one. Nothing given: ``get_channel_layer()`` (the
     process's layer: ``WSBRIDGE_LAYER``, else the settings, else in-memory).
     One parser serves every command: :func:`wsbridge.layers.urls.layer_from_urls`.
@@ -346,6 +396,12 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip channels matching these globs (comma-separated)")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                         help=f"consumers running at once (default {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--at-least-once", action="append", metavar="GLOBS",
+                        help="channels (globs, comma-separated) whose messages are delivered "
+                             "again if a worker dies holding them; consumers must be idempotent")
+    parser.add_argument("--visibility-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="with --at-least-once: seconds before an unfinished message is "
+                             "delivered again (default 60)")
     parser.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="on SIGTERM, how long to let messages in hand finish (default 30)")
     parser.add_argument("--log-level", default="info",
@@ -370,7 +426,9 @@ def run_worker(args: argparse.Namespace) -> int:
         layer = layer_from_option(args.layer)  # none given: WSBRIDGE_LAYER, then settings
         worker = Worker(layer, router, only_channels=_split(args.only_channels),
                         exclude_channels=_split(args.exclude_channels),
-                        concurrency=args.concurrency)
+                        concurrency=args.concurrency,
+                        at_least_once=_split(args.at_least_once),
+                        visibility_timeout=args.visibility_timeout)
     except (WSBridgeError, ValueError) as exc:
         print(f"wsbridge worker: {exc}", file=sys.stderr)
         return 2

@@ -104,6 +104,13 @@ class RedisServer:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout)
 
+    def kill(self) -> None:
+        """SIGKILL the server by PID (a crash: no shutdown, sockets reset)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+
     def restart(self) -> None:
         self.stop()
         self.start()

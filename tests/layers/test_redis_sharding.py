@@ -138,13 +138,13 @@ def test_reordering_hosts_moves_nothing(redis_servers):
         assert forward.names[forward.index(f"g:{i}")] == backward.names[backward.index(f"g:{i}")]
 
 
-def test_redis_cluster_is_refused_with_a_clear_message(redis_servers):
+def test_a_cluster_node_given_without_cluster_true_is_refused_naming_the_setting(redis_servers):
     from .redis_server import free_cluster_port
 
     server = redis_servers(port=free_cluster_port(), extra=["--cluster-enabled", "yes"])
     layer = RedisLayer(hosts=[server.url], prefix="cluster")
     try:
-        with pytest.raises(ConfigurationError, match="cluster mode.*not support"):
+        with pytest.raises(ConfigurationError, match="cluster mode: configure .* cluster=True"):
             layer.send("jobs", {"type": "x"})
         with pytest.raises(ConfigurationError, match="cluster"):
             layer.group_add("room", "jobs")

@@ -8,7 +8,9 @@
 * one or more ``redis://``, ``rediss://`` or ``unix://`` URLs, one per
   shard, with layer options in the query string of any of them (put them on
   the first): ``prefix``, ``expiry``, ``group_expiry``, ``capacity``,
-  ``compat`` (``compat=channels_redis``); the rest of the URL goes to redis-py;
+  ``compat`` (``compat=channels_redis``), ``cluster`` (``cluster=1``: the
+  URLs are seed nodes of one Redis Cluster), ``lease``; the rest of the URL
+  goes to redis-py;
 * ``module:attr``: a layer instance, or a callable returning one.
 """
 
@@ -27,6 +29,16 @@ __all__ = ["layer_from_urls", "split_urls", "REDIS_SCHEMES", "URL_OPTIONS", "LAY
 #: The environment variable naming the process's layer (see docs/topics/layers.rst).
 LAYER_ENV = "WSBRIDGE_LAYER"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on", ""):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r}: use 1/0, true/false, yes/no")
+
+
 #: Query-string keys that are layer options (the others are redis-py's).
 URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "prefix": str,
@@ -34,6 +46,8 @@ URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "group_expiry": float,
     "capacity": int,
     "compat": str,
+    "cluster": _flag,  # the URLs are seed nodes of one Redis Cluster
+    "lease": float,
 }
 
 

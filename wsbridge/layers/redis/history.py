@@ -122,16 +122,17 @@ class RedisHistory:
         data = self.layer.codec.dump_message(message)
         layout = self.layer.layout
         shard = layout.group_shard(group)
-        one_shard = len(self.layer.shards) == 1
+        # On a Redis Cluster the inboxes are in other slots: never push in Lua.
+        one_shard = len(self.layer.shards) == 1 and not self.layer.cluster
         ttl_ms = max(1, int(options.history_ttl * 1000))
         full, _reached, plain, processes, pos, item = shard.call(
             _script(shard, "send", GROUP_SEND_HISTORY),
             keys=[
-                layout.gproc_prefix + group,
-                layout.gplain_prefix + group,
-                layout.group_prefix + group,
+                layout.gproc_key(group),
+                layout.gplain_key(group),
+                layout.group_key(group),
                 *self.keys(group),
-                layout.restore_key,
+                layout.restore_key_for(group),
             ],
             args=[
                 self.layer.group_min_score(),

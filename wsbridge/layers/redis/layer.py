@@ -45,6 +45,8 @@ from ..base import (
 from ..history import HistoryMixin, HistoryResult, Position
 from ..presence import DEFAULT_INFO_LIMIT, DEFAULT_LEASE, PresenceEntry, PresenceMixin
 from ..serializers import get_serializer
+from . import lease as leases
+from . import reliable
 from .codec import Codec, Decoded, make_crypter
 from .config import decode_hosts, describe
 from .members import LocalMemberships
@@ -95,6 +97,12 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             applies instead: the capacity of the channel sent to (default 100).
         block_timeout: seconds each blocking read waits before looping.
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
+        cluster: ``True`` for a Redis Cluster: ``hosts`` then lists seed
+            nodes of one cluster (see ``cluster.py`` and docs/topics/scaling.rst).
+        lease: seconds a process's lease lasts without renewal; the inbox
+            and memberships of a process that stopped renewing (crashed) are
+            removed about ``lease * 1.5`` s later (``lease.py``). 0 turns
+            leases off (state then lasts until ``group_expiry``).
         groups: per group name or glob pattern, ``history`` (messages kept),
             ``history_ttl`` (seconds) and ``presence`` (join/leave events);
             see docs/topics/recovery.rst and docs/topics/presence.rst.
@@ -132,6 +140,8 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         block_timeout: float = 2.0,
         retry_backoff: tuple[float, float] = (0.1, 5.0),
         random_prefix_length: int = 12,
+        cluster: bool = False,
+        lease: float = 30.0,
         groups: Mapping[str, Mapping[str, Any]] | None = None,
         presence_info_limit: int = DEFAULT_INFO_LIMIT,
         presence_lease: float = DEFAULT_LEASE,
@@ -163,6 +173,10 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             ]
         self.host_specs = decode_hosts(hosts)
         self.process_capacity = process_capacity
+        self.lease = float(lease)
+        self._last_lease = 0.0
+        self._lease_held = False
+        self._last_reap = time.monotonic()
         self.block_timeout = block_timeout
         self.codec = Codec(
             get_serializer(serializer or serializer_format or "msgpack"),
@@ -171,14 +185,23 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             max_message_size=max_message_size,
         )
         backoff = Backoff(*retry_backoff)
-        self.shards = [
-            Shard(i, spec, backoff, self._on_recovered) for i, spec in enumerate(self.host_specs)
-        ]
-        self.ring = HashRing([describe(spec) for spec in self.host_specs])
-        if compat:
+        self.cluster = bool(cluster)
+        if self.cluster:
+            self._init_cluster(backoff)
+        else:
+            self.shards = [
+                Shard(i, spec, backoff, self._on_recovered)
+                for i, spec in enumerate(self.host_specs)
+            ]
+            self.ring = HashRing([describe(spec) for spec in self.host_specs])
+        if self.cluster:
+            from .cluster import ClusterLayout
+
+            self.layout: Any = ClusterLayout(self)
+        elif compat:
             from .interop import ChannelsRedisLayout
 
-            self.layout: Any = ChannelsRedisLayout(self)
+            self.layout = ChannelsRedisLayout(self)
         else:
             from .native import NativeLayout
 
@@ -214,6 +237,20 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self.presence_store = RedisPresence(self)
         if not compat:
             self.extensions = (*type(self).extensions, "presence", "history")
+        if not compat:
+            # reserve()/ack(): the worker's at-least-once channels (reliable.py).
+            self.extensions = (*self.extensions, "at_least_once")
+
+    def _init_cluster(self, backoff: Backoff) -> None:
+        from .cluster import ClusterShard
+
+        if self.compat:
+            raise ConfigurationError(
+                "compat='channels_redis' cannot run on a Redis Cluster: channels_redis's keys "
+                "have no hash tags, so its scripts span slots; use the native layout"
+            )
+        self.shards = [ClusterShard(0, self.host_specs, backoff, self._on_recovered)]
+        self.ring = HashRing([self.shards[0].name])
 
     @staticmethod
     def _check_prefix(prefix: str) -> str:
@@ -335,6 +372,32 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             buffer.event.wait(remaining)
             if self._buffers.get(channel) is not buffer:  # flushed meanwhile
                 buffer = self._buffers.setdefault(channel, _Buffer())
+
+    def reserve(
+        self, channel: str, timeout: float | None = None, visibility: float = 60.0
+    ) -> tuple[Message, bytes] | None:
+        """At-least-once receive: the next message of a named channel and its receipt.
+
+        Call :meth:`ack` with the receipt when the message is done; unacked,
+        it is delivered again (to any process) ``visibility`` seconds later.
+        See ``reliable.py``. None after ``timeout`` seconds.
+
+        Raises:
+            InvalidChannelName: a process-specific channel (``!``).
+            ConfigurationError: in channels_redis compatibility mode.
+            LayerUnavailable: the shard is unreachable.
+        """
+        validate_channel_name(channel)
+        if "!" in channel:
+            raise InvalidChannelName(f"only named channels can be reserved: {channel!r}")
+        if self.compat:
+            raise ConfigurationError("at-least-once channels need the native layout")
+        self._ensure_mover()
+        return reliable.reserve(self, channel, timeout, visibility)
+
+    def ack(self, channel: str, receipt: bytes) -> bool:
+        """Finish a reserved message; False if its visibility timeout had passed."""
+        return reliable.ack(self, channel, receipt)
 
     def new_channel(self, prefix: str = "specific") -> str:
         name = self._new_channel_name(prefix)
@@ -545,6 +608,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self._generation += 1
         self._readers = {}
         self._attached.clear()
+        self._lease_held, self._last_lease = False, 0.0  # the child's own lease, anew
         self._tracked.clear()
         self.presence_store.after_fork()
         for shard in self.shards:
@@ -561,6 +625,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
                 gevent.sleep(shard.wait_time())
                 if not shard.ping():
                     continue
+            self._maybe_renew_lease()
             try:
                 raw_items = self.layout.pop_inbox(shard, self.block_timeout)
             except LayerUnavailable:
@@ -581,6 +646,19 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
                     self.dispatch(decoded)
             self._maybe_renew()
             self._maybe_sweep_strays(shard)
+
+    def _maybe_renew_lease(self) -> None:
+        if self.lease > 0 and time.monotonic() - self._last_lease >= self.lease / 3:
+            self._last_lease = time.monotonic()
+            leases.renew(self)
+
+    def _maybe_reap(self) -> None:
+        if self.lease > 0 and time.monotonic() - self._last_reap >= self.lease / 2:
+            self._last_reap = time.monotonic()
+            try:
+                leases.reap(self)
+            except Exception:
+                logger.exception("channel layer: reaping dead processes failed; going on")
 
     def _maybe_sweep_strays(self, home: Shard) -> None:
         # While hosts lists differ between processes (adding a shard, a
@@ -635,6 +713,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
                     next_due = time.time()
                 elif float(due_ms) >= 0:
                     next_due = min(next_due, float(due_ms) / 1000)
+            self._maybe_reap()
             self._mover_wake.clear()
             self._mover_wake.wait(max(0.0, min(0.5, next_due - time.time())))
 
@@ -702,6 +781,8 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
 
     def close(self) -> None:
         """Stop the reader and mover greenlets and close every connection."""
+        if self._readers:
+            leases.release(self)
         if not self._closed:
             self.presence_store.close()
         self._closed = True
@@ -770,7 +851,9 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if not keys:
             return []
         out = []
-        for raw in shard.call(shard.client.mget, keys):
+        # On a cluster the heartbeats sit in many slots: one MGET per slot.
+        mget = shard.client.mget_nonatomic if self.cluster else shard.client.mget  # type: ignore[attr-defined]
+        for raw in shard.call(mget, keys):
             if raw is None:
                 continue
             try:

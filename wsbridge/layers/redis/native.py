@@ -10,6 +10,8 @@ Keys, all under the configured prefix ``P`` (default ``wsbridge``)::
                                 one process (``specific.<process>!<id>``);
                                 one per process on every shard
     P:1:delayed           ZSET  delayed items, score = due time in ms
+    P:1:leases            ZSET  process -> end of its lease, ms (``lease.py``)
+    P:1:pgroups:<process> SET   groups the process's channels joined
 
 The group key lives on the shard ``ring.index("g:" + group)``, a named
 channel on ``ring.index("c:" + channel)``; a direct message to a
@@ -60,8 +62,42 @@ class NativeLayout:
         self.chan_prefix = base + "chan:"
         self.proc_prefix = base + "proc:"
         self.delayed_key = base + "delayed"
+        self.leases_key = base + "leases"
+        self.pgroups_prefix = base + "pgroups:"
         self.restore_key = base + "restoring"
         self.flush_pattern = base + "*"
+
+    # -- key names ---------------------------------------------------------------
+    # One place builds every key from a name, so a layout for Redis Cluster
+    # (``cluster.py``) can wrap names in hash tags: a group's keys share a slot.
+
+    def tag(self, name: str) -> str:
+        """The name as it appears in a key (a Redis Cluster layout adds a hash tag)."""
+        return name
+
+    def untag(self, name: str) -> str:
+        """The inverse of :meth:`tag`, for listing keys in ``stats()``."""
+        return name
+
+    def group_key(self, group: str) -> str:
+        return self.group_prefix + self.tag(group)
+
+    def gproc_key(self, group: str) -> str:
+        return self.gproc_prefix + self.tag(group)
+
+    def gplain_key(self, group: str) -> str:
+        return self.gplain_prefix + self.tag(group)
+
+    def proc_key(self, process: str) -> str:
+        return self.proc_prefix + self.tag(process)
+
+    def restore_key_for(self, group: str) -> str:
+        """The restore marker the group script checks (one per Redis; see ``shard.py``)."""
+        return self.restore_key
+
+    def pgroups_key(self, process: str) -> str:
+        """The groups a process's channels joined (for the lease reaper, ``lease.py``)."""
+        return self.pgroups_prefix + self.tag(process)
 
     # -- placement -------------------------------------------------------------
 
@@ -82,8 +118,8 @@ class NativeLayout:
 
     def channel_key(self, channel: str) -> str:
         if "!" in channel:
-            return self.proc_prefix + process_of(channel)
-        return self.chan_prefix + channel
+            return self.proc_key(process_of(channel))
+        return self.chan_prefix + self.tag(channel)
 
     def is_queue(self, key: str) -> bool:
         return key.startswith((self.chan_prefix, self.proc_prefix))
@@ -91,11 +127,13 @@ class NativeLayout:
     def queue_label(self, key: str) -> str:
         """A readable name for a queue key in ``stats()``."""
         if key.startswith(self.proc_prefix):
-            return "process " + key[len(self.proc_prefix) :]
-        return key[len(self.chan_prefix) :] if key.startswith(self.chan_prefix) else key
+            return "process " + self.untag(key[len(self.proc_prefix) :])
+        if key.startswith(self.chan_prefix):
+            return self.untag(key[len(self.chan_prefix) :])
+        return key
 
     def inbox_keys(self) -> list[str]:
-        return [self.proc_prefix + self.layer.client_prefix]
+        return [self.proc_key(self.layer.client_prefix)]
 
     # -- sending -------------------------------------------------------------------
 
@@ -126,10 +164,10 @@ class NativeLayout:
         full, _reached, plain, processes = shard.call(
             shard.group_send_native,
             keys=[
-                self.gproc_prefix + group,
-                self.gplain_prefix + group,
-                self.group_prefix + group,
-                self.restore_key,
+                self.gproc_key(group),
+                self.gplain_key(group),
+                self.group_key(group),
+                self.restore_key_for(group),
             ],
             args=[
                 self.layer.group_min_score(),
@@ -164,7 +202,7 @@ class NativeLayout:
             pipe = shard.client.pipeline(transaction=False)
             for process in batch:
                 shard.push_list(
-                    keys=[self.proc_prefix + process],
+                    keys=[self.proc_key(process)],
                     args=[item, self.layer.process_capacity, now_ms, self.expiry_ms],
                     client=pipe,
                 )
@@ -195,11 +233,20 @@ class NativeLayout:
         now = time.time()
         ttl = max(1, int(self.layer.group_expiry) + 1)
         pipe = shard.client.pipeline(transaction=False)
-        pipe.zadd(self.group_prefix + group, {channel: now})
-        pipe.expire(self.group_prefix + group, ttl)
-        side = self.gproc_prefix + group if "!" in channel else self.gplain_prefix + group
+        pipe.zadd(self.group_key(group), {channel: now})
+        pipe.expire(self.group_key(group), ttl)
+        side = self.gproc_key(group) if "!" in channel else self.gplain_key(group)
         pipe.zadd(side, {process_of(channel) if "!" in channel else channel: now})
         pipe.expire(side, ttl)
+        if "!" in channel and self.layer.lease > 0:
+            # For the reaper: the groups to clean if this process dies.
+            process = process_of(channel)
+            home = self.home_shard(process)
+            target = pipe if home is shard else home.client.pipeline(transaction=False)
+            target.sadd(self.pgroups_key(process), group)
+            target.expire(self.pgroups_key(process), ttl)
+            if target is not pipe:
+                home.call(target.execute)
         shard.call(pipe.execute)
         if "!" in channel and not self.layer._is_local(channel):
             self._announce("add", group, channel, now)
@@ -208,11 +255,11 @@ class NativeLayout:
         """Remove a member; ``last_local``: this process holds no other member of the group."""
         shard = self.group_shard(group)
         pipe = shard.client.pipeline(transaction=False)
-        pipe.zrem(self.group_prefix + group, channel)
+        pipe.zrem(self.group_key(group), channel)
         if "!" not in channel:
-            pipe.zrem(self.gplain_prefix + group, channel)
+            pipe.zrem(self.gplain_key(group), channel)
         elif last_local:
-            pipe.zrem(self.gproc_prefix + group, process_of(channel))
+            pipe.zrem(self.gproc_key(group), process_of(channel))
         shard.call(pipe.execute)
         if "!" in channel and not self.layer._is_local(channel):
             self._announce("discard", group, channel, time.time())
@@ -235,13 +282,13 @@ class NativeLayout:
     def drop_process_from_group(self, group: str) -> None:
         """This process holds no member of ``group`` any more: stop sending it the group."""
         shard = self.group_shard(group)
-        shard.call(shard.client.zrem, self.gproc_prefix + group, self.layer.client_prefix)
+        shard.call(shard.client.zrem, self.gproc_key(group), self.layer.client_prefix)
 
     def group_channels(self, group: str) -> list[str]:
         shard = self.group_shard(group)
         members = shard.call(
             shard.group_members,
-            keys=[self.group_prefix + group],
+            keys=[self.group_key(group)],
             args=[self.layer.group_min_score()],
         )
         return [m.decode("utf-8") for m in members]
@@ -268,7 +315,7 @@ class NativeLayout:
     def receive(self, channel: str, deadline: float | None) -> dict[str, Any] | None:
         """Blocking receive on a named channel's list until ``deadline`` (monotonic)."""
         shard = self.channel_shard(channel)
-        key = self.chan_prefix + channel
+        key = self.channel_key(channel)
         result: Any
         while True:
             remaining = 5.0 if deadline is None else deadline - time.monotonic()

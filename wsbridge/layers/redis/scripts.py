@@ -14,6 +14,7 @@ __all__ = [
     "PUSH_ZSET",
     "GROUP_SEND_CHANNELS_REDIS",
     "GROUP_MEMBERS",
+    "RESERVE",
 ]
 
 # Push one item onto a list unless it is at capacity. Expired items at the
@@ -213,4 +214,31 @@ for i, k in ipairs(order) do
   end
 end
 return {skipped}
+"""
+
+# At-least-once receive (``reliable.py``): give reservations whose visibility
+# timeout passed back to the head of the list (oldest first), then take the
+# first unexpired item and hold it in the in-flight zset until it is acked.
+# KEYS[1] channel list, KEYS[2] its in-flight zset (same hash slot)
+# ARGV: now_ms, visibility_ms, nonce (16 bytes), expiry_ms
+# -> {requeued, member or nothing}; member = nonce .. item (the receipt)
+RESERVE = """
+local now = tonumber(ARGV[1])
+local late = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
+for i = #late, 1, -1 do
+  redis.call('ZREM', KEYS[2], late[i])
+  redis.call('LPUSH', KEYS[1], string.sub(late[i], 17))
+end
+if #late > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+local item = redis.call('LPOP', KEYS[1])
+while item do
+  local exp = tonumber(string.sub(item, 5, 17))
+  if not exp or exp >= now then break end
+  item = redis.call('LPOP', KEYS[1])
+end
+if not item then return {#late} end
+local member = ARGV[3] .. item
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), member)
+redis.call('PEXPIRE', KEYS[2], math.max(tonumber(ARGV[4]), 2 * tonumber(ARGV[2])))
+return {#late, member}
 """

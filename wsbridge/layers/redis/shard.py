@@ -215,9 +215,9 @@ class Shard:
         self._checked_cluster = not info.get("cluster_enabled")
         if info.get("cluster_enabled"):
             raise ConfigurationError(
-                f"Redis at {self.name} runs in cluster mode, which the wsbridge Redis layer "
-                "does not support; list independent Redis instances in hosts (client-side "
-                "sharding) instead. See docs/topics/scaling.rst."
+                f"Redis at {self.name} runs in cluster mode: configure the layer with "
+                "cluster=True (CONFIG {'cluster': True}) and the cluster's nodes in hosts, "
+                "or list independent Redis instances. See docs/topics/scaling.rst."
             )
 
     def close(self) -> None:

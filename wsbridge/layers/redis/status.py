@@ -69,8 +69,10 @@ def _scan(layer: RedisLayer, shard: Shard) -> dict[str, Any]:
     for key in queue_keys[:LIMIT]:
         pipe.type(key)
     answers = pipe.execute()
+    # A cluster layout wraps names in hash tags; the channels_redis one does not.
+    untag = getattr(layout, "untag", str)
     groups = {
-        key[len(layout.group_prefix) :]: count
+        untag(key[len(layout.group_prefix) :]): count
         for key, count in zip(group_keys[:LIMIT], answers[: len(group_keys[:LIMIT])], strict=True)
     }
     types = answers[len(group_keys[:LIMIT]) :]
