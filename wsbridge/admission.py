@@ -1,13 +1,18 @@
-"""Limits per user and per IP: concurrent connections, handshakes/s, inbound messages and bytes/s.
+"""Limits per connection, user and IP: connections, handshakes/s, inbound messages and bytes/s.
 
 One abusive client (or one user with many tabs, or one address opening
-sockets in a loop) must not cost the others anything. The per-connection
-budgets (frames, control frames, message size) live in the transport; this
-module adds what spans connections, per process:
+sockets in a loop) must not cost the others anything. The transport keeps
+the per-connection frame budgets (control frames, message size); this
+module adds the per-connection message rates and what spans connections,
+per process. A connection's own rates are checked first and are lower than
+its user's and its IP's, so one flooding connection is closed before it has
+spent what the other connections of its user or of its NAT address need:
 
 =============================  ====================  ====================================
 Limit (``LimitOptions``)       Default               When it trips
 =============================  ====================  ====================================
+``connection_messages``        (500/s, 2500)         close 4429 (rate limited), final
+``connection_bytes``           (8 MiB/s, 32 MiB)     close 4429
 ``max_connections_per_ip``     10,000                handshake / long-poll open / SSE: 429
 ``handshakes_per_ip``          (500/s, burst 2000)   HTTP 429 with ``Retry-After: 1``
 ``max_connections_per_user``   256                   the handshake is refused (HTTP 403)
@@ -38,6 +43,7 @@ from typing import Any
 __all__ = [
     "LimitOptions",
     "TokenBucket",
+    "ConnectionRates",
     "Admission",
     "RATE_LIMITED",
     "counters",
@@ -55,7 +61,8 @@ WARN_INTERVAL = 10.0
 MAX_TRACKED = 100_000
 
 #: Every reason a limit trips (the keys of :data:`counters`).
-REASONS = ("handshakes_per_ip", "connections_per_ip", "connections_per_user", "user_messages",
+REASONS = ("connection_messages", "connection_bytes", "handshakes_per_ip", "connections_per_ip",
+           "connections_per_user", "user_messages",
            "user_bytes", "ip_messages", "ip_bytes")
 counters: dict[str, int] = {}
 _warned: dict[str, float] = {}
@@ -81,6 +88,8 @@ class LimitOptions:
     None disables one limit. See the module docstring for what a client sees.
     """
 
+    connection_messages: Rate | None = (500.0, 2500.0)
+    connection_bytes: Rate | None = (8.0 * 2**20, 32.0 * 2**20)
     max_connections_per_ip: int | None = 10_000
     handshakes_per_ip: Rate | None = (500.0, 2000.0)
     max_connections_per_user: int | None = 256
@@ -90,7 +99,8 @@ class LimitOptions:
     ip_bytes: Rate | None = (64.0 * 2**20, 256.0 * 2**20)
 
     def __post_init__(self) -> None:
-        for name in ("handshakes_per_ip", "user_messages", "user_bytes", "ip_messages",
+        for name in ("connection_messages", "connection_bytes", "handshakes_per_ip",
+                     "user_messages", "user_bytes", "ip_messages",
                      "ip_bytes"):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or not (value[0] > 0 and value[1] >= 1)):
@@ -117,6 +127,24 @@ class TokenBucket:
             self.tokens -= amount
             return True
         return False
+
+
+class ConnectionRates:
+    """One connection's own inbound buckets (messages and bytes per second)."""
+
+    __slots__ = ("messages", "bytes")
+
+    def __init__(self, messages: Rate | None, nbytes: Rate | None) -> None:
+        self.messages = TokenBucket(*messages) if messages else None
+        self.bytes = TokenBucket(*nbytes) if nbytes else None
+
+    def take(self, nbytes: int, now: float) -> str | None:
+        """Spend one message of ``nbytes``; None if within the rates, else the limit's name."""
+        if self.messages is not None and not self.messages.take(1.0, now):
+            return "connection_messages"
+        if self.bytes is not None and not self.bytes.take(float(nbytes), now):
+            return "connection_bytes"
+        return None
 
 
 class _Buckets:
@@ -198,9 +226,26 @@ class Admission:
 
     # -- inbound ----------------------------------------------------------------------
 
-    def inbound(self, ip: str, user: str | None, nbytes: int) -> str | None:
-        """Spend one message of ``nbytes``; None if within the rates, else the reason."""
+    def connection_rates(self) -> ConnectionRates | None:
+        """New buckets for one connection (None when both per-connection rates are off)."""
+        opts = self.options
+        if not (opts.connection_messages or opts.connection_bytes):
+            return None
+        return ConnectionRates(opts.connection_messages, opts.connection_bytes)
+
+    def inbound(self, ip: str, user: str | None, nbytes: int,
+                own: ConnectionRates | None = None) -> str | None:
+        """Spend one message of ``nbytes``; None if within the rates, else the reason.
+
+        ``own`` (from :meth:`connection_rates`) is checked first, so a flooding
+        connection trips its own limit before its user's or its IP's.
+        """
         now = time.monotonic()
+        if own is not None:
+            name = own.take(nbytes, now)
+            if name is not None:
+                _trip(name, f"{ip}: closing with {RATE_LIMITED}")
+                return name.replace("_", " ") + " per second over the limit"
         tables = self._tables
         checks: list[tuple[str, str, float]] = []
         if user is not None:

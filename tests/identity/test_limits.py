@@ -76,6 +76,28 @@ def test_connections_per_user_refuse_the_extra_one_only(serve):
     alice[0].close()
 
 
+def test_a_flooding_connection_trips_its_own_rate_before_its_ip_budget(serve):
+    # Two connections from one address (a NAT): the flooder must be closed by its own
+    # per-connection rate while the address's budget still has room for its neighbour.
+    server = serve(connection_messages=[50, 20], ip_messages=[100, 300], user_messages=None,
+                   handshakes_per_ip=None)
+    flood, calm = ws(server, "flood" + secrets.token_hex(2)), ws(server, "calm")
+    closed = None
+    try:
+        for i in range(500):
+            flood.send(f"m{i}")
+        for _ in range(600):
+            flood.recv(timeout=5)
+    except ConnectionClosed as exc:
+        closed = exc.rcvd
+    assert closed is not None and closed.code == 4429
+    assert closed.reason.startswith("connection messages"), closed.reason
+    for i in range(20):
+        calm.send(f"still ok {i}")
+        assert calm.recv(timeout=5) == f"still ok {i}"
+    calm.close()
+
+
 def test_a_flooding_user_is_closed_with_4429_and_others_go_on(serve):
     server = serve(user_messages=[50, 20], handshakes_per_ip=None)
     flood, calm = ws(server, "flood" + secrets.token_hex(2)), ws(server, "calm")

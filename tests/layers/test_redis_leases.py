@@ -113,7 +113,10 @@ def test_a_killed_process_is_reaped_within_the_lease_bound(config, caplog):
         assert survivor.group_channels("lease.b") == []
         inbox = survivor.layout.proc_key(info["process"])
         shard = survivor.shards[0]
-        assert not shard.client.exists(inbox, survivor.layout.pgroups_key(info["process"]))
+        # The inbox and the groups list go last, after the memberships (on a cluster in
+        # another slot, so another call): wait for them too.
+        pgroups = survivor.layout.pgroups_key(info["process"])
+        wait_for(lambda: not shard.client.exists(inbox, pgroups), timeout=5)
         # group_send no longer pushes to the dead inbox, and still reaches the living.
         survivor.group_send("lease.a", {"type": "after"})
         assert got.wait(1) == [{"type": "after"}]

@@ -240,6 +240,7 @@ class Connection:
         # told us its backlog, and the group message being handled right now.
         self._gate: Any = None
         self._ip = admission.client_ip(scope)
+        self._own_rates = admission.current().connection_rates()
         self._rate_closed = False
         self._origin: tuple[str, Any, dict[str, Any]] | None = None
         if mailbox_size is None:
@@ -305,11 +306,12 @@ class Connection:
         self._enqueue_transport(event)
 
     def _within_rates(self, event: dict[str, Any]) -> bool:
-        # Per-user and per-IP inbound rates (wsbridge.admission); per-connection
-        # budgets are the transport's.
+        # This connection's, its user's and its IP's inbound rates (wsbridge.admission);
+        # the frame budgets (control frames, sizes) are the transport's.
         payload = event.get("text")
         size = len(payload) if payload is not None else len(event.get("bytes") or b"")
-        reason = admission.current().inbound(self._ip, self.scope.get("wsbridge.user_id"), size)
+        reason = admission.current().inbound(self._ip, self.scope.get("wsbridge.user_id"), size,
+                                             self._own_rates)
         if reason is None:
             return True
         record_drop("rate_limited", detail=f"{reason} ({self._ip})")
