@@ -21,12 +21,13 @@ demo: $(STAMP)
 services:
 	bash tests/services.sh
 
-# CI: the whole suite on the default combination (.venv: python3, newest Django and
+# CI: lint (ruff check, ruff format --check, mypy), then the whole suite on the default combination (.venv: python3, newest Django and
 # dependencies), then the smoke subset on every other combination of the matrix
 # (noxfile.py; environments cached outside the clone, see docs/topics/versions.rst).
 # The two halves run side by side (-j2: this machine has two cores, and both are mostly
 # waiting on sockets), which keeps CI well under 20 minutes.
 test: $(STAMP) services
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-default test-smoke
 
 test-default: $(STAMP) services
@@ -59,7 +60,8 @@ soak: $(STAMP)
 	$(PY) -m tests.e2e.soak --duration $${SOAK_SECONDS:-1800}
 
 lint: $(STAMP)
-	$(PY) -m ruff check wsbridge contrib tests
+	$(PY) -m ruff check wsbridge contrib tests examples bench
+	$(PY) -m ruff format --check wsbridge contrib tests examples bench
 	$(PY) -m mypy
 
 docs: $(STAMP)

@@ -50,8 +50,12 @@ HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
-HISTORY = {"hist": {"history": 100, "history_ttl": 600}, "churn.*": {"presence": True},
-           "big.*": {"presence": False}, "fan.h": {"history": 100}}
+HISTORY = {
+    "hist": {"history": 100, "history_ttl": 600},
+    "churn.*": {"presence": True},
+    "big.*": {"presence": False},
+    "fan.h": {"history": 100},
+}
 
 
 def cleanup(url: str, prefix: str) -> None:
@@ -90,8 +94,11 @@ def send_cost(layer: Any, blocks: int, per_block: int) -> dict[str, Any]:
             gevent.sleep(0)  # let the reader drain the inbox between blocks
     plain = statistics.median(times["plain"])
     hist = statistics.median(times["hist"])
-    return {"plain_us": round(plain, 1), "history_us": round(hist, 1),
-            "ratio": round(hist / plain, 3)}
+    return {
+        "plain_us": round(plain, 1),
+        "history_us": round(hist, 1),
+        "ratio": round(hist / plain, 3),
+    }
 
 
 # -- 2. fan-out to 3,000 with history on / off ------------------------------------------------
@@ -182,10 +189,14 @@ def reconnect_storm(url: str, prefix: str, clients: int, behind: int) -> dict[st
     client.close()
     publisher.close()
     layer.close()
-    return {"clients": clients, "behind": behind, "all_recovered": counts["done"] == clients,
-            "seconds": round(took, 2),
-            "process_cpu_s": round(usage.ru_utime + usage.ru_stime - self_before, 2),
-            "redis_cpu_s": round(cpu["used_cpu_sys"] + cpu["used_cpu_user"] - redis_before, 2)}
+    return {
+        "clients": clients,
+        "behind": behind,
+        "all_recovered": counts["done"] == clients,
+        "seconds": round(took, 2),
+        "process_cpu_s": round(usage.ru_utime + usage.ru_stime - self_before, 2),
+        "redis_cpu_s": round(cpu["used_cpu_sys"] + cpu["used_cpu_user"] - redis_before, 2),
+    }
 
 
 # -- 3. presence() of 10,000 entries ---------------------------------------------------------
@@ -208,8 +219,12 @@ def presence_listing(url: str, layer: Any, entries: int) -> dict[str, Any]:
     took = time.perf_counter() - start
     after = client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
     client.close()
-    return {"entries": len(listed), "presence_ms": round(took * 1000, 1),
-            "hgetall_calls": after - before, "track_per_s": round(entries / track_s)}
+    return {
+        "entries": len(listed),
+        "presence_ms": round(took * 1000, 1),
+        "hgetall_calls": after - before,
+        "track_per_s": round(entries / track_s),
+    }
 
 
 # -- 4. churn across 2 processes ---------------------------------------------------------------
@@ -247,8 +262,11 @@ def churn_child(url: str, prefix: str, rate: int, seconds: float, index: int) ->
             leaves += layer.presence_untrack("churn.room", channel)
             ops += 1
     elapsed = time.monotonic() - start
-    print(json.dumps({"joins": joins, "leaves": leaves, "ops": ops,
-                      "ops_per_s": round(ops / elapsed)}))
+    print(
+        json.dumps(
+            {"joins": joins, "leaves": leaves, "ops": ops, "ops_per_s": round(ops / elapsed)}
+        )
+    )
     layer.close()
 
 
@@ -264,9 +282,25 @@ def churn(url: str, prefix: str, rate: int, seconds: float) -> dict[str, Any]:
     observer.group_add("churn.room", channel)
     children = [
         subprocess.Popen(
-            [sys.executable, str(HERE), "--role", "churn", "--redis", url, "--prefix", prefix,
-             "--rate", str(rate), "--seconds", str(seconds), "--index", str(i)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                str(HERE),
+                "--role",
+                "churn",
+                "--redis",
+                url,
+                "--prefix",
+                prefix,
+                "--rate",
+                str(rate),
+                "--seconds",
+                str(seconds),
+                "--index",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         for i in range(2)
     ]
@@ -288,10 +322,13 @@ def churn(url: str, prefix: str, rate: int, seconds: float) -> dict[str, Any]:
     observer.close()
     return {
         "ops_per_s_total": sum(r["ops_per_s"] for r in reports),
-        "reported_joins": expected_joins, "received_joins": counts["presence.join"],
-        "reported_leaves": expected_leaves, "received_leaves": counts["presence.leave"],
+        "reported_joins": expected_joins,
+        "received_joins": counts["presence.join"],
+        "reported_leaves": expected_leaves,
+        "received_leaves": counts["presence.leave"],
         "exact": counts["presence.join"] == expected_joins
-        and counts["presence.leave"] == expected_leaves and expected_joins == expected_leaves,
+        and counts["presence.leave"] == expected_leaves
+        and expected_joins == expected_leaves,
         "entries_left": left,
     }
 
@@ -321,13 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         results["group_send_memory"] = send_cost(memory, 10 if quick else 30, 1000)
         results["fanout_3000_redis"] = fanout(layer, 3000, 10 if quick else 40)
         layer.close()
-        results["reconnect_1000x100"] = reconnect_storm(args.redis, prefix,
-                                                        200 if quick else 1000, 100)
+        results["reconnect_1000x100"] = reconnect_storm(
+            args.redis, prefix, 200 if quick else 1000, 100
+        )
         listing = redis_layer(args.redis, prefix)
         results["presence_10000"] = presence_listing(args.redis, listing, 2000 if quick else 10000)
         listing.close()
-        results["churn_2x500_per_s"] = churn(args.redis, prefix, 500,
-                                             3.0 if quick else args.seconds)
+        results["churn_2x500_per_s"] = churn(
+            args.redis, prefix, 500, 3.0 if quick else args.seconds
+        )
     finally:
         cleanup(args.redis, prefix)
     print(json.dumps(results, indent=2))

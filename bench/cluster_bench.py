@@ -86,9 +86,21 @@ def run_target(config: dict[str, Any], members: int, processes: int, rounds: int
     per = members // processes
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE), "--role", "member", "--config", json.dumps(config),
-             "--count", str(per), "--rounds", str(rounds)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                str(HERE),
+                "--role",
+                "member",
+                "--config",
+                json.dumps(config),
+                "--count",
+                str(per),
+                "--rounds",
+                str(rounds),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         for _ in range(processes)
     ]
@@ -171,14 +183,18 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             cluster.stop()
             single.stop()
-    print(f"group_send to {args.members} members over {args.processes} processes, "
-          f"{args.rounds} rounds")
+    print(
+        f"group_send to {args.members} members over {args.processes} processes, "
+        f"{args.rounds} rounds"
+    )
     for name, result in report.items():
         e2e = result["e2e_ms"] or {"median": float("nan"), "p99": float("nan")}
-        print(f"  {name:>17}: delivered {result['delivered']}/{result['expected']}; call "
-              f"median {result['call_ms']['median']:.2f} ms p99 {result['call_ms']['p99']:.2f} ms; "
-              f"end-to-end median {e2e['median']:.1f} ms p99 {e2e['p99']:.1f} ms; quiet call "
-              f"by members {result['quiet_call_ms_by_members']}")
+        print(
+            f"  {name:>17}: delivered {result['delivered']}/{result['expected']}; call "
+            f"median {result['call_ms']['median']:.2f} ms p99 {result['call_ms']['p99']:.2f} ms; "
+            f"end-to-end median {e2e['median']:.1f} ms p99 {e2e['p99']:.1f} ms; quiet call "
+            f"by members {result['quiet_call_ms_by_members']}"
+        )
     print(json.dumps(report))
     return 0
 

@@ -120,8 +120,11 @@ def run_server(args: argparse.Namespace) -> None:
             body = {"frozen": gc.get_freeze_count()}
         elif path == "/stats":
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            body = {"attached": layer.stats()["attached"], "rss_kib": rss_kib(),
-                    "cpu_s": usage.ru_utime + usage.ru_stime}
+            body = {
+                "attached": layer.stats()["attached"],
+                "rss_kib": rss_kib(),
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+            }
             if "greenlets" in environ.get("QUERY_STRING", ""):
                 gc.collect()
                 body["greenlets"] = sum(
@@ -130,8 +133,9 @@ def run_server(args: argparse.Namespace) -> None:
         else:
             body = {}
         data = json.dumps(body).encode()
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(data)))])
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
         return [data]
 
     # Group capacity: one event per round; the default capacity is plenty.
@@ -200,8 +204,9 @@ class Load:
             sock.close()
 
     def _sse(self, sock: Any) -> None:
-        sock.sendall(b"GET /bench/sse/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     b"Accept: text/event-stream\r\n\r\n")
+        sock.sendall(
+            b"GET /bench/sse/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        )
         head = _read_until(sock, b":\n\n")
         if not head.startswith(b"HTTP/1.1 200"):
             raise ValueError(head[:40])
@@ -228,9 +233,11 @@ class Load:
             self._record(body)
 
     def _ws(self, sock: Any) -> None:
-        sock.sendall(b"GET /bench/ws/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        sock.sendall(
+            b"GET /bench/ws/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
         head = _read_until(sock, b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise ValueError(head[:40])
@@ -285,8 +292,11 @@ def bench_mode(port: int, mode: str, args: argparse.Namespace, deadline: float) 
     for i in range(args.streams):
         pool.spawn(load.run_one)
         if i % args.concurrency == args.concurrency - 1:  # at most ~concurrency connects in flight
-            _wait(lambda i=i: load.ready + load.failed >= i + 1 - args.concurrency, deadline,
-                  "connections to open")
+            _wait(
+                lambda i=i: load.ready + load.failed >= i + 1 - args.concurrency,
+                deadline,
+                "connections to open",
+            )
     _wait(lambda: load.ready + load.failed >= args.streams, deadline, "all streams")
     _wait(lambda: _get(port, "/stats")["attached"] >= load.ready, deadline, "attached consumers")
     opened_s = time.monotonic() - opening
@@ -299,27 +309,35 @@ def bench_mode(port: int, mode: str, args: argparse.Namespace, deadline: float) 
     for r in range(args.rounds):
         expected = args.streams - load.failed
         if mode == "held" and r:
-            _wait(lambda n=expected: _get(port, "/stats")["attached"] >= n, deadline,
-                  "held requests of the next round")
+            _wait(
+                lambda n=expected: _get(port, "/stats")["attached"] >= n,
+                deadline,
+                "held requests of the next round",
+            )
         cpu_before = _get(port, "/stats")["cpu_s"]
         sent = time.time()
         fanouts.append(_get(port, f"/broadcast?{r}"))
-        _wait(lambda r=r: len(load.latencies[r]) >= args.streams - load.failed, deadline,
-              "delivery to every stream")
+        _wait(
+            lambda r=r: len(load.latencies[r]) >= args.streams - load.failed,
+            deadline,
+            "delivery to every stream",
+        )
         if mode == "held":  # the answered requests end (disconnect(), groups left): part of it
             _wait(lambda: _get(port, "/stats")["attached"] == 0, deadline, "held requests to end")
         cpu_ms = (_get(port, "/stats")["cpu_s"] - cpu_before) * 1000
         lat = load.latencies[r]
-        per_round.append({
-            # server CPU per delivered event: steady even when the machine is busy
-            "server_cpu_us_per_stream": round(cpu_ms * 1000 / max(1, len(lat)), 1),
-            "delivered": len(lat),
-            "p50_ms": round(percentile(lat, 0.50), 1),
-            "p99_ms": round(percentile(lat, 0.99), 1),
-            "max_ms": round(max(lat), 1) if lat else None,
-            "all_in_ms": round((load.last_arrival.get(r, sent) - sent) * 1000, 1),
-            "fanout_ms": round(fanouts[-1]["fanout_ms"], 1),
-        })
+        per_round.append(
+            {
+                # server CPU per delivered event: steady even when the machine is busy
+                "server_cpu_us_per_stream": round(cpu_ms * 1000 / max(1, len(lat)), 1),
+                "delivered": len(lat),
+                "p50_ms": round(percentile(lat, 0.50), 1),
+                "p99_ms": round(percentile(lat, 0.99), 1),
+                "max_ms": round(max(lat), 1) if lat else None,
+                "all_in_ms": round((load.last_arrival.get(r, sent) - sent) * 1000, 1),
+                "fanout_ms": round(fanouts[-1]["fanout_ms"], 1),
+            }
+        )
         if r + 1 < args.rounds:
             load.next_round[r + 1].set()
         gevent.sleep(0.2)
@@ -355,9 +373,18 @@ def run_client(args: argparse.Namespace) -> list[dict[str, Any]]:
     for mode in args.modes:
         # A fresh server per mode: memory figures start from the same empty process.
         server = subprocess.Popen(
-            [sys.executable, __file__, "--role", "server", "--streams", str(args.streams),
-             "--deadline", str(args.deadline)],
-            stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "server",
+                "--streams",
+                str(args.streams),
+                "--deadline",
+                str(args.deadline),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             line = server.stdout.readline() if server.stdout else ""
@@ -380,30 +407,38 @@ def run_client(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def report(results: list[dict[str, Any]]) -> None:
     print()
-    print(f"{'mode':6} {'streams':>7} {'failed':>6} {'KiB/stream':>10} {'greenlets/stream':>16} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'all-in ms (per round)':>24} {'cpu us/stream':>13}  "
-          "load avg")
+    print(
+        f"{'mode':6} {'streams':>7} {'failed':>6} {'KiB/stream':>10} {'greenlets/stream':>16} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'all-in ms (per round)':>24} {'cpu us/stream':>13}  "
+        "load avg"
+    )
     for r in results:
         allin = ", ".join(str(x["all_in_ms"]) for x in r["rounds"])
-        print(f"{r['mode']:6} {r['streams']:>7} {r['failed']:>6} {r['kib_per_stream']:>10} "
-              f"{r['greenlets_per_stream']:>16} {r['p50_ms']:>7} {r['p99_ms']:>7} {allin:>24} "
-              f"{r['server_cpu_us_per_stream']:>13}  "
-              f"{r['loadavg'][0]}..{r['loadavg'][1]} on {r['cpus']} cpus")
+        print(
+            f"{r['mode']:6} {r['streams']:>7} {r['failed']:>6} {r['kib_per_stream']:>10} "
+            f"{r['greenlets_per_stream']:>16} {r['p50_ms']:>7} {r['p99_ms']:>7} {allin:>24} "
+            f"{r['server_cpu_us_per_stream']:>13}  "
+            f"{r['loadavg'][0]}..{r['loadavg'][1]} on {r['cpus']} cpus"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=["client", "server"], default="client")
     parser.add_argument("--streams", type=int, default=10_000)
-    parser.add_argument("--modes", default="sse,held,ws",
-                        type=lambda s: [m for m in s.split(",") if m in MODES])
+    parser.add_argument(
+        "--modes", default="sse,held,ws", type=lambda s: [m for m in s.split(",") if m in MODES]
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=500, help="connects in flight")
     parser.add_argument("--deadline", type=float, default=240, help="seconds per mode, at most")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() in the server once the streams are open (an experiment: "
-                             "how much of the cost is the cyclic collector walking a big heap)")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() in the server once the streams are open (an experiment: "
+        "how much of the cost is the cyclic collector walking a big heap)",
+    )
     args = parser.parse_args()
     if args.role == "server":
         run_server(args)

@@ -101,13 +101,18 @@ def run_server(args: argparse.Namespace) -> None:
             transport = application.longpoll_transport
             parked = sum(1 for s in transport.sessions.values() if s.poller is not None)
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            body = {"sessions": len(transport.sessions), "parked": parked, "rss_kib": rss_kib(),
-                    "cpu_s": usage.ru_utime + usage.ru_stime}
+            body = {
+                "sessions": len(transport.sessions),
+                "parked": parked,
+                "rss_kib": rss_kib(),
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+            }
         else:
             body = {}
         data = json.dumps(body).encode()
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(data)))])
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
         return [data]
 
     application = wrap(
@@ -116,8 +121,9 @@ def run_server(args: argparse.Namespace) -> None:
         secret="bench-secret-0123456789",
         longpoll={"poll_timeout": 120, "session_timeout": 300},
     )
-    server = pywsgi.WSGIServer(("127.0.0.1", 0), application, handler_class=handler_class(),
-                               log=None, backlog=4096)
+    server = pywsgi.WSGIServer(
+        ("127.0.0.1", 0), application, handler_class=handler_class(), log=None, backlog=4096
+    )
     server.start()
     print(f"PORT {server.server_port}", flush=True)
     server.serve_forever()
@@ -139,15 +145,19 @@ class Conn:
         data = json.dumps(body).encode()
         self.sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n".encode() + data
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
         )
         while b"\r\n\r\n" not in self.buf:
             self._fill()
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        length = next(int(v) for k, _, v in (x.partition(":") for x in lines[1:])
-                      if k.lower() == "content-length")
+        length = next(
+            int(v)
+            for k, _, v in (x.partition(":") for x in lines[1:])
+            if k.lower() == "content-length"
+        )
         while len(self.buf) < length:
             self._fill()
         payload, self.buf = self.buf[:length], self.buf[length:]
@@ -184,8 +194,9 @@ def run_client(args: argparse.Namespace) -> None:
 
     def poll_loop(client: dict, rounds: int) -> None:
         for _ in range(rounds):
-            status, body = client["conn"].post(lp + "poll", {"token": client["token"],
-                                                              "ack": client["seen"]})
+            status, body = client["conn"].post(
+                lp + "poll", {"token": client["token"], "ack": client["seen"]}
+            )
             arrived = time.time()
             for message in body.get("messages", []):
                 if message["seq"] > client["seen"]:
@@ -197,6 +208,7 @@ def run_client(args: argparse.Namespace) -> None:
     report: dict = {"clients": args.clients, "open_s": round(open_s, 2), "rounds": []}
     workers = [gevent.spawn(poll_loop, c, args.rounds) for c in clients]
     deadline = time.time() + args.deadline
+
     def wait_parked() -> dict:
         while True:  # every client has a poll held by the server
             now = stats()
@@ -215,17 +227,25 @@ def run_client(args: argparse.Namespace) -> None:
         after = wait_parked() if round_no + 1 < args.rounds else stats()
         lat = sorted(c["lat"][round_no] for c in clients if len(c["lat"]) > round_no)
         cycle_us = (after["cpu_s"] - before["cpu_s"]) / max(1, len(lat)) * 1e6
-        report["rounds"].append({
-            "parked": before["parked"], "delivered": len(lat),
-            "fanout_ms": round(fanout["fanout_ms"], 1),
-            "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1),
-            "max_ms": round(lat[-1], 1), "server_rss_mib": round(before["rss_kib"] / 1024, 1),
-            "server_cpu_us_per_delivery": round(cycle_us),
-        })
+        report["rounds"].append(
+            {
+                "parked": before["parked"],
+                "delivered": len(lat),
+                "fanout_ms": round(fanout["fanout_ms"], 1),
+                "p50_ms": round(pct(lat, 50), 1),
+                "p99_ms": round(pct(lat, 99), 1),
+                "max_ms": round(lat[-1], 1),
+                "server_rss_mib": round(before["rss_kib"] / 1024, 1),
+                "server_cpu_us_per_delivery": round(cycle_us),
+            }
+        )
     gevent.joinall(workers, timeout=max(1, deadline - time.time()))
     every = sorted(x for c in clients for x in c["lat"])
-    report["all"] = {"samples": len(every), "p50_ms": round(pct(every, 50), 1),
-                     "p99_ms": round(pct(every, 99), 1)}
+    report["all"] = {
+        "samples": len(every),
+        "p50_ms": round(pct(every, 50), 1),
+        "p99_ms": round(pct(every, 99), 1),
+    }
     report["server_rss_mib_end"] = round(stats()["rss_kib"] / 1024, 1)
     report["client_rss_mib"] = round(rss_kib() / 1024, 1)
     print(json.dumps(report), flush=True)
@@ -247,8 +267,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds, whole run")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="seconds to wait for an idle machine before measuring")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for an idle machine before measuring",
+    )
     args = parser.parse_args()
     if args.role == "server":
         run_server(args)
@@ -258,15 +282,28 @@ def main() -> int:
         return 0
     me = [sys.executable, os.path.abspath(__file__)]
     busy = wait_for_quiet(args.quiet_wait)
-    server = subprocess.Popen(me + ["server", "--clients", str(args.clients)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        me + ["server", "--clients", str(args.clients)], stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(server.stdout.readline().split()[1])
         idle = rss_kib(server.pid)
         client = subprocess.run(
-            me + ["client", "--port", str(port), "--clients", str(args.clients),
-                  "--rounds", str(args.rounds), "--deadline", str(args.deadline)],
-            capture_output=True, text=True, timeout=args.deadline + 60,
+            me
+            + [
+                "client",
+                "--port",
+                str(port),
+                "--clients",
+                str(args.clients),
+                "--rounds",
+                str(args.rounds),
+                "--deadline",
+                str(args.deadline),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=args.deadline + 60,
         )
         if client.returncode != 0:
             print(client.stderr, file=sys.stderr)

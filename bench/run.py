@@ -34,8 +34,13 @@ from benchlib.table import print_table  # noqa: E402
 from benchlib.targets import TARGETS, VERSION_PACKAGES  # noqa: E402
 
 #: Targets --all leaves out: experiments and variants, measured when named.
-BY_NAME_ONLY = {"wsbridge-fastpath", "wsbridge-metrics", "wsbridge-redis1",
-                "wsbridge-redis1-metrics", "wsbridge-uwsgi"}
+BY_NAME_ONLY = {
+    "wsbridge-fastpath",
+    "wsbridge-metrics",
+    "wsbridge-redis1",
+    "wsbridge-redis1-metrics",
+    "wsbridge-uwsgi",
+}
 from benchlib.venvs import (  # noqa: E402
     ensure_loadclient,
     ensure_venv,

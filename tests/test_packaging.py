@@ -23,7 +23,7 @@ from tests.conftest import ROOT, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 
-APP = '''
+APP = """
 from wsbridge import WebsocketConsumer, router
 
 
@@ -36,12 +36,13 @@ class Echo(WebsocketConsumer):
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"plain page"]
-'''
+"""
 
 
 def run(*command: str | Path, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(c) for c in command], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    done = subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
     assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
     return done
 
@@ -51,10 +52,30 @@ def built(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("dist")
     work = tmp_path_factory.mktemp("build")
     # No build isolation: the dev venv's setuptools, so the build needs no index.
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-        "-w", out, ROOT, cwd=work)
-    run(sys.executable, "setup.py", "-q", "egg_info", "--egg-base", work, "sdist", "-d", out,
-        cwd=ROOT)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        out,
+        ROOT,
+        cwd=work,
+    )
+    run(
+        sys.executable,
+        "setup.py",
+        "-q",
+        "egg_info",
+        "--egg-base",
+        work,
+        "sdist",
+        "-d",
+        out,
+        cwd=ROOT,
+    )
     wheel = next(out.glob("*.whl"))
     sdist = next(out.glob("*.tar.gz"))
     return {"wheel": wheel, "sdist": sdist}
@@ -67,8 +88,9 @@ def test_distribution_is_wsbridge_gevent_with_its_licence_in_wheel_and_sdist(bui
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
-    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE")
-               for n in names), names
+    assert any(
+        n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names
+    ), names
     assert "wsbridge/__init__.py" in names and "wsbridge_django/__init__.py" in names
     text = metadata.decode()
     assert "Name: wsbridge-gevent" in text
@@ -93,9 +115,13 @@ def test_the_wheel_in_a_clean_venv_serves_a_websocket_round_trip(built, tmp_path
     assert str(venv) in where.stdout
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - the child owns it
-    server = subprocess.Popen([venv / "bin" / "wsbridge", "serve", "echo_site", "--port",
-                               str(port)], cwd=site, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [venv / "bin" / "wsbridge", "serve", "echo_site", "--port", str(port)],
+        cwd=site,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     try:
         wait_for_port(port, proc=server)
@@ -106,8 +132,13 @@ def test_the_wheel_in_a_clean_venv_serves_a_websocket_round_trip(built, tmp_path
         server.terminate()
         server.wait(10)
     # redis is not installed (no extra): the error names the extra to install.
-    done = subprocess.run([venv / "bin" / "wsbridge", "status", "--layer",
-                           "redis://127.0.0.1:6379/0"], capture_output=True, text=True,
-                          timeout=60, cwd=site, env=env)
+    done = subprocess.run(
+        [venv / "bin" / "wsbridge", "status", "--layer", "redis://127.0.0.1:6379/0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=site,
+        env=env,
+    )
     assert done.returncode == 2
     assert 'pip install "wsbridge-gevent[redis]"' in done.stderr, done.stderr

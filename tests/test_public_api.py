@@ -15,38 +15,75 @@ import wsbridge
 EXPECTED = {
     "__version__",
     # routing
-    "router", "Router", "URLRouter", "path", "re_path", "include", "route", "route_class",
-    "ChannelNameRouter", "ProtocolTypeRouter",
+    "router",
+    "Router",
+    "URLRouter",
+    "path",
+    "re_path",
+    "include",
+    "route",
+    "route_class",
+    "ChannelNameRouter",
+    "ProtocolTypeRouter",
     # consumers
-    "BaseConsumer", "SyncConsumer", "WebsocketConsumer", "JsonWebsocketConsumer",
-    "WebsocketDemultiplexer", "HttpConsumer", "SseConsumer",
+    "BaseConsumer",
+    "SyncConsumer",
+    "WebsocketConsumer",
+    "JsonWebsocketConsumer",
+    "WebsocketDemultiplexer",
+    "HttpConsumer",
+    "SseConsumer",
     # background channels
     "Worker",
     # Channels 1.x
-    "Channel", "Group", "Message",
+    "Channel",
+    "Group",
+    "Message",
     # layers
-    "get_channel_layer", "set_channel_layer",
+    "get_channel_layer",
+    "set_channel_layer",
     # Channels 4 code: asgiref's adapters, calling sync code directly
-    "async_to_sync", "sync_to_async",
+    "async_to_sync",
+    "sync_to_async",
     # identity (wsbridge.identity, loaded on first use)
-    "send_to_user", "revoke_user", "kick",
+    "send_to_user",
+    "revoke_user",
+    "kick",
     # serving
-    "wrap", "serve",
+    "wrap",
+    "serve",
     # errors
-    "WSBridgeError", "ConfigurationError", "AcceptConnection", "DenyConnection", "StopConsumer",
-    "ChannelFull", "InvalidChannelName", "LayerUnavailable",
+    "WSBridgeError",
+    "ConfigurationError",
+    "AcceptConnection",
+    "DenyConnection",
+    "StopConsumer",
+    "ChannelFull",
+    "InvalidChannelName",
+    "LayerUnavailable",
 }
 
 #: Top-level modules that mean I/O (or a framework) was imported.
-IO_MODULES = ("gevent", "greenlet", "socket", "_socket", "ssl", "select", "selectors",
-              "django", "redis", "msgpack_numpy")
+IO_MODULES = (
+    "gevent",
+    "greenlet",
+    "socket",
+    "_socket",
+    "ssl",
+    "select",
+    "selectors",
+    "django",
+    "redis",
+    "msgpack_numpy",
+)
 
 
 def loaded_after(code: str) -> list[str]:
     """Run ``code`` in a fresh interpreter; return the names in sys.modules afterwards."""
     probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

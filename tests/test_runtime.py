@@ -23,8 +23,13 @@ else:
 
 
 def run(prefix: str) -> str:
-    result = subprocess.run([sys.executable, "-c", prefix + CHECK], capture_output=True,
-                            text=True, check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", prefix + CHECK],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return result.stdout.strip()
 
 

@@ -74,9 +74,7 @@ def test_coroutine_functions_are_refused_with_what_to_do():
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
-def test_asgirefs_async_to_sync_around_a_layer_method_names_the_one_line_fix(
-    kind, memory, request
-):
+def test_asgirefs_async_to_sync_around_a_layer_method_names_the_one_line_fix(kind, memory, request):
     layer = memory if kind == "memory" else request.getfixturevalue("redis_layer")
     channel = layer.new_channel()
     with warnings.catch_warnings():

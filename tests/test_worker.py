@@ -73,7 +73,9 @@ def test_select_channels_with_only_and_exclude_globs():
     assert select_channels(names) == names
     assert select_channels(names, ["thumbnails.*"]) == ["thumbnails.small", "thumbnails.large"]
     assert select_channels(names, ["thumbnails.*", "email.*"], ["*.large"]) == [
-        "thumbnails.small", "email.send"]
+        "thumbnails.small",
+        "email.send",
+    ]
     assert select_channels(names, None, ["*"]) == []
 
 
@@ -82,8 +84,9 @@ def test_worker_only_receives_the_selected_channels(layer):
     got: list[str] = []
     for name in ("a.one", "a.two", "b.one"):
         router.channel(name)(lambda message, name=name: got.append(name))
-    worker = Worker(layer, router, only_channels=["a.*"], exclude_channels=["*.two"],
-                    poll_timeout=0.1)
+    worker = Worker(
+        layer, router, only_channels=["a.*"], exclude_channels=["*.two"], poll_timeout=0.1
+    )
     assert worker.channels == ["a.one"]
     worker.start()
     for name in ("a.one", "a.two", "b.one"):
@@ -245,9 +248,22 @@ def start_worker(tmp_path: Path, prefix: str, module: str, out: Path) -> gevent.
     url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     env = {**os.environ, "WSB_TEST_OUT": str(out), "PYTHONPATH": str(tmp_path)}
     proc = gevent.subprocess.Popen(
-        [WSBRIDGE, "worker", "--layer", url, "--consumers", module, "--concurrency", "4",
-         "--log-level", "info"],
-        cwd=tmp_path, env=env, stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.STDOUT,
+        [
+            WSBRIDGE,
+            "worker",
+            "--layer",
+            url,
+            "--consumers",
+            module,
+            "--concurrency",
+            "4",
+            "--log-level",
+            "info",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=gevent.subprocess.PIPE,
+        stderr=gevent.subprocess.STDOUT,
         text=True,
     )
     ready = proc.stdout.readline()
@@ -304,8 +320,11 @@ def test_a_separate_worker_process_runs_each_message_once(worker_process):
     # A delayed send waits in Redis, then runs once in the worker.
     sent_at = time.monotonic()
     Channel("tests.work", channel_layer=layer).send({"id": 100}, delay=0.5)
-    wait_for(lambda: any(x.startswith("done 100 ") for x in lines(out)), timeout=10,
-             what="the delayed message")
+    wait_for(
+        lambda: any(x.startswith("done 100 ") for x in lines(out)),
+        timeout=10,
+        what="the delayed message",
+    )
     assert time.monotonic() - sent_at >= 0.5
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
@@ -332,8 +351,11 @@ def test_sigterm_finishes_messages_in_hand_then_exits(worker_process):
     proc, layer, out, _ = worker_process
     for i in range(2):
         Channel("tests.slow", channel_layer=layer).send({"id": i, "sleep": 1.0})
-    wait_for(lambda: sum(x.startswith("start") for x in lines(out)) == 2, timeout=10,
-             what="both slow messages to start")
+    wait_for(
+        lambda: sum(x.startswith("start") for x in lines(out)) == 2,
+        timeout=10,
+        what="both slow messages to start",
+    )
     proc.send_signal(signal.SIGTERM)
     for i in range(2, 5):  # sent while the worker is stopping
         Channel("tests.slow", channel_layer=layer).send({"id": i, "sleep": 0.1})
@@ -354,12 +376,18 @@ def test_sigterm_finishes_messages_in_hand_then_exits(worker_process):
 def test_worker_command_errors_are_clear(tmp_path):
     result = gevent.subprocess.run(
         [WSBRIDGE, "worker", "--layer", "memory", "--consumers", "no_such_module_xyz"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "cannot import consumer module 'no_such_module_xyz'" in result.stderr
     result = gevent.subprocess.run(
-        [WSBRIDGE, "worker", "--layer", "memory"], cwd=tmp_path, capture_output=True,
-        text=True, timeout=30,
+        [WSBRIDGE, "worker", "--layer", "memory"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2 and "no background channel to run" in result.stderr

@@ -74,9 +74,22 @@ def _start(tmp_path: Path, prefix: str, module: str, out: Path) -> gevent.subpro
     url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     env = {**os.environ, "WSB_TEST_OUT": str(out), "PYTHONPATH": str(tmp_path)}
     proc = gevent.subprocess.Popen(
-        [WSBRIDGE, "worker", "--layer", url, "--consumers", module,
-         "--at-least-once", "jobs.reliable", "--visibility-timeout", str(VISIBILITY)],
-        cwd=tmp_path, env=env, stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.STDOUT,
+        [
+            WSBRIDGE,
+            "worker",
+            "--layer",
+            url,
+            "--consumers",
+            module,
+            "--at-least-once",
+            "jobs.reliable",
+            "--visibility-timeout",
+            str(VISIBILITY),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=gevent.subprocess.PIPE,
+        stderr=gevent.subprocess.STDOUT,
         text=True,
     )
     ready = proc.stdout.readline()

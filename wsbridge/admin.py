@@ -30,10 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--user", metavar="ID", help="every connection of this user id")
     target.add_argument("--channel", metavar="NAME", help="one connection, by its channel name")
     target.add_argument("--group", metavar="NAME", help="every member of this group")
-    parser.add_argument("--reason", default="removed by an operator",
-                        help="shown to the client (at most 120 characters)")
-    parser.add_argument("--revoke", action="store_true",
-                        help="with --user: revoke (4403, older tokens refused) instead of kick")
+    parser.add_argument(
+        "--reason",
+        default="removed by an operator",
+        help="shown to the client (at most 120 characters)",
+    )
+    parser.add_argument(
+        "--revoke",
+        action="store_true",
+        help="with --user: revoke (4403, older tokens refused) instead of kick",
+    )
     _add_layer_arguments(parser)
 
 
@@ -53,8 +59,13 @@ def run(args: argparse.Namespace) -> int:
         if args.revoke:
             identity.revoke_user(args.user, args.reason, layer=layer)
         else:
-            identity.kick(user=args.user, channel=args.channel, group=args.group,
-                          reason=args.reason, layer=layer)
+            identity.kick(
+                user=args.user,
+                channel=args.channel,
+                group=args.group,
+                reason=args.reason,
+                layer=layer,
+            )
     except (WSBridgeError, ValueError) as exc:
         print(f"wsbridge kick: {exc}", file=sys.stderr)
         return 2

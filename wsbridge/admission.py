@@ -61,9 +61,17 @@ WARN_INTERVAL = 10.0
 MAX_TRACKED = 100_000
 
 #: Every reason a limit trips (the keys of :data:`counters`).
-REASONS = ("connection_messages", "connection_bytes", "handshakes_per_ip", "connections_per_ip",
-           "connections_per_user", "user_messages",
-           "user_bytes", "ip_messages", "ip_bytes")
+REASONS = (
+    "connection_messages",
+    "connection_bytes",
+    "handshakes_per_ip",
+    "connections_per_ip",
+    "connections_per_user",
+    "user_messages",
+    "user_bytes",
+    "ip_messages",
+    "ip_bytes",
+)
 counters: dict[str, int] = {}
 _warned: dict[str, float] = {}
 
@@ -74,8 +82,9 @@ def _trip(reason: str, detail: str) -> None:
     now = time.monotonic()
     if now - _warned.get(reason, -WARN_INTERVAL) >= WARN_INTERVAL:
         _warned[reason] = now
-        logger.warning("%s: %s (%d so far; at most one line per %gs)",
-                       reason, detail, count, WARN_INTERVAL)
+        logger.warning(
+            "%s: %s (%d so far; at most one line per %gs)", reason, detail, count, WARN_INTERVAL
+        )
 
 
 Rate = tuple[float, float]  # (per second, burst)
@@ -99,9 +108,15 @@ class LimitOptions:
     ip_bytes: Rate | None = (64.0 * 2**20, 256.0 * 2**20)
 
     def __post_init__(self) -> None:
-        for name in ("connection_messages", "connection_bytes", "handshakes_per_ip",
-                     "user_messages", "user_bytes", "ip_messages",
-                     "ip_bytes"):
+        for name in (
+            "connection_messages",
+            "connection_bytes",
+            "handshakes_per_ip",
+            "user_messages",
+            "user_bytes",
+            "ip_messages",
+            "ip_bytes",
+        ):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or not (value[0] > 0 and value[1] >= 1)):
                 raise ValueError(f"{name} must be (rate > 0 per second, burst >= 1), not {value!r}")
@@ -233,8 +248,9 @@ class Admission:
             return None
         return ConnectionRates(opts.connection_messages, opts.connection_bytes)
 
-    def inbound(self, ip: str, user: str | None, nbytes: int,
-                own: ConnectionRates | None = None) -> str | None:
+    def inbound(
+        self, ip: str, user: str | None, nbytes: int, own: ConnectionRates | None = None
+    ) -> str | None:
         """Spend one message of ``nbytes``; None if within the rates, else the reason.
 
         ``own`` (from :meth:`connection_rates`) is checked first, so a flooding
@@ -254,8 +270,11 @@ class Admission:
         for name, key, amount in checks:
             table = tables[name]
             if table is not None and not table.take(key, amount, now):
-                _trip(name, f"{'user ' + key if name.startswith('user') else key}: "
-                            f"closing with {RATE_LIMITED}")
+                _trip(
+                    name,
+                    f"{'user ' + key if name.startswith('user') else key}: "
+                    f"closing with {RATE_LIMITED}",
+                )
                 return name.replace("_", " ") + " per second over the limit"
         return None
 
@@ -263,8 +282,11 @@ class Admission:
         """Open connections per IP and user (the top 10) and trips per reason, for status."""
         top = sorted(self.per_ip.items(), key=lambda kv: -kv[1])[:10]
         users = sorted(self.per_user.items(), key=lambda kv: -kv[1])[:10]
-        return {"connections_by_ip": dict(top), "connections_by_user": dict(users),
-                "tripped": dict(counters)}
+        return {
+            "connections_by_ip": dict(top),
+            "connections_by_user": dict(users),
+            "tripped": dict(counters),
+        }
 
 
 _current: list[Admission] = [Admission()]
@@ -273,8 +295,9 @@ _current: list[Admission] = [Admission()]
 def configure(options: LimitOptions | dict[str, Any] | None) -> Admission:
     """Make ``options`` this process's limits (``wrap(limits=...)`` calls it)."""
     if isinstance(options, dict):
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in options.items()}
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in options.items()
+        }
         options = LimitOptions(**fields)
     _current[0] = Admission(options)
     return _current[0]

@@ -194,8 +194,12 @@ def send_to_user(
 
 
 def _close_event(code: int, reason: str, *, revoked: bool) -> dict[str, Any]:
-    return {"type": CONTROL_CLOSE, "code": int(code), "reason": str(reason)[:120],
-            "revoked": revoked}
+    return {
+        "type": CONTROL_CLOSE,
+        "code": int(code),
+        "reason": str(reason)[:120],
+        "revoked": revoked,
+    }
 
 
 #: Seconds a revocation mark is kept: longer than any connect token lives.
@@ -254,8 +258,11 @@ def kick(
     ``code`` (4409) and ``reason``. Nothing is revoked: the client may
     connect again (use :func:`revoke_user` to refuse its tokens).
     """
-    given = [name for name, value in (("user", user), ("channel", channel), ("group", group))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("user", user), ("channel", channel), ("group", group))
+        if value is not None
+    ]
     if len(given) != 1:
         raise ValueError("kick() takes exactly one of user=, channel=, group=")
     lay = _layer(layer)
@@ -357,8 +364,13 @@ class ConnectTokens:
     layer: Any = None
     counters: dict[str, int] = field(default_factory=dict)
 
-    def issue(self, user_or_id: Any, *, session_ref: str | None = None,
-              extra: dict[str, Any] | None = None) -> str:
+    def issue(
+        self,
+        user_or_id: Any,
+        *,
+        session_ref: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
         """A new token for ``user_or_id`` (give it to the client; never log it)."""
         ident = user_id(user_or_id)
         if ident is None:
@@ -367,8 +379,13 @@ class ConnectTokens:
         claims: dict[str, Any] = dict(extra or {})
         # iat rounded down: a token issued just before a revocation is never
         # stamped after it (a token of the same millisecond is refused: safe side).
-        claims.update(sub=ident, aud=self.audience, iat=math.floor(now * 1000) / 1000,
-                      exp=round(now + self.ttl, 3), jti=secrets.token_urlsafe(16))
+        claims.update(
+            sub=ident,
+            aud=self.audience,
+            iat=math.floor(now * 1000) / 1000,
+            exp=round(now + self.ttl, 3),
+            jti=secrets.token_urlsafe(16),
+        )
         if session_ref is not None:
             claims["ses"] = session_group(session_ref)
         return self.codec.encode(claims)
@@ -501,8 +518,12 @@ def authenticate_scope(scope: dict[str, Any], options: IdentityOptions | None) -
         claims = tokens.verify(token)
         user = tokens.load_user(claims)
     except TokenError as exc:
-        logger.info("refused connect token for %s %s: %s", scope.get("transport"),
-                    scope.get("path"), exc.kind)
+        logger.info(
+            "refused connect token for %s %s: %s",
+            scope.get("transport"),
+            scope.get("path"),
+            exc.kind,
+        )
         return exc.kind
     scope["user"] = user
     scope["wsbridge.token_claims"] = claims
@@ -517,7 +538,7 @@ def _token_in(scope: dict[str, Any]) -> str | None:
     kept = []
     for entry in offered:
         if isinstance(entry, str) and entry.startswith(TOKEN_SUBPROTOCOL_PREFIX):
-            found = entry[len(TOKEN_SUBPROTOCOL_PREFIX):]
+            found = entry[len(TOKEN_SUBPROTOCOL_PREFIX) :]
         else:
             kept.append(entry)
     if found is not None:

@@ -249,9 +249,7 @@ def _timed(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
 
 def multiprocess_dir() -> str | None:
     """``PROMETHEUS_MULTIPROC_DIR`` (gunicorn multi-process mode), or None."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
-        "prometheus_multiproc_dir"
-    )
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
 def _prometheus() -> Any:
@@ -280,8 +278,10 @@ class _Exporter:
             "wsbridge_connections", "Open connections", ["transport", "state"], **live, **reg
         )
         self.handshakes = prom.Counter(
-            "wsbridge_handshakes", "WebSocket opening handshakes by result",
-            ["result", "reason"], **reg,
+            "wsbridge_handshakes",
+            "WebSocket opening handshakes by result",
+            ["result", "reason"],
+            **reg,
         )
         self.messages_in = prom.Counter(
             "wsbridge_messages_received", "Messages received from clients", ["transport"], **reg
@@ -296,28 +296,42 @@ class _Exporter:
             "wsbridge_sent_bytes", "Payload bytes sent to clients", ["transport"], **reg
         )
         self.handler = prom.Histogram(
-            "wsbridge_consumer_handler_seconds", "Time a consumer spent handling one event",
-            ["consumer"], buckets=HANDLER_BUCKETS, **reg,
+            "wsbridge_consumer_handler_seconds",
+            "Time a consumer spent handling one event",
+            ["consumer"],
+            buckets=HANDLER_BUCKETS,
+            **reg,
         )
         self.exceptions = prom.Counter(
-            "wsbridge_consumer_exceptions", "Exceptions raised by consumer handlers",
-            ["consumer"], **reg,
+            "wsbridge_consumer_exceptions",
+            "Exceptions raised by consumer handlers",
+            ["consumer"],
+            **reg,
         )
         self.layer = prom.Histogram(
-            "wsbridge_layer_operation_seconds", "Channel layer operation latency",
-            ["operation"], buckets=LAYER_BUCKETS, **reg,
+            "wsbridge_layer_operation_seconds",
+            "Channel layer operation latency",
+            ["operation"],
+            buckets=LAYER_BUCKETS,
+            **reg,
         )
         self.mailbox = prom.Gauge(
-            "wsbridge_mailbox_messages", "Messages waiting in connection mailboxes",
-            **live, **reg,
+            "wsbridge_mailbox_messages",
+            "Messages waiting in connection mailboxes",
+            **live,
+            **reg,
         )
         self.mailbox_max = prom.Gauge(
-            "wsbridge_mailbox_messages_max", "Messages waiting in the fullest mailbox",
-            multiprocess_mode="livemax", **reg,
+            "wsbridge_mailbox_messages_max",
+            "Messages waiting in the fullest mailbox",
+            multiprocess_mode="livemax",
+            **reg,
         )
         self.drops = prom.Counter(
-            "wsbridge_dropped_messages", "Messages not delivered, by reason (wsbridge.drops)",
-            ["reason"], **reg,
+            "wsbridge_dropped_messages",
+            "Messages not delivered, by reason (wsbridge.drops)",
+            ["reason"],
+            **reg,
         )
         self.longpoll = prom.Gauge(
             "wsbridge_longpoll_sessions", "Open long-poll sessions", **live, **reg
@@ -330,13 +344,18 @@ class _Exporter:
             "wsbridge_history_lookups", "Group history recoveries by result", ["result"], **reg
         )
         self.refusals = prom.Counter(
-            "wsbridge_refusals", "Requests the server refused or timed out, by reason "
-            "(wsbridge.transport.limits)", ["reason"], **reg,
+            "wsbridge_refusals",
+            "Requests the server refused or timed out, by reason (wsbridge.transport.limits)",
+            ["reason"],
+            **reg,
         )
         self.last: dict[str, int] = {}
         self.last_counters: dict[str, Counter[Any]] = {
-            "handshakes": Counter(), "exceptions": Counter(), "history": Counter(),
-            "drops": Counter(), "refusals": Counter(),
+            "handshakes": Counter(),
+            "exceptions": Counter(),
+            "history": Counter(),
+            "drops": Counter(),
+            "refusals": Counter(),
         }
         self.lock = threading.Lock()
 
@@ -356,8 +375,10 @@ class _Exporter:
                 continue
             transport, _, field = key.partition("_")
             metric = {
-                "messages_in": self.messages_in, "messages_out": self.messages_out,
-                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "messages_in": self.messages_in,
+                "messages_out": self.messages_out,
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
             }[field]
             metric.labels(transport).inc(delta)
         self.last = now

@@ -36,7 +36,12 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "GroupPolicy", "configure_group_policies", "policy_for", "active", "GROUP_KEY", "counters"
+    "GroupPolicy",
+    "configure_group_policies",
+    "policy_for",
+    "active",
+    "GROUP_KEY",
+    "counters",
 ]
 
 logger = logging.getLogger("wsbridge.policies")

@@ -37,6 +37,7 @@ __all__ = [
     "format_stats",
 ]
 
+
 def _add_layer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layer",

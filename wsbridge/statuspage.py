@@ -123,8 +123,10 @@ def collect(layer: Any, rates: _Rates | None = None) -> dict[str, Any]:
         else:
             gauges = proc.get("gauges") or {}
             entry["rates"] = rates.rate(
-                str(proc.get("id")), float(proc.get("beat", 0)),
-                float(gauges.get("messages_received", 0)), float(gauges.get("messages_sent", 0)),
+                str(proc.get("id")),
+                float(proc.get("beat", 0)),
+                float(gauges.get("messages_received", 0)),
+                float(gauges.get("messages_sent", 0)),
             )
         shown.append(entry)
     groups = _groups(stats)
@@ -172,8 +174,9 @@ class StatusConsumer(WebsocketConsumer):
     def connect(self) -> None:
         user = self.scope.get("user")
         staff = bool(user is not None and getattr(user, "is_staff", False))
-        if not staff and not token_ok(_query_token(self.scope.get("query_string", b"")),
-                                      self.token):
+        if not staff and not token_ok(
+            _query_token(self.scope.get("query_string", b"")), self.token
+        ):
             logger.info("status page viewer refused: no token and not staff")
             self.close()
             return
@@ -221,8 +224,12 @@ def status_app(token: str | None, ws_path: str) -> Callable[..., Iterable[bytes]
         body = page_html(ws_path, given).encode()
         start_response(
             "200 OK",
-            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
-             ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")],
+            [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                ("Referrer-Policy", "no-referrer"),
+            ],
         )
         return [body]
 

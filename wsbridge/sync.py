@@ -54,9 +54,7 @@ def async_to_sync(
     return awaitable
 
 
-def sync_to_async(
-    func: Any = None, *, thread_sensitive: bool = True, executor: Any = None
-) -> Any:
+def sync_to_async(func: Any = None, *, thread_sensitive: bool = True, executor: Any = None) -> Any:
     """Return ``func`` itself (it runs in the calling greenlet, which is what gevent wants).
 
     Works as a call (``sync_to_async(f)(x)``) and as a decorator, bare or

@@ -171,7 +171,9 @@ class Worker:
         logger.log(
             logging.INFO if self.channels else logging.DEBUG,
             "worker running %d background channel(s): %s (concurrency %d)",
-            len(self.channels), ", ".join(self.channels) or "-", self.concurrency,
+            len(self.channels),
+            ", ".join(self.channels) or "-",
+            self.concurrency,
         )
         return self
 
@@ -197,15 +199,22 @@ class Worker:
         gevent.joinall(self._receivers, timeout=_remaining(deadline))
         clean = self._pool.join(timeout=_remaining(deadline))
         if not clean:
-            logger.warning("worker stop: %d consumer(s) still running after %s s; killing them",
-                           len(self._pool), timeout)
+            logger.warning(
+                "worker stop: %d consumer(s) still running after %s s; killing them",
+                len(self._pool),
+                timeout,
+            )
             self._pool.kill(block=True, timeout=1)
         for receiver in self._receivers:
             receiver.kill(block=False)
         self._receivers = []
         self._stopped.set()
-        logger.log(logging.INFO if self.channels else logging.DEBUG,
-                   "worker stopped: %d processed, %d failed", self.processed, self.failed)
+        logger.log(
+            logging.INFO if self.channels else logging.DEBUG,
+            "worker stopped: %d processed, %d failed",
+            self.processed,
+            self.failed,
+        )
         return bool(clean)
 
     def stop_soon(self, timeout: float | None = 30.0) -> None:
@@ -248,7 +257,8 @@ class Worker:
             logger.warning(
                 "worker: %s cannot redeliver messages (no 'at_least_once' extension); "
                 "channels %s run at-most-once",
-                type(self.layer).__name__, ", ".join(sorted(chosen)),
+                type(self.layer).__name__,
+                ", ".join(sorted(chosen)),
             )
             return frozenset()
         return frozenset(chosen)
@@ -272,8 +282,9 @@ class Worker:
                 self._outage(exc)
                 continue
             if self._outage_since is not None:
-                logger.warning("worker: channel layer back after %.1f s",
-                               time.monotonic() - self._outage_since)
+                logger.warning(
+                    "worker: channel layer back after %.1f s", time.monotonic() - self._outage_since
+                )
                 self._outage_since = None
             if content is not None:
                 # May wait for a slot: the message is in hand and will run.
@@ -295,12 +306,18 @@ class Worker:
     def _ack(self, channel: str, receipt: bytes) -> None:
         try:
             if not self.layer.ack(channel, receipt):  # type: ignore[attr-defined]
-                logger.warning("worker: a message of %r ran longer than visibility_timeout "
-                               "(%.0f s); it may have run twice", channel,
-                               self.visibility_timeout)
+                logger.warning(
+                    "worker: a message of %r ran longer than visibility_timeout "
+                    "(%.0f s); it may have run twice",
+                    channel,
+                    self.visibility_timeout,
+                )
         except LayerError as exc:
-            logger.warning("worker: could not acknowledge a message of %r (%s); it will "
-                           "be delivered again", channel, exc)
+            logger.warning(
+                "worker: could not acknowledge a message of %r (%s); it will be delivered again",
+                channel,
+                exc,
+            )
 
     def _run_consumer(self, channel: str, content: dict[str, Any]) -> None:
         consumer = self.router.channel_consumer(channel)
@@ -313,8 +330,11 @@ class Worker:
             pass
         except Exception:
             self.failed += 1
-            logger.exception("background consumer %s failed on a message from %r",
-                             getattr(consumer, "__qualname__", consumer), channel)
+            logger.exception(
+                "background consumer %s failed on a message from %r",
+                getattr(consumer, "__qualname__", consumer),
+                channel,
+            )
             return
         self.processed += 1
         logger.debug("ran %r in %.1f ms", channel, (time.monotonic() - started) * 1000)
@@ -326,8 +346,7 @@ def _call_consumer(
     if isinstance(consumer, type) and issubclass(consumer, BaseConsumer):
         # Channels 4 style: a consumer class whose methods are message types.
         scope = {"type": "channel", "channel": channel}
-        instance = consumer.build(scope, send=_no_client, channel_layer=layer,
-                                  channel_name=channel)
+        instance = consumer.build(scope, send=_no_client, channel_layer=layer, channel_name=channel)
         instance.dispatch(content)
     else:
         consumer(Message(content, channel, layer))
@@ -382,30 +401,69 @@ def _split(values: Sequence[str] | None) -> list[str]:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``wsbridge worker``."""
-    parser.add_argument("--layer", action="append", metavar="URL",
-                        help="'memory', a redis:// URL (?prefix=...; repeat once per shard), "
-                             "or module:attr (default: $WSBRIDGE_LAYER, else the configured "
-                             "layer)")
-    parser.add_argument("--routing", default=None, metavar="DOTTED",
-                        help="a routing module (router/routes list) or module:name")
-    parser.add_argument("--consumers", action="append", metavar="MODULES",
-                        help="consumer modules to import, comma-separated; repeatable")
-    parser.add_argument("--only-channels", action="append", metavar="GLOBS",
-                        help="run only channels matching these globs (comma-separated)")
-    parser.add_argument("--exclude-channels", action="append", metavar="GLOBS",
-                        help="skip channels matching these globs (comma-separated)")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
-                        help=f"consumers running at once (default {DEFAULT_CONCURRENCY})")
-    parser.add_argument("--at-least-once", action="append", metavar="GLOBS",
-                        help="channels (globs, comma-separated) whose messages are delivered "
-                             "again if a worker dies holding them; consumers must be idempotent")
-    parser.add_argument("--visibility-timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="with --at-least-once: seconds before an unfinished message is "
-                             "delivered again (default 60)")
-    parser.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="on SIGTERM, how long to let messages in hand finish (default 30)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error", "critical"])
+    parser.add_argument(
+        "--layer",
+        action="append",
+        metavar="URL",
+        help="'memory', a redis:// URL (?prefix=...; repeat once per shard), "
+        "or module:attr (default: $WSBRIDGE_LAYER, else the configured "
+        "layer)",
+    )
+    parser.add_argument(
+        "--routing",
+        default=None,
+        metavar="DOTTED",
+        help="a routing module (router/routes list) or module:name",
+    )
+    parser.add_argument(
+        "--consumers",
+        action="append",
+        metavar="MODULES",
+        help="consumer modules to import, comma-separated; repeatable",
+    )
+    parser.add_argument(
+        "--only-channels",
+        action="append",
+        metavar="GLOBS",
+        help="run only channels matching these globs (comma-separated)",
+    )
+    parser.add_argument(
+        "--exclude-channels",
+        action="append",
+        metavar="GLOBS",
+        help="skip channels matching these globs (comma-separated)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"consumers running at once (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--at-least-once",
+        action="append",
+        metavar="GLOBS",
+        help="channels (globs, comma-separated) whose messages are delivered "
+        "again if a worker dies holding them; consumers must be idempotent",
+    )
+    parser.add_argument(
+        "--visibility-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --at-least-once: seconds before an unfinished message is "
+        "delivered again (default 60)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long to let messages in hand finish (default 30)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"]
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -416,31 +474,41 @@ def run_worker(args: argparse.Namespace) -> int:
         monkey.patch_all()
     from .runtime import require_monkey_patched
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # console scripts do not put the cwd there
     try:
         require_monkey_patched()
         router = build_router(args.routing, _split(args.consumers))
         layer = layer_from_option(args.layer)  # none given: WSBRIDGE_LAYER, then settings
-        worker = Worker(layer, router, only_channels=_split(args.only_channels),
-                        exclude_channels=_split(args.exclude_channels),
-                        concurrency=args.concurrency,
-                        at_least_once=_split(args.at_least_once),
-                        visibility_timeout=args.visibility_timeout)
+        worker = Worker(
+            layer,
+            router,
+            only_channels=_split(args.only_channels),
+            exclude_channels=_split(args.exclude_channels),
+            concurrency=args.concurrency,
+            at_least_once=_split(args.at_least_once),
+            visibility_timeout=args.visibility_timeout,
+        )
     except (WSBridgeError, ValueError) as exc:
         print(f"wsbridge worker: {exc}", file=sys.stderr)
         return 2
     if not worker.channels:
-        print(f"wsbridge worker: no background channel to run (registered: "
-              f"{', '.join(router.channel_names()) or 'none'}); list consumer modules "
-              f"with --consumers, and check --only-channels/--exclude-channels",
-              file=sys.stderr)
+        print(
+            f"wsbridge worker: no background channel to run (registered: "
+            f"{', '.join(router.channel_names()) or 'none'}); list consumer modules "
+            f"with --consumers, and check --only-channels/--exclude-channels",
+            file=sys.stderr,
+        )
         return 2
     _install_signals(worker, args.shutdown_timeout)
-    print(f"wsbridge worker {os.getpid()} ready: channels {', '.join(worker.channels)}; "
-          f"concurrency {worker.concurrency}; layer {type(layer).__name__}", flush=True)
+    print(
+        f"wsbridge worker {os.getpid()} ready: channels {', '.join(worker.channels)}; "
+        f"concurrency {worker.concurrency}; layer {type(layer).__name__}",
+        flush=True,
+    )
     worker.run()
     layer.close()
     return 0

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 WSBRIDGE_TARGETS = (
-    "wsbridge", "wsbridge-redis", "wsbridge-fastpath", "wsbridge-metrics", "wsbridge-redis1",
-    "wsbridge-redis1-metrics", "wsbridge-uwsgi",
+    "wsbridge",
+    "wsbridge-redis",
+    "wsbridge-fastpath",
+    "wsbridge-metrics",
+    "wsbridge-redis1",
+    "wsbridge-redis1-metrics",
+    "wsbridge-uwsgi",
 )
 
 

@@ -21,7 +21,14 @@ GROUP = "bench"
 # packages whose versions the report names, per venv
 VERSION_PACKAGES = {
     "wsbridge": [
-        "wsbridge", "gevent", "greenlet", "websockets", "redis", "msgpack", "gunicorn", "pyuwsgi",
+        "wsbridge",
+        "gevent",
+        "greenlet",
+        "websockets",
+        "redis",
+        "msgpack",
+        "gunicorn",
+        "pyuwsgi",
     ],
     "channels": ["channels", "daphne", "channels-redis", "django", "twisted", "redis"],
     "socketio": ["python-socketio", "python-engineio", "gevent", "gevent-websocket", "redis"],

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import start_wsbridge_serve  # noqa: E402
 
-CLIENT = r'''
+CLIENT = r"""
 import gevent.monkey; gevent.monkey.patch_all()
 import json, sys, time, gevent
 sys.path.insert(0, sys.argv[1])
@@ -52,9 +52,9 @@ jobs = [gevent.spawn(run, i) for i in range(clients)]
 gevent.joinall(jobs, timeout=seconds + 30)
 errors += [repr(j.exception) for j in jobs if j.exception]
 print(json.dumps({"samples": samples, "errors": errors[:5]}))
-'''
+"""
 
-FLOODER = r'''
+FLOODER = r"""
 import gevent.monkey; gevent.monkey.patch_all()
 import json, socket, sys, time, gevent
 sys.path.insert(0, sys.argv[1])
@@ -84,7 +84,7 @@ while time.monotonic() < end:
         stats["closes"]["reset"] = stats["closes"].get("reset", 0) + 1
     sock.close(); reader.kill()
 print(json.dumps(stats))
-'''
+"""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -96,17 +96,28 @@ def phase(port: int, clients: int, seconds: float, flood: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     flooder = None
     if flood:
-        flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(ROOT), str(port),
-                                    str(seconds + 2)], stdout=subprocess.PIPE, env=env)
+        flooder = subprocess.Popen(
+            [sys.executable, "-c", FLOODER, str(ROOT), str(port), str(seconds + 2)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         time.sleep(1.0)  # the flood is on before the measurement starts
-    done = subprocess.run([sys.executable, "-c", CLIENT, str(ROOT), str(port), str(clients),
-                           str(seconds)], capture_output=True, text=True, env=env,
-                          timeout=seconds + 60)
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(ROOT), str(port), str(clients), str(seconds)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=seconds + 60,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     samples = result["samples"] or [float("nan")]
-    out = {"round_trips": len(samples), "p50_ms": round(pct(samples, 0.5), 2),
-           "p99_ms": round(pct(samples, 0.99), 2), "max_ms": round(max(samples) * 1000, 2),
-           "errors": result["errors"]}
+    out = {
+        "round_trips": len(samples),
+        "p50_ms": round(pct(samples, 0.5), 2),
+        "p99_ms": round(pct(samples, 0.99), 2),
+        "max_ms": round(max(samples) * 1000, 2),
+        "errors": result["errors"],
+    }
     if flooder is not None:
         stdout, _ = flooder.communicate(timeout=seconds + 30)
         out["flooder"] = json.loads(stdout.strip().splitlines()[-1])
@@ -127,10 +138,12 @@ def main() -> None:
     finally:
         server.stop()
     ratio = flooded["p99_ms"] / quiet["p99_ms"] if quiet["p99_ms"] else float("nan")
-    print(json.dumps({"quiet": quiet, "flooded": flooded, "p99_ratio": round(ratio, 2)},
-                     indent=2))
-    tripped = [line for line in server.log().splitlines() if "wsbridge.limits" in line
-               or "per second over" in line or "ip_messages" in line]
+    print(json.dumps({"quiet": quiet, "flooded": flooded, "p99_ratio": round(ratio, 2)}, indent=2))
+    tripped = [
+        line
+        for line in server.log().splitlines()
+        if "wsbridge.limits" in line or "per second over" in line or "ip_messages" in line
+    ]
     print("\n".join(tripped[:5]))
 
 

@@ -86,8 +86,10 @@ StartResponse = Callable[..., Any]
 def site(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """The site's own WSGI app: the page, and 404 for the rest."""
     if environ.get("PATH_INFO", "/") == "/":
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                  ("Content-Length", str(len(PAGE)))])
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(PAGE)))],
+        )
         return [PAGE]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found\n"]
@@ -108,8 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     source.start()
 
     def ready(server: Any) -> None:
-        print(f"event sources: open http://{args.host}:{server.server_port}/ "
-              f"udp://{args.host}:{source.server_port}", flush=True)
+        print(
+            f"event sources: open http://{args.host}:{server.server_port}/ "
+            f"udp://{args.host}:{source.server_port}",
+            flush=True,
+        )
 
     try:
         wsbridge.serve(application, host=args.host, port=args.port, ready=ready)

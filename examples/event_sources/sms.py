@@ -79,6 +79,4 @@ def sms_received(message: Any) -> None:
     """Background consumer: store the SMS, then tell every open dashboard."""
     sms = dict(message.content)
     INBOX.append(sms)
-    Group("sms.inbox", channel_layer=message.channel_layer).send(
-        {"type": "sms.received", **sms}
-    )
+    Group("sms.inbox", channel_layer=message.channel_layer).send({"type": "sms.received", **sms})

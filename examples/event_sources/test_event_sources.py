@@ -50,11 +50,20 @@ def wait_for(condition, timeout: float = 3) -> None:
 def test_parse_datagram_maps_topic_to_group_and_refuses_bad_ones() -> None:
     assert parse_datagram(b"alerts disk full", ("127.0.0.1", 5)) == (
         "udp.alerts",
-        {"type": "udp.datagram", "topic": "alerts", "text": "disk full",
-         "sender": ["127.0.0.1", 5]},
+        {
+            "type": "udp.datagram",
+            "topic": "alerts",
+            "text": "disk full",
+            "sender": ["127.0.0.1", 5],
+        },
     )
-    for bad in (b"", b"\xff\xfe oops", b"bad!topic text", b"a" * 51 + b" x",
-                b"alerts " + b"x" * MAX_DATAGRAM):
+    for bad in (
+        b"",
+        b"\xff\xfe oops",
+        b"bad!topic text",
+        b"a" * 51 + b" x",
+        b"alerts " + b"x" * MAX_DATAGRAM,
+    ):
         assert parse_datagram(bad, ("127.0.0.1", 5)) is None
 
 
@@ -97,35 +106,45 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> str:
     return SECRET
 
 
-def webhook(layer: MemoryLayer, body: bytes, *, method: str = "POST",
-            signature: str | None = None) -> int:
+def webhook(
+    layer: MemoryLayer, body: bytes, *, method: str = "POST", signature: str | None = None
+) -> int:
     headers = [("Content-Type", "application/x-www-form-urlencoded")]
     if signature is None:
         signature = sms.sign(SECRET, body)
     headers.append(("X-Sms-Signature", signature))
-    comm = HttpCommunicator(router, method, "/hooks/sms/", body, headers=headers,
-                            channel_layer=layer)
+    comm = HttpCommunicator(
+        router, method, "/hooks/sms/", body, headers=headers, channel_layer=layer
+    )
     status = comm.get_response()["status"]
     comm.disconnect()
     return status
 
 
-SMS = urlencode({"MessageSid": "SM1", "From": "+15550001", "To": "+15550002",
-                 "Body": "hello\nthere"}).encode()
+SMS = urlencode(
+    {"MessageSid": "SM1", "From": "+15550001", "To": "+15550002", "Body": "hello\nthere"}
+).encode()
 
 
 def test_signed_sms_goes_to_the_channel_and_gets_204(secret: str) -> None:
     layer = MemoryLayer()
     assert webhook(layer, SMS) == 204
     assert layer.receive("sms.received", timeout=1) == {
-        "sid": "SM1", "from": "+15550001", "to": "+15550002", "body": "hello\nthere"
+        "sid": "SM1",
+        "from": "+15550001",
+        "to": "+15550002",
+        "body": "hello\nthere",
     }
 
 
 @pytest.mark.parametrize(
     ("method", "body", "signature", "status"),
-    [("POST", SMS, "0" * 64, 403), ("POST", SMS, "", 403), ("GET", b"", None, 405),
-     ("POST", b"From=%2B1&To=%2B2", None, 400)],
+    [
+        ("POST", SMS, "0" * 64, 403),
+        ("POST", SMS, "", 403),
+        ("GET", b"", None, 405),
+        ("POST", b"From=%2B1&To=%2B2", None, 400),
+    ],
 )
 def test_bad_webhook_requests_are_refused_and_nothing_is_sent(
     secret: str, method: str, body: bytes, signature: str | None, status: int
@@ -162,9 +181,18 @@ def test_the_background_consumer_tells_every_dashboard(secret: str) -> None:
 @pytest.fixture
 def app_process() -> Iterator[tuple[int, int]]:
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "event_sources" / "app.py"),
-         "--port", "0", "--udp-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "event_sources" / "app.py"),
+            "--port",
+            "0",
+            "--udp-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "SMS_WEBHOOK_SECRET": SECRET},
     )
     try:
@@ -198,8 +226,10 @@ def read_events(sock: stdlib_socket.socket, wanted: int, timeout: float = 5) -> 
 def test_datagram_and_webhook_reach_an_open_stream_end_to_end(app_process) -> None:
     http_port, udp_port = app_process
     stream = stdlib_socket.create_connection(("127.0.0.1", http_port), timeout=5)
-    stream.sendall(b"GET /events/?topics=alerts HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                   b"Accept: text/event-stream\r\n\r\n")
+    stream.sendall(
+        b"GET /events/?topics=alerts HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Accept: text/event-stream\r\n\r\n"
+    )
     stream.settimeout(5)
     assert stream.recv(4096).startswith(b"HTTP/1.1 200 OK")
     # the dashboard is in its groups once its stream is open; send both kinds
@@ -207,15 +237,21 @@ def test_datagram_and_webhook_reach_an_open_stream_end_to_end(app_process) -> No
     udp_sender.sendto(b"alerts over udp", ("127.0.0.1", udp_port))
     udp_sender.close()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{http_port}/hooks/sms/", data=SMS,
+        f"http://127.0.0.1:{http_port}/hooks/sms/",
+        data=SMS,
         headers={"X-Sms-Signature": sms.sign(SECRET, SMS)},
     )
     with urllib.request.urlopen(request, timeout=5) as answer:
         assert answer.status == 204
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{http_port}/hooks/sms/", data=SMS,
-            headers={"X-Sms-Signature": "forged"}), timeout=5)
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"http://127.0.0.1:{http_port}/hooks/sms/",
+                data=SMS,
+                headers={"X-Sms-Signature": "forged"},
+            ),
+            timeout=5,
+        )
     assert refused.value.code == 403
     events = read_events(stream, 2)
     assert any("event: udp" in e and '"text": "over udp"' in e for e in events)

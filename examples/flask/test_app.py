@@ -64,8 +64,11 @@ def test_a_subscriber_cannot_publish_over_the_socket(layer):
 
 def start() -> tuple[gevent.subprocess.Popen, str]:
     proc = gevent.subprocess.Popen(
-        [WSBRIDGE, "serve", "examples.flask.app", "--port", "0"], cwd=ROOT,
-        stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.STDOUT, text=True,
+        [WSBRIDGE, "serve", "examples.flask.app", "--port", "0"],
+        cwd=ROOT,
+        stdout=gevent.subprocess.PIPE,
+        stderr=gevent.subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     line = ""
@@ -95,8 +98,10 @@ def test_two_real_clients_get_what_a_real_post_publishes():
     try:
         with urllib.request.urlopen(f"http://{address}/", timeout=10) as page:
             assert page.status == 200 and b"new WebSocket(" in page.read()
-        with connect(f"ws://{address}/ws/news/", open_timeout=5) as ann, \
-                connect(f"ws://{address}/ws/news/", open_timeout=5) as bob:
+        with (
+            connect(f"ws://{address}/ws/news/", open_timeout=5) as ann,
+            connect(f"ws://{address}/ws/news/", open_timeout=5) as bob,
+        ):
             # a consumer joins its groups before it accepts: once the
             # handshake is answered, a publish reaches it
             assert post(address, "the news") == 202

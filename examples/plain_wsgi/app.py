@@ -98,8 +98,10 @@ def site(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byt
     """The site's own WSGI app: plain HTTP only, it knows nothing of WebSockets."""
     if environ.get("PATH_INFO", "/") == "/":
         body = PAGE.encode()
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                  ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
         return [body]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found\n"]

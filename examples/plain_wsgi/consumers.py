@@ -45,8 +45,9 @@ class ChatConsumer(JsonWebsocketConsumer):
         self.user = (query.get("name") or ["anonymous"])[0][:40] or "anonymous"
         self.channel_layer.group_add(self.group, self.channel_name)
         self.accept()
-        self.channel_layer.group_send(self.group, {"type": "chat.notice", "event": "joined",
-                                                   "user": self.user})
+        self.channel_layer.group_send(
+            self.group, {"type": "chat.notice", "event": "joined", "user": self.user}
+        )
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -76,5 +77,6 @@ class ChatConsumer(JsonWebsocketConsumer):
 
     def disconnect(self, code: int) -> None:
         self.channel_layer.group_discard(self.group, self.channel_name)
-        self.channel_layer.group_send(self.group, {"type": "chat.notice", "event": "left",
-                                                   "user": self.user})
+        self.channel_layer.group_send(
+            self.group, {"type": "chat.notice", "event": "left", "user": self.user}
+        )

@@ -53,8 +53,12 @@ def test_members_of_a_room_receive_each_others_messages_and_no_one_else(fresh_la
 
 @pytest.mark.parametrize(
     ("frame", "error"),
-    [("not json", "send JSON"), ('{"text": ""}', "non-empty"), ('["x"]', "non-empty"),
-     (json.dumps({"text": "x" * 501}), "at most 500")],
+    [
+        ("not json", "send JSON"),
+        ('{"text": ""}', "non-empty"),
+        ('["x"]', "non-empty"),
+        (json.dumps({"text": "x" * 501}), "at most 500"),
+    ],
 )
 def test_bad_input_gets_an_error_message_and_the_socket_stays_open(fresh_layer, frame, error):
     comm = join("lobby", "ann")
@@ -86,7 +90,11 @@ def test_plain_http_still_goes_to_the_site():
 
 def start(argv: list[str]) -> tuple[gevent.subprocess.Popen, str]:
     proc = gevent.subprocess.Popen(
-        argv, cwd=ROOT, stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.STDOUT, text=True,
+        argv,
+        cwd=ROOT,
+        stdout=gevent.subprocess.PIPE,
+        stderr=gevent.subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     for _ in range(50):  # log lines may come before the one naming the port
@@ -108,8 +116,7 @@ def stop(proc: gevent.subprocess.Popen) -> None:
 def chat_between_two_real_clients(address: str) -> None:
     with connect(f"ws://{address}/ws/chat/lobby/?name=ann", open_timeout=5) as ann:
         assert json.loads(ann.recv(timeout=5)) == {"type": "joined", "user": "ann"}
-        with connect(f"ws://{address}/ws/chat/lobby/?name=bob",
-                     origin=f"http://{address}") as bob:
+        with connect(f"ws://{address}/ws/chat/lobby/?name=bob", origin=f"http://{address}") as bob:
             assert json.loads(bob.recv(timeout=5)) == {"type": "joined", "user": "bob"}
             assert json.loads(ann.recv(timeout=5)) == {"type": "joined", "user": "bob"}
             bob.send(json.dumps({"text": "hi ann"}))

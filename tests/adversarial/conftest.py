@@ -47,6 +47,7 @@ settings.register_profile("ci", max_examples=EXAMPLES, derandomize=True, **_COMM
 settings.register_profile("fuzz", max_examples=EXAMPLES, **_COMMON)
 settings.load_profile(os.environ.get("WSBRIDGE_FUZZ_PROFILE", "ci"))
 
+
 @dataclass
 class Site:
     """One server under attack."""
@@ -78,13 +79,25 @@ def _django_site(tmp: Path) -> Iterator[Site]:
     env = base_env(WSBRIDGE_TEST_DB=f"sqlite:{tmp / 'db.sqlite3'}")
     manage("migrate", "-v", "0", env=env)
     manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from django.contrib.auth.models import User; "
         "User.objects.create_user('ada', password='pw')",
         env=env,
     )
-    command = [PY, "-m", "wsbridge", "serve", "djtest.wsgi", "--port", "0",
-               "--header-timeout", "1", "--keepalive-timeout", "2"]
+    command = [
+        PY,
+        "-m",
+        "wsbridge",
+        "serve",
+        "djtest.wsgi",
+        "--port",
+        "0",
+        "--header-timeout",
+        "1",
+        "--keepalive-timeout",
+        "2",
+    ]
     server = DjangoServer(command, env)
     with server:
         assert server.proc is not None and server.port is not None
@@ -94,8 +107,12 @@ def _django_site(tmp: Path) -> Iterator[Site]:
 
 def _plain_site(tmp: Path) -> Iterator[Site]:
     served = start_wsbridge_serve(
-        "tests.adversarial.target_app:application", tmp,
-        "--header-timeout", "1", "--keepalive-timeout", "2",
+        "tests.adversarial.target_app:application",
+        tmp,
+        "--header-timeout",
+        "1",
+        "--keepalive-timeout",
+        "2",
     )
     try:
         yield Site("plain", served.port, served.pid, served.log_path)
@@ -122,8 +139,11 @@ def plain_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 @pytest.fixture
 def watched(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Asserts after the test: no traceback / 500 in the server log, FDs and RSS near baseline."""
-    site = request.getfixturevalue("site") if "site" in request.fixturenames else (
-        request.getfixturevalue("plain_site"))
+    site = (
+        request.getfixturevalue("site")
+        if "site" in request.fixturenames
+        else (request.getfixturevalue("plain_site"))
+    )
     offset = site.log_offset()
     baseline = Baseline.take(site.pid)
     yield site
@@ -136,8 +156,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not FIGURES and not MEASURES:
         return
     report = {
-        "targets": {name: {"examples": entry["examples"], "seen": dict(entry["seen"])}
-                    for name, entry in sorted(FIGURES.items())},
+        "targets": {
+            name: {"examples": entry["examples"], "seen": dict(entry["seen"])}
+            for name, entry in sorted(FIGURES.items())
+        },
         **MEASURES,
     }
     terminalreporter.section("attack suite figures")

@@ -23,9 +23,10 @@ KEY = base64.b64encode(b"0123456789abcdef").decode()
 def handshake(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall(
-        (f"GET /ws/echo/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-         f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-         ).encode()
+        (
+            f"GET /ws/echo/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
     )
     head = b""
     while b"\r\n\r\n" not in head:
@@ -40,8 +41,11 @@ def handshake(port: int) -> socket.socket:
 
 def masked(opcode: int, payload: bytes) -> bytes:
     key = os.urandom(4)
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + bytes(
-        b ^ key[i % 4] for i, b in enumerate(payload))
+    return (
+        bytes([0x80 | opcode, 0x80 | len(payload)])
+        + key
+        + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    )
 
 
 def drain(sock: socket.socket, stop: threading.Event) -> None:
@@ -86,8 +90,9 @@ def main() -> None:
     connections = int(sys.argv[4]) if len(sys.argv) > 4 else 2
     until = time.monotonic() + seconds
     totals = [0, 0]
-    threads = [threading.Thread(target=flood, args=(kind, port, until, totals))
-               for _ in range(connections)]
+    threads = [
+        threading.Thread(target=flood, args=(kind, port, until, totals)) for _ in range(connections)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

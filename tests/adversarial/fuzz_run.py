@@ -44,15 +44,32 @@ def main() -> int:
             break
         per_target = min(args.per_round, -(-(args.examples - sum(examples.values())) // TARGETS))
         round_report = report_path.with_suffix(f".round{rounds}.json")
-        env = {**os.environ, "WSBRIDGE_FUZZ_PROFILE": "fuzz",
-               "WSBRIDGE_FUZZ_EXAMPLES": str(per_target),
-               "WSBRIDGE_FUZZ_REPORT": str(round_report)}
+        env = {
+            **os.environ,
+            "WSBRIDGE_FUZZ_PROFILE": "fuzz",
+            "WSBRIDGE_FUZZ_EXAMPLES": str(per_target),
+            "WSBRIDGE_FUZZ_REPORT": str(round_report),
+        }
         began = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "tests/adversarial", "-q", "-k", "fuzz",
-             "-p", "no:cacheprovider", f"--hypothesis-seed={args.seed + rounds}",
-             "--timeout", "3600"],
-            cwd=ROOT, env=env, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "tests/adversarial",
+                "-q",
+                "-k",
+                "fuzz",
+                "-p",
+                "no:cacheprovider",
+                f"--hypothesis-seed={args.seed + rounds}",
+                "--timeout",
+                "3600",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         last_round = time.monotonic() - began
         rounds += 1
@@ -66,13 +83,20 @@ def main() -> int:
             print(done.stdout[-20000:], done.stderr[-5000:], sep="\n")
             status = done.returncode
             break
-        print(f"round {rounds}: {per_target}/target in {last_round:.0f}s; "
-              f"{sum(examples.values())} inputs so far", flush=True)
+        print(
+            f"round {rounds}: {per_target}/target in {last_round:.0f}s; "
+            f"{sum(examples.values())} inputs so far",
+            flush=True,
+        )
     report = {
-        "rounds": rounds, "seconds": round(time.monotonic() - started, 1),
-        "inputs": sum(examples.values()), "status": status,
-        "targets": {name: {"examples": examples[name], "seen": dict(totals[name])}
-                    for name in sorted(totals)},
+        "rounds": rounds,
+        "seconds": round(time.monotonic() - started, 1),
+        "inputs": sum(examples.values()),
+        "status": status,
+        "targets": {
+            name: {"examples": examples[name], "seen": dict(totals[name])}
+            for name in sorted(totals)
+        },
     }
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True))
     print(json.dumps(report, indent=2, sort_keys=True))

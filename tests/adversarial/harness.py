@@ -143,7 +143,12 @@ def http_request(
 
 
 def client_frame(
-    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True,
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
     key: bytes = b"\x01\x02\x03\x04",
 ) -> bytes:
     """One client frame built by hand (so invalid ones can be built too)."""
@@ -258,8 +263,12 @@ class Baseline:
         """Assert FDs and RSS came back near the baseline; returns the figures."""
         fds = wait_fds_at_most(self.pid, self.fds + fd_slack, timeout)
         rss = rss_bytes(self.pid)
-        figures = {"fds_before": self.fds, "fds_after": fds, "rss_before": self.rss,
-                   "rss_after": rss}
+        figures = {
+            "fds_before": self.fds,
+            "fds_after": fds,
+            "rss_before": self.rss,
+            "rss_after": rss,
+        }
         assert fds <= self.fds + fd_slack, figures
         assert rss <= self.rss + rss_slack, figures
         return figures
@@ -293,7 +302,8 @@ def tracebacks(text: str) -> list[str]:
 
 def assert_clean_log(text: str) -> None:
     """No traceback and no 5xx answer: every bad input got a clean answer."""
-    ours = [tb for tb in tracebacks(text)
-            if not tb.splitlines()[-1].startswith(SITE_OWN_TRACEBACKS)]
+    ours = [
+        tb for tb in tracebacks(text) if not tb.splitlines()[-1].startswith(SITE_OWN_TRACEBACKS)
+    ]
     assert not ours, ours[0][-4000:]
     assert "Internal Server Error" not in text, text[-4000:]

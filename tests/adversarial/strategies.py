@@ -19,8 +19,9 @@ header_text = st.text(
     ),
     max_size=40,
 )
-token_text = st.text(alphabet=st.sampled_from(list("abcdefgXYZ-_0189!#$%&'*+.^`|~")), min_size=1,
-                     max_size=20)
+token_text = st.text(
+    alphabet=st.sampled_from(list("abcdefgXYZ-_0189!#$%&'*+.^`|~")), min_size=1, max_size=20
+)
 
 WS_HEADERS = {
     "Host": "127.0.0.1",
@@ -32,31 +33,79 @@ WS_HEADERS = {
 _HEADER_VALUES = {
     "Upgrade": ["websocket", "WebSocket", "h2c", "websocket, foo", ""],
     "Connection": ["Upgrade", "upgrade, keep-alive", "keep-alive", "close", ""],
-    "Sec-WebSocket-Key": ["MDEyMzQ1Njc4OWFiY2RlZg==", "short", "", "=" * 24,
-                          "MDEy\x00NDU2Nzg5YWJjZGVmZw=="],
+    "Sec-WebSocket-Key": [
+        "MDEyMzQ1Njc4OWFiY2RlZg==",
+        "short",
+        "",
+        "=" * 24,
+        "MDEy\x00NDU2Nzg5YWJjZGVmZw==",
+    ],
     "Sec-WebSocket-Version": ["13", "8", "14", "", "13, 8", "abc"],
     "Host": ["127.0.0.1", "evil.example", "", "[::1", "127.0.0.1:99999"],
 }
-EXTRA_HEADERS = ["Origin", "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions", "Cookie",
-                 "Content-Length", "Transfer-Encoding", "X-Forwarded-For", "Expect"]
-_ORIGINS = ["http://127.0.0.1", "http://[::1", "null", "http://evil.example", "://", "http://",
-            "http://127.0.0.1:1\x00", "https://127.0.0.1", "\x00"]
-_EXTENSIONS = ["permessage-deflate", "permessage-deflate; client_max_window_bits",
-               "permessage-deflate; server_max_window_bits=8", "permessage-deflate; x=\"",
-               "foo, permessage-deflate; client_max_window_bits=99"]
+EXTRA_HEADERS = [
+    "Origin",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
+    "Cookie",
+    "Content-Length",
+    "Transfer-Encoding",
+    "X-Forwarded-For",
+    "Expect",
+]
+_ORIGINS = [
+    "http://127.0.0.1",
+    "http://[::1",
+    "null",
+    "http://evil.example",
+    "://",
+    "http://",
+    "http://127.0.0.1:1\x00",
+    "https://127.0.0.1",
+    "\x00",
+]
+_EXTENSIONS = [
+    "permessage-deflate",
+    "permessage-deflate; client_max_window_bits",
+    "permessage-deflate; server_max_window_bits=8",
+    'permessage-deflate; x="',
+    "foo, permessage-deflate; client_max_window_bits=99",
+]
 
 
 @st.composite
 def handshake(draw: Any, path: str = "/ws/echo/") -> tuple[bytes, str]:
     """A raw WebSocket handshake request, one or more parts broken; ``(bytes, version)``."""
-    method = "GET" if draw(st.integers(0, 3)) else draw(
-        st.sampled_from(["POST", "HEAD", "get", "OPTIONS"]) | token_text)
-    target = path if draw(st.integers(0, 2)) else draw(
-        st.sampled_from([path + "?x=1", "/", "/nope/", "//", "/%ff%fe", path + "%00", "*",
-                         "http://127.0.0.1" + path])
-        | st.text(alphabet=st.sampled_from(list("/abc%?#&=\x00\x01\xff")), max_size=30))
-    version = draw(st.sampled_from(["HTTP/1.1"] * 20 + ["HTTP/1.0", "HTTP/1", "HTTP/2.0",
-                                                          "http/1.1", "HTTP/1.1.1", "HTTP/x", ""]))
+    method = (
+        "GET"
+        if draw(st.integers(0, 3))
+        else draw(st.sampled_from(["POST", "HEAD", "get", "OPTIONS"]) | token_text)
+    )
+    target = (
+        path
+        if draw(st.integers(0, 2))
+        else draw(
+            st.sampled_from(
+                [
+                    path + "?x=1",
+                    "/",
+                    "/nope/",
+                    "//",
+                    "/%ff%fe",
+                    path + "%00",
+                    "*",
+                    "http://127.0.0.1" + path,
+                ]
+            )
+            | st.text(alphabet=st.sampled_from(list("/abc%?#&=\x00\x01\xff")), max_size=30)
+        )
+    )
+    version = draw(
+        st.sampled_from(
+            ["HTTP/1.1"] * 20
+            + ["HTTP/1.0", "HTTP/1", "HTTP/2.0", "http/1.1", "HTTP/1.1.1", "HTTP/x", ""]
+        )
+    )
     headers = dict(WS_HEADERS)
     for name in list(headers):
         choice = draw(st.integers(0, 29))
@@ -86,10 +135,14 @@ def handshake(draw: Any, path: str = "/ws/echo/") -> tuple[bytes, str]:
 
 #: JSON values, nested a little.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -111,17 +164,20 @@ def longpoll_body(draw: Any, op: str, token: str | None) -> bytes:
     if kind == 2:
         return json.dumps(draw(json_values)).encode()
     if kind == 3:  # a lone surrogate, escaped in JSON
-        return (b'{"path": "/ws/echo/\\ud800", "token": "\\udfff", '
-                b'"messages": [{"seq": 1, "text": "\\ud83d"}]}')
+        return (
+            b'{"path": "/ws/echo/\\ud800", "token": "\\udfff", '
+            b'"messages": [{"seq": 1, "text": "\\ud83d"}]}'
+        )
     body: dict[str, Any] = {}
 
     def pick(valid: Any, noise: Any) -> Any:
         return draw(valid) if draw(st.integers(0, 3)) else draw(noise | json_values)
 
     if op == "open":
-        body["path"] = pick(st.sampled_from(["/ws/echo/", "/ws/echo/?a=b"]),
-                            st.sampled_from(["/ws/sink/", "/nope/", "ws/echo/", ""])
-                            | st.text(max_size=30))
+        body["path"] = pick(
+            st.sampled_from(["/ws/echo/", "/ws/echo/?a=b"]),
+            st.sampled_from(["/ws/sink/", "/nope/", "ws/echo/", ""]) | st.text(max_size=30),
+        )
         if draw(st.booleans()):
             body["subprotocols"] = pick(st.just([]), st.lists(st.text(max_size=8), max_size=3))
     else:
@@ -132,10 +188,12 @@ def longpoll_body(draw: Any, op: str, token: str | None) -> bytes:
         elif op == "send":
             body["messages"] = pick(
                 st.integers(1, 3).map(lambda n: [{"seq": i, "text": "x"} for i in range(1, n)]),
-                st.lists(envelope_entry(), max_size=4))
+                st.lists(envelope_entry(), max_size=4),
+            )
         else:
-            body["code"] = pick(st.sampled_from([1000, 4000]),
-                                st.sampled_from([1005, 999, 5000, -1]))
+            body["code"] = pick(
+                st.sampled_from([1000, 4000]), st.sampled_from([1005, 999, 5000, -1])
+            )
             body["reason"] = pick(st.just(""), st.text(max_size=130))
     return json.dumps(body).encode()
 
@@ -148,8 +206,9 @@ def envelope_entry(draw: Any) -> Any:
     if kind == 0:
         entry["text"] = draw(st.text(max_size=30) | json_values)
     elif kind == 1:
-        entry["bytes"] = draw(st.sampled_from(["AAEC", "AAE", "!!!!", "", "AA==", "A==="])
-                              | st.text(max_size=12))
+        entry["bytes"] = draw(
+            st.sampled_from(["AAEC", "AAE", "!!!!", "", "AA==", "A==="]) | st.text(max_size=12)
+        )
     elif kind == 2:
         entry.update(text="a", bytes="AA==")
     elif kind == 3:
@@ -187,8 +246,9 @@ def frame_sequence(draw: Any) -> list[dict[str, Any]]:
                 payload = (1000).to_bytes(2, "big")
             if opcode in (9, 10):
                 payload = payload[:125]
-            frames.append({"opcode": opcode, "payload": payload, "fin": True, "rsv": 0,
-                           "mask": True})
+            frames.append(
+                {"opcode": opcode, "payload": payload, "fin": True, "rsv": 0, "mask": True}
+            )
             if opcode == 8:
                 break
             continue

@@ -57,8 +57,9 @@ class HttpEcho(HttpConsumer):
 def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     if environ.get("PATH_INFO") == "/_counts":  # the refusal counters, for the tests
         body = json.dumps(refusal_counts()).encode()
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
         return [body]
     body = b"plain page ok\n"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])

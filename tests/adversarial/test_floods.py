@@ -35,8 +35,9 @@ def round_trips(site, rounds: int, until: float | None = None) -> list[float]:
         headers["Cookie"] = site.cookie
     started = time.perf_counter()
     times: list[float] = []
-    with connect(f"ws://127.0.0.1:{site.port}/ws/echo/", additional_headers=headers,
-                 open_timeout=10) as ws:
+    with connect(
+        f"ws://127.0.0.1:{site.port}/ws/echo/", additional_headers=headers, open_timeout=10
+    ) as ws:
         times.append(time.perf_counter() - started)
         for i in range(rounds):
             started = time.perf_counter()
@@ -62,7 +63,8 @@ def test_a_flood_costs_only_the_flooding_connection(site, watched, kind):
     seconds = 3.0
     flooder = subprocess.Popen(
         [sys.executable, str(FLOODER), kind, str(site.port), str(seconds)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         time.sleep(0.5)  # the flood is on
@@ -73,8 +75,10 @@ def test_a_flood_costs_only_the_flooding_connection(site, watched, kind):
         out, _ = flooder.communicate(timeout=seconds + 20)
     flooded = p99(during)
     MEASURES.setdefault("floods", {})[f"{site.name}:{kind}"] = {
-        "p99_quiet_ms": round(quiet * 1000, 2), "p99_flood_ms": round(flooded * 1000, 2),
-        "rounds_during": len(during), "plain_get_ms": round(page * 1000, 2),
+        "p99_quiet_ms": round(quiet * 1000, 2),
+        "p99_flood_ms": round(flooded * 1000, 2),
+        "rounds_during": len(during),
+        "plain_get_ms": round(page * 1000, 2),
         "handshake_ms": round(handshake * 1000, 2),
         "flooder": out.strip(),
     }

@@ -30,8 +30,17 @@ def http_consumer_request(draw, port: int) -> tuple[bytes, bytes | None]:
         expect = body if len(body) <= 64 * 1024 else None
     elif framing == 2:  # chunked, broken
         head.append("Transfer-Encoding: chunked")
-        payload = draw(st.sampled_from([b"zz\r\nab\r\n0\r\n\r\n", b"5\r\nab", b"-1\r\n\r\n",
-                                        b"ffffffffffffffff\r\n", b"3\r\nabcdef\r\n0\r\n\r\n"]))
+        payload = draw(
+            st.sampled_from(
+                [
+                    b"zz\r\nab\r\n0\r\n\r\n",
+                    b"5\r\nab",
+                    b"-1\r\n\r\n",
+                    b"ffffffffffffffff\r\n",
+                    b"3\r\nabcdef\r\n0\r\n\r\n",
+                ]
+            )
+        )
     elif framing == 3:  # declared longer than sent
         head.append(f"Content-Length: {len(body) + draw(st.integers(1, 100))}")
         payload = body

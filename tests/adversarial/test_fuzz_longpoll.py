@@ -30,20 +30,39 @@ def longpoll_request(draw, port: int, origin: str, cookie: str | None, token: st
     method = draw(st.sampled_from(["POST"] * 8 + ["GET", "OPTIONS", "PUT"]))
     headers: list[tuple[str, str]] = []
     if draw(st.integers(0, 3)):
-        headers.append(("Origin", origin if draw(st.integers(0, 3)) else draw(
-            st.sampled_from(_ORIGINS) | header_text)))
+        headers.append(
+            (
+                "Origin",
+                origin
+                if draw(st.integers(0, 3))
+                else draw(st.sampled_from(_ORIGINS) | header_text),
+            )
+        )
     if cookie and draw(st.booleans()):
         headers.append(("Cookie", cookie))
     if draw(st.integers(0, 4)) == 0:
-        headers.append(("Content-Type", draw(st.sampled_from(
-            ["text/plain", "application/json", "multipart/form-data; boundary="]) | header_text)))
+        headers.append(
+            (
+                "Content-Type",
+                draw(
+                    st.sampled_from(
+                        ["text/plain", "application/json", "multipart/form-data; boundary="]
+                    )
+                    | header_text
+                ),
+            )
+        )
     length = draw(st.integers(0, 9))
     if length == 0:  # declared longer than sent: the body timeout (or EOF) answers
         headers.append(("Content-Length", str(len(body) + draw(st.integers(1, 50)))))
         return _request(method, op, port, body, headers, declared=False)
     if length == 1:
-        headers.append(("Content-Length", draw(st.sampled_from(["-1", "abc", "1e3", "", " 5",
-                                                                "99999999999999999999"]))))
+        headers.append(
+            (
+                "Content-Length",
+                draw(st.sampled_from(["-1", "abc", "1e3", "", " 5", "99999999999999999999"])),
+            )
+        )
         return _request(method, op, port, body, headers, declared=False)
     if length == 2:  # over max_body
         headers.append(("Content-Length", str(10 * 1024 * 1024)))

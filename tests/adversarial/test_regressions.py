@@ -63,16 +63,18 @@ def test_an_http10_upgrade_gets_the_documented_505(plain_site, watched):
 
 def test_longpoll_json_nested_6000_deep_is_a_400(plain_site, watched):
     body = b'{"path": ' + b"[" * 6000 + b"]" * 6000 + b"}"
-    answer = exchange(plain_site.port,
-                      http_request("POST", "/_wsbridge/lp/open", plain_site.port, body))
+    answer = exchange(
+        plain_site.port, http_request("POST", "/_wsbridge/lp/open", plain_site.port, body)
+    )
     assert answer.status == 400, answer.raw[:300]
     assert "nested" in json.loads(answer.body)["error"]
 
 
 def test_a_lone_surrogate_in_a_longpoll_path_is_a_400(plain_site, watched):
     body = b'{"path": "/ws/echo/\\ud800"}'
-    answer = exchange(plain_site.port,
-                      http_request("POST", "/_wsbridge/lp/open", plain_site.port, body))
+    answer = exchange(
+        plain_site.port, http_request("POST", "/_wsbridge/lp/open", plain_site.port, body)
+    )
     assert answer.status == 400, answer.raw[:300]
 
 
@@ -82,8 +84,9 @@ def _refused_upload(port: int, path: str) -> tuple[int, bytes]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sent = 0
     with sock:
-        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\n"
-                      f"Content-Length: {declared}\r\n\r\n").encode())
+        sock.sendall(
+            (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n").encode()
+        )
         chunk = b"x" * (1024 * 1024)
         started = time.monotonic()
         try:
@@ -116,9 +119,20 @@ def gunicorn_port(tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("gunicorn") / "gunicorn.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{port}",
-         "tests.adversarial.target_app:application"],
-        cwd=ROOT, env=server_env(), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-b",
+            f"127.0.0.1:{port}",
+            "tests.adversarial.target_app:application",
+        ],
+        cwd=ROOT,
+        env=server_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, proc=proc)
@@ -157,8 +171,12 @@ def test_bad_requests_and_broken_pipes_log_counted_warnings_not_tracebacks(plain
     offset = plain_site.log_offset()
     before = _counts(plain_site).get("bad_request", 0)
     many_headers = "".join(f"X-{i}: {i}\r\n" for i in range(150))
-    bad = [b"GET / HTTP/1\r\n\r\n", f"GET / HTTP/1.1\r\n{many_headers}\r\n".encode(),
-           b"GET / HTTP/9.9\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"]
+    bad = [
+        b"GET / HTTP/1\r\n\r\n",
+        f"GET / HTTP/1.1\r\n{many_headers}\r\n".encode(),
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    ]
     for _ in range(25):
         for request in bad:
             exchange(plain_site.port, request, deadline=5)
@@ -176,6 +194,7 @@ def test_bad_requests_and_broken_pipes_log_counted_warnings_not_tracebacks(plain
 
 def test_origins_follow_each_sites_policy(site, watched):
     """Plain: the request's own host only. Django: ALLOWED_HOSTS (``.example.test`` included)."""
+
     def status(origin: str) -> int | None:
         headers = {"Origin": origin}
         if site.cookie:

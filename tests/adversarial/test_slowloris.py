@@ -54,8 +54,12 @@ def test_slowloris_500_half_sent_heads_are_dropped_and_fds_return(site, watched)
     after = wait_fds_at_most(site.pid, before + 8, timeout=10)
     statuses = {(parse_answer(a) or type("x", (), {"status": None})).status for a in answers}
     MEASURES.setdefault("slowloris", {})[site.name] = {
-        "connections": CONNECTIONS, "fds_before": before, "fds_peak": peak, "fds_after": after,
-        "seconds_to_drop_all": round(elapsed, 2), "statuses": sorted(map(str, statuses)),
+        "connections": CONNECTIONS,
+        "fds_before": before,
+        "fds_peak": peak,
+        "fds_after": after,
+        "seconds_to_drop_all": round(elapsed, 2),
+        "statuses": sorted(map(str, statuses)),
     }
     # They were really held (a loaded machine may take a second to open all 500, by
     # which time the first ones have had their 408 already).
@@ -88,8 +92,10 @@ def test_an_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(site
 
 
 def test_a_half_sent_longpoll_body_gets_408_and_the_connection_closes(plain_site, watched):
-    head = (f"POST /_wsbridge/lp/open HTTP/1.1\r\nHost: 127.0.0.1:{plain_site.port}\r\n"
-            "Content-Length: 100\r\n\r\n").encode()
+    head = (
+        f"POST /_wsbridge/lp/open HTTP/1.1\r\nHost: 127.0.0.1:{plain_site.port}\r\n"
+        "Content-Length: 100\r\n\r\n"
+    ).encode()
     before = fd_count(plain_site.pid)
     socks = _open_many(plain_site.port, head + b'{"path": "', 50)
     answers = _answers(socks, deadline=8.0)

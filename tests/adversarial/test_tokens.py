@@ -47,8 +47,9 @@ class Client:
         headers = [("Origin", self.site.origin), ("Content-Type", "text/plain")]
         if self.site.cookie:
             headers.append(("Cookie", self.site.cookie))
-        request = http_request("POST", f"/_wsbridge/lp/{op}", self.site.port,
-                               json.dumps(body).encode(), headers)
+        request = http_request(
+            "POST", f"/_wsbridge/lp/{op}", self.site.port, json.dumps(body).encode(), headers
+        )
         answer = exchange(self.site.port, request, deadline=5.0)
         assert answer.status is not None, answer.raw
         return answer.status, json.loads(answer.body or b"{}")

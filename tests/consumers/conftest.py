@@ -28,7 +28,9 @@ def default_router() -> Iterator[Router]:
         yield default
     finally:
         default._routes[:], default._channels, default._function_routes = (
-            saved[0], saved[1], saved[2]
+            saved[0],
+            saved[1],
+            saved[2],
         )
 
 

@@ -86,7 +86,9 @@ def test_accept_chooses_a_subprotocol_and_sends_headers(layer):
     comm = Communicator(Proto, "/", subprotocols=["v1", "v2"])
     comm.connection.push({"type": "websocket.connect"})
     assert comm.receive_output() == {
-        "type": "websocket.accept", "subprotocol": "v2", "headers": [(b"x-extra", b"1")]
+        "type": "websocket.accept",
+        "subprotocol": "v2",
+        "headers": [(b"x-extra", b"1")],
     }
     comm.disconnect()
 
@@ -100,13 +102,24 @@ def test_scope_has_everything_the_issue_lists(layer):
             self.accept()
 
     comm = Communicator(
-        Inspect, "/ws/a%20b/?q=1",
+        Inspect,
+        "/ws/a%20b/?q=1",
         headers=[("Cookie", "sessionid=abc; theme=dark"), ("Origin", "http://testserver")],
         subprotocols=["chat"],
     )
     comm.connect()
-    for key in ("type", "path", "raw_path", "query_string", "headers", "cookies", "client",
-                "server", "subprotocols", "url_route"):
+    for key in (
+        "type",
+        "path",
+        "raw_path",
+        "query_string",
+        "headers",
+        "cookies",
+        "client",
+        "server",
+        "subprotocols",
+        "url_route",
+    ):
         assert key in seen, key
     assert seen["type"] == "websocket"
     assert seen["path"] == "/ws/a b/" and seen["raw_path"] == b"/ws/a%20b/"
@@ -220,9 +233,13 @@ def test_refused_or_unknown_types_close_only_that_connection_with_1011(layer, ca
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
     message = errors[0].getMessage()
-    assert ("starting with '_'" in message) if kind != "nothing.here" else (
-        "Chat has no handler for message type 'nothing.here'" in message
-        and "define nothing_here(self, event)" in message
+    assert (
+        ("starting with '_'" in message)
+        if kind != "nothing.here"
+        else (
+            "Chat has no handler for message type 'nothing.here'" in message
+            and "define nothing_here(self, event)" in message
+        )
     )
     assert isinstance(victim.connection.error, UnknownMessageType)
     other.send_json_to({"text": "still here"})
@@ -275,6 +292,7 @@ def test_sync_consumer_handles_raw_events():
 
 def test_channel_layer_alias_picks_another_layer(layer):
     with use_channel_layer(alias="other") as other:
+
         class Aliased(WebsocketConsumer):
             channel_layer_alias = "other"
             groups = ["g"]

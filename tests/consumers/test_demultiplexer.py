@@ -44,7 +44,8 @@ def test_frames_reach_their_stream_and_answers_come_back_wrapped(layer):
     assert comm.connect() == (True, None)
     comm.send_json_to({"stream": "echo", "payload": {"n": 1}})
     assert comm.receive_json_from() == {
-        "stream": "echo", "payload": {"echo": {"n": 1}, "stream": "echo"}
+        "stream": "echo",
+        "payload": {"echo": {"n": 1}, "stream": "echo"},
     }
     comm.send_json_to({"stream": "text", "payload": "hi"})
     assert comm.receive_json_from() == {"stream": "text", "payload": "plain:hi"}
@@ -138,9 +139,7 @@ def test_a_layer_event_no_stream_handles_is_an_unknown_type(layer):
     comm.connect()
     layer.send(comm.channel_name, {"type": "nobody.handles"})
     assert comm.receive_close() == 1011
-    assert "no stream consumer handles message type 'nobody.handles'" in str(
-        comm.connection.error
-    )
+    assert "no stream consumer handles message type 'nobody.handles'" in str(comm.connection.error)
 
 
 def test_binary_from_a_stream_consumer_is_an_error(layer):

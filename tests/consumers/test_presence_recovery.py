@@ -195,7 +195,9 @@ def test_an_adopted_long_poll_session_recovers_from_what_was_sent_not_from_its_f
     first.disconnect()
     clayer.group_send("chat.room", {"type": "chat.message", "text": "three"})
     adopted = WebsocketCommunicator(
-        Chat, "/chat/?" + recover_query({}), channel_layer=clayer,
+        Chat,
+        "/chat/?" + recover_query({}),
+        channel_layer=clayer,
         scope={"resumed": True, "wsbridge.positions": carried},
     )
     assert adopted.connect()[0]

@@ -147,11 +147,16 @@ def test_include_nests_under_a_prefix_and_merges_kwargs():
 
 
 def test_include_of_a_module_path(tmp_path, monkeypatch):
-    pkg = _write_module(tmp_path, monkeypatch, "routing", """
+    pkg = _write_module(
+        tmp_path,
+        monkeypatch,
+        "routing",
+        """
         from tests.consumers.test_routing import Room
         from wsbridge.consumers.routing import path
         websocket_urlpatterns = [path("r/<room>/", Room)]
-    """)
+    """,
+    )
     r = Router([path("ws/", include(pkg))])
     assert kwargs_of(r, "/ws/r/x/") == {"room": "x"}
     assert load_routes(pkg + ":websocket_urlpatterns").resolve("websocket", "r/y/")
@@ -180,8 +185,11 @@ def test_two_consumers_on_one_pattern_is_an_error_but_reimport_replaces(router):
     with pytest.raises(RoutingError, match="already routed to .*Room"):
         router.websocket("ws/a/", Other)
     # The same class defined again (a module imported twice) replaces quietly.
-    again = type("Room", (WebsocketConsumer,), {"__module__": Room.__module__,
-                                                "__qualname__": Room.__qualname__})
+    again = type(
+        "Room",
+        (WebsocketConsumer,),
+        {"__module__": Room.__module__, "__qualname__": Room.__qualname__},
+    )
     router.websocket("ws/a/", again)
     assert router.resolve("websocket", "/ws/a/").consumer is again
 
@@ -288,11 +296,13 @@ def test_channel_name_router_and_protocol_type_router_channels_4_shapes():
     def gen(message):
         pass
 
-    app = ProtocolTypeRouter({
-        "http": object(),  # the site's WSGI app serves HTTP; ignored
-        "websocket": URLRouter([path("ws/<room>/", Room)]),
-        "channel": ChannelNameRouter({"thumbnails-generate": gen}),
-    })
+    app = ProtocolTypeRouter(
+        {
+            "http": object(),  # the site's WSGI app serves HTTP; ignored
+            "websocket": URLRouter([path("ws/<room>/", Room)]),
+            "channel": ChannelNameRouter({"thumbnails-generate": gen}),
+        }
+    )
     assert kwargs_of(app, "/ws/x/") == {"room": "x"}
     assert app.channel_consumer("thumbnails-generate") is gen
     with pytest.raises(RoutingError, match="not 'lifespan'"):
@@ -314,7 +324,11 @@ def _write_module(tmp_path: Path, monkeypatch, name: str, source: str) -> str:
 def test_autodiscover_imports_consumer_modules_whose_decorators_register(
     tmp_path, monkeypatch, default_router
 ):
-    module = _write_module(tmp_path, monkeypatch, "consumers", """
+    module = _write_module(
+        tmp_path,
+        monkeypatch,
+        "consumers",
+        """
         from wsbridge import WebsocketConsumer, router
         @router.websocket("autodiscovered/<int:n>/")
         class Found(WebsocketConsumer):
@@ -322,7 +336,8 @@ def test_autodiscover_imports_consumer_modules_whose_decorators_register(
         @router.channel("autodiscovered.work")
         def work(message):
             pass
-    """)
+    """,
+    )
     try:
         result = autodiscover([module])
         assert result is default_router
@@ -332,9 +347,7 @@ def test_autodiscover_imports_consumer_modules_whose_decorators_register(
         sys.modules.pop(module, None)
 
 
-def test_autodiscover_names_a_missing_module_but_keeps_errors_inside_modules(
-    tmp_path, monkeypatch
-):
+def test_autodiscover_names_a_missing_module_but_keeps_errors_inside_modules(tmp_path, monkeypatch):
     with pytest.raises(RoutingError, match="cannot import consumer module 'no_such_mod_xyz'"):
         autodiscover("no_such_mod_xyz")
     broken = _write_module(tmp_path, monkeypatch, "broken", "import no_such_dependency_xyz\n")
@@ -345,17 +358,24 @@ def test_autodiscover_names_a_missing_module_but_keeps_errors_inside_modules(
 def test_build_router_combines_a_declared_routing_with_decorated_consumers(
     tmp_path, monkeypatch, default_router
 ):
-    routing = _write_module(tmp_path, monkeypatch, "routing", """
+    routing = _write_module(
+        tmp_path,
+        monkeypatch,
+        "routing",
+        """
         from tests.consumers.test_routing import Room
         from wsbridge.consumers.routing import path
         routes = [path("declared/", Room)]
-    """)
+    """,
+    )
     consumers = routing.replace(".routing", ".consumers")
-    (tmp_path / consumers.replace(".", "/")).with_suffix(".py").write_text(textwrap.dedent("""
+    (tmp_path / consumers.replace(".", "/")).with_suffix(".py").write_text(
+        textwrap.dedent("""
         from tests.consumers.test_routing import Other
         from wsbridge import router
         router.websocket("decorated/", Other)
-    """))
+    """)
+    )
     combined = build_router(routing, consumers)
     assert combined.resolve("websocket", "/declared/").consumer.__name__ == "Room"
     assert combined.resolve("websocket", "/decorated/").consumer.__name__ == "Other"

@@ -60,8 +60,9 @@ class Recorder(WebsocketConsumer):
 
 
 def recorder(pause: float = 0.0) -> type[Recorder]:
-    return type("Rec", (Recorder,), {"handled": [], "pause": pause, "in_progress": 0,
-                                     "max_in_progress": 0})
+    return type(
+        "Rec", (Recorder,), {"handled": [], "pause": pause, "in_progress": 0, "max_in_progress": 0}
+    )
 
 
 def test_socket_events_and_layer_messages_are_handled_in_arrival_order(layer):
@@ -110,8 +111,9 @@ def test_order_holds_with_concurrent_producers(layer):
             arrivals.append(f"D{i}")
             gevent.sleep(0.0005 * (i % 3))
 
-    gevent.joinall([gevent.spawn(frames), gevent.spawn(group), gevent.spawn(direct)],
-                   raise_error=True)
+    gevent.joinall(
+        [gevent.spawn(frames), gevent.spawn(group), gevent.spawn(direct)], raise_error=True
+    )
     sent = [comm.receive_from(timeout=5) for _ in range(120)]
     assert cls.handled == arrivals
     assert sent == arrivals
@@ -324,8 +326,10 @@ def test_an_idle_connection_holds_no_greenlet(layer):
 
 
 def _connections(layer, consumer_class, count):
-    conns = [Connection(build_websocket_scope(f"/c{i}/"), consumer_class, layer,
-                        lambda event: None) for i in range(count)]
+    conns = [
+        Connection(build_websocket_scope(f"/c{i}/"), consumer_class, layer, lambda event: None)
+        for i in range(count)
+    ]
     for conn in conns:
         conn.push({"type": "websocket.connect"})
     return conns
@@ -428,8 +432,9 @@ def test_order_per_connection_holds_under_the_pump_with_handoffs(layer):
                 arrivals[conn.scope["path"]].append(f"D{i}")
             gevent.sleep(0.0005 * (i % 3))
 
-    gevent.joinall([gevent.spawn(frames), gevent.spawn(group), gevent.spawn(direct)],
-                   raise_error=True)
+    gevent.joinall(
+        [gevent.spawn(frames), gevent.spawn(group), gevent.spawn(direct)], raise_error=True
+    )
     _wait_for(lambda: all(len(handled.get(p, ())) == len(a) for p, a in arrivals.items()))
     assert handled == arrivals
     assert not overlaps

@@ -24,8 +24,10 @@ def server(wsbridge_serve):
 
 
 def test_a_sleeping_consumer_does_not_delay_other_connections(server):
-    with connect(server.ws_url("/ws/sleep/")) as sleeper, \
-            connect(server.ws_url("/ws/echo/")) as other:
+    with (
+        connect(server.ws_url("/ws/sleep/")) as sleeper,
+        connect(server.ws_url("/ws/echo/")) as other,
+    ):
         started = time.monotonic()
         sleeper.send("1.5")
         for i in range(50):
@@ -39,8 +41,10 @@ def test_a_sleeping_consumer_does_not_delay_other_connections(server):
 
 
 def test_a_raising_consumer_closes_its_socket_with_1011_and_logs_once(server):
-    with connect(server.ws_url("/ws/crash/")) as victim, \
-            connect(server.ws_url("/ws/crash/")) as bystander:
+    with (
+        connect(server.ws_url("/ws/crash/")) as victim,
+        connect(server.ws_url("/ws/crash/")) as bystander,
+    ):
         victim.send("boom")
         with pytest.raises(ConnectionClosedError) as info:
             victim.recv(timeout=5)

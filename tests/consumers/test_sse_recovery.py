@@ -100,7 +100,8 @@ def test_sse_ids_round_trip_and_refuse_too_many_groups():
 
 def test_too_many_positions_in_last_event_id_get_400(slayer):
     huge = ";".join(f"g{i}@e:1" for i in range(65))
-    comm = HttpCommunicator(News, "/events/", channel_layer=slayer,
-                            headers=[("last-event-id", huge)])
+    comm = HttpCommunicator(
+        News, "/events/", channel_layer=slayer, headers=[("last-event-id", huge)]
+    )
     response = comm.get_response()
     assert response["status"] == 400 and b"at most 64" in response["body"]

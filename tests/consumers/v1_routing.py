@@ -27,8 +27,9 @@ channel_routing = {
 }
 
 filtered_routing = [
-    route("chat.receive", "tests.consumers.v1_routing.join", command="^join$",
-          room=r"^(?P<room>\w+)$"),
+    route(
+        "chat.receive", "tests.consumers.v1_routing.join", command="^join$", room=r"^(?P<room>\w+)$"
+    ),
     route("chat.receive", leave, command="^leave$"),
 ]
 

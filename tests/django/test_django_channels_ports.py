@@ -55,7 +55,10 @@ def site(tmp_path_factory):
     with open(worker_log, "wb") as log:
         worker = subprocess.Popen(
             [PY, str(HERE / "manage.py"), "runworker"],
-            env=env, cwd=str(HERE), stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(HERE),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = DjangoServer(
         [PY, "-m", "wsbridge", "serve", "djtest.wsgi", "--port", "0", "--no-worker"], env
@@ -120,8 +123,10 @@ def test_multichat_session_and_user_reach_the_worker_and_back(site):
     server, worker, _, db = site
     cookie = login_cookie(server.url, "ada", "pw")
     url = server.ws_url + "/legacy/chat/"
-    with ws_connect(url, cookie=cookie, origin=server.url) as ada, \
-            ws_connect(url, origin=server.url) as anon:
+    with (
+        ws_connect(url, cookie=cookie, origin=server.url) as ada,
+        ws_connect(url, origin=server.url) as anon,
+    ):
         ada.send(json.dumps({"command": "join", "room": "lobby"}))
         joined = recv_json(ada)
         # chat_join ran in the worker, and found ada's user by the reply channel
@@ -175,8 +180,14 @@ def test_slider_binding_updates_a_unique_field_and_deletes_carry_fields(site):
     server, *_ = site
     url = server.ws_url + "/legacy/intval/"
     with ws_connect(url, origin=server.url) as ws, ws_connect(url, origin=server.url) as other:
-        ws.send(json.dumps({"stream": "intval", "payload": {
-            "action": "create", "data": {"name": "slider", "value": 1}}}))
+        ws.send(
+            json.dumps(
+                {
+                    "stream": "intval",
+                    "payload": {"action": "create", "data": {"name": "slider", "value": 1}},
+                }
+            )
+        )
         created = recv_json(other)["payload"]
         assert created["action"] == "create"
         assert created["data"] == {"name": "slider", "value": 1}
@@ -184,36 +195,78 @@ def test_slider_binding_updates_a_unique_field_and_deletes_carry_fields(site):
         assert recv_json(ws)["payload"]["pk"] == pk
         # the classic slider: the unique name is sent back unchanged with each move
         for value in (5, 7):
-            ws.send(json.dumps({"stream": "intval", "payload": {
-                "action": "update", "pk": pk, "data": {"name": "slider", "value": value}}}))
+            ws.send(
+                json.dumps(
+                    {
+                        "stream": "intval",
+                        "payload": {
+                            "action": "update",
+                            "pk": pk,
+                            "data": {"name": "slider", "value": value},
+                        },
+                    }
+                )
+            )
             for client in (ws, other):
                 frame = recv_json(client)
-                assert frame == {"stream": "intval", "payload": {
-                    "action": "update", "pk": pk, "model": "djtest.integervalue",
-                    "data": {"name": "slider", "value": value}}}
+                assert frame == {
+                    "stream": "intval",
+                    "payload": {
+                        "action": "update",
+                        "pk": pk,
+                        "model": "djtest.integervalue",
+                        "data": {"name": "slider", "value": value},
+                    },
+                }
         # a second row may not take the name
-        ws.send(json.dumps({"stream": "intval", "payload": {
-            "action": "create", "data": {"name": "slider", "value": 2}}}))
+        ws.send(
+            json.dumps(
+                {
+                    "stream": "intval",
+                    "payload": {"action": "create", "data": {"name": "slider", "value": 2}},
+                }
+            )
+        )
         error = recv_json(ws)["payload"]
         assert error["action"] == "create" and "already exists" in error["error"]
         ws.send(json.dumps({"stream": "intval", "payload": {"action": "delete", "pk": pk}}))
         deleted = recv_json(other)["payload"]
-        assert deleted == {"action": "delete", "pk": pk, "model": "djtest.integervalue",
-                           "data": {"name": "slider", "value": 7}}
+        assert deleted == {
+            "action": "delete",
+            "pk": pk,
+            "model": "djtest.integervalue",
+            "data": {"name": "slider", "value": 7},
+        }
 
 
 def test_channels10_binding_routed_on_a_channel_sees_the_connections_user(site):
     server, *_ = site
     cookie = login_cookie(server.url, "ada", "pw")
     url = server.ws_url + "/legacy/notes/"
-    with ws_connect(url, cookie=cookie, origin=server.url) as ada, \
-            ws_connect(url, origin=server.url) as anon:
-        anon.send(json.dumps({"stream": "v1notes", "payload": {
-            "action": "create", "data": {"title": "anonymous", "board": "v1"}}}))
-        assert recv_json(anon) == {"stream": "v1notes", "payload": {
-            "error": "permission denied", "action": "create"}}
-        ada.send(json.dumps({"stream": "v1notes", "payload": {
-            "action": "create", "data": {"title": "by ada", "board": "v1"}}}))
+    with (
+        ws_connect(url, cookie=cookie, origin=server.url) as ada,
+        ws_connect(url, origin=server.url) as anon,
+    ):
+        anon.send(
+            json.dumps(
+                {
+                    "stream": "v1notes",
+                    "payload": {"action": "create", "data": {"title": "anonymous", "board": "v1"}},
+                }
+            )
+        )
+        assert recv_json(anon) == {
+            "stream": "v1notes",
+            "payload": {"error": "permission denied", "action": "create"},
+        }
+        ada.send(
+            json.dumps(
+                {
+                    "stream": "v1notes",
+                    "payload": {"action": "create", "data": {"title": "by ada", "board": "v1"}},
+                }
+            )
+        )
         for client in (ada, anon):
             frame = _frames_until(client, lambda f: f["payload"].get("action") == "create")
             assert frame["stream"] == "v1notes"

@@ -35,9 +35,13 @@ def site():
 
 
 def make_user(site_env, name: str) -> None:
-    manage("shell", "-c",
-           f"from django.contrib.auth.models import User; User.objects.create_user({name!r}, "
-           f"password='pw')", env=site_env)
+    manage(
+        "shell",
+        "-c",
+        f"from django.contrib.auth.models import User; User.objects.create_user({name!r}, "
+        f"password='pw')",
+        env=site_env,
+    )
 
 
 def closed(ws, timeout: float = 5.0) -> tuple[int, str, float]:
@@ -99,8 +103,9 @@ def test_a_token_sets_the_user_and_is_refused_when_replayed_or_forged(site):
     # in Sec-WebSocket-Protocol: only RFC 7230 token characters (browsers refuse others)
     fresh = json.loads(http_get(a.url + "/wsbridge/token/", cookie)[1])["token"]
     assert re.fullmatch(r"[A-Za-z0-9._~!#$%&'*+^`|-]+", fresh), fresh
-    ws = ws_connect(b.ws_url + "/ws/private/", subprotocols=["wsbridge.bearer",
-                                                             "wsbridge.token." + fresh])
+    ws = ws_connect(
+        b.ws_url + "/ws/private/", subprotocols=["wsbridge.bearer", "wsbridge.token." + fresh]
+    )
     assert ws.subprotocol == "wsbridge.bearer"
     assert json.loads(ws.recv(timeout=10)) == {"hello": name}
     ws.close()

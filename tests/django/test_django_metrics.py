@@ -66,7 +66,7 @@ class StatusPageTests(TestCase):
         answer = staff.get("/wsbridge/status/")
         assert answer.status_code == 200
         assert b'"/_wsbridge/status/ws"' in answer.content
-        assert b"<table id=\"processes\">" in answer.content
+        assert b'<table id="processes">' in answer.content
 
     def test_the_status_websocket_lets_staff_in_and_refuses_others(self):
         from wsbridge.statuspage import consumer_for

@@ -28,20 +28,88 @@ import docutils.utils
 from docutils.parsers.rst import Directive, Parser, directives, roles
 
 #: Sphinx directives whose content is reStructuredText: parsed through.
-NESTED = ("versionadded", "versionchanged", "deprecated", "seealso", "only", "hlist",
-          "glossary", "centered", "rubric", "tabs", "tab")
+NESTED = (
+    "versionadded",
+    "versionchanged",
+    "deprecated",
+    "seealso",
+    "only",
+    "hlist",
+    "glossary",
+    "centered",
+    "rubric",
+    "tabs",
+    "tab",
+)
 #: Sphinx directives that hold no code block: ignored.
-IGNORED = ("toctree", "automodule", "autoclass", "autofunction", "automethod",
-           "autoattribute", "autodata", "autoexception", "currentmodule", "module",
-           "highlight", "literalinclude", "index", "tabularcolumns", "py:function",
-           "py:class", "py:method", "py:attribute", "py:data", "py:module", "envvar",
-           "option", "program", "describe", "function", "class", "method", "data",
-           "attribute", "exception")
+IGNORED = (
+    "toctree",
+    "automodule",
+    "autoclass",
+    "autofunction",
+    "automethod",
+    "autoattribute",
+    "autodata",
+    "autoexception",
+    "currentmodule",
+    "module",
+    "highlight",
+    "literalinclude",
+    "index",
+    "tabularcolumns",
+    "py:function",
+    "py:class",
+    "py:method",
+    "py:attribute",
+    "py:data",
+    "py:module",
+    "envvar",
+    "option",
+    "program",
+    "describe",
+    "function",
+    "class",
+    "method",
+    "data",
+    "attribute",
+    "exception",
+)
 #: Sphinx roles; rendered as literal text, their target is Sphinx's business.
-ROLES = ("ref", "doc", "class", "func", "meth", "mod", "attr", "data", "exc", "obj",
-         "envvar", "option", "term", "file", "program", "command", "samp", "kbd",
-         "download", "any", "numref", "keyword", "const", "py:class", "py:func",
-         "py:meth", "py:mod", "py:attr", "py:data", "py:exc", "py:obj", "rfc", "pep")
+ROLES = (
+    "ref",
+    "doc",
+    "class",
+    "func",
+    "meth",
+    "mod",
+    "attr",
+    "data",
+    "exc",
+    "obj",
+    "envvar",
+    "option",
+    "term",
+    "file",
+    "program",
+    "command",
+    "samp",
+    "kbd",
+    "download",
+    "any",
+    "numref",
+    "keyword",
+    "const",
+    "py:class",
+    "py:func",
+    "py:meth",
+    "py:mod",
+    "py:attr",
+    "py:data",
+    "py:exc",
+    "py:obj",
+    "rfc",
+    "pep",
+)
 
 
 @dataclass(frozen=True)
@@ -120,9 +188,15 @@ class Ignored(Directive):
         return []
 
 
-def _literal_role(name: str, rawtext: str, text: str, lineno: int, inliner: Any,
-                  options: dict[str, Any] | None = None,
-                  content: list[str] | None = None) -> tuple[list[Any], list[Any]]:
+def _literal_role(
+    name: str,
+    rawtext: str,
+    text: str,
+    lineno: int,
+    inliner: Any,
+    options: dict[str, Any] | None = None,
+    content: list[str] | None = None,
+) -> tuple[list[Any], list[Any]]:
     return [docutils.nodes.literal(rawtext, text)], []
 
 
@@ -181,8 +255,7 @@ def parse(page: Path, text: str | None = None) -> list[Block]:
     return blocks
 
 
-def _block(page: Path, node: docutils.nodes.literal_block, lines: list[str],
-           after: int) -> Block:
+def _block(page: Path, node: docutils.nodes.literal_block, lines: list[str], after: int) -> Block:
     """Build a Block, locating its first code line in the page.
 
     docutils does not keep a reliable line for block contents, so the first
@@ -201,5 +274,11 @@ def _block(page: Path, node: docutils.nodes.literal_block, lines: list[str],
     leading = len(code) - len(code.lstrip("\n"))
     line -= code[:leading].count("\n")
     language = node.get("language") if "directive_line" in node else None
-    return Block(page=page, line=line, language=language, code=code,
-                 caption=node.get("caption"), classes=tuple(node["classes"]))
+    return Block(
+        page=page,
+        line=line,
+        language=language,
+        code=code,
+        caption=node.get("caption"),
+        classes=tuple(node["classes"]),
+    )

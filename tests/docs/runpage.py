@@ -43,8 +43,11 @@ def fail(where: str, what: str, detail: str = "") -> None:
     if detail:
         print(detail.rstrip(), file=sys.stderr)
     if WRITTEN:
-        print("files this page wrote (its :caption: blocks): "
-              + ", ".join(f"{name} <- {at}" for name, at in WRITTEN.items()), file=sys.stderr)
+        print(
+            "files this page wrote (its :caption: blocks): "
+            + ", ".join(f"{name} <- {at}" for name, at in WRITTEN.items()),
+            file=sys.stderr,
+        )
     sys.exit(1)
 
 
@@ -76,13 +79,17 @@ def run_blocks(page: Path, display: str) -> list[Path]:
         try:
             code = compile(source, display, "exec")
         except SyntaxError as exc:
-            fail(f"{display}:{exc.lineno}", f"SyntaxError in the block at line {block.line}: "
-                 f"{exc.msg}", page_traceback(exc, display))
+            fail(
+                f"{display}:{exc.lineno}",
+                f"SyntaxError in the block at line {block.line}: {exc.msg}",
+                page_traceback(exc, display),
+            )
         if block.caption:
             target = Path(block.caption)
             if target.is_absolute() or ".." in target.parts:
-                fail(where, f":caption: {block.caption} must be a relative path inside the "
-                     "temp dir")
+                fail(
+                    where, f":caption: {block.caption} must be a relative path inside the temp dir"
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.code + "\n", encoding="utf-8")
             WRITTEN[block.caption] = where
@@ -97,27 +104,32 @@ def run_blocks(page: Path, display: str) -> list[Path]:
             if exc.code not in (0, None):
                 fail(where, f"the block at line {block.line} exited with {exc.code!r}")
         except BaseException as exc:  # noqa: BLE001 - report whatever the page raised
-            frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                      if f.filename == display]
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == display]
             at = f"{display}:{frames[-1].lineno}" if frames else where
-            fail(at, f"{type(exc).__name__}: {exc} (in the block at line {block.line})",
-                 page_traceback(exc, display))
+            fail(
+                at,
+                f"{type(exc).__name__}: {exc} (in the block at line {block.line})",
+                page_traceback(exc, display),
+            )
     return tests
 
 
 def run_tests(tests: list[Path], display: str) -> None:
     """Run the page's test files with pytest; every test must pass."""
     names = [str(t) for t in sorted(set(tests))]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ".",
-           *names]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ".", *names]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PYTEST_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
         output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         fail(display, f"pytest {' '.join(names)} did not finish in {PYTEST_TIMEOUT:.0f} s", output)
     if proc.returncode != 0:
-        fail(display, f"pytest on the test files this page writes ({', '.join(names)}) "
-             f"failed (exit {proc.returncode})", proc.stdout + proc.stderr)
+        fail(
+            display,
+            f"pytest on the test files this page writes ({', '.join(names)}) "
+            f"failed (exit {proc.returncode})",
+            proc.stdout + proc.stderr,
+        )
     print(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "pytest: no output")
 
 

@@ -47,12 +47,18 @@ def test_page_runs(page: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     try:
-        proc = subprocess.run([sys.executable, str(RUNNER), str(page), page_id(page)],
-                              cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=PAGE_TIMEOUT)
+        proc = subprocess.run(
+            [sys.executable, str(RUNNER), str(page), page_id(page)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PAGE_TIMEOUT,
+        )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{page_id(page)}: its blocks did not finish in {PAGE_TIMEOUT:.0f} s",
-                    pytrace=False)
+        pytest.fail(
+            f"{page_id(page)}: its blocks did not finish in {PAGE_TIMEOUT:.0f} s", pytrace=False
+        )
     if proc.returncode != 0:
         report = proc.stderr.strip() or proc.stdout.strip()
         pytest.fail(f"{report}\n--- stdout ---\n{proc.stdout[-3000:]}", pytrace=False)
@@ -64,18 +70,23 @@ def looks_like_python(code: str) -> bool:
         tree = ast.parse(code)
     except SyntaxError:
         return False
-    return any(not isinstance(node, ast.Expr) or isinstance(node.value, ast.Call)
-               for node in tree.body)
+    return any(
+        not isinstance(node, ast.Expr) or isinstance(node.value, ast.Call) for node in tree.body
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_no_python_in_bare_literal_blocks(page: Path) -> None:
-    hidden = [f"{page_id(page)}:{b.line}" for b in rstblocks.parse(page)
-              if b.language is None and looks_like_python(b.code)]
+    hidden = [
+        f"{page_id(page)}:{b.line}"
+        for b in rstblocks.parse(page)
+        if b.language is None and looks_like_python(b.code)
+    ]
     assert not hidden, (
         f"python in bare '::' blocks at {', '.join(hidden)}: the docs harness does not run "
         "them; write '.. code-block:: python' (or add ':class: no-run' for other projects' "
-        "code), or name the language ('console', 'json', 'text')")
+        "code), or name the language ('console', 'json', 'text')"
+    )
 
 
 def test_looks_like_python_tells_code_from_data_and_shell():
@@ -90,8 +101,13 @@ def test_a_failing_block_names_page_line_and_error(tmp_path: Path) -> None:
     page.write_text("Bad\n===\n\n.. code-block:: python\n\n   x = 1\n   print(y)\n")
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run([sys.executable, str(RUNNER), str(page), "docs/bad.rst"], cwd=work,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), str(page), "docs/bad.rst"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "DOCS FAILURE: docs/bad.rst:7: NameError: name 'y' is not defined" in proc.stderr
 
@@ -105,11 +121,17 @@ def test_captions_write_files_no_run_compiles_and_page_tests_run(tmp_path: Path)
         ".. code-block:: python\n\n   from pkg.mod import VALUE\n   ANSWER = VALUE + 1\n\n"
         ".. code-block:: python\n\n   assert ANSWER == 42\n\n"
         ".. code-block:: python\n   :caption: test_mod.py\n\n"
-        "   from pkg.mod import VALUE\n\n   def test_value():\n       assert VALUE == 40\n")
+        "   from pkg.mod import VALUE\n\n   def test_value():\n       assert VALUE == 40\n"
+    )
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run([sys.executable, str(RUNNER), str(page), "docs/good.rst"], cwd=work,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), str(page), "docs/good.rst"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     # the page's own test is wrong (41 != 40): the harness must say so
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "pytest on the test files this page writes (test_mod.py) failed" in proc.stderr
@@ -120,7 +142,12 @@ def test_captions_write_files_no_run_compiles_and_page_tests_run(tmp_path: Path)
 def test_a_no_run_block_must_still_compile(tmp_path: Path) -> None:
     page = tmp_path / "syntax.rst"
     page.write_text("S\n=\n\ntext\n\n.. code-block:: python\n   :class: no-run\n\n   def f(:\n")
-    proc = subprocess.run([sys.executable, str(RUNNER), str(page), "docs/syntax.rst"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), str(page), "docs/syntax.rst"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "DOCS FAILURE: docs/syntax.rst:9: SyntaxError" in proc.stderr

@@ -33,13 +33,29 @@ def clean_env() -> dict[str, str]:
 def inventory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """Build the docs as ``make docs`` does; return {role: names} of what they document."""
     out = tmp_path_factory.mktemp("html")
-    cmd = [sys.executable, "-m", "sphinx", "-n", "-W", "--keep-going", "-q", "-E",
-           "-d", str(out / ".doctrees"), "-b", "html", str(ROOT / "docs"), str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True,
-                          timeout=BUILD_TIMEOUT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-n",
+        "-W",
+        "--keep-going",
+        "-q",
+        "-E",
+        "-d",
+        str(out / ".doctrees"),
+        "-b",
+        "html",
+        str(ROOT / "docs"),
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=BUILD_TIMEOUT
+    )
     warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
     assert proc.returncode == 0 and not warnings, (
-        "the nitpicky docs build (make docs) failed:\n" + "\n".join(warnings or [proc.stderr]))
+        "the nitpicky docs build (make docs) failed:\n" + "\n".join(warnings or [proc.stderr])
+    )
     with open(out / "objects.inv", "rb") as stream:
         data = InventoryFile.load(stream, "", lambda base, uri: uri)
     return {role: set(entries) for role, entries in data.items()}
@@ -59,9 +75,15 @@ def reference_names(obj: object, exported_as: str) -> list[str]:
 
 
 def test_every_name_of_wsbridge_all_is_in_the_reference(inventory):
-    missing = [name for name in wsbridge.__all__ if name != "__version__"
-               and not any(documented(inventory, n)
-                           for n in reference_names(getattr(wsbridge, name), f"wsbridge.{name}"))]
+    missing = [
+        name
+        for name in wsbridge.__all__
+        if name != "__version__"
+        and not any(
+            documented(inventory, n)
+            for n in reference_names(getattr(wsbridge, name), f"wsbridge.{name}")
+        )
+    ]
     assert not missing, f"add to docs/reference/api.rst: {', '.join(missing)}"
 
 
@@ -91,8 +113,14 @@ print(json.dumps(api))
 @pytest.fixture(scope="module")
 def django_api() -> dict[str, list[str]]:
     """{public module of wsbridge_django: the public names it defines}."""
-    proc = subprocess.run([sys.executable, "-c", LIST_DJANGO_API], cwd=ROOT, env=clean_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", LIST_DJANGO_API],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -108,7 +136,14 @@ def test_every_public_module_of_wsbridge_django_is_in_the_reference(inventory, d
     modules = inventory.get("py:module", set())
     missing_modules = [m for m in django_api if m not in modules]
     assert not missing_modules, f"add to docs/reference/django.rst: {', '.join(missing_modules)}"
-    missing = [f"{m}.{name}" for m, names in django_api.items() if ".management." not in m
-               for name in names if not documented(inventory, f"{m}.{name}")]
-    assert not missing, ("documented nowhere (give them a docstring, or list them in the "
-                         f"module's __all__ without them): {', '.join(missing)}")
+    missing = [
+        f"{m}.{name}"
+        for m, names in django_api.items()
+        if ".management." not in m
+        for name in names
+        if not documented(inventory, f"{m}.{name}")
+    ]
+    assert not missing, (
+        "documented nowhere (give them a docstring, or list them in the "
+        f"module's __all__ without them): {', '.join(missing)}"
+    )

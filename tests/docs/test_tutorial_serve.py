@@ -43,16 +43,26 @@ def test_the_tutorial_project_serves_as_the_tutorial_says(tmp_path: Path) -> Non
     # Without the test run's Django/pytest settings (tests/django's conftest sets
     # DJANGO_SETTINGS_MODULE, which would make the page's own pytest load djtest).
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
-    build = subprocess.run([sys.executable, str(ROOT / "tests/docs/runpage.py"), str(TUTORIAL),
-                            "docs/tutorial.rst"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=180, env=clean)
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "tests/docs/runpage.py"), str(TUTORIAL), "docs/tutorial.rst"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=clean,
+    )
     assert build.returncode == 0, build.stderr
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*serve_command(), "--port", str(port)], cwd=tmp_path, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*serve_command(), "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         try:
             wait_for_port(port, timeout=30, proc=proc)
@@ -61,8 +71,10 @@ def test_the_tutorial_project_serves_as_the_tutorial_says(tmp_path: Path) -> Non
         with connect(f"ws://127.0.0.1:{port}/ws/echo/", open_timeout=5) as ws:
             ws.send("hi")
             assert ws.recv(timeout=5) == "hi"
-        with connect(f"ws://127.0.0.1:{port}/ws/logged-chat/lobby/", open_timeout=5) as ann, \
-                connect(f"ws://127.0.0.1:{port}/ws/chat/lobby/", open_timeout=5) as bob:
+        with (
+            connect(f"ws://127.0.0.1:{port}/ws/logged-chat/lobby/", open_timeout=5) as ann,
+            connect(f"ws://127.0.0.1:{port}/ws/chat/lobby/", open_timeout=5) as bob,
+        ):
             ann.send(json.dumps({"text": "hello bob"}))
             assert json.loads(ann.recv(timeout=5)) == {"text": "hello bob"}
             assert json.loads(bob.recv(timeout=5)) == {"text": "hello bob"}

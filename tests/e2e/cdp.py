@@ -1,8 +1,8 @@
 """Drive Debian's headless Chromium over the Chrome DevTools Protocol (no webdriver, no download).
 
-    with Browser() as browser:
-        page = browser.new_page("http://127.0.0.1:8000/page")
-        page.wait_for("window.bridge && bridge.readyState === 'open'")
+with Browser() as browser:
+    page = browser.new_page("http://127.0.0.1:8000/page")
+    page.wait_for("window.bridge && bridge.readyState === 'open'")
 """
 
 from __future__ import annotations
@@ -150,10 +150,13 @@ class Page:
             if value:
                 return value
             if time.monotonic() > end:
-                state = self.evaluate("JSON.stringify({events: window.events, "
-                                      "received: window.received})")
-                raise AssertionError(f"{expression!r} not true within {timeout}s; page: {state}; "
-                                     f"errors: {self.errors}")
+                state = self.evaluate(
+                    "JSON.stringify({events: window.events, received: window.received})"
+                )
+                raise AssertionError(
+                    f"{expression!r} not true within {timeout}s; page: {state}; "
+                    f"errors: {self.errors}"
+                )
             time.sleep(interval)
 
     def close(self) -> None:

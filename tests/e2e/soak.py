@@ -92,8 +92,9 @@ class Proc:
         pid = self.proc.pid
         try:
             status = Path(f"/proc/{pid}/status").read_text()
-            rss = next(int(line.split()[1]) for line in status.splitlines()
-                       if line.startswith("VmRSS:"))
+            rss = next(
+                int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")
+            )
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except (OSError, StopIteration):
             return
@@ -194,11 +195,14 @@ class Report:
         for name, seconds in self.recoveries.items():
             out.append(f"  recovery after {name}: {seconds:.2f} s")
         if self.reconnects:
-            out.append(f"  client reconnects: {len(self.reconnects)}, slowest "
-                       f"{max(self.reconnects):.2f} s")
+            out.append(
+                f"  client reconnects: {len(self.reconnects)}, slowest {max(self.reconnects):.2f} s"
+            )
         for name, slope in self.slopes.items():
-            out.append(f"  {name}: RSS {slope['rss_kb_per_min']:+.0f} KiB/min, "
-                       f"FDs {slope['fds_per_min']:+.2f}/min over {slope['minutes']:.1f} min")
+            out.append(
+                f"  {name}: RSS {slope['rss_kb_per_min']:+.0f} KiB/min, "
+                f"FDs {slope['fds_per_min']:+.2f}/min over {slope['minutes']:.1f} min"
+            )
         return out
 
 
@@ -225,15 +229,49 @@ def run(duration: float, workdir: Path, clients_count: int = 8) -> Report:
         env = server_env(SCALEOUT_OUT=str(out))
         for i in range(2):
             port = free_port()
-            procs.append(Proc(f"serve{i}", [
-                sys.executable, "-m", "wsbridge", "serve", APP, "--port", str(port),
-                *layer_args, "--no-worker", "--log-level", "warning",
-            ], env, workdir, port))
-        procs.append(Proc("worker", [
-            sys.executable, "-m", "wsbridge", "worker", *layer_args, "--routing",
-            f"{APP}:router", "--at-least-once", JOBS, "--visibility-timeout", str(VISIBILITY),
-            "--log-level", "warning",
-        ], env, workdir))
+            procs.append(
+                Proc(
+                    f"serve{i}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "wsbridge",
+                        "serve",
+                        APP,
+                        "--port",
+                        str(port),
+                        *layer_args,
+                        "--no-worker",
+                        "--log-level",
+                        "warning",
+                    ],
+                    env,
+                    workdir,
+                    port,
+                )
+            )
+        procs.append(
+            Proc(
+                "worker",
+                [
+                    sys.executable,
+                    "-m",
+                    "wsbridge",
+                    "worker",
+                    *layer_args,
+                    "--routing",
+                    f"{APP}:router",
+                    "--at-least-once",
+                    JOBS,
+                    "--visibility-timeout",
+                    str(VISIBILITY),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+                workdir,
+            )
+        )
         for proc in procs:
             proc.start()
         layer = RedisLayer(hosts=cluster.urls, cluster=True, prefix=prefix, lease=LEASE)
@@ -292,14 +330,16 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
             sent_at[seq] = time.monotonic()
             if "redis master" in pending_recovery:
                 report.recoveries["redis master kill (first accepted send)"] = (
-                    time.monotonic() - pending_recovery.pop("redis master"))
+                    time.monotonic() - pending_recovery.pop("redis master")
+                )
         except LayerUnavailable:
             report.group_refused += 1
         seq += 1
         if seq % 4 == 0:
             try:
                 Channel(JOBS, channel_layer=layer).send(
-                    {"id": job, "room": "soak-jobs", "from": os.getpid()})
+                    {"id": job, "room": "soak-jobs", "from": os.getpid()}
+                )
                 jobs.add(job)
             except LayerUnavailable:
                 report.jobs_refused += 1
@@ -309,7 +349,8 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
             with contextlib.suppress(LayerUnavailable):
                 if not dead & set(layer.group_channels(ROOM)):
                     report.recoveries["server kill (its memberships reaped)"] = (
-                        time.monotonic() - pending_recovery.pop("memberships"))
+                        time.monotonic() - pending_recovery.pop("memberships")
+                    )
         time.sleep(0.05)
     # Let the last messages and redelivered jobs arrive.
     settle = time.monotonic() + VISIBILITY + 10
@@ -368,13 +409,15 @@ def _check_recoveries(pending, report, clients, procs, out) -> None:
     now = time.monotonic()
     if "server process" in pending:
         if all(c.intervals and c.intervals[-1][1] == float("inf") for c in clients):
-            report.recoveries["server kill (every client connected again)"] = (
-                now - pending.pop("server process"))
+            report.recoveries["server kill (every client connected again)"] = now - pending.pop(
+                "server process"
+            )
     if "worker" in pending:
         lines = out.read_text().splitlines()
         if lines and procs[2].proc is not None and lines[-1].split()[1] == str(procs[2].proc.pid):
-            report.recoveries["worker kill (first job done by the new worker)"] = (
-                now - pending.pop("worker"))
+            report.recoveries["worker kill (first job done by the new worker)"] = now - pending.pop(
+                "worker"
+            )
 
 
 def _done(out: Path) -> tuple[set[int], int]:

@@ -89,8 +89,9 @@ def seen(message: Any) -> dict[str, Any]:
 
 
 def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                              ("Content-Length", str(len(PAGE)))])
+    start_response(
+        "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(PAGE)))]
+    )
     return [PAGE]
 
 

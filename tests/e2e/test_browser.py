@@ -47,8 +47,9 @@ def test_two_pages_chat_over_websocket(browser):
     server = Server()
     try:
         name = room()
-        pages = [browser.new_page(f"http://127.0.0.1:{server.port}/page?room={name}")
-                 for _ in range(2)]
+        pages = [
+            browser.new_page(f"http://127.0.0.1:{server.port}/page?room={name}") for _ in range(2)
+        ]
         for page in pages:
             assert page.wait_for(OPEN) == "websocket"
         chat(pages, "hello from A", 0)
@@ -57,7 +58,7 @@ def test_two_pages_chat_over_websocket(browser):
         pages[0].wait_for("received.includes('bytes:7,8')")
         # streams and JSON helpers share the connection
         pages[0].evaluate("bridge.stream('news').send({n: 1})")
-        pages[1].wait_for("received.includes('{\"stream\":\"news\",\"payload\":{\"n\":1}}')")
+        pages[1].wait_for('received.includes(\'{"stream":"news","payload":{"n":1}}\')')
         assert pages[0].evaluate("sessionStorage.getItem('wsbridge.transport')") is None
     finally:
         server.stop()
@@ -68,7 +69,8 @@ def test_final_close_codes_stop_reconnection_and_the_queue_is_bounded(browser, t
     server = Server(*(("--refuse-upgrades",) if transport == "longpoll" else ()))
     try:
         page = browser.new_page(
-            f"http://127.0.0.1:{server.port}/page?path=/ws/echo/&early=q1,q2,q3,q4")
+            f"http://127.0.0.1:{server.port}/page?path=/ws/echo/&early=q1,q2,q3,q4"
+        )
         page.wait_for("window.bridge")
         # sent before the connection opened: 3 fit in the queue (queueSize), the 4th is refused
         assert page.evaluate("early") == [True, True, True, False]
@@ -101,8 +103,10 @@ def test_backoff_is_exponential_with_full_jitter(browser):
             assert 0 <= delay < min(300, 40 * 2 ** (attempt - 1))
         # loaded as a module, the client leaves no globals behind
         assert page.evaluate("typeof WSBridge + typeof __wsbridge_exports") == "undefinedundefined"
-        codes = page.evaluate("[1000, 1001, 1006, 1008, 1009, 1011, 4000, 4499, 4500]"
-                              ".map((c) => bridge.constructor.shouldReconnect(c))")
+        codes = page.evaluate(
+            "[1000, 1001, 1006, 1008, 1009, 1011, 4000, 4499, 4500]"
+            ".map((c) => bridge.constructor.shouldReconnect(c))"
+        )
         assert codes == [False, True, True, False, False, True, False, False, True]
     finally:
         server.stop()
@@ -168,8 +172,9 @@ def test_long_poll_served_by_two_processes(browser):
     proxy = RoundRobinProxy([s.port for s in servers])
     try:
         name = room()
-        pages = [browser.new_page(f"http://127.0.0.1:{proxy.port}/page?room={name}")
-                 for _ in range(2)]
+        pages = [
+            browser.new_page(f"http://127.0.0.1:{proxy.port}/page?room={name}") for _ in range(2)
+        ]
         for page in pages:
             assert page.wait_for(OPEN, timeout=20) == "longpoll"
         for i in range(4):
@@ -188,9 +193,12 @@ def test_long_poll_served_by_two_processes(browser):
 def test_a_long_poll_page_keeps_its_session_across_a_restart_behind_the_proxy(browser):
     # Two processes on Redis behind a round-robin proxy (no WebSockets through it). One
     # gets SIGTERM: its sessions move to the other, and the pages see no close at all.
-    env = {"LP_REDIS_PREFIX": "wsbridge-e2e-" + secrets.token_hex(4),
-           "WSBRIDGE_SECRET": "e2e-secret-0123456789", "LP_POLL_TIMEOUT": "10",
-           "LP_SESSION_TIMEOUT": "20"}
+    env = {
+        "LP_REDIS_PREFIX": "wsbridge-e2e-" + secrets.token_hex(4),
+        "WSBRIDGE_SECRET": "e2e-secret-0123456789",
+        "LP_POLL_TIMEOUT": "10",
+        "LP_SESSION_TIMEOUT": "20",
+    }
     servers = [ServeProcess("lp_gunicorn_app:application", env) for _ in range(2)]
     proxy = RoundRobinProxy([s.port for s in servers])
     try:
@@ -208,8 +216,11 @@ def test_a_long_poll_page_keeps_its_session_across_a_restart_behind_the_proxy(br
         for page in pages:
             assert page.evaluate("events") == ["open:longpoll"]  # no close, no reconnecting
             assert page.evaluate("received") == ["before restart", "after restart", "and on"]
-        resumed = [e for e in request(servers[1].port, "/log", method="GET")[1]
-                   if e["event"] == "connect" and e["resumed"]]
+        resumed = [
+            e
+            for e in request(servers[1].port, "/log", method="GET")[1]
+            if e["event"] == "connect" and e["resumed"]
+        ]
         assert resumed  # the survivor adopted the sessions the stopped process held
         assert held_by(servers[1]) == len(pages)
     finally:
@@ -223,8 +234,13 @@ def test_a_deploy_with_history_loses_and_repeats_nothing_while_messages_keep_com
     # also while the first process hands its sessions over (SIGTERM): the pages
     # end with every message exactly once, in the order of the room's history.
     prefix = "wsbridge-e2e-" + secrets.token_hex(4)
-    env = {"LP_REDIS_PREFIX": prefix, "WSBRIDGE_SECRET": "e2e-secret-0123456789",
-           "LP_POLL_TIMEOUT": "10", "LP_SESSION_TIMEOUT": "20", "LP_HISTORY": "chat.*"}
+    env = {
+        "LP_REDIS_PREFIX": prefix,
+        "WSBRIDGE_SECRET": "e2e-secret-0123456789",
+        "LP_POLL_TIMEOUT": "10",
+        "LP_SESSION_TIMEOUT": "20",
+        "LP_HISTORY": "chat.*",
+    }
     servers = [ServeProcess("lp_gunicorn_app:application", env) for _ in range(2)]
     proxy = RoundRobinProxy([s.port for s in servers])
     try:
@@ -245,8 +261,9 @@ def test_a_deploy_with_history_loses_and_repeats_nothing_while_messages_keep_com
             page.wait_for("received.includes('n39')", timeout=30)
         from wsbridge.layers.redis import RedisLayer
 
-        layer = RedisLayer(hosts=["redis://127.0.0.1:6379/0"], prefix=prefix,
-                           groups={"chat.*": {"history": 500}})
+        layer = RedisLayer(
+            hosts=["redis://127.0.0.1:6379/0"], prefix=prefix, groups={"chat.*": {"history": 500}}
+        )
         try:
             published = [m["text"] for m in layer.history(f"chat.{name}").messages]
         finally:

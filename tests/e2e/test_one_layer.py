@@ -36,8 +36,20 @@ def _redis_url() -> str:
 @contextlib.contextmanager
 def gunicorn(app: str, tmp_path: Path, **env: str) -> Iterator[Served]:
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2",
-               "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", app]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gevent",
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "5",
+        app,
+    ]
     full_env = server_env(**env)
     full_env["PYTHONPATH"] = f"{DJANGO_DIR}:{full_env['PYTHONPATH']}"
     served = start_process(command, tmp_path / f"gunicorn-{port}.log", port, env=full_env)
@@ -75,24 +87,32 @@ def publish_and_check(served: Served, sockets: dict, count: int = 6) -> set[str]
 
 
 def test_plain_wsgi_wrap_layer_is_the_layer_views_send_through(tmp_path):
-    with gunicorn("tests.e2e.one_layer_app:plain", tmp_path, APP_LAYER=_redis_url()) as served, \
-            contextlib.ExitStack() as stack:
+    with (
+        gunicorn("tests.e2e.one_layer_app:plain", tmp_path, APP_LAYER=_redis_url()) as served,
+        contextlib.ExitStack() as stack,
+    ):
         sockets = sockets_on_two_workers(served, stack, "/ws/room/")
         answers = publish_and_check(served, sockets)
         assert all(answer.endswith("on RedisLayer") for answer in answers), answers
 
 
 def test_flask_app_on_wsbridge_layer_env_reaches_both_workers(tmp_path):
-    with gunicorn("tests.e2e.one_layer_flask:application", tmp_path,
-                  WSBRIDGE_LAYER=_redis_url()) as served, contextlib.ExitStack() as stack:
+    with (
+        gunicorn(
+            "tests.e2e.one_layer_flask:application", tmp_path, WSBRIDGE_LAYER=_redis_url()
+        ) as served,
+        contextlib.ExitStack() as stack,
+    ):
         sockets = sockets_on_two_workers(served, stack, "/ws/room/")
         publish_and_check(served, sockets)
 
 
 @pytest.mark.parametrize("source", ["env", "settings"])
 def test_django_site_view_group_send_reaches_both_workers(tmp_path, source):
-    env = {"DJANGO_SETTINGS_MODULE": "djtest.settings",
-           "WSBRIDGE_TEST_DB": f"sqlite:{tmp_path / 'db.sqlite3'}"}
+    env = {
+        "DJANGO_SETTINGS_MODULE": "djtest.settings",
+        "WSBRIDGE_TEST_DB": f"sqlite:{tmp_path / 'db.sqlite3'}",
+    }
     if source == "env":
         env["WSBRIDGE_LAYER"] = _redis_url()
     else:
@@ -108,18 +128,34 @@ def test_serve_layer_option_wins_over_the_django_settings(tmp_path):
     from wsbridge.worker import layer_from_option
 
     url = _redis_url()
-    env = server_env(DJANGO_SETTINGS_MODULE="djtest.settings",
-                     WSBRIDGE_TEST_REDIS_PREFIX=f"settings{secrets.token_hex(4)}",
-                     WSBRIDGE_TEST_DB=f"sqlite:{tmp_path / 'db.sqlite3'}")
+    env = server_env(
+        DJANGO_SETTINGS_MODULE="djtest.settings",
+        WSBRIDGE_TEST_REDIS_PREFIX=f"settings{secrets.token_hex(4)}",
+        WSBRIDGE_TEST_DB=f"sqlite:{tmp_path / 'db.sqlite3'}",
+    )
     env["PYTHONPATH"] = f"{DJANGO_DIR}:{env['PYTHONPATH']}"
     port = free_port()
     served = start_process(
-        [sys.executable, "-m", "wsbridge", "serve", "djtest.wsgi", "--port", str(port),
-         "--layer", url], tmp_path / "serve.log", port, env=env)
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "serve",
+            "djtest.wsgi",
+            "--port",
+            str(port),
+            "--layer",
+            url,
+        ],
+        tmp_path / "serve.log",
+        port,
+        env=env,
+    )
     outside = layer_from_option(url)
     try:
-        with connect(served.ws_url("/ws/room-pid/"), origin=served.url("").rstrip("/"),
-                     open_timeout=10) as ws:
+        with connect(
+            served.ws_url("/ws/room-pid/"), origin=served.url("").rstrip("/"), open_timeout=10
+        ) as ws:
             json.loads(ws.recv(timeout=10))
             # From another process (this test), on the --layer layer: reaches the socket.
             outside.group_send("djtest.room", {"type": "room.message", "text": "out", "pid": 0})
@@ -141,9 +177,23 @@ def test_plain_wsgi_on_the_memory_layer_under_two_workers_refuses_to_start(tmp_p
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b",
-             f"127.0.0.1:{port}", "tests.e2e.one_layer_app:plain"],
-            cwd=ROOT, env=server_env(APP_LAYER="memory"), stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-k",
+                "gevent",
+                "-w",
+                "2",
+                "-b",
+                f"127.0.0.1:{port}",
+                "tests.e2e.one_layer_app:plain",
+            ],
+            cwd=ROOT,
+            env=server_env(APP_LAYER="memory"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         status = proc.wait(60)
     finally:
@@ -165,8 +215,12 @@ def test_serve_warns_at_start_up_when_no_consumer_is_routed(tmp_path):
     env = server_env()
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
     port = free_port()
-    served = start_process([sys.executable, "-m", "wsbridge", "serve", "noroutes_site",
-                            "--port", str(port)], tmp_path / "serve.log", port, env=env)
+    served = start_process(
+        [sys.executable, "-m", "wsbridge", "serve", "noroutes_site", "--port", str(port)],
+        tmp_path / "serve.log",
+        port,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 10
         while "no consumer is routed" not in served.log() and time.monotonic() < deadline:
@@ -182,8 +236,19 @@ def test_serve_reads_wsbridge_layer_as_worker_status_and_check_do(tmp_path):
     url = _redis_url()
     port = free_port()
     served = start_process(
-        [sys.executable, "-m", "wsbridge", "serve", "tests.e2e.one_layer_flask:application",
-         "--port", str(port)], tmp_path / "serve.log", port, env=server_env(WSBRIDGE_LAYER=url))
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "serve",
+            "tests.e2e.one_layer_flask:application",
+            "--port",
+            str(port),
+        ],
+        tmp_path / "serve.log",
+        port,
+        env=server_env(WSBRIDGE_LAYER=url),
+    )
     outside = layer_from_option(url)
     try:
         with connect(served.ws_url("/ws/room/"), open_timeout=10) as ws:

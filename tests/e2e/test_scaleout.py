@@ -72,8 +72,9 @@ class Processes:
     def start(self, name: str, command: list[str], port: int = 0) -> Served:
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         served = Served(proc, port, log_path)
         self.started.append(served)
         return served
@@ -88,22 +89,48 @@ def layer_args(urls: list[str]) -> list[str]:
 
 
 def start_worker(procs: Processes, urls: list[str]) -> Served:
-    return procs.start("worker", [
-        sys.executable, "-m", "wsbridge", "worker", *layer_args(urls),
-        "--routing", f"{APP}:router", "--concurrency", "4", "--log-level", "info",
-    ])
+    return procs.start(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "worker",
+            *layer_args(urls),
+            "--routing",
+            f"{APP}:router",
+            "--concurrency",
+            "4",
+            "--log-level",
+            "info",
+        ],
+    )
 
 
 def start_serve(procs: Processes, urls: list[str], index: int) -> Served:
     port = free_port()
-    return procs.start(f"serve{index}", [
-        sys.executable, "-m", "wsbridge", "serve", APP, "--port", str(port),
-        *layer_args(urls), "--no-worker", "--log-level", "info",
-    ], port)
+    return procs.start(
+        f"serve{index}",
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "serve",
+            APP,
+            "--port",
+            str(port),
+            *layer_args(urls),
+            "--no-worker",
+            "--log-level",
+            "info",
+        ],
+        port,
+    )
 
 
 def wait_ready(worker: Served, servers: list[Served]) -> None:
     """Wait (bounded) until the worker says it is ready and every server listens."""
+
     def worker_ready() -> bool:
         if worker.proc.poll() is not None:
             raise AssertionError(f"wsbridge worker exited:\n{worker.log()}")
@@ -136,15 +163,18 @@ class Client:
             raise
         self.pid: int = hello[0]["hello"]
 
-    def wait(self, condition: Callable[[list[dict[str, Any]]], Any], what: str,
-             timeout: float = WAIT) -> list[dict[str, Any]]:
+    def wait(
+        self, condition: Callable[[list[dict[str, Any]]], Any], what: str, timeout: float = WAIT
+    ) -> list[dict[str, Any]]:
         """Read frames until ``condition(frames)`` holds; fail after ``timeout``."""
         deadline = time.monotonic() + timeout
         while not condition(self.frames):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"client on pid {getattr(self, 'pid', '?')} in "
-                                     f"{self.room}: no {what} after {timeout} s: {self.frames}")
+                raise AssertionError(
+                    f"client on pid {getattr(self, 'pid', '?')} in "
+                    f"{self.room}: no {what} after {timeout} s: {self.frames}"
+                )
             try:
                 self.frames.append(json.loads(self.ws.recv(timeout=left)))
             except TimeoutError:
@@ -161,8 +191,9 @@ class Client:
         self._stack.close()
 
 
-def connect_spread(ports: list[int], room: str, processes: int, per_process: int = 2,
-                   limit: int = 96) -> list[Client]:
+def connect_spread(
+    ports: list[int], room: str, processes: int, per_process: int = 2, limit: int = 96
+) -> list[Client]:
     """Connect clients to ``room`` until ``processes`` different pids each hold ``per_process``.
 
     With one port per process this is round-robin; behind one gunicorn port
@@ -181,7 +212,8 @@ def connect_spread(ports: list[int], room: str, processes: int, per_process: int
     with ThreadPoolExecutor(8) as pool:
         while not spread_enough():
             assert len(clients) < limit and time.monotonic() < deadline, (
-                f"{room}: clients landed on {sorted({c.pid for c in clients})} only")
+                f"{room}: clients landed on {sorted({c.pid for c in clients})} only"
+            )
             batch = [ports[(len(clients) + i) % len(ports)] for i in range(max(len(ports), 4))]
             clients += pool.map(lambda port: Client(port, room), batch)
     return clients
@@ -194,12 +226,14 @@ def serving_pids(port: int, count: int) -> set[int]:
     busy machine a worker can take seconds to boot); this waits until
     ``count`` workers serve, so that WebSockets can land on each.
     """
+
     def ask(_: int) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=WAIT) as answer:
             return int(answer.read())
 
     pids: set[int] = set()
     with ThreadPoolExecutor(8) as pool:
+
         def more() -> bool:
             pids.update(pool.map(ask, range(8)))
             return len(pids) >= count
@@ -255,8 +289,9 @@ def rooms_on_each_shard(layer: Any) -> list[str]:
     raise AssertionError("no room name hashes to each shard")
 
 
-def broadcast_everywhere(senders: dict[str, dict[int, Client]], urls: list[str],
-                         env: dict[str, str]) -> dict[str, set[str]]:
+def broadcast_everywhere(
+    senders: dict[str, dict[int, Client]], urls: list[str], env: dict[str, str]
+) -> dict[str, set[str]]:
     """From a consumer in each serving process and from a plain process; returns texts per room.
 
     ``senders`` maps each room to one client per serving process (by pid).
@@ -271,7 +306,11 @@ def broadcast_everywhere(senders: dict[str, dict[int, Client]], urls: list[str],
         text = f"{room} via a plain process"
         done = subprocess.run(
             [sys.executable, str(ROOT / "tests/e2e/scaleout_app.py"), "group", room, text, *urls],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         print(done.stdout.strip())
@@ -279,8 +318,9 @@ def broadcast_everywhere(senders: dict[str, dict[int, Client]], urls: list[str],
     return expected
 
 
-def run_scenario(ports: list[int], urls: list[str], layer: Any, out: Path,
-                 env: dict[str, str]) -> tuple[list[Client], dict[str, str]]:
+def run_scenario(
+    ports: list[int], urls: list[str], layer: Any, out: Path, env: dict[str, str]
+) -> tuple[list[Client], dict[str, str]]:
     """Rooms on both shards, clients spread over both processes; broadcasts and jobs.
 
     Returns the clients (still connected) and the jobs sent, id -> sender pid.
@@ -295,15 +335,20 @@ def run_scenario(ports: list[int], urls: list[str], layer: Any, out: Path,
         assert stats["shards"][index]["groups"].get(room) == members, stats["shards"]
         assert room not in stats["shards"][1 - index]["groups"]
 
-    senders = {room: {c.pid: c for c in pick([c for c in clients if c.room == room], 1)}
-               for room in rooms}
+    senders = {
+        room: {c.pid: c for c in pick([c for c in clients if c.room == room], 1)} for room in rooms
+    }
     expected = broadcast_everywhere(senders, urls, env)
     for client in clients:
         want = expected[client.room]
-        client.wait(lambda frames, want=want: want <= {f.get("text") for f in frames},
-                    f"all {len(want)} broadcasts")
-    print(f"broadcast: {len(clients)} clients on pids {serving_pids}, rooms {rooms}: "
-          f"each got its room's {len(expected[rooms[0]])} broadcasts")
+        client.wait(
+            lambda frames, want=want: want <= {f.get("text") for f in frames},
+            f"all {len(want)} broadcasts",
+        )
+    print(
+        f"broadcast: {len(clients)} clients on pids {serving_pids}, rooms {rooms}: "
+        f"each got its room's {len(expected[rooms[0]])} broadcasts"
+    )
 
     jobs: dict[str, str] = {}
     for room in rooms:
@@ -314,14 +359,17 @@ def run_scenario(ports: list[int], urls: list[str], layer: Any, out: Path,
                 jobs[job] = str(client.pid)
     for client in clients:  # the worker tells the room when each of its jobs ran
         want = {j for j in jobs if j.startswith(client.room + "-")}
-        client.wait(lambda frames, want=want: want <= {f.get("done") for f in frames},
-                    f"the {len(want)} done notices")
+        client.wait(
+            lambda frames, want=want: want <= {f.get("done") for f in frames},
+            f"the {len(want)} done notices",
+        )
     wait_until(lambda: len(out.read_text().splitlines()) >= len(jobs), "the job lines")
     return clients, jobs
 
 
-def check_after_stop(clients: list[Client], jobs: dict[str, str], out: Path,
-                     worker: Served) -> None:
+def check_after_stop(
+    clients: list[Client], jobs: dict[str, str], out: Path, worker: Served
+) -> None:
     """Read the job file once every process has stopped: each job once, in the worker."""
     lines = [line.split() for line in out.read_text().splitlines()]
     ran = [line[0] for line in lines]
@@ -332,8 +380,10 @@ def check_after_stop(clients: list[Client], jobs: dict[str, str], out: Path,
     for client in clients:  # nothing crossed rooms; done notices came from the worker
         assert all(text.startswith(client.room + " ") for text, _ in client.texts())
         assert set(client.done().values()) == {worker.pid}
-    print(f"background: {len(jobs)} jobs from pids {sorted(set(jobs.values()))} ran once each, "
-          f"all in worker pid {worker.pid}")
+    print(
+        f"background: {len(jobs)} jobs from pids {sorted(set(jobs.values()))} ran once each, "
+        f"all in worker pid {worker.pid}"
+    )
 
 
 @pytest.fixture
@@ -388,10 +438,25 @@ def test_gunicorn_gevent_two_workers_one_worker_two_shards(shards, processes, tm
     # identity, or the two would read one inbox and lose messages).
     processes.env["SCALEOUT_LAYER"] = " ".join(urls)
     worker = start_worker(processes, urls)
-    master = processes.start("gunicorn", [
-        sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b", f"127.0.0.1:{port}",
-        "--graceful-timeout", "5", *(["--preload"] if preload else []), f"{APP}:application",
-    ], port)
+    master = processes.start(
+        "gunicorn",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "5",
+            *(["--preload"] if preload else []),
+            f"{APP}:application",
+        ],
+        port,
+    )
     wait_ready(worker, [master])
     workers = serving_pids(port, 2)
 
@@ -413,11 +478,14 @@ def test_repeated_layer_options_are_one_shard_each_with_the_options_of_any():
     from wsbridge.exceptions import ConfigurationError
     from wsbridge.worker import layer_from_option
 
-    layer = layer_from_option(["redis://127.0.0.1:7001/0?prefix=site&capacity=7",
-                               "redis://127.0.0.1:7002/0"])
+    layer = layer_from_option(
+        ["redis://127.0.0.1:7001/0?prefix=site&capacity=7", "redis://127.0.0.1:7002/0"]
+    )
     try:  # nothing connects until the layer is used
-        assert [s.name for s in layer.shards] == ["redis://127.0.0.1:7001/0",
-                                                  "redis://127.0.0.1:7002/0"]
+        assert [s.name for s in layer.shards] == [
+            "redis://127.0.0.1:7001/0",
+            "redis://127.0.0.1:7002/0",
+        ]
         assert layer.prefix == "site" and layer.capacity == 7
     finally:
         layer.close()

@@ -38,16 +38,28 @@ def close_code(ws, timeout: float = 10) -> tuple[int | None, float]:
 
 def gunicorn(app: str, tmp_path, **env: str):
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b",
-               f"127.0.0.1:{port}", "--graceful-timeout", str(GRACEFUL), app]
-    return start_process(command, tmp_path / f"gunicorn-{port}.log", port,
-                         env=server_env(**env))
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gevent",
+        "-w",
+        "1",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        str(GRACEFUL),
+        app,
+    ]
+    return start_process(command, tmp_path / f"gunicorn-{port}.log", port, env=server_env(**env))
 
 
 @contextlib.contextmanager
 def open_room(served):
-    with connect(served.ws_url("/ws/room/"), origin=served.url("").rstrip("/"),
-                 open_timeout=10) as ws:
+    with connect(
+        served.ws_url("/ws/room/"), origin=served.url("").rstrip("/"), open_timeout=10
+    ) as ws:
         json.loads(ws.recv(timeout=10))  # {"pid": ...}: the consumer runs
         yield ws
 
@@ -81,12 +93,22 @@ def test_gunicorn_stop_closes_a_flask_apps_sockets_with_1012(tmp_path):
 
 
 @pytest.mark.parametrize(("signum", "expected"), [(signal.SIGTERM, 1001), (signal.SIGHUP, 1012)])
-def test_wsbridge_serve_closes_with_1001_on_sigterm_and_1012_on_sighup(tmp_path, signum,
-                                                                        expected):
+def test_wsbridge_serve_closes_with_1001_on_sigterm_and_1012_on_sighup(tmp_path, signum, expected):
     port = free_port()
-    served = start_process([sys.executable, "-m", "wsbridge", "serve",
-                            "tests.e2e.one_layer_app:plain", "--port", str(port)],
-                           tmp_path / "serve.log", port, env=server_env(APP_LAYER="memory"))
+    served = start_process(
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "serve",
+            "tests.e2e.one_layer_app:plain",
+            "--port",
+            str(port),
+        ],
+        tmp_path / "serve.log",
+        port,
+        env=server_env(APP_LAYER="memory"),
+    )
     try:
         with open_room(served) as ws:
             served.proc.send_signal(signum)

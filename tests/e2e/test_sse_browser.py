@@ -44,8 +44,9 @@ class Site:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = start_wsbridge_serve("tests.e2e.sse_app:application", tmp_path_factory.mktemp("sse"),
-                                  "--log-level", "warning")
+    served = start_wsbridge_serve(
+        "tests.e2e.sse_app:application", tmp_path_factory.mktemp("sse"), "--log-level", "warning"
+    )
     try:
         yield Site(served)
     finally:
@@ -82,7 +83,9 @@ def test_event_source_gets_events_and_resumes_with_last_event_id(server, browser
     server.post("/publish/news/", {"data": "after the reconnect", "id": "9"})
     page.wait_for("window.events.length === 4")
     assert page.evaluate("window.events[3]") == {
-        "type": "message", "data": "after the reconnect", "id": "9"
+        "type": "message",
+        "data": "after the reconnect",
+        "id": "9",
     }
     page.evaluate("window.source.close(); true")
     assert page.errors == []

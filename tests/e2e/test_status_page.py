@@ -43,8 +43,11 @@ def test_status_page_shows_both_processes_groups_rates_and_drops_live(wsbridge_s
     from wsbridge.layers.urls import layer_from_urls
 
     layer = layer_from_urls([url])
-    members = [connect(one.ws_url("/room/")), connect(one.ws_url("/room/")),
-               connect(two.ws_url("/room/"))]
+    members = [
+        connect(one.ws_url("/room/")),
+        connect(one.ws_url("/room/")),
+        connect(two.ws_url("/room/")),
+    ]
     slow = connect(one.ws_url("/slow/"))
     try:
         channel = slow.recv(timeout=5)
@@ -77,9 +80,7 @@ def test_status_page_shows_both_processes_groups_rates_and_drops_live(wsbridge_s
             text = page.evaluate("document.body.innerText")
             assert "lobby" in text and "mailbox_full" in text and "live" in text
             assert f":{one.pid}" in text and f":{two.pid}" in text
-            shot = base64.b64decode(
-                page.call("Page.captureScreenshot", {"format": "png"})["data"]
-            )
+            shot = base64.b64decode(page.call("Page.captureScreenshot", {"format": "png"})["data"])
             (tmp_path / "status.png").write_bytes(shot)
             box = page.evaluate(
                 "(() => { const r = document.querySelector('#processes')"

@@ -45,10 +45,17 @@ def validator(scope: dict[str, Any]) -> str | None:
     return f"user {uid} is banned" if uid in BANNED else None
 
 
-tokens = ConnectTokens(HmacTokenCodec(SECRET), audience=AUDIENCE, ttl=float(
-    os.environ.get("ID_TEST_TTL", "60")), user_loader=load_user)
-identity = IdentityOptions(tokens=tokens, validator=validator,
-                           recheck_interval=float(os.environ.get("ID_TEST_RECHECK", "0.5")))
+tokens = ConnectTokens(
+    HmacTokenCodec(SECRET),
+    audience=AUDIENCE,
+    ttl=float(os.environ.get("ID_TEST_TTL", "60")),
+    user_loader=load_user,
+)
+identity = IdentityOptions(
+    tokens=tokens,
+    validator=validator,
+    recheck_interval=float(os.environ.get("ID_TEST_RECHECK", "0.5")),
+)
 
 
 @router.websocket("ws/me/")
@@ -122,12 +129,15 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     elif path == "/ban":
         BANNED.add(query["user"])
     elif path == "/kick":
-        wsbridge.kick(user=query.get("user"), group=query.get("group"),
-                      reason=query.get("reason", "kicked"))
+        wsbridge.kick(
+            user=query.get("user"), group=query.get("group"), reason=query.get("reason", "kicked")
+        )
     elif path == "/page":
         body = PAGE.encode()
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                  ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
         return [body]
     elif path == "/token-json":
         answer = {"token": tokens.issue(query["user"]), "expires_in": tokens.ttl}
@@ -141,8 +151,9 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found\n"]
     body = json.dumps(answer).encode()
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -151,6 +162,9 @@ def _cookies(environ: dict[str, Any]) -> dict[str, str]:
     return {k: m.value for k, m in jar.items()}
 
 
-application = wrap(site, router=router, identity=identity,
-                   limits=json.loads(os.environ["ID_TEST_LIMITS"])
-                   if os.environ.get("ID_TEST_LIMITS") else None)
+application = wrap(
+    site,
+    router=router,
+    identity=identity,
+    limits=json.loads(os.environ["ID_TEST_LIMITS"]) if os.environ.get("ID_TEST_LIMITS") else None,
+)

@@ -33,8 +33,11 @@ class Ticks(WebsocketConsumer):
         self.send(text_data="echo:" + str(text_data))
 
     def tick(self, event: dict[str, Any]) -> None:
-        self.send(text_data=json.dumps({"symbol": event["symbol"], "seq": event["seq"],
-                                        "pad": event["pad"]}))
+        self.send(
+            text_data=json.dumps(
+                {"symbol": event["symbol"], "seq": event["seq"], "pad": event["pad"]}
+            )
+        )
 
 
 def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -43,21 +46,27 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     pad = "x" * int(query["size"])
     skipped = 0
     for seq in range(int(query["n"])):
-        skipped += layer.group_send(query["group"], {"type": "tick", "symbol": f"s{seq % 4}",
-                                                     "seq": seq, "pad": pad}) or 0
+        skipped += (
+            layer.group_send(
+                query["group"], {"type": "tick", "symbol": f"s{seq % 4}", "seq": seq, "pad": pad}
+            )
+            or 0
+        )
         if seq % 10 == 9:
             gevent.sleep(0.001)
     body = json.dumps({"skipped": skipped}).encode()
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
 application = wrap(
     site,
     router=router,
-    websocket=WebSocketOptions(max_outbound_bytes=256 * 1024, ping_interval=None,
-                               compression=False),
+    websocket=WebSocketOptions(
+        max_outbound_bytes=256 * 1024, ping_interval=None, compression=False
+    ),
     group_policies={
         "ticker.*": GroupPolicy("coalesce", key="symbol"),
         "feed.*": GroupPolicy("drop_oldest", max_parked=32),

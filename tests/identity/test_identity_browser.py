@@ -23,8 +23,13 @@ def short_tokens(tmp_path_factory):
     """Tokens live 2 s; the client refreshes at 0.8 of that."""
     layer = f"redis://127.0.0.1:6379/0?prefix=wsbridge-idb-{secrets.token_hex(4)}"
     env = {**os.environ, "ID_TEST_TTL": "2", "ID_TEST_LAYER": layer}
-    served = start_wsbridge_serve("tests.identity.id_app:application",
-                                  tmp_path_factory.mktemp("idb"), "--layer", layer, env=env)
+    served = start_wsbridge_serve(
+        "tests.identity.id_app:application",
+        tmp_path_factory.mktemp("idb"),
+        "--layer",
+        layer,
+        env=env,
+    )
     yield served
     served.stop()
 
@@ -35,8 +40,9 @@ def browser():
         yield chromium
 
 
-@pytest.mark.parametrize("transport,where", [("websocket", "protocol"), ("websocket", "query"),
-                                             ("longpoll", "body")])
+@pytest.mark.parametrize(
+    "transport,where", [("websocket", "protocol"), ("websocket", "query"), ("longpoll", "body")]
+)
 def test_the_token_is_refreshed_without_reconnecting(browser, short_tokens, transport, where):
     user = "b" + secrets.token_hex(3)
     page = browser.new_page(short_tokens.url(f"/page?user={user}&transport={transport}&in={where}"))

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.redis
 
 def post(port: int, path: str, body: dict, cookie: str) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    conn.request("POST", path, json.dumps(body),
-                 {"Content-Type": "application/json", "Cookie": cookie})
+    conn.request(
+        "POST", path, json.dumps(body), {"Content-Type": "application/json", "Cookie": cookie}
+    )
     response = conn.getresponse()
     return response.status, json.loads(response.read() or b"{}")
 
@@ -91,9 +92,11 @@ def test_sse_and_long_poll_take_a_token_and_refuse_a_replayed_one(pair):
     again.request("GET", "/events/me/?access_token=" + token)
     assert again.getresponse().status == 403  # replayed
     fresh = get(a, f"/token?user={user}")
-    status, body = post(b.port, "/_wsbridge/lp/open",
-                        {"path": "/ws/me/?access_token=" + fresh}, cookie="")
+    status, body = post(
+        b.port, "/_wsbridge/lp/open", {"path": "/ws/me/?access_token=" + fresh}, cookie=""
+    )
     assert status == 200, body
-    status, body = post(a.port, "/_wsbridge/lp/open",
-                        {"path": "/ws/me/?access_token=" + fresh}, cookie="")
+    status, body = post(
+        a.port, "/_wsbridge/lp/open", {"path": "/ws/me/?access_token=" + fresh}, cookie=""
+    )
     assert status == 403 and "replayed" in body["error"]

@@ -47,8 +47,12 @@ def test_user_ids_and_group_names():
 
 
 def tokens(**kwargs) -> ConnectTokens:
-    return ConnectTokens(HmacTokenCodec("unit-test-secret-0123456789"), audience="unit",
-                         layer=MemoryLayer(), **kwargs)
+    return ConnectTokens(
+        HmacTokenCodec("unit-test-secret-0123456789"),
+        audience="unit",
+        layer=MemoryLayer(),
+        **kwargs,
+    )
 
 
 def test_a_token_round_trips_once():
@@ -62,13 +66,16 @@ def test_a_token_round_trips_once():
     assert t.counters == {"accepted": 1, "replayed": 1}
 
 
-@pytest.mark.parametrize("mangle,kind", [
-    (lambda tok: tok[:-1] + ("A" if tok[-1] != "A" else "B"), "forged"),
-    (lambda tok: "x" + tok, "forged"),
-    (lambda tok: tok.replace(".", ""), "malformed"),
-    (lambda tok: "", "malformed"),
-    (lambda tok: "a" * 5000, "malformed"),
-])
+@pytest.mark.parametrize(
+    "mangle,kind",
+    [
+        (lambda tok: tok[:-1] + ("A" if tok[-1] != "A" else "B"), "forged"),
+        (lambda tok: "x" + tok, "forged"),
+        (lambda tok: tok.replace(".", ""), "malformed"),
+        (lambda tok: "", "malformed"),
+        (lambda tok: "a" * 5000, "malformed"),
+    ],
+)
 def test_tampered_tokens_are_refused_by_kind(mangle, kind):
     t = tokens()
     with pytest.raises(TokenError) as err:
@@ -82,8 +89,9 @@ def test_expired_other_audience_other_key_and_revoked():
     time.sleep(0.1)
     with pytest.raises(TokenError, match="expired"):
         t.verify(token)
-    other = ConnectTokens(HmacTokenCodec("unit-test-secret-0123456789"), audience="elsewhere",
-                          layer=t.layer).issue("bob")
+    other = ConnectTokens(
+        HmacTokenCodec("unit-test-secret-0123456789"), audience="elsewhere", layer=t.layer
+    ).issue("bob")
     with pytest.raises(TokenError, match="audience"):
         tokens().verify(other)
     foreign = ConnectTokens(HmacTokenCodec("another-secret-0123456789"), audience="unit").issue("b")

@@ -11,8 +11,10 @@ from websockets.sync.client import connect as _connect
 
 from tests.identity.conftest import get, wait_for
 
-pytestmark = [pytest.mark.redis,
-              pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning"),
+]
 
 
 def uid() -> str:
@@ -29,8 +31,12 @@ def open_ws(server, user=None, token=None, *, via="query", subprotocols=None):
         path += "?access_token=" + token
     elif token is not None:
         protocols = ["wsbridge.bearer", "wsbridge.token." + token, *protocols]
-    return _connect(server.ws_url(path), additional_headers=headers,
-                   subprotocols=protocols or None, open_timeout=5)
+    return _connect(
+        server.ws_url(path),
+        additional_headers=headers,
+        subprotocols=protocols or None,
+        open_timeout=5,
+    )
 
 
 def closed_code(ws, timeout: float = 5.0) -> tuple[int, str, float]:
@@ -115,10 +121,12 @@ def test_forged_malformed_and_other_site_tokens_are_refused(pair):
     good = get(a, f"/token?user={uid()}")
     payload, signature = good.split(".")
     forged = payload + "." + ("A" if signature[0] != "A" else "B") + signature[1:]
-    other_key = ConnectTokens(HmacTokenCodec("another-site-secret-0123456789"),
-                              audience="id-test-site").issue("alice")
-    other_aud = ConnectTokens(HmacTokenCodec("identity-test-secret-0123456789"),
-                              audience="another-site").issue("alice")
+    other_key = ConnectTokens(
+        HmacTokenCodec("another-site-secret-0123456789"), audience="id-test-site"
+    ).issue("alice")
+    other_aud = ConnectTokens(
+        HmacTokenCodec("identity-test-secret-0123456789"), audience="another-site"
+    ).issue("alice")
     for bad in (forged, "garbage", other_key, other_aud):
         with pytest.raises(InvalidStatus) as refused:
             open_ws(b, token=bad)
@@ -163,13 +171,31 @@ def test_wsbridge_kick_command_closes_a_users_sockets_in_both_processes(pair):
     sockets = [open_ws(a, user), open_ws(b, user)]
     layer = get(a, "/layer-url")
     done = subprocess.run(
-        [sys.executable, "-m", "wsbridge", "kick", "--user", user, "--reason", "under review",
-         "--layer", layer], capture_output=True, text=True, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "kick",
+            "--user",
+            user,
+            "--reason",
+            "under review",
+            "--layer",
+            layer,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     for ws in sockets:
         assert closed_code(ws)[:2] == (4409, "under review")
-    done = subprocess.run([sys.executable, "-m", "wsbridge", "kick", "--channel", "x", "--revoke",
-                           "--layer", layer], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "wsbridge", "kick", "--channel", "x", "--revoke", "--layer", layer],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2 and "--revoke needs --user" in done.stderr
 
 
@@ -186,11 +212,14 @@ def test_wsbridge_status_shows_the_identity_and_limit_counters_of_each_process(p
     layer = get(a, "/layer-url")
 
     def gauges() -> list[dict]:
-        done = subprocess.run([sys.executable, "-m", "wsbridge", "status", "--json", "--layer",
-                               layer], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "wsbridge", "status", "--json", "--layer", layer],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         procs = _json.loads(done.stdout).get("processes") or []
         return [p["gauges"] for p in procs if p.get("pid") == b.pid]
 
-    found = wait_for(lambda: [g for g in gauges() if g.get("identity_revoked", 0) >= 1],
-                     timeout=15)
+    found = wait_for(lambda: [g for g in gauges() if g.get("identity_revoked", 0) >= 1], timeout=15)
     assert "limits_ip_messages" in found[0] and "slow_client_coalesced" in found[0]

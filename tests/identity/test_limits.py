@@ -33,8 +33,9 @@ def serve(tmp_path):
 
 
 def ws(server, user):
-    return connect(server.ws_url("/ws/me/"), additional_headers={"Cookie": f"uid={user}"},
-                   open_timeout=5)
+    return connect(
+        server.ws_url("/ws/me/"), additional_headers={"Cookie": f"uid={user}"}, open_timeout=5
+    )
 
 
 def status_of(server, user) -> int:
@@ -79,8 +80,12 @@ def test_connections_per_user_refuse_the_extra_one_only(serve):
 def test_a_flooding_connection_trips_its_own_rate_before_its_ip_budget(serve):
     # Two connections from one address (a NAT): the flooder must be closed by its own
     # per-connection rate while the address's budget still has room for its neighbour.
-    server = serve(connection_messages=[50, 20], ip_messages=[100, 300], user_messages=None,
-                   handshakes_per_ip=None)
+    server = serve(
+        connection_messages=[50, 20],
+        ip_messages=[100, 300],
+        user_messages=None,
+        handshakes_per_ip=None,
+    )
     flood, calm = ws(server, "flood" + secrets.token_hex(2)), ws(server, "calm")
     closed = None
     try:

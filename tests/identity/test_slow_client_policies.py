@@ -17,8 +17,9 @@ N, SIZE = 600, 16 * 1024  # 9.6 MB: far past the 256 KiB outbound limit
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    served = start_wsbridge_serve("tests.identity.policy_app:application",
-                                  tmp_path_factory.mktemp("policies"))
+    served = start_wsbridge_serve(
+        "tests.identity.policy_app:application", tmp_path_factory.mktemp("policies")
+    )
     yield served
     served.stop()
 
@@ -102,8 +103,12 @@ def test_coalesce_on_long_poll_keeps_a_session_that_does_not_poll(server):
     publish(server, "ticker.lp")  # 9.6 MB: more than the session's 4 MiB buffer
     ticks, ack = [], 0
     for _ in range(200):
-        status, body = post(server.port, "/_wsbridge/lp/poll",
-                            {"token": opened["token"], "ack": ack, "wait": 0.5}, "")
+        status, body = post(
+            server.port,
+            "/_wsbridge/lp/poll",
+            {"token": opened["token"], "ack": ack, "wait": 0.5},
+            "",
+        )
         assert status == 200, body
         frames = body["messages"]
         if not frames:

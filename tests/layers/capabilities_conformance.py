@@ -139,9 +139,7 @@ class HistoryConformance:
         layer.presence_track("chat.a", channel, user="u1")
         assert layer.history("chat.a").messages == []
 
-    def test_recovery_delivers_a_notice_then_the_missed_messages_then_live_ones(
-        self, make_layer
-    ):
+    def test_recovery_delivers_a_notice_then_the_missed_messages_then_live_ones(self, make_layer):
         publisher, layer = pair(self, make_layer)
         for i in range(3):
             publisher.group_send("news", {"type": "n", "i": i})

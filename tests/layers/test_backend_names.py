@@ -35,8 +35,10 @@ def test_channels1_backend_names_map_with_a_warning_naming_the_new_one(backend, 
 
 
 def test_ipc_options_the_memory_layer_lacks_are_dropped_and_named(caplog):
-    spec = {"BACKEND": "asgi_ipc.IPCChannelLayer",
-            "CONFIG": {"prefix": "mysite", "channel_memory": 10**8, "capacity": 7}}
+    spec = {
+        "BACKEND": "asgi_ipc.IPCChannelLayer",
+        "CONFIG": {"prefix": "mysite", "channel_memory": 10**8, "capacity": 7},
+    }
     with pytest.warns(WsbridgeDeprecationWarning) as seen:
         layer = build_layer(spec)
     try:
@@ -55,5 +57,6 @@ def test_channels4_and_short_names_do_not_warn():
             "RedisLayer"
         )
         assert resolve_backend("memory", {"capacity": 3}) == (
-            "wsbridge.layers.memory.MemoryLayer", {"capacity": 3}
+            "wsbridge.layers.memory.MemoryLayer",
+            {"capacity": 3},
         )

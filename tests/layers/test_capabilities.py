@@ -75,7 +75,6 @@ class TestRedisPresence(PresenceConformance):
 # -- Redis only ---------------------------------------------------------------------------
 
 
-
 def _member(layer, group, collector=None):
     channel = layer.new_channel()
     layer.attach(channel, collector if collector is not None else Collector())

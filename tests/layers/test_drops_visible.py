@@ -31,9 +31,13 @@ def fresh_counters():
 
 
 def drop_lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "wsbridge.drops" and r.levelno == logging.WARNING
-            and r.getMessage().startswith("wsbridge dropped")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "wsbridge.drops"
+        and r.levelno == logging.WARNING
+        and r.getMessage().startswith("wsbridge dropped")
+    ]
 
 
 def wait_until(predicate, timeout: float = 5.0) -> bool:
@@ -109,8 +113,15 @@ def test_layer_unavailable_sends_are_counted():
 
     from .redis_server import free_port
 
-    layer = build_layer({"BACKEND": "redis", "CONFIG": {
-        "hosts": [f"redis://127.0.0.1:{free_port()}/0"], "retry_backoff": (0.01, 0.05)}})
+    layer = build_layer(
+        {
+            "BACKEND": "redis",
+            "CONFIG": {
+                "hosts": [f"redis://127.0.0.1:{free_port()}/0"],
+                "retry_backoff": (0.01, 0.05),
+            },
+        }
+    )
     try:
         with pytest.raises(LayerUnavailable):
             layer.group_send("room", {"type": "x"})
@@ -128,18 +139,37 @@ def test_status_shows_the_counters_of_every_process_and_forgets_dead_ones():
         drops.record_drop("mailbox_full", 7, detail="test")
         assert Heartbeat(layer, role="server", ttl=30).beat()
         result = subprocess.run(
-            [sys.executable, "-m", "wsbridge", "status", "--json",
-             "--layer", f"{SHARED_REDIS}?prefix={make.prefix}"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "wsbridge",
+                "status",
+                "--json",
+                "--layer",
+                f"{SHARED_REDIS}?prefix={make.prefix}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         )
         assert result.returncode == 0, result.stderr
         processes = json.loads(result.stdout)["processes"]
         mine = [p for p in processes if p["id"] == identity()]
         assert mine and mine[0]["drops"] == {"mailbox_full": 7}, processes
         text = subprocess.run(
-            [sys.executable, "-m", "wsbridge", "status",
-             "--layer", f"{SHARED_REDIS}?prefix={make.prefix}"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "wsbridge",
+                "status",
+                "--layer",
+                f"{SHARED_REDIS}?prefix={make.prefix}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         ).stdout
         assert "processes: 1 alive" in text and "mailbox_full=7" in text, text
         # A process that stops beating (killed, crashed) vanishes after its TTL.
@@ -155,16 +185,16 @@ def test_memory_layer_send_from_a_process_serving_nothing_warns_once():
         "Group('room').send({'text': 'again'})\n"
         "Channel('jobs').send({'x': 1})\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("in-memory channel layer") == 1, done.stderr
     assert "serves no connections" in done.stderr
 
 
 def test_channels_backend_name_without_compat_warns_it_will_not_interoperate(caplog):
-    spec = {"BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [SHARED_REDIS]}}
+    spec = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [SHARED_REDIS]}}
     build_layer(spec).close()
     assert any("does not share groups" in r.getMessage() for r in caplog.records)
     caplog.clear()

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.redis
 
 def make(server, **options) -> RedisLayer:
     # After a restart group sends refuse for restore_window (test_redis_restart_window.py).
-    config = {"hosts": [server.url], "prefix": "faults", "retry_backoff": (0.02, 0.3),
-              "restore_window": 0.5}
+    config = {
+        "hosts": [server.url],
+        "prefix": "faults",
+        "retry_backoff": (0.02, 0.3),
+        "restore_window": 0.5,
+    }
     config.update(options)
     return RedisLayer(**config)
 

@@ -29,8 +29,13 @@ PEER = str(Path(__file__).with_name("channels_peer.py"))
 def peer(prefix: str, *args: str, config: dict | None = None) -> str:
     """Run one channels_redis operation; its last line of output."""
     env = {**os.environ, "PEER_CONFIG": json.dumps(config or {})}
-    done = subprocess.run([sys.executable, PEER, args[0], SHARED_REDIS, prefix, *args[1:]],
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [sys.executable, PEER, args[0], SHARED_REDIS, prefix, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]
 

@@ -100,8 +100,21 @@ def gunicorn_two_workers(tmp_path):
         WSBRIDGE_TEST_METRICS_TOKEN=TOKEN,
     )
     command = [
-        sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-c", str(config),
-        "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--no-control-socket", APP,
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gevent",
+        "-w",
+        "2",
+        "-c",
+        str(config),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "5",
+        "--no-control-socket",
+        APP,
     ]
     return start_process(command, tmp_path / "gunicorn.log", port, env=env)
 

@@ -18,10 +18,16 @@ def test_without_prometheus_client_wrap_names_the_extra():
         "except ConfigurationError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, env=server_env())
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=server_env(),
+    )
     assert done.returncode == 0, done.stderr
-    assert "pip install \"wsbridge-gevent[metrics]\"" in done.stdout, done.stdout
+    assert 'pip install "wsbridge-gevent[metrics]"' in done.stdout, done.stdout
 
 
 def test_timings_buckets_follow_le_and_take_starts_over():
@@ -49,8 +55,14 @@ def test_two_flushes_add_only_what_changed_in_between():
         "body = metrics.render()[0].decode()\n"
         "print(body)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, env=server_env())
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=server_env(),
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert 'wsbridge_messages_received_total{transport="websocket"} 3.0' in out
@@ -89,7 +101,13 @@ def test_the_servers_refusals_are_exported_per_reason():
         "refused('header_timeout', 'test')\n"
         "print(metrics.render()[0].decode())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, env=server_env())
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=server_env(),
+    )
     assert done.returncode == 0, done.stderr
     assert 'wsbridge_refusals_total{reason="header_timeout"} 2.0' in done.stdout

@@ -52,9 +52,7 @@ def test_two_serving_processes_each_list_pid_host_uptime_connections_and_drops(
         for ws in sockets:
             assert ws.recv(timeout=5).startswith("pid ")
         command = (sys.executable, "-m", "wsbridge", "status", "--layer", url)
-        processes = wait_for(
-            lambda: status_json(*command)["processes"], {one.pid: 2, two.pid: 1}
-        )
+        processes = wait_for(lambda: status_json(*command)["processes"], {one.pid: 2, two.pid: 1})
         by_pid = {p["pid"]: p for p in processes}
         assert set(by_pid) == {one.pid, two.pid}, processes
         for pid, websockets in ((one.pid, 2), (two.pid, 1)):
@@ -73,8 +71,11 @@ def test_two_serving_processes_each_list_pid_host_uptime_connections_and_drops(
         # The Django command reads the site's layer (same Redis, same prefix).
         django_env = server_env(WSBRIDGE_TEST_REDIS_PREFIX=prefix)
         stats = status_json(
-            sys.executable, str(DJANGO_DIR / "manage.py"), "wsbridge_status",
-            env=django_env, cwd=DJANGO_DIR,
+            sys.executable,
+            str(DJANGO_DIR / "manage.py"),
+            "wsbridge_status",
+            env=django_env,
+            cwd=DJANGO_DIR,
         )
         assert {p["pid"] for p in stats["processes"]} == {one.pid, two.pid}
     finally:

@@ -7,7 +7,15 @@ import subprocess
 import sys
 
 FORBIDDEN = (
-    "gevent", "socket", "_socket", "ssl", "select", "selectors", "django", "redis", "asyncio",
+    "gevent",
+    "socket",
+    "_socket",
+    "ssl",
+    "select",
+    "selectors",
+    "django",
+    "redis",
+    "asyncio",
 )
 
 

@@ -72,6 +72,9 @@ def test_frames_wrap_text_and_bytes_with_their_position():
     assert text == {"wsb": {"g": "news", "p": "e:3"}, "text": "hi"}
     raw = json.loads(wrap_frame({"bytes": b"\x00\x01"}, "news", "e:4")["text"])
     assert raw["bytes"] == "AAE="
-    notice = json.loads(recovery_frame({"group": "news", "recovered": False,
-                                        "position": "e:9", "missed": 0})["text"])
+    notice = json.loads(
+        recovery_frame({"group": "news", "recovered": False, "position": "e:9", "missed": 0})[
+            "text"
+        ]
+    )
     assert notice == {"wsb": {"g": "news", "recovered": False, "p": "e:9", "missed": 0}}

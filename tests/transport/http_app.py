@@ -1,6 +1,6 @@
 """A site with HTTP consumers for running under ``gunicorn -k gevent`` in the tests.
 
-    gunicorn -k gevent --chdir tests/transport http_app:application
+gunicorn -k gevent --chdir tests/transport http_app:application
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     if environ["PATH_INFO"] == "/send":
         layer.group_send("news", {"type": "news.item", "text": environ["QUERY_STRING"], "id": 1})
     body = json.dumps({"ended": ENDED, "attached": layer.stats()["attached"]}).encode()
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 

@@ -41,8 +41,14 @@ class Echo(WebsocketConsumer):
 @routes.websocket("ws/chat/<str:room>/")
 class Chat(WebsocketConsumer):
     def connect(self):
-        EVENTS.append({"event": "connect", "path": self.scope["path"],
-                       "resumed": self.scope.get("resumed", False), "pid": os.getpid()})
+        EVENTS.append(
+            {
+                "event": "connect",
+                "path": self.scope["path"],
+                "resumed": self.scope.get("resumed", False),
+                "pid": os.getpid(),
+            }
+        )
         self.group = "chat." + self.scope["url_route"]["kwargs"]["room"]
         self.channel_layer.group_add(self.group, self.channel_name)
         self.accept()

@@ -36,11 +36,13 @@ def with_stats(app, layer):
         if environ.get("PATH_INFO") != "/lpstats":
             return app(environ, start_response)
         transport = app.longpoll_transport
-        body = json.dumps({
-            "sessions": len(transport.sessions),
-            "tombstones": len(transport._tombstones),
-            "attached": layer.stats().get("attached"),
-        }).encode()
+        body = json.dumps(
+            {
+                "sessions": len(transport.sessions),
+                "tombstones": len(transport._tombstones),
+                "attached": layer.stats().get("attached"),
+            }
+        ).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]
 
@@ -70,15 +72,23 @@ def main() -> None:
     parser.add_argument("--allowed-origin", action="append", default=[])
     parser.add_argument("--secret", default=None)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--user-from-header", action="store_true",
-                        help="bind tokens to the X-Test-User header (a stand-in user)")
-    parser.add_argument("--refuse-upgrades", action="store_true",
-                        help="answer 403 to every WebSocket upgrade (a proxy that blocks them)")
+    parser.add_argument(
+        "--user-from-header",
+        action="store_true",
+        help="bind tokens to the X-Test-User header (a stand-in user)",
+    )
+    parser.add_argument(
+        "--refuse-upgrades",
+        action="store_true",
+        help="answer 403 to every WebSocket upgrade (a proxy that blocks them)",
+    )
     args = parser.parse_args()
     if args.layer == "redis":
         layer = build_layer(
-            {"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"],
-                                            "prefix": args.redis_prefix}}
+            {
+                "BACKEND": "redis",
+                "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": args.redis_prefix},
+            }
         )
     else:
         layer = build_layer({"BACKEND": "memory"})

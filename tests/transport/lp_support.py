@@ -98,8 +98,9 @@ class Client(LongPollClient):
         return client
 
     seen = property(lambda self: self.session.seen)
-    sent = property(lambda self: self.session.sent,
-                    lambda self, value: setattr(self.session, "sent", value))
+    sent = property(
+        lambda self: self.session.sent, lambda self, value: setattr(self.session, "sent", value)
+    )
 
     @contextlib.contextmanager
     def _at(self, port: int | None) -> Iterator[None]:
@@ -144,11 +145,25 @@ class ServeProcess:
 
     def __init__(self, app: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wsbridge", "serve", app, "--port", "0",
-             "--log-level", "warning"],
-            cwd=HERE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
-                 **(env or {})},
+            [
+                sys.executable,
+                "-m",
+                "wsbridge",
+                "serve",
+                app,
+                "--port",
+                "0",
+                "--log-level",
+                "warning",
+            ],
+            cwd=HERE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+                **(env or {}),
+            },
         )
         line = self.proc.stdout.readline()  # blocks until it listens (or dies)
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)

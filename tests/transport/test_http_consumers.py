@@ -205,8 +205,15 @@ class Client:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.buf = b""
 
-    def send(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-             *, length: int | None = None) -> None:
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        length: int | None = None,
+    ) -> None:
         lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")
@@ -299,9 +306,12 @@ def no_leaks(server: Site) -> Iterator[None]:
     gevent.sleep(0)
     greenlets, fds = live_greenlets(), open_fds()
     yield
-    wait_for(lambda: live_greenlets() <= greenlets and open_fds() <= fds, 3,
-             f"greenlets <= {greenlets} and fds <= {fds} "
-             f"(now {live_greenlets()} greenlets, {open_fds()} fds)")
+    wait_for(
+        lambda: live_greenlets() <= greenlets and open_fds() <= fds,
+        3,
+        f"greenlets <= {greenlets} and fds <= {fds} "
+        f"(now {live_greenlets()} greenlets, {open_fds()} fds)",
+    )
     assert server.layer.stats()["attached"] == 0
     assert server.layer.stats()["groups"] == {}
 
@@ -408,8 +418,11 @@ def test_a_consumer_with_groups_holds_by_default_and_answers_on_the_event() -> N
     layer.group_send("waiters", {"type": "waiters.done", "text": "done"})
     assert comm.get_response() == {
         "status": 200,
-        "headers": [(b"x-done", b"yes"), (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", b"4")],
+        "headers": [
+            (b"x-done", b"yes"),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"4"),
+        ],
         "body": b"done",
     }
     comm.disconnect()
@@ -476,8 +489,9 @@ def test_sse_hands_last_event_id_of_a_reconnecting_client_to_connect(server: Sit
 def test_sse_consumer_through_the_communicator() -> None:
     layer = MemoryLayer()
     route = {"url_route": {"args": (), "kwargs": {"room": "x"}}}
-    comm = HttpCommunicator(Feed, "GET", "/sse/x/", headers=[("Last-Event-ID", "3")],
-                            channel_layer=layer, scope=route)
+    comm = HttpCommunicator(
+        Feed, "GET", "/sse/x/", headers=[("Last-Event-ID", "3")], channel_layer=layer, scope=route
+    )
     comm.send_request()
     status, headers = comm.receive_start()
     assert status == 200 and (b"content-type", b"text/event-stream; charset=utf-8") in headers
@@ -620,8 +634,10 @@ def test_client_that_reads_nothing_is_dropped_not_buffered(
     c = Client(server.port)
     with caplog.at_level(logging.WARNING, logger="wsbridge.transport.http"):
         c.send("GET", "/flood/")
-        wait_for(lambda: "slowly" in caplog.text or "read nothing" in caplog.text,
-                 what="the server to give up")
+        wait_for(
+            lambda: "slowly" in caplog.text or "read nothing" in caplog.text,
+            what="the server to give up",
+        )
     # the server closed its side (only the client's socket is left open) instead
     # of queueing 12.8 MB for a client that never reads
     wait_for(lambda: open_fds() == fds + 1, what="the server to close the connection")
@@ -634,9 +650,24 @@ def test_client_that_reads_nothing_is_dropped_not_buffered(
 @pytest.fixture
 def gunicorn() -> Iterator[int]:
     proc = gevent.subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", "127.0.0.1:0",
-         "--chdir", os.path.dirname(__file__), "--graceful-timeout", "2", "http_app:application"],
-        stderr=gevent.subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--chdir",
+            os.path.dirname(__file__),
+            "--graceful-timeout",
+            "2",
+            "http_app:application",
+        ],
+        stderr=gevent.subprocess.PIPE,
+        text=True,
     )
     try:
         port = None

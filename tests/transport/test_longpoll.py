@@ -16,11 +16,23 @@ SECRET = "test-secret-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def server():
-    srv = Server("--secret", SECRET, "--session-timeout", "1.5", "--poll-timeout", "3",
-                 "--user-from-header",
-                 "--max-buffer", "20", "--max-body", "4096",
-                 "--allowed-origin", "http://friend.test",
-                 "--allowed-origin", "http://127.0.0.1:*")
+    srv = Server(
+        "--secret",
+        SECRET,
+        "--session-timeout",
+        "1.5",
+        "--poll-timeout",
+        "3",
+        "--user-from-header",
+        "--max-buffer",
+        "20",
+        "--max-body",
+        "4096",
+        "--allowed-origin",
+        "http://friend.test",
+        "--allowed-origin",
+        "http://127.0.0.1:*",
+    )
     yield srv
     srv.stop()
 
@@ -33,15 +45,23 @@ def test_open_poll_send_echo_and_the_scope_looks_like_a_websocket(server):
     client = Client(server.port, "/ws/echo/")
     assert client.send("hello", "world") == 2
     assert client.texts_until(2) == ["hello", "world"]
-    status, body = request(server.port, LP + "/open",
-                           {"path": "/ws/scope/x/?a=1", "subprotocols": ["one", "two"]})
+    status, body = request(
+        server.port, LP + "/open", {"path": "/ws/scope/x/?a=1", "subprotocols": ["one", "two"]}
+    )
     assert status == 200 and body["subprotocol"] == "two"
     scoped = Client.from_token(server.port, body["token"])
     scope = json.loads(scoped.texts_until(1)[0])
     assert {k: v for k, v in scope.items() if k != "keys"} == {
-        "type": "websocket", "transport": "longpoll", "path": "/ws/scope/x/",
-        "query_string": "a=1", "kwargs": {"name": "x"}, "subprotocols": ["one", "two"],
-        "cookies": {}, "has_headers": True, "scheme": "ws", "raw_path": "/ws/scope/x/",
+        "type": "websocket",
+        "transport": "longpoll",
+        "path": "/ws/scope/x/",
+        "query_string": "a=1",
+        "kwargs": {"name": "x"},
+        "subprotocols": ["one", "two"],
+        "cookies": {},
+        "has_headers": True,
+        "scheme": "ws",
+        "raw_path": "/ws/scope/x/",
     }
 
 
@@ -52,9 +72,12 @@ def test_the_scope_has_the_same_shape_as_over_websocket(server):
     url = f"ws://127.0.0.1:{server.port}/ws/scope/x/?a=1"
     with connect(url, subprotocols=["one", "two"], additional_headers=headers) as ws:
         over_ws = json.loads(ws.recv(timeout=10))
-    status, body = request(server.port, LP + "/open",
-                           {"path": "/ws/scope/x/?a=1", "subprotocols": ["one", "two"]},
-                           headers=headers)
+    status, body = request(
+        server.port,
+        LP + "/open",
+        {"path": "/ws/scope/x/?a=1", "subprotocols": ["one", "two"]},
+        headers=headers,
+    )
     client = Client.from_token(server.port, body["token"])
     over_lp = json.loads(client.texts_until(1)[0])
     assert over_ws.pop("transport") == "websocket" and over_lp.pop("transport") == "longpoll"
@@ -79,7 +102,10 @@ def test_a_lost_poll_response_is_delivered_again_without_duplicates(server):
     assert [m["text"] for m in again["messages"]] == ["a", "b"]
     client.send("c")
     assert client.texts_until(3) == ["a", "b", "c"]
-    status, body = client.call("poll", ack=3, )
+    status, body = client.call(
+        "poll",
+        ack=3,
+    )
     assert status == 200 and body["messages"] == []  # held until the poll timeout: nothing new
 
 
@@ -89,7 +115,9 @@ def test_a_retried_send_is_applied_once_and_order_is_kept(server):
     assert client.call("send", messages=batch) == (200, {"ack": 2})
     assert client.call("send", messages=batch) == (200, {"ack": 2})  # the retry
     assert client.call("send", messages=batch[1:] + [{"seq": 3, "text": "three"}]) == (
-        200, {"ack": 3})
+        200,
+        {"ack": 3},
+    )
     client.sent = 3
     got = client.texts_until(3)
     for start in range(4, 54, 10):  # batches below the server's max_buffer of 20
@@ -103,8 +131,10 @@ def test_a_retried_send_is_applied_once_and_order_is_kept(server):
 def test_a_second_poll_replaces_the_first_which_gets_409(server):
     client = Client(server.port, "/ws/echo/")
     results: list = []
-    polls = [threading.Thread(target=lambda: results.append(client.call("poll", ack=0)))
-             for _ in range(2)]
+    polls = [
+        threading.Thread(target=lambda: results.append(client.call("poll", ack=0)))
+        for _ in range(2)
+    ]
     polls[0].start()
     polls[1].start()
     # the poll that arrived first is answered 409 at once; the other stays parked
@@ -147,8 +177,10 @@ def test_bad_frames_and_acks_get_400(server):
 
 def test_a_truncated_body_gets_400(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST " + LP.encode() + b"/poll HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Length: 100\r\nConnection: close\r\n\r\n{\"tok")
+        sock.sendall(
+            b"POST " + LP.encode() + b"/poll HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Length: 100\r\nConnection: close\r\n\r\n{"tok'
+        )
         sock.shutdown(socket.SHUT_WR)
         answer = b""
         while chunk := sock.recv(4096):
@@ -160,8 +192,10 @@ def test_an_oversized_body_gets_413_without_being_read(server):
     status, body = request(server.port, LP + "/send", raw=b"x" * 5000)
     assert status == 413 and "4096" in body["error"]
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST " + LP.encode() + b"/send HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Length: 999999999\r\n\r\n")
+        sock.sendall(
+            b"POST " + LP.encode() + b"/send HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 999999999\r\n\r\n"
+        )
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")
 
 
@@ -196,20 +230,26 @@ def test_forged_and_replayed_tokens_are_refused(server):
     sid, owner, mac = client.token.split(".")
     forged = ".".join((sid, owner, "A" * len(mac)))
     assert request(server.port, LP + "/poll", {"token": forged, "ack": 0})[0] == 403
-    other_key = TokenSigner(b"x" * 32).sign(TokenSigner.parse(client.token).sid,
-                                            TokenSigner.parse(client.token).owner)
+    other_key = TokenSigner(b"x" * 32).sign(
+        TokenSigner.parse(client.token).sid, TokenSigner.parse(client.token).owner
+    )
     assert request(server.port, LP + "/poll", {"token": other_key, "ack": 0})[0] == 403
     # replayed from a page of another (allowed) origin: bound to the opener's origin
-    status, _ = request(server.port, LP + "/poll", {"token": client.token, "ack": 0},
-                        headers={"Origin": "http://friend.test"})
+    status, _ = request(
+        server.port,
+        LP + "/poll",
+        {"token": client.token, "ack": 0},
+        headers={"Origin": "http://friend.test"},
+    )
     assert status == 403
     client.send("unharmed")
     assert client.texts_until(1) == ["unharmed"]
 
 
 def test_cross_origin_is_refused_unless_allowed(server):
-    status, body = request(server.port, LP + "/open", {"path": "/ws/echo/"},
-                           headers={"Origin": "http://evil.test"})
+    status, body = request(
+        server.port, LP + "/open", {"path": "/ws/echo/"}, headers={"Origin": "http://evil.test"}
+    )
     assert status == 403 and "cross-origin" in body["error"]
     same = Client(server.port, "/ws/echo/", origin=f"http://127.0.0.1:{server.port}")
     same.send("same")
@@ -236,8 +276,11 @@ def _headers(port: int, origin: str) -> dict[str, str]:
 def test_a_silent_session_expires_and_the_consumer_is_told(server):
     client = Client(server.port, "/ws/chat/expiry/")
     # session_timeout is 1.5s: say nothing and watch the consumer's log
-    wait_for(lambda: {"event": "disconnect", "path": "/ws/chat/expiry/", "code": 1006}
-             in log(server.port))
+    wait_for(
+        lambda: (
+            {"event": "disconnect", "path": "/ws/chat/expiry/", "code": 1006} in log(server.port)
+        )
+    )
     assert client.call("poll", ack=0)[0] == 410
 
 
@@ -258,19 +301,29 @@ def test_a_client_that_does_not_keep_up_is_closed_with_1013(server):
     wait_for(lambda: frames.extend(client.poll()) or client.closed)
     assert client.closed[0] == 1013
     assert len(frames) == 21  # max_buffer texts, then the close
-    wait_for(lambda: {"event": "disconnect", "path": "/ws/flood/", "code": 1013}
-             in log(server.port))
+    wait_for(
+        lambda: {"event": "disconnect", "path": "/ws/flood/", "code": 1013} in log(server.port)
+    )
 
 
 def test_tokens_are_bound_to_the_user_who_opened_the_session(server):
     alice = {"X-Test-User": "alice"}
     status, body = request(server.port, LP + "/open", {"path": "/ws/echo/"}, headers=alice)
     token = body["token"]
-    assert request(server.port, LP + "/send", {"token": token, "messages": []},
-                   headers={"X-Test-User": "mallory"})[0] == 403
+    assert (
+        request(
+            server.port,
+            LP + "/send",
+            {"token": token, "messages": []},
+            headers={"X-Test-User": "mallory"},
+        )[0]
+        == 403
+    )
     assert request(server.port, LP + "/send", {"token": token, "messages": []})[0] == 403
-    assert request(server.port, LP + "/send", {"token": token, "messages": []},
-                   headers=alice) == (200, {"ack": 0})
+    assert request(server.port, LP + "/send", {"token": token, "messages": []}, headers=alice) == (
+        200,
+        {"ack": 0},
+    )
 
 
 def test_closed_and_expired_sessions_leave_nothing_behind(server):
@@ -278,8 +331,12 @@ def test_closed_and_expired_sessions_leave_nothing_behind(server):
     for client in clients[:10]:
         client.call("close", code=1000)
     # the other ten never poll again: they expire; the layer detaches every consumer
-    stats = wait_for(lambda: (lambda s: s if s["sessions"] == 0 else None)(
-        request(server.port, "/lpstats", method="GET")[1]), timeout=15)
+    stats = wait_for(
+        lambda: (lambda s: s if s["sessions"] == 0 else None)(
+            request(server.port, "/lpstats", method="GET")[1]
+        ),
+        timeout=15,
+    )
     assert stats["attached"] == 1  # only the transport's own channel is left
     assert stats["tombstones"] >= 20
 
@@ -294,9 +351,20 @@ def test_server_shutdown_answers_held_polls_with_1001():
 
     here = Path(__file__).parent
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wsbridge", "serve", "lp_serve_app:application", "--port", "0",
-         "--log-level", "warning"],
-        cwd=here, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "wsbridge",
+            "serve",
+            "lp_serve_app:application",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+        ],
+        cwd=here,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.getcwd()])},
     )
     try:

@@ -46,8 +46,9 @@ def log(server: ServeProcess) -> list[dict]:
     return request(server.port, "/log", method="GET")[1]
 
 
-@pytest.mark.parametrize("secret", ["shared-secret-0123456789", None],
-                         ids=["shared-secret", "per-process-secret"])
+@pytest.mark.parametrize(
+    "secret", ["shared-secret-0123456789", None], ids=["shared-secret", "per-process-secret"]
+)
 def test_sessions_move_to_the_other_processes_when_theirs_is_stopped(secret):
     a, b, c = servers = start(3, serve_env(secret))
     try:
@@ -63,8 +64,9 @@ def test_sessions_move_to_the_other_processes_when_theirs_is_stopped(secret):
         assert lost == (200, {"messages": [{"seq": 1, "text": "before"}]})
         # s1 has seen everything: its next poll is held by A until A goes away
         held: dict = {}
-        parked = threading.Thread(target=lambda: held.update(answer=s1.request(
-            "poll", s1.session.poll_body())))
+        parked = threading.Thread(
+            target=lambda: held.update(answer=s1.request("poll", s1.session.poll_body()))
+        )
         parked.start()
         wait_for(lambda: request(a.port, "/_wsbridge/test-parked", method="GET")[1] == 1)
         old_token = s1.token
@@ -96,8 +98,12 @@ def test_sessions_move_to_the_other_processes_when_theirs_is_stopped(secret):
         status, body = request(b.port, LP + "/poll", {"token": old_token, "ack": 3, "wait": 0})
         assert (status, body) == (200, {"messages": [], "token": s1.token})
 
-        resumed = [(event["path"], event["resumed"]) for server in (b, c)
-                   for event in log(server) if event["event"] == "connect"]
+        resumed = [
+            (event["path"], event["resumed"])
+            for server in (b, c)
+            for event in log(server)
+            if event["event"] == "connect"
+        ]
         assert resumed.count((f"/ws/chat/{room}/", True)) == 2
         s1.close()
         s2.close()

@@ -21,8 +21,16 @@ def pair(request):
     # A session timeout of a few seconds: short enough for the keep-alive test, long
     # enough that a session left silent between two steps of a test on a loaded
     # machine does not expire under it (the cause of an old flaky failure).
-    args = ["--layer", "redis", "--redis-prefix", prefix, "--poll-timeout", "1.5",
-            "--session-timeout", str(SESSION_TIMEOUT)]
+    args = [
+        "--layer",
+        "redis",
+        "--redis-prefix",
+        prefix,
+        "--poll-timeout",
+        "1.5",
+        "--session-timeout",
+        str(SESSION_TIMEOUT),
+    ]
     if request.param == "shared-secret":
         args += ["--secret", "shared-secret-0123456789"]
     servers = [Server(*args), Server(*args)]
@@ -106,12 +114,31 @@ def test_gunicorn_gevent_with_two_workers_needs_no_sticky_sessions(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     here = Path(__file__).parent
-    env = {**os.environ, "LP_REDIS_PREFIX": "wsbridge-gu-" + secrets.token_hex(4),
-           "WSBRIDGE_SECRET": "gunicorn-secret-0123456789"}
+    env = {
+        **os.environ,
+        "LP_REDIS_PREFIX": "wsbridge-gu-" + secrets.token_hex(4),
+        "WSBRIDGE_SECRET": "gunicorn-secret-0123456789",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--chdir", str(here),
-         "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2", "lp_gunicorn_app:application"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "gunicorn.log", "w"),
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "2",
+            "--chdir",
+            str(here),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "2",
+            "lp_gunicorn_app:application",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "gunicorn.log", "w"),
     )
     try:
         wait_for(lambda: _answers(port), timeout=20)

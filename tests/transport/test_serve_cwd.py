@@ -39,9 +39,13 @@ def test_consumer_modules_are_imported_from_the_cwd(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([WSBRIDGE, "serve", "--consumers", "chat", "--port", str(port),
-                                 "myapp"], cwd=tmp_path, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [WSBRIDGE, "serve", "--consumers", "chat", "--port", str(port), "myapp"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         try:
             wait_for_port(port, timeout=30, proc=proc)

@@ -27,8 +27,11 @@ def get(port: int, path: str, headers: dict[str, str] | None = None, method: str
 
 
 def test_the_module_is_served_with_its_type_and_an_etag(server):
-    status, headers, body = get(server.port, "/_wsbridge/wsbridge.js",
-                                {"Sec-Fetch-Dest": "script", "Sec-Fetch-Mode": "cors"})
+    status, headers, body = get(
+        server.port,
+        "/_wsbridge/wsbridge.js",
+        {"Sec-Fetch-Dest": "script", "Sec-Fetch-Mode": "cors"},
+    )
     assert status == 200
     assert headers["content-type"] == "text/javascript; charset=utf-8"
     assert headers["cache-control"] == "no-cache"
@@ -39,8 +42,10 @@ def test_the_module_is_served_with_its_type_and_an_etag(server):
 
 
 def test_a_classic_script_gets_the_file_without_export_lines(server):
-    for headers, path in (({"Sec-Fetch-Dest": "script", "Sec-Fetch-Mode": "no-cors"}, ""),
-                          ({}, "?classic=1")):
+    for headers, path in (
+        ({"Sec-Fetch-Dest": "script", "Sec-Fetch-Mode": "no-cors"}, ""),
+        ({}, "?classic=1"),
+    ):
         status, answer, body = get(server.port, "/_wsbridge/wsbridge.js" + path, headers)
         code = body.split(b"*/", 1)[1]
         assert status == 200 and b"export {" not in code and b"export default" not in code

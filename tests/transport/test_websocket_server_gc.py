@@ -30,8 +30,14 @@ def probe(enabled: str = "None", env: dict[str, str] | None = None, setup: str =
     code = PROBE.format(enabled=enabled, setup=setup)
     environ = {k: v for k, v in os.environ.items() if k != "WSBRIDGE_GC_TUNING"}
     environ.update(env or {})
-    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
-                         text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -118,8 +118,11 @@ class BaseConsumer:
         for key in initkwargs:
             if not hasattr(cls, key):
                 raise TypeError(f"{cls.__name__}.as_asgi() got {key!r}, not an attribute of it")
-        return type(cls.__name__, (cls,), {**initkwargs, "__module__": cls.__module__,
-                                           "__qualname__": cls.__qualname__})
+        return type(
+            cls.__name__,
+            (cls,),
+            {**initkwargs, "__module__": cls.__module__, "__qualname__": cls.__qualname__},
+        )
 
     def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler for ``message``'s type.
@@ -259,7 +262,10 @@ def log_unanswered_connect(consumer: Any, scope: dict[str, Any]) -> None:
         "refused %s %s with 403: the connect handler %s returned without accepting or "
         "refusing; call self.accept() (1.x: message.reply_channel.send({'accept': True})) "
         "or refuse explicitly%s",
-        scope.get("transport", "websocket"), scope.get("path"), label, since,
+        scope.get("transport", "websocket"),
+        scope.get("path"),
+        label,
+        since,
     )
 
 

@@ -239,18 +239,28 @@ class WebsocketDemultiplexer(JsonWebsocketConsumer):
             return
         func = self.function_streams[stream]
         reply = _ReplyChannel(self.channel_name or "", self.base_send, self.channel_layer)
-        content = {"reply_channel": self.channel_name, "path": self.scope.get("path"),
-                   "text": self.encode_json(payload)}
+        content = {
+            "reply_channel": self.channel_name,
+            "path": self.scope.get("path"),
+            "text": self.encode_json(payload),
+        }
         message = Message(content, "websocket.receive", self.channel_layer, reply, self.scope)
-        extra = accepted_kwargs(func)({"multiplexer": WebsocketMultiplexer(stream, self),
-                                       **self.scope.get("url_route", {}).get("kwargs", {})})
+        extra = accepted_kwargs(func)(
+            {
+                "multiplexer": WebsocketMultiplexer(stream, self),
+                **self.scope.get("url_route", {}).get("kwargs", {}),
+            }
+        )
         func(message, **extra)
 
     def _bad_envelope(self, what: str) -> None:
         # The peer's mistake: one warning line, no traceback, this socket only.
         logger.warning(
             "%s on %s got %s; closing with %d (streams: %s)",
-            type(self).__name__, self.scope.get("path"), what, BAD_ENVELOPE_CODE,
+            type(self).__name__,
+            self.scope.get("path"),
+            what,
+            BAD_ENVELOPE_CODE,
             ", ".join(self.streams),
         )
         # A close reason is at most 123 bytes of UTF-8 (RFC 6455 5.5).

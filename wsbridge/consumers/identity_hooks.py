@@ -110,8 +110,14 @@ def handle_control(conn: Any, event: dict[str, Any]) -> None:
         reason = str(event.get("reason") or "")
         if code != TOKEN_EXPIRED:  # expiries are counted by the sweeper
             counters["revoked" if event.get("revoked") else "kicked"] += 1
-        logger.info("closing %s %s of user %s with %d: %s", conn.scope.get("transport"),
-                    conn.scope.get("path"), conn.scope.get("wsbridge.user_id"), code, reason)
+        logger.info(
+            "closing %s %s of user %s with %d: %s",
+            conn.scope.get("transport"),
+            conn.scope.get("path"),
+            conn.scope.get("wsbridge.user_id"),
+            code,
+            reason,
+        )
         conn.close_now(code, reason)
     elif kind == "wsbridge.recheck":
         _recheck(conn)
@@ -133,8 +139,13 @@ def _recheck(conn: Any) -> None:
         return
     if reason:
         counters["revoked"] += 1
-        logger.info("re-check closed %s of user %s with %d: %s", conn.scope.get("path"),
-                    conn.scope.get("wsbridge.user_id"), REVOKED, reason)
+        logger.info(
+            "re-check closed %s of user %s with %d: %s",
+            conn.scope.get("path"),
+            conn.scope.get("wsbridge.user_id"),
+            REVOKED,
+            reason,
+        )
         conn.close_now(REVOKED, reason)
 
 
@@ -164,8 +175,12 @@ def _refresh(conn: Any, token: Any) -> None:
             raise TokenError("forged", "a refresh must name the same user")
         tokens.load_user(claims)
     except TokenError as exc:
-        logger.info("refused a token refresh on %s: %s; closing with %d",
-                    scope.get("path"), exc.kind, REVOKED)
+        logger.info(
+            "refused a token refresh on %s: %s; closing with %d",
+            scope.get("path"),
+            exc.kind,
+            REVOKED,
+        )
         conn.close_now(REVOKED, f"token refused: {exc.kind}")
         return
     scope["wsbridge.token_claims"] = claims
@@ -205,8 +220,14 @@ def _sweep_one(conn: Any, now_wall: float, now: float) -> None:
     if claims is not None and claims["exp"] <= now_wall:
         _tracked.discard(conn)
         counters["token_expired"] += 1
-        conn.post({"type": CONTROL_CLOSE, "code": int(TOKEN_EXPIRED),
-                   "reason": "connect token expired: refresh and reconnect", "revoked": False})
+        conn.post(
+            {
+                "type": CONTROL_CLOSE,
+                "code": int(TOKEN_EXPIRED),
+                "reason": "connect token expired: refresh and reconnect",
+                "revoked": False,
+            }
+        )
         return
     if now >= getattr(conn, "identity_next_check", now + 1):
         opts = options_for(conn.scope)

@@ -17,7 +17,12 @@ from ..exceptions import RoutingError
 from .routing import Router, include, router
 
 __all__ = [
-    "ROUTING_NAMES", "load_routes", "as_router", "import_target", "autodiscover", "build_router",
+    "ROUTING_NAMES",
+    "load_routes",
+    "as_router",
+    "import_target",
+    "autodiscover",
+    "build_router",
 ]
 
 #: Names :func:`load_routes` looks for in a routing module, in this order.
@@ -44,9 +49,7 @@ def load_routes(dotted: str) -> Router:
             continue
         routes = as_router(value)
         if routes is None:
-            raise RoutingError(
-                f"{module.__name__}.{name} is a {type(value).__name__}, not routes"
-            )
+            raise RoutingError(f"{module.__name__}.{name} is a {type(value).__name__}, not routes")
         return routes
     raise RoutingError(f"{dotted} defines none of: {', '.join(candidates)}")
 

@@ -57,7 +57,6 @@ logger = logging.getLogger("wsbridge.consumers")
 WEBSOCKET_EVENTS = ("websocket.connect", "websocket.receive", "websocket.disconnect")
 
 
-
 # -- converters (the Django path() converters, without Django) --------------
 
 
@@ -383,7 +382,9 @@ class ContentFilter:
         logger.warning(
             "dropped a message on %r: no route filter matched (keys %s; %d unmatched so far); "
             "check the route(..., key=regex) entries of this channel",
-            self.channel, sorted(content), self._unmatched,
+            self.channel,
+            sorted(content),
+            self._unmatched,
         )
 
 
@@ -517,8 +518,9 @@ class Router:
                 return
         self.add(route)
 
-    def websocket(self, pattern: str, consumer: Any = None, *, regex: bool = False,
-                  name: str | None = None) -> Any:
+    def websocket(
+        self, pattern: str, consumer: Any = None, *, regex: bool = False, name: str | None = None
+    ) -> Any:
         """Decorator: serve WebSocket (and long-poll) connections on ``pattern``.
 
         ``pattern`` uses ``path()`` syntax, or is a regex with ``regex=True``.

@@ -310,15 +310,22 @@ class Connection:
         # the frame budgets (control frames, sizes) are the transport's.
         payload = event.get("text")
         size = len(payload) if payload is not None else len(event.get("bytes") or b"")
-        reason = admission.current().inbound(self._ip, self.scope.get("wsbridge.user_id"), size,
-                                             self._own_rates)
+        reason = admission.current().inbound(
+            self._ip, self.scope.get("wsbridge.user_id"), size, self._own_rates
+        )
         if reason is None:
             return True
         record_drop("rate_limited", detail=f"{reason} ({self._ip})")
         if not self._rate_closed:
             self._rate_closed = True
-            self.post({"type": "wsbridge.close", "code": admission.RATE_LIMITED,
-                       "reason": reason, "revoked": False})
+            self.post(
+                {
+                    "type": "wsbridge.close",
+                    "code": admission.RATE_LIMITED,
+                    "reason": reason,
+                    "revoked": False,
+                }
+            )
         return False
 
     def _enqueue_transport(self, event: dict[str, Any]) -> None:
@@ -395,8 +402,11 @@ class Connection:
             return
         except Exception as exc:
             _metrics.STATS.consumer_exceptions[type(self.consumer).__qualname__] += 1
-            self._fail(exc, f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
-                            f"on {self.scope.get('path')!r}; {self._ending()}")
+            self._fail(
+                exc,
+                f"consumer {type(self.consumer).__name__} raised handling {kind!r} "
+                f"on {self.scope.get('path')!r}; {self._ending()}",
+            )
             return
         finally:
             if started:  # metrics on: Timings.observe inlined (this runs once per delivery)
@@ -440,9 +450,11 @@ class Connection:
 
     def _streaming(self) -> bool:
         consumer = self.consumer
-        return bool(getattr(consumer, "response_started", False)) and not getattr(
-            consumer, "response_complete", True
-        ) and not self.finished.is_set()
+        return (
+            bool(getattr(consumer, "response_started", False))
+            and not getattr(consumer, "response_complete", True)
+            and not self.finished.is_set()
+        )
 
     def _identity_open(self) -> bool:
         """Join the user's groups; False when the user is at its connection limit."""
@@ -452,8 +464,12 @@ class Connection:
             return identity_hooks.on_open(self)
         except (LayerError, ValueError) as exc:
             # The connection works without its user group; sends to the user miss it.
-            logger.warning("%s %s could not join its user's group: %s",
-                           self.scope.get("transport"), self.scope.get("path"), exc)
+            logger.warning(
+                "%s %s could not join its user's group: %s",
+                self.scope.get("transport"),
+                self.scope.get("path"),
+                exc,
+            )
             return True
 
     def _as_refresh(self, event: dict[str, Any]) -> bool:
@@ -498,8 +514,13 @@ class Connection:
         if getattr(self.consumer, "response_started", False):
             body = format_sse(data, event="wsbridge.close")
         else:
-            self._emit({"type": "http.response.start", "status": 403,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            self._emit(
+                {
+                    "type": "http.response.start",
+                    "status": 403,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
             body = (reason + "\n").encode("utf-8")
         self._emit({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -515,8 +536,9 @@ class Connection:
             from .http import format_sse
 
             payload = text if text is not None else (data or b"").decode("utf-8", "replace")
-            self._emit({"type": "http.response.body", "body": format_sse(payload),
-                        "more_body": True})
+            self._emit(
+                {"type": "http.response.body", "body": format_sse(payload), "more_body": True}
+            )
 
     def _refuse(self, kind: Any) -> None:
         # Bad recovery input (too many positions, malformed): 403 for a
@@ -526,8 +548,13 @@ class Connection:
         if kind == "websocket.connect":
             self._emit({"type": "websocket.close", "code": 1008, "denied": True})
             return
-        self._emit({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        self._emit(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
         self._emit({"type": "http.response.body", "body": reason.encode(), "more_body": False})
         self._finish(close_code=None)
 
@@ -581,8 +608,9 @@ class Connection:
                 return
         elif kind == "http.response.start" and _is_event_stream(event):
             self._identity_open()
-        elif kind == "websocket.send" and (self._current is not None or (
-                self._origin is not None and self._gate is not None)):
+        elif kind == "websocket.send" and (
+            self._current is not None or (self._origin is not None and self._gate is not None)
+        ):
             if self._current is not None:
                 self._stamped = True
                 # Recorded as the frame goes out: a hand-off carries what was sent.

@@ -57,8 +57,9 @@ class Gate:
         self._seq = 0
         self._flusher: Any = None
 
-    def offer(self, event: dict[str, Any], group: str, policy: GroupPolicy,
-              message: dict[str, Any]) -> bool:
+    def offer(
+        self, event: dict[str, Any], group: str, policy: GroupPolicy, message: dict[str, Any]
+    ) -> bool:
         """Take ``event`` if it must wait; False means: send it now."""
         if not self._parked and self._backlog() < self._soft:
             return False
@@ -70,8 +71,9 @@ class Gate:
             self._flusher = gevent.spawn(self._flush_loop)
         return True
 
-    def _coalesce(self, event: dict[str, Any], group: str, policy: GroupPolicy,
-                  message: dict[str, Any]) -> None:
+    def _coalesce(
+        self, event: dict[str, Any], group: str, policy: GroupPolicy, message: dict[str, Any]
+    ) -> None:
         value = message.get(policy.key or "")
         slot = (group, repr(value))
         if slot in self._parked:
@@ -125,7 +127,10 @@ class Gate:
         if not dropped:
             return
         counters["gap_notices"] += 1
-        logger.info("slow client: %d message(s) of group %s dropped (drop_oldest); "
-                    "sending a gap notice", dropped, group)
+        logger.info(
+            "slow client: %d message(s) of group %s dropped (drop_oldest); sending a gap notice",
+            dropped,
+            group,
+        )
         text = json.dumps({"wsbridge.gap": {"group": group, "dropped": dropped}})
         self._send({"type": "websocket.send", "text": text})

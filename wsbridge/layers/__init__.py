@@ -65,8 +65,7 @@ LEGACY_BACKENDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "asgi_ipc.IPCChannelLayer": (
         "wsbridge.layers.memory.MemoryLayer",
         ("prefix", "channel_memory", "group_memory"),
-        " It reaches this process only: for several processes on one host, use "
-        "BACKEND 'redis'.",
+        " It reaches this process only: for several processes on one host, use BACKEND 'redis'.",
     ),
 }
 
@@ -113,8 +112,8 @@ def _warn_channels_name_without_compat(name: str, config: Mapping[str, Any]) -> 
         logger.warning(
             "channel layer BACKEND %r is served by wsbridge's own Redis format, which does "
             "not share groups or channels with a Channels site on the same Redis. Add "
-            "\"compat\": \"channels_redis\" to its CONFIG to interoperate (same hosts and "
-            "prefix as the Channels site), or write BACKEND \"redis\" to say you do not need it.",
+            '"compat": "channels_redis" to its CONFIG to interoperate (same hosts and '
+            'prefix as the Channels site), or write BACKEND "redis" to say you do not need it.',
             name,
         )
 
@@ -170,7 +169,9 @@ def configure(layers: Mapping[str, Mapping[str, Any]] | None) -> None:
         if kept is not None and DEFAULT_ALIAS in _settings:
             logger.info(
                 "channel layer settings: the default layer stays %r (from %s, which wins "
-                "over settings)", _layers[DEFAULT_ALIAS], kept
+                "over settings)",
+                _layers[DEFAULT_ALIAS],
+                kept,
             )
 
 
@@ -206,9 +207,7 @@ def get_channel_layer(alias: str = DEFAULT_ALIAS) -> BaseChannelLayer:
                 source = "settings"
                 if spec is None:
                     if alias != DEFAULT_ALIAS:
-                        raise ConfigurationError(
-                            f"no channel layer configured for alias {alias!r}"
-                        )
+                        raise ConfigurationError(f"no channel layer configured for alias {alias!r}")
                     spec, source = {"BACKEND": "memory"}, "default"
                 layer = build_layer(spec)
             _layers[alias] = layer
@@ -244,7 +243,10 @@ def install_channel_layer(
             if _rank(current_source) < _rank(source):
                 logger.info(
                     "channel layer %r (from %s) is not used: %r (from %s) wins",
-                    layer, source, current, current_source,
+                    layer,
+                    source,
+                    current,
+                    current_source,
                 )
                 return current
             if current_source == source:

@@ -169,8 +169,15 @@ class CapacityTable:
 
 
 #: The Channels layer API: methods Channels code wraps in ``async_to_sync``.
-CHANNELS_API = ("send", "receive", "new_channel", "group_add", "group_discard", "group_send",
-                "flush")
+CHANNELS_API = (
+    "send",
+    "receive",
+    "new_channel",
+    "group_add",
+    "group_discard",
+    "group_send",
+    "flush",
+)
 
 _ASGIREF_SYNC = os.path.join("asgiref", "sync.py")
 

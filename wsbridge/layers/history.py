@@ -266,7 +266,10 @@ class HistoryMixin:
             if failures <= 10 or failures % 1000 == 0:
                 logger.warning(
                     "recovery of %s for %s failed, told as not recovered: %s [%d so far]",
-                    group, channel, exc, failures,
+                    group,
+                    channel,
+                    exc,
+                    failures,
                 )
             result = HistoryResult([], None, False)
         finally:

@@ -328,8 +328,10 @@ class LongPollSession:
     @property
     def fill(self) -> int:
         """How full the unacked buffer is, in thousandths of its nearer bound (frames or bytes)."""
-        return max(len(self._buffer) * 1000 // max(1, self.max_buffer),
-                   self._buffer_bytes * 1000 // max(1, self.max_buffer_bytes))
+        return max(
+            len(self._buffer) * 1000 // max(1, self.max_buffer),
+            self._buffer_bytes * 1000 // max(1, self.max_buffer_bytes),
+        )
 
     @property
     def acked(self) -> int:
@@ -703,7 +705,13 @@ class HandOff:
             raise ValueError("malformed long-poll hand-off message")
         origin, user, source = (str(field) for field in fields)
         return cls(
-            sid, origin, user, tuple(macs), message["scope"], message["session"], source,
+            sid,
+            origin,
+            user,
+            tuple(macs),
+            message["scope"],
+            message["session"],
+            source,
             tuple(owners),
         )
 

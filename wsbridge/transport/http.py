@@ -53,8 +53,15 @@ SOCKET_KEYS = ("wsbridge.socket", "gunicorn.socket")
 
 # Hop-by-hop headers a WSGI app must not set (PEP 3333); the server frames the body itself.
 _HOP_BY_HOP = frozenset(
-    (b"transfer-encoding", b"keep-alive", b"te", b"trailer", b"upgrade", b"proxy-authenticate",
-     b"proxy-authorization")
+    (
+        b"transfer-encoding",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    )
 )
 _READ_SIZE = 65536
 
@@ -493,8 +500,12 @@ class _Exchange:
 
     def _answer_timeout(self) -> None:
         status = self.timeout_status
-        logger.info("nobody answered %s in %.1f s; answering %d", self.conn.scope.get("path"),
-                    self.hold_timeout, status)
+        logger.info(
+            "nobody answered %s in %.1f s; answering %d",
+            self.conn.scope.get("path"),
+            self.hold_timeout,
+            status,
+        )
         if status in (204, 304) or status < 200:
             body, headers = b"", []
         else:
@@ -616,4 +627,3 @@ class _Exchange:
 
         timer.start(give_up)
         conn.finished.rawlink(finished)
-

@@ -67,8 +67,13 @@ def refused(reason: str, detail: str = "", *, log: logging.Logger | None = None)
             _last_warned[reason] = now
     target = log or logger
     if warn:
-        target.warning("%s: %s (%d so far; at most one line per %gs)",
-                       reason, detail or "-", count, WARN_INTERVAL)
+        target.warning(
+            "%s: %s (%d so far; at most one line per %gs)",
+            reason,
+            detail or "-",
+            count,
+            WARN_INTERVAL,
+        )
     else:
         target.debug("%s: %s (%d so far)", reason, detail or "-", count)
     return count
@@ -133,8 +138,16 @@ class InboundBudget:
         bytes_per_slice: bytes handled before the loop yields.
     """
 
-    __slots__ = ("rate", "burst", "_tokens", "_stamp", "_frames", "_bytes",
-                 "frames_per_slice", "bytes_per_slice")
+    __slots__ = (
+        "rate",
+        "burst",
+        "_tokens",
+        "_stamp",
+        "_frames",
+        "_bytes",
+        "frames_per_slice",
+        "bytes_per_slice",
+    )
 
     def __init__(
         self,

@@ -394,8 +394,9 @@ class LongPollTransport(HandOffMixin):
         except HTTPError as exc:
             status, answer = exc.status, {"error": exc.reason}
             if status == 408 or close:
-                refused(f"longpoll_{status}", f"{environ.get('REMOTE_ADDR')}: {exc.reason}",
-                        log=logger)
+                refused(
+                    f"longpoll_{status}", f"{environ.get('REMOTE_ADDR')}: {exc.reason}", log=logger
+                )
         except LayerUnavailable as exc:
             status, answer = 503, {"error": f"channel layer unavailable: {exc}"}
         payload = json.dumps(answer, separators=(",", ":")).encode()

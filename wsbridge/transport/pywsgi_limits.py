@@ -150,8 +150,7 @@ class LimitsHandlerMixin:
             with gevent.Timeout(timeout, _BodyTimeout):
                 stream._discard()
         except _BodyTimeout:
-            refused("body_timeout", f"{self._peer()}: body unfinished after {timeout}s",
-                    log=logger)
+            refused("body_timeout", f"{self._peer()}: body unfinished after {timeout}s", log=logger)
             stream._chunked_input_error = True
             self.close_connection = True
         except OSError:

@@ -399,7 +399,10 @@ def tune_gc(enabled: bool | None = None) -> bool:
     """
     if enabled is None:
         enabled = os.environ.get("WSBRIDGE_GC_TUNING", "0").strip().lower() in (
-            "1", "yes", "on", "true",
+            "1",
+            "yes",
+            "on",
+            "true",
         )
     if not enabled:
         return False
@@ -459,11 +462,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not run background channels in this process (`wsbridge worker` runs them)",
     )
     parser.add_argument(
-        "--header-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
         help="seconds a client has to send a request line and headers (408 after; default 10)",
     )
     parser.add_argument(
-        "--keepalive-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+        "--keepalive-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
         help="seconds an idle keep-alive connection is kept (default 30)",
     )
     gc_switch = parser.add_mutually_exclusive_group()
@@ -535,8 +544,15 @@ def run_serve(args: argparse.Namespace) -> int:
         header_timeout=getattr(args, "header_timeout", 10.0),
         keepalive_timeout=getattr(args, "keepalive_timeout", 30.0),
     )
-    serve(app, args.host, args.port, access_log=access_log, ready=_print_ready,
-          embedded_worker=args.embedded_worker, timeouts=timeouts)
+    serve(
+        app,
+        args.host,
+        args.port,
+        access_log=access_log,
+        ready=_print_ready,
+        embedded_worker=args.embedded_worker,
+        timeouts=timeouts,
+    )
     return 0
 
 

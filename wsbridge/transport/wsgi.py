@@ -429,16 +429,24 @@ class WSBridgeApp:
         ip = str(environ.get("REMOTE_ADDR") or "?")
         busy = admission.current().admit(ip, "websocket")
         if busy is not None:
-            return _plain(start_response, "429 Too Many Requests", f"{busy}; retry later.",
-                          headers=[("Retry-After", "1")])
+            return _plain(
+                start_response,
+                "429 Too Many Requests",
+                f"{busy}; retry later.",
+                headers=[("Retry-After", "1")],
+            )
         try:
             return self._serve_admitted(environ, start_response, path, match, upgraded)
         finally:
             admission.current().release(ip)
 
     def _serve_admitted(
-        self, environ: dict[str, Any], start_response: Callable[..., Any], path: str,
-        match: Any, upgraded: bool,
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        path: str,
+        match: Any,
+        upgraded: bool,
     ) -> Any:
         try:
             handover = take_over(environ)

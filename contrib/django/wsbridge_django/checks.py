@@ -104,7 +104,7 @@ def check_database_drivers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 
 def _postgresql_driver() -> str | None:
-    """"psycopg" or "psycopg2": the driver Django's backend uses; None without one."""
+    """ "psycopg" or "psycopg2": the driver Django's backend uses; None without one."""
     try:
         from django.db.backends.postgresql.psycopg_any import is_psycopg3
     except ImportError:
@@ -178,9 +178,7 @@ def _layer_chosen_outside_settings() -> bool:
     from wsbridge.layers.urls import LAYER_ENV
 
     # (The checks run before wrap(): an explicit layer is not chosen yet.)
-    return bool(os.environ.get(LAYER_ENV, "").strip()) or channel_layer_source() in (
-        "serve", "env"
-    )
+    return bool(os.environ.get(LAYER_ENV, "").strip()) or channel_layer_source() in ("serve", "env")
 
 
 @register(TAG)

@@ -236,13 +236,19 @@ def _on_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs:
 def _on_session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     from wsbridge.identity import revoke_session
 
-    _safely("close a deleted session's connections", revoke_session,
-            instance.session_key, "session ended")
+    _safely(
+        "close a deleted session's connections",
+        revoke_session,
+        instance.session_key,
+        "session ended",
+    )
 
 
 def _remember(sender: Any, instance: Any, **kwargs: Any) -> None:
-    instance._wsbridge_seen = (instance.__dict__.get("password"),
-                               instance.__dict__.get("is_active"))
+    instance._wsbridge_seen = (
+        instance.__dict__.get("password"),
+        instance.__dict__.get("is_active"),
+    )
 
 
 def _on_user_saved(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
@@ -254,11 +260,19 @@ def _on_user_saved(sender: Any, instance: Any, created: bool = False, **kwargs: 
         return
     password, active = before
     if active and not getattr(instance, "is_active", True):
-        _safely("close a deactivated user's connections", revoke_user, instance.pk,
-                "account deactivated")
+        _safely(
+            "close a deactivated user's connections",
+            revoke_user,
+            instance.pk,
+            "account deactivated",
+        )
     elif password is not None and password != instance.__dict__.get("password"):
-        _safely("close the connections of a user whose password changed", revoke_user,
-                instance.pk, "password changed")
+        _safely(
+            "close the connections of a user whose password changed",
+            revoke_user,
+            instance.pk,
+            "password changed",
+        )
 
 
 def connect_signals() -> None:
@@ -276,5 +290,6 @@ def connect_signals() -> None:
     if apps.is_installed("django.contrib.sessions"):
         from django.contrib.sessions.models import Session
 
-        post_delete.connect(_on_session_deleted, sender=Session,
-                            dispatch_uid="wsbridge.identity.session")
+        post_delete.connect(
+            _on_session_deleted, sender=Session, dispatch_uid="wsbridge.identity.session"
+        )

@@ -55,8 +55,9 @@ def prefix():
 
 def send(page, text: str) -> None:
     # Driven from here: a background tab's timers are throttled to once a second.
-    page.evaluate(f"(window.sent = window.sent || []).push({text!r}), "
-                  f"bridge.sendJSON({{message: {text!r}}})")
+    page.evaluate(
+        f"(window.sent = window.sent || []).push({text!r}), bridge.sendJSON({{message: {text!r}}})"
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,5 +111,13 @@ def test_kill_9_and_restart_while_a_page_sends_loses_and_repeats_nothing(
         page.wait_for("online.size === 2", timeout=LEASE * 3 + 10)
         names = page.evaluate("[...online.values()].map(p => p.name)")
         assert len(set(names)) == 2
-    print(json.dumps({"transport": transport, "processes": processes,
-                      "published": len(published), "lost_in_flight": lost_in_flight}))
+    print(
+        json.dumps(
+            {
+                "transport": transport,
+                "processes": processes,
+                "published": len(published),
+                "lost_in_flight": lost_in_flight,
+            }
+        )
+    )

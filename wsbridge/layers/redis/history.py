@@ -155,9 +155,7 @@ class RedisHistory:
             skipped += self._send_plain(group, message, pos.decode(), plain)
         return skipped
 
-    def _send_plain(
-        self, group: str, message: dict[str, Any], pos: str, plain: list[bytes]
-    ) -> int:
+    def _send_plain(self, group: str, message: dict[str, Any], pos: str, plain: list[bytes]) -> int:
         # Named channels in a history group get the position in the message itself.
         data = self.layer.codec.dump_message({**message, "position": pos, "group": group})
         skipped = 0

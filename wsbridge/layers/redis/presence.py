@@ -200,9 +200,7 @@ class RedisPresence:
         """Remove the entries of processes whose lease ran out; returns how many were reaped."""
         home = self.home
         now = int(time.time() * 1000)
-        dead: Any = home.call(
-            home.client.zrangebyscore, self.live_key, "-inf", now, 0, 100
-        )
+        dead: Any = home.call(home.client.zrangebyscore, self.live_key, "-inf", now, 0, 100)
         count = 0
         for raw in dead:
             process = raw.decode()
@@ -248,4 +246,3 @@ class RedisPresence:
         self.local.clear()
         self._announced.clear()
         self._loop = None
-

@@ -33,8 +33,15 @@ def ws_disconnect(message):
     for room in message.channel_session.get("rooms", []):
         Group(f"room-{room}").discard(message.reply_channel)
         Group(f"room-{room}").send(
-            {"text": json.dumps({"left": room, "user": _name(message.user),
-                                 "rooms": message.channel_session["rooms"]})}
+            {
+                "text": json.dumps(
+                    {
+                        "left": room,
+                        "user": _name(message.user),
+                        "rooms": message.channel_session["rooms"],
+                    }
+                )
+            }
         )
 
 
@@ -42,9 +49,7 @@ def ws_disconnect(message):
 def chat_join(message):
     room = message["room"]
     Group(f"room-{room}").add(message.reply_channel)
-    message.channel_session["rooms"] = sorted(
-        set(message.channel_session["rooms"]).union([room])
-    )
+    message.channel_session["rooms"] = sorted(set(message.channel_session["rooms"]).union([room]))
     message.reply_channel.send(
         {"text": json.dumps({"join": room, "user": _name(message.user), "pid": os.getpid()})}
     )
@@ -54,9 +59,7 @@ def chat_join(message):
 def chat_leave(message):
     room = message["room"]
     Group(f"room-{room}").discard(message.reply_channel)
-    message.channel_session["rooms"] = [
-        r for r in message.channel_session["rooms"] if r != room
-    ]
+    message.channel_session["rooms"] = [r for r in message.channel_session["rooms"] if r != room]
     message.reply_channel.send({"text": json.dumps({"leave": room})})
 
 
@@ -67,8 +70,11 @@ def chat_send(message):
         message.reply_channel.send({"text": json.dumps({"error": "not in room " + room})})
         return
     Group(f"room-{room}").send(
-        {"text": json.dumps({"room": room, "user": _name(message.user),
-                             "message": message["message"]})}
+        {
+            "text": json.dumps(
+                {"room": room, "user": _name(message.user), "message": message["message"]}
+            )
+        }
     )
 
 
