@@ -183,6 +183,23 @@ class WsbridgeFastpath(WsbridgeMemory):
         return cmd, env, cwd
 
 
+#: ``run.py --baseline-src DIR``: the checkout of an earlier commit for ``wsbridge-baseline``.
+BASELINE_SRC: list[str] = []
+
+
+class WsbridgeBaseline(WsbridgeMemory):
+    """``wsbridge`` imported from another checkout (``--baseline-src``): before vs after."""
+
+    def prepare(self) -> None:
+        if not BASELINE_SRC:
+            raise SystemExit("wsbridge-baseline needs --baseline-src DIR (a checkout)")
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["PYTHONPATH"] = f"{BASELINE_SRC[0]}:{SERVERS}"
+        return cmd, env, cwd
+
+
 class WsbridgeRedis(Target):
     def server_cmd(self, port, redis_url):
         cmd = [
@@ -311,6 +328,12 @@ TARGETS: dict[str, Target] = {
             "ws",
             "wsbridge serve, memory layer, with bench/patches/fastpath.py --pump "
             "(proposed change, not committed code)",
+        ),
+        WsbridgeBaseline(
+            "wsbridge-baseline",
+            "wsbridge",
+            "ws",
+            "wsbridge serve, memory layer, imported from --baseline-src (only by name)",
         ),
         WsbridgeRedis(
             "wsbridge-redis",
