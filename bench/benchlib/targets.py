@@ -190,11 +190,9 @@ BASELINE_SRC: list[str] = []
 class WsbridgeBaseline(WsbridgeMemory):
     """``wsbridge`` imported from another checkout (``--baseline-src``): before vs after."""
 
-    def prepare(self) -> None:
+    def server_cmd(self, port, redis_url):
         if not BASELINE_SRC:
             raise SystemExit("wsbridge-baseline needs --baseline-src DIR (a checkout)")
-
-    def server_cmd(self, port, redis_url):
         cmd, env, cwd = super().server_cmd(port, redis_url)
         env["PYTHONPATH"] = f"{BASELINE_SRC[0]}:{SERVERS}"
         return cmd, env, cwd
