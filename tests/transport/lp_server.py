@@ -39,7 +39,7 @@ def with_stats(app, layer):
         body = json.dumps(
             {
                 "sessions": len(transport.sessions),
-                "tombstones": len(transport._tombstones),
+                "tombstones": len(transport.process.table.tombstones),
                 "attached": layer.stats().get("attached"),
             }
         ).encode()

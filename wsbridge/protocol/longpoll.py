@@ -16,10 +16,13 @@ Exactness (see ``docs/topics/protocol.rst``):
   the last applied ``seq`` are duplicates of a retried send and are skipped.
 
 States and the events that move between them live in :data:`TRANSITIONS`
-(the docs draw the diagram from it); tokens are signed by :class:`TokenSigner`.
+(the docs draw the diagram from it). Tokens are signed in
+:mod:`wsbridge.protocol.longpoll_token`; the messages between processes
+(relayed requests, hand-offs) are in :mod:`wsbridge.protocol.longpoll_messages`.
 
 Hand-off (a graceful restart with a shared layer): :meth:`LongPollSession.snapshot`
-turns an open session into msgpack types, :class:`HandOff` carries it with
+turns an open session into msgpack types,
+:class:`~wsbridge.protocol.longpoll_messages.HandOff` carries it with
 the token binding and the scope to another process, and
 :meth:`LongPollSession.restore` rebuilds it there with the same sequence
 numbers and unacked frames, so the client sees one unbroken session.
@@ -27,19 +30,23 @@ numbers and unacked frames, so the client sees one unbroken session.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-import hashlib
-import hmac
-import secrets
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..exceptions import BadRequest, Forbidden, WSBridgeError
+from ..exceptions import BadRequest, WSBridgeError
 from .envelope import CLOSE_TRY_AGAIN_LATER, Frame
+
+# Moved to their own modules; still importable from here (the public paths of 0.1).
+from .longpoll_messages import (
+    HANDOFF_VERSION,
+    HandOff,
+    handoff_channel,
+    session_group,
+)
+from .longpoll_messages import MAX_SESSION_MACS as MAX_SESSION_MACS
+from .longpoll_token import SESSION_ID_BYTES, Token, TokenSigner, new_session_id
 
 __all__ = [
     "SessionState",
@@ -62,12 +69,6 @@ __all__ = [
     "new_session_id",
     "SESSION_ID_BYTES",
 ]
-
-#: Random bytes in a session id (128 bits).
-SESSION_ID_BYTES = 16
-_MAX_TOKEN_LENGTH = 400
-_MAC_BYTES = 16
-_TOKEN_CONTEXT = b"wsbridge.longpoll.v1"
 
 
 class LocalProtocolError(WSBridgeError):
@@ -502,218 +503,6 @@ def _size(frame: Frame) -> int:
     if frame.text is not None:
         return len(frame.text.encode("utf-8"))
     return len(frame.data or b"")
-
-
-# -- session tokens ---------------------------------------------------------------
-
-
-def new_session_id() -> bytes:
-    """A fresh random session id of :data:`SESSION_ID_BYTES` bytes."""
-    return secrets.token_bytes(SESSION_ID_BYTES)
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode("ascii"))
-
-
-@dataclass(frozen=True)
-class Token:
-    """A parsed session token: the session id, the owner's layer channel, the MAC."""
-
-    sid: bytes
-    owner: str
-    mac: bytes
-
-
-class TokenSigner:
-    """Makes and checks session tokens: ``b64(sid).b64(owner).b64(mac)``.
-
-    The MAC is HMAC-SHA256 (truncated to 128 bits) over the session id, the
-    owning process's channel, the Origin that opened the session and the
-    user key (empty without a user), so a token replayed from another Origin
-    or by another user fails, and a made-up token cannot name a session.
-
-    Args:
-        secret: the server secret; every process that should accept a token
-            without asking its owner needs the same one.
-    """
-
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) < 16:
-            raise ValueError("the token secret must be at least 16 bytes long")
-        self._secret = secret
-
-    def _mac(self, sid: bytes, owner: str, origin: str, user: str) -> bytes:
-        message = b"\0".join((_TOKEN_CONTEXT, sid, owner.encode(), origin.encode(), user.encode()))
-        return hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
-
-    def sign(self, sid: bytes, owner: str, *, origin: str = "", user: str = "") -> str:
-        """The token for session ``sid`` held by ``owner``, bound to ``origin`` and ``user``."""
-        mac = self._mac(sid, owner, origin, user)
-        return ".".join((_b64(sid), _b64(owner.encode()), _b64(mac)))
-
-    @staticmethod
-    def parse(token: object) -> Token:
-        """Split a token without checking it (any process can read the owner).
-
-        Raises:
-            BadRequest: the token is not a string of the right shape.
-        """
-        if not isinstance(token, str) or not 0 < len(token) <= _MAX_TOKEN_LENGTH:
-            raise BadRequest("'token' must be a non-empty string")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise BadRequest("'token' is malformed")
-        try:
-            sid, owner, mac = (_unb64(part) for part in parts)
-            owner_name = owner.decode("ascii")
-        except (binascii.Error, ValueError):
-            raise BadRequest("'token' is malformed") from None
-        if len(sid) != SESSION_ID_BYTES or len(mac) != _MAC_BYTES or not owner_name:
-            raise BadRequest("'token' is malformed")
-        return Token(sid, owner_name, mac)
-
-    def verify(self, token: Token, *, origin: str = "", user: str = "") -> None:
-        """Check the MAC against this request's Origin and user.
-
-        Raises:
-            Forbidden: forged, or presented from another Origin or by another user.
-        """
-        expected = self._mac(token.sid, token.owner, origin, user)
-        if not hmac.compare_digest(expected, token.mac):
-            raise Forbidden("token refused: forged, or bound to another Origin or user")
-
-    @staticmethod
-    def verify_known(token: Token, known: Iterable[tuple[str, bytes]]) -> None:
-        """Check a token signed by another process against the tokens its session is known by.
-
-        A process that adopted a session cannot recompute the old owner's
-        MAC without that process's secret; it compares the token's owner and
-        MAC with the ``(owner, mac)`` pairs of the tokens the session was
-        known by (and the caller checks the bound Origin and user itself).
-        Every part counts: the session id picked the session, and a MAC
-        presented with another owner than the one it was made for is refused.
-
-        Raises:
-            Forbidden: not one of ``known``.
-        """
-        matched = False
-        for owner, mac in known:
-            # Compare every pair (no early exit): the time taken says nothing.
-            same_mac = hmac.compare_digest(token.mac, mac)
-            matched |= same_mac and hmac.compare_digest(token.owner.encode(), owner.encode())
-        if not matched:
-            raise Forbidden("token refused: forged, or not a token of this session")
-
-
-# -- hand-off -----------------------------------------------------------------------
-
-#: Version of the hand-off message format (``HandOff.to_message``).
-HANDOFF_VERSION = 1
-#: Tokens a moved session keeps accepting (the newest first): the client may
-#: still hold an older one while the answer carrying the new one is on its way.
-MAX_SESSION_MACS = 4
-
-
-def handoff_channel(sid: bytes) -> str:
-    """The layer channel where a session waits for its next process (a normal channel)."""
-    return f"wsbridge.lp.handoff.{sid.hex()}"
-
-
-def session_group(sid: bytes) -> str:
-    """The layer group joined by the process that adopted a session, so others can find it."""
-    return f"wsbridge.lp.s.{sid.hex()}"
-
-
-@dataclass(frozen=True)
-class HandOff:
-    """A session on its way from a process that is going away to whichever process sees it next.
-
-    Attributes:
-        sid: the session id.
-        origin: the Origin its tokens are bound to.
-        user: the user its tokens are bound to.
-        macs: the MACs of the tokens the client may present (newest first).
-        scope: the connection scope, reduced to msgpack types.
-        session: :meth:`LongPollSession.snapshot`.
-        source: the owner channel of the process that handed it off.
-        owners: the owner channel each of ``macs`` was made for (same
-            order); a message without them (an older sender) means ``source``
-            for every one.
-    """
-
-    sid: bytes
-    origin: str
-    user: str
-    macs: tuple[bytes, ...]
-    scope: dict[str, Any]
-    session: dict[str, Any]
-    source: str = ""
-    owners: tuple[str, ...] = ()
-
-    def known(self) -> list[tuple[str, bytes]]:
-        """``(owner, mac)`` of each token the client may present (see ``verify_known``)."""
-        owners = self.owners
-        if len(owners) != len(self.macs):
-            owners = (self.source,) * len(self.macs)
-        return list(zip(owners, self.macs, strict=True))
-
-    def to_message(self) -> dict[str, Any]:
-        """The layer message (msgpack types only) to send to :func:`handoff_channel`."""
-        return {
-            "type": "lp.handoff",
-            "v": HANDOFF_VERSION,
-            "sid": self.sid,
-            "origin": self.origin,
-            "user": self.user,
-            "macs": list(self.macs[:MAX_SESSION_MACS]),
-            "scope": self.scope,
-            "session": self.session,
-            "source": self.source,
-            "owners": list(self.owners[:MAX_SESSION_MACS]),
-        }
-
-    @classmethod
-    def from_message(cls, message: Any) -> HandOff:
-        """Parse a hand-off message.
-
-        Raises:
-            ValueError: not a hand-off this version understands.
-        """
-        if not isinstance(message, dict) or message.get("type") != "lp.handoff":
-            raise ValueError("not a long-poll hand-off message")
-        if message.get("v") != HANDOFF_VERSION:
-            raise ValueError(f"hand-off format v{message.get('v')!r} is not v{HANDOFF_VERSION}")
-        sid, macs = message.get("sid"), message.get("macs")
-        fields = (message.get("origin"), message.get("user"), message.get("source", ""))
-        if (
-            not isinstance(sid, bytes)
-            or len(sid) != SESSION_ID_BYTES
-            or not isinstance(macs, list)
-            or not all(isinstance(mac, bytes) for mac in macs)
-            or not all(isinstance(field, str) for field in fields)
-            or not isinstance(message.get("scope"), dict)
-            or not isinstance(message.get("session"), dict)
-        ):
-            raise ValueError("malformed long-poll hand-off message")
-        owners = message.get("owners") or []
-        if not isinstance(owners, list) or not all(isinstance(owner, str) for owner in owners):
-            raise ValueError("malformed long-poll hand-off message")
-        origin, user, source = (str(field) for field in fields)
-        return cls(
-            sid,
-            origin,
-            user,
-            tuple(macs),
-            message["scope"],
-            message["session"],
-            source,
-            tuple(owners),
-        )
 
 
 def transition_rows() -> list[tuple[str, str, str]]:

@@ -30,71 +30,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import gevent
-from gevent.event import AsyncResult, Event
-from gevent.lock import Semaphore
+from gevent.event import Event
 from gevent.pool import Pool
 
-from ..consumers.runner import Connection
-from ..exceptions import LayerError
-from ..layers.base import validate_message
-from ..protocol.envelope import CLOSE_SERVICE_RESTART
-from ..protocol.longpoll import (
-    MAX_SESSION_MACS,
-    HandOff,
-    LongPollSession,
-    SessionState,
-    Token,
-    TokenSigner,
-    handoff_channel,
-    session_group,
-)
+from ...consumers.routing import Router
+from ...exceptions import LayerError
+from ...layers.base import BaseChannelLayer, validate_message
+from ...protocol.envelope import CLOSE_ABNORMAL, CLOSE_SERVER_ERROR, CLOSE_SERVICE_RESTART
+from ...protocol.longpoll import LongPollSession, SessionState
+from ...protocol.longpoll_messages import HandOff, handoff_channel, session_group
+from ...protocol.longpoll_token import TokenSigner
+from .consumer import ConsumerSide
+from .options import LongPollOptions
+from .sessions import Session, SessionTable
 
-if TYPE_CHECKING:
-    from ..consumers.routing import Router
-    from ..layers.base import BaseChannelLayer
-    from .longpoll_relay import Relay, Request
-
-__all__ = ["Session", "HandOffMixin", "scope_to_message", "scope_from_message"]
+__all__ = ["SessionMover", "scope_to_message", "scope_from_message", "HANDOFF_CONCURRENCY"]
 
 logger = logging.getLogger("wsbridge.transport.longpoll")
 
 #: Sessions handed off at the same time by a process going away.
 HANDOFF_CONCURRENCY = 16
-
-Answer = tuple[int, dict[str, Any]]
-
-
-@dataclass
-class Session:
-    """One long-poll session held by this process: protocol state plus its I/O parts."""
-
-    state: LongPollSession
-    conn: Connection | None = None
-    #: What its tokens are bound to, and the ``(owner, mac)`` of each token it answers to
-    #: (newest first): a token must match both parts of one of them.
-    origin: str = ""
-    user: str = ""
-    token: str = ""
-    known: list[tuple[str, bytes]] = field(default_factory=list)
-    scope: dict[str, Any] = field(default_factory=dict)
-    handshake: Event = field(default_factory=Event)
-    refusal: int = 403
-    accepted: bool = False
-    #: Adopted from another process (its consumer's connect is a resume).
-    resumed: bool = False
-    #: Set while the session is being handed off (requests wait for it).
-    moving: Event | None = None
-    poller: AsyncResult | None = None
-    lock: Semaphore = field(default_factory=Semaphore)
-
-    def wake(self, why: str = "ready") -> None:
-        if self.poller is not None and not self.poller.ready():
-            self.poller.set(why)
 
 
 def scope_to_message(scope: dict[str, Any]) -> dict[str, Any]:
@@ -123,47 +80,50 @@ def scope_from_message(data: dict[str, Any]) -> dict[str, Any]:
     return scope
 
 
-class HandOffMixin:
-    """The hand-off half of :class:`~wsbridge.transport.longpoll.LongPollTransport`."""
+class SessionMover:
+    """Hands this process's sessions over when it goes away; adopts those others handed over.
 
-    # Provided by LongPollTransport.
-    options: Any
-    layer: BaseChannelLayer | None
-    owner: str
-    sessions: dict[bytes, Session]
-    _moved: OrderedDict[bytes, float]
-    _adopting: dict[bytes, Event]
-    _leaving: bool
-    _started: bool
-    _relay: Relay | None
-    _signer: TokenSigner | None
-    _router: Router | None
+    Args:
+        options: the transport's settings (timeouts, buffer limits, ``handoff``).
+        layer: the channel layer; sessions move only when it is shared
+            across processes (``"shared" in layer.extensions``), unless
+            ``options.handoff`` says otherwise.
+        owner: this process's owner channel (adopted sessions' tokens name it).
+        table: the sessions held by this process.
+        consumers: starts and ends the sessions' consumers.
+        signer: signs the adopted sessions' new tokens.
+        router: routes an adopted session's path to its consumer again.
+    """
 
-    if TYPE_CHECKING:
+    def __init__(
+        self,
+        options: LongPollOptions,
+        layer: BaseChannelLayer,
+        owner: str,
+        table: SessionTable,
+        consumers: ConsumerSide,
+        signer: TokenSigner,
+        router: Router,
+    ) -> None:
+        self.options = options
+        self.layer = layer
+        self.owner = owner
+        self.table = table
+        self.consumers = consumers
+        self.signer = signer
+        self.router = router
+        #: Sessions move to another process on shutdown instead of closing.
+        self.enabled = (
+            bool(options.handoff) if options.handoff is not None else "shared" in layer.extensions
+        )
+        #: Handing over: new opens are refused (503), nothing is adopted.
+        self.leaving = False
+        self._adopting: dict[bytes, Event] = {}
 
-        def _emit(self, session: Session, event: dict[str, Any]) -> None: ...
-        def _end(self, session: Session, *, code: int | None) -> None: ...
-        def _forget(self, session: Session, *, moved: bool = False) -> None: ...
-        def _run_local(self, token: Token, request: Request) -> Answer: ...
-        def close_sessions(self, code: int = 1001, reason: str = "") -> int: ...
-
-    # -- policy -------------------------------------------------------------------------
-
-    def can_hand_off(self) -> bool:
-        """True when sessions move to another process on shutdown instead of closing.
-
-        The ``handoff`` option, or by default: the layer is shared (with the
-        in-memory layer there is no other process to take them).
-        """
-        from ..layers.memory import MemoryLayer
-
-        if self.options.handoff is not None:
-            return bool(self.options.handoff)
-        return self.layer is not None and not isinstance(self.layer, MemoryLayer)
-
-    def _check_handoff_expiry(self) -> None:
+    def check_expiry(self) -> None:
+        """Warn when a handed-off session could expire in the layer before its client is back."""
         expiry = getattr(self.layer, "expiry", None)
-        if self.can_hand_off() and expiry is not None and expiry < self.options.session_timeout:
+        if self.enabled and expiry is not None and expiry < self.options.session_timeout:
             logger.warning(
                 "the layer's expiry (%ss) is shorter than the long-poll session_timeout (%ss): "
                 "a session handed off at a restart is lost if its client takes longer than "
@@ -172,52 +132,23 @@ class HandOffMixin:
                 self.options.session_timeout,
             )
 
-    def _set_token(self, session: Session, token: str) -> None:
-        session.token = token
-        parsed = TokenSigner.parse(token)
-        pair = (parsed.owner, parsed.mac)
-        session.known = [pair, *(p for p in session.known if p != pair)][:MAX_SESSION_MACS]
-
     # -- the process going away ------------------------------------------------------
 
-    def release_sessions(
-        self,
-        code: int = CLOSE_SERVICE_RESTART,
-        reason: str = "service restart",
-        *,
-        timeout: float = 5.0,
-    ) -> int:
-        """For a graceful restart: hand every session over, or close them with ``code``.
-
-        With a shared layer (:meth:`can_hand_off`) the sessions survive: see
-        :meth:`hand_off_sessions`. Otherwise (one process, in-memory layer)
-        each gets a close frame with ``code`` in answer to its pending poll
-        and the client opens a new session.
-
-        Returns:
-            How many sessions were handed over or closed.
-        """
-        if not self._started:
-            return 0
-        if self.can_hand_off():
-            return self.hand_off_sessions(timeout)
-        return self.close_sessions(code, reason)
-
-    def hand_off_sessions(self, timeout: float = 5.0) -> int:
+    def hand_off_all(self, timeout: float) -> int:
         """Hand every session to the layer for another process to adopt; returns how many.
 
         The consumers get ``websocket.disconnect`` (1012) and up to
         ``timeout`` seconds to finish; a session that cannot be handed over
-        (the layer refuses the message) is closed with 1012 instead. New
-        opens are refused with 503 from now on.
+        (the layer refuses the message, or time ran out) is closed with 1012
+        instead. New opens are refused with 503 from now on.
         """
-        self._leaving = True
+        self.leaving = True
         deadline = time.monotonic() + timeout
         # Bounded concurrency: each hand-off (and the consumer's own disconnect) uses the
         # layer, whose connection pool is bounded too (redis-py: 100 per process).
         pool = Pool(HANDOFF_CONCURRENCY)
         jobs, late = [], []
-        for session in list(self.sessions.values()):
+        for session in self.table.sessions():
             if time.monotonic() < deadline:
                 jobs.append(pool.spawn(self._hand_off, session, deadline))
             else:
@@ -225,7 +156,7 @@ class HandOffMixin:
         pool.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
         for session in late:  # out of time: closed, as without a shared layer
             if session.state.state is SessionState.OPEN:
-                self._emit(
+                self.consumers.emit(
                     session,
                     {
                         "type": "websocket.close",
@@ -234,8 +165,6 @@ class HandOffMixin:
                     },
                 )
         moved = sum(1 for job in jobs if job.value)
-        if self._relay is not None:
-            self._relay.depart()
         logger.info("restart: %d long-poll session(s) handed over to the other processes", moved)
         return moved
 
@@ -244,7 +173,7 @@ class HandOffMixin:
         if state.state is SessionState.CONNECTING:  # no token yet: the open is answered 503
             session.refusal = 503
             state.refuse(503)
-            self._end(session, code=CLOSE_SERVICE_RESTART)
+            self.consumers.end(session, code=CLOSE_SERVICE_RESTART)
             return False
         if state.state not in (SessionState.OPEN, SessionState.CLOSING):
             return False
@@ -280,7 +209,6 @@ class HandOffMixin:
             owners=tuple(owner for owner, _ in session.known),
         )
         try:
-            assert self.layer is not None
             self.layer.send(handoff_channel(state.sid), handoff.to_message())
         except (LayerError, TypeError, ValueError) as exc:
             logger.warning("long-poll session not handed over (%s): closing it with 1012", exc)
@@ -288,30 +216,30 @@ class HandOffMixin:
                 session.wake()
             return False
         state.hand_off()
-        self._forget(session, moved=True)
+        self.consumers.forget(session, moved=True)
         session.wake("moved")
         return True
 
     # -- the process taking over -----------------------------------------------------
 
-    def _adopt_and_run(self, token: Token, request: Request, wait: float) -> Answer | None:
-        """Adopt ``token``'s session if it waits in the layer, then run ``request``; else None."""
-        if self._adopt(token.sid, wait) is None:
-            return None
-        return self._run_local(token, request)
+    def adopt(self, sid: bytes, wait: float) -> Session | None:
+        """Take session ``sid`` from the layer if it waits there (up to ``wait`` seconds).
 
-    def _adopt(self, sid: bytes, wait: float) -> Session | None:
-        if self._leaving or not self.can_hand_off():
+        Returns:
+            The session, now held here (its consumer started), or None: not
+            handed over, taken by another process, or this process is leaving.
+        """
+        if self.leaving or not self.enabled:
             return None
-        if sid in self.sessions:
-            return self.sessions[sid]
+        session = self.table.get(sid)
+        if session is not None:
+            return session
         busy = self._adopting.get(sid)
         if busy is not None:  # another request of this session is adopting it now
             busy.wait(wait + self.options.handshake_timeout)
-            return self.sessions.get(sid)
+            return self.table.get(sid)
         done = self._adopting[sid] = Event()
         try:
-            assert self.layer is not None
             message = self.layer.receive(handoff_channel(sid), timeout=wait)
             if message is None:
                 return None
@@ -324,7 +252,7 @@ class HandOffMixin:
                 return self._resume(handoff)
             except Exception:  # a bug, or the layer failing here: leave it for another try
                 logger.exception("adopting a long-poll session failed; handing it back")
-                self.sessions.pop(sid, None)
+                self.table.held.pop(sid, None)
                 try:
                     self.layer.send(handoff_channel(sid), message)
                 except LayerError:
@@ -355,44 +283,26 @@ class HandOffMixin:
             resumed=True,
             accepted=False,
         )
-        assert self._signer is not None and self._router is not None
-        self._set_token(
-            session,
-            self._signer.sign(state.sid, self.owner, origin=handoff.origin, user=handoff.user),
-        )
-        self.sessions[state.sid] = session
-        self._moved.pop(state.sid, None)
+        token = self.signer.sign(state.sid, self.owner, origin=handoff.origin, user=handoff.user)
+        session.use_token(token)
+        self.table.add(session)
         self._join_session_group(state.sid)
         logger.debug("long-poll session adopted from %s", handoff.source)
         if state.state is not SessionState.OPEN:
             return session  # only its close frame is left to deliver: no consumer
-        match = self._router.resolve("websocket", str(scope.get("path", "")))
+        match = self.router.resolve("websocket", str(scope.get("path", "")))
         if match is None:
-            state.queue_close(1011, "no consumer is routed at this path any more")
+            state.queue_close(CLOSE_SERVER_ERROR, "no consumer is routed at this path any more")
             return session
         scope["url_route"] = match.url_route
-        session.conn = Connection(
-            scope, match.consumer, self.layer, lambda event: self._emit(session, event)
-        )
-        session.conn.push({"type": "websocket.connect"})
+        self.consumers.start(session, match.consumer)
         if not session.handshake.wait(opts.handshake_timeout):
             logger.warning("adopted long-poll session: the consumer did not accept in time")
-            self._end(session, code=1006)
+            self.consumers.end(session, code=CLOSE_ABNORMAL)
         return session
 
     def _join_session_group(self, sid: bytes) -> None:
         try:
-            assert self.layer is not None
             self.layer.group_add(session_group(sid), self.owner)
         except LayerError as exc:  # only requests with an older token miss it
             logger.warning("adopted long-poll session not announced: %s", exc)
-
-    def _leave_session_group(self, sid: bytes) -> None:
-        def leave() -> None:
-            try:
-                assert self.layer is not None
-                self.layer.group_discard(session_group(sid), self.owner)
-            except LayerError:  # the membership expires with the layer's group_expiry
-                logger.debug("could not leave the group of an adopted session", exc_info=True)
-
-        gevent.spawn(leave)

@@ -1,0 +1,89 @@
+"""The long-poll transport's settings (``wrap(app, longpoll={...})``) and their defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LongPollOptions", "UserKey", "default_user_key", "origin_allowed"]
+
+UserKey = Callable[[dict[str, Any]], str]
+
+
+def default_user_key(scope: dict[str, Any]) -> str:
+    """The user a token is bound to: ``scope["user"]``'s pk (or id, or str), "" for none."""
+    user = scope.get("user")
+    if user is None or getattr(user, "is_authenticated", True) is False:
+        return ""
+    if isinstance(user, (str, int)):
+        return str(user)
+    for attr in ("pk", "id"):
+        value = getattr(user, attr, None)
+        if value is not None:
+            return str(value)
+    return ""
+
+
+def origin_allowed(origin: str, host: str, allowed: Iterable[str]) -> bool:
+    """Same host as the request, or listed in ``allowed`` (``"*"``, ``"https://*.example.com"``).
+
+    A request without Origin (not from a browser) is allowed: the token
+    binding still applies to it.
+    """
+    if not origin:
+        return True
+    netloc = origin.split("://", 1)[-1]
+    if host and netloc.lower() == host.lower():
+        return True
+    for pattern in allowed:
+        if pattern == "*" or pattern == origin:
+            return True
+        if "*." in pattern:
+            scheme, _, rest = pattern.partition("://")
+            suffix = rest[1:]  # ".example.com"
+            if origin.startswith(scheme + "://") and origin.endswith(suffix):
+                return True
+    return False
+
+
+@dataclass
+class LongPollOptions:
+    """Settings of the long-poll transport (``wrap(app, longpoll={...})``).
+
+    Attributes:
+        prefix: URL prefix of the endpoints.
+        poll_timeout: seconds a poll is held when nothing is waiting.
+        session_timeout: seconds of silence before a session expires.
+        handshake_timeout: seconds the consumer has to accept an open.
+        max_body: request body limit in bytes (413 beyond, and the connection
+            is closed without reading the rest).
+        body_timeout: seconds a request body may take to arrive (408 beyond,
+            and the connection is closed).
+        max_buffer: unacked frames held per session; past it the session
+            closes with 1013.
+        max_buffer_bytes: the same limit in bytes.
+        allowed_origins: cross-origin pages allowed (besides the same host).
+        secret: token key; ``WSBRIDGE_SECRET`` or a per-process random one
+            (with a warning when the layer is shared) when unset.
+        forward_timeout: seconds to wait for another process holding a session.
+        user_key: scope -> the user id a token is bound to.
+        handoff: on shutdown, hand sessions over to the process that sees
+            their next request instead of closing them; None (the default)
+            does so when the layer is shared across processes (its
+            ``extensions`` has ``"shared"``: not the in-memory layer).
+    """
+
+    prefix: str = "/_wsbridge/lp"
+    poll_timeout: float = 25.0
+    session_timeout: float = 60.0
+    handshake_timeout: float = 10.0
+    max_body: int = 1 << 20
+    body_timeout: float = 10.0
+    max_buffer: int = 1000
+    max_buffer_bytes: int = 4 << 20
+    allowed_origins: tuple[str, ...] = ()
+    secret: str | bytes | None = None
+    forward_timeout: float = 5.0
+    user_key: UserKey = default_user_key
+    handoff: bool | None = None

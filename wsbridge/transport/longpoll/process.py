@@ -1,0 +1,394 @@
+"""Everything long-poll holds in one OS process, built at once: :class:`LongPollProcess`.
+
+The object graph, each part built here and handed what it needs::
+
+    LongPollProcess ── SessionTable    the sessions held, and those that ended or moved
+        │           ── ConsumerSide    each session's consumer: start, emit, end
+        │           ── SessionMover    hand-off on shutdown, adoption of others'
+        │           ── Relay           asks other processes; returns a Result
+        └── runs poll / send / close for the sessions held here, and decides
+            what to do with the Relay's results (adopt, ask the adopter, 404)
+
+:class:`~wsbridge.transport.longpoll.LongPollTransport` (the WSGI side)
+builds one per OS process, on the first request (after a fork, the child
+builds its own: it needs its own owner channel and sweeper).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult
+
+from ... import metrics as _metrics
+from ...consumers.routing import Router
+from ...exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    HTTPError,
+    LayerUnavailable,
+    NotFound,
+)
+from ...layers.base import BaseChannelLayer
+from ...logs import CONNECTION_ID
+from ...protocol.envelope import CLOSE_ABNORMAL, decode_frames, encode_frame, validate_close_code
+from ...protocol.longpoll import LongPollSession, SessionState
+from ...protocol.longpoll_messages import OWNER_PREFIX, RelayRequest
+from ...protocol.longpoll_token import Token, TokenSigner, new_session_id
+from .consumer import ConsumerSide
+from .handoff import SessionMover
+from .options import LongPollOptions
+from .relay import MOVED, Outcome, Relay, Request, Result
+from .sessions import Session, SessionTable
+
+__all__ = ["LongPollProcess", "Answer", "error_answer"]
+
+logger = logging.getLogger("wsbridge.transport.longpoll")
+
+Answer = tuple[int, dict[str, Any]]
+
+
+def error_answer(exc: HTTPError | LayerUnavailable) -> Answer:
+    """The JSON answer to a request that failed with ``exc``."""
+    if isinstance(exc, HTTPError):
+        return exc.status, {"error": exc.reason}
+    return 503, {"error": f"channel layer unavailable: {exc}"}
+
+
+def make_signer(options: LongPollOptions, layer: BaseChannelLayer) -> tuple[TokenSigner, bool]:
+    """The token signer, and whether its secret is shared by every process."""
+    secret = options.secret or os.environ.get("WSBRIDGE_SECRET")
+    if secret:
+        key = secret.encode() if isinstance(secret, str) else secret
+        if len(key) < 16:
+            raise ValueError("the long-poll secret must be at least 16 bytes long")
+        return TokenSigner(key), True
+    if "shared" in layer.extensions:
+        logger.warning(
+            "no long-poll secret set (wrap(secret=...) or WSBRIDGE_SECRET): this process "
+            "uses a random one, so only the process holding a session can check its "
+            "tokens; set the same secret on every process"
+        )
+    return TokenSigner(secrets.token_bytes(32)), False
+
+
+class LongPollProcess:
+    """This process's long-poll sessions, its owner channel, relay and hand-offs.
+
+    Building one attaches its owner channel to the layer (and joins the
+    peers' group when sessions move on shutdown) and starts the sweeper
+    that expires silent sessions; :meth:`stop` undoes both.
+
+    Args:
+        options: the transport's settings.
+        router: routes a session's path to its consumer.
+        layer: the channel layer of this process.
+    """
+
+    def __init__(self, options: LongPollOptions, router: Router, layer: BaseChannelLayer) -> None:
+        self.options = options
+        self.router = router
+        self.layer = layer
+        self.signer, shared_secret = make_signer(options, layer)
+        self.owner = layer.new_channel(OWNER_PREFIX)
+        self.table = SessionTable()
+        self.consumers = ConsumerSide(layer, self.owner, self.table)
+        self.mover = SessionMover(
+            options, layer, self.owner, self.table, self.consumers, self.signer, router
+        )
+        self.relay = Relay(
+            layer,
+            self.owner,
+            verify=self.signer.verify if shared_secret else None,
+            forward_timeout=options.forward_timeout,
+            poll_timeout=options.poll_timeout,
+        )
+        layer.attach(self.owner, self._on_message)
+        if self.mover.enabled:
+            self.relay.join_peers()
+        self.mover.check_expiry()
+        self._sweeper = gevent.spawn(self._sweep)
+
+    # -- open --------------------------------------------------------------------------
+
+    def open(
+        self, scope: dict[str, Any], consumer: Any, *, origin: str, user: str, ip: str
+    ) -> Answer:
+        """Start a session for ``consumer`` with ``scope``; the answer to the ``open`` request.
+
+        Args:
+            scope: the connection scope, routed.
+            consumer: the consumer routed at the session's path.
+            origin: the Origin its tokens are bound to.
+            user: the user key its tokens are bound to ("" for none).
+            ip: the client's admission slot: the session's from now on,
+                released when it ends.
+        """
+        opts = self.options
+        sid = new_session_id()
+        state = LongPollSession(
+            sid,
+            now=time.monotonic(),
+            timeout=opts.session_timeout,
+            max_buffer=opts.max_buffer,
+            max_buffer_bytes=opts.max_buffer_bytes,
+        )
+        session = Session(state, origin=origin, user=user, scope=scope)
+        self.table.add(session, ip=ip)
+        self.consumers.start(session, consumer, backlog=True)
+        if not session.handshake.wait(opts.handshake_timeout):
+            self.consumers.end(session, code=CLOSE_ABNORMAL)
+            return 504, {"error": "the consumer did not accept in time"}
+        if state.state is not SessionState.OPEN and state.state is not SessionState.CLOSING:
+            self.consumers.forget(session)
+            reason = "connection refused by the application"
+            if session.refusal == 503:
+                reason = "this server process is restarting: open again"
+            return session.refusal, {"error": reason}
+        session.use_token(self.signer.sign(sid, self.owner, origin=origin, user=user))
+        return 200, {
+            "token": session.token,
+            "subprotocol": state.subprotocol,
+            "poll_timeout": opts.poll_timeout,
+            "session_timeout": opts.session_timeout,
+        }
+
+    # -- poll / send / close: here, on the owner, or on the adopter ----------------------
+
+    def run(self, request: Request) -> Answer:
+        """Run a poll, send or close wherever its session is; its (status, body)."""
+        token = TokenSigner.parse(request.body.get("token"))
+        if token.owner == self.owner or token.sid in self.table:
+            result = self.run_local(token, request)
+            if result.outcome is not Outcome.MOVED:
+                return result.answer
+            # This process handed the session off and is going away: reach whoever
+            # adopted it, else have the client retry (its next request goes elsewhere).
+            result = self.relay.ask_adopter(token.sid, request)
+            if result.answered:
+                return result.answer
+            return 503, {"error": "the session is moving to another server process: retry"}
+        return self._forward(token, request)
+
+    def _forward(self, token: Token, request: Request) -> Answer:
+        """Run ``request`` for a session another process holds, or held before a restart."""
+        relay = self.relay
+        relay.check(token, request)
+        departed = relay.departed(token.owner)
+        if departed or not relay.known_alive(token.owner):
+            # A hand-off may be waiting: look first (a process announces its departure
+            # after writing its hand-offs, so no wait).
+            result = self._adopt_and_run(token, request, 0.0)
+            if result.answered:
+                return result.answer
+        if not departed:
+            result = relay.forward(token.owner, request)
+            if result.answered:
+                return result.answer
+            # "moved": its hand-off message is written before it says so.
+            wait = 0.5 if result.outcome is Outcome.MOVED else 0.0
+            result = self._adopt_and_run(token, request, wait)
+            if result.answered:
+                return result.answer
+        result = relay.ask_adopter(token.sid, request)
+        if result.answered:
+            return result.answer
+        raise NotFound("unknown session (the process holding it does not answer)")
+
+    def _adopt_and_run(self, token: Token, request: Request, wait: float) -> Result:
+        """Adopt ``token``'s session if it waits in the layer, then run ``request`` here."""
+        if self.mover.adopt(token.sid, wait) is None:
+            return Result(Outcome.GONE)
+        return self.run_local(token, request)
+
+    def run_local(self, token: Token, request: Request) -> Result:
+        """Run a request for a session held here (or just handed off by this process).
+
+        Returns:
+            LOCAL with the answer, or MOVED: this process handed the session
+            over (its adopter, or the process asking, takes it from there).
+
+        Raises:
+            HTTPError: the request is refused (400, 403, 404, 409, 410).
+        """
+        session = self.table.get(token.sid)
+        self._check_token(token, request, session)
+        if session is not None and session.moving is not None:
+            session.moving.wait(self.options.handshake_timeout)  # a hand-off in progress
+        if session is None or session.state.moved:
+            if self.table.was_moved(token.sid) or (session is not None and session.state.moved):
+                return MOVED
+            raise self.table.missing(token.sid, signed_here=token.owner == self.owner)
+        state = session.state
+        state.request_started(time.monotonic())
+        context = CONNECTION_ID.set(session.conn.connection_id if session.conn else None)
+        answer: dict[str, Any] | None
+        try:
+            if request.op == "poll":
+                answer = self._poll(session, request)
+            elif request.op == "send":
+                answer = self._send(session, request.body)
+            else:
+                answer = self._close(session, request.body)
+        finally:
+            CONNECTION_ID.reset(context)
+            state.request_ended(time.monotonic())
+        if answer is None:
+            return MOVED
+        if request.body.get("token") != session.token:
+            answer["token"] = session.token  # the session moved here: use its new token
+        return Result(Outcome.LOCAL, 200, answer)
+
+    def _check_token(self, token: Token, request: Request, session: Session | None) -> None:
+        if token.owner == self.owner:
+            self.signer.verify(token, origin=request.origin, user=request.user)
+        elif session is not None:  # adopted here: the client may still hold an older token
+            # Owner and MAC both: a token whose owner part was changed is refused.
+            TokenSigner.verify_known(token, session.known)
+            if (request.origin, request.user) != (session.origin, session.user):
+                raise Forbidden("token refused: bound to another Origin or user")
+
+    def _poll(self, session: Session, request: Request) -> dict[str, Any]:
+        state = session.state
+        if state.closed:
+            raise Gone("session closed")
+        wait = request.body.get("wait", self.options.poll_timeout)
+        if type(wait) not in (int, float) or not 0 <= wait < float("inf"):
+            raise BadRequest(f"'wait' must be a number of seconds >= 0, got {wait!r}")
+        session.wake("superseded")  # at most one poll is pending: the newest wins
+        state.ack(request.body.get("ack", 0))
+        if state.closed:  # the client acked the server's close frame
+            self.consumers.end(session, code=None)
+            raise Gone("session closed")
+        if not state.has_pending and wait > 0:
+            waiter: AsyncResult = AsyncResult()
+            session.poller = waiter
+            try:
+                why = waiter.get(timeout=min(wait, self.options.poll_timeout))
+            except gevent.Timeout:
+                why = "timeout"
+            finally:
+                if session.poller is waiter:
+                    session.poller = None
+            if why == "superseded":
+                raise Conflict("superseded by a newer poll on this session")
+            if why == "gone":
+                raise Gone(self.table.revoked(state.sid) or "session closed")
+        # "moved": answered from the frames handed over, so the client just polls again
+        return {"messages": [encode_frame(frame) for frame in state.pending()]}
+
+    def _send(self, session: Session, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Hand the new frames to the consumer; None when the session moved meanwhile."""
+        frames = decode_frames(body.get("messages"))
+        with session.lock:  # keeps concurrent sends of one session in seq order
+            state = session.state
+            if state.moved:  # handed off while this send waited: apply it over there
+                return None
+            if state.closed:
+                raise Gone("session closed")
+            stats = _metrics.STATS
+            for frame in state.receive(frames):
+                event: dict[str, Any] = {"type": "websocket.receive"}
+                if frame.text is not None:
+                    event["text"] = frame.text
+                else:
+                    event["bytes"] = frame.data
+                stats.longpoll_messages_in += 1
+                payload = frame.text if frame.text is not None else frame.data
+                stats.longpoll_bytes_in += len(payload or b"")
+                if session.conn is not None:  # an OPEN session has one
+                    session.conn.push(event)  # may wait: that is backpressure on this client
+            return {"ack": state.client_seq}
+
+    def _close(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
+        code = validate_close_code(body.get("code", 1000))
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise BadRequest("'reason' must be a string")
+        was_open = session.state.state in (SessionState.OPEN, SessionState.CONNECTING)
+        session.state.client_close(code, reason)
+        self.consumers.end(session, code=code if was_open else None)
+        return {"closed": True}
+
+    # -- requests from other processes -----------------------------------------------------
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        """Layer callback on the owner channel (runs in the layer's greenlet: never block)."""
+        request = self.relay.receive(message)
+        if request is not None:
+            gevent.spawn(self._serve_forwarded, request)
+
+    def _serve_forwarded(self, forwarded: RelayRequest) -> None:
+        # The answer may take up to a poll timeout (a held poll, or a send waiting on
+        # a busy consumer): say at once that this process is alive and on it.
+        self.relay.hold(forwarded)
+        request = Request(forwarded.op, forwarded.body, forwarded.origin, forwarded.user)
+        try:
+            token = TokenSigner.parse(request.body.get("token"))
+            result = self.run_local(token, request)
+        except (HTTPError, LayerUnavailable) as exc:
+            result = Result(Outcome.LOCAL, *error_answer(exc))
+        except Exception:  # a bug: answer it rather than let the forwarder time out
+            logger.exception("forwarded long-poll %s request failed", request.op)
+            result = Result(Outcome.LOCAL, 500, {"error": "internal error"})
+        self.relay.answer(forwarded, result)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def close_sessions(self, code: int, reason: str) -> int:
+        """Send every open session a close frame with ``code``; returns how many."""
+        count = 0
+        for session in self.table.sessions():
+            if session.state.state is SessionState.OPEN:
+                event = {"type": "websocket.close", "code": code, "reason": reason}
+                self.consumers.emit(session, event)
+                count += 1
+        return count
+
+    def hand_off_sessions(self, timeout: float) -> int:
+        """Hand every session over (see :class:`SessionMover`), then tell the peers."""
+        moved = self.mover.hand_off_all(timeout)
+        self.relay.depart()
+        return moved
+
+    def drain(self, code: int, timeout: float) -> None:
+        """Hand sessions over (when they move) or close them, and wait for their consumers."""
+        if self.mover.enabled:
+            self.hand_off_sessions(timeout)
+        sessions = self.table.sessions()
+        self.close_sessions(code, "server shutting down")
+        with gevent.Timeout(timeout, False):
+            for session in sessions:
+                if session.conn is not None:
+                    session.conn.finished.wait()
+            while any(session.poller is not None for session in sessions):
+                gevent.sleep(0.01)  # held polls are writing their answers
+
+    def stop(self, code: int) -> None:
+        """End every session with ``code``, stop the sweeper, detach the owner channel."""
+        for session in self.table.sessions():
+            self.consumers.end(session, code=code)
+        self.abandon()
+        self.layer.detach(self.owner)
+
+    def abandon(self) -> None:
+        """Stop the sweeper (a forked child's copy of its parent's process state)."""
+        self._sweeper.kill(block=False)
+
+    def _sweep(self) -> None:
+        interval = max(0.05, min(1.0, self.options.session_timeout / 4))
+        keep = max(600.0, self.options.session_timeout * 4)
+        while True:
+            gevent.sleep(interval)
+            now = time.monotonic()
+            for session in self.table.expired(now):
+                logger.debug("long-poll session expired: %ss of silence", session.state.timeout)
+                self.consumers.end(session, code=CLOSE_ABNORMAL)
+            self.table.prune(now, keep)
