@@ -12,6 +12,7 @@ publishers then call the layer from their own process.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from typing import Any
@@ -20,6 +21,13 @@ from wsbridge import WebsocketConsumer, get_channel_layer, router, wrap
 from wsbridge.layers import configure
 
 GROUP_PREFIX = "chat."
+
+# Experiments (run.py --server-env BENCH_GC=...): "off" disables the cyclic GC,
+# "freeze" moves everything alive after import to the permanent generation.
+if os.environ.get("BENCH_GC") == "off":
+    gc.disable()
+elif os.environ.get("BENCH_GC") == "freeze":
+    gc.freeze()
 
 
 def configure_layer() -> None:
