@@ -12,7 +12,6 @@ publishers then call the layer from their own process.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 from typing import Any
@@ -21,13 +20,6 @@ from wsbridge import WebsocketConsumer, get_channel_layer, router, wrap
 from wsbridge.layers import configure
 
 GROUP_PREFIX = "chat."
-
-# Experiments (run.py --server-env BENCH_GC=...): "off" disables the cyclic GC,
-# "freeze" moves everything alive after import to the permanent generation.
-if os.environ.get("BENCH_GC") == "off":
-    gc.disable()
-elif os.environ.get("BENCH_GC") == "freeze":
-    gc.freeze()
 
 
 def configure_layer() -> None:
@@ -77,12 +69,15 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 def tune_gc() -> None:
-    """Experiments only: ``BENCH_GC=off`` or ``BENCH_GC=a,b,c`` (gc.set_threshold)."""
+    """Experiments only: ``BENCH_GC=off``, ``freeze`` (gc.freeze() after import) or
+    ``a,b,c`` (gc.set_threshold)."""
     import gc
 
     setting = os.environ.get("BENCH_GC")
     if setting == "off":
         gc.disable()
+    elif setting == "freeze":
+        gc.freeze()
     elif setting:
         gc.set_threshold(*(int(x) for x in setting.split(",")))
 
