@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import gevent
 
 from .exceptions import ConnectionClosed, HTTPError
+from .protocol.closecodes import CloseCode
 from .protocol.envelope import Frame
 from .protocol.longpoll_client import ClientSession, is_transient
 
@@ -154,7 +155,7 @@ class LongPollClient:
             self._inbox.extend(self.poll(wait=remaining))
         frame = self._inbox.popleft()
         if frame.is_close:
-            raise ConnectionClosed(frame.close or 1006, frame.reason)
+            raise ConnectionClosed(frame.close or CloseCode.ABNORMAL, frame.reason)
         return frame.text if frame.text is not None else (frame.data or b"")
 
     def receive_json(self, timeout: float | None = None) -> Any:
@@ -180,7 +181,7 @@ class LongPollClient:
             except ConnectionClosed as closed:
                 return closed.code
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the session (the consumer gets ``websocket.disconnect`` with ``code``)."""
         if self.session.token is None or self.session.closed is not None:
             return
@@ -273,7 +274,7 @@ class LongPollClient:
     def _lost_if_gone(self, status: int, answer: Any) -> None:
         if status in (404, 410):
             reason = answer.get("error", "") if isinstance(answer, dict) else ""
-            self.session.closed = (1006, reason or "long-poll session lost")
+            self.session.closed = (CloseCode.ABNORMAL, reason or "long-poll session lost")
             raise ConnectionClosed(*self.session.closed)
 
     def _call_app(self, path: str, data: bytes) -> tuple[int, Any]:

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import BadRequest, WSBridgeError
-from .envelope import CLOSE_TRY_AGAIN_LATER, Frame
+from .closecodes import CloseCode
+from .envelope import Frame
 
 # Moved to their own modules; still importable from here (the public paths of 0.1).
 from .longpoll_messages import (
@@ -119,7 +120,7 @@ class ServerClose:
 class ClientClose:
     """The client asked to close."""
 
-    code: int = 1000
+    code: int = CloseCode.NORMAL
     reason: str = ""
 
 
@@ -218,12 +219,12 @@ class LongPollSession:
         """The consumer refused the connection; answer the open request with ``status``."""
         self._transition(Refuse(status))
 
-    def client_close(self, code: int = 1000, reason: str = "") -> None:
+    def client_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """The client closed; tell the consumer ``websocket.disconnect`` with ``code``."""
         if self.state is SessionState.MOVED:
             return
         if self.state is not SessionState.CLOSED:
-            self.close_code = code
+            self.close_code = int(code)
             self._transition(ClientClose(code, reason))
         self._drop_buffer()
 
@@ -273,7 +274,7 @@ class LongPollSession:
             len(self._buffer) >= self.max_buffer
             or self._buffer_bytes + size > self.max_buffer_bytes
         ):
-            return self.queue_close(CLOSE_TRY_AGAIN_LATER, "client too slow: buffer full")
+            return self.queue_close(CloseCode.TRY_AGAIN_LATER, "client too slow: buffer full")
         frame = Frame(self._next_seq, text=text, data=data if text is None else None)
         self._next_seq += 1
         self._buffer.append(frame)
@@ -286,6 +287,7 @@ class LongPollSession:
             if self.state is SessionState.CONNECTING:
                 raise LocalProtocolError("a close before accept is a refusal: call refuse()")
             return None
+        code = int(code)  # a CloseCode travels as a plain int (JSON, msgpack hand-offs)
         frame = Frame(self._next_seq, close=code, reason=reason)
         self._next_seq += 1
         self._buffer.append(frame)

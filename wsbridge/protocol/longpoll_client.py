@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any
 
 from ..exceptions import ConnectionClosed, HTTPError
+from .closecodes import CloseCode
 from .envelope import Frame, decode_frame, encode_frame
 
 __all__ = ["ClientSession", "is_transient", "MAX_BATCH"]
@@ -135,7 +136,7 @@ class ClientSession:
             self.seen = frame.seq
             fresh.append(frame)
             if frame.is_close:
-                self.closed = (frame.close or 1006, frame.reason)
+                self.closed = (frame.close or CloseCode.ABNORMAL, frame.reason)
                 break
         return fresh
 
@@ -182,7 +183,7 @@ class ClientSession:
 
     # -- close --------------------------------------------------------------------
 
-    def close_body(self, code: int = 1000, reason: str = "") -> dict[str, Any]:
+    def close_body(self, code: int = CloseCode.NORMAL, reason: str = "") -> dict[str, Any]:
         """The body of ``POST {prefix}/close``; the session is over on this side."""
         if self.closed is None:
             self.closed = (code, reason)

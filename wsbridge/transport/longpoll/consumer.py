@@ -20,7 +20,18 @@ from ...exceptions import LayerError
 from ...layers.base import BaseChannelLayer
 from ...logs import CONNECTION_ID, new_connection_id
 from ...policies import active as policies_active
-from ...protocol.envelope import CLOSE_ABNORMAL, CLOSE_POLICY, CLOSE_SERVER_ERROR
+from ...protocol.closecodes import CloseCode
+from ...protocol.connection import (
+    Crash,
+    Disconnected,
+    Event,
+    Message,
+    Opened,
+    Output,
+    Refuse,
+    Refused,
+    from_asgi,
+)
 from ...protocol.longpoll import SessionState
 from ...protocol.longpoll_messages import session_group
 from .sessions import Session, SessionTable
@@ -28,6 +39,22 @@ from .sessions import Session, SessionTable
 __all__ = ["ConsumerSide"]
 
 logger = logging.getLogger("wsbridge.transport.longpoll")
+
+
+def _contract_event(event: dict[str, Any]) -> Event | None:
+    """The contract event for a ``websocket.*`` dict the runner passed on.
+
+    The runner marks its own refusals (``"denied"``: ``connect()`` did not
+    decide, an identity or recovery limit) and a crashed consumer's close
+    (``"error"``) on the close dict; the contract has an event for each.
+    """
+    if event.get("type") == "websocket.close":
+        reason = str(event.get("reason") or "")
+        if event.get("error"):
+            return Crash(reason)
+        if event.get("denied"):
+            return Refuse(int(event.get("code") or CloseCode.NORMAL), reason)
+    return from_asgi(event)
 
 
 class ConsumerSide:
@@ -65,68 +92,78 @@ class ConsumerSide:
         conn.push({"type": "websocket.connect"})
 
     def emit(self, session: Session, event: dict[str, Any]) -> None:
-        """Apply one event the consumer emitted (runs in its mailbox greenlet: never blocks)."""
-        kind = event.get("type")
-        if kind == "websocket.accept":
-            if session.state.state is SessionState.CONNECTING:
-                session.state.accept(event.get("subprotocol"))
-            session.accepted = True
-            session.handshake.set()
-        elif kind == "websocket.send":
-            self._send(session, event)
-        elif kind == "websocket.close":
-            self._close(session, event)
+        """Apply one event the consumer emitted (runs in its mailbox greenlet: never blocks).
 
-    def _send(self, session: Session, event: dict[str, Any]) -> None:
-        state = session.state
-        if state.state is SessionState.CONNECTING:  # sending implies accepting (ASGI)
-            state.accept(None)
-        session.accepted = True
-        session.handshake.set()
-        frame = state.queue(text=event.get("text"), data=event.get("bytes"))
+        The connection contract (:mod:`wsbridge.protocol.connection`) decides
+        what it means (an accept, an implicit accept, a refusal and its status,
+        a close frame and its code); :meth:`apply` puts the result on the wire.
+        """
+        if event.get("type") == "websocket.close" and session.moving is not None:
+            return  # the consumer is ending because of the hand-off: the session goes on
+        contract_event = _contract_event(event)
+        if contract_event is None:
+            return
+        for output in session.contract.send(contract_event):
+            self.apply(session, output)
+
+    def apply(self, session: Session, output: Output) -> None:
+        """Put one output of the session's connection contract on the wire."""
+        if isinstance(output, Message):
+            self._queue(session, output)
+        elif isinstance(output, Opened):
+            if session.state.state is SessionState.CONNECTING:
+                session.state.accept(output.subprotocol)
+            session.handshake.set()
+        elif isinstance(output, Refused):
+            self._refused(session, output)
+        else:
+            session.handshake.set()
+            self._close(session, output.code, output.reason, revoked=output.revoked)
+
+    def _queue(self, session: Session, message: Message) -> None:
+        frame = session.state.queue(text=message.text, data=message.data)
         stats = _metrics.STATS
         stats.longpoll_messages_out += 1
-        payload = event.get("text") if event.get("text") is not None else event.get("bytes")
+        payload = message.text if message.text is not None else message.data
         stats.longpoll_bytes_out += len(payload or b"")
         if frame is not None:
             session.wake()
             if frame.is_close:  # buffer overflow: the client is too slow
                 gevent.spawn(self.disconnect, session, frame.close)
 
-    def _close(self, session: Session, event: dict[str, Any]) -> None:
-        if session.moving is not None:
-            return  # the consumer is ending because of the hand-off: the session goes on
+    def _refused(self, session: Session, refusal: Refused) -> None:
         state = session.state
-        code = int(event.get("code") or 1000)
-        if state.state is SessionState.CONNECTING:
-            session.refusal = 500 if event.get("error") else 403
-            state.refuse(session.refusal)
-            session.handshake.set()
-            gevent.spawn(self.disconnect, session, code)
-            return
-        if session.resumed and not session.accepted:
-            # Refused on resume: the client holds an open session, so this is a close
-            # frame; a plain refusal means "not any more" (1008, as a refused open).
-            code = CLOSE_SERVER_ERROR if event.get("error") else code
-            code = CLOSE_POLICY if code == 1000 else code
         session.handshake.set()
-        if event.get("revoked"):
+        if state.state is SessionState.CONNECTING:  # the open is answered with the status
+            session.refusal = refusal.status
+            state.refuse(refusal.status)
+            gevent.spawn(self.disconnect, session, refusal.code)
+            return
+        # Refused on resume: the client holds an open session, so this is a close
+        # frame; a plain refusal means "not any more" (1008, as a refused open).
+        self._close(session, refusal.close_code, refusal.reason, revoked=refusal.revoked)
+
+    def _close(self, session: Session, code: int, reason: str, *, revoked: bool) -> None:
+        state = session.state
+        if revoked:
             # Revoked or kicked (wsbridge.identity): the session ends now; its
             # pending and later polls get 410 with the reason.
-            reason = str(event.get("reason") or "revoked")
+            reason = reason or "revoked"
             self.table.revoke(state.sid, f"connection closed ({code}): {reason}")
             state.queue_close(code, reason)
             gevent.spawn(self.end, session, code=code)
             return
-        if state.queue_close(code, str(event.get("reason") or "")) is not None:
+        if state.queue_close(code, reason) is not None:
             session.wake()
             gevent.spawn(self.disconnect, session, code)
 
     @staticmethod
     def disconnect(session: Session, code: int | None) -> None:
         """Tell the consumer ``websocket.disconnect`` with ``code`` (1006 for None)."""
+        code = int(code or CloseCode.ABNORMAL)
+        session.contract.send(Disconnected(code))
         if session.conn is not None:
-            session.conn.disconnected(code or CLOSE_ABNORMAL)
+            session.conn.disconnected(code)
 
     def end(self, session: Session, *, code: int | None) -> None:
         """Forget ``session``; tell its consumer ``websocket.disconnect(code)`` unless None."""

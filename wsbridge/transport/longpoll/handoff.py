@@ -38,7 +38,7 @@ from gevent.pool import Pool
 from ...consumers.routing import Router
 from ...exceptions import LayerError
 from ...layers.base import BaseChannelLayer, validate_message
-from ...protocol.envelope import CLOSE_ABNORMAL, CLOSE_SERVER_ERROR, CLOSE_SERVICE_RESTART
+from ...protocol.closecodes import CloseCode
 from ...protocol.longpoll import LongPollSession, SessionState
 from ...protocol.longpoll_messages import HandOff, handoff_channel, session_group
 from ...protocol.longpoll_token import TokenSigner
@@ -160,7 +160,7 @@ class SessionMover:
                     session,
                     {
                         "type": "websocket.close",
-                        "code": CLOSE_SERVICE_RESTART,
+                        "code": CloseCode.SERVICE_RESTART,
                         "reason": "service restart",
                     },
                 )
@@ -173,7 +173,7 @@ class SessionMover:
         if state.state is SessionState.CONNECTING:  # no token yet: the open is answered 503
             session.refusal = 503
             state.refuse(503)
-            self.consumers.end(session, code=CLOSE_SERVICE_RESTART)
+            self.consumers.end(session, code=CloseCode.SERVICE_RESTART)
             return False
         if state.state not in (SessionState.OPEN, SessionState.CLOSING):
             return False
@@ -193,7 +193,7 @@ class SessionMover:
         state = session.state
         conn = session.conn
         if conn is not None and not conn.finished.is_set():
-            conn.disconnected(CLOSE_SERVICE_RESTART)
+            conn.disconnected(CloseCode.SERVICE_RESTART)
             if not conn.finished.wait(max(0.1, deadline - time.monotonic())):
                 conn.abort()
         if state.state not in (SessionState.OPEN, SessionState.CLOSING):
@@ -212,7 +212,7 @@ class SessionMover:
             self.layer.send(handoff_channel(state.sid), handoff.to_message())
         except (LayerError, TypeError, ValueError) as exc:
             logger.warning("long-poll session not handed over (%s): closing it with 1012", exc)
-            if state.queue_close(CLOSE_SERVICE_RESTART, "service restart") is not None:
+            if state.queue_close(CloseCode.SERVICE_RESTART, "service restart") is not None:
                 session.wake()
             return False
         state.hand_off()
@@ -281,7 +281,6 @@ class SessionMover:
             known=handoff.known(),
             scope=scope,
             resumed=True,
-            accepted=False,
         )
         token = self.signer.sign(state.sid, self.owner, origin=handoff.origin, user=handoff.user)
         session.use_token(token)
@@ -292,13 +291,14 @@ class SessionMover:
             return session  # only its close frame is left to deliver: no consumer
         match = self.router.resolve("websocket", str(scope.get("path", "")))
         if match is None:
-            state.queue_close(CLOSE_SERVER_ERROR, "no consumer is routed at this path any more")
+            gone = "no consumer is routed at this path any more"
+            state.queue_close(CloseCode.INTERNAL_ERROR, gone)
             return session
         scope["url_route"] = match.url_route
         self.consumers.start(session, match.consumer)
         if not session.handshake.wait(opts.handshake_timeout):
             logger.warning("adopted long-poll session: the consumer did not accept in time")
-            self.consumers.end(session, code=CLOSE_ABNORMAL)
+            self.consumers.end(session, code=CloseCode.ABNORMAL)
         return session
 
     def _join_session_group(self, sid: bytes) -> None:

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import origin as _origins
+
 __all__ = ["LongPollOptions", "UserKey", "default_user_key", "origin_allowed"]
 
 UserKey = Callable[[dict[str, Any]], str]
@@ -26,25 +28,14 @@ def default_user_key(scope: dict[str, Any]) -> str:
 
 
 def origin_allowed(origin: str, host: str, allowed: Iterable[str]) -> bool:
-    """Same host as the request, or listed in ``allowed`` (``"*"``, ``"https://*.example.com"``).
+    """Same host as the request, or listed in ``allowed``: :mod:`wsbridge.transport.origin`'s rule.
 
-    A request without Origin (not from a browser) is allowed: the token
+    Kept for its 0.1 import path and argument order; the patterns are those
+    of :func:`wsbridge.transport.origin.origin_allowed`. A request without
+    Origin (not from a browser, or an empty header) is allowed: the token
     binding still applies to it.
     """
-    if not origin:
-        return True
-    netloc = origin.split("://", 1)[-1]
-    if host and netloc.lower() == host.lower():
-        return True
-    for pattern in allowed:
-        if pattern == "*" or pattern == origin:
-            return True
-        if "*." in pattern:
-            scheme, _, rest = pattern.partition("://")
-            suffix = rest[1:]  # ".example.com"
-            if origin.startswith(scheme + "://") and origin.endswith(suffix):
-                return True
-    return False
+    return _origins.origin_allowed(origin or None, tuple(allowed), host=host or None)
 
 
 @dataclass

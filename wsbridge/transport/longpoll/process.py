@@ -38,7 +38,8 @@ from ...exceptions import (
 )
 from ...layers.base import BaseChannelLayer
 from ...logs import CONNECTION_ID
-from ...protocol.envelope import CLOSE_ABNORMAL, decode_frames, encode_frame, validate_close_code
+from ...protocol.closecodes import CloseCode
+from ...protocol.envelope import decode_frames, encode_frame, validate_close_code
 from ...protocol.longpoll import LongPollSession, SessionState
 from ...protocol.longpoll_messages import OWNER_PREFIX, RelayRequest
 from ...protocol.longpoll_token import Token, TokenSigner, new_session_id
@@ -144,7 +145,7 @@ class LongPollProcess:
         self.table.add(session, ip=ip)
         self.consumers.start(session, consumer, backlog=True)
         if not session.handshake.wait(opts.handshake_timeout):
-            self.consumers.end(session, code=CLOSE_ABNORMAL)
+            self.consumers.end(session, code=CloseCode.ABNORMAL)
             return 504, {"error": "the consumer did not accept in time"}
         if state.state is not SessionState.OPEN and state.state is not SessionState.CLOSING:
             self.consumers.forget(session)
@@ -308,7 +309,7 @@ class LongPollProcess:
             return {"ack": state.client_seq}
 
     def _close(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
-        code = validate_close_code(body.get("code", 1000))
+        code = validate_close_code(body.get("code", int(CloseCode.NORMAL)))
         reason = body.get("reason", "")
         if not isinstance(reason, str):
             raise BadRequest("'reason' must be a string")
@@ -390,5 +391,5 @@ class LongPollProcess:
             now = time.monotonic()
             for session in self.table.expired(now):
                 logger.debug("long-poll session expired: %ss of silence", session.state.timeout)
-                self.consumers.end(session, code=CLOSE_ABNORMAL)
+                self.consumers.end(session, code=CloseCode.ABNORMAL)
             self.table.prune(now, keep)

@@ -23,6 +23,7 @@ from gevent.lock import Semaphore
 from ... import admission
 from ...consumers.runner import Connection
 from ...exceptions import Gone, HTTPError, NotFound
+from ...protocol.connection import ConnectionContract
 from ...protocol.longpoll import LongPollSession
 from ...protocol.longpoll_messages import MAX_SESSION_MACS
 from ...protocol.longpoll_token import TokenSigner
@@ -47,8 +48,9 @@ class Session:
     known: list[tuple[str, bytes]] = field(default_factory=list)
     scope: dict[str, Any] = field(default_factory=dict)
     handshake: Event = field(default_factory=Event)
+    #: The accept / refuse / send / close rules for its consumer (a new one per consumer).
+    contract: ConnectionContract = field(default_factory=ConnectionContract)
     refusal: int = 403
-    accepted: bool = False
     #: Adopted from another process (its consumer's connect is a resume).
     resumed: bool = False
     #: Set while the session is being handed off (requests wait for it).

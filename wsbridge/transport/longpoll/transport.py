@@ -31,11 +31,12 @@ from ...exceptions import (
 )
 from ...identity import authenticate_scope
 from ...layers.base import BaseChannelLayer
-from ...protocol.envelope import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
+from ...protocol.closecodes import CloseCode
 from ..http import read_body
 from ..limits import close_after_response, refused
+from ..origin import Origins
 from ..scope import build_scope
-from .options import LongPollOptions, default_user_key, origin_allowed
+from .options import LongPollOptions, default_user_key
 from .process import Answer, LongPollProcess, error_answer
 from .relay import Request
 from .sessions import Session
@@ -93,7 +94,7 @@ class LongPollTransport:
         self._needs_scope = (
             scope_builder is not None or self.options.user_key is not default_user_key
         )
-        self._origin_check = origin_check or self._same_origin_or_allowed
+        self._origin_check = origin_check or self._default_origin_check()
         #: ``wrap(identity=...)``: connect tokens for ``open`` (set by :func:`endpoints`).
         self.identity: Any = None
         self._process: LongPollProcess | None = None
@@ -106,12 +107,19 @@ class LongPollTransport:
     def _after_fork(self) -> None:
         self._lock = Semaphore()
 
-    def _same_origin_or_allowed(self, environ: dict[str, Any]) -> bool:
-        return origin_allowed(
-            environ.get("HTTP_ORIGIN", ""),
-            environ.get("HTTP_HOST", ""),
-            self.options.allowed_origins,
-        )
+    def _default_origin_check(self) -> Callable[[dict[str, Any]], bool]:
+        """The same host as the request, or one of ``allowed_origins`` (the one matcher)."""
+        origins = Origins(self.options.allowed_origins)
+
+        def check(environ: dict[str, Any]) -> bool:
+            # An empty Origin header counts as none, as it always has for long-poll.
+            return origins.allows(
+                environ.get("HTTP_ORIGIN") or None,
+                host=environ.get("HTTP_HOST") or None,
+                scheme=environ.get("wsgi.url_scheme", "http"),
+            )
+
+        return check
 
     # -- this OS process's state ---------------------------------------------------------
 
@@ -172,7 +180,7 @@ class LongPollTransport:
 
     # -- shutdown ------------------------------------------------------------------------
 
-    def close_sessions(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> int:
+    def close_sessions(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> int:
         """Send every open session a close frame with ``code``; returns how many.
 
         The frame answers the session's pending poll (or its next one), as a
@@ -184,7 +192,7 @@ class LongPollTransport:
 
     def release_sessions(
         self,
-        code: int = CLOSE_SERVICE_RESTART,
+        code: int = CloseCode.SERVICE_RESTART,
         reason: str = "service restart",
         *,
         timeout: float = 5.0,
@@ -217,7 +225,7 @@ class LongPollTransport:
         current = self._current()
         return current.hand_off_sessions(timeout) if current is not None else 0
 
-    def close(self, code: int = CLOSE_GOING_AWAY, *, timeout: float = 0.0) -> None:
+    def close(self, code: int = CloseCode.GOING_AWAY, *, timeout: float = 0.0) -> None:
         """Disconnect every session with ``code`` and stop the sweeper (server shutdown).
 
         1001 (going away) by default; a graceful restart passes 1012. With a
