@@ -23,7 +23,8 @@ def test_importing_wsbridge_protocol_loads_no_io_module():
     code = (
         "import json, sys\n"
         "import wsbridge.protocol, wsbridge.protocol.envelope, wsbridge.protocol.longpoll\n"
-        "import wsbridge.protocol.longpoll_client\n"
+        "import wsbridge.protocol.longpoll_client, wsbridge.protocol.longpoll_token\n"
+        "import wsbridge.protocol.longpoll_messages\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
