@@ -165,7 +165,7 @@ class LongPollSession:
     """The state of one long-poll session.
 
     Args:
-        sid: the session id (:func:`new_session_id`).
+        sid: the session id (:func:`~wsbridge.protocol.longpoll_token.new_session_id`).
         now: the current monotonic time, in seconds.
         timeout: seconds of silence (no request in progress) after which
             :meth:`expired` turns true.

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .longpoll_token import SESSION_ID_BYTES
@@ -106,9 +106,9 @@ class RelayRequest:
 class ReplyKind(enum.Enum):
     """What an ``lp.reply`` says."""
 
-    #: The owner is alive and running the request: the answer follows.
+    #: The owner is alive and running the request; the answer follows.
     HOLD = "hold"
-    #: The owner handed the session over (graceful restart): look for its adopter.
+    #: The owner handed the session over on a graceful restart; look for its adopter.
     MOVED = "moved"
     #: The request's HTTP status and JSON body.
     ANSWER = "answer"
@@ -116,17 +116,24 @@ class ReplyKind(enum.Enum):
 
 @dataclass(frozen=True)
 class RelayReply:
-    """``lp.reply``: a hold, a "moved", or the answer to the :class:`RelayRequest` ``rid``."""
+    """``lp.reply``: a hold, a "moved", or the answer to the :class:`RelayRequest` ``rid``.
+
+    Attributes:
+        rid: the request's ``rid``.
+        kind: a hold, a "moved" or an answer.
+        status: the answer's HTTP status.
+        body: the answer's JSON body.
+    """
 
     rid: str
     kind: ReplyKind
     status: int = 0
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
 
     def to_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"type": "lp.reply", "rid": self.rid}
         if self.kind is ReplyKind.ANSWER:
-            message.update(status=self.status, body=self.body)
+            message.update(status=self.status, body=self.body or {})
         else:
             message[self.kind.value] = True
         return message
@@ -165,8 +172,8 @@ class Departed:
 
 #: Version of the hand-off message format (``HandOff.to_message``).
 HANDOFF_VERSION = 1
-#: Tokens a moved session keeps accepting (the newest first): the client may
-#: still hold an older one while the answer carrying the new one is on its way.
+#: How many tokens a moved session keeps accepting, the newest first, since the
+#: client may still hold an older one while the answer with the new one is on its way.
 MAX_SESSION_MACS = 4
 
 
@@ -190,7 +197,7 @@ class HandOff:
         user: the user its tokens are bound to.
         macs: the MACs of the tokens the client may present (newest first).
         scope: the connection scope, reduced to msgpack types.
-        session: :meth:`LongPollSession.snapshot`.
+        session: :meth:`~wsbridge.protocol.longpoll.LongPollSession.snapshot`.
         source: the owner channel of the process that handed it off.
         owners: the owner channel each of ``macs`` was made for (same
             order); a message without them (an older sender) means ``source``

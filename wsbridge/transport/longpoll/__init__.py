@@ -25,17 +25,17 @@ layer is shared, by handing them to the next process that sees them. The
 parts, one module each:
 
 ``transport``
-    :class:`LongPollTransport`, the WSGI side: Origin, method, body, JSON.
+    ``LongPollTransport``, the WSGI side: Origin, method, body, JSON.
 ``process``
-    :class:`~wsbridge.transport.longpoll.process.LongPollProcess`: the
-    per-process state, built at once, which runs poll, send and close.
+    ``LongPollProcess``: the per-process state, built at once, which runs
+    poll, send and close.
 ``sessions``
     the session table.
 ``consumer``
     each session's consumer: start it, apply what it emits, end it.
 ``relay``
-    asks the process holding a session and returns a
-    :class:`~wsbridge.transport.longpoll.relay.Result`.
+    asks the process holding a session and returns a ``Result``
+    (forwarded, moved, gone) for its caller to act on.
 ``handoff``
     hands sessions over on shutdown and adopts others'.
 ``options``

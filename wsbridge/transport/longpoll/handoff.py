@@ -9,7 +9,7 @@ reload, rolling deploy, SIGTERM to ``wsbridge serve``) with a shared layer:
    leaves its groups and cleans up as on any disconnect), then the session
    (token binding, both sequence counters, the unacked frames, the scope
    in msgpack types) goes to the layer channel ``wsbridge.lp.handoff.<sid>``
-   (:class:`~wsbridge.protocol.longpoll.HandOff`); it waits there for the
+   (:class:`~wsbridge.protocol.longpoll_messages.HandOff`); it waits there for the
    layer's ``expiry``;
 3. a held poll is answered with what is unacked (usually nothing): no close
    frame, the client simply polls again;

@@ -258,7 +258,7 @@ class Relay:
             self._replies.pop(rid, None)
         if reply.kind is ReplyKind.MOVED:
             return MOVED
-        return _forwarded(reply.status, reply.body)
+        return _forwarded(reply.status, reply.body or {})
 
     # -- another process asks us -------------------------------------------------------
 
