@@ -22,6 +22,7 @@ from ...logs import CONNECTION_ID, new_connection_id
 from ...policies import active as policies_active
 from ...protocol.closecodes import CloseCode
 from ...protocol.connection import (
+    CloseFrame,
     Crash,
     Disconnected,
     Event,
@@ -98,8 +99,6 @@ class ConsumerSide:
         what it means (an accept, an implicit accept, a refusal and its status,
         a close frame and its code); :meth:`apply` puts the result on the wire.
         """
-        if event.get("type") == "websocket.close" and session.moving is not None:
-            return  # the consumer is ending because of the hand-off: the session goes on
         contract_event = _contract_event(event)
         if contract_event is None:
             return
@@ -108,6 +107,8 @@ class ConsumerSide:
 
     def apply(self, session: Session, output: Output) -> None:
         """Put one output of the session's connection contract on the wire."""
+        if session.moving is not None and isinstance(output, (Refused, CloseFrame)):
+            return  # the consumer is ending because of the hand-off: the session goes on
         if isinstance(output, Message):
             self._queue(session, output)
         elif isinstance(output, Opened):
