@@ -244,3 +244,37 @@ def test_a_close_while_the_session_is_being_handed_over_is_not_the_sessions_end(
     session.moving = gevent.event.Event()
     side.emit(session, {"type": "websocket.close", "code": 1012})
     assert session.state.state is SessionState.OPEN
+
+
+# -- the transport: one LongPollProcess per OS process ---------------------------------------
+
+
+def test_the_per_process_state_is_built_once_on_first_use_and_again_after_close():
+    import lp_app
+
+    from wsbridge.testing import use_channel_layer
+    from wsbridge.transport.wsgi import wrap
+
+    with use_channel_layer() as layer:
+        transport = wrap(lp_app.application, router=lp_app.routes, layer=layer).longpoll_transport
+        assert transport.owner == "" and transport.sessions == {}  # nothing built yet
+        assert transport.release_sessions() == 0
+        process = transport.process
+        assert transport.process is process and transport.owner == process.owner
+        assert process.owner.startswith(OWNER_PREFIX + ".")
+        assert not transport.can_hand_off()  # the memory layer is not shared across processes
+        transport.close()
+        assert transport.owner == ""
+        assert transport.process is not process
+        transport.close()
+
+
+def test_sessions_move_on_shutdown_when_the_layer_says_it_is_shared_or_the_option_says_so():
+    from wsbridge.transport.longpoll import LongPollTransport
+
+    cases = [(SharedMemoryLayer(), {}, True), (SharedMemoryLayer(), {"handoff": False}, False)]
+    cases.append((MemoryLayer(), {"handoff": True}, True))
+    for layer, options, moves in cases:
+        transport = LongPollTransport(layer=layer, **options)
+        assert transport.process.mover.enabled is moves and transport.can_hand_off() is moves
+        transport.close()
