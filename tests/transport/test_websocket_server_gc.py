@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from wsbridge.transport.server import GC_THRESHOLDS, add_serve_arguments
+from wsbridge.cli import add_serve_arguments
+from wsbridge.transport.server import GC_THRESHOLDS
 
 PROBE = """
 import gc, json, sys
