@@ -171,6 +171,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not run background channels in this process (`wsbridge worker` runs them)",
     )
+    _add_limit_arguments(parser)
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """``wsbridge serve``'s timeouts and garbage-collector switch."""
     parser.add_argument(
         "--header-timeout",
         type=_seconds,

@@ -185,16 +185,7 @@ class WSBridgeApp:
         self.longpoll = longpoll  # LongPollOptions fields (wsbridge.transport.longpoll)
         self.http = http  # HttpOptions or its fields (wsbridge.transport.http), read per request
         self.identity = identity  # wsbridge.identity.IdentityOptions: tokens, re-checks
-        if identity is not None:
-            from ..identity import set_default_options
-
-            set_default_options(identity)
-        if limits is not None:
-            admission.configure(limits)
-        if group_policies is not None:
-            from ..policies import configure_group_policies
-
-            configure_group_policies(group_policies)
+        _configure_process(identity, limits, group_policies)
         self.endpoints: list[Endpoint] = []
         providers = (
             builtin_endpoint_providers() if endpoint_providers is None else endpoint_providers
@@ -390,6 +381,21 @@ class WSBridgeApp:
         except OSError:
             pass
         return handover.finish(101, 0)
+
+
+def _configure_process(identity: Any, limits: Any, group_policies: Any) -> None:
+    # Process-wide defaults a wrapped app sets: token options, admission limits,
+    # slow-client policies (each module keeps its own).
+    if identity is not None:
+        from ..identity import set_default_options
+
+        set_default_options(identity)
+    if limits is not None:
+        admission.configure(limits)
+    if group_policies is not None:
+        from ..policies import configure_group_policies
+
+        configure_group_policies(group_policies)
 
 
 def builtin_endpoint_providers() -> tuple[EndpointProvider, ...]:
