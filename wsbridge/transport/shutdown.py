@@ -34,6 +34,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from ..protocol.closecodes import CloseCode
 from .servers.gunicorn import install_restart_handlers, post_worker_init
 
 __all__ = [
@@ -51,9 +52,9 @@ __all__ = [
 logger = logging.getLogger("wsbridge.shutdown")
 
 #: The close code of a shutdown (Going Away); the client should not come back at once.
-GOING_AWAY = 1001
+GOING_AWAY = CloseCode.GOING_AWAY  # 1001
 #: The close code of a graceful restart (Service Restart); the client reconnects now.
-SERVICE_RESTART = 1012
+SERVICE_RESTART = CloseCode.SERVICE_RESTART  # 1012
 
 _apps: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -91,6 +92,7 @@ def shutdown(
     """
     from .websocket import active_connections, close_all
 
+    code = int(code)  # a CloseCode goes on the wire (and into the layer) as a plain int
     words = "service restart" if code == SERVICE_RESTART else "going away"
     count = close_all(code, reason if reason is not None else words)
     sessions = 0

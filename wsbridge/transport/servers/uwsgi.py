@@ -46,7 +46,7 @@ import signal
 import sys
 from typing import Any
 
-from ...protocol.envelope import CLOSE_SERVICE_RESTART
+from ...protocol.closecodes import CloseCode
 from ..websocket import Handover
 
 __all__ = [
@@ -59,7 +59,7 @@ __all__ = [
 
 logger = logging.getLogger("wsbridge.uwsgi")
 
-SERVICE_RESTART = CLOSE_SERVICE_RESTART  # 1012
+SERVICE_RESTART = CloseCode.SERVICE_RESTART  # 1012
 #: Bound on the closes and hand-overs of one reload (uWSGI's mercy bounds the rest).
 RELOAD_TIMEOUT = 15.0
 
