@@ -145,13 +145,13 @@ def test_a_live_process_whose_lease_ended_restores_its_memberships(config, caplo
         wait_for(lambda: shard.client.zscore(key, stalled.client_prefix))
         # As if the process had stalled past its lease: it renews nothing for
         # a while, and the reaper takes it.
-        stalled._last_lease = time.monotonic() + 3600
+        stalled.leases.last_renewal = time.monotonic() + 3600
         shard.client.zadd(key, {stalled.client_prefix: 1})
         reaper.new_channel()
         reaper._ensure_readers()
         wait_for(lambda: reaper.counters.get("reaped_processes") == 1, timeout=LEASE * 3 + 5)
         assert reaper.group_channels("lease.live") == []
-        stalled._last_lease = 0.0  # the stall ends
+        stalled.leases.last_renewal = 0.0  # the stall ends
         # The stalled process notices at its next renewal and restores its memberships.
         wait_for(lambda: reaper.group_channels("lease.live") == [channel], timeout=LEASE * 3)
         assert stalled.counters["lease_lost"] == 1

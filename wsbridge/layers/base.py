@@ -97,7 +97,8 @@ def validate_message(message: object) -> Message:
     """
     if not isinstance(message, dict):
         raise TypeError(f"a message must be a dict, not {type(message).__name__}")
-    return _copy_value(message, "message")
+    copy: Message = _copy_value(message, "message")
+    return copy
 
 
 def _copy_value(value: object, where: str) -> Any:
@@ -188,7 +189,10 @@ def _tag_policy_groups(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def group_send(self: BaseChannelLayer, group: str, message: Message) -> int:
-        return func(self, group, tag(group, message) if isinstance(message, dict) else message)
+        skipped: int = func(
+            self, group, tag(group, message) if isinstance(message, dict) else message
+        )
+        return skipped
 
     return group_send
 
