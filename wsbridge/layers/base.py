@@ -226,6 +226,18 @@ def _refuse_asgiref(func: Callable[..., Any]) -> Callable[..., Any]:
 class BaseChannelLayer(ABC):
     """What every channel layer offers. All methods are synchronous and greenlet-safe.
 
+    ``extensions`` names the capabilities a layer has; callers ask for a
+    name, never for a layer's type (docs/topics/layers.rst, "Capabilities"):
+
+    * ``groups``, ``flush``, ``attach``, ``delay``: every layer (this contract);
+    * ``marks``: ``claim`` / ``put_mark`` / ``get_mark``;
+    * ``shared``: other processes see the same groups and channels;
+    * ``handoff``: a long-poll session may move to another process (its
+      state travels through the layer);
+    * ``presence``: ``presence_track`` / ``presence`` (:mod:`.presence`);
+    * ``history``: per-group history and recovery (:mod:`.history`);
+    * ``at_least_once``: ``reserve`` / ``ack`` on named channels.
+
     Args:
         expiry: seconds a message waits in a channel before it is dropped.
         group_expiry: seconds a group membership lasts unless renewed by

@@ -39,7 +39,6 @@ from .codec import Codec, Decoded, make_crypter
 from .config import decode_hosts, describe
 from .delivery import LocalDelivery
 from .layout import Layout, LayoutContext
-from .members import LocalMemberships
 from .presence import RedisPresence
 from .reader import Mover, Readers
 from .records import Heartbeats, Marks
@@ -214,6 +213,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self.restore_window = self._restore_window(restore_window, retry_backoff)
         self.local = LocalDelivery(self.ctx)
         self.memberships = Memberships(self.layout, self.ctx, group_expiry)
+        self.members = self.memberships.members  # this process's channels' groups
         self.leases = self.layout.process_leases()
         self.readers = Readers(
             self.layout,
@@ -261,13 +261,6 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
 
     def __repr__(self) -> str:
         return f"<RedisLayer {[s.name for s in self.shards]} prefix={self.prefix!r}>"
-
-    # -- local state, by component ----------------------------------------------------
-
-    @property
-    def members(self) -> LocalMemberships:
-        """The memberships of this process's channels."""
-        return self.memberships.members
 
     # -- placement ----------------------------------------------------------------
 
