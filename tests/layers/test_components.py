@@ -141,3 +141,15 @@ def test_only_a_shared_layer_says_it_can_hand_off_a_long_poll_session():
     finally:
         redis_layer.close()
         memory.close()
+
+
+def test_a_layer_can_be_autospecced_by_users_tests():
+    # mock asks asyncio.iscoroutinefunction about every method: a refusal of
+    # asgiref's async_to_sync must not hang on that question (it is asked at call time).
+    from unittest import mock
+
+    from wsbridge.layers.memory import MemoryLayer
+
+    spec = mock.create_autospec(MemoryLayer(), instance=True)
+    spec.group_send("room", {"type": "x"})
+    spec.group_send.assert_called_once_with("room", {"type": "x"})

@@ -38,7 +38,7 @@ from ..serializers import get_serializer
 from .codec import Codec, Decoded, make_crypter
 from .config import decode_hosts, describe
 from .delivery import LocalDelivery
-from .layout import Layout, LayoutContext
+from .layout import LayoutContext, check_compat, make_layout
 from .presence import RedisPresence
 from .reader import Mover, Readers
 from .records import Heartbeats, Marks
@@ -47,26 +47,15 @@ from .ring import HashRing
 from .shard import Backoff, Shard
 from .status import layer_stats
 
-__all__ = ["RedisLayer", "make_layout"]
+__all__ = ["RedisLayer"]
 
 logger = logging.getLogger("wsbridge.layers.redis")
 
-COMPAT_MODES = ("channels_redis",)
 
-
-def make_layout(ctx: LayoutContext, compat: str | None) -> Layout:
-    """The layout strategy for the options (the only place that looks at them)."""
-    if ctx.cluster:
-        from .cluster import ClusterLayout
-
-        return ClusterLayout(ctx)
-    if compat:
-        from .interop import ChannelsRedisLayout
-
-        return ChannelsRedisLayout(ctx)
-    from .native import NativeLayout
-
-    return NativeLayout(ctx)
+def _sentinel_host(
+    sentinels: Sequence[Any] | None, master_name: str, sentinel_kwargs: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {"sentinels": sentinels, "master_name": master_name, "sentinel_kwargs": sentinel_kwargs}
 
 
 class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
@@ -153,20 +142,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             capacity=capacity,
             channel_capacity=channel_capacity,
         )
-        if compat is not None and compat not in COMPAT_MODES:
-            raise ConfigurationError(
-                f"unknown compat mode {compat!r}; known: {', '.join(COMPAT_MODES)}"
-            )
-        if compat and cluster:
-            raise ConfigurationError(
-                "compat='channels_redis' cannot run on a Redis Cluster: channels_redis's keys "
-                "have no hash tags, so its scripts span slots; use the native layout"
-            )
-        if compat and groups:
-            raise ConfigurationError(
-                "history and presence (groups=...) need the native layout; "
-                "they are not available with compat='channels_redis'"
-            )
+        check_compat(compat, cluster, groups)
         self.compat = compat
         self.prefix = self._check_prefix(
             prefix if prefix is not None else ("asgi" if compat else "wsbridge")
@@ -174,13 +150,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if master_name is not None:
             if hosts:
                 raise ConfigurationError("give either hosts or sentinels/master_name, not both")
-            hosts = [
-                {
-                    "sentinels": sentinels,
-                    "master_name": master_name,
-                    "sentinel_kwargs": sentinel_kwargs,
-                }
-            ]
+            hosts = [_sentinel_host(sentinels, master_name, sentinel_kwargs)]
         self.host_specs = decode_hosts(hosts)
         self.process_capacity = process_capacity
         self.lease = float(lease)
@@ -194,25 +164,37 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self.cluster = bool(cluster)
         self.shards, self.ring = self._make_shards(Backoff(*retry_backoff))
         self.counters = {"dropped_full": 0, "skipped_full": 0, "bad_items": 0, "delivered": 0}
-        self.ctx = LayoutContext(
+        self.ctx = self._make_context()
+        self.layout = make_layout(self.ctx, compat)
+        self.extensions = (*type(self).extensions, *self.layout.extensions)
+        self.restore_window = self._restore_window(restore_window, retry_backoff)
+        self._init_components()
+        self._init_history(groups)
+        self._init_presence(presence_info_limit, presence_lease)
+        self.history_store = self.layout.history_store()
+        self.presence_store = RedisPresence(
+            self.ctx, self.layout.group_shard, self._presence_event, self.presence_lease
+        )
+
+    def _make_context(self) -> LayoutContext:
+        return LayoutContext(
             prefix=self.prefix,
             shards=self.shards,
             ring=self.ring,
             codec=self.codec,
-            expiry=expiry,
-            group_expiry=group_expiry,
+            expiry=self.expiry,
+            group_expiry=self.group_expiry,
             get_capacity=self.get_capacity,
-            process_capacity=process_capacity,
+            process_capacity=self.process_capacity,
             lease=self.lease,
             client_prefix=self.client_prefix,
             cluster=self.cluster,
             counters=self.counters,
         )
-        self.layout = make_layout(self.ctx, compat)
-        self.extensions = (*type(self).extensions, *self.layout.extensions)
-        self.restore_window = self._restore_window(restore_window, retry_backoff)
+
+    def _init_components(self) -> None:
         self.local = LocalDelivery(self.ctx)
-        self.memberships = Memberships(self.layout, self.ctx, group_expiry)
+        self.memberships = Memberships(self.layout, self.ctx, self.group_expiry)
         self.members = self.memberships.members  # this process's channels' groups
         self.leases = self.layout.process_leases()
         self.readers = Readers(
@@ -221,19 +203,13 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             self.dispatch,
             self._before_read,
             self._maybe_renew,
-            block_timeout,
+            self.block_timeout,
         )
         self.mover = Mover(self.layout, self.ctx, self._after_move)
         self.marks = Marks(self.ctx, self.layout.flush_pattern[:-1])
         self.heartbeats = Heartbeats(self.ctx)
         self._closed = False
         self._last_renewal = time.monotonic()
-        self._init_history(groups)
-        self._init_presence(presence_info_limit, presence_lease)
-        self.history_store = self.layout.history_store()
-        self.presence_store = RedisPresence(
-            self.ctx, self.layout.group_shard, self._presence_event, self.presence_lease
-        )
 
     def _make_shards(self, backoff: Backoff) -> tuple[list[Shard], HashRing]:
         if self.cluster:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ...drops import record_drop
-from ...exceptions import MessageDecodeError
+from ...exceptions import ConfigurationError, MessageDecodeError
 from ..base import CapacityTable, Message
 from .codec import Codec, Decoded
 from .ring import HashRing
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from .lease import ProcessLeases
     from .shard import Shard
 
-__all__ = ["Layout", "LayoutContext", "decode_items"]
+__all__ = ["Layout", "LayoutContext", "decode_items", "make_layout", "check_compat", "COMPAT_MODES"]
+
+#: The ``compat`` values a layer accepts.
+COMPAT_MODES = ("channels_redis",)
 
 
 @dataclass(eq=False)
@@ -176,3 +179,36 @@ class Layout(Protocol):
     def queue_label(self, key: str) -> str: ...
 
     def untag(self, name: str) -> str: ...
+
+
+def check_compat(compat: str | None, cluster: bool, groups: object) -> None:
+    """Refuse option combinations no layout serves (before anything is built)."""
+    if compat is not None and compat not in COMPAT_MODES:
+        raise ConfigurationError(
+            f"unknown compat mode {compat!r}; known: {', '.join(COMPAT_MODES)}"
+        )
+    if compat and cluster:
+        raise ConfigurationError(
+            "compat='channels_redis' cannot run on a Redis Cluster: channels_redis's keys "
+            "have no hash tags, so its scripts span slots; use the native layout"
+        )
+    if compat and groups:
+        raise ConfigurationError(
+            "history and presence (groups=...) need the native layout; "
+            "they are not available with compat='channels_redis'"
+        )
+
+
+def make_layout(ctx: LayoutContext, compat: str | None) -> Layout:
+    """The layout strategy for the options (the only place that looks at them)."""
+    if ctx.cluster:
+        from .cluster import ClusterLayout
+
+        return ClusterLayout(ctx)
+    if compat:
+        from .interop import ChannelsRedisLayout
+
+        return ChannelsRedisLayout(ctx)
+    from .native import NativeLayout
+
+    return NativeLayout(ctx)
