@@ -182,3 +182,24 @@ def test_a_process_closed_gracefully_cleans_up_after_itself(config, caplog):
         assert not [r for r in caplog.records if "stopped renewing" in r.getMessage()]
     finally:
         other.close()
+
+
+def test_a_lease_table_renews_lists_ended_leases_and_lets_one_claimer_win():
+    from wsbridge.layers.redis.lease import LeaseTable
+
+    layer = RedisLayer(hosts=[SHARED_REDIS], prefix=unique_prefix())
+    try:
+        shard = layer.shards[0]
+        table = LeaseTable(lambda: shard, layer.prefix + ":1:testleases", duration=30)
+        assert table.renew("p1") is None  # no lease before
+        previous = table.renew("p1")
+        assert previous is not None and previous > time.time() * 1000
+        assert table.ended(10) == []
+        table.end("p1")
+        table.end("p2")  # holds no lease: stays without one
+        assert table.ended(10) == ["p1"]
+        assert table.claim("p1") is True and table.claim("p1") is False
+        assert table.ended(10) == []
+    finally:
+        layer.close()
+        delete_prefix(SHARED_REDIS, layer.prefix)
