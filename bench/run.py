@@ -40,6 +40,9 @@ BY_NAME_ONLY = {
     "wsbridge-metrics",
     "wsbridge-redis1",
     "wsbridge-redis1-metrics",
+    "wsbridge-redis1-gcoff",
+    "wsbridge-redis1-gcfreeze",
+    "wsbridge-redis1-gc50k",
     "wsbridge-uwsgi",
 }
 from benchlib.venvs import (  # noqa: E402
