@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlparse
 
 import gevent
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import FullJitterBackoff  # in every redis-py setup.py allows (5.0+)
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
@@ -146,9 +146,7 @@ def _make_client(
     # The retries are redis-py's cluster handling: MOVED/ASK/TRYAGAIN and a
     # topology refresh after a connection error, paced so that a failover
     # (cluster-node-timeout plus the election) is ridden through.
-    options.setdefault(
-        "retry", Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), CLUSTER_RETRIES)
-    )
+    options.setdefault("retry", Retry(FullJitterBackoff(cap=0.5, base=0.05), CLUSTER_RETRIES))
     options.setdefault("require_full_coverage", False)
     # Given a url, redis-py builds each node's pool from the options (the
     # only way it takes a connection_class); the url is the first seed node.
