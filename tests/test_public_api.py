@@ -6,9 +6,11 @@ changelog in the same commit.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import wsbridge
 
@@ -133,6 +135,25 @@ def test_star_import_gives_every_public_name():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert set(json.loads(out.stdout.strip().splitlines()[-1])) == EXPECTED
+
+
+def test_the_type_checking_imports_repeat_the_exports_table():
+    # wsbridge/__init__.py imports every public name under TYPE_CHECKING for mypy and
+    # editors; at run time _EXPORTS is what counts. The two must name the same things.
+    tree = ast.parse(Path(wsbridge.__file__).read_text())
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+    )
+    imported = {
+        alias.name: f"wsbridge.{node.module}"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        for alias in node.names
+        if alias.asname == alias.name  # "X as X": re-exported under mypy --strict
+    }
+    assert imported == wsbridge._EXPORTS
 
 
 def test_dir_lists_the_public_names_before_they_are_loaded():

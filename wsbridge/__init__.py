@@ -16,41 +16,45 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .consumers.consumer import (
-        BaseConsumer,
-        JsonWebsocketConsumer,
-        SyncConsumer,
-        WebsocketConsumer,
-    )
-    from .consumers.demultiplexer import WebsocketDemultiplexer
-    from .consumers.http import HttpConsumer, SseConsumer
-    from .consumers.message import Channel, Group, Message
-    from .consumers.routing import (
-        ChannelNameRouter,
-        ProtocolTypeRouter,
-        Router,
-        URLRouter,
-        include,
-        path,
-        re_path,
-        route,
-        route_class,
-        router,
-    )
-    from .exceptions import (
-        AcceptConnection,
-        ChannelFull,
-        ConfigurationError,
-        DenyConnection,
-        InvalidChannelName,
-        LayerUnavailable,
-        StopConsumer,
-        WSBridgeError,
-    )
-    from .identity import kick, revoke_user, send_to_user
-    from .layers import get_channel_layer, set_channel_layer
-    from .sync import async_to_sync, sync_to_async
-    from .worker import Worker
+    # The same names as _EXPORTS (a test compares them), for type checkers and editors;
+    # "X as X" marks a re-export under mypy --strict.
+    from .consumers.consumer import BaseConsumer as BaseConsumer
+    from .consumers.consumer import JsonWebsocketConsumer as JsonWebsocketConsumer
+    from .consumers.consumer import SyncConsumer as SyncConsumer
+    from .consumers.consumer import WebsocketConsumer as WebsocketConsumer
+    from .consumers.demultiplexer import WebsocketDemultiplexer as WebsocketDemultiplexer
+    from .consumers.http import HttpConsumer as HttpConsumer
+    from .consumers.http import SseConsumer as SseConsumer
+    from .consumers.message import Channel as Channel
+    from .consumers.message import Group as Group
+    from .consumers.message import Message as Message
+    from .consumers.routing import ChannelNameRouter as ChannelNameRouter
+    from .consumers.routing import ProtocolTypeRouter as ProtocolTypeRouter
+    from .consumers.routing import Router as Router
+    from .consumers.routing import URLRouter as URLRouter
+    from .consumers.routing import include as include
+    from .consumers.routing import path as path
+    from .consumers.routing import re_path as re_path
+    from .consumers.routing import route as route
+    from .consumers.routing import route_class as route_class
+    from .consumers.routing import router as router
+    from .exceptions import AcceptConnection as AcceptConnection
+    from .exceptions import ChannelFull as ChannelFull
+    from .exceptions import ConfigurationError as ConfigurationError
+    from .exceptions import DenyConnection as DenyConnection
+    from .exceptions import InvalidChannelName as InvalidChannelName
+    from .exceptions import LayerUnavailable as LayerUnavailable
+    from .exceptions import StopConsumer as StopConsumer
+    from .exceptions import WSBridgeError as WSBridgeError
+    from .identity import kick as kick
+    from .identity import revoke_user as revoke_user
+    from .identity import send_to_user as send_to_user
+    from .layers import get_channel_layer as get_channel_layer
+    from .layers import set_channel_layer as set_channel_layer
+    from .sync import async_to_sync as async_to_sync
+    from .sync import sync_to_async as sync_to_async
+    from .worker import Worker as Worker
+
 
 __version__ = "0.1.0"
 
