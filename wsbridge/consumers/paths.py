@@ -34,6 +34,7 @@ def _to_uuid(value: str) -> Any:
     return uuid.UUID(value)
 
 
+#: Converter name (``<int:pk>``) -> how it matches; :func:`register_converter` adds one.
 CONVERTERS: dict[str, Converter] = {
     "str": Converter(r"[^/]+", str),
     "int": Converter(r"[0-9]+", int),

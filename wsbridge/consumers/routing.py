@@ -81,7 +81,8 @@ class RouteMatch:
 class Route:
     """One pattern and what it leads to: a consumer or a nested set of routes.
 
-    Build it with :func:`path`, :func:`re_path` or :func:`route_class`.
+    Build it with :func:`path`, :func:`re_path` or
+    :func:`~wsbridge.consumers.routing_v1.route_class`.
     ``fallback`` routes (a function consumer registered without a path) are
     tried after every other route of their router.
     """

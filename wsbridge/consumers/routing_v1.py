@@ -124,8 +124,9 @@ def route(
     """Channels 1.x ``route(channel, consumer, path=regex, **filters)``.
 
     ``websocket.connect`` / ``receive`` / ``disconnect`` register a function
-    consumer (as :meth:`Router.on`), matched by ``path``; any other name
-    registers a background channel (as :meth:`Router.channel`), where other
+    consumer (as :meth:`~wsbridge.consumers.routing.Router.on`), matched by
+    ``path``; any other name registers a background channel (as
+    :meth:`~wsbridge.consumers.routing.Router.channel`), where other
     keyword filters choose among several consumers by the message's content
     (``command="^join$"``, see ``ContentFilter``). ``consumer`` is the
     function or its dotted path (``"chat.consumers.ws_connect"``, imported
