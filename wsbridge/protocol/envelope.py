@@ -19,8 +19,10 @@ rules (written down for client authors in ``docs/topics/protocol.rst``):
   text message; :func:`encode_stream` / :func:`decode_stream` help a
   consumer demultiplex it.
 
-Close codes are RFC 6455 section 7.4 codes; :func:`should_reconnect` is the
-rule ``wsbridge.js`` follows (see ``CLOSE_*`` and ``APP_CODES_FINAL``).
+Close codes are :class:`~wsbridge.protocol.closecodes.CloseCode` members (RFC
+6455 section 7.4 codes and wsbridge's 4xxx ones); :func:`should_reconnect`
+(re-exported from :mod:`wsbridge.protocol.closecodes`) is the rule
+``wsbridge.js`` follows. The ``CLOSE_*`` names are aliases of those members.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import BadRequest
+from .closecodes import APP_FINAL, CloseCode, should_reconnect
 
 __all__ = [
     "Frame",
@@ -54,22 +57,23 @@ __all__ = [
     "MAX_STREAM_NAME",
 ]
 
-#: RFC 6455 section 7.4.1 codes that mean something to wsbridge clients.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
+# The close codes are CloseCode members (protocol/closecodes.py, the one source);
+# these names stay for the modules and users that import them from here.
+CLOSE_NORMAL = CloseCode.NORMAL
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
 #: Never sent on the wire: the connection was lost (or a long-poll session expired).
-CLOSE_ABNORMAL = 1006
+CLOSE_ABNORMAL = CloseCode.ABNORMAL
 #: The server refuses this client; clients must not reconnect on their own.
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_SERVER_ERROR = 1011
-CLOSE_SERVICE_RESTART = 1012
+CLOSE_POLICY = CloseCode.POLICY_VIOLATION
+CLOSE_TOO_BIG = CloseCode.MESSAGE_TOO_BIG
+CLOSE_SERVER_ERROR = CloseCode.INTERNAL_ERROR
+CLOSE_SERVICE_RESTART = CloseCode.SERVICE_RESTART
 #: The client fell behind (its outbound buffer overflowed); reconnect after a delay.
-CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TRY_AGAIN_LATER = CloseCode.TRY_AGAIN_LATER
 
 #: Application close codes in this range are final: the client does not reconnect.
 #: 4500-4999 are transient: the client reconnects with backoff.
-APP_CODES_FINAL = range(4000, 4500)
+APP_CODES_FINAL = APP_FINAL
 
 #: Longest stream name accepted by :func:`decode_stream`.
 MAX_STREAM_NAME = 100
@@ -173,17 +177,6 @@ def validate_close_code(code: object, *, where: str = "close") -> int:
     if code in _RESERVED_CODES or not (1000 <= code <= 1014 or 3000 <= code <= 4999):
         raise BadRequest(f"{where}: close code {code} may not be sent by a peer (RFC 6455 7.4)")
     return code
-
-
-def should_reconnect(code: int) -> bool:
-    """Whether a client reconnects after the server closed with ``code``.
-
-    No after a normal close (1000), a policy close (1008), a message that
-    was too big (1009), or a final application code (4000-4499); yes after
-    everything else (going away, restart, server error, lost connection,
-    4500-4999).
-    """
-    return not (code in (CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG) or code in APP_CODES_FINAL)
 
 
 def encode_stream(stream: str, payload: Any) -> str:
