@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .drops import drop_counts
@@ -30,7 +32,7 @@ from .metrics import (
     sse_streams,
 )
 
-__all__ = ["Exporter", "prometheus", "multiprocess", "refusal_counts"]
+__all__ = ["Exporter", "METRICS", "MetricSpec", "prometheus", "multiprocess", "refusal_counts"]
 
 
 def prometheus() -> Any:
@@ -46,6 +48,106 @@ def prometheus() -> Any:
     return prometheus_client
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """One ``prometheus_client`` metric: its kind, name, help text and labels."""
+
+    kind: str  # "Counter", "Gauge" or "Histogram"
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+_LIVE = {"multiprocess_mode": "livesum"}
+
+#: Every metric of a process, by the key the flush uses (the module docstring of
+#: wsbridge.metrics has the table users read).
+METRICS: dict[str, MetricSpec] = {
+    "connections": MetricSpec(
+        "Gauge", "wsbridge_connections", "Open connections", ("transport", "state"), _LIVE
+    ),
+    "handshakes": MetricSpec(
+        "Counter",
+        "wsbridge_handshakes",
+        "WebSocket opening handshakes by result",
+        ("result", "reason"),
+    ),
+    "messages_in": MetricSpec(
+        "Counter", "wsbridge_messages_received", "Messages received from clients", ("transport",)
+    ),
+    "messages_out": MetricSpec(
+        "Counter", "wsbridge_messages_sent", "Messages sent to clients", ("transport",)
+    ),
+    "bytes_in": MetricSpec(
+        "Counter",
+        "wsbridge_received_bytes",
+        "Payload bytes received from clients",
+        ("transport",),
+    ),
+    "bytes_out": MetricSpec(
+        "Counter", "wsbridge_sent_bytes", "Payload bytes sent to clients", ("transport",)
+    ),
+    "handler": MetricSpec(
+        "Histogram",
+        "wsbridge_consumer_handler_seconds",
+        "Time a consumer spent handling one event",
+        ("consumer",),
+        {"buckets": HANDLER_BUCKETS},
+    ),
+    "exceptions": MetricSpec(
+        "Counter",
+        "wsbridge_consumer_exceptions",
+        "Exceptions raised by consumer handlers",
+        ("consumer",),
+    ),
+    "layer": MetricSpec(
+        "Histogram",
+        "wsbridge_layer_operation_seconds",
+        "Channel layer operation latency",
+        ("operation",),
+        {"buckets": LAYER_BUCKETS},
+    ),
+    "mailbox": MetricSpec(
+        "Gauge",
+        "wsbridge_mailbox_messages",
+        "Messages waiting in connection mailboxes",
+        options=_LIVE,
+    ),
+    "mailbox_max": MetricSpec(
+        "Gauge",
+        "wsbridge_mailbox_messages_max",
+        "Messages waiting in the fullest mailbox",
+        options={"multiprocess_mode": "livemax"},
+    ),
+    "drops": MetricSpec(
+        "Counter",
+        "wsbridge_dropped_messages",
+        "Messages not delivered, by reason (wsbridge.drops)",
+        ("reason",),
+    ),
+    "longpoll": MetricSpec(
+        "Gauge", "wsbridge_longpoll_sessions", "Open long-poll sessions", options=_LIVE
+    ),
+    "sse": MetricSpec("Gauge", "wsbridge_sse_streams", "Open SSE streams", options=_LIVE),
+    "presence": MetricSpec(
+        "Gauge",
+        "wsbridge_presence_entries",
+        "Presence entries held by this process",
+        options=_LIVE,
+    ),
+    "history": MetricSpec(
+        "Counter", "wsbridge_history_lookups", "Group history recoveries by result", ("result",)
+    ),
+    "refusals": MetricSpec(
+        "Counter",
+        "wsbridge_refusals",
+        "Requests the server refused or timed out, by reason (wsbridge.transport.limits)",
+        ("reason",),
+    ),
+}
+
+
 class Exporter:
     """The ``prometheus_client`` metrics of this process, and what was last flushed."""
 
@@ -53,83 +155,13 @@ class Exporter:
         prom = prometheus()
         self.prom = prom
         self.registry = prom.CollectorRegistry(auto_describe=True)
-        live = {"multiprocess_mode": "livesum"}
-        reg = {"registry": self.registry}
-        self.connections = prom.Gauge(
-            "wsbridge_connections", "Open connections", ["transport", "state"], **live, **reg
-        )
-        self.handshakes = prom.Counter(
-            "wsbridge_handshakes",
-            "WebSocket opening handshakes by result",
-            ["result", "reason"],
-            **reg,
-        )
-        self.messages_in = prom.Counter(
-            "wsbridge_messages_received", "Messages received from clients", ["transport"], **reg
-        )
-        self.messages_out = prom.Counter(
-            "wsbridge_messages_sent", "Messages sent to clients", ["transport"], **reg
-        )
-        self.bytes_in = prom.Counter(
-            "wsbridge_received_bytes", "Payload bytes received from clients", ["transport"], **reg
-        )
-        self.bytes_out = prom.Counter(
-            "wsbridge_sent_bytes", "Payload bytes sent to clients", ["transport"], **reg
-        )
-        self.handler = prom.Histogram(
-            "wsbridge_consumer_handler_seconds",
-            "Time a consumer spent handling one event",
-            ["consumer"],
-            buckets=HANDLER_BUCKETS,
-            **reg,
-        )
-        self.exceptions = prom.Counter(
-            "wsbridge_consumer_exceptions",
-            "Exceptions raised by consumer handlers",
-            ["consumer"],
-            **reg,
-        )
-        self.layer = prom.Histogram(
-            "wsbridge_layer_operation_seconds",
-            "Channel layer operation latency",
-            ["operation"],
-            buckets=LAYER_BUCKETS,
-            **reg,
-        )
-        self.mailbox = prom.Gauge(
-            "wsbridge_mailbox_messages",
-            "Messages waiting in connection mailboxes",
-            **live,
-            **reg,
-        )
-        self.mailbox_max = prom.Gauge(
-            "wsbridge_mailbox_messages_max",
-            "Messages waiting in the fullest mailbox",
-            multiprocess_mode="livemax",
-            **reg,
-        )
-        self.drops = prom.Counter(
-            "wsbridge_dropped_messages",
-            "Messages not delivered, by reason (wsbridge.drops)",
-            ["reason"],
-            **reg,
-        )
-        self.longpoll = prom.Gauge(
-            "wsbridge_longpoll_sessions", "Open long-poll sessions", **live, **reg
-        )
-        self.sse = prom.Gauge("wsbridge_sse_streams", "Open SSE streams", **live, **reg)
-        self.presence = prom.Gauge(
-            "wsbridge_presence_entries", "Presence entries held by this process", **live, **reg
-        )
-        self.history = prom.Counter(
-            "wsbridge_history_lookups", "Group history recoveries by result", ["result"], **reg
-        )
-        self.refusals = prom.Counter(
-            "wsbridge_refusals",
-            "Requests the server refused or timed out, by reason (wsbridge.transport.limits)",
-            ["reason"],
-            **reg,
-        )
+        #: key of METRICS -> the prometheus_client metric
+        self.metrics: dict[str, Any] = {
+            key: getattr(prom, spec.kind)(
+                spec.name, spec.help, list(spec.labels), registry=self.registry, **spec.options
+            )
+            for key, spec in METRICS.items()
+        }
         self.last: dict[str, int] = {}
         self.last_counters: dict[str, Counter[Any]] = {
             "handshakes": Counter(),
@@ -144,8 +176,8 @@ class Exporter:
         with self.lock:
             self._flush_stats()
             self._flush_counters()
-            self._flush_timings(self.handler, HANDLER_TIMINGS)
-            self._flush_timings(self.layer, LAYER_TIMINGS)
+            self._flush_timings(self.metrics["handler"], HANDLER_TIMINGS)
+            self._flush_timings(self.metrics["layer"], LAYER_TIMINGS)
             self._flush_gauges()
 
     def _flush_stats(self) -> None:
@@ -154,23 +186,17 @@ class Exporter:
             delta = value - self.last.get(key, 0)
             if delta <= 0:
                 continue
-            transport, _, field = key.partition("_")
-            metric = {
-                "messages_in": self.messages_in,
-                "messages_out": self.messages_out,
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-            }[field]
-            metric.labels(transport).inc(delta)
+            transport, _, counter = key.partition("_")  # "websocket_bytes_in"
+            self.metrics[counter].labels(transport).inc(delta)
         self.last = now
 
     def _flush_counters(self) -> None:
         sources: dict[str, tuple[Counter[Any], Any]] = {
-            "handshakes": (STATS.handshakes, lambda k: self.handshakes.labels(*k)),
-            "exceptions": (STATS.consumer_exceptions, self.exceptions.labels),
-            "history": (Counter(layer_history_counts()), self.history.labels),
-            "drops": (Counter(drop_counts()), self.drops.labels),
-            "refusals": (Counter(refusal_counts()), self.refusals.labels),
+            "handshakes": (STATS.handshakes, lambda k: self.metrics["handshakes"].labels(*k)),
+            "exceptions": (STATS.consumer_exceptions, self.metrics["exceptions"].labels),
+            "history": (Counter(layer_history_counts()), self.metrics["history"].labels),
+            "drops": (Counter(drop_counts()), self.metrics["drops"].labels),
+            "refusals": (Counter(refusal_counts()), self.metrics["refusals"].labels),
         }
         for name, (current, child) in sources.items():
             last = self.last_counters[name]
@@ -197,17 +223,17 @@ class Exporter:
     def _flush_gauges(self) -> None:
         for transport in TRANSPORTS:
             for state in ("connecting", "open", "closing"):
-                self.connections.labels(transport, state).set(0)
+                self.metrics["connections"].labels(transport, state).set(0)
         for transport, state, count in connection_states():
-            self.connections.labels(transport, state).set(count)
+            self.metrics["connections"].labels(transport, state).set(count)
         depths = mailbox_depths()
-        self.mailbox.set(sum(depths))
-        self.mailbox_max.set(max(depths, default=0))
+        self.metrics["mailbox"].set(sum(depths))
+        self.metrics["mailbox_max"].set(max(depths, default=0))
         sessions = longpoll_sessions()
-        self.longpoll.set(sessions)
-        self.sse.set(sse_streams())
+        self.metrics["longpoll"].set(sessions)
+        self.metrics["sse"].set(sse_streams())
         try:
-            self.presence.set(presence_entries())
+            self.metrics["presence"].set(presence_entries())
         except Exception:  # a hook must never break a scrape
             logger.debug("presence entries hook failed", exc_info=True)
 
