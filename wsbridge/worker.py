@@ -229,7 +229,7 @@ class Worker:
 
     @property
     def stopped(self) -> bool:
-        return self._stopped.is_set()
+        return bool(self._stopped.is_set())
 
     def drain(self, timeout: float = 1.0) -> int:
         """Run every message already waiting, here and now; return how many ran.
