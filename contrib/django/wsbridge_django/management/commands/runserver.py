@@ -26,7 +26,7 @@ else:  # pragma: no cover - a site without staticfiles
     from django.core.management.commands.runserver import Command as BaseRunserver
 
 
-class Command(BaseRunserver):  # type: ignore[misc]  # Django has no type hints here
+class Command(BaseRunserver):
     help = "Start the development server with WebSocket and long-poll (wsbridge), with autoreload."
 
     def handle(self, *args: Any, **options: Any) -> None:
