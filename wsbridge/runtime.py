@@ -124,7 +124,8 @@ def load_app(spec: str) -> Any:
 
 #: What ``wsbridge serve`` sets with :func:`tune_gc` (CPython's default: 700, 10, 10).
 GC_THRESHOLDS = (50_000, 50, 100)
-_CPYTHON_DEFAULT_THRESHOLDS = (700, 10, 10)
+#: CPython's own defaults: (700, 10, 10) up to 3.12, (2000, 10, 10) from 3.13 on.
+_CPYTHON_DEFAULT_THRESHOLDS = frozenset({(700, 10, 10), (2000, 10, 10)})
 
 
 def tune_gc(enabled: bool | None = None) -> bool:
@@ -159,7 +160,7 @@ def tune_gc(enabled: bool | None = None) -> bool:
         )
     if not enabled:
         return False
-    if not gc.isenabled() or gc.get_threshold() != _CPYTHON_DEFAULT_THRESHOLDS:
+    if not gc.isenabled() or gc.get_threshold() not in _CPYTHON_DEFAULT_THRESHOLDS:
         logger.debug("garbage collector already configured by the app: left as is")
         return False
     gc.collect()
