@@ -6,9 +6,11 @@ changelog in the same commit.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import wsbridge
 
@@ -108,6 +110,54 @@ def test_importing_the_protocol_loads_no_io_module():
 def test_importing_wsbridge_itself_loads_no_io_module():
     loaded = loaded_after("import wsbridge")
     assert [m for m in loaded if m.split(".")[0] in IO_MODULES] == []
+
+
+def test_importing_wsbridge_loads_only_its_init():
+    # the public names are loaded on first use (PEP 562), so wsbridge.protocol imports alone
+    loaded = loaded_after("import wsbridge")
+    assert [m for m in loaded if m.startswith("wsbridge")] == ["wsbridge"]
+
+
+def test_a_public_name_loads_its_module_on_first_use():
+    loaded = loaded_after("import wsbridge\nwsbridge.Group")
+    assert "wsbridge.consumers.message" in loaded
+    assert "wsbridge.worker" not in loaded
+
+
+def test_star_import_gives_every_public_name():
+    code = (
+        "import json\n"
+        "namespace = {}\n"
+        "exec('from wsbridge import *', namespace)\n"
+        "print(json.dumps(sorted(k for k in namespace if k != '__builtins__')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert set(json.loads(out.stdout.strip().splitlines()[-1])) == EXPECTED
+
+
+def test_the_type_checking_imports_repeat_the_exports_table():
+    # wsbridge/__init__.py imports every public name under TYPE_CHECKING for mypy and
+    # editors; at run time _EXPORTS is what counts. The two must name the same things.
+    tree = ast.parse(Path(wsbridge.__file__).read_text())
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+    )
+    imported = {
+        alias.name: f"wsbridge.{node.module}"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        for alias in node.names
+        if alias.asname == alias.name  # "X as X": re-exported under mypy --strict
+    }
+    assert imported == wsbridge._EXPORTS
+
+
+def test_dir_lists_the_public_names_before_they_are_loaded():
+    assert set(wsbridge.__all__) <= set(dir(wsbridge))
 
 
 def test_no_wsbridge_module_imports_django_and_layers_never_import_transport():

@@ -55,9 +55,10 @@ import weakref
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .drops import drop_counts
+if TYPE_CHECKING:
+    from .metrics_exporter import Exporter
 
 __all__ = [
     "STATS",
@@ -252,195 +253,6 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
-def _prometheus() -> Any:
-    try:
-        import prometheus_client
-    except ImportError as exc:
-        from .exceptions import ConfigurationError
-        from .extras import missing_extra
-
-        raise ConfigurationError(
-            missing_extra(exc) or f"prometheus_client is not importable: {exc}"
-        ) from exc
-    return prometheus_client
-
-
-class _Exporter:
-    """The ``prometheus_client`` metrics of this process, and what was last flushed."""
-
-    def __init__(self) -> None:
-        prom = _prometheus()
-        self.prom = prom
-        self.registry = prom.CollectorRegistry(auto_describe=True)
-        live = {"multiprocess_mode": "livesum"}
-        reg = {"registry": self.registry}
-        self.connections = prom.Gauge(
-            "wsbridge_connections", "Open connections", ["transport", "state"], **live, **reg
-        )
-        self.handshakes = prom.Counter(
-            "wsbridge_handshakes",
-            "WebSocket opening handshakes by result",
-            ["result", "reason"],
-            **reg,
-        )
-        self.messages_in = prom.Counter(
-            "wsbridge_messages_received", "Messages received from clients", ["transport"], **reg
-        )
-        self.messages_out = prom.Counter(
-            "wsbridge_messages_sent", "Messages sent to clients", ["transport"], **reg
-        )
-        self.bytes_in = prom.Counter(
-            "wsbridge_received_bytes", "Payload bytes received from clients", ["transport"], **reg
-        )
-        self.bytes_out = prom.Counter(
-            "wsbridge_sent_bytes", "Payload bytes sent to clients", ["transport"], **reg
-        )
-        self.handler = prom.Histogram(
-            "wsbridge_consumer_handler_seconds",
-            "Time a consumer spent handling one event",
-            ["consumer"],
-            buckets=HANDLER_BUCKETS,
-            **reg,
-        )
-        self.exceptions = prom.Counter(
-            "wsbridge_consumer_exceptions",
-            "Exceptions raised by consumer handlers",
-            ["consumer"],
-            **reg,
-        )
-        self.layer = prom.Histogram(
-            "wsbridge_layer_operation_seconds",
-            "Channel layer operation latency",
-            ["operation"],
-            buckets=LAYER_BUCKETS,
-            **reg,
-        )
-        self.mailbox = prom.Gauge(
-            "wsbridge_mailbox_messages",
-            "Messages waiting in connection mailboxes",
-            **live,
-            **reg,
-        )
-        self.mailbox_max = prom.Gauge(
-            "wsbridge_mailbox_messages_max",
-            "Messages waiting in the fullest mailbox",
-            multiprocess_mode="livemax",
-            **reg,
-        )
-        self.drops = prom.Counter(
-            "wsbridge_dropped_messages",
-            "Messages not delivered, by reason (wsbridge.drops)",
-            ["reason"],
-            **reg,
-        )
-        self.longpoll = prom.Gauge(
-            "wsbridge_longpoll_sessions", "Open long-poll sessions", **live, **reg
-        )
-        self.sse = prom.Gauge("wsbridge_sse_streams", "Open SSE streams", **live, **reg)
-        self.presence = prom.Gauge(
-            "wsbridge_presence_entries", "Presence entries held by this process", **live, **reg
-        )
-        self.history = prom.Counter(
-            "wsbridge_history_lookups", "Group history recoveries by result", ["result"], **reg
-        )
-        self.refusals = prom.Counter(
-            "wsbridge_refusals",
-            "Requests the server refused or timed out, by reason (wsbridge.transport.limits)",
-            ["reason"],
-            **reg,
-        )
-        self.last: dict[str, int] = {}
-        self.last_counters: dict[str, Counter[Any]] = {
-            "handshakes": Counter(),
-            "exceptions": Counter(),
-            "history": Counter(),
-            "drops": Counter(),
-            "refusals": Counter(),
-        }
-        self.lock = threading.Lock()
-
-    def flush(self) -> None:
-        with self.lock:
-            self._flush_stats()
-            self._flush_counters()
-            self._flush_timings(self.handler, HANDLER_TIMINGS)
-            self._flush_timings(self.layer, LAYER_TIMINGS)
-            self._flush_gauges()
-
-    def _flush_stats(self) -> None:
-        now = STATS.snapshot()
-        for key, value in now.items():
-            delta = value - self.last.get(key, 0)
-            if delta <= 0:
-                continue
-            transport, _, field = key.partition("_")
-            metric = {
-                "messages_in": self.messages_in,
-                "messages_out": self.messages_out,
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-            }[field]
-            metric.labels(transport).inc(delta)
-        self.last = now
-
-    def _flush_counters(self) -> None:
-        sources: dict[str, tuple[Counter[Any], Any]] = {
-            "handshakes": (STATS.handshakes, lambda k: self.handshakes.labels(*k)),
-            "exceptions": (STATS.consumer_exceptions, self.exceptions.labels),
-            "history": (Counter(layer_history_counts()), self.history.labels),
-            "drops": (Counter(drop_counts()), self.drops.labels),
-            "refusals": (Counter(_refusal_counts()), self.refusals.labels),
-        }
-        for name, (current, child) in sources.items():
-            last = self.last_counters[name]
-            for key, value in list(current.items()):
-                if value > last[key]:
-                    child(key).inc(value - last[key])
-                    last[key] = value
-
-    @staticmethod
-    def _flush_timings(histogram: Any, timings: dict[str, Timings]) -> None:
-        for label, source in list(timings.items()):
-            counts, total = source.take()
-            if not any(counts):
-                continue
-            child = histogram.labels(label)
-            # prometheus_client keeps per-bucket (non-cumulative) values in
-            # child._buckets and the sum in child._sum; adding a whole flush's
-            # counts there is what observe() does one value at a time.
-            for index, count in enumerate(counts):
-                if count:
-                    child._buckets[index].inc(count)
-            child._sum.inc(total)
-
-    def _flush_gauges(self) -> None:
-        for transport in TRANSPORTS:
-            for state in ("connecting", "open", "closing"):
-                self.connections.labels(transport, state).set(0)
-        for transport, state, count in connection_states():
-            self.connections.labels(transport, state).set(count)
-        depths = mailbox_depths()
-        self.mailbox.set(sum(depths))
-        self.mailbox_max.set(max(depths, default=0))
-        sessions = longpoll_sessions()
-        self.longpoll.set(sessions)
-        self.sse.set(sse_streams())
-        try:
-            self.presence.set(presence_entries())
-        except Exception:  # a hook must never break a scrape
-            logger.debug("presence entries hook failed", exc_info=True)
-
-
-def _refusal_counts() -> dict[str, int]:
-    """The server's refusal counters (issue 11's ``wsbridge.transport.limits``), if present."""
-    try:
-        from .transport import limits
-    except ImportError:
-        return {}  # that module is not part of this version
-    counts = getattr(limits, "refusal_counts", None)
-    return dict(counts()) if callable(counts) else {}
-
-
 def connection_states() -> list[tuple[str, str, int]]:
     """(transport, state, count) for this process's open connections."""
     from .transport.websocket import active_connections
@@ -503,7 +315,7 @@ def sse_streams() -> int:
     return max(0, _sse_open[0])
 
 
-_exporter: _Exporter | None = None
+_exporter: Exporter | None = None
 _exporter_lock = threading.Lock()
 _flusher: Any = None
 _flusher_pid = 0
@@ -518,7 +330,9 @@ def enable() -> None:
     global _exporter, _enabled
     with _exporter_lock:
         if _exporter is None:
-            _exporter = _Exporter()
+            from .metrics_exporter import Exporter
+
+            _exporter = Exporter()
         _enabled = True
     start_flusher()
 
@@ -565,10 +379,10 @@ def render() -> tuple[bytes, str]:
     exporter.flush()
     prom = exporter.prom
     if multiprocess_dir():
-        from prometheus_client import multiprocess
+        from .metrics_exporter import multiprocess
 
         registry = prom.CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess().MultiProcessCollector(registry)
     else:
         registry = exporter.registry
     return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
@@ -615,9 +429,9 @@ def metrics_app(token: str | None = None) -> Callable[..., Iterable[bytes]]:
 def gunicorn_child_exit(server: Any, worker: Any) -> None:
     """Gunicorn ``child_exit`` hook: forget a dead worker's live gauges (multi-process mode)."""
     if multiprocess_dir():
-        from prometheus_client import multiprocess
+        from .metrics_exporter import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess().mark_process_dead(worker.pid)
 
 
 def reset() -> None:

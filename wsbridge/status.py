@@ -25,7 +25,7 @@ import sys
 from typing import Any, TextIO
 
 from .exceptions import WSBridgeError
-from .layers import build_layer, get_channel_layer
+from .layers import build_layer
 from .layers.base import BaseChannelLayer
 
 __all__ = [
@@ -74,32 +74,25 @@ def layer_from_args(args: argparse.Namespace) -> BaseChannelLayer:
     Raises:
         ConfigurationError: for an unusable ``--layer`` or settings module.
     """
-    urls = list(getattr(args, "layer", None) or [])
-    if not urls and os.environ.get("WSBRIDGE_LAYER"):
-        urls = [os.environ["WSBRIDGE_LAYER"]]
+    from .layers.urls import LAYER_ENV, from_url, split_urls
+
+    urls = getattr(args, "layer", None)
     module_name = getattr(args, "layer_settings", None)
-    if urls:
-        return _layer_from_urls(urls)
-    if module_name:
-        from .exceptions import ConfigurationError
+    # --layer, then WSBRIDGE_LAYER, then --layer-settings, then the process's layer.
+    if split_urls(urls) or os.environ.get(LAYER_ENV, "").strip() or not module_name:
+        return from_url(urls, env=True)
+    from .exceptions import ConfigurationError
 
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            layers = importlib.import_module(module_name).CHANNEL_LAYERS
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"--layer-settings {module_name}: {exc}") from exc
-        alias = getattr(args, "alias", "default") or "default"
-        if alias not in layers:
-            raise ConfigurationError(f"{module_name}.CHANNEL_LAYERS has no {alias!r} entry")
-        return build_layer(layers[alias])
-    return get_channel_layer()
-
-
-def _layer_from_urls(urls: list[str]) -> BaseChannelLayer:
-    from .layers.urls import layer_from_urls
-
-    return layer_from_urls(urls)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        layers = importlib.import_module(module_name).CHANNEL_LAYERS
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"--layer-settings {module_name}: {exc}") from exc
+    alias = getattr(args, "alias", "default") or "default"
+    if alias not in layers:
+        raise ConfigurationError(f"{module_name}.CHANNEL_LAYERS has no {alias!r} entry")
+    return build_layer(layers[alias])
 
 
 # -- status -----------------------------------------------------------------------------

@@ -228,9 +228,10 @@ class Communicator:
     def receive_output(self, timeout: float = 1) -> dict[str, Any]:
         """The next raw event the consumer emitted; ``TimeoutError`` if none came."""
         try:
-            return self._output.get(timeout=timeout)
+            event: dict[str, Any] = self._output.get(timeout=timeout)
         except Empty:
             raise TimeoutError(f"the consumer sent nothing within {timeout} s") from None
+        return event
 
     def receive_from(self, timeout: float = 1) -> str | bytes:
         """The next message the consumer sent to the client (text or bytes).
@@ -250,7 +251,8 @@ class Communicator:
             )
         if event["type"] != "websocket.send":
             raise AssertionError(f"expected a websocket.send, got {event!r}")
-        return event["text"] if event.get("text") is not None else event["bytes"]
+        payload: str | bytes = event["text"] if event.get("text") is not None else event["bytes"]
+        return payload
 
     def receive_json_from(self, timeout: float = 1) -> Any:
         """The next message, decoded from JSON (it must be a text message)."""
@@ -368,9 +370,10 @@ class HttpCommunicator:
     def receive_output(self, timeout: float = 1) -> dict[str, Any]:
         """The next raw event the consumer emitted; ``TimeoutError`` if none came."""
         try:
-            return self._output.get(timeout=timeout)
+            event: dict[str, Any] = self._output.get(timeout=timeout)
         except Empty:
             raise TimeoutError(f"the consumer sent nothing within {timeout} s") from None
+        return event
 
     def receive_start(self, timeout: float = 1) -> tuple[int, list[tuple[bytes, bytes]]]:
         """Wait for the response to start: ``(status, headers)``."""
@@ -385,7 +388,8 @@ class HttpCommunicator:
         if event["type"] != "http.response.body":
             raise AssertionError(f"expected http.response.body, got {event!r}")
         self.more_body = bool(event.get("more_body"))
-        return event.get("body", b"")
+        body: bytes = event.get("body", b"")
+        return body
 
     def receive_nothing(self, timeout: float = 0.1) -> bool:
         """True if the consumer sends nothing within ``timeout`` seconds."""

@@ -229,7 +229,7 @@ class Worker:
 
     @property
     def stopped(self) -> bool:
-        return self._stopped.is_set()
+        return bool(self._stopped.is_set())
 
     def drain(self, timeout: float = 1.0) -> int:
         """Run every message already waiting, here and now; return how many ran.
@@ -382,17 +382,15 @@ def layer_from_option(value: str | Sequence[str] | None) -> BaseChannelLayer:
     any of them (put them on the first). ``module:attr`` names a layer instance,
     or a callable returning one. Nothing given: ``get_channel_layer()`` (the
     process's layer: ``WSBRIDGE_LAYER``, else the settings, else in-memory).
-    One parser serves every command: :func:`wsbridge.layers.urls.layer_from_urls`.
+    One parser serves every command: :func:`wsbridge.layers.urls.from_url`.
 
     Raises:
         ConfigurationError: a value that is none of these, or several values
             that are not all Redis URLs.
     """
-    from .layers.urls import layer_from_urls, split_urls
+    from .layers.urls import from_url
 
-    if not split_urls(value):
-        return get_channel_layer()
-    return layer_from_urls(value)  # type: ignore[arg-type]
+    return from_url(value)
 
 
 def _split(values: Sequence[str] | None) -> list[str]:

@@ -67,6 +67,15 @@ def test_enforce_ordering_returns_the_consumer_unchanged_bare_or_called():
     assert enforce_ordering(slight=True)(consumer) is consumer
 
 
+def test_enforce_ordering_is_one_function_for_every_import_path():
+    from wsbridge_django import sessions
+
+    from wsbridge.consumers import message
+
+    assert enforce_ordering is message.enforce_ordering
+    assert sessions.enforce_ordering is message.enforce_ordering
+
+
 class ChannelSessionAcrossChannelsTests(TestCase):
     """``channel_session`` lives in the session store, keyed by the reply channel (1.x)."""
 

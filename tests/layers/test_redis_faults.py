@@ -182,7 +182,11 @@ def test_no_greenlet_socket_or_state_leak_after_repeated_outages(redis_server):
         gc.collect()
         assert _open_fds() <= fds + 2
         assert _greenlets() <= greenlets + 2
-        assert len(layer.members) == 1 and not layer._pending_discards and not layer._buffers
+        assert (
+            len(layer.members) == 1
+            and not layer.memberships.pending_discards
+            and not layer.local.buffers
+        )
         # Each restart was seen as an outage, or (when it fell between two
         # commands) as a new server run_id on reconnection; either way the
         # membership came back, as the deliveries above show.

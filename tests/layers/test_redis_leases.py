@@ -145,13 +145,13 @@ def test_a_live_process_whose_lease_ended_restores_its_memberships(config, caplo
         wait_for(lambda: shard.client.zscore(key, stalled.client_prefix))
         # As if the process had stalled past its lease: it renews nothing for
         # a while, and the reaper takes it.
-        stalled._last_lease = time.monotonic() + 3600
+        stalled.leases.last_renewal = time.monotonic() + 3600
         shard.client.zadd(key, {stalled.client_prefix: 1})
         reaper.new_channel()
         reaper._ensure_readers()
         wait_for(lambda: reaper.counters.get("reaped_processes") == 1, timeout=LEASE * 3 + 5)
         assert reaper.group_channels("lease.live") == []
-        stalled._last_lease = 0.0  # the stall ends
+        stalled.leases.last_renewal = 0.0  # the stall ends
         # The stalled process notices at its next renewal and restores its memberships.
         wait_for(lambda: reaper.group_channels("lease.live") == [channel], timeout=LEASE * 3)
         assert stalled.counters["lease_lost"] == 1
@@ -182,3 +182,24 @@ def test_a_process_closed_gracefully_cleans_up_after_itself(config, caplog):
         assert not [r for r in caplog.records if "stopped renewing" in r.getMessage()]
     finally:
         other.close()
+
+
+def test_a_lease_table_renews_lists_ended_leases_and_lets_one_claimer_win():
+    from wsbridge.layers.redis.lease import LeaseTable
+
+    layer = RedisLayer(hosts=[SHARED_REDIS], prefix=unique_prefix())
+    try:
+        shard = layer.shards[0]
+        table = LeaseTable(lambda: shard, layer.prefix + ":1:testleases", duration=30)
+        assert table.renew("p1") is None  # no lease before
+        previous = table.renew("p1")
+        assert previous is not None and previous > time.time() * 1000
+        assert table.ended(10) == []
+        table.end("p1")
+        table.end("p2")  # holds no lease: stays without one
+        assert table.ended(10) == ["p1"]
+        assert table.claim("p1") is True and table.claim("p1") is False
+        assert table.ended(10) == []
+    finally:
+        layer.close()
+        delete_prefix(SHARED_REDIS, layer.prefix)

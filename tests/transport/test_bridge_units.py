@@ -115,3 +115,40 @@ def test_dispatch_table():
     assert bridge.dispatch({"PATH_INFO": "/ws/"}) is site
     passing = wrap(site, router=router, pass_unrouted=True)
     assert passing.dispatch({**upgrade, "PATH_INFO": "/other/"}) is site
+
+
+def test_endpoint_providers_and_http_dispatcher_are_passed_not_named():
+    from wsbridge.transport.wsgi import (
+        Endpoint,
+        builtin_endpoint_providers,
+        builtin_http_dispatcher,
+    )
+
+    def site(environ, start_response):
+        return [b"site"]
+
+    def hello(environ, start_response):
+        return [b"hello"]
+
+    def held(environ, start_response):
+        return [b"held"]
+
+    # The defaults: long-poll's and the browser client's endpoints, the HTTP consumers.
+    default = wrap(site, router=Router())
+    prefixes = [endpoint.prefix for endpoint in default.endpoints]
+    assert "/_wsbridge/lp/" in prefixes and "/_wsbridge/wsbridge.js" in prefixes
+    assert len(builtin_endpoint_providers()) == 2 and callable(builtin_http_dispatcher())
+    # Given explicitly, they replace the defaults.
+    bridge = WSBridgeApp(
+        site,
+        router=Router(),
+        endpoint_providers=[lambda app: [Endpoint(app.prefix + "hello", hello, exact=True)]],
+        http_dispatcher=lambda app: (
+            lambda environ: held if environ["PATH_INFO"] == "/held/" else None
+        ),
+    )
+    assert [endpoint.prefix for endpoint in bridge.endpoints] == ["/_wsbridge/hello"]
+    assert bridge.dispatch({"PATH_INFO": "/_wsbridge/hello"}) is hello
+    assert bridge.dispatch({"PATH_INFO": "/_wsbridge/lp/open"}) is site
+    assert bridge.dispatch({"PATH_INFO": "/held/"}) is held
+    assert bridge.dispatch({"PATH_INFO": "/other/"}) is site

@@ -253,3 +253,116 @@ def test_serve_command_explains_a_bad_app_spec():
     )
     assert done.returncode == 2
     assert "cannot import 'no_such_module_xyz'" in done.stderr
+
+
+# -- the server flavours (wsbridge.transport.servers) ------------------------------------
+
+_HAND_MADE_PYWSGI = r"""
+from gevent import monkey; monkey.patch_all()
+import socket, sys
+import gevent
+from gevent import pywsgi
+from websockets.frames import Frame, Opcode
+from tests.transport.ws_apps import application
+from tests.transport.wsclient import handshake_bytes, read_response
+
+server = pywsgi.WSGIServer(("127.0.0.1", 0), application, log=None)  # gevent's own handler
+server.start()
+port = server.server_port
+sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+sock.sendall(handshake_bytes("/echo/", port))
+status, headers, rest = read_response(sock)
+print("HANDSHAKE", status)
+sock.sendall(Frame(Opcode.TEXT, b"hand-made").serialize(mask=True))
+data = rest
+while len(data) < 11:
+    data += sock.recv(65536)
+print("ECHO", data[2:11].decode())
+sock.close()
+server.stop(timeout=1)
+"""
+
+
+def test_a_hand_made_pywsgi_server_lends_its_socket():
+    # gevent's stock handler is found as the owner of its start_response (no stack walk).
+    done = _run_unpatched(_HAND_MADE_PYWSGI)
+    assert done.returncode == 0, done.stderr
+    assert "HANDSHAKE 101" in done.stdout
+    assert "ECHO hand-made" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_each_flavour_has_one_handover_tried_in_order():
+    from wsbridge.transport import servers
+    from wsbridge.transport.servers import gevent_websocket, gunicorn, pywsgi, uwsgi
+
+    assert servers.HANDOVERS == (
+        gevent_websocket.handover,
+        pywsgi.handover,
+        gunicorn.handover,
+        uwsgi.handover,
+    )
+    for handover in servers.HANDOVERS:
+        assert handover({}, None) is None  # not this server: the next one is asked
+
+
+def test_no_server_to_lend_a_socket_is_server_not_supported():
+    import pytest
+
+    from wsbridge.exceptions import ServerNotSupported
+    from wsbridge.transport.servers import take_over
+
+    with pytest.raises(ServerNotSupported, match="wsbridge serve"):
+        take_over({"SERVER_SOFTWARE": "wsgiref"}, lambda *a: None)
+
+
+def test_serving_modules_never_walk_the_stack_nor_import_the_worker():
+    code = (
+        "import sys, json\n"
+        "import wsbridge.transport.server, wsbridge.transport.servers, wsbridge.transport.wsgi\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('wsbridge.'))))\n"
+    )
+    done = _run_unpatched(code)
+    assert done.returncode == 0, done.stderr
+    assert "wsbridge.worker" not in done.stdout and "wsbridge.cli" not in done.stdout
+    for path in (ROOT / "wsbridge" / "transport").rglob("*.py"):
+        assert "_getframe" not in path.read_text(), path
+
+
+def test_the_old_import_paths_still_work():
+    from wsbridge_django import restart
+
+    from wsbridge import cli, runtime
+    from wsbridge.transport import server, shutdown, uwsgi
+    from wsbridge.transport.servers import gunicorn
+    from wsbridge.transport.servers import pywsgi as pywsgi_server
+    from wsbridge.transport.servers import uwsgi as uwsgi_server
+
+    assert server.make_server is pywsgi_server.make_server
+    assert server.load_app is runtime.load_app and server.tune_gc is runtime.tune_gc
+    assert server.WSBridgeHandler is pywsgi_server.handler_class()
+    assert uwsgi.uwsgi_handover is uwsgi_server.handover
+    assert uwsgi.FORK_HOOKS_MISSING is uwsgi_server.FORK_HOOKS_MISSING
+    # gunicorn config files name these hooks
+    assert shutdown.post_worker_init is gunicorn.post_worker_init
+    assert restart.post_worker_init is gunicorn.post_worker_init
+    assert shutdown.install_restart_handlers is gunicorn.install_restart_handlers
+    assert callable(cli.add_serve_arguments) and callable(cli.run_serve)
+
+
+def test_one_shutdown_logs_what_it_closed(caplog):
+    from wsbridge_django.restart import close_for_restart
+
+    from wsbridge.transport.shutdown import GOING_AWAY, SERVICE_RESTART, shutdown
+    from wsbridge.transport.uwsgi import close_for_reload
+
+    with caplog.at_level(logging.INFO, logger="wsbridge.shutdown"):
+        assert shutdown(GOING_AWAY, apps=[]) == 0
+        assert shutdown(SERVICE_RESTART, apps=[], label="uWSGI reload") == 0
+        close_for_reload()
+        close_for_restart()
+    lines = [r.getMessage() for r in caplog.records if r.name == "wsbridge.shutdown"]
+    assert lines[0].startswith("shutdown: closing 0 WebSocket(s) with 1001 (going away)")
+    assert lines[1].startswith("uWSGI reload: closing 0 WebSocket(s) with 1012 (service restart)")
+    assert lines[2].startswith("uWSGI reload: closing 0 WebSocket(s) with 1012")
+    assert lines[3].startswith("restart: closing 0 WebSocket(s) with 1012")

@@ -137,8 +137,8 @@ class WebsocketDemultiplexer(JsonWebsocketConsumer):
                 channel_layer=self.channel_layer,
                 channel_name=self.channel_name,
             )
-            child.stream = stream  # type: ignore[attr-defined]
-            self.streams[stream] = child  # type: ignore[assignment]
+            child.stream = stream
+            self.streams[stream] = child
 
     # -- the envelope ----------------------------------------------------------
 

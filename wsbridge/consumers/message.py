@@ -270,11 +270,13 @@ class FunctionConsumer(BaseConsumer):
 
 
 def enforce_ordering(func: Callable[..., Any] | None = None, *, slight: bool = False) -> Any:
-    """Channels 1.x ``@enforce_ordering``: kept so code ports, and does nothing.
+    """Channels 1.x ``@enforce_ordering``: kept so code ports; returns the consumer unchanged.
 
-    Every connection's messages are handled in order, one at a time, in
-    wsbridge (strict ordering, always), so there is nothing to enforce.
-    Works bare (``@enforce_ordering``) and called (``@enforce_ordering(slight=True)``).
+    wsbridge delivers a connection's messages to its handlers one at a time,
+    in arrival order (strict ordering, always), so there is nothing left to
+    enforce. Works bare (``@enforce_ordering``) and called
+    (``@enforce_ordering(slight=True)``). The one implementation: the Django
+    app's ``wsbridge_django.decorators.enforce_ordering`` is this function.
     """
     if func is None:
         return lambda f: f

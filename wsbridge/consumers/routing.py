@@ -17,18 +17,22 @@ Django's ``urlpatterns``; captured values land in
 A site lists its consumer modules once (settings, or the command line) and
 :func:`~wsbridge.consumers.loading.build_router` imports them, so their
 decorators run, and combines them with an optional declared routing module.
+
+The path syntax (converters) is in :mod:`wsbridge.consumers.paths`, the
+Channels 1.x ``route()`` entries in :mod:`wsbridge.consumers.routing_v1`;
+their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from ..exceptions import RoutingError
 from ..layers.base import validate_channel_name
+from .paths import Converter, compile_path, register_converter
 
 __all__ = [
     "Router",
@@ -51,77 +55,8 @@ __all__ = [
     "ContentFilter",
 ]
 
-logger = logging.getLogger("wsbridge.consumers")
-
 #: Event types a Channels 1.x style function consumer can be registered for.
 WEBSOCKET_EVENTS = ("websocket.connect", "websocket.receive", "websocket.disconnect")
-
-
-# -- converters (the Django path() converters, without Django) --------------
-
-
-@dataclass(frozen=True)
-class _Converter:
-    regex: str
-    to_python: Callable[[str], Any]
-
-
-def _to_uuid(value: str) -> Any:
-    # imported here: on Python 3.10 uuid imports platform and subprocess, which a
-    # bare ``import wsbridge`` (or wsbridge.protocol) must not load
-    import uuid
-
-    return uuid.UUID(value)
-
-
-CONVERTERS: dict[str, _Converter] = {
-    "str": _Converter(r"[^/]+", str),
-    "int": _Converter(r"[0-9]+", int),
-    "slug": _Converter(r"[-a-zA-Z0-9_]+", str),
-    "uuid": _Converter(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", _to_uuid),
-    "path": _Converter(r".+", str),
-}
-
-_PARAM_RE = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")
-
-
-def register_converter(name: str, regex: str, to_python: Callable[[str], Any] = str) -> None:
-    """Add a path converter usable as ``<name:value>`` in ``path()`` patterns.
-
-    ``to_python`` may raise ``ValueError`` to make the route not match.
-    """
-    CONVERTERS[name] = _Converter(regex, to_python)
-
-
-def _compile_path(pattern: str, *, end: bool) -> tuple[re.Pattern[str], dict[str, _Converter]]:
-    parts = ["^"]
-    converters: dict[str, _Converter] = {}
-    pos = 0
-    for m in _PARAM_RE.finditer(pattern):
-        parts.append(re.escape(pattern[pos : m.start()]))
-        pos = m.end()
-        name = m.group("name")
-        if not name.isidentifier():
-            raise RoutingError(f"path {pattern!r}: {name!r} is not a valid parameter name")
-        conv_name = m.group("converter") or "str"
-        try:
-            converter = CONVERTERS[conv_name]
-        except KeyError:
-            raise RoutingError(
-                f"path {pattern!r}: unknown converter {conv_name!r} "
-                f"(known: {', '.join(sorted(CONVERTERS))}; add one with register_converter())"
-            ) from None
-        if name in converters:
-            raise RoutingError(f"path {pattern!r}: parameter {name!r} appears twice")
-        converters[name] = converter
-        parts.append(f"(?P<{name}>{converter.regex})")
-    tail = pattern[pos:]
-    if "<" in tail or ">" in tail:
-        raise RoutingError(f"path {pattern!r}: unbalanced '<' or '>' in {tail!r}")
-    parts.append(re.escape(tail))
-    if end:
-        parts.append(r"\Z")
-    return re.compile("".join(parts)), converters
 
 
 # -- routes ------------------------------------------------------------------
@@ -146,7 +81,8 @@ class RouteMatch:
 class Route:
     """One pattern and what it leads to: a consumer or a nested set of routes.
 
-    Build it with :func:`path`, :func:`re_path` or :func:`route_class`.
+    Build it with :func:`path`, :func:`re_path` or
+    :func:`~wsbridge.consumers.routing_v1.route_class`.
     ``fallback`` routes (a function consumer registered without a path) are
     tried after every other route of their router.
     """
@@ -158,7 +94,7 @@ class Route:
     full_path: bool = False
     fallback: bool = False
     regex: re.Pattern[str] = field(init=False, repr=False)
-    converters: dict[str, _Converter] = field(init=False, repr=False, default_factory=dict)
+    converters: dict[str, Converter] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.target, (list, tuple)):
@@ -178,7 +114,7 @@ class Route:
             except re.error as exc:
                 raise RoutingError(f"re_path {pattern!r} is not a valid regex: {exc}") from None
         else:
-            self.regex, self.converters = _compile_path(pattern.lstrip("/"), end=not nested)
+            self.regex, self.converters = compile_path(pattern.lstrip("/"), end=not nested)
 
     def match(self, rest: str) -> tuple[str, dict[str, Any], tuple[Any, ...]] | None:
         """Match ``rest`` (no leading slash); return (remaining, kwargs, args) or None."""
@@ -227,9 +163,19 @@ def re_path(pattern: str, target: Any, *, name: str | None = None) -> Route:
     return Route(pattern, target, is_regex=True, name=name)
 
 
+@overload
+def include(
+    target: str | Router | Sequence[Any] | Mapping[str, Any], path: None = None
+) -> Router: ...
+
+
+@overload
+def include(target: str | Router | Sequence[Any] | Mapping[str, Any], path: str) -> Route: ...
+
+
 def include(
     target: str | Router | Sequence[Any] | Mapping[str, Any], path: str | None = None
-) -> Any:
+) -> Router | Route:
     """Nest routes: ``path("api/", include("myapp.routing"))``.
 
     ``target`` is a Router, a list of routes, a Channels 1.x routing dict
@@ -294,144 +240,6 @@ def ProtocolTypeRouter(mapping: Mapping[str, Any]) -> Router:  # noqa: N802 - th
     return result
 
 
-# -- Channels 1.x routing entries ---------------------------------------------
-
-
-@dataclass
-class _Registration:
-    """A Channels 1.x ``route()`` entry: applied to the Router it is listed in."""
-
-    channel: str
-    consumer: Callable[..., Any]
-    path: str | None
-    filters: dict[str, str] = field(default_factory=dict)
-
-    def apply(self, target: Router) -> None:
-        if self.channel in WEBSOCKET_EVENTS:
-            target.on(self.channel, path=self.path)(self.consumer)
-        elif self.channel.startswith(("http.", "websocket.")):
-            raise RoutingError(
-                f"route({self.channel!r}, ...): wsbridge routes websocket.connect/receive/"
-                "disconnect and background channels; plain HTTP stays with the WSGI app "
-                "(or use @router.http)"
-            )
-        else:
-            if self.path is not None:
-                raise RoutingError(f"route({self.channel!r}): a background channel has no path")
-            if not self.filters:
-                target.channel(self.channel)(self.consumer)
-                return
-            existing = target._channels.get(self.channel)
-            if existing is None:
-                existing = ContentFilter(self.channel)
-                target.channel(self.channel)(existing)
-            elif not isinstance(existing, ContentFilter):
-                raise RoutingError(
-                    f"route({self.channel!r}, ..., {', '.join(self.filters)}=...): the channel "
-                    f"already has an unfiltered consumer, {_describe(existing)}"
-                )
-            existing.add(self.filters, self.consumer)
-
-
-class ContentFilter:
-    """The consumers of one background channel, chosen by Channels 1.x route filters.
-
-    ``route("chat.receive", chat_join, command="^join$")``: the first route
-    whose regexes all match (``re.match``) the message's content keys runs;
-    named groups become keyword arguments, as in 1.x. A message no route
-    matches is dropped with a WARNING (at most one a minute, with a count).
-    """
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        self.__name__ = self.__qualname__ = f"ContentFilter[{channel}]"
-        self.routes: list[tuple[dict[str, re.Pattern[str]], Callable[..., Any]]] = []
-        self._unmatched = 0
-        self._last_warning = -_UNMATCHED_INTERVAL
-
-    def add(self, filters: Mapping[str, str], consumer: Callable[..., Any]) -> None:
-        try:
-            compiled = {key: re.compile(regex) for key, regex in filters.items()}
-        except re.error as exc:
-            raise RoutingError(f"route({self.channel!r}): bad filter regex: {exc}") from None
-        self.routes.append((compiled, consumer))
-
-    def __call__(self, message: Any, *args: Any, **kwargs: Any) -> Any:
-        content = getattr(message, "content", message)
-        for filters, consumer in self.routes:
-            captured: dict[str, Any] = {}
-            for key, regex in filters.items():
-                value = content.get(key)
-                found = regex.match(value) if isinstance(value, str) else None
-                if found is None:
-                    break
-                captured.update(found.groupdict())
-            else:
-                return consumer(message, *args, **{**captured, **kwargs})
-        self._warn_unmatched(content)
-        return None
-
-    def _warn_unmatched(self, content: Mapping[str, Any]) -> None:
-        import time
-
-        self._unmatched += 1
-        now = time.monotonic()
-        if now - self._last_warning < _UNMATCHED_INTERVAL:
-            return
-        self._last_warning = now
-        logger.warning(
-            "dropped a message on %r: no route filter matched (keys %s; %d unmatched so far); "
-            "check the route(..., key=regex) entries of this channel",
-            self.channel,
-            sorted(content),
-            self._unmatched,
-        )
-
-
-_UNMATCHED_INTERVAL = 60.0
-
-
-def route(
-    channel: str, consumer: Callable[..., Any] | str, path: str | None = None, **filters: str
-) -> Any:
-    """Channels 1.x ``route(channel, consumer, path=regex, **filters)``.
-
-    ``websocket.connect`` / ``receive`` / ``disconnect`` register a function
-    consumer (as :meth:`Router.on`), matched by ``path``; any other name
-    registers a background channel (as :meth:`Router.channel`), where other
-    keyword filters choose among several consumers by the message's content
-    (``command="^join$"``, see ``ContentFilter``). ``consumer`` is the
-    function or its dotted path (``"chat.consumers.ws_connect"``, imported
-    now, as 1.x did).
-    """
-    if isinstance(consumer, str):
-        from .loading import import_target
-
-        consumer = import_target(consumer)
-    if filters and channel.startswith(("websocket.", "http.")):
-        raise RoutingError(
-            f"route({channel!r}): unsupported filters {sorted(filters)}; socket events are "
-            "routed by path (filter inside the consumer on message.content)"
-        )
-    if not callable(consumer):
-        raise RoutingError(f"route({channel!r}) needs a function, got {consumer!r}")
-    return _Registration(channel, consumer, path, dict(filters))
-
-
-def route_class(consumer_class: Any, path: str | None = None) -> Route:
-    """Channels 1.x ``route_class(Consumer, path=regex)``: a WebSocket class consumer.
-
-    ``consumer_class`` may be its dotted path (``"chat.consumers.Chat"``).
-    """
-    if isinstance(consumer_class, str):
-        from .loading import import_target
-
-        consumer_class = import_target(consumer_class, "consumer class")
-    route_ = Route(path if path is not None else ".*", consumer_class, is_regex=True)
-    route_.fallback = path is None
-    return route_
-
-
 # -- the router --------------------------------------------------------------
 
 
@@ -449,7 +257,7 @@ def _same_definition(a: Any, b: Any) -> bool:
     )
 
 
-def _describe(target: Any) -> str:
+def describe(target: Any) -> str:
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
 
 
@@ -478,7 +286,7 @@ class Router:
     def _add_item(self, item: Any) -> None:
         if isinstance(item, Route):
             self.add(item)
-        elif isinstance(item, _Registration):
+        elif isinstance(item, Registration):
             item.apply(self)
         elif isinstance(item, Router):
             self.merge(item)
@@ -511,8 +319,8 @@ class Router:
                     continue
                 if not _same_definition(existing.target, route.target):
                     raise RoutingError(
-                        f"{route.pattern!r} is already routed to {_describe(existing.target)}; "
-                        f"cannot route it to {_describe(route.target)} too"
+                        f"{route.pattern!r} is already routed to {describe(existing.target)}; "
+                        f"cannot route it to {describe(route.target)} too"
                     )
                 self._routes[i] = route
                 return
@@ -548,7 +356,7 @@ class Router:
                     raise RoutingError(
                         f"@router.http needs an HttpConsumer or function, got {consumer!r}"
                     )
-                from .http import function_http_consumer  # type: ignore[import-not-found]
+                from .http import function_http_consumer
 
                 target = function_http_consumer(consumer)
             self._register(Route(pattern, target, is_regex=regex, name=name))
@@ -585,7 +393,7 @@ class Router:
             existing = consumer.handlers.get(event_type)
             if existing is not None and not _same_definition(existing, func):
                 raise RoutingError(
-                    f"{event_type} on path {key!r} is already handled by {_describe(existing)}"
+                    f"{event_type} on path {key!r} is already handled by {describe(existing)}"
                 )
             consumer.set_handler(event_type, func)
             return func
@@ -615,9 +423,7 @@ class Router:
                 raise RoutingError(f"@router.channel({name!r}) needs a function, got {func!r}")
             existing = self.channel_consumer(name)
             if existing is not None and not _same_definition(existing, func):
-                raise RoutingError(
-                    f"channel {name!r} already has a consumer: {_describe(existing)}"
-                )
+                raise RoutingError(f"channel {name!r} already has a consumer: {describe(existing)}")
             self._channels[name] = func
             return func
 
@@ -645,8 +451,8 @@ class Router:
             theirs = sub.channel_consumer(name)
             if mine is not None and not _same_definition(mine, theirs):
                 raise RoutingError(
-                    f"cannot merge: channel {name!r} has consumers {_describe(mine)} "
-                    f"and {_describe(theirs)}"
+                    f"cannot merge: channel {name!r} has consumers {describe(mine)} "
+                    f"and {describe(theirs)}"
                 )
         self.add(path("", sub))
         return self
@@ -724,5 +530,7 @@ class Router:
 router = Router()
 
 
-# Loading from settings lives in .loading; these names stay importable from here.
+# Channels 1.x entries live in .routing_v1 and loading from settings in .loading;
+# these names stay importable from here (both modules import this one first).
 from .loading import autodiscover, build_router, load_routes  # noqa: E402
+from .routing_v1 import ContentFilter, Registration, route, route_class  # noqa: E402

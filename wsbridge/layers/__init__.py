@@ -101,9 +101,10 @@ def build_layer(spec: Mapping[str, Any], *, test: bool = False) -> BaseChannelLa
         raise ConfigurationError(f"cannot load channel layer backend {backend!r}: {exc}") from exc
     _warn_channels_name_without_compat(str(spec.get("BACKEND", "")), config)
     try:
-        return cls(**config)
+        layer: BaseChannelLayer = cls(**config)
     except TypeError as exc:
         raise ConfigurationError(f"bad CONFIG for {backend}: {exc}") from exc
+    return layer
 
 
 def _warn_channels_name_without_compat(name: str, config: Mapping[str, Any]) -> None:

@@ -97,7 +97,8 @@ def validate_message(message: object) -> Message:
     """
     if not isinstance(message, dict):
         raise TypeError(f"a message must be a dict, not {type(message).__name__}")
-    return _copy_value(message, "message")
+    copy: Message = _copy_value(message, "message")
+    return copy
 
 
 def _copy_value(value: object, where: str) -> Any:
@@ -188,7 +189,10 @@ def _tag_policy_groups(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def group_send(self: BaseChannelLayer, group: str, message: Message) -> int:
-        return func(self, group, tag(group, message) if isinstance(message, dict) else message)
+        skipped: int = func(
+            self, group, tag(group, message) if isinstance(message, dict) else message
+        )
+        return skipped
 
     return group_send
 
@@ -221,6 +225,18 @@ def _refuse_asgiref(func: Callable[..., Any]) -> Callable[..., Any]:
 
 class BaseChannelLayer(ABC):
     """What every channel layer offers. All methods are synchronous and greenlet-safe.
+
+    ``extensions`` names the capabilities a layer has; callers ask for a
+    name, never for a layer's type (docs/topics/layers.rst, "Capabilities"):
+
+    * ``groups``, ``flush``, ``attach``, ``delay``: every layer (this contract);
+    * ``marks``: ``claim`` / ``put_mark`` / ``get_mark``;
+    * ``shared``: other processes see the same groups and channels;
+    * ``handoff``: a long-poll session may move to another process (its
+      state travels through the layer);
+    * ``presence``: ``presence_track`` / ``presence`` (:mod:`.presence`);
+    * ``history``: per-group history and recovery (:mod:`.history`);
+    * ``at_least_once``: ``reserve`` / ``ack`` on named channels.
 
     Args:
         expiry: seconds a message waits in a channel before it is dropped.

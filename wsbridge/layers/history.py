@@ -26,7 +26,7 @@ import fnmatch
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,7 +207,10 @@ class HistoryMixin:
     """
 
     groups_policy: GroupPolicy
-    _attached: dict[str, Any]
+
+    def _attached_callback(self, channel: str) -> Callable[[dict[str, Any]], None] | None:
+        """The ``attach()`` callback of ``channel`` in this process, if any (layers override)."""
+        return None
 
     def _init_history(self, groups: Mapping[str, Mapping[str, Any]] | None) -> None:
         self.groups_policy = GroupPolicy(groups)
@@ -300,7 +303,7 @@ class HistoryMixin:
         self._hand_over(channel, out)
 
     def _hand_over(self, channel: str, messages: list[dict[str, Any]]) -> None:
-        callback = self._attached.get(channel)
+        callback = self._attached_callback(channel)
         if callback is None:
             return
         for message in messages:

@@ -18,7 +18,6 @@ from re import Pattern
 from typing import Any
 
 import gevent
-from gevent.event import Event
 
 from ..drops import record_drop, warn_once
 from ..exceptions import ChannelFull, InvalidChannelName
@@ -30,21 +29,13 @@ from .base import (
     validate_group_name,
     validate_message,
 )
+from .buffer import LocalBuffers
 from .history import HistoryMixin, HistoryResult, Position, judge
 from .presence import DEFAULT_INFO_LIMIT, DEFAULT_LEASE, PresenceEntry, PresenceMixin, user_key
 
 __all__ = ["MemoryLayer", "InMemoryChannelLayer"]
 
 logger = logging.getLogger("wsbridge.layers")
-
-
-class _Queue:
-    __slots__ = ("items", "event", "waiters")
-
-    def __init__(self) -> None:
-        self.items: deque[tuple[float, Message]] = deque()
-        self.event = Event()
-        self.waiters = 0
 
 
 class _GroupHistory:
@@ -96,7 +87,7 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             capacity=capacity,
             channel_capacity=channel_capacity,
         )
-        self._queues: dict[str, _Queue] = {}
+        self._queues = LocalBuffers(time.monotonic, "in-memory channel, never received")
         self._groups: dict[str, dict[str, float]] = {}
         self._attached: dict[str, Callback] = {}
         self._member_of: dict[str, set[str]] = {}
@@ -149,35 +140,13 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if callback is not None:
             callback(message)
             return
-        queue = self._queues.get(channel)
-        if queue is None:
-            queue = self._queues[channel] = _Queue()
-        self._expire(queue)
-        if len(queue.items) >= self.get_capacity(channel):
+        if not self._queues.put(channel, message, self.get_capacity(channel), self.expiry):
             raise ChannelFull(f"channel {channel!r} is at its capacity")
-        queue.items.append((time.monotonic() + self.expiry, message))
-        queue.event.set()
         self._sends += 1
         if self._sends % 4096 == 0:
-            self._sweep()
-
-    def _sweep(self) -> None:
-        # Channels nobody receives from (a gone connection) would otherwise
-        # keep their queue object forever; drop those whose messages expired.
-        for name, queue in list(self._queues.items()):
-            self._expire(queue)
-            if not queue.items and not queue.waiters:
-                del self._queues[name]
-
-    def _expire(self, queue: _Queue) -> None:
-        now = time.monotonic()
-        items = queue.items
-        expired = 0
-        while items and items[0][0] < now:
-            items.popleft()
-            expired += 1
-        if expired:
-            record_drop("expired", expired, detail="in-memory channel, never received")
+            # Channels nobody receives from (a gone connection) would otherwise
+            # keep their buffer forever; drop those whose messages expired.
+            self._queues.sweep()
 
     # -- receiving -----------------------------------------------------------
 
@@ -186,28 +155,10 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if channel in self._attached:
             raise InvalidChannelName(f"channel {channel!r} is attached; it cannot be received")
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            queue = self._queues.get(channel)
-            if queue is None:
-                queue = self._queues[channel] = _Queue()
-            self._expire(queue)
-            if queue.items:
-                _, message = queue.items.popleft()
-                if not queue.items:
-                    queue.event.clear()
-                    # Keep the dict from growing with channels nobody uses.
-                    if not queue.waiters:
-                        self._queues.pop(channel, None)
-                return message
-            queue.event.clear()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            queue.waiters += 1
-            try:
-                queue.event.wait(remaining)
-            finally:
-                queue.waiters -= 1
+        return self._queues.receive(channel, deadline)
+
+    def _attached_callback(self, channel: str) -> Callback | None:
+        return self._attached.get(channel)
 
     def new_channel(self, prefix: str = "specific") -> str:
         return self._new_channel_name(prefix)
@@ -218,15 +169,12 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         validate_channel_name(channel)
         self._attached[channel] = callback
         # Anything that arrived before attaching is handed over in order.
-        queue = self._queues.pop(channel, None)
-        if queue is not None:
-            self._expire(queue)
-            for _, message in queue.items:
-                callback(message)
+        for message in self._queues.take_all(channel):
+            callback(message)
 
     def detach(self, channel: str) -> None:
         self._attached.pop(channel, None)
-        self._queues.pop(channel, None)
+        self._queues.drop(channel)
         self._forget_recovery(channel)
         self._untrack_channel(channel)
         for group in self._member_of.pop(channel, ()):
@@ -375,11 +323,8 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
     # -- housekeeping --------------------------------------------------------
 
     def flush(self) -> None:
-        queues = list(self._queues.values())
+        # Receivers waiting on a dropped buffer look the channel up again.
         self._queues.clear()
-        # Receivers waiting on a dropped queue look the channel up again.
-        for queue in queues:
-            queue.event.set()
         self._groups.clear()
         self._attached.clear()
         self._member_of.clear()
@@ -433,7 +378,7 @@ class MemoryLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         return {
             "backend": "memory",
             "groups": {name: len(members) for name, members in self._groups.items()},
-            "channels": {name: len(q.items) for name, q in self._queues.items() if q.items},
+            "channels": self._queues.depths(),
             "attached": len(self._attached),
             "marks": len(self._marks),
             "skipped_full": self._skipped_full,

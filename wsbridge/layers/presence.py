@@ -55,7 +55,10 @@ class PresenceEntry:
     since: float
 
     def pack(self) -> bytes:
-        return msgpack.packb([user_key(self.channel, self.user), self.user, self.info, self.since])
+        packed: bytes = msgpack.packb(
+            [user_key(self.channel, self.user), self.user, self.info, self.since]
+        )
+        return packed
 
     @classmethod
     def unpack(cls, channel: str, data: bytes) -> PresenceEntry:

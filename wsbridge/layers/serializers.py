@@ -53,7 +53,8 @@ class MsgpackSerializer:
     def dumps(self, message: dict[str, Any]) -> bytes:
         # A Packer kept per serializer saves allocating one per message; it
         # is safe in greenlets because packb never switches.
-        return self._packer.pack(message)
+        packed: bytes = self._packer.pack(message)
+        return packed
 
     def loads(self, data: bytes) -> dict[str, Any]:
         try:

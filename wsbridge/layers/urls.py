@@ -1,8 +1,9 @@
 """One parser for every way a command line or the environment names a layer.
 
 ``wsbridge serve --layer``, ``wsbridge worker --layer``, ``wsbridge status``,
-``wsbridge check`` and ``WSBRIDGE_LAYER`` all go through
-:func:`layer_from_urls`, so one spelling means one layer everywhere:
+``wsbridge check``, ``runworker`` and ``WSBRIDGE_LAYER`` all go through
+:func:`from_url` (which builds with :func:`layer_from_urls`), so one spelling
+means one layer everywhere:
 
 * ``memory``: a new in-memory layer;
 * one or more ``redis://``, ``rediss://`` or ``unix://`` URLs, one per
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -24,7 +26,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..exceptions import ConfigurationError
 from .base import BaseChannelLayer
 
-__all__ = ["layer_from_urls", "split_urls", "REDIS_SCHEMES", "URL_OPTIONS", "LAYER_ENV"]
+__all__ = [
+    "from_url",
+    "layer_from_urls",
+    "split_urls",
+    "REDIS_SCHEMES",
+    "URL_OPTIONS",
+    "LAYER_ENV",
+]
 
 #: The environment variable naming the process's layer (see docs/topics/layers.rst).
 LAYER_ENV = "WSBRIDGE_LAYER"
@@ -55,6 +64,34 @@ def split_urls(value: str | Sequence[str] | None) -> list[str]:
     """``--layer`` values or ``WSBRIDGE_LAYER`` as a list (whitespace separates shards)."""
     values = [value] if isinstance(value, str) else list(value or ())
     return [part for item in values for part in item.split() if part]
+
+
+def from_url(
+    value: str | Sequence[str] | None, *, what: str = "--layer", env: bool = False
+) -> BaseChannelLayer:
+    """The layer a command's ``--layer`` values name; the process's layer when none is given.
+
+    Args:
+        value: ``--layer`` values (see the module docstring); None or empty:
+            none given.
+        what: where the value came from, for error messages.
+        env: with no value, build a new layer from ``WSBRIDGE_LAYER`` when it
+            is set (``wsbridge status`` and ``check`` look from outside);
+            otherwise (and when it is unset) return ``get_channel_layer()``,
+            the process's layer (which honours ``WSBRIDGE_LAYER`` too).
+
+    Raises:
+        ConfigurationError: a value that is none of the accepted forms, or
+            several values that are not all Redis URLs.
+    """
+    if split_urls(value):
+        return layer_from_urls(split_urls(value), what=what)
+    from_env = os.environ.get(LAYER_ENV, "").strip() if env else ""
+    if from_env:
+        return layer_from_urls(from_env, what=LAYER_ENV)
+    from . import get_channel_layer
+
+    return get_channel_layer()
 
 
 def layer_from_urls(value: str | Sequence[str], *, what: str = "--layer") -> BaseChannelLayer:

@@ -10,20 +10,21 @@ Dispatch is a small explicit table, tried in order (:meth:`WSBridgeApp.dispatch`
 1. a WebSocket upgrade whose path a consumer is routed at -> the WebSocket
    transport (unrouted upgrades get 404, unless ``pass_unrouted=True``);
 2. wsbridge's own endpoints, mounted by prefix (:meth:`WSBridgeApp.mount`):
-   this is where long-poll (``/_wsbridge/poll/``) and the browser client
-   (``/_wsbridge/wsbridge.js``) plug in, through :data:`ENDPOINT_PROVIDERS`;
-3. HTTP consumers (``@router.http``), through :data:`HTTP_DISPATCHER`;
+   this is where long-poll (``/_wsbridge/lp/``) and the browser client
+   (``/_wsbridge/wsbridge.js``) plug in, each through the endpoint provider
+   its module defines (:func:`builtin_endpoint_providers`);
+3. HTTP consumers (``@router.http``), through the dispatcher
+   :mod:`wsbridge.transport.http` defines (:func:`builtin_http_dispatcher`);
 4. everything else -> the wrapped app, untouched.
 
-A WebSocket needs the raw client socket. The server adapters that can lend
-it are tried in :func:`take_over`; a server that cannot (wsgiref, a
-threaded server) gets HTTP 500 and an ERROR line naming what to use instead,
-never a hang.
+A WebSocket needs the raw client socket. Each server flavour's hand-over is
+tried in :func:`wsbridge.transport.servers.take_over`; a server that cannot
+lend it (wsgiref, a threaded server) gets HTTP 500 and an ERROR line naming
+what to use instead, never a hang.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ from typing import Any
 from .. import admission
 from .. import metrics as _metrics
 from ..consumers.routing import Router
-from ..exceptions import ConfigurationError, ServerNotSupported
+from ..exceptions import ConfigurationError
 from ..identity import authenticate_scope
-from . import uwsgi as uwsgi_adapter
+from . import servers
 from .origin import environ_checker, origin_allowed
 from .scope import build_scope, request_path
 from .websocket import Handover, WebSocketOptions, serve_websocket
@@ -43,33 +44,20 @@ __all__ = [
     "wrap",
     "WSBridgeApp",
     "Endpoint",
-    "take_over",
     "check_origin",
     "is_websocket_request",
-    "ENDPOINT_PROVIDERS",
-    "HTTP_DISPATCHER",
+    "builtin_endpoint_providers",
+    "builtin_http_dispatcher",
 ]
 
 logger = logging.getLogger("wsbridge.wsgi")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 OriginCheck = Callable[[dict[str, Any]], bool]
-
-#: Modules that mount endpoints under the wsbridge prefix, as (module, function).
-#: The function takes the WSBridgeApp and returns ``Endpoint`` objects. A
-#: provider module that does not exist yet is skipped.
-ENDPOINT_PROVIDERS: list[tuple[str, str]] = [
-    ("wsbridge.transport.longpoll", "endpoints"),  # /_wsbridge/poll/...
-    ("wsbridge.transport.static", "endpoints"),  # /_wsbridge/wsbridge.js
-]
-#: The (module, function) that builds the HTTP consumer dispatcher; called with the
-#: WSBridgeApp, it returns ``f(environ) -> WSGI app or None``.
-HTTP_DISPATCHER: tuple[str, str] = ("wsbridge.transport.http", "dispatcher")
-
-_SERVER_HINT = (
-    "run the app with `wsbridge serve module:app`, `gunicorn -k gevent module:app` or "
-    "`uwsgi --gevent N --gevent-early-monkey-patch ...` (see docs/topics/deployment.rst)"
-)
+#: ``f(app) -> endpoints``: a module's own URLs under the app's prefix.
+EndpointProvider = Callable[["WSBridgeApp"], Iterable["Endpoint"]]
+#: ``f(environ) -> WSGI app or None``: who answers a routed HTTP consumer's URL.
+HttpDispatch = Callable[[dict[str, Any]], "WSGIApp | None"]
 
 
 @dataclass(frozen=True)
@@ -119,57 +107,15 @@ def check_origin(
     return origin_allowed(origin, allowed)
 
 
-# -- the socket hand-over ------------------------------------------------------------
-
-
-def take_over(environ: dict[str, Any]) -> Handover:
-    """Borrow the client socket from whichever gevent server runs this request.
-
-    Tried in order: wsbridge's own pywsgi handler, gevent-websocket's handler
-    (which has already answered the handshake), gunicorn's gevent worker, uWSGI
-    in gevent mode, any other gevent pywsgi handler.
-
-    Raises:
-        ServerNotSupported: the server cannot lend its socket (wsgiref, a
-            threaded server); answer 500 and name a server that can.
-    """
-    from . import gunicorn as gunicorn_adapter
-    from . import server as pywsgi_adapter
-
-    found = (
-        pywsgi_adapter.wsbridge_handover(environ)
-        or gunicorn_adapter.gevent_websocket_handover(environ)
-        or gunicorn_adapter.gunicorn_handover(environ)
-        or uwsgi_adapter.uwsgi_handover(environ)
-        or pywsgi_adapter.foreign_pywsgi_handover(environ)
-    )
-    if found is None:
-        raise ServerNotSupported(
-            f"the WSGI server {environ.get('SERVER_SOFTWARE', '(unknown)')!r} cannot hand the "
-            f"client socket over for a WebSocket; {_SERVER_HINT}"
-        )
-    return found
-
-
-def check_monkey_patched() -> None:
-    """Raise ConfigurationError when gevent has not patched ``socket``.
-
-    Without it, blocking libraries (database drivers, redis-py) would stall
-    every connection of the process.
-    """
-    from gevent import monkey
-
-    if not monkey.is_module_patched("socket"):
-        raise ConfigurationError(
-            "gevent monkey-patching is missing (socket is not patched): call "
-            "gevent.monkey.patch_all() before importing anything else, or " + _SERVER_HINT
-        )
-
-
 # -- the WSGI app --------------------------------------------------------------------
 
 
-def _plain(start_response: Callable[..., Any], status: str, text: str, headers=()) -> list[bytes]:
+def _plain(
+    start_response: Callable[..., Any],
+    status: str,
+    text: str,
+    headers: Iterable[tuple[str, str]] = (),
+) -> list[bytes]:
     body = (text + "\n").encode("utf-8")
     start_response(
         status,
@@ -193,8 +139,6 @@ class WSBridgeApp:
     """
 
     wsbridge_wrapped = True
-    #: Set once this app installed uWSGI's reload handler (in the worker's first request).
-    _uwsgi_ready = False
 
     def __init__(
         self,
@@ -217,6 +161,8 @@ class WSBridgeApp:
         metrics_token: str | None = None,
         status_path: str | None = None,
         status_token: str | None = None,
+        endpoint_providers: Sequence[EndpointProvider] | None = None,
+        http_dispatcher: Callable[[WSBridgeApp], HttpDispatch] | None = None,
     ) -> None:
         if router is None:
             from ..consumers.routing import router as default_router
@@ -239,19 +185,15 @@ class WSBridgeApp:
         self.longpoll = longpoll  # LongPollOptions fields (wsbridge.transport.longpoll)
         self.http = http  # HttpOptions or its fields (wsbridge.transport.http), read per request
         self.identity = identity  # wsbridge.identity.IdentityOptions: tokens, re-checks
-        if identity is not None:
-            from ..identity import set_default_options
-
-            set_default_options(identity)
-        if limits is not None:
-            admission.configure(limits)
-        if group_policies is not None:
-            from ..policies import configure_group_policies
-
-            configure_group_policies(group_policies)
+        _configure_process(identity, limits, group_policies)
         self.endpoints: list[Endpoint] = []
-        self.http_dispatch: Callable[[dict[str, Any]], WSGIApp | None] | None = None
-        self._install_providers()
+        providers = (
+            builtin_endpoint_providers() if endpoint_providers is None else endpoint_providers
+        )
+        for provider in providers:
+            self.endpoints.extend(provider(self))
+        dispatcher = builtin_http_dispatcher() if http_dispatcher is None else http_dispatcher
+        self.http_dispatch: HttpDispatch | None = dispatcher(self)
         self.metrics_path = metrics_path
         self._exact_paths = {p for p in (metrics_path, status_path) if p}
         if metrics_path:  # off by default; wsbridge.metrics says how to protect it
@@ -263,13 +205,7 @@ class WSBridgeApp:
         if status_path:  # off by default; wsbridge.statuspage says who may look
             self._mount_status_page(status_path, status_token)
         self._started = False
-        from ..process import in_gunicorn
-
-        if in_gunicorn():  # the app is loaded at the worker's start: check it now
-            from .shutdown import install_restart_handlers
-
-            check_startup(self)
-            install_restart_handlers(self)  # SIGTERM: close with 1012 first
+        servers.app_created(self)  # gunicorn: check now, SIGTERM closes with 1012 first
 
     def _mount_status_page(self, path: str, token: str | None) -> None:
         from ..statuspage import consumer_for, status_app
@@ -294,15 +230,6 @@ class WSBridgeApp:
         endpoint = Endpoint(prefix, app, exact)
         self.endpoints.append(endpoint)
         return endpoint
-
-    def _install_providers(self) -> None:
-        for module_name, func_name in ENDPOINT_PROVIDERS:
-            provider = _optional(module_name, func_name)
-            if provider is not None:
-                self.endpoints.extend(provider(self))
-        factory = _optional(*HTTP_DISPATCHER)
-        if factory is not None:
-            self.http_dispatch = factory(self)
 
     @property
     def layer(self) -> Any:
@@ -342,15 +269,13 @@ class WSBridgeApp:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         if not self._started:
-            self._start_serving()
-        if not self._uwsgi_ready and "uwsgi.version" in environ:
-            self._uwsgi_ready = True
-            uwsgi_adapter.install_reload_handler(self)
+            self._start_serving(environ)
         return self.dispatch(environ)(environ, start_response)
 
-    def _start_serving(self) -> None:
+    def _start_serving(self, environ: dict[str, Any]) -> None:
         # First request of this process: it serves now. Its heartbeat (drop
         # counters, open WebSockets) goes out through a shared layer.
+        servers.first_request(self, environ)  # uWSGI: close with 1012 on reload
         from ..heartbeat import register_gauge, start_heartbeat
         from ..process import mark_serving
         from .websocket import active_connections
@@ -412,8 +337,8 @@ class WSBridgeApp:
         upgraded: bool,
     ) -> Any:
         try:
-            handover = take_over(environ)
-            check_monkey_patched()
+            handover = servers.take_over(environ, start_response)
+            servers.check_monkey_patched()
         except ConfigurationError as exc:
             logger.error("cannot serve the WebSocket at %s: %s", path, exc)
             _metrics.record_handshake("refused", "server_error")
@@ -458,34 +383,38 @@ class WSBridgeApp:
         return handover.finish(101, 0)
 
 
-def check_startup(app: WSBridgeApp) -> None:
-    """What a serving process checks before it takes requests (``serve()``, gunicorn workers).
+def _configure_process(identity: Any, limits: Any, group_policies: Any) -> None:
+    # Process-wide defaults a wrapped app sets: token options, admission limits,
+    # slow-client policies (each module keeps its own).
+    if identity is not None:
+        from ..identity import set_default_options
 
-    Warns when no route is registered (the ``ROUTING`` module not found,
-    decorators never imported), and refuses an unshared layer when several
-    processes serve (their rooms would split in silence).
+        set_default_options(identity)
+    if limits is not None:
+        admission.configure(limits)
+    if group_policies is not None:
+        from ..policies import configure_group_policies
 
-    Raises:
-        ConfigurationError: more than one process serves (gunicorn ``-w``,
-            ``WEB_CONCURRENCY``) and the layer is not shared (the in-memory one).
+        configure_group_policies(group_policies)
+
+
+def builtin_endpoint_providers() -> tuple[EndpointProvider, ...]:
+    """The endpoints every wrapped app mounts: long-poll's and the browser client's.
+
+    Each is defined by its own module (``wsbridge.transport.longpoll.endpoints``,
+    ``wsbridge.transport.static.endpoints``); ``WSBridgeApp(endpoint_providers=...)``
+    replaces the list.
     """
-    from ..process import expected_processes
+    from . import longpoll, static
 
-    router = app.router
-    if not router.routes and not router.channel_names():
-        logger.warning(
-            "no consumer is routed: every WebSocket request will get 404. Register consumers "
-            "(import the modules with @router.websocket, or pass router=/--routing/--consumers; "
-            "Django: WSBRIDGE['ROUTING'] or <app>/consumers.py) before the server starts"
-        )
-    processes = expected_processes()
-    if processes > 1 and "shared" not in app.layer.extensions:
-        raise ConfigurationError(
-            f"{processes} processes serve this app but the channel layer ({app.layer!r}) is "
-            "not shared between processes: groups, long-poll sessions and background channels "
-            "would not reach across them. Use the Redis layer: WSBRIDGE_LAYER=redis://"
-            "127.0.0.1:6379/0 (or wrap(app, layer=...)), or run one worker (-w 1)."
-        )
+    return (longpoll.endpoints, static.endpoints)
+
+
+def builtin_http_dispatcher() -> Callable[[WSBridgeApp], HttpDispatch]:
+    """What routes ``@router.http`` URLs: ``wsbridge.transport.http.dispatcher``."""
+    from . import http
+
+    return http.dispatcher
 
 
 def _register_control_gauges(register: Callable[[str, Callable[[], float]], None]) -> None:
@@ -505,16 +434,6 @@ def _register_control_gauges(register: Callable[[str, Callable[[], float]], None
         register(f"limits_{name}", reader(limit_counters, name))
     for name in policies.counters:
         register(f"slow_client_{name}", reader(policies.counters, name))
-
-
-def _optional(module_name: str, attr: str) -> Any:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None  # that transport is not part of this installation (yet)
-        raise
-    return getattr(module, attr, None)
 
 
 def wrap(

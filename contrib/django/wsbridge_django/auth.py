@@ -152,7 +152,8 @@ def login_required(consumer: Any) -> Any:
     if isinstance(consumer, type):
         # Wrap the dispatch entry rather than connect(): a subclass that
         # overrides connect() stays protected, and no group is joined first.
-        original = consumer.websocket_connect
+        consumer_class: Any = consumer  # any class with websocket_connect
+        original = consumer_class.websocket_connect
 
         @functools.wraps(original)
         def websocket_connect(self: Any, message: dict[str, Any]) -> None:
@@ -161,7 +162,7 @@ def login_required(consumer: Any) -> Any:
                 return
             original(self, message)
 
-        consumer.websocket_connect = websocket_connect
+        consumer_class.websocket_connect = websocket_connect
         return consumer
 
     @functools.wraps(consumer)

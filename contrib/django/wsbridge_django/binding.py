@@ -51,6 +51,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.db import transaction
@@ -58,6 +59,7 @@ from django.db.models import signals
 
 from wsbridge import JsonWebsocketConsumer
 from wsbridge.consumers.message import Group
+from wsbridge.exceptions import ConfigurationError
 
 __all__ = [
     "Binding",
@@ -146,7 +148,7 @@ class Binding:
         """Call ``group_names`` in whichever form the subclass wrote it."""
         raw = inspect.getattr_static(cls, "group_names")
         static = isinstance(raw, (classmethod, staticmethod))
-        method = cls.group_names if static else cls().group_names
+        method: Callable[..., Any] = cls.group_names if static else cls().group_names
         try:
             params = list(inspect.signature(method).parameters.values())
         except (TypeError, ValueError):
@@ -192,7 +194,7 @@ class Binding:
     def _broadcast(
         cls, instance: Any, groups_by_action: dict[str, set[str]], pk: Any = None
     ) -> None:
-        frames = []
+        frames: list[tuple[str, str]] = []
         for action, groups in groups_by_action.items():
             if not groups:
                 continue
@@ -240,7 +242,8 @@ class Binding:
 
         fields = None if list(cls.fields or ()) == ["__all__"] else list(cls.fields or ())
         encoded = serializers.serialize("json", [instance], fields=fields)
-        return json.loads(encoded)[0]["fields"]
+        data: dict[str, Any] = json.loads(encoded)[0]["fields"]
+        return data
 
     # -- inbound -----------------------------------------------------------------
 
@@ -410,13 +413,22 @@ class BindingConsumer(JsonWebsocketConsumer):
 
     def connect(self) -> None:
         self._joined = list(self.binding_groups())
-        for group in self._joined:
-            self.channel_layer.group_add(group, self.channel_name)  # type: ignore[union-attr]
+        if self._joined:
+            layer, name = self.channel_layer, self.channel_name
+            if layer is None or name is None:
+                raise ConfigurationError(
+                    f"{type(self).__name__}.binding_groups() = {self._joined!r} needs a "
+                    "channel layer; configure one (wsbridge.layers.configure) or return no groups"
+                )
+            for group in self._joined:
+                layer.group_add(group, name)
         self.accept()
 
     def disconnect(self, code: int) -> None:
+        if self.channel_layer is None or self.channel_name is None:
+            return
         for group in getattr(self, "_joined", ()):
-            self.channel_layer.group_discard(group, self.channel_name)  # type: ignore[union-attr]
+            self.channel_layer.group_discard(group, self.channel_name)
 
     def receive_json(self, content: Any) -> None:
         streams = {b.stream: b for b in self.bindings}

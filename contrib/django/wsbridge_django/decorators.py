@@ -48,6 +48,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+# One implementation for both import paths (wsbridge and the Django app).
+from wsbridge.consumers.message import enforce_ordering
+
 __all__ = [
     "channel_session",
     "http_session",
@@ -193,18 +196,6 @@ def transfer_user(from_session: Any, to_session: Any) -> None:
     for key in (SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY):
         if key in from_session:
             to_session[key] = from_session[key]
-
-
-def enforce_ordering(func: Consumer | None = None, *, slight: bool = False) -> Any:
-    """Accepted for Channels 1.x code; returns the consumer unchanged.
-
-    wsbridge delivers a connection's messages to its handlers one at a
-    time, in arrival order, so there is nothing left to enforce. Usable bare
-    (``@enforce_ordering``) or called (``@enforce_ordering(slight=True)``).
-    """
-    if func is None:
-        return lambda f: f
-    return func
 
 
 def _scope_user(scope: dict[str, Any]) -> Any:

@@ -93,7 +93,7 @@ def _hash_digest(user: Any) -> str:
 def _audience() -> str:
     from django.utils.crypto import salted_hmac
 
-    found = _conf("TOKEN_AUDIENCE", None)
+    found: str | None = _conf("TOKEN_AUDIENCE", None)
     return found or "dj-" + salted_hmac(_SALT, "audience").hexdigest()[:16]
 
 
@@ -123,14 +123,15 @@ def load_token_user(ident: str, claims: dict[str, Any]) -> Any:
 
 def connect_tokens() -> ConnectTokens:
     """The site's :class:`~wsbridge.identity.ConnectTokens` (one per process)."""
-    if _tokens[0] is None:
-        _tokens[0] = ConnectTokens(
+    tokens = _tokens[0]
+    if tokens is None:
+        tokens = _tokens[0] = ConnectTokens(
             DjangoSigningCodec(),
             audience=_audience(),
             ttl=float(_conf("TOKEN_TTL", 300.0)),
             user_loader=load_token_user,
         )
-    return _tokens[0]
+    return tokens
 
 
 _tokens: list[ConnectTokens | None] = [None]

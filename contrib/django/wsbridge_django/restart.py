@@ -1,7 +1,8 @@
 """Graceful restart under gunicorn: SIGTERM closes every WebSocket with 1012 first.
 
-The Django names of :mod:`wsbridge.transport.shutdown`, the one code path
-every site uses (Django or not): on ``kill -HUP <master>`` (reload) or a
+The Django names of :mod:`wsbridge.transport.shutdown`: one
+:func:`~wsbridge.transport.shutdown.shutdown` for every site (Django or not),
+``wsbridge serve``, gunicorn and uWSGI alike: on ``kill -HUP <master>`` (reload) or a
 rolling deploy gunicorn sends SIGTERM to the old workers; each closes its
 WebSockets with **1012 (service restart)** and hands its long-poll sessions
 over through the Redis layer, so it exits as soon as the clients are gone
@@ -18,14 +19,19 @@ SIGHUP with 1012.
 
 from __future__ import annotations
 
-from wsbridge.transport import shutdown
-from wsbridge.transport.shutdown import (
-    close_for_restart,
-    install_restart_handlers,
-    post_worker_init,
-)
+from wsbridge.transport import shutdown as _shutdown
+from wsbridge.transport.shutdown import install_restart_handlers, post_worker_init, shutdown
 
 #: The close code sent to WebSockets on a graceful restart (Service Restart).
-SERVICE_RESTART = shutdown.SERVICE_RESTART
+SERVICE_RESTART = _shutdown.SERVICE_RESTART
+
+
+def close_for_restart(reason: str = "service restart") -> int:
+    """Close every WebSocket with 1012 and hand long-poll sessions over; returns how many.
+
+    :func:`wsbridge.transport.shutdown.shutdown` with 1012 (Service Restart).
+    """
+    return shutdown(SERVICE_RESTART, reason)
+
 
 __all__ = ["install_restart_handlers", "close_for_restart", "post_worker_init", "SERVICE_RESTART"]

@@ -58,7 +58,8 @@ class DjangoConsumer:
     def __init__(self, consumer_class: Any) -> None:
         self.consumer_class = consumer_class
         self.scope_type = getattr(consumer_class, "scope_type", "websocket")
-        functools.update_wrapper(self, consumer_class, updated=())
+        wrapper: Any = self  # not a function: takes the class's name and docstring
+        functools.update_wrapper(wrapper, consumer_class, updated=())
 
     def build(self, scope: dict[str, Any], **kwargs: Any) -> Any:
         prepare_scope(scope)

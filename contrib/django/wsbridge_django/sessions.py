@@ -58,7 +58,8 @@ def session_store_class() -> type[SessionBase]:
     """The ``SessionStore`` of the configured ``SESSION_ENGINE``."""
     from django.conf import settings
 
-    return import_module(settings.SESSION_ENGINE).SessionStore
+    store: type[SessionBase] = import_module(settings.SESSION_ENGINE).SessionStore
+    return store
 
 
 def session_from_scope(scope: dict[str, Any]) -> SessionBase:
@@ -97,7 +98,8 @@ def channel_session_engine() -> str:
     """The engine channel sessions use: ``CHANNEL_SESSION_ENGINE`` (1.x) or ``SESSION_ENGINE``."""
     from django.conf import settings
 
-    return getattr(settings, "CHANNEL_SESSION_ENGINE", None) or settings.SESSION_ENGINE
+    engine: str = getattr(settings, "CHANNEL_SESSION_ENGINE", None) or settings.SESSION_ENGINE
+    return engine
 
 
 def session_for_reply_channel(reply_channel: str) -> SessionBase | None:
@@ -149,7 +151,7 @@ class ConnectionSession(SessionBase):
 
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
-        self._session_cache = {}
+        self._session_cache: dict[str, Any] = {}
 
     def load(self) -> dict[str, Any]:
         return {}

@@ -43,7 +43,8 @@ def session_cookie_for(user: Any, *, backend: str | None = None) -> str:
 
     client = Client()
     client.force_login(user, backend=backend)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
+    cookie: str = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return cookie
 
 
 class DjangoCommunicator(Communicator):

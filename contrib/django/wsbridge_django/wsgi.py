@@ -94,7 +94,8 @@ def longpoll_secret() -> str:
     """The key signing long-poll tokens: derived from ``SECRET_KEY``, the same in every process."""
     from django.utils.crypto import salted_hmac
 
-    return salted_hmac("wsbridge_django.longpoll", "session-token", algorithm="sha256").hexdigest()
+    digest = salted_hmac("wsbridge_django.longpoll", "session-token", algorithm="sha256")
+    return str(digest.hexdigest())
 
 
 def longpoll_options() -> dict[str, Any]:

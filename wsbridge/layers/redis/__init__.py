@@ -5,9 +5,20 @@
 package is split by responsibility:
 
 ========== ===============================================================
-layer      ``RedisLayer``: the public API, readers, mover, outages
+layer      ``RedisLayer``: the public API; delegates to the parts below
+layout     the ``Layout`` protocol (the layouts' one signature) and the
+           ``LayoutContext`` a layout is given instead of the layer
 native     the native key layout and message format (version 1)
+cluster    the native layout with hash tags, and the Redis Cluster shard
 interop    channels_redis 4.x's key layout and format (``compat=...``)
+delivery   attached callbacks and local buffers (in-process)
+reader     inbox reader greenlets and the delayed-message mover
+restore    this process's memberships, restored after an outage
+lease      process leases (``LeaseTable``) and the dead-process reaper
+presence   presence entries (native layout), on a ``LeaseTable`` too
+history    per-group history streams (native layout)
+reliable   at-least-once reserve / ack (native layout)
+records    marks and process heartbeats (strings with a TTL)
 codec      item encoding, signing and encryption (Fernet)
 scripts    the Lua scripts (one atomic round trip each)
 shard      one Redis: pools, health, backoff

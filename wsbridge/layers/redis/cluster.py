@@ -36,12 +36,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import gevent
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import FullJitterBackoff  # in every redis-py setup.py allows (5.0+)
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
@@ -50,9 +50,6 @@ from . import scripts
 from .config import COMMAND_TIMEOUT, CONNECT_TIMEOUT, GeventConnection, HostSpec
 from .native import NativeLayout
 from .shard import OUTAGE_ERRORS, Backoff, Shard
-
-if TYPE_CHECKING:
-    from .layer import RedisLayer
 
 __all__ = ["ClusterShard", "ClusterLayout", "cluster_options", "CLUSTER_OUTAGE_ERRORS"]
 
@@ -108,7 +105,8 @@ def cluster_options(specs: Sequence[HostSpec]) -> tuple[list[ClusterNode], dict[
             )
         if int(spec.pop("db", 0) or 0) != 0:
             raise ConfigurationError("a Redis Cluster has only database 0: drop the /db part")
-        nodes.append(ClusterNode(host, port))
+        node_class: Any = ClusterNode  # untyped in redis-py
+        nodes.append(node_class(host, port))
         for key, value in {**url_options, **spec}.items():
             options.setdefault(key, value)
     return nodes, options
@@ -148,9 +146,7 @@ def _make_client(
     # The retries are redis-py's cluster handling: MOVED/ASK/TRYAGAIN and a
     # topology refresh after a connection error, paced so that a failover
     # (cluster-node-timeout plus the election) is ridden through.
-    options.setdefault(
-        "retry", Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), CLUSTER_RETRIES)
-    )
+    options.setdefault("retry", Retry(FullJitterBackoff(cap=0.5, base=0.05), CLUSTER_RETRIES))
     options.setdefault("require_full_coverage", False)
     # Given a url, redis-py builds each node's pool from the options (the
     # only way it takes a connection_class); the url is the first seed node.
@@ -351,9 +347,6 @@ class ClusterLayout(NativeLayout):
 
     name = "wsbridge/1+cluster"
 
-    def __init__(self, layer: RedisLayer) -> None:
-        super().__init__(layer)
-
     def tag(self, name: str) -> str:
         # Names are validated: they never contain braces themselves.
         return "{" + name + "}"
@@ -368,12 +361,12 @@ class ClusterLayout(NativeLayout):
     def untag(self, name: str) -> str:
         return name[1:-1] if name.startswith("{") and name.endswith("}") else name
 
-    def _push_to_homes(self, processes: list[str], item: bytes) -> int:
+    def push_to_homes(self, processes: list[str], item: bytes) -> int:
         """Push the group item to each process inbox: one pipeline, split per node."""
-        shard = self.layer.shards[0]
+        shard = self.ctx.shards[0]
         now_ms = int(time.time() * 1000)
-        capacity, expiry = self.layer.process_capacity, self.expiry_ms
-        pipe = shard.client.pipeline(transaction=False)
+        capacity, expiry = self.ctx.process_capacity, self.expiry_ms
+        pipe: Any = shard.client.pipeline(transaction=False)
         for process in processes:
             # ClusterPipeline has no eval(); EVAL (not EVALSHA) needs no script cache on
             # a replica just promoted (Redis 7 does not replicate SCRIPT LOAD).

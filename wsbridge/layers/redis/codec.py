@@ -81,6 +81,11 @@ def make_crypter(keys: Sequence[str | bytes] | None) -> Any:
     return MultiFernet([make_fernet(key) for key in keys])
 
 
+def _pack(value: list[Any]) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
 class Codec:
     """Encodes and decodes items for one layer (its serializer, keys, limits)."""
 
@@ -139,14 +144,14 @@ class Codec:
 
     def direct_item(self, channel: str, data: bytes, expires_at: float | None = None) -> bytes:
         sealed = self.seal(data, "c:" + channel)
-        return self.header(b"D", expires_at) + msgpack.packb([channel, sealed], use_bin_type=True)
+        return self.header(b"D", expires_at) + _pack([channel, sealed])
 
     def group_item(self, group: str, data: bytes) -> bytes:
         sealed = self.seal(data, "g:" + group)
-        return self.header(b"G") + msgpack.packb([group, sealed], use_bin_type=True)
+        return self.header(b"G") + _pack([group, sealed])
 
     def membership_item(self, op: str, group: str, channel: str, joined_at: float) -> bytes:
-        return self.header(b"M") + msgpack.packb([op, group, channel, joined_at], use_bin_type=True)
+        return self.header(b"M") + _pack([op, group, channel, joined_at])
 
     def decode_item(self, item: bytes, now: float | None = None) -> Decoded | None:
         """Decode a native item; None when it has expired.

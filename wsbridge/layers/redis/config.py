@@ -170,7 +170,9 @@ def make_pool(
     # wait once patched) up to the command timeout.
     options.setdefault("max_connections", POOL_SIZE)
     options.setdefault("timeout", options["socket_timeout"] or COMMAND_TIMEOUT)
-    pool_class = redis.BlockingConnectionPool
+    # redis-py's constructors are untyped: typed here, once, by what they return.
+    pool_class: Any = redis.BlockingConnectionPool
+    pool: redis.ConnectionPool
     if "address" in options:
         address = str(options.pop("address"))
         scheme = address.partition("://")[0]
@@ -179,13 +181,15 @@ def make_pool(
         elif scheme == "unix":
             options.pop("socket_keepalive", None)
             options.setdefault("connection_class", GeventUnixConnection)
-        return pool_class.from_url(address, **options)
-    if "unix_socket_path" in options:
+        pool = pool_class.from_url(address, **options)
+    elif "unix_socket_path" in options:
         options.pop("socket_keepalive", None)
-        return pool_class(connection_class=GeventUnixConnection, **options)
-    if options.pop("ssl", False):
-        return pool_class(connection_class=redis.SSLConnection, **options)
-    return pool_class(connection_class=GeventConnection, **options)
+        pool = pool_class(connection_class=GeventUnixConnection, **options)
+    elif options.pop("ssl", False):
+        pool = pool_class(connection_class=redis.SSLConnection, **options)
+    else:
+        pool = pool_class(connection_class=GeventConnection, **options)
+    return pool
 
 
 def _sentinel_pool(options: dict[str, Any]) -> redis.ConnectionPool:
@@ -198,6 +202,9 @@ def _sentinel_pool(options: dict[str, Any]) -> redis.ConnectionPool:
     sentinel_kwargs = options.pop("sentinel_kwargs", None) or {}
     sentinel_kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
     sentinel_kwargs.setdefault("socket_timeout", COMMAND_TIMEOUT)
-    sentinel = Sentinel([tuple(s) for s in sentinels], sentinel_kwargs=sentinel_kwargs)
+    sentinel_class: Any = Sentinel
+    pool_class: Any = SentinelConnectionPool
+    sentinel = sentinel_class([tuple(s) for s in sentinels], sentinel_kwargs=sentinel_kwargs)
     options.setdefault("connection_class", GeventSentinelConnection)
-    return SentinelConnectionPool(master_name, sentinel, **options)
+    pool: redis.ConnectionPool = pool_class(master_name, sentinel, **options)
+    return pool

@@ -24,7 +24,7 @@ from ..history import GroupOptions, HistoryResult, Position, judge
 from .shard import raise_restoring
 
 if TYPE_CHECKING:
-    from .layer import RedisLayer
+    from .native import NativeLayout
     from .shard import Shard
 
 __all__ = ["RedisHistory", "GROUP_SEND_HISTORY", "READ_HISTORY"]
@@ -107,9 +107,10 @@ def _script(shard: Shard, name: str, source: str) -> Any:
 class RedisHistory:
     """The history half of the Redis layer (native layout only)."""
 
-    def __init__(self, layer: RedisLayer) -> None:
-        self.layer = layer
-        base = f"{layer.prefix}:1:"
+    def __init__(self, layout: NativeLayout) -> None:
+        self.layout = layout
+        self.ctx = layout.ctx
+        base = f"{self.ctx.prefix}:1:"
         self.stream_prefix = base + "hist:"
         self.meta_prefix = base + "hmeta:"
 
@@ -119,11 +120,11 @@ class RedisHistory:
 
     def group_send(self, group: str, message: dict[str, Any], options: GroupOptions) -> int:
         """Publish ``message`` to ``group`` and append it to its history in one script."""
-        data = self.layer.codec.dump_message(message)
-        layout = self.layer.layout
+        ctx, layout = self.ctx, self.layout
+        data = ctx.codec.dump_message(message)
         shard = layout.group_shard(group)
         # On a Redis Cluster the inboxes are in other slots: never push in Lua.
-        one_shard = len(self.layer.shards) == 1 and not self.layer.cluster
+        one_shard = len(ctx.shards) == 1 and not ctx.cluster
         ttl_ms = max(1, int(options.history_ttl * 1000))
         full, _reached, plain, processes, pos, item = shard.call(
             _script(shard, "send", GROUP_SEND_HISTORY),
@@ -135,10 +136,10 @@ class RedisHistory:
                 layout.restore_key_for(group),
             ],
             args=[
-                self.layer.group_min_score(),
+                ctx.group_min_score(),
                 layout.proc_prefix,
                 layout.codec.group_item(group, data),
-                self.layer.process_capacity,
+                ctx.process_capacity,
                 layout.expiry_ms,
                 "1" if one_shard else "0",
                 options.history,
@@ -150,18 +151,18 @@ class RedisHistory:
             raise_restoring(shard)
         skipped = int(full)
         if processes:
-            skipped += layout._push_to_homes([p.decode() for p in processes], item)
+            skipped += layout.push_to_homes([p.decode() for p in processes], item)
         if plain:
             skipped += self._send_plain(group, message, pos.decode(), plain)
         return skipped
 
     def _send_plain(self, group: str, message: dict[str, Any], pos: str, plain: list[bytes]) -> int:
         # Named channels in a history group get the position in the message itself.
-        data = self.layer.codec.dump_message({**message, "position": pos, "group": group})
+        data = self.ctx.codec.dump_message({**message, "position": pos, "group": group})
         skipped = 0
         for member in plain:
             try:
-                self.layer.layout.send(member.decode("utf-8"), data)
+                self.layout.send_data(member.decode("utf-8"), data)
             except ChannelFull:
                 skipped += 1
         return skipped
@@ -170,7 +171,7 @@ class RedisHistory:
         self, group: str, since: Position | str | None, options: GroupOptions
     ) -> HistoryResult:
         """The retained history of ``group`` after ``since`` (see :func:`judge`)."""
-        shard = self.layer.layout.group_shard(group)
+        shard = self.layout.group_shard(group)
         epoch, top, entries = shard.call(
             _script(shard, "read", READ_HISTORY),
             keys=self.keys(group),
@@ -184,7 +185,7 @@ class RedisHistory:
             try:
                 message = self._decode(group, values[b"d"])
             except MessageDecodeError as exc:
-                self.layer.count_bad_item(f"history of {group}", exc)
+                self.ctx.count_bad_item(f"history of {group}", exc)
                 continue
             message["position"] = f"{epoch_text}:{offset}"
             message["group"] = group
@@ -192,7 +193,7 @@ class RedisHistory:
         return judge(since, epoch_text, int(top), retained)
 
     def _decode(self, group: str, body: bytes) -> dict[str, Any]:
-        codec = self.layer.codec
+        codec = self.ctx.codec
         decoded = codec.decode_item(codec.header(b"G") + body)
         if decoded is None or decoded.group != group:
             raise MessageDecodeError("history entry for another group")

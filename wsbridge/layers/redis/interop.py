@@ -26,13 +26,17 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import msgpack
 
-from ...exceptions import ChannelFull, MessageDecodeError
+from ...exceptions import ChannelFull, ConfigurationError, MessageDecodeError
+from ..base import Message
 from .codec import Decoded
+from .layout import LayoutContext, decode_items
+from .native import group_members
 from .ring import channels_redis_index
 from .shard import raise_restoring
 
 if TYPE_CHECKING:
-    from .layer import RedisLayer
+    from .history import RedisHistory
+    from .lease import ProcessLeases
     from .shard import Shard
 
 __all__ = ["ChannelsRedisLayout"]
@@ -50,11 +54,13 @@ class ChannelsRedisLayout:
     """Keys and scripts of channels_redis 4.x."""
 
     name = "channels_redis/4"
+    #: channels_redis has no structure for presence, history or reservations.
+    extensions: tuple[str, ...] = ()
 
-    def __init__(self, layer: RedisLayer) -> None:
-        self.layer = layer
-        self.codec = layer.codec
-        self.prefix = layer.prefix
+    def __init__(self, ctx: LayoutContext) -> None:
+        self.ctx = ctx
+        self.codec = ctx.codec
+        self.prefix = ctx.prefix
         self.group_prefix = f"{self.prefix}:group:"
         self.delayed_key = f"{self.prefix}:wsbridge:delayed"
         self.restore_key = f"{self.prefix}:wsbridge:restoring"
@@ -66,32 +72,35 @@ class ChannelsRedisLayout:
     # -- placement -------------------------------------------------------------------
 
     def _shard(self, value: str) -> Shard:
-        return self.layer.shards[channels_redis_index(value, len(self.layer.shards))]
+        return self.ctx.shards[channels_redis_index(value, len(self.ctx.shards))]
 
     def group_shard(self, group: str) -> Shard:
         return self._shard(group)
 
     def reader_shards(self) -> list[Shard]:
         # channels_redis senders place a process's messages on several shards.
-        return list(self.layer.shards)
+        return list(self.ctx.shards)
 
     def note_prefix(self, prefix: str) -> None:
         self._channel_prefixes.add(prefix)
 
     def inbox_keys(self) -> list[str]:
-        cp = self.layer.client_prefix
+        cp = self.ctx.client_prefix
         return [f"{self.prefix}{name}.{cp}!" for name in sorted(self._channel_prefixes)]
 
     def queue_label(self, key: str) -> str:
         return key[len(self.prefix) :]
 
+    def untag(self, name: str) -> str:
+        return name
+
     # -- sending -----------------------------------------------------------------------
 
-    def check_message(self, message: dict[str, Any]) -> None:
+    def check_message(self, message: Message) -> None:
         if ASGI_KEY in message:
             raise ValueError(f"{ASGI_KEY!r} is reserved by the channels_redis format")
 
-    def send(self, channel: str, message: dict[str, Any]) -> None:
+    def send(self, channel: str, message: Message) -> None:
         if "!" in channel:
             message = {**message, ASGI_KEY: channel}
         self._push(_non_local(channel), self.codec.cr_item(message), self._capacity(channel))
@@ -100,7 +109,7 @@ class ChannelsRedisLayout:
         # channels_redis's rule, kept exactly: one key holds every specific
         # channel of a process, and its limit is the capacity of the channel
         # being sent to (default 100, channel_capacity patterns on the full name).
-        return self.layer.get_capacity(channel)  # type: ignore[no-any-return]
+        return self.ctx.get_capacity(channel)
 
     def _score(self) -> float:
         # Strictly increasing per layer: a ZSET orders equal scores by the
@@ -115,20 +124,20 @@ class ChannelsRedisLayout:
         pushed = shard.call(
             shard.push_zset,
             keys=[self.prefix + key_name],
-            args=[member, capacity, now, self.layer.expiry, self._score()],
+            args=[member, capacity, now, self.ctx.expiry, self._score()],
         )
         if not pushed:
             raise ChannelFull(f"channel {key_name!r} is at its capacity ({capacity})")
 
-    def group_send(self, group: str, message: dict[str, Any]) -> int:
+    def group_send(self, group: str, message: Message) -> int:
         shard = self.group_shard(group)
         # All in one script when the script can build every member's bytes:
         # plain msgpack, one shard, one capacity for every channel.
         fast = (
             self._msgpack
             and self.codec.crypter is None
-            and len(self.layer.shards) == 1
-            and not self.layer.get_capacity.has_overrides
+            and len(self.ctx.shards) == 1
+            and not self.ctx.get_capacity.has_overrides
         )
         packed = self.codec.dump_message(message)
         header = 1 if packed[0] & 0xF0 == 0x80 else (3 if packed[0] == 0xDE else 5)
@@ -136,18 +145,18 @@ class ChannelsRedisLayout:
             shard.group_send_cr,
             keys=[self.group_prefix + group, self.restore_key],
             args=[
-                self.layer.group_min_score(),
+                self.ctx.group_min_score(),
                 self.prefix,
                 packed[header:],
                 len(message),
                 _ASGI_KEY_PACKED,
                 os.urandom(8),
                 time.time(),
-                self.layer.expiry,
-                self.layer.capacity,
+                self.ctx.expiry,
+                self.ctx.get_capacity.default,
                 "1" if fast else "0",
                 self._score(),
-                self.layer.capacity,  # the fast path runs only without overrides
+                self.ctx.get_capacity.default,  # the fast path runs only without overrides
             ],
         )
         if int(result[0]) < 0:
@@ -165,9 +174,7 @@ class ChannelsRedisLayout:
                 skipped += len(names)
         return skipped
 
-    def delayed_member(
-        self, channel: str, message: dict[str, Any], due: float
-    ) -> tuple[Shard, bytes]:
+    def delayed_member(self, channel: str, message: Message, due: float) -> tuple[Shard, bytes]:
         if "!" in channel:
             message = {**message, ASGI_KEY: channel}
         key_name = _non_local(channel)
@@ -186,7 +193,7 @@ class ChannelsRedisLayout:
         key = self.group_prefix + group
         pipe = shard.client.pipeline(transaction=False)
         pipe.zadd(key, {channel: time.time()})
-        pipe.expire(key, max(1, int(self.layer.group_expiry)))
+        pipe.expire(key, max(1, int(self.ctx.group_expiry)))
         shard.call(pipe.execute)
 
     def group_discard(self, group: str, channel: str, *, last_local: bool = False) -> None:
@@ -200,31 +207,25 @@ class ChannelsRedisLayout:
         return not key.startswith(self.group_prefix) and key != self.delayed_key
 
     def group_channels(self, group: str) -> list[str]:
-        shard = self.group_shard(group)
-        members = shard.call(
-            shard.group_members,
-            keys=[self.group_prefix + group],
-            args=[self.layer.group_min_score()],
-        )
-        return [m.decode("utf-8") for m in members]
+        return group_members(self.ctx, self.group_shard(group), self.group_prefix + group)
 
     # -- reading -------------------------------------------------------------------------------
 
-    def pop_inbox(self, shard: Shard, timeout: float) -> list[tuple[bytes, float]]:
+    def pop_inbox(self, shard: Shard, timeout: float) -> list[Decoded | None]:
         keys = self.inbox_keys()
         first = shard.call(shard.blocking.bzpopmin, keys, timeout)
         if first is None:
             return []
         key, member, score = first
         rest = shard.call(shard.client.zpopmin, key, BATCH) or []
-        return [(member, score), *rest]
+        return decode_items(self.ctx, f"{shard.name} inbox", [(member, score), *rest], self.decode)
 
-    def pop_stray(self, shard: Shard) -> list[tuple[bytes, float]]:
+    def pop_stray(self, shard: Shard) -> list[Decoded | None]:
         return []  # every shard has its own reader in this layout
 
     def decode(self, raw: tuple[bytes, float]) -> Decoded | None:
         member, score = raw
-        if float(score) < time.time() - self.layer.expiry:
+        if float(score) < time.time() - self.ctx.expiry:
             return None
         message = self.codec.cr_decode(member)
         target = message.pop(ASGI_KEY, None)
@@ -234,10 +235,10 @@ class ChannelsRedisLayout:
             return Decoded(target, message)
         raise MessageDecodeError(f"channels_redis message without a usable {ASGI_KEY}")
 
-    def receive(self, channel: str, deadline: float | None) -> dict[str, Any] | None:
+    def receive(self, channel: str, deadline: float | None) -> Message | None:
         """Receive from a named channel: BZPOPMIN, on every shard in turn when sharded."""
         key = self.prefix + channel
-        shards = self.layer.shards
+        shards = self.ctx.shards
         turn = 0
         result: Any
         while True:
@@ -252,14 +253,30 @@ class ChannelsRedisLayout:
                 result = shard.call(shard.blocking.bzpopmin, [key], max(0.01, min(wait, 5.0)))
             if result is not None:
                 _, member, score = result
-                if float(score) >= time.time() - self.layer.expiry:
+                if float(score) >= time.time() - self.ctx.expiry:
                     try:
                         message = self.codec.cr_decode(member)
                         message.pop(ASGI_KEY, None)  # group sends name plain channels too
                         return message
                     except MessageDecodeError as exc:
-                        self.layer.count_bad_item(key, exc)
+                        self.ctx.count_bad_item(key, exc)
                 continue
             if deadline is not None and time.monotonic() >= deadline and turn >= len(shards):
                 return None
             gevent.sleep(0)
+
+    # -- what channels_redis's format has no structure for ------------------------------
+
+    def reserve(
+        self, channel: str, timeout: float | None, visibility: float
+    ) -> tuple[Message, bytes] | None:
+        raise ConfigurationError("at-least-once channels need the native layout")
+
+    def ack(self, channel: str, receipt: bytes) -> bool:
+        raise ConfigurationError("at-least-once channels need the native layout")
+
+    def history_store(self) -> RedisHistory | None:
+        return None
+
+    def process_leases(self) -> ProcessLeases | None:
+        return None

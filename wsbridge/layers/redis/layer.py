@@ -1,39 +1,29 @@
 """``RedisLayer``: the channel layer shared by many processes through Redis.
 
-One process = one ``RedisLayer``. It keeps, in this process:
+One process = one ``RedisLayer``. The layer validates names and contents
+before any I/O and delegates by responsibility:
 
-* the attached (push-delivered) channels and their callbacks;
-* small local buffers for this process's specific channels that are
-  received with ``receive()`` instead of attached;
-* the groups its own channels joined, to restore them after an outage;
-* one reader greenlet per shard, blocked on this process's inbox, and one
-  mover greenlet for delayed messages; both start on first need.
-
-Everything else lives in Redis (see ``native.py`` and ``interop.py`` for the
-two key layouts). Names and contents are validated before any I/O.
+* the key layout (a :class:`~.layout.Layout` strategy: ``native.py``,
+  ``cluster.py`` or ``interop.py``, chosen once) does everything in Redis;
+* :class:`~.delivery.LocalDelivery` keeps the attached (push-delivered)
+  channels and the local buffers of channels received with ``receive()``;
+* :class:`~.restore.Memberships` keeps the groups this process's channels
+  joined, to restore them after an outage;
+* :class:`~.reader.Readers` (one greenlet per shard, blocked on this
+  process's inbox) and :class:`~.reader.Mover` (delayed messages) start on
+  first need; :class:`~.lease.ProcessLeases` cleans up after dead processes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from re import Pattern
 from typing import Any
 
-import gevent
-import msgpack
-from gevent.event import Event
-
 from ...drops import record_drop
-from ...exceptions import (
-    ChannelFull,
-    ConfigurationError,
-    InvalidChannelName,
-    LayerUnavailable,
-    MessageDecodeError,
-)
+from ...exceptions import ConfigurationError, InvalidChannelName, LayerUnavailable
 from ..base import (
     BaseChannelLayer,
     Callback,
@@ -45,11 +35,14 @@ from ..base import (
 from ..history import HistoryMixin, HistoryResult, Position
 from ..presence import DEFAULT_INFO_LIMIT, DEFAULT_LEASE, PresenceEntry, PresenceMixin
 from ..serializers import get_serializer
-from . import lease as leases
-from . import reliable
 from .codec import Codec, Decoded, make_crypter
 from .config import decode_hosts, describe
-from .members import LocalMemberships
+from .delivery import LocalDelivery
+from .layout import LayoutContext, check_compat, make_layout
+from .presence import RedisPresence
+from .reader import Mover, Readers
+from .records import Heartbeats, Marks
+from .restore import Memberships
 from .ring import HashRing
 from .shard import Backoff, Shard
 from .status import layer_stats
@@ -58,17 +51,11 @@ __all__ = ["RedisLayer"]
 
 logger = logging.getLogger("wsbridge.layers.redis")
 
-COMPAT_MODES = ("channels_redis",)
 
-
-class _Buffer:
-    """Messages for one of this process's channels that nobody attached."""
-
-    __slots__ = ("items", "event")
-
-    def __init__(self) -> None:
-        self.items: deque[tuple[float, Message]] = deque()
-        self.event = Event()
+def _sentinel_host(
+    sentinels: Sequence[Any] | None, master_name: str, sentinel_kwargs: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {"sentinels": sentinels, "master_name": master_name, "sentinel_kwargs": sentinel_kwargs}
 
 
 class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
@@ -115,9 +102,11 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             the largest ``retry_backoff`` cap of the processes sharing the Redis.
     """
 
-    #: Adds "shared" (other processes on the same Redis see these groups and channels)
-    #: and "marks" (claim / put_mark / get_mark).
-    extensions = (*BaseChannelLayer.extensions, "shared", "marks")
+    #: Adds "shared" (other processes on the same Redis see these groups and channels),
+    #: "marks" (claim / put_mark / get_mark) and "handoff" (a long-poll session
+    #: moves between processes). Each instance adds its layout's: "presence",
+    #: "history" and "at_least_once" with the native layout.
+    extensions: tuple[str, ...] = (*BaseChannelLayer.extensions, "shared", "marks", "handoff")
 
     def __init__(
         self,
@@ -153,10 +142,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             capacity=capacity,
             channel_capacity=channel_capacity,
         )
-        if compat is not None and compat not in COMPAT_MODES:
-            raise ConfigurationError(
-                f"unknown compat mode {compat!r}; known: {', '.join(COMPAT_MODES)}"
-            )
+        check_compat(compat, cluster, groups)
         self.compat = compat
         self.prefix = self._check_prefix(
             prefix if prefix is not None else ("asgi" if compat else "wsbridge")
@@ -164,19 +150,10 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if master_name is not None:
             if hosts:
                 raise ConfigurationError("give either hosts or sentinels/master_name, not both")
-            hosts = [
-                {
-                    "sentinels": sentinels,
-                    "master_name": master_name,
-                    "sentinel_kwargs": sentinel_kwargs,
-                }
-            ]
+            hosts = [_sentinel_host(sentinels, master_name, sentinel_kwargs)]
         self.host_specs = decode_hosts(hosts)
         self.process_capacity = process_capacity
         self.lease = float(lease)
-        self._last_lease = 0.0
-        self._lease_held = False
-        self._last_reap = time.monotonic()
         self.block_timeout = block_timeout
         self.codec = Codec(
             get_serializer(serializer or serializer_format or "msgpack"),
@@ -184,73 +161,73 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             crypter=make_crypter(symmetric_encryption_keys),
             max_message_size=max_message_size,
         )
-        backoff = Backoff(*retry_backoff)
         self.cluster = bool(cluster)
-        if self.cluster:
-            self._init_cluster(backoff)
-        else:
-            self.shards = [
-                Shard(i, spec, backoff, self._on_recovered)
-                for i, spec in enumerate(self.host_specs)
-            ]
-            self.ring = HashRing([describe(spec) for spec in self.host_specs])
-        if self.cluster:
-            from .cluster import ClusterLayout
-
-            self.layout: Any = ClusterLayout(self)
-        elif compat:
-            from .interop import ChannelsRedisLayout
-
-            self.layout = ChannelsRedisLayout(self)
-        else:
-            from .native import NativeLayout
-
-            self.layout = NativeLayout(self)
-        if restore_window is None:
-            restore_window = max(6.0, float(retry_backoff[1]) + 1.0)
-        self.restore_window = restore_window
-        for shard in self.shards:
-            shard.restore_marker = (self.layout.restore_key, max(1, int(restore_window * 1000)))
-        self._attached: dict[str, Callback] = {}
-        self._buffers: dict[str, _Buffer] = {}
-        self.members = LocalMemberships(group_expiry)
-        self._pending_discards: set[tuple[str, str]] = set()
-        self._readers: dict[int, gevent.Greenlet] = {}
-        self._generation = 0
-        self._mover: gevent.Greenlet | None = None
-        self._mover_wake = Event()
-        self._closed = False
-        self._last_renewal = time.monotonic()
-        self._last_sweep = time.monotonic()
+        self.shards, self.ring = self._make_shards(Backoff(*retry_backoff))
         self.counters = {"dropped_full": 0, "skipped_full": 0, "bad_items": 0, "delivered": 0}
-        if compat and groups:
-            raise ConfigurationError(
-                "history and presence (groups=...) need the native layout; "
-                "they are not available with compat='channels_redis'"
-            )
+        self.ctx = self._make_context()
+        self.layout = make_layout(self.ctx, compat)
+        self.extensions = (*type(self).extensions, *self.layout.extensions)
+        self.restore_window = self._restore_window(restore_window, retry_backoff)
+        self._init_components()
         self._init_history(groups)
         self._init_presence(presence_info_limit, presence_lease)
-        from .history import RedisHistory
-        from .presence import RedisPresence
+        self.history_store = self.layout.history_store()
+        self.presence_store = RedisPresence(
+            self.ctx, self.layout.group_shard, self._presence_event, self.presence_lease
+        )
 
-        self.history_store = RedisHistory(self)
-        self.presence_store = RedisPresence(self)
-        if not compat:
-            self.extensions = (*type(self).extensions, "presence", "history")
-        if not compat:
-            # reserve()/ack(): the worker's at-least-once channels (reliable.py).
-            self.extensions = (*self.extensions, "at_least_once")
+    def _make_context(self) -> LayoutContext:
+        return LayoutContext(
+            prefix=self.prefix,
+            shards=self.shards,
+            ring=self.ring,
+            codec=self.codec,
+            expiry=self.expiry,
+            group_expiry=self.group_expiry,
+            get_capacity=self.get_capacity,
+            process_capacity=self.process_capacity,
+            lease=self.lease,
+            client_prefix=self.client_prefix,
+            cluster=self.cluster,
+            counters=self.counters,
+        )
 
-    def _init_cluster(self, backoff: Backoff) -> None:
-        from .cluster import ClusterShard
+    def _init_components(self) -> None:
+        self.local = LocalDelivery(self.ctx)
+        self.memberships = Memberships(self.layout, self.ctx, self.group_expiry)
+        self.members = self.memberships.members  # this process's channels' groups
+        self.leases = self.layout.process_leases()
+        self.readers = Readers(
+            self.layout,
+            self.ctx,
+            self.dispatch,
+            self._before_read,
+            self._maybe_renew,
+            self.block_timeout,
+        )
+        self.mover = Mover(self.layout, self.ctx, self._after_move)
+        self.marks = Marks(self.ctx, self.layout.flush_pattern[:-1])
+        self.heartbeats = Heartbeats(self.ctx)
+        self._closed = False
+        self._last_renewal = time.monotonic()
 
-        if self.compat:
-            raise ConfigurationError(
-                "compat='channels_redis' cannot run on a Redis Cluster: channels_redis's keys "
-                "have no hash tags, so its scripts span slots; use the native layout"
-            )
-        self.shards = [ClusterShard(0, self.host_specs, backoff, self._on_recovered)]
-        self.ring = HashRing([self.shards[0].name])
+    def _make_shards(self, backoff: Backoff) -> tuple[list[Shard], HashRing]:
+        if self.cluster:
+            from .cluster import ClusterShard
+
+            shard = ClusterShard(0, self.host_specs, backoff, self._on_recovered)
+            return [shard], HashRing([shard.name])
+        shards = [
+            Shard(i, spec, backoff, self._on_recovered) for i, spec in enumerate(self.host_specs)
+        ]
+        return shards, HashRing([describe(spec) for spec in self.host_specs])
+
+    def _restore_window(self, window: float | None, retry_backoff: tuple[float, float]) -> float:
+        if window is None:
+            window = max(6.0, float(retry_backoff[1]) + 1.0)
+        for shard in self.shards:
+            shard.restore_marker = (self.layout.restore_key, max(1, int(window * 1000)))
+        return window
 
     @staticmethod
     def _check_prefix(prefix: str) -> str:
@@ -265,13 +242,10 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
 
     def shard_for(self, key: str) -> Shard:
         """The shard owning ``key`` on the consistent-hash ring."""
-        return self.shards[self.ring.index(key)]
-
-    def group_min_score(self) -> float:
-        return time.time() - self.group_expiry
+        return self.ctx.shard_for(key)
 
     def _is_local(self, channel: str) -> bool:
-        return "!" in channel and channel[: channel.index("!")].endswith("." + self.client_prefix)
+        return self.ctx.is_local(channel)
 
     # -- sending ----------------------------------------------------------------------
 
@@ -285,31 +259,21 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         """
         validate_channel_name(channel)
         message = validate_message(message)
-        if self.compat:
-            self.layout.check_message(message)
-            data = b""
-        else:
-            data = self.codec.dump_message(message)
+        self.layout.check_message(message)
         try:
             if delay is not None and delay > 0:
-                self._send_later(channel, message, data, delay)
-            elif self.compat:
-                self.layout.send(channel, message)
+                self._send_later(channel, message, delay)
             else:
-                self.layout.send(channel, data)
+                self.layout.send(channel, message)
         except LayerUnavailable:
             record_drop("layer_unavailable", detail=f"send to {channel}")
             raise
 
-    def _send_later(self, channel: str, message: Message, data: bytes, delay: float) -> None:
+    def _send_later(self, channel: str, message: Message, delay: float) -> None:
         due = time.time() + delay
-        if self.compat:
-            shard, member = self.layout.delayed_member(channel, message, due)
-        else:
-            shard, member = self.layout.delayed_member(channel, data, due)
+        shard, member = self.layout.delayed_member(channel, message, due)
         shard.call(shard.client.zadd, self.layout.delayed_key, {member: int(due * 1000)})
-        self._ensure_mover()
-        self._mover_wake.set()
+        self.mover.wake()
 
     def group_send(self, group: str, message: Message) -> int:
         """Send to every member; returns how many members were skipped as full.
@@ -319,20 +283,18 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         """
         validate_group_name(group)
         message = validate_message(message)
+        self.layout.check_message(message)
         options = self.groups_policy(group) if self.groups_policy else None
-        if self.compat:
-            self.layout.check_message(message)
         try:
-            if self.compat:
-                skipped = self.layout.group_send(group, message)
-            elif (
-                options is not None
+            if (
+                self.history_store is not None
+                and options is not None
                 and options.has_history
                 and not str(message.get("type", "")).startswith("presence.")
             ):
                 skipped = self.history_store.group_send(group, message, options)
             else:
-                skipped = self.layout.group_send(group, self.codec.dump_message(message))
+                skipped = self.layout.group_send(group, message)
         except LayerUnavailable:
             record_drop("layer_unavailable", detail=f"group_send to {group}")
             raise
@@ -346,32 +308,19 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
     def receive(self, channel: str, timeout: float | None = None) -> Message | None:
         """Take the next message for ``channel``; None after ``timeout`` seconds."""
         validate_channel_name(channel)
-        if channel in self._attached:
+        if channel in self.local.attached:
             raise InvalidChannelName(f"channel {channel!r} is attached; it cannot be received")
         deadline = None if timeout is None else time.monotonic() + timeout
         if "!" not in channel:
-            self._ensure_mover()
-            return self.layout.receive(channel, deadline)  # type: ignore[no-any-return]
+            self.mover.ensure()
+            return self.layout.receive(channel, deadline)
         if not self._is_local(channel):
             raise InvalidChannelName(
                 f"channel {channel!r} belongs to another process; only the process that "
                 "created it with new_channel() can receive from it"
             )
         self._ensure_readers()
-        buffer = self._buffers.get(channel)
-        if buffer is None:
-            buffer = self._buffers[channel] = _Buffer()
-        while True:
-            self._expire_buffer(channel, buffer, time.time())
-            if buffer.items:
-                return buffer.items.popleft()[1]
-            buffer.event.clear()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            buffer.event.wait(remaining)
-            if self._buffers.get(channel) is not buffer:  # flushed meanwhile
-                buffer = self._buffers.setdefault(channel, _Buffer())
+        return self.local.receive(channel, deadline)
 
     def reserve(
         self, channel: str, timeout: float | None = None, visibility: float = 60.0
@@ -390,19 +339,18 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         validate_channel_name(channel)
         if "!" in channel:
             raise InvalidChannelName(f"only named channels can be reserved: {channel!r}")
-        if self.compat:
+        if "at_least_once" not in self.layout.extensions:
             raise ConfigurationError("at-least-once channels need the native layout")
-        self._ensure_mover()
-        return reliable.reserve(self, channel, timeout, visibility)
+        self.mover.ensure()
+        return self.layout.reserve(channel, timeout, visibility)
 
     def ack(self, channel: str, receipt: bytes) -> bool:
         """Finish a reserved message; False if its visibility timeout had passed."""
-        return reliable.ack(self, channel, receipt)
+        return self.layout.ack(channel, receipt)
 
     def new_channel(self, prefix: str = "specific") -> str:
         name = self._new_channel_name(prefix)
-        if self.compat:
-            self.layout.note_prefix(prefix)
+        self.layout.note_prefix(prefix)
         return name
 
     # -- push delivery ------------------------------------------------------------------
@@ -414,112 +362,43 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             raise InvalidChannelName(
                 f"only channels made by this layer's new_channel() can be attached: {channel!r}"
             )
-        self._attached[channel] = callback
-        buffer = self._buffers.pop(channel, None)
-        if buffer is not None:
-            now = time.time()
-            for expires_at, message in buffer.items:
-                if expires_at >= now:
-                    self._call(channel, callback, message)
-            buffer.event.set()
+        self.local.attach(channel, callback)
         self._ensure_readers()
+
+    def _attached_callback(self, channel: str) -> Callback | None:
+        return self.local.attached.get(channel)
 
     def detach(self, channel: str) -> None:
         """Stop delivery and leave the groups this process joined for ``channel``."""
-        self._attached.pop(channel, None)
-        buffer = self._buffers.pop(channel, None)
-        if buffer is not None:
-            buffer.event.set()
+        self.local.detach(channel)
         self._forget_recovery(channel)
         if channel in self._tracked:
             try:
                 self._untrack_channel(channel)
             except LayerUnavailable:
                 logger.info("presence of %s not removed now: Redis unreachable", channel)
-        for group, last_local in self.members.drop_channel(channel):
-            try:
-                self.layout.group_discard(group, channel, last_local=last_local)
-            except LayerUnavailable:
-                self._pending_discards.add((group, channel))
-
-    def _call(self, channel: str, callback: Callback, message: Message) -> None:
-        try:
-            callback(message)
-            self.counters["delivered"] += 1
-        except ChannelFull:
-            self.counters["dropped_full"] += 1
-            record_drop("mailbox_full", detail=f"connection {channel}")
-        except Exception:
-            logger.exception("attach() callback for %s raised; message dropped", channel)
-            record_drop("callback_error", detail=f"connection {channel}")
-
-    @staticmethod
-    def _expire_buffer(channel: str, buffer: _Buffer, now: float) -> None:
-        expired = 0
-        while buffer.items and buffer.items[0][0] < now:
-            buffer.items.popleft()
-            expired += 1
-        if expired:
-            record_drop("expired", expired, detail=f"channel {channel}, never received")
+        self.memberships.drop_channel(channel)
 
     def dispatch(self, decoded: Decoded) -> None:
         """Hand one decoded item to its local channels (called by the readers)."""
         if decoded.control is not None:
-            self._apply_membership(*decoded.control)
+            op, group_name, member, joined_at = decoded.control
+            if self._is_local(member):
+                self.memberships.apply(op, group_name, member, joined_at)
             return
-        now = time.time()
         channels = decoded.channels or (
             self.members.members(decoded.group) if decoded.group else []
         )
-        positioned = decoded.position is not None and decoded.group is not None
+        message, group = decoded.message, decoded.group
+        positioned = decoded.position is not None and group is not None
         if positioned:
-            decoded.message["position"] = decoded.position
-            decoded.message["group"] = decoded.group
+            message["position"] = decoded.position
+            message["group"] = group
             positioned = self._gating
         for channel in channels:
-            callback = self._attached.get(channel)
-            if positioned and not self._history_gate(channel, decoded.group, decoded.message):  # type: ignore[arg-type]
+            if positioned and not self._history_gate(channel, group, message):  # type: ignore[arg-type]
                 continue
-            if callback is not None:
-                self._call(channel, callback, decoded.message)
-                continue
-            if not self._is_local(channel):
-                continue  # not ours (a foreign writer): nothing to do with it
-            buffer = self._buffers.get(channel)
-            if buffer is None:
-                buffer = self._buffers[channel] = _Buffer()
-                if len(self._buffers) % 1024 == 0:
-                    self._sweep_buffers(now)
-            if len(buffer.items) >= self.get_capacity(channel):
-                self.counters["dropped_full"] += 1
-                record_drop("queue_full", detail=f"channel {channel}, nobody receiving")
-                continue
-            buffer.items.append((now + self.expiry, decoded.message))
-            buffer.event.set()
-
-    def _apply_membership(self, op: str, group: str, channel: str, joined_at: float) -> None:
-        # Another process changed a membership of one of our channels.
-        if not self._is_local(channel):
-            return
-        if op == "add":
-            self.members.add(group, channel, joined_at)
-        elif self.members.discard(group, channel):
-            try:
-                self.layout.drop_process_from_group(group)
-            except LayerUnavailable:
-                logger.debug("could not drop this process from %s; it expires", group)
-
-    def _sweep_buffers(self, now: float) -> None:
-        for name, buffer in list(self._buffers.items()):
-            self._expire_buffer(name, buffer, now)
-            if not buffer.items:
-                del self._buffers[name]
-                buffer.event.set()
-
-    def count_bad_item(self, where: str, exc: MessageDecodeError) -> None:
-        """Count and drop an item that does not decode (a rate-limited WARNING says so)."""
-        self.counters["bad_items"] += 1
-        record_drop("undecodable", detail=f"from {where}: {exc}")
+            self.local.deliver(channel, message)
 
     # -- groups ---------------------------------------------------------------------------
 
@@ -533,15 +412,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         validate_group_name(group)
         validate_channel_name(channel)
         local = self._is_local(channel)
-        if local:
-            self.members.add(group, channel)
-            self._pending_discards.discard((group, channel))
-        try:
-            self.layout.group_add(group, channel)
-        except LayerUnavailable:
-            if not local:
-                raise
-            logger.debug("group_add(%s, %s) kept for when Redis is back", group, channel)
+        self.memberships.join(group, channel, local=local)
         if local:
             self._recover_on_join(group, channel)
 
@@ -551,17 +422,11 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if group in self._tracked.get(channel, ()):
             self.presence_untrack(group, channel)
         self._forget_recovery(channel, group)
-        last_local = self.members.discard(group, channel) if self._is_local(channel) else False
-        try:
-            self.layout.group_discard(group, channel, last_local=last_local)
-        except LayerUnavailable:
-            if not self._is_local(channel):
-                raise
-            self._pending_discards.add((group, channel))
+        self.memberships.leave(group, channel, local=self._is_local(channel))
 
     def group_channels(self, group: str) -> list[str]:
         validate_group_name(group)
-        return self.layout.group_channels(group)  # type: ignore[no-any-return]
+        return self.layout.group_channels(group)
 
     # -- history and presence (layers/history.py, layers/presence.py) -----------------
 
@@ -569,7 +434,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         """The retained history of ``group`` after ``since``: one round trip."""
         validate_group_name(group)
         options = self.groups_policy(group)
-        if self.compat or not options.has_history:
+        if self.history_store is None or not options.has_history:
             raise ValueError(f"group {group!r} has no history: add it to the layer's groups")
         return self.history_store.read(group, since, options)
 
@@ -582,33 +447,29 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         return self._is_local(channel) and channel in self.members.members(group)
 
     def _track(self, group: str, entry: PresenceEntry) -> int:
-        if self.compat:
+        if "presence" not in self.layout.extensions:
             raise ConfigurationError("presence needs the native layout (not compat mode)")
         return self.presence_store.track(group, entry)
 
     def _untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
         return self.presence_store.untrack(group, channel)
 
-    # -- background greenlets ---------------------------------------------------------------
+    # -- background greenlets (reader.py), leases (lease.py), outages (restore.py) ---------
 
     def _ensure_readers(self) -> None:
         if self._closed:
             return
-        for shard in self.layout.reader_shards():
-            reader = self._readers.get(shard.index)
-            if reader is None or reader.dead:
-                self._readers[shard.index] = gevent.spawn(self._read_loop, shard)
-        self._ensure_mover()
+        self.readers.ensure()
+        self.mover.ensure()
 
     def _after_fork(self) -> None:
-        # The parent's reader greenlets were copied into this child with the
-        # parent's identity: retire them (they exit at their next turn) and
-        # start afresh, under a new identity, on first use.
         super()._after_fork()
-        self._generation += 1
-        self._readers = {}
-        self._attached.clear()
-        self._lease_held, self._last_lease = False, 0.0  # the child's own lease, anew
+        self.ctx.client_prefix = self.client_prefix
+        self.readers.after_fork()
+        self.memberships.after_fork()
+        self.local.attached.clear()
+        if self.leases is not None:
+            self.leases.after_fork()
         self._tracked.clear()
         self.presence_store.after_fork()
         for shard in self.shards:
@@ -617,105 +478,15 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             # 5 s under gunicorn --preload); newer releases use an RLock.
             shard.pool.reset()
 
-    def _read_loop(self, shard: Shard) -> None:
-        """Block on this process's inbox on ``shard``; dispatch what arrives; survive outages."""
-        generation = self._generation
-        while not self._closed and generation == self._generation:
-            if not shard.up:
-                gevent.sleep(shard.wait_time())
-                if not shard.ping():
-                    continue
-            self._maybe_renew_lease()
-            try:
-                raw_items = self.layout.pop_inbox(shard, self.block_timeout)
-            except LayerUnavailable:
-                continue
-            except Exception:
-                logger.exception("channel layer reader on %s failed; going on", shard.name)
-                gevent.sleep(shard.backoff.base)
-                continue
-            for raw in raw_items:
-                try:
-                    decoded = self.layout.decode(raw)
-                except MessageDecodeError as exc:
-                    self.count_bad_item(f"{shard.name} inbox", exc)
-                    continue
-                if decoded is None:
-                    record_drop("expired", detail=f"in this process's inbox on {shard.name}")
-                else:
-                    self.dispatch(decoded)
-            self._maybe_renew()
-            self._maybe_sweep_strays(shard)
-
-    def _maybe_renew_lease(self) -> None:
-        if self.lease > 0 and time.monotonic() - self._last_lease >= self.lease / 3:
-            self._last_lease = time.monotonic()
-            leases.renew(self)
-
-    def _maybe_reap(self) -> None:
-        if self.lease > 0 and time.monotonic() - self._last_reap >= self.lease / 2:
-            self._last_reap = time.monotonic()
-            try:
-                leases.reap(self)
-            except Exception:
-                logger.exception("channel layer: reaping dead processes failed; going on")
-
-    def _maybe_sweep_strays(self, home: Shard) -> None:
-        # While hosts lists differ between processes (adding a shard, a
-        # rolling restart), a sender may place this process's inbox on
-        # another shard: look there too, now and then, without blocking.
-        if len(self.shards) == 1 or time.monotonic() - self._last_sweep < self.block_timeout:
-            return
-        self._last_sweep = time.monotonic()
-        for shard in self.shards:
-            if shard is home or not shard.up:
-                continue
-            try:
-                raw_items = self.layout.pop_stray(shard)
-            except LayerUnavailable:
-                continue
-            for raw in raw_items:
-                try:
-                    decoded = self.layout.decode(raw)
-                except MessageDecodeError as exc:
-                    self.count_bad_item(f"{shard.name} inbox", exc)
-                    continue
-                if decoded is not None:
-                    self.dispatch(decoded)
-
-    def _ensure_mover(self) -> None:
-        if not self._closed and (self._mover is None or self._mover.dead):
-            self._mover = gevent.spawn(self._move_loop)
-
-    def _move_loop(self) -> None:
-        """Move due delayed messages on every shard; any process may do it (atomic in Lua)."""
-        while not self._closed:
-            next_due = time.time() + 0.5
+    def _before_read(self) -> None:
+        # A lease that ended while held (a stall, an outage; maybe reaped): restore.
+        if self.leases is not None and self.leases.maybe_renew():
             for shard in self.shards:
-                if not shard.up and shard.wait_time() > 0:
-                    continue
-                try:
-                    moved, dropped, due_ms = shard.call(
-                        shard.move_due,
-                        keys=[self.layout.delayed_key],
-                        args=[int(time.time() * 1000), 500, max(1, int(self.expiry * 1000))],
-                    )
-                except LayerUnavailable:
-                    continue
-                except Exception:
-                    logger.exception(
-                        "channel layer: moving delayed messages on %s failed", shard.name
-                    )
-                    continue
-                if dropped:
-                    record_drop("queue_full", int(dropped), detail="delayed send, destination full")
-                if moved >= 500:
-                    next_due = time.time()
-                elif float(due_ms) >= 0:
-                    next_due = min(next_due, float(due_ms) / 1000)
-            self._maybe_reap()
-            self._mover_wake.clear()
-            self._mover_wake.wait(max(0.0, min(0.5, next_due - time.time())))
+                self._on_recovered(shard)
+
+    def _after_move(self) -> None:
+        if self.leases is not None:
+            self.leases.maybe_reap()
 
     def _maybe_renew(self) -> None:
         # Memberships of long-lived connections would expire after
@@ -723,37 +494,10 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         if time.monotonic() - self._last_renewal > self.group_expiry / 2:
             self._last_renewal = time.monotonic()
             for shard in self.shards:
-                gevent.spawn(self._restore, shard)
-
-    # -- outages ---------------------------------------------------------------------------
+                self.memberships.spawn_restore(shard)
 
     def _on_recovered(self, shard: Shard) -> None:
-        gevent.spawn(self._restore, shard)
-
-    def _restore(self, shard: Shard) -> None:
-        """Re-add this process's memberships (and apply discards) on ``shard``."""
-        restored = 0
-        for group, channel in self.members.items():
-            if self.layout.group_shard(group) is shard:
-                try:
-                    self.layout.group_add(group, channel)
-                    restored += 1
-                except LayerUnavailable:
-                    return
-                self.members.add(group, channel)  # renewed
-        for group, channel in list(self._pending_discards):
-            if self.layout.group_shard(group) is shard:
-                try:
-                    self.layout.group_discard(
-                        group, channel, last_local=not self.members.members(group)
-                    )
-                except LayerUnavailable:
-                    return
-                self._pending_discards.discard((group, channel))
-        if restored:
-            logger.info(
-                "channel layer: restored %d group membership(s) on %s", restored, shard.name
-            )
+        self.memberships.spawn_restore(shard)
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -767,50 +511,44 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             )
             for start in range(0, len(keys), 1000):
                 shard.call(shard.client.unlink, *keys[start : start + 1000])
-        buffers = list(self._buffers.values())
-        self._buffers.clear()
-        for buffer in buffers:
-            buffer.event.set()
-        self.members.clear()
-        self._pending_discards.clear()
-        self._attached.clear()
+        self.local.clear()
+        self.memberships.clear()
         self._tracked.clear()
         self.presence_store.local.clear()
         self._recovery_requests.clear()
         self._last_seen.clear()
 
     def close(self) -> None:
-        """Stop the reader and mover greenlets and close every connection."""
-        if self._readers:
-            leases.release(self)
+        """Stop the background greenlets and close every connection."""
+        if self.readers and self.leases is not None:
+            self.leases.release()
         if not self._closed:
             self.presence_store.close()
         self._closed = True
-        for greenlet in [*self._readers.values(), self._mover]:
-            if greenlet is not None:
-                greenlet.kill(block=True, timeout=2)
-        self._readers.clear()
-        self._mover = None
+        self.memberships.close()
+        self.readers.close()
+        self.mover.close()
         for shard in self.shards:
             shard.close()
 
-    # -- marks (extension "marks"; see BaseChannelLayer.claim) ---------------------
-
-    def _mark_key(self, key: str) -> tuple[Shard, str]:
-        return self.shard_for("m:" + key), f"{self.layout.flush_pattern[:-1]}mark:{key}"
+    # -- marks and heartbeats (records.py) --------------------------------------------
 
     def claim(self, key: str, ttl: float) -> bool:
-        shard, name = self._mark_key(key)
-        return bool(shard.call(shard.client.set, name, b"1", nx=True, px=max(1, int(ttl * 1000))))
+        return self.marks.claim(key, ttl)
 
     def put_mark(self, key: str, value: float, ttl: float) -> None:
-        shard, name = self._mark_key(key)
-        shard.call(shard.client.set, name, repr(float(value)), px=max(1, int(ttl * 1000)))
+        self.marks.put(key, value, ttl)
 
     def get_mark(self, key: str) -> float | None:
-        shard, name = self._mark_key(key)
-        raw = shard.call(shard.client.get, name)
-        return None if raw is None else float(raw)
+        return self.marks.get(key)
+
+    def publish_process(self, name: str, info: Mapping[str, Any], ttl: float) -> None:
+        """Store the heartbeat for ``ttl`` seconds (``LayerUnavailable`` when its shard is down)."""
+        self.heartbeats.publish(name, info, ttl)
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Every live process's last heartbeat (those that stopped beating expired)."""
+        return self.heartbeats.read()
 
     def stats(self) -> dict[str, Any]:
         """Per-shard reachability, groups, members per group and queue depths.
@@ -825,42 +563,6 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
             "reaped_processes": self.presence_store.reaped_processes,
         }
         return stats
-
-    # -- process heartbeats -------------------------------------------------------------
-
-    @property
-    def _heartbeat_prefix(self) -> str:
-        return f"{self.prefix}:wsbridge:proc:"
-
-    def publish_process(self, name: str, info: Mapping[str, Any], ttl: float) -> None:
-        """Store the heartbeat on the ring's ``processes`` shard for ``ttl`` seconds.
-
-        Raises:
-            LayerUnavailable: that shard is down (the next beat tries again).
-        """
-        shard = self.shard_for("processes")
-        data = msgpack.packb(dict(info), use_bin_type=True)
-        shard.call(shard.client.set, self._heartbeat_prefix + name, data, px=int(ttl * 1000))
-
-    def processes(self) -> list[dict[str, Any]]:
-        """Every live process's last heartbeat (those that stopped beating expired)."""
-        shard = self.shard_for("processes")
-        keys = shard.call(
-            lambda: list(shard.client.scan_iter(match=self._heartbeat_prefix + "*", count=1000))
-        )
-        if not keys:
-            return []
-        out = []
-        # On a cluster the heartbeats sit in many slots: one MGET per slot.
-        mget = shard.client.mget_nonatomic if self.cluster else shard.client.mget  # type: ignore[attr-defined]
-        for raw in shard.call(mget, keys):
-            if raw is None:
-                continue
-            try:
-                out.append(msgpack.unpackb(raw, raw=False))
-            except (ValueError, msgpack.UnpackException):
-                record_drop("undecodable", detail="a process heartbeat")
-        return out
 
 
 #: The name channels_redis users know.

@@ -29,11 +29,15 @@ from typing import TYPE_CHECKING, Any
 import gevent
 
 from ...exceptions import ChannelFull, LayerUnavailable, MessageDecodeError
+from ..base import Message
+from . import reliable
 from .codec import Decoded
+from .layout import LayoutContext, decode_items
 from .shard import raise_restoring
 
 if TYPE_CHECKING:
-    from .layer import RedisLayer
+    from .history import RedisHistory
+    from .lease import ProcessLeases
     from .shard import Shard
 
 __all__ = ["NativeLayout", "process_of"]
@@ -51,11 +55,12 @@ class NativeLayout:
     """Keys and scripts of the wsbridge format, version 1."""
 
     name = "wsbridge/1"
+    extensions: tuple[str, ...] = ("presence", "history", "at_least_once")
 
-    def __init__(self, layer: RedisLayer) -> None:
-        self.layer = layer
-        self.codec = layer.codec
-        base = f"{layer.prefix}:1:"
+    def __init__(self, ctx: LayoutContext) -> None:
+        self.ctx = ctx
+        self.codec = ctx.codec
+        base = f"{ctx.prefix}:1:"
         self.group_prefix = base + "group:"
         self.gproc_prefix = base + "gproc:"
         self.gplain_prefix = base + "gplain:"
@@ -102,19 +107,19 @@ class NativeLayout:
     # -- placement -------------------------------------------------------------
 
     def group_shard(self, group: str) -> Shard:
-        return self.layer.shard_for("g:" + group)
+        return self.ctx.shard_for("g:" + group)
 
     def channel_shard(self, channel: str) -> Shard:
         if "!" in channel:
             return self.home_shard(process_of(channel))
-        return self.layer.shard_for("c:" + channel)
+        return self.ctx.shard_for("c:" + channel)
 
     def home_shard(self, process: str) -> Shard:
         """Where a process's inbox lives: all its messages, so they stay in order."""
-        return self.layer.shard_for("p:" + process)
+        return self.ctx.shard_for("p:" + process)
 
     def reader_shards(self) -> list[Shard]:
-        return [self.home_shard(self.layer.client_prefix)]
+        return [self.home_shard(self.ctx.client_prefix)]
 
     def channel_key(self, channel: str) -> str:
         if "!" in channel:
@@ -133,11 +138,21 @@ class NativeLayout:
         return key
 
     def inbox_keys(self) -> list[str]:
-        return [self.proc_key(self.layer.client_prefix)]
+        return [self.proc_key(self.ctx.client_prefix)]
 
     # -- sending -------------------------------------------------------------------
 
-    def send(self, channel: str, data: bytes) -> None:
+    def check_message(self, message: Message) -> None:
+        """Every validated message fits this format (its size is checked when encoded)."""
+
+    def note_prefix(self, prefix: str) -> None:
+        """One inbox per process holds every prefix: nothing to note."""
+
+    def send(self, channel: str, message: Message) -> None:
+        self.send_data(channel, self.codec.dump_message(message))
+
+    def send_data(self, channel: str, data: bytes) -> None:
+        """Send an already serialized message (a group send serializes once)."""
         shard = self.channel_shard(channel)
         item = self.codec.direct_item(channel, data)
         capacity = self.capacity_of_key(channel)
@@ -151,16 +166,17 @@ class NativeLayout:
 
     def capacity_of_key(self, channel: str) -> int:
         # A process inbox holds every channel of the process: its own limit.
-        return self.layer.process_capacity if "!" in channel else self.layer.get_capacity(channel)
+        return self.ctx.process_capacity if "!" in channel else self.ctx.get_capacity(channel)
 
     @property
     def expiry_ms(self) -> int:
-        return max(1, int(self.layer.expiry * 1000))
+        return max(1, int(self.ctx.expiry * 1000))
 
-    def group_send(self, group: str, data: bytes) -> int:
+    def group_send(self, group: str, message: Message) -> int:
+        data = self.codec.dump_message(message)
         shard = self.group_shard(group)
         item = self.codec.group_item(group, data)
-        one_shard = len(self.layer.shards) == 1
+        one_shard = len(self.ctx.shards) == 1
         full, _reached, plain, processes = shard.call(
             shard.group_send_native,
             keys=[
@@ -170,10 +186,10 @@ class NativeLayout:
                 self.restore_key_for(group),
             ],
             args=[
-                self.layer.group_min_score(),
+                self.ctx.group_min_score(),
                 self.proc_prefix,
                 item,
-                self.layer.process_capacity,
+                self.ctx.process_capacity,
                 self.expiry_ms,
                 "1" if one_shard else "0",
             ],
@@ -182,15 +198,15 @@ class NativeLayout:
             raise_restoring(shard)
         skipped = int(full)
         if processes:
-            skipped += self._push_to_homes([p.decode() for p in processes], item)
+            skipped += self.push_to_homes([p.decode() for p in processes], item)
         for member in plain:
             try:
-                self.send(member.decode("utf-8"), data)
+                self.send_data(member.decode("utf-8"), data)
             except ChannelFull:
                 skipped += 1
         return skipped
 
-    def _push_to_homes(self, processes: list[str], item: bytes) -> int:
+    def push_to_homes(self, processes: list[str], item: bytes) -> int:
         """Push the group item to each process's home shard (one pipeline per shard)."""
         by_shard: dict[int, list[str]] = {}
         for process in processes:
@@ -198,12 +214,12 @@ class NativeLayout:
         full = 0
         now_ms = int(time.time() * 1000)
         for index, batch in by_shard.items():
-            shard = self.layer.shards[index]
+            shard = self.ctx.shards[index]
             pipe = shard.client.pipeline(transaction=False)
             for process in batch:
                 shard.push_list(
                     keys=[self.proc_key(process)],
-                    args=[item, self.layer.process_capacity, now_ms, self.expiry_ms],
+                    args=[item, self.ctx.process_capacity, now_ms, self.expiry_ms],
                     client=pipe,
                 )
             try:
@@ -214,10 +230,11 @@ class NativeLayout:
             full += sum(1 for ok in results if not ok)
         return full
 
-    def delayed_member(self, channel: str, data: bytes, due: float) -> tuple[Shard, bytes]:
+    def delayed_member(self, channel: str, message: Message, due: float) -> tuple[Shard, bytes]:
         """The delayed-zset entry for ``channel`` (on the shard of its destination list)."""
+        data = self.codec.dump_message(message)
         shard = self.channel_shard(channel)
-        item = self.codec.direct_item(channel, data, expires_at=due + self.layer.expiry)
+        item = self.codec.direct_item(channel, data, expires_at=due + self.ctx.expiry)
         key = self.channel_key(channel)
         head = b"%s|l|%d|%s|" % (
             os.urandom(8).hex().encode(),
@@ -231,14 +248,14 @@ class NativeLayout:
     def group_add(self, group: str, channel: str) -> None:
         shard = self.group_shard(group)
         now = time.time()
-        ttl = max(1, int(self.layer.group_expiry) + 1)
+        ttl = max(1, int(self.ctx.group_expiry) + 1)
         pipe = shard.client.pipeline(transaction=False)
         pipe.zadd(self.group_key(group), {channel: now})
         pipe.expire(self.group_key(group), ttl)
         side = self.gproc_key(group) if "!" in channel else self.gplain_key(group)
         pipe.zadd(side, {process_of(channel) if "!" in channel else channel: now})
         pipe.expire(side, ttl)
-        if "!" in channel and self.layer.lease > 0:
+        if "!" in channel and self.ctx.lease > 0:
             # For the reaper: the groups to clean if this process dies.
             process = process_of(channel)
             home = self.home_shard(process)
@@ -248,7 +265,7 @@ class NativeLayout:
             if target is not pipe:
                 home.call(target.execute)
         shard.call(pipe.execute)
-        if "!" in channel and not self.layer._is_local(channel):
+        if "!" in channel and not self.ctx.is_local(channel):
             self._announce("add", group, channel, now)
 
     def group_discard(self, group: str, channel: str, *, last_local: bool = False) -> None:
@@ -261,7 +278,7 @@ class NativeLayout:
         elif last_local:
             pipe.zrem(self.gproc_key(group), process_of(channel))
         shard.call(pipe.execute)
-        if "!" in channel and not self.layer._is_local(channel):
+        if "!" in channel and not self.ctx.is_local(channel):
             self._announce("discard", group, channel, time.time())
 
     def _announce(self, op: str, group: str, channel: str, when: float) -> None:
@@ -273,7 +290,7 @@ class NativeLayout:
             keys=[self.channel_key(channel)],
             args=[
                 self.codec.membership_item(op, group, channel, when),
-                self.layer.process_capacity,
+                self.ctx.process_capacity,
                 int(when * 1000),
                 self.expiry_ms,
             ],
@@ -282,37 +299,31 @@ class NativeLayout:
     def drop_process_from_group(self, group: str) -> None:
         """This process holds no member of ``group`` any more: stop sending it the group."""
         shard = self.group_shard(group)
-        shard.call(shard.client.zrem, self.gproc_key(group), self.layer.client_prefix)
+        shard.call(shard.client.zrem, self.gproc_key(group), self.ctx.client_prefix)
 
     def group_channels(self, group: str) -> list[str]:
-        shard = self.group_shard(group)
-        members = shard.call(
-            shard.group_members,
-            keys=[self.group_key(group)],
-            args=[self.layer.group_min_score()],
-        )
-        return [m.decode("utf-8") for m in members]
+        return group_members(self.ctx, self.group_shard(group), self.group_key(group))
 
     # -- reading -----------------------------------------------------------------------
 
-    def pop_inbox(self, shard: Shard, timeout: float) -> list[bytes]:
+    def pop_inbox(self, shard: Shard, timeout: float) -> list[Decoded | None]:
         """Wait up to ``timeout`` for this process's inbox on ``shard``; return a batch."""
         key = self.inbox_keys()[0]
         first = shard.call(shard.blocking.blpop, [key], timeout)
         if first is None:
             return []
         rest = shard.call(shard.client.lpop, key, BATCH) or []
-        return [first[1], *rest]
+        return decode_items(self.ctx, f"{shard.name} inbox", [first[1], *rest], self.decode)
 
-    def pop_stray(self, shard: Shard) -> list[bytes]:
+    def pop_stray(self, shard: Shard) -> list[Decoded | None]:
         """Items for this process that a sender with another hosts list put on ``shard``."""
         items: Any = shard.call(shard.client.lpop, self.inbox_keys()[0], BATCH)
-        return list(items or [])
+        return decode_items(self.ctx, f"{shard.name} inbox", list(items or []), self.decode)
 
     def decode(self, raw: bytes) -> Decoded | None:
         return self.codec.decode_item(raw)
 
-    def receive(self, channel: str, deadline: float | None) -> dict[str, Any] | None:
+    def receive(self, channel: str, deadline: float | None) -> Message | None:
         """Blocking receive on a named channel's list until ``deadline`` (monotonic)."""
         shard = self.channel_shard(channel)
         key = self.channel_key(channel)
@@ -329,7 +340,7 @@ class NativeLayout:
                 try:
                     decoded = self.codec.decode_item(result[1])
                 except MessageDecodeError as exc:
-                    self.layer.count_bad_item(key, exc)
+                    self.ctx.count_bad_item(key, exc)
                     continue
                 if decoded is not None:
                     return decoded.message
@@ -337,3 +348,29 @@ class NativeLayout:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             gevent.sleep(0)
+
+    def reserve(
+        self, channel: str, timeout: float | None, visibility: float
+    ) -> tuple[Message, bytes] | None:
+        return reliable.reserve(self, channel, timeout, visibility)
+
+    def ack(self, channel: str, receipt: bytes) -> bool:
+        return reliable.ack(self, channel, receipt)
+
+    # -- capabilities ------------------------------------------------------------------
+
+    def history_store(self) -> RedisHistory | None:
+        from .history import RedisHistory
+
+        return RedisHistory(self)
+
+    def process_leases(self) -> ProcessLeases | None:
+        from .lease import ProcessLeases
+
+        return ProcessLeases(self) if self.ctx.lease > 0 else None
+
+
+def group_members(ctx: LayoutContext, shard: Shard, key: str) -> list[str]:
+    """The unexpired members of the group ZSET ``key`` (both layouts keep groups so)."""
+    members = shard.call(shard.group_members, keys=[key], args=[ctx.group_min_score()])
+    return [m.decode("utf-8") for m in members]

@@ -18,17 +18,21 @@ two reapers cannot both report one leave) and the leave events are sent.
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from ...exceptions import LayerUnavailable
 from ..presence import PresenceEntry, join_event, leave_event, user_key
+from .lease import LeaseTable
 
 if TYPE_CHECKING:
-    from .layer import RedisLayer
+    from .layout import LayoutContext
     from .shard import Shard
+
+#: ``on_event(group, event, counter)``: send a join or leave event to the group.
+EventSink = Callable[[str, dict[str, Any], str], None]
 
 __all__ = ["RedisPresence"]
 
@@ -95,15 +99,32 @@ def _script(shard: Shard, name: str) -> Any:
 
 
 class RedisPresence:
-    """The presence half of the Redis layer; the layer's mixin calls it."""
+    """The presence half of the Redis layer; the layer's mixin calls it.
 
-    def __init__(self, layer: RedisLayer) -> None:
-        self.layer = layer
-        base = f"{layer.prefix}:1:"
+    Args:
+        ctx: the layer's shards and identity.
+        group_shard: the shard holding a group's keys (the layout's placement).
+        on_event: sends the join and leave events found while reaping.
+        lease: seconds a dead process's entries outlive it (``presence_lease``).
+    """
+
+    def __init__(
+        self,
+        ctx: LayoutContext,
+        group_shard: Callable[[str], Shard],
+        on_event: EventSink,
+        lease: float,
+    ) -> None:
+        self.ctx = ctx
+        self.group_shard = group_shard
+        self.on_event = on_event
+        base = f"{ctx.prefix}:1:"
         self.entries_prefix = base + "pres:"
         self.users_prefix = base + "presu:"
         self.live_key = base + "plive"
         self.groups_prefix = base + "pgroups:"
+        self.leases = LeaseTable(lambda: self.home, self.live_key, lease)
+        self.closed = False
         #: (group, channel) -> entry, for this process: re-tracked if our lease was lost.
         self.local: dict[tuple[str, str], PresenceEntry] = {}
         self._announced: set[str] = set()
@@ -112,7 +133,7 @@ class RedisPresence:
 
     @property
     def home(self) -> Shard:
-        return self.layer.shards[0]
+        return self.ctx.shards[0]
 
     def keys(self, group: str) -> list[str]:
         tag = "{" + group + "}"
@@ -121,12 +142,12 @@ class RedisPresence:
     # -- changes ----------------------------------------------------------------
 
     def track(self, group: str, entry: PresenceEntry) -> int:
-        me = self.layer.client_prefix
+        me = self.ctx.client_prefix
         if group not in self._announced:
             home = self.home
             pipe = home.client.pipeline(transaction=False)
             pipe.sadd(self.groups_prefix + me, group)
-            pipe.zadd(self.live_key, {me: self._deadline_ms()})
+            pipe.zadd(self.live_key, {me: self.leases.deadline_ms()})
             home.call(pipe.execute)
             self._announced.add(group)
         self._ensure_loop()
@@ -138,7 +159,7 @@ class RedisPresence:
         return joined
 
     def _run_track(self, group: str, entry: PresenceEntry) -> int:
-        shard = self.layer.layout.group_shard(group)
+        shard = self.group_shard(group)
         return int(
             shard.call(
                 _script(shard, "track"),
@@ -149,19 +170,16 @@ class RedisPresence:
 
     def untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
         self.local.pop((group, channel), None)
-        shard = self.layer.layout.group_shard(group)
+        shard = self.group_shard(group)
         left = shard.call(_script(shard, "untrack"), keys=self.keys(group), args=[channel])
         return (PresenceEntry.unpack(channel, left[0]), int(left[1])) if left else None
 
     def list(self, group: str) -> list[PresenceEntry]:
-        shard = self.layer.layout.group_shard(group)
-        raw = shard.call(shard.client.hgetall, self.keys(group)[0])
+        shard = self.group_shard(group)
+        raw: Any = shard.call(shard.client.hgetall, self.keys(group)[0])
         return [PresenceEntry.unpack(ch.decode("utf-8"), data) for ch, data in raw.items()]
 
     # -- leases -------------------------------------------------------------------
-
-    def _deadline_ms(self) -> int:
-        return int((time.time() + self.layer.presence_lease) * 1000)
 
     def _ensure_loop(self) -> None:
         if self._loop is None or self._loop.dead:
@@ -169,7 +187,7 @@ class RedisPresence:
 
     def _lease_loop(self) -> None:
         """Renew this process's lease and reap dead processes, every lease / 3 seconds."""
-        while not self.layer._closed:
+        while not self.closed:
             try:
                 self.renew()
                 self.reap_expired()
@@ -177,14 +195,14 @@ class RedisPresence:
                 pass  # the shard logs its outage; try again next turn
             except Exception:
                 logger.exception("presence lease loop failed; going on")
-            gevent.sleep(self.layer.presence_lease / 3)
+            gevent.sleep(self.leases.duration / 3)
 
     def renew(self) -> None:
         """Renew the lease; if it had lapsed (we were reaped), track our entries again."""
-        me = self.layer.client_prefix
+        me = self.ctx.client_prefix
         home = self.home
-        added = home.call(home.client.zadd, self.live_key, {me: self._deadline_ms()})
-        if added and self.local:
+        lapsed = self.leases.renew(me) is None
+        if lapsed and self.local:
             logger.warning(
                 "presence: this process's lease had lapsed; tracking its %d entries again",
                 len(self.local),
@@ -194,17 +212,13 @@ class RedisPresence:
             for (group, _channel), entry in list(self.local.items()):
                 seq = self._run_track(group, entry)
                 if seq:
-                    self.layer._presence_event(group, join_event(group, entry, seq), "joins")
+                    self.on_event(group, join_event(group, entry, seq), "joins")
 
     def reap_expired(self) -> int:
         """Remove the entries of processes whose lease ran out; returns how many were reaped."""
-        home = self.home
-        now = int(time.time() * 1000)
-        dead: Any = home.call(home.client.zrangebyscore, self.live_key, "-inf", now, 0, 100)
         count = 0
-        for raw in dead:
-            process = raw.decode()
-            if process == self.layer.client_prefix:
+        for process in self.leases.ended(100):
+            if process == self.ctx.client_prefix:
                 continue
             self.reap(process)
             count += 1
@@ -216,12 +230,12 @@ class RedisPresence:
         groups: Any = home.call(home.client.smembers, self.groups_prefix + process)
         for raw in sorted(groups):
             group = raw.decode("utf-8")
-            shard = self.layer.layout.group_shard(group)
+            shard = self.group_shard(group)
             left = shard.call(_script(shard, "reap"), keys=self.keys(group), args=[process])
             for i in range(0, len(left), 3):
                 entry = PresenceEntry.unpack(left[i].decode("utf-8"), left[i + 1])
                 event = leave_event(group, entry, int(left[i + 2]))
-                self.layer._presence_event(group, event, "leaves")
+                self.on_event(group, event, "leaves")
         pipe = home.client.pipeline(transaction=False)
         pipe.delete(self.groups_prefix + process)
         pipe.zrem(self.live_key, process)
@@ -231,12 +245,13 @@ class RedisPresence:
 
     def close(self) -> None:
         """Leave cleanly: our entries go now (with their leave events), then our lease."""
+        self.closed = True
         if self._loop is not None:
             self._loop.kill(block=False)
         if not self._announced:
             return
         try:
-            self.reap(self.layer.client_prefix)
+            self.reap(self.ctx.client_prefix)
         except LayerUnavailable:
             logger.info("presence: Redis unreachable at close; our entries expire with the lease")
         self.local.clear()

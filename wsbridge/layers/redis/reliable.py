@@ -30,7 +30,7 @@ from ...exceptions import MessageDecodeError
 from . import scripts
 
 if TYPE_CHECKING:
-    from .layer import RedisLayer
+    from .native import NativeLayout
 
 __all__ = ["reserve", "ack", "INFLIGHT_SUFFIX"]
 
@@ -39,22 +39,23 @@ INFLIGHT_SUFFIX = "$inflight"
 MAX_POLL = 0.2
 
 
-def _keys(layer: RedisLayer, channel: str) -> list[str]:
-    key = layer.layout.channel_key(channel)
+def _keys(layout: NativeLayout, channel: str) -> list[str]:
+    key = layout.channel_key(channel)
     return [key, key + INFLIGHT_SUFFIX]
 
 
 def reserve(
-    layer: RedisLayer, channel: str, timeout: float | None, visibility: float
+    layout: NativeLayout, channel: str, timeout: float | None, visibility: float
 ) -> tuple[dict[str, Any], bytes] | None:
     """The next message of ``channel`` and its receipt, or None after ``timeout``.
 
     The wait polls (10 ms, backing off to ``MAX_POLL``): a blocking pop
     cannot also record the reservation atomically.
     """
-    shard = layer.layout.channel_shard(channel)
+    ctx = layout.ctx
+    shard = layout.channel_shard(channel)
     script = shard.client.register_script(scripts.RESERVE)
-    keys = _keys(layer, channel)
+    keys = _keys(layout, channel)
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = 0.01
     while True:
@@ -62,17 +63,17 @@ def reserve(
             int(time.time() * 1000),
             max(1, int(visibility * 1000)),
             os.urandom(8).hex(),
-            max(1, int(layer.expiry * 1000)),
+            max(1, int(ctx.expiry * 1000)),
         ]
         answer = shard.call(script, keys=keys, args=args)
         if answer[0]:
-            layer.counters["redelivered"] = layer.counters.get("redelivered", 0) + int(answer[0])
+            ctx.count("redelivered", int(answer[0]))
         if len(answer) > 1:
             receipt = bytes(answer[1])
             try:
-                decoded = layer.layout.decode(receipt[16:])
+                decoded = layout.decode(receipt[16:])
             except MessageDecodeError as exc:
-                layer.count_bad_item(keys[0], exc)
+                ctx.count_bad_item(keys[0], exc)
                 shard.call(shard.client.zrem, keys[1], receipt)
                 continue
             if decoded is None:
@@ -86,7 +87,7 @@ def reserve(
         pause = min(MAX_POLL, pause * 2)
 
 
-def ack(layer: RedisLayer, channel: str, receipt: bytes) -> bool:
+def ack(layout: NativeLayout, channel: str, receipt: bytes) -> bool:
     """Forget a reservation; False when it had already timed out (it may run again)."""
-    shard = layer.layout.channel_shard(channel)
-    return bool(shard.call(shard.client.zrem, _keys(layer, channel)[1], receipt))
+    shard = layout.channel_shard(channel)
+    return bool(shard.call(shard.client.zrem, _keys(layout, channel)[1], receipt))

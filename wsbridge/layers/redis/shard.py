@@ -64,7 +64,7 @@ class Backoff:
         self.cap = cap
 
     def delay(self, failures: int) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(failures, 30)))
+        ceiling = min(float(self.cap), float(self.base) * float(2 ** min(failures, 30)))
         return ceiling / 2 + random.random() * ceiling / 2
 
 

@@ -27,9 +27,9 @@ def layer_stats(layer: RedisLayer) -> dict[str, Any]:
         "layout": layer.layout.name,
         "prefix": layer.prefix,
         "client_prefix": layer.client_prefix,
-        "attached": len(layer._attached),
-        "buffered": sum(len(b.items) for b in layer._buffers.values()),
-        "readers": sum(1 for g in layer._readers.values() if not g.dead),
+        "attached": len(layer.local.attached),
+        "buffered": layer.local.buffers.total(),
+        "readers": layer.readers.alive(),
         "counters": dict(layer.counters),
         "shards": [_shard_stats(layer, shard) for shard in layer.shards],
     }
@@ -62,7 +62,7 @@ def _scan(layer: RedisLayer, shard: Shard) -> dict[str, Any]:
             queue_keys.append(name)
     group_keys.sort()
     queue_keys.sort()
-    min_score = layer.group_min_score()
+    min_score = layer.ctx.group_min_score()
     pipe = client.pipeline(transaction=False)
     for key in group_keys[:LIMIT]:
         pipe.zcount(key, min_score, "+inf")
@@ -70,9 +70,8 @@ def _scan(layer: RedisLayer, shard: Shard) -> dict[str, Any]:
         pipe.type(key)
     answers = pipe.execute()
     # A cluster layout wraps names in hash tags; the channels_redis one does not.
-    untag = getattr(layout, "untag", str)
     groups = {
-        untag(key[len(layout.group_prefix) :]): count
+        layout.untag(key[len(layout.group_prefix) :]): count
         for key, count in zip(group_keys[:LIMIT], answers[: len(group_keys[:LIMIT])], strict=True)
     }
     types = answers[len(group_keys[:LIMIT]) :]

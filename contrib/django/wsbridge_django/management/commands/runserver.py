@@ -3,7 +3,7 @@
 Replaces Django's ``runserver`` when ``wsbridge_django`` is listed in
 ``INSTALLED_APPS`` before ``django.contrib.staticfiles``. Same options,
 same autoreload on code changes, static files under ``DEBUG``; the server
-underneath is wsbridge's gevent server (:func:`wsbridge.transport.server.serve`),
+underneath is wsbridge's gevent server (:func:`wsbridge.cli.serve`),
 so the consumers answer on the same port as the pages.
 """
 
@@ -38,7 +38,7 @@ class Command(BaseRunserver):
         super().handle(*args, **options)
 
     def inner_run(self, *args: Any, **options: Any) -> None:
-        from wsbridge.transport.server import serve
+        from wsbridge.cli import serve
 
         from ...checks import run_startup_checks
         from ...runtime import serving_application
@@ -61,7 +61,7 @@ class Command(BaseRunserver):
             host = self.addr if not self._raw_ipv6 else self.addr.strip("[]")
             serve(app, host, int(self.port), ready=lambda server: self._ready(server.server_port))
         except OSError as exc:
-            messages = {
+            messages: dict[int | None, str] = {
                 errno.EACCES: "You don't have permission to access that port.",
                 errno.EADDRINUSE: "That port is already in use.",
                 errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",

@@ -1,7 +1,7 @@
 """Timeouts and quiet refusals for gevent's pywsgi handler (``wsbridge serve``).
 
 :class:`LimitsHandlerMixin` goes before ``gevent.pywsgi.WSGIHandler`` in
-:class:`~wsbridge.transport.server.WSBridgeHandler`'s bases. pywsgi reads a
+:class:`~wsbridge.transport.servers.pywsgi.WSBridgeHandler`'s bases. pywsgi reads a
 request as ``handle()`` -> ``handle_one_request()`` (request line, then
 headers through ``read_request``) -> ``handle_one_response()`` (the app,
 then ``wsgi_input._discard()`` of any unread body). Nothing there has a
@@ -17,7 +17,7 @@ descriptor forever. The mixin bounds each wait a peer controls:
 
 It also turns pywsgi's logging of bad requests (a traceback on stderr for
 ``GET / HTTP/1`` or too many headers, an ERROR line for each malformed
-request, a traceback for a broken pipe) into :func:`~.limits.refused`:
+request, a traceback for a broken pipe) into :func:`~wsbridge.transport.limits.refused`:
 one WARNING line per reason and interval, with a running count.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import gevent
 
-from .limits import ServerTimeouts, refused
+from ..limits import ServerTimeouts, refused
 
 __all__ = ["LimitsHandlerMixin", "DEFAULT_TIMEOUTS", "REQUEST_TIMEOUT_RESPONSE"]
 
@@ -60,7 +60,7 @@ class LimitsHandlerMixin:
     """Bounded waits and quiet refusals for a pywsgi handler (see the module docstring).
 
     The server's ``wsbridge_timeouts`` attribute (a :class:`ServerTimeouts`,
-    set by :func:`~wsbridge.transport.server.make_server`) holds the values;
+    set by :func:`~wsbridge.transport.servers.pywsgi.make_server`) holds the values;
     a server without it gets the defaults.
     """
 
