@@ -279,7 +279,7 @@ def test_what_the_kernel_does_not_take_goes_to_the_writer_in_order():
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     scope = {"client": ["127.0.0.1", 1], "path": "/"}
     transport = WebSocketTransport(server, scope, WebSocketOptions(), upgraded=True)
-    assert transport._raw_send is not None, "a plain gevent socket gets direct writes"
+    assert transport.out.raw_send is not None, "a plain gevent socket gets direct writes"
     messages = [f"{i}:".encode() + bytes([65 + i % 26]) * 20_000 for i in range(40)]
     with listener, client, server:
         for i, message in enumerate(messages):
@@ -287,13 +287,13 @@ def test_what_the_kernel_does_not_take_goes_to_the_writer_in_order():
                 transport.send_message(None, message)
             else:
                 transport.send_message(message.decode(), None)
-        assert transport._writer is not None, "the kernel should not have taken 800 KB"
-        assert transport._outbox_bytes > 0
+        assert transport.out.writer is not None, "the kernel should not have taken 800 KB"
+        assert transport.out.pending_bytes > 0
         buffer = b""
         for i, message in enumerate(messages):
             header, payload, buffer = _read_raw_frame(client, buffer)
             assert header[0] == (0x82 if i % 2 else 0x81)
             assert payload == message
         gevent.sleep(0)
-        assert transport._writer is None and transport._outbox_bytes == 0
+        assert transport.out.writer is None and transport.out.pending_bytes == 0
         assert transport.bytes_sent == sum(len(m) + 4 for m in messages)

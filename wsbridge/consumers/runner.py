@@ -12,38 +12,27 @@ they arrived.
 Handlers run one at a time per connection, in arrival order; a handler that
 blocks delays only its own connection. An idle connection costs no greenlet.
 
-How mailboxes are run: the pump
--------------------------------
-A fan-out wakes thousands of mailboxes at once, and spawning a greenlet for
-each (a ``Greenlet`` object, gevent's spawn-tree bookkeeping, a switch) was
-most of the cost of a delivery. Instead, a woken connection is appended to
-one ready list (per process: wsbridge runs monkey-patched, in one hub) and a
-single raw greenlet, *the pump* (``gevent.spawn_raw``), drains the woken
-connections one after another. A connection is in the list at most once
-(``_runner`` says where it is), so its events still run one at a time, in
-order.
+Woken mailboxes are drained by *the pump* (:mod:`wsbridge.consumers.pump`):
+one raw greenlet for all of them, handed over to a fresh one when a handler
+blocks, so handlers that only ``send`` cost no greenlet.
 
-Handlers are synchronous code that may block (a database query, a socket).
-Before draining, the pump registers a hub callback (``loop.run_callback``).
-Callbacks run only when the hub gets control, and while the pump is busy
-the hub only gets control if the pump yields to it, that is, if a handler
-*blocked*. The callback then hands the rest of the ready list to a fresh
-pump at once; the old greenlet stays with the one connection whose handler
-blocked, finishes its mailbox and ends. When the pump ends without
-blocking, it stops the callback unused. So the common case (handlers that
-only ``send``) costs no greenlet, and a slow consumer still delays only its
-own connection.
-
-A pump that has worked for the interpreter's switch interval (5 ms by
-default) ends and lets a successor continue after the hub has polled for
-I/O: consumers that keep waking each other cannot starve the sockets.
+What a connection sends its transport follows the connection contract
+(:mod:`wsbridge.protocol.connection`): every ``websocket.*`` event the
+consumer emits, and the runner's own decisions (a ``connect()`` that
+returned without deciding, a crash), go through the connection's
+:class:`~wsbridge.protocol.connection.ConnectionContract`, which drops late
+events and says what goes on the wire. A transport given as ``outputs=``
+receives those typed outputs (``Opened``, ``Refused``, ``Message``,
+``CloseFrame``); a plain ``send`` callable (the testing ``Communicator``, the
+HTTP transport) receives ASGI-style dicts (:func:`~wsbridge.protocol.connection.to_asgi`)
+and the ``http.response.*`` events as the consumer emitted them.
 
 What the transport must do:
 
 * call :meth:`Connection.disconnected` once the socket is gone, whoever
   closed it (calling it twice, or after a refused handshake, is harmless);
-* answer a ``websocket.close`` that comes before ``websocket.accept`` with
-  HTTP 403 (500 when the event has ``"error": True``: the consumer crashed);
+* answer a ``Refused`` output with its HTTP status (a close frame with its
+  ``close_code`` when the handshake was already answered);
 * never raise from ``send`` for a gone client, and never block in it for long.
 
 A consumer that raises is logged once (with its traceback) and its
@@ -53,7 +42,6 @@ connection alone is closed with 1011; the others go on.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from bisect import bisect_left
 from collections import deque
@@ -75,8 +63,26 @@ from ..layers.history import RECOVERY_EVENT
 from ..logs import CONNECTION_ID, new_connection_id
 from ..policies import GROUP_KEY, policy_for
 from ..process import mark_serving
+from ..protocol.closecodes import CloseCode
+from ..protocol.connection import (
+    Accept,
+    Close,
+    ConnectionContract,
+    Crash,
+    Disconnected,
+    Message,
+    Output,
+    Refuse,
+    Refused,
+    Send,
+    State,
+    from_asgi,
+    to_asgi,
+)
+from ..protocol.connection import Event as ContractEvent
 from ..protocol.recovery import POSITIONS, check_positions, recovery_frame, wrap_frame
 from .consumer import log_unanswered_connect
+from .pump import QUEUED, wake
 
 # wsbridge.* control messages (identity: close, deliver, re-check, refresh) are run by
 # the runner itself, before (and instead of) the consumer.
@@ -96,15 +102,9 @@ TRANSPORT_HIGH_WATER = 64
 DRAIN_TURN = 16
 DEFAULT_MAILBOX_SIZE = 1000
 
-Send = Callable[[dict[str, Any]], None]
-
-#: ``Connection._runner`` while the connection waits in the ready list.
-_QUEUED: Any = object()
-
-# Woken connections, in wake order, and the pump greenlet draining them (None
-# when no pump is running). Module state: every Connection shares one hub.
-_ready: deque[Connection] = deque()
-_pump: Any = None
+SendDict = Callable[[dict[str, Any]], None]
+#: What a transport that follows the connection contract receives (``outputs=``).
+Outputs = Callable[[Output], None]
 
 
 class _RefusalLog:
@@ -125,52 +125,11 @@ class _RefusalLog:
 _refusals = _RefusalLog()
 
 
-def _start_pump() -> None:
-    global _pump
-    _pump = gevent.spawn_raw(_run_pump)
-
-
-def _run_pump() -> None:
-    """Drain woken connections one after another, in the calling (pump) greenlet."""
-    global _pump
-    # No local holds this greenlet: a consumer's exception keeps its traceback's
-    # frames (Connection.error, log records), and those must not pin the pump.
-    loop = gevent.get_hub().loop
-    # Runs only if this greenlet yields to the hub mid-list: a handler blocked.
-    watchdog = loop.run_callback(_hand_off, getcurrent())
-    deadline = time.perf_counter() + sys.getswitchinterval()
-    try:
-        while _ready and _pump is getcurrent():
-            _ready.popleft()._drain()
-            if time.perf_counter() >= deadline and _pump is getcurrent() and _ready:
-                # Budget spent: a successor runs after the hub has polled for I/O
-                # (a 0 s timer fires after the poll; a callback would not).
-                _pump = None
-                loop.timer(0).start(_resume_pump)
-                break
-    finally:
-        watchdog.stop()
-        if _pump is getcurrent():
-            # Ended (the list is empty) or was killed while still the pump.
-            _pump = None
-            if _ready:
-                _start_pump()
-
-
-def _hand_off(blocked: Any) -> None:
-    # Hub callback: the pump yielded in the middle of a handler. The rest of the
-    # list goes to a new pump now; the blocked greenlet keeps its one connection.
-    global _pump
-    if _pump is blocked:
-        _pump = None
-        if _ready:
-            _start_pump()
-
-
-def _resume_pump() -> None:
-    # Timer callback after a pump spent its budget (a wake may have started one since).
-    if _pump is None and _ready:
-        _start_pump()
+def to_asgi_send(step: Send) -> dict[str, Any]:
+    """The ``websocket.send`` dict of ``step`` (what the slow-client gate holds)."""
+    event = to_asgi(Message(step.text, step.data))
+    assert event is not None
+    return event
 
 
 def _is_event_stream(event: dict[str, Any]) -> bool:
@@ -193,9 +152,15 @@ class Connection:
             with a ``channel_layer_alias`` other than "default" gets that
             alias's layer instead.
         send: called (in the mailbox greenlet) with every event the
-            consumer emits; must not raise for a gone client.
+            consumer emits, as dicts; must not raise for a gone client.
         mailbox_size: layer messages that may wait; one more raises
             ``ChannelFull`` to the sender (a group send skips this member).
+        outputs: instead of ``send``, for a transport that follows the
+            connection contract: called with its typed outputs
+            (:mod:`wsbridge.protocol.connection`); same rules as ``send``.
+
+    Raises:
+        TypeError: neither or both of ``send`` and ``outputs`` were given.
     """
 
     def __init__(
@@ -203,10 +168,13 @@ class Connection:
         scope: dict[str, Any],
         consumer_class: Any,
         layer: BaseChannelLayer | None,
-        send: Send,
+        send: SendDict | None = None,
         *,
         mailbox_size: int | None = None,
+        outputs: Outputs | None = None,
     ) -> None:
+        if (send is None) == (outputs is None):
+            raise TypeError("Connection() takes exactly one of send or outputs")
         alias = getattr(consumer_class, "channel_layer_alias", DEFAULT_ALIAS)
         if alias != DEFAULT_ALIAS:
             layer = get_channel_layer(alias)
@@ -215,18 +183,19 @@ class Connection:
         self.connection_id: str = CONNECTION_ID.get() or new_connection_id()
         self.scope = scope
         self.layer = layer
-        self._transport_send = send
+        self._transport_send = send  # the plain (dict) sink, when given
+        self._outputs: Outputs = outputs if outputs is not None else self._as_dicts
+        #: The accept / refuse / send / close rules (wsbridge.protocol.connection).
+        self.contract = ConnectionContract()
         self.channel_name = layer.new_channel() if layer is not None else None
         # (from the transport?, event): the flag keeps backpressure counts exact.
         self._mailbox: deque[tuple[bool, dict[str, Any]]] = deque()
         self._pending_transport = 0
         self._drained = Event()
         self._drained.set()
-        # None (idle), _QUEUED (in the ready list) or the greenlet draining it.
+        # None (idle), pump.QUEUED (in the ready list) or the greenlet draining it.
         self._runner: Any = None
         self.finished = Event()
-        self.accepted = False
-        self.closed = False
         self.failed = False
         #: The exception that ended the consumer, if one did (for tests and logs).
         self.error: BaseException | None = None
@@ -321,7 +290,7 @@ class Connection:
             self.post(
                 {
                     "type": "wsbridge.close",
-                    "code": admission.RATE_LIMITED,
+                    "code": CloseCode.RATE_LIMITED,
                     "reason": reason,
                     "revoked": False,
                 }
@@ -344,11 +313,18 @@ class Connection:
         self._wake()
 
     def _wake(self) -> None:
-        if self._runner is None:
-            self._runner = _QUEUED
-            _ready.append(self)
-            if _pump is None:
-                _start_pump()
+        wake(self)
+
+    @property
+    def accepted(self) -> bool:
+        """The connection was opened (explicitly, or by a first message)."""
+        return self.contract.accepted
+
+    @property
+    def closed(self) -> bool:
+        """The server side refused or closed it: nothing more goes out."""
+        contract = self.contract
+        return contract.refusal is not None or contract.close_code is not None
 
     # -- the mailbox, run by the pump (see the module docstring) ------------------
 
@@ -394,7 +370,7 @@ class Connection:
         try:
             self.consumer.dispatch(event)
         except StopConsumer:
-            self._finish(close_code=1000)
+            self._finish(close_code=CloseCode.NORMAL)
             return
         except UnknownMessageType as exc:
             # The message says it all; a traceback would only show dispatch().
@@ -420,10 +396,10 @@ class Connection:
                 timings.total += elapsed
             if self._current is not None:
                 self._end_stamp()
-        if kind == "websocket.connect" and not self.accepted and not self.closed:
+        if kind == "websocket.connect" and self.contract.state is State.CONNECTING:
             # connect() returned without accepting: refuse the handshake, and say why.
             log_unanswered_connect(self.consumer, self.scope)
-            self._emit({"type": "websocket.close", "code": 1000, "denied": True})
+            self._step(Refuse(CloseCode.NORMAL))
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
 
@@ -436,7 +412,7 @@ class Connection:
         """
         from .slowgate import Gate
 
-        self._gate = Gate(self._transport_send, backlog, soft_limit, self.finished.is_set)
+        self._gate = Gate(self._send_held, backlog, soft_limit, self.finished.is_set)
 
     def _handle_policy_message(self, event: dict[str, Any]) -> None:
         policy = policy_for(str(event[GROUP_KEY]))
@@ -504,7 +480,7 @@ class Connection:
         last ``wsbridge.close`` event and ends; an unanswered HTTP request 403.
         """
         if self.scope.get("type") == "websocket":
-            self._emit({"type": "websocket.close", "code": code, "reason": reason, "revoked": True})
+            self._step(Close(code, reason, revoked=True))
             return
         import json
 
@@ -527,10 +503,8 @@ class Connection:
     def deliver(self, text: str | None, data: bytes | None) -> None:
         """Send a frame straight to the client (``send_to_user`` with a str/bytes)."""
         if self.scope.get("type") == "websocket":
-            if text is not None:
-                self._emit({"type": "websocket.send", "text": text})
-            elif data is not None:
-                self._emit({"type": "websocket.send", "bytes": data})
+            if text is not None or data is not None:
+                self._send_frame(Send(text, data if text is None else None))
             return
         if self._streaming():
             from .http import format_sse
@@ -546,7 +520,7 @@ class Connection:
         reason = self._refusal or "bad recovery positions"
         _refusals.note(reason)
         if kind == "websocket.connect":
-            self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+            self._step(Refuse(CloseCode.POLICY_VIOLATION))
             return
         self._emit(
             {
@@ -564,7 +538,7 @@ class Connection:
             if not event.get("recovered") and event.get("position"):
                 self.scope[POSITIONS][event["group"]] = event["position"]
             if self.accepted and not self.closed:
-                self._transport_send(recovery_frame(event))
+                self._step(Send(recovery_frame(event)["text"]))
             return
         position, group = event.get("position"), event.get("group")
         if isinstance(position, str) and isinstance(group, str):
@@ -576,7 +550,7 @@ class Connection:
         if not self._stamped and current is not None and self.accepted and not self.closed:
             # Nothing was sent for it: the page still learns the position.
             self.scope[POSITIONS][current[0]] = current[1]
-            self._transport_send(wrap_frame({}, *current))
+            self._step(Send(wrap_frame({}, *current)["text"]))
 
     def _ending(self) -> str:
         if self.scope.get("type") == "http":
@@ -587,57 +561,82 @@ class Connection:
         self.failed = True
         self.error = exc
         logger.error(message, exc_info=exc if with_traceback else None)
-        self._finish(close_code=1011)
+        self._finish(close_code=CloseCode.INTERNAL_ERROR)
 
     # -- output -----------------------------------------------------------------
 
     def _emit(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if self.closed and kind != "http.response.body":
-            logger.debug("dropping %s for closed connection %s", kind, self.channel_name)
+        """The consumer's ``base_send``: its events, through the connection contract."""
+        step = from_asgi(event)
+        if isinstance(step, Send):
+            self._send_frame(step)
+        elif step is not None:
+            self._step(step)
+        elif self._transport_send is not None:
+            # http.response.* (the HTTP transport's own vocabulary) and the rest, as given.
+            if event.get("type") == "http.response.start" and _is_event_stream(event):
+                self._identity_open()
+            self._transport_send(event)
+        else:
+            logger.warning(
+                "WebSocket transport ignores event %r from the consumer", event.get("type")
+            )
+
+    def _send_frame(self, step: Send) -> None:
+        # A frame, stamped with its history position, or held by a slow-client policy.
+        if self.contract.state not in (State.CONNECTING, State.OPEN):
+            self._step(step)  # dropped, and logged so
             return
-        if kind == "websocket.accept":
-            if self.accepted:
+        current = self._current
+        if current is not None:
+            self._stamped = True
+            # Recorded as the frame goes out: a hand-off carries what was sent.
+            self.scope[POSITIONS][current[0]] = current[1]
+            step = Send(wrap_frame({"text": step.text, "bytes": step.data}, *current)["text"])
+        if self._origin is not None and self._gate is not None:
+            group, policy, message = self._origin
+            if self._gate.offer(to_asgi_send(step), group, policy, message):
                 return
-            self.accepted = True
+        self._step(step)
+
+    def _send_held(self, event: dict[str, Any]) -> None:
+        # The slow-client gate hands over a message it held (or a gap notice).
+        self._step(Send(event.get("text"), event.get("bytes")))
+
+    def _step(self, step: ContractEvent) -> None:
+        """Apply one contract event; hand its outputs to the transport, in order."""
+        contract = self.contract
+        if contract.state is State.CONNECTING and isinstance(step, (Accept, Send)):
             # Joined before the client learns it is open: a send_to_user() made as
             # soon as the handshake completes must reach it.
             if not self._identity_open():
-                self.accepted = False
-                self._emit({"type": "websocket.close", "code": 1008, "denied": True})
-                return
-        elif kind == "http.response.start" and _is_event_stream(event):
-            self._identity_open()
-        elif kind == "websocket.send" and (
-            self._current is not None or (self._origin is not None and self._gate is not None)
-        ):
-            if self._current is not None:
-                self._stamped = True
-                # Recorded as the frame goes out: a hand-off carries what was sent.
-                self.scope[POSITIONS][self._current[0]] = self._current[1]
-                event = wrap_frame(event, *self._current)
-            if self._origin is not None and self._gate is not None:
-                group, policy, message = self._origin
-                if self._gate.offer(event, group, policy, message):
-                    return
-        elif kind == "websocket.close":
-            self.closed = True
-            if not self.accepted:
-                # A refused handshake never opens a socket, so no transport
-                # reports its end: deliver the disconnect (groups, cleanup) here.
-                self._transport_send(event)
-                self._queue_disconnect(1006)
-                return
-        self._transport_send(event)
+                step = Refuse(CloseCode.POLICY_VIOLATION)
+        outputs = contract.send(step)
+        if not outputs:
+            if not isinstance(step, (Accept, Disconnected)):
+                logger.debug("dropping %s for closed connection %s", step, self.channel_name)
+            return
+        for output in outputs:
+            self._outputs(output)
+        if isinstance(outputs[-1], Refused):
+            # A refused handshake never opens a socket, so no transport
+            # reports its end: deliver the disconnect (groups, cleanup) here.
+            self._queue_disconnect(CloseCode.ABNORMAL)
+
+    def _as_dicts(self, output: Output) -> None:
+        event = to_asgi(output)
+        if event is not None and self._transport_send is not None:
+            self._transport_send(event)
 
     # -- the end ---------------------------------------------------------------
 
     def _finish(self, close_code: int | None) -> None:
         if self.finished.is_set():
             return
-        if close_code is not None and not self.closed and self.scope.get("type") == "websocket":
+        if close_code is not None and self.scope.get("type") == "websocket":
             # 1011 after a crash; a crash before accept refuses with 500.
-            self._emit({"type": "websocket.close", "code": close_code, "error": self.failed})
+            self._step(Crash() if self.failed else Close(close_code))
+        self.contract.send(Disconnected())
         self.finished.set()
         self._drained.set()
         self._mailbox.clear()
@@ -694,7 +693,7 @@ class Connection:
         """
         runner = self._runner
         self._finish(close_code=None)
-        if runner is not None and runner is not _QUEUED and runner is not getcurrent():
+        if runner is not None and runner is not QUEUED and runner is not getcurrent():
             gevent.get_hub().loop.run_callback(self._kill_runner, runner)
 
     def _kill_runner(self, runner: Any) -> None:
@@ -705,4 +704,4 @@ class Connection:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the consumer has finished; True if it did."""
-        return self.finished.wait(timeout)
+        return bool(self.finished.wait(timeout))
