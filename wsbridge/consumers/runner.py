@@ -12,20 +12,14 @@ they arrived.
 Handlers run one at a time per connection, in arrival order; a handler that
 blocks delays only its own connection. An idle connection costs no greenlet.
 
-Woken mailboxes are drained by *the pump* (:mod:`wsbridge.consumers.pump`):
+Woken mailboxes are drained by *the pump* (``wsbridge.consumers.pump``):
 one raw greenlet for all of them, handed over to a fresh one when a handler
 blocks, so handlers that only ``send`` cost no greenlet.
 
 What a connection sends its transport follows the connection contract
-(:mod:`wsbridge.protocol.connection`): every ``websocket.*`` event the
-consumer emits, and the runner's own decisions (a ``connect()`` that
-returned without deciding, a crash), go through the connection's
-:class:`~wsbridge.protocol.connection.ConnectionContract`, which drops late
-events and says what goes on the wire. A transport given as ``outputs=``
-receives those typed outputs (``Opened``, ``Refused``, ``Message``,
-``CloseFrame``); a plain ``send`` callable (the testing ``Communicator``, the
-HTTP transport) receives ASGI-style dicts (:func:`~wsbridge.protocol.connection.to_asgi`)
-and the ``http.response.*`` events as the consumer emitted them.
+(:mod:`wsbridge.protocol.connection`, which says how a transport uses it):
+a transport given as ``outputs=`` gets its typed outputs, a plain ``send``
+callable (the testing ``Communicator``, the HTTP transport) ASGI-style dicts.
 
 What the transport must do:
 
@@ -42,7 +36,6 @@ connection alone is closed with 1011; the others go on.
 from __future__ import annotations
 
 import logging
-import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
@@ -55,13 +48,11 @@ from greenlet import getcurrent
 
 from .. import admission
 from .. import metrics as _metrics
-from ..drops import record_drop
-from ..exceptions import BadRequest, ChannelFull, LayerError, StopConsumer, UnknownMessageType
+from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
-from ..layers.history import RECOVERY_EVENT
 from ..logs import CONNECTION_ID, new_connection_id
-from ..policies import GROUP_KEY, policy_for
+from ..policies import GROUP_KEY
 from ..process import mark_serving
 from ..protocol.closecodes import CloseCode
 from ..protocol.connection import (
@@ -70,19 +61,19 @@ from ..protocol.connection import (
     ConnectionContract,
     Crash,
     Disconnected,
-    Message,
     Output,
     Refuse,
     Refused,
     Send,
     State,
     from_asgi,
+    refusal_for,
     to_asgi,
 )
 from ..protocol.connection import Event as ContractEvent
-from ..protocol.recovery import POSITIONS, check_positions, recovery_frame, wrap_frame
 from .consumer import log_unanswered_connect
 from .pump import QUEUED, wake
+from .stamps import Stamps, refusals
 
 # wsbridge.* control messages (identity: close, deliver, re-check, refresh) are run by
 # the runner itself, before (and instead of) the consumer.
@@ -105,40 +96,6 @@ DEFAULT_MAILBOX_SIZE = 1000
 SendDict = Callable[[dict[str, Any]], None]
 #: What a transport that follows the connection contract receives (``outputs=``).
 Outputs = Callable[[Output], None]
-
-
-class _RefusalLog:
-    """Counts handshakes refused for bad recovery input; WARNING at most once a minute."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._last = 0.0
-
-    def note(self, reason: str) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self._last >= 60:
-            self._last = now
-            logger.warning("refused a handshake: %s [%d so far]", reason, self.count)
-
-
-_refusals = _RefusalLog()
-
-
-def to_asgi_send(step: Send) -> dict[str, Any]:
-    """The ``websocket.send`` dict of ``step`` (what the slow-client gate holds)."""
-    event = to_asgi(Message(step.text, step.data))
-    assert event is not None
-    return event
-
-
-def _is_event_stream(event: dict[str, Any]) -> bool:
-    for name, value in event.get("headers") or ():
-        name = name.encode("latin-1") if isinstance(name, str) else bytes(name)
-        value = value.encode("latin-1") if isinstance(value, str) else bytes(value)
-        if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
-            return True
-    return False
 
 
 class Connection:
@@ -206,12 +163,9 @@ class Connection:
         self.identity_counted: str | None = None  # the user counted by wsbridge.admission
         self.identity_next_check = 0.0
         # Slow-client policies (wsbridge.policies): the gate, once the transport
-        # told us its backlog, and the group message being handled right now.
+        # told us its backlog.
         self._gate: Any = None
-        self._ip = admission.client_ip(scope)
-        self._own_rates = admission.current().connection_rates()
-        self._rate_closed = False
-        self._origin: tuple[str, Any, dict[str, Any]] | None = None
+        self._inbound = admission.InboundGuard(scope)  # message and byte rates
         if mailbox_size is None:
             mailbox_size = (
                 layer.get_capacity(self.channel_name)
@@ -224,36 +178,9 @@ class Connection:
         )
         if layer is not None and self.channel_name is not None:
             layer.attach(self.channel_name, self._from_layer)
-        #: Stamp positions on frames (the client asked to recover: wsbridge.js).
-        self._stamp = False
-        self._refusal: str | None = None
-        self._current: tuple[str, str] | None = None
-        self._stamped = False
-        self._ask_recovery()
-
-    def _ask_recovery(self) -> None:
-        # What the client last saw, per history group (docs/topics/recovery.rst).
-        # A long-poll session adopted from a stopped process carries the
-        # positions of what was sent to it (scope[POSITIONS]); the query string
-        # still holds those of its first open, which would replay too much.
-        carried = self.scope.get(POSITIONS) if self.scope.get("resumed") else None
-        ask = getattr(self.consumer, "recovery_positions", None)
-        try:
-            if isinstance(carried, dict):
-                positions: dict[str, str] | None = check_positions(carried)
-            else:
-                positions = ask() if ask is not None else None
-        except BadRequest as exc:
-            self._refusal = str(exc)
-            return
-        if positions is None:
-            return
-        self._stamp = self.scope.get("type") == "websocket"
-        if self._stamp:
-            self.scope[POSITIONS] = dict(positions)
-        layer = self.layer
-        if positions and layer is not None and "history" in layer.extensions and self.channel_name:
-            layer.request_recovery(self.channel_name, positions)  # type: ignore[attr-defined]
+        # What the client last saw, per history group, and the positions on its frames.
+        self._stamps = Stamps(scope)
+        self._stamps.ask(self.consumer, layer, self.channel_name)
 
     # -- input --------------------------------------------------------------
 
@@ -275,18 +202,11 @@ class Connection:
         self._enqueue_transport(event)
 
     def _within_rates(self, event: dict[str, Any]) -> bool:
-        # This connection's, its user's and its IP's inbound rates (wsbridge.admission);
-        # the frame budgets (control frames, sizes) are the transport's.
-        payload = event.get("text")
-        size = len(payload) if payload is not None else len(event.get("bytes") or b"")
-        reason = admission.current().inbound(
-            self._ip, self.scope.get("wsbridge.user_id"), size, self._own_rates
-        )
+        # This connection's, its user's and its IP's inbound rates (wsbridge.admission).
+        reason = self._inbound.check(event, self.scope.get("wsbridge.user_id"))
         if reason is None:
             return True
-        record_drop("rate_limited", detail=f"{reason} ({self._ip})")
-        if not self._rate_closed:
-            self._rate_closed = True
+        if reason:  # the first trip: close (later messages are only dropped)
             self.post(
                 {
                     "type": "wsbridge.close",
@@ -322,7 +242,7 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """The server side refused or closed it: nothing more goes out."""
+        """True once the server side refused or closed it; nothing more goes out."""
         contract = self.contract
         return contract.refusal is not None or contract.close_code is not None
 
@@ -361,11 +281,14 @@ class Connection:
         ):
             self._control(event)
             return
-        if self._refusal is not None and kind in ("websocket.connect", "http.request"):
+        stamps = self._stamps
+        if stamps.refusal is not None and kind in ("websocket.connect", "http.request"):
             self._refuse(kind)
             return
-        if self._stamp:
-            self._stamp_event(event, kind)
+        if stamps.on:
+            notice = stamps.begin(event, kind)
+            if notice is not None and self.accepted and not self.closed:
+                self._step(notice)
         started = perf_counter() if _metrics._enabled else 0.0
         try:
             self.consumer.dispatch(event)
@@ -394,8 +317,10 @@ class Connection:
                     )
                 timings.counts[bisect_left(timings.bounds, elapsed)] += 1
                 timings.total += elapsed
-            if self._current is not None:
-                self._end_stamp()
+            if stamps.handling:
+                frame = stamps.end(self.accepted and not self.closed)
+                if frame is not None:
+                    self._step(frame)
         if kind == "websocket.connect" and self.contract.state is State.CONNECTING:
             # connect() returned without accepting: refuse the handshake, and say why.
             log_unanswered_connect(self.consumer, self.scope)
@@ -415,12 +340,11 @@ class Connection:
         self._gate = Gate(self._send_held, backlog, soft_limit, self.finished.is_set)
 
     def _handle_policy_message(self, event: dict[str, Any]) -> None:
-        policy = policy_for(str(event[GROUP_KEY]))
-        self._origin = (str(event[GROUP_KEY]), policy, event) if policy is not None else None
+        self._gate.begin(event)
         try:
             self._handle(event)
         finally:
-            self._origin = None
+            self._gate.end()
 
     # -- identity: the user's groups and control messages (wsbridge.identity) -------
 
@@ -482,23 +406,15 @@ class Connection:
         if self.scope.get("type") == "websocket":
             self._step(Close(code, reason, revoked=True))
             return
-        import json
+        from . import http
 
-        from .http import format_sse
-
-        data = json.dumps({"code": code, "reason": reason})
         if getattr(self.consumer, "response_started", False):
-            body = format_sse(data, event="wsbridge.close")
-        else:
-            self._emit(
-                {
-                    "type": "http.response.start",
-                    "status": 403,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            body = (reason + "\n").encode("utf-8")
-        self._emit({"type": "http.response.body", "body": body, "more_body": False})
+            events = [http.sse_close(code, reason)]
+        else:  # unanswered: refused, as a handshake would be (403)
+            status = refusal_for(Close(code, reason, revoked=True)).status
+            events = http.plain_response(status, (reason + "\n").encode("utf-8"))
+        for event in events:
+            self._emit(event)
 
     def deliver(self, text: str | None, data: bytes | None) -> None:
         """Send a frame straight to the client (``send_to_user`` with a str/bytes)."""
@@ -507,50 +423,23 @@ class Connection:
                 self._send_frame(Send(text, data if text is None else None))
             return
         if self._streaming():
-            from .http import format_sse
+            from .http import sse_data
 
-            payload = text if text is not None else (data or b"").decode("utf-8", "replace")
-            self._emit(
-                {"type": "http.response.body", "body": format_sse(payload), "more_body": True}
-            )
+            self._emit(sse_data(text, data))
 
     def _refuse(self, kind: Any) -> None:
         # Bad recovery input (too many positions, malformed): 403 for a
         # handshake, 400 for an HTTP request (SSE's Last-Event-ID).
-        reason = self._refusal or "bad recovery positions"
-        _refusals.note(reason)
+        reason = self._stamps.refusal or "bad recovery positions"
+        refusals.note(reason)
         if kind == "websocket.connect":
             self._step(Refuse(CloseCode.POLICY_VIOLATION))
             return
-        self._emit(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-            }
-        )
-        self._emit({"type": "http.response.body", "body": reason.encode(), "more_body": False})
+        from .http import plain_response
+
+        for event in plain_response(400, reason.encode()):
+            self._emit(event)
         self._finish(close_code=None)
-
-    def _stamp_event(self, event: dict[str, Any], kind: Any) -> None:
-        # A history group's message: frames sent while handling it carry its position.
-        if kind == RECOVERY_EVENT:
-            if not event.get("recovered") and event.get("position"):
-                self.scope[POSITIONS][event["group"]] = event["position"]
-            if self.accepted and not self.closed:
-                self._step(Send(recovery_frame(event)["text"]))
-            return
-        position, group = event.get("position"), event.get("group")
-        if isinstance(position, str) and isinstance(group, str):
-            self._current = (group, position)
-            self._stamped = False
-
-    def _end_stamp(self) -> None:
-        current, self._current = self._current, None
-        if not self._stamped and current is not None and self.accepted and not self.closed:
-            # Nothing was sent for it: the page still learns the position.
-            self.scope[POSITIONS][current[0]] = current[1]
-            self._step(Send(wrap_frame({}, *current)["text"]))
 
     def _ending(self) -> str:
         if self.scope.get("type") == "http":
@@ -574,8 +463,11 @@ class Connection:
             self._step(step)
         elif self._transport_send is not None:
             # http.response.* (the HTTP transport's own vocabulary) and the rest, as given.
-            if event.get("type") == "http.response.start" and _is_event_stream(event):
-                self._identity_open()
+            if event.get("type") == "http.response.start":
+                from .http import is_event_stream
+
+                if is_event_stream(event):
+                    self._identity_open()
             self._transport_send(event)
         else:
             logger.warning(
@@ -587,15 +479,11 @@ class Connection:
         if self.contract.state not in (State.CONNECTING, State.OPEN):
             self._step(step)  # dropped, and logged so
             return
-        current = self._current
-        if current is not None:
-            self._stamped = True
-            # Recorded as the frame goes out: a hand-off carries what was sent.
-            self.scope[POSITIONS][current[0]] = current[1]
-            step = Send(wrap_frame({"text": step.text, "bytes": step.data}, *current)["text"])
-        if self._origin is not None and self._gate is not None:
-            group, policy, message = self._origin
-            if self._gate.offer(to_asgi_send(step), group, policy, message):
+        if self._stamps.handling:
+            step = self._stamps.stamp(step)
+        gate = self._gate
+        if gate is not None and gate.holding:
+            if gate.hold({"type": "websocket.send", "text": step.text, "bytes": step.data}):
                 return
         self._step(step)
 

@@ -49,6 +49,13 @@ the client's end with ``Connection.disconnected(code)``, which feeds
 (shutdown during a handshake, a handshake timeout) use
 :meth:`ConnectionContract.send` with :class:`Shutdown` on its own contract
 when it has no runner, or simply :func:`refusal_for` for the status.
+
+HTTP consumers (plain responses, streams, SSE) speak ``http.response.*``
+events, not these: their transport writes what the consumer sends. The
+rules they share with the table come from it too: a refusal before the
+response is ``refusal_for(Close()).status`` (403, ``DenyConnection``), and an
+exchange that ends or crashes before its response started gets
+``refusal_for(Crash()).status`` (500).
 """
 
 from __future__ import annotations

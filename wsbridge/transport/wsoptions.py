@@ -23,15 +23,15 @@ __all__ = [
     "CONTROL_FLOOD_CLOSE_CODE",
 ]
 
-# What the WebSocket transport closes with, by situation (the codes are CloseCode's).
-#: A client that does not read fast enough (outbound queue full): 1013 "try again
-#: later", so clients reconnect after a delay (docs/topics/protocol.rst).
+# What the WebSocket transport closes with, by situation (CloseCode members).
+#: Sent to a client that does not read fast enough (its outbound queue is full):
+#: 1013, "try again later", so clients reconnect after a delay.
 SLOW_CLIENT_CLOSE_CODE = CloseCode.TRY_AGAIN_LATER
-#: A client over ``control_frame_rate`` (a PING/PONG flood): 1008.
+#: Sent to a client over ``control_frame_rate`` (a PING/PONG flood), 1008.
 CONTROL_FLOOD_CLOSE_CODE = CloseCode.POLICY_VIOLATION
-#: Server shutdown: 1001.
+#: Sent on server shutdown, 1001.
 GOING_AWAY = CloseCode.GOING_AWAY
-#: The peer did not answer a keepalive ping in time: 1011.
+#: Sent when the peer does not answer a keepalive ping in time, 1011.
 PING_TIMEOUT_CLOSE_CODE = CloseCode.INTERNAL_ERROR
 
 _MiB = 1024 * 1024

@@ -18,7 +18,7 @@ SIGHUP with 1012.
 
 from __future__ import annotations
 
-from wsbridge.transport import shutdown
+from wsbridge.protocol.closecodes import CloseCode
 from wsbridge.transport.shutdown import (
     close_for_restart,
     install_restart_handlers,
@@ -26,6 +26,6 @@ from wsbridge.transport.shutdown import (
 )
 
 #: The close code sent to WebSockets on a graceful restart (Service Restart).
-SERVICE_RESTART = shutdown.SERVICE_RESTART
+SERVICE_RESTART = CloseCode.SERVICE_RESTART
 
 __all__ = ["install_restart_handlers", "close_for_restart", "post_worker_init", "SERVICE_RESTART"]
