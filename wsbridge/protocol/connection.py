@@ -45,10 +45,9 @@ A transport passes ``Connection(..., outputs=callable)`` to receive these
 typed outputs; a plain ``send`` callable (the testing ``Communicator``)
 gets them as ASGI-style dicts from :func:`to_asgi`. The transport reports
 the client's end with ``Connection.disconnected(code)``, which feeds
-:class:`Disconnected`. A transport's own decisions before the consumer's
-(shutdown during a handshake, a handshake timeout) use
-:meth:`ConnectionContract.send` with :class:`Shutdown` on its own contract
-when it has no runner, or simply :func:`refusal_for` for the status.
+:class:`Disconnected`. A transport that closes on its own during a
+handshake (server shutdown) answers ``refusal_for(Shutdown(code)).status``
+(503 when going away, else 403).
 
 HTTP consumers (plain responses, streams, SSE) speak ``http.response.*``
 events, not these: their transport writes what the consumer sends. The
@@ -256,10 +255,10 @@ class Wire(enum.Enum):
     """What a transition puts on the wire."""
 
     NOTHING = "nothing"
-    OPEN = "open"  # Opened
-    OPEN_AND_SEND = "open, then the message"  # Opened(implicit) + Message
+    OPEN = "the open answer (101)"  # Opened
+    OPEN_AND_SEND = "the open answer, then the message"  # Opened(implicit) + Message
     SEND = "the message"  # Message
-    REFUSE = "an HTTP refusal"  # Refused
+    REFUSE = "an HTTP refusal (403, 500, 503)"  # Refused
     CLOSE = "a close frame"  # CloseFrame
 
 
