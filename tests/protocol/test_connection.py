@@ -230,5 +230,11 @@ def test_the_docs_draw_the_contract_from_the_table():
             assert wire is Wire.NOTHING and after in (state, State.CLOSED), (state, kind)
 
 
+def test_the_dicts_carry_plain_ints_as_they_always_did():
+    for output in (refusal_for(Crash()), refusal_for(Refuse()), CloseFrame(CloseCode.NORMAL)):
+        event = to_asgi(output)
+        assert event is not None and type(event["code"]) is int
+
+
 if __name__ == "__main__":
     print(render_table())

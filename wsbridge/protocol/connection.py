@@ -423,7 +423,7 @@ def to_asgi(output: Output) -> dict[str, Any] | None:
             event["headers"] = list(output.headers)
         return event
     if isinstance(output, Refused):
-        event = {"type": "websocket.close", "code": output.code}
+        event = {"type": "websocket.close", "code": int(output.code)}
         if output.reason and not output.by_server:
             event["reason"] = output.reason
         if output.crashed:
@@ -433,7 +433,7 @@ def to_asgi(output: Output) -> dict[str, Any] | None:
         if output.revoked:
             event["revoked"] = True
         return event
-    event = {"type": "websocket.close", "code": output.code}
+    event = {"type": "websocket.close", "code": int(output.code)}
     if output.reason:
         event["reason"] = output.reason
     if output.revoked:
