@@ -122,7 +122,9 @@ def _install(session: nox.Session, python: str, django: str, deps: str) -> None:
         # Dependencies are current: only point the editable install at this clone.
         session.install("--no-deps", "-e", ".")
         return
-    session.install("-e", ".[dev,redis,django,uwsgi]", *_requirements(django, deps))
+    # pip too: uv's environments come without it, and tests/test_packaging.py builds the
+    # wheel and a clean venv with it, as a user would.
+    session.install("pip", "-e", ".[dev,redis,django,uwsgi]", *_requirements(django, deps))
     stamp_file.write_text(stamp)
 
 

@@ -35,10 +35,14 @@ from benchlib.targets import TARGETS, VERSION_PACKAGES  # noqa: E402
 
 #: Targets --all leaves out: experiments and variants, measured when named.
 BY_NAME_ONLY = {
+    "wsbridge-baseline",
     "wsbridge-fastpath",
     "wsbridge-metrics",
     "wsbridge-redis1",
     "wsbridge-redis1-metrics",
+    "wsbridge-redis1-gcoff",
+    "wsbridge-redis1-gcfreeze",
+    "wsbridge-redis1-gc50k",
     "wsbridge-uwsgi",
 }
 from benchlib.venvs import (  # noqa: E402
@@ -148,6 +152,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "for the wsbridge targets: measure a change side by side",
     )
     p.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="for the target wsbridge-baseline: import wsbridge from DIR (e.g. a git worktree "
+        "of the commit before a change), so before and after run in one bench run",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=0.0,
@@ -216,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchlib import targets as targets_module
 
         targets_module.WSBRIDGE_SRC.append(str(Path(args.wsbridge_src).resolve()))
+    if args.baseline_src:
+        from benchlib import targets as targets_module
+
+        targets_module.BASELINE_SRC.append(str(Path(args.baseline_src).resolve()))
     for item in args.server_env:
         key, _, value = item.partition("=")
         for target in TARGETS.values():

@@ -40,7 +40,7 @@ if not settings.configured:
 nitpicky = True
 nitpick_ignore_regex = [
     ("py:.*", r"(collections\.abc|typing|re|socket|ssl|logging|threading|datetime)\..+"),
-    ("py:.*", r"contextvars\..+"),
+    ("py:.*", r"_?contextvars\..+"),  # Sphinx 8.1 (Python 3.10) names the C module
     ("py:.*", r"(gevent|greenlet|websockets|redis|django|msgpack|gunicorn)\..+"),
     # internal types that appear only in annotations of documented functions
     ("py:class", r"wsbridge\.layers\.redis\.(shard\.Shard|codec\.Decoded)"),

@@ -157,6 +157,19 @@ class WsbridgeRedisOneMetrics(WsbridgeRedisOne):
     metrics = True
 
 
+class WsbridgeRedisOneGc(WsbridgeRedisOne):
+    """``wsbridge-redis1`` with the cyclic GC tuned (``BENCH_GC``): an experiment."""
+
+    def __init__(self, name: str, gc_mode: str, description: str) -> None:
+        super().__init__(name, "wsbridge", "ws", description)
+        self.gc_mode = gc_mode
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["BENCH_GC"] = self.gc_mode
+        return cmd, env, cwd
+
+
 class WsbridgeFastpath(WsbridgeMemory):
     """The memory-layer target on a copy patched by bench/patches/fastpath.py --pump."""
 
@@ -180,6 +193,21 @@ class WsbridgeFastpath(WsbridgeMemory):
     def server_cmd(self, port, redis_url):
         cmd, env, cwd = super().server_cmd(port, redis_url)
         env["PYTHONPATH"] = f"{self.src_dir()}:{SERVERS}"
+        return cmd, env, cwd
+
+
+#: ``run.py --baseline-src DIR``: the checkout of an earlier commit for ``wsbridge-baseline``.
+BASELINE_SRC: list[str] = []
+
+
+class WsbridgeBaseline(WsbridgeMemory):
+    """``wsbridge`` imported from another checkout (``--baseline-src``): before vs after."""
+
+    def server_cmd(self, port, redis_url):
+        if not BASELINE_SRC:
+            raise SystemExit("wsbridge-baseline needs --baseline-src DIR (a checkout)")
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["PYTHONPATH"] = f"{BASELINE_SRC[0]}:{SERVERS}"
         return cmd, env, cwd
 
 
@@ -305,12 +333,25 @@ TARGETS: dict[str, Target] = {
             "ws",
             "wsbridge serve, Redis layer, one process, Prometheus metrics on (only by name)",
         ),
+        WsbridgeRedisOneGc("wsbridge-redis1-gcoff", "off", "wsbridge-redis1, gc.disable()"),
+        WsbridgeRedisOneGc("wsbridge-redis1-gcfreeze", "freeze", "wsbridge-redis1, gc.freeze()"),
+        WsbridgeRedisOneGc(
+            "wsbridge-redis1-gc50k",
+            "50000,20,20",
+            "wsbridge-redis1, gc.set_threshold(50000, 20, 20)",
+        ),
         WsbridgeFastpath(
             "wsbridge-fastpath",
             "wsbridge",
             "ws",
             "wsbridge serve, memory layer, with bench/patches/fastpath.py --pump "
             "(proposed change, not committed code)",
+        ),
+        WsbridgeBaseline(
+            "wsbridge-baseline",
+            "wsbridge",
+            "ws",
+            "wsbridge serve, memory layer, imported from --baseline-src (only by name)",
         ),
         WsbridgeRedis(
             "wsbridge-redis",

@@ -69,12 +69,15 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 def tune_gc() -> None:
-    """Experiments only: ``BENCH_GC=off`` or ``BENCH_GC=a,b,c`` (gc.set_threshold)."""
+    """Experiments only: ``BENCH_GC=off``, ``freeze`` (gc.freeze() after import) or
+    ``a,b,c`` (gc.set_threshold)."""
     import gc
 
     setting = os.environ.get("BENCH_GC")
     if setting == "off":
         gc.disable()
+    elif setting == "freeze":
+        gc.freeze()
     elif setting:
         gc.set_threshold(*(int(x) for x in setting.split(",")))
 

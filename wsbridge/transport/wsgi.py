@@ -23,13 +23,11 @@ never a hang.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from .. import admission
 from .. import metrics as _metrics
@@ -37,6 +35,7 @@ from ..consumers.routing import Router
 from ..exceptions import ConfigurationError, ServerNotSupported
 from ..identity import authenticate_scope
 from . import uwsgi as uwsgi_adapter
+from .origin import environ_checker, origin_allowed
 from .scope import build_scope, request_path
 from .websocket import Handover, WebSocketOptions, serve_websocket
 
@@ -94,14 +93,6 @@ def is_websocket_request(environ: dict[str, Any]) -> bool:
 # -- Origin ------------------------------------------------------------------------
 
 
-def _netloc(scheme: str, host: str) -> str:
-    host = host.strip().lower()
-    for default in (":80",) if scheme in ("http", "ws") else (":443",):
-        if host.endswith(default):
-            host = host[: -len(default)]
-    return host
-
-
 def check_origin(
     origin: str | None,
     host: str | None,
@@ -115,45 +106,17 @@ def check_origin(
         origin: the ``Origin`` header, or None (non-browser clients send none;
             they are allowed, since Origin only protects browsers' cookies).
         host: the ``Host`` header of the request.
-        allowed: None for "same host only"; else patterns matched against the
-            whole origin (``"https://app.example.com"``) or its host
-            (``"*.example.com"``, ``"localhost:*"``); ``"*"`` allows all.
+        allowed: None for "same host only"; else the patterns of
+            :mod:`wsbridge.transport.origin` (``"https://*.example.com"``,
+            ``"localhost:*"``, ``".example.com"``; ``"*"`` allows all).
         scheme: the request's scheme, to ignore default ports.
 
     Returns:
         True to go on, False to refuse with 403 (a malformed ``Origin`` is refused).
     """
-    if origin is None:
-        return True
-    try:
-        parts = urlsplit(origin.strip())
-    except ValueError:  # "http://[::1" (an unclosed IPv6 bracket): not an origin we allow
-        return False
-    if origin.strip() == "null" or not parts.netloc:
-        return allowed is not None and "null" in allowed
-    origin_host = _netloc(parts.scheme, parts.netloc)
     if allowed is None:
-        return host is not None and origin_host == _netloc(scheme, host)
-    for pattern in allowed:
-        pattern = pattern.strip().lower()
-        if pattern == "*" or fnmatch.fnmatchcase(origin.strip().lower(), pattern):
-            return True
-        if "://" not in pattern and fnmatch.fnmatchcase(origin_host, pattern):
-            return True
-    return False
-
-
-def origin_checker(allowed: Sequence[str] | None) -> OriginCheck:
-    """The default Origin check as ``f(environ) -> bool``; see :func:`check_origin`."""
-    patterns = list(allowed) if allowed is not None else None
-
-    def check(environ: dict[str, Any]) -> bool:
-        scheme = environ.get("wsgi.url_scheme", "http")
-        return check_origin(
-            environ.get("HTTP_ORIGIN"), environ.get("HTTP_HOST"), patterns, scheme=scheme
-        )
-
-    return check
+        return origin_allowed(origin, None, host=host, scheme=scheme) if host else origin is None
+    return origin_allowed(origin, allowed)
 
 
 # -- the socket hand-over ------------------------------------------------------------
@@ -268,7 +231,7 @@ class WSBridgeApp:
             install_channel_layer(layer, "explicit")
         self._layer = layer
         self.websocket = websocket if websocket is not None else WebSocketOptions()
-        self.origin_check = origin_check or origin_checker(allowed_origins)
+        self.origin_check = origin_check or environ_checker(allowed_origins)
         self.allowed_origins = allowed_origins
         self.pass_unrouted = pass_unrouted
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
