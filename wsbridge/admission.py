@@ -40,6 +40,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from .protocol.closecodes import CloseCode
+
 __all__ = [
     "LimitOptions",
     "TokenBucket",
@@ -54,7 +56,7 @@ __all__ = [
 logger = logging.getLogger("wsbridge.limits")
 
 #: Close code when a per-user or per-IP inbound rate trips (final for wsbridge.js).
-RATE_LIMITED = 4429
+RATE_LIMITED = CloseCode.RATE_LIMITED
 #: Seconds between two WARNING lines of one reason.
 WARN_INTERVAL = 10.0
 #: Buckets kept per table; the least recently used go first (a bucket refills anyway).
@@ -311,3 +313,38 @@ def current() -> Admission:
 def client_ip(scope: dict[str, Any]) -> str:
     client = scope.get("client") or ("?", 0)
     return str(client[0])
+
+
+class InboundGuard:
+    """One connection's inbound limits: its own rates first, then its user's and its IP's.
+
+    The transport keeps the frame budgets (control frames, sizes); this
+    counts messages and bytes. Built by the connection runner.
+    """
+
+    __slots__ = ("ip", "_own", "_tripped")
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.ip = client_ip(scope)
+        self._own = current().connection_rates()
+        self._tripped = False
+
+    def check(self, event: dict[str, Any], user: str | None) -> str | None:
+        """Spend one ``websocket.receive`` event; None if within the rates.
+
+        Otherwise the message is dropped (counted in :mod:`wsbridge.drops`) and
+        the result is the reason to close with :data:`RATE_LIMITED` the first
+        time, ``""`` after (the close is already on its way).
+        """
+        payload = event.get("text")
+        size = len(payload) if payload is not None else len(event.get("bytes") or b"")
+        reason = current().inbound(self.ip, user, size, self._own)
+        if reason is None:
+            return None
+        from .drops import record_drop
+
+        record_drop("rate_limited", detail=f"{reason} ({self.ip})")
+        if self._tripped:
+            return ""
+        self._tripped = True
+        return reason

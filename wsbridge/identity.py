@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
 
+from .protocol.closecodes import CloseCode
+
 __all__ = [
     "IdentityCloseCode",
     "REVOKED",
@@ -69,11 +71,14 @@ logger = logging.getLogger("wsbridge.identity")
 
 
 class IdentityCloseCode(IntEnum):
-    """The close codes of this module (documented in docs/topics/identity.rst)."""
+    """The close codes of this module: :class:`~wsbridge.protocol.closecodes.CloseCode`'s.
 
-    REVOKED = 4403
-    KICKED = 4409
-    TOKEN_EXPIRED = 4511
+    Kept for the code that names them here; the values come from ``CloseCode``.
+    """
+
+    REVOKED = int(CloseCode.REVOKED)
+    KICKED = int(CloseCode.KICKED)
+    TOKEN_EXPIRED = int(CloseCode.TOKEN_EXPIRED)
 
 
 REVOKED = IdentityCloseCode.REVOKED

@@ -540,3 +540,59 @@ def test_consumers_that_keep_waking_each_other_cannot_starve_the_hub(layer):
     for conn in (a, b):
         conn.disconnected(1000)
         assert conn.wait(5)
+
+
+# -- the connection contract (wsbridge.protocol.connection) -------------------------
+
+
+def test_a_transport_given_outputs_gets_the_contracts_typed_outputs(layer):
+    from wsbridge.protocol.connection import CloseFrame, Message, Opened, Refused
+
+    class Echo(WebsocketConsumer):
+        def receive(self, text_data=None, bytes_data=None):
+            if text_data == "bye":
+                self.close(4001, "done")
+            self.send(text_data=text_data)
+
+    outputs: list[object] = []
+    conn = Connection(build_websocket_scope("/"), Echo, layer, outputs=outputs.append)
+    conn.push({"type": "websocket.connect"})
+    conn.push({"type": "websocket.receive", "text": "hi"})
+    conn.push({"type": "websocket.receive", "text": "bye"})
+    _wait_for(lambda: len(outputs) == 3)
+    assert outputs == [Opened(None), Message(text="hi"), CloseFrame(4001, "done")]
+    assert conn.accepted and conn.closed
+    conn.disconnected(4001)
+    assert conn.wait(5)
+
+    class Refuser(WebsocketConsumer):
+        def connect(self):
+            pass  # neither accepts nor refuses
+
+    refused: list[object] = []
+    conn = Connection(build_websocket_scope("/r/"), Refuser, layer, outputs=refused.append)
+    conn.push({"type": "websocket.connect"})
+    assert conn.wait(5)
+    (answer,) = refused
+    assert isinstance(answer, Refused) and (answer.status, answer.close_code) == (403, 1008)
+    assert not conn.accepted
+
+
+def test_connection_takes_exactly_one_of_send_and_outputs(layer):
+    with pytest.raises(TypeError, match="exactly one of send or outputs"):
+        Connection(build_websocket_scope("/"), Recorder, layer)
+    with pytest.raises(TypeError, match="exactly one of send or outputs"):
+        Connection(build_websocket_scope("/"), Recorder, layer, print, outputs=print)
+
+
+def test_a_message_sent_in_connect_accepts_implicitly_and_the_connection_stays_open(layer):
+    class Greeter(WebsocketConsumer):
+        def connect(self):
+            self.send(text_data="hello")  # no accept(): the first message accepts
+
+    comm = Communicator(Greeter, "/")
+    comm.connection.push({"type": "websocket.connect"})
+    assert comm.receive_output() == {"type": "websocket.send", "text": "hello"}
+    assert comm.receive_nothing()  # no refusal follows the implicit accept
+    assert comm.connection.accepted and not comm.connection.closed
+    comm.disconnect()

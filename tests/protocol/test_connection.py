@@ -197,3 +197,44 @@ def test_the_contract_imports_nothing_of_wsbridge_outside_protocol():
         if isinstance(node, ast.ImportFrom) and (node.level or "wsbridge" in (node.module or ""))
     ]
     assert imported == [(1, "closecodes")]
+
+
+def render_table() -> str:
+    """The docs' table of the contract: every transition that does something."""
+    rows = [
+        (state.value, kind.__name__, after.value, wire.value)
+        for (state, kind), (after, wire) in TRANSITIONS.items()
+        if state in (State.CONNECTING, State.OPEN)
+    ]
+    head = ("state", "event", "next state", "on the wire")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, line(head), rule, *map(line, rows), rule])
+
+
+def test_the_docs_draw_the_contract_from_the_table():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs/topics/protocol.rst").read_text()
+    assert render_table() in text, (
+        "docs/topics/protocol.rst: the connection-contract table differs from TRANSITIONS; "
+        "regenerate it with python tests/protocol/test_connection.py"
+    )
+    # The states left out of the table only drop late events (and end on Disconnected).
+    for (state, kind), (after, wire) in TRANSITIONS.items():
+        if state not in (State.CONNECTING, State.OPEN):
+            assert wire is Wire.NOTHING and after in (state, State.CLOSED), (state, kind)
+
+
+def test_the_dicts_carry_plain_ints_as_they_always_did():
+    for output in (refusal_for(Crash()), refusal_for(Refuse()), CloseFrame(CloseCode.NORMAL)):
+        event = to_asgi(output)
+        assert event is not None and type(event["code"]) is int
+
+
+if __name__ == "__main__":
+    print(render_table())

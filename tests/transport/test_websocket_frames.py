@@ -279,7 +279,7 @@ def test_what_the_kernel_does_not_take_goes_to_the_writer_in_order():
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     scope = {"client": ["127.0.0.1", 1], "path": "/"}
     transport = WebSocketTransport(server, scope, WebSocketOptions(), upgraded=True)
-    assert transport._raw_send is not None, "a plain gevent socket gets direct writes"
+    assert transport.out.raw_send is not None, "a plain gevent socket gets direct writes"
     messages = [f"{i}:".encode() + bytes([65 + i % 26]) * 20_000 for i in range(40)]
     with listener, client, server:
         for i, message in enumerate(messages):
@@ -287,13 +287,42 @@ def test_what_the_kernel_does_not_take_goes_to_the_writer_in_order():
                 transport.send_message(None, message)
             else:
                 transport.send_message(message.decode(), None)
-        assert transport._writer is not None, "the kernel should not have taken 800 KB"
-        assert transport._outbox_bytes > 0
+        assert transport.out.writer is not None, "the kernel should not have taken 800 KB"
+        assert transport.out.pending_bytes > 0
         buffer = b""
         for i, message in enumerate(messages):
             header, payload, buffer = _read_raw_frame(client, buffer)
             assert header[0] == (0x82 if i % 2 else 0x81)
             assert payload == message
         gevent.sleep(0)
-        assert transport._writer is None and transport._outbox_bytes == 0
+        assert transport.out.writer is None and transport.out.pending_bytes == 0
         assert transport.bytes_sent == sum(len(m) + 4 for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [
+        ({"status": 403, "code": 1000}, 1008),  # connect() did not decide, or close()
+        ({"status": 403, "code": 4001}, 4001),  # the consumer's own code
+        ({"status": 500, "code": 1011, "crashed": True}, 1011),
+    ],
+)
+def test_a_refusal_after_the_servers_own_101_is_a_close_frame(refusal, code):
+    """gevent-websocket answered the handshake itself: a refusal can only be a close frame."""
+    import gevent.socket
+
+    from wsbridge.protocol.connection import Refused
+    from wsbridge.transport.websocket import WebSocketOptions, WebSocketTransport
+
+    listener = gevent.socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = gevent.socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    scope = {"client": ["127.0.0.1", 1], "path": "/"}
+    transport = WebSocketTransport(server, scope, WebSocketOptions(), upgraded=True)
+    with listener, client, server:
+        transport.consumer_output(Refused(**refusal))
+        header, payload, _ = _read_raw_frame(client, b"")
+        assert header[0] == 0x88  # FIN + CLOSE
+        assert int.from_bytes(payload[:2], "big") == code

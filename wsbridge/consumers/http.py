@@ -34,6 +34,7 @@ from urllib.parse import parse_qs
 
 from .. import metrics as _metrics
 from ..exceptions import DenyConnection, StopConsumer
+from ..protocol.connection import Close, refusal_for
 from .consumer import BaseConsumer
 from .message import Channel, Message
 
@@ -136,7 +137,7 @@ class HttpConsumer(BaseConsumer):
         key = name.lower().encode("latin-1")
         for hname, value in self.scope.get("headers", ()):
             if hname == key:
-                return value.decode("latin-1")
+                return str(value.decode("latin-1"))
         return default
 
     # -- events from the transport ---------------------------------------------
@@ -153,7 +154,8 @@ class HttpConsumer(BaseConsumer):
             self.handle(self.body)
         except DenyConnection:
             if not self.response_started:
-                self.send_response(403, b"Forbidden")
+                # A refusal before the response, as on a WebSocket handshake: 403.
+                self.send_response(refusal_for(Close()).status, b"Forbidden")
 
     def http_disconnect(self, message: dict[str, Any]) -> None:
         for group in self.groups or ():
@@ -310,6 +312,42 @@ def format_sse(
     if not lines:
         raise ValueError("an event needs at least one of data, event, id, retry or comment")
     return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def is_event_stream(event: Mapping[str, Any]) -> bool:
+    """Whether an ``http.response.start`` event starts a ``text/event-stream``."""
+    for name, value in event.get("headers") or ():
+        name = name.encode("latin-1") if isinstance(name, str) else bytes(name)
+        value = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+            return True
+    return False
+
+
+def plain_response(status: int, body: bytes) -> list[dict[str, Any]]:
+    """The ``http.response.*`` events of a whole plain-text answer (the runner's own)."""
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+    }
+    return [start, {"type": "http.response.body", "body": body, "more_body": False}]
+
+
+def sse_close(code: int, reason: str) -> dict[str, Any]:
+    """The last event of a stream closed by the server: ``wsbridge.close`` with code and reason."""
+    data = json.dumps({"code": code, "reason": reason})
+    return {
+        "type": "http.response.body",
+        "body": format_sse(data, event="wsbridge.close"),
+        "more_body": False,
+    }
+
+
+def sse_data(text: str | None, data: bytes | None) -> dict[str, Any]:
+    """A stream's event carrying ``text`` (or ``data`` decoded as UTF-8), straight to the client."""
+    payload = text if text is not None else (data or b"").decode("utf-8", "replace")
+    return {"type": "http.response.body", "body": format_sse(payload), "more_body": True}
 
 
 class SseConsumer(HttpConsumer):

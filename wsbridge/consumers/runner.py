@@ -12,38 +12,21 @@ they arrived.
 Handlers run one at a time per connection, in arrival order; a handler that
 blocks delays only its own connection. An idle connection costs no greenlet.
 
-How mailboxes are run: the pump
--------------------------------
-A fan-out wakes thousands of mailboxes at once, and spawning a greenlet for
-each (a ``Greenlet`` object, gevent's spawn-tree bookkeeping, a switch) was
-most of the cost of a delivery. Instead, a woken connection is appended to
-one ready list (per process: wsbridge runs monkey-patched, in one hub) and a
-single raw greenlet, *the pump* (``gevent.spawn_raw``), drains the woken
-connections one after another. A connection is in the list at most once
-(``_runner`` says where it is), so its events still run one at a time, in
-order.
+Woken mailboxes are drained by *the pump* (``wsbridge.consumers.pump``):
+one raw greenlet for all of them, handed over to a fresh one when a handler
+blocks, so handlers that only ``send`` cost no greenlet.
 
-Handlers are synchronous code that may block (a database query, a socket).
-Before draining, the pump registers a hub callback (``loop.run_callback``).
-Callbacks run only when the hub gets control, and while the pump is busy
-the hub only gets control if the pump yields to it, that is, if a handler
-*blocked*. The callback then hands the rest of the ready list to a fresh
-pump at once; the old greenlet stays with the one connection whose handler
-blocked, finishes its mailbox and ends. When the pump ends without
-blocking, it stops the callback unused. So the common case (handlers that
-only ``send``) costs no greenlet, and a slow consumer still delays only its
-own connection.
-
-A pump that has worked for the interpreter's switch interval (5 ms by
-default) ends and lets a successor continue after the hub has polled for
-I/O: consumers that keep waking each other cannot starve the sockets.
+What a connection sends its transport follows the connection contract
+(:mod:`wsbridge.protocol.connection`, which says how a transport uses it):
+a transport given as ``outputs=`` gets its typed outputs, a plain ``send``
+callable (the testing ``Communicator``, the HTTP transport) ASGI-style dicts.
 
 What the transport must do:
 
 * call :meth:`Connection.disconnected` once the socket is gone, whoever
   closed it (calling it twice, or after a refused handshake, is harmless);
-* answer a ``websocket.close`` that comes before ``websocket.accept`` with
-  HTTP 403 (500 when the event has ``"error": True``: the consumer crashed);
+* answer a ``Refused`` output with its HTTP status (a close frame with its
+  ``close_code`` when the handshake was already answered);
 * never raise from ``send`` for a gone client, and never block in it for long.
 
 A consumer that raises is logged once (with its traceback) and its
@@ -53,8 +36,6 @@ connection alone is closed with 1011; the others go on.
 from __future__ import annotations
 
 import logging
-import sys
-import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
@@ -67,16 +48,32 @@ from greenlet import getcurrent
 
 from .. import admission
 from .. import metrics as _metrics
-from ..drops import record_drop
-from ..exceptions import BadRequest, ChannelFull, LayerError, StopConsumer, UnknownMessageType
+from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
-from ..layers.history import RECOVERY_EVENT
 from ..logs import CONNECTION_ID, new_connection_id
-from ..policies import GROUP_KEY, policy_for
+from ..policies import GROUP_KEY
 from ..process import mark_serving
-from ..protocol.recovery import POSITIONS, check_positions, recovery_frame, wrap_frame
+from ..protocol.closecodes import CloseCode
+from ..protocol.connection import (
+    Accept,
+    Close,
+    ConnectionContract,
+    Crash,
+    Disconnected,
+    Output,
+    Refuse,
+    Refused,
+    Send,
+    State,
+    from_asgi,
+    refusal_for,
+    to_asgi,
+)
+from ..protocol.connection import Event as ContractEvent
 from .consumer import log_unanswered_connect
+from .pump import QUEUED, wake
+from .stamps import Stamps, refusals
 
 # wsbridge.* control messages (identity: close, deliver, re-check, refresh) are run by
 # the runner itself, before (and instead of) the consumer.
@@ -96,90 +93,9 @@ TRANSPORT_HIGH_WATER = 64
 DRAIN_TURN = 16
 DEFAULT_MAILBOX_SIZE = 1000
 
-Send = Callable[[dict[str, Any]], None]
-
-#: ``Connection._runner`` while the connection waits in the ready list.
-_QUEUED: Any = object()
-
-# Woken connections, in wake order, and the pump greenlet draining them (None
-# when no pump is running). Module state: every Connection shares one hub.
-_ready: deque[Connection] = deque()
-_pump: Any = None
-
-
-class _RefusalLog:
-    """Counts handshakes refused for bad recovery input; WARNING at most once a minute."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._last = 0.0
-
-    def note(self, reason: str) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self._last >= 60:
-            self._last = now
-            logger.warning("refused a handshake: %s [%d so far]", reason, self.count)
-
-
-_refusals = _RefusalLog()
-
-
-def _start_pump() -> None:
-    global _pump
-    _pump = gevent.spawn_raw(_run_pump)
-
-
-def _run_pump() -> None:
-    """Drain woken connections one after another, in the calling (pump) greenlet."""
-    global _pump
-    # No local holds this greenlet: a consumer's exception keeps its traceback's
-    # frames (Connection.error, log records), and those must not pin the pump.
-    loop = gevent.get_hub().loop
-    # Runs only if this greenlet yields to the hub mid-list: a handler blocked.
-    watchdog = loop.run_callback(_hand_off, getcurrent())
-    deadline = time.perf_counter() + sys.getswitchinterval()
-    try:
-        while _ready and _pump is getcurrent():
-            _ready.popleft()._drain()
-            if time.perf_counter() >= deadline and _pump is getcurrent() and _ready:
-                # Budget spent: a successor runs after the hub has polled for I/O
-                # (a 0 s timer fires after the poll; a callback would not).
-                _pump = None
-                loop.timer(0).start(_resume_pump)
-                break
-    finally:
-        watchdog.stop()
-        if _pump is getcurrent():
-            # Ended (the list is empty) or was killed while still the pump.
-            _pump = None
-            if _ready:
-                _start_pump()
-
-
-def _hand_off(blocked: Any) -> None:
-    # Hub callback: the pump yielded in the middle of a handler. The rest of the
-    # list goes to a new pump now; the blocked greenlet keeps its one connection.
-    global _pump
-    if _pump is blocked:
-        _pump = None
-        if _ready:
-            _start_pump()
-
-
-def _resume_pump() -> None:
-    # Timer callback after a pump spent its budget (a wake may have started one since).
-    if _pump is None and _ready:
-        _start_pump()
-
-
-def _is_event_stream(event: dict[str, Any]) -> bool:
-    for name, value in event.get("headers") or ():
-        name = name.encode("latin-1") if isinstance(name, str) else bytes(name)
-        value = value.encode("latin-1") if isinstance(value, str) else bytes(value)
-        if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
-            return True
-    return False
+SendDict = Callable[[dict[str, Any]], None]
+#: What a transport that follows the connection contract receives (``outputs=``).
+Outputs = Callable[[Output], None]
 
 
 class Connection:
@@ -193,9 +109,15 @@ class Connection:
             with a ``channel_layer_alias`` other than "default" gets that
             alias's layer instead.
         send: called (in the mailbox greenlet) with every event the
-            consumer emits; must not raise for a gone client.
+            consumer emits, as dicts; must not raise for a gone client.
         mailbox_size: layer messages that may wait; one more raises
             ``ChannelFull`` to the sender (a group send skips this member).
+        outputs: instead of ``send``, for a transport that follows the
+            connection contract: called with its typed outputs
+            (:mod:`wsbridge.protocol.connection`); same rules as ``send``.
+
+    Raises:
+        TypeError: neither or both of ``send`` and ``outputs`` were given.
     """
 
     def __init__(
@@ -203,10 +125,13 @@ class Connection:
         scope: dict[str, Any],
         consumer_class: Any,
         layer: BaseChannelLayer | None,
-        send: Send,
+        send: SendDict | None = None,
         *,
         mailbox_size: int | None = None,
+        outputs: Outputs | None = None,
     ) -> None:
+        if (send is None) == (outputs is None):
+            raise TypeError("Connection() takes exactly one of send or outputs")
         alias = getattr(consumer_class, "channel_layer_alias", DEFAULT_ALIAS)
         if alias != DEFAULT_ALIAS:
             layer = get_channel_layer(alias)
@@ -215,18 +140,19 @@ class Connection:
         self.connection_id: str = CONNECTION_ID.get() or new_connection_id()
         self.scope = scope
         self.layer = layer
-        self._transport_send = send
+        self._transport_send = send  # the plain (dict) sink, when given
+        self._outputs: Outputs = outputs if outputs is not None else self._as_dicts
+        #: The accept / refuse / send / close rules (wsbridge.protocol.connection).
+        self.contract = ConnectionContract()
         self.channel_name = layer.new_channel() if layer is not None else None
         # (from the transport?, event): the flag keeps backpressure counts exact.
         self._mailbox: deque[tuple[bool, dict[str, Any]]] = deque()
         self._pending_transport = 0
         self._drained = Event()
         self._drained.set()
-        # None (idle), _QUEUED (in the ready list) or the greenlet draining it.
+        # None (idle), pump.QUEUED (in the ready list) or the greenlet draining it.
         self._runner: Any = None
         self.finished = Event()
-        self.accepted = False
-        self.closed = False
         self.failed = False
         #: The exception that ended the consumer, if one did (for tests and logs).
         self.error: BaseException | None = None
@@ -237,12 +163,9 @@ class Connection:
         self.identity_counted: str | None = None  # the user counted by wsbridge.admission
         self.identity_next_check = 0.0
         # Slow-client policies (wsbridge.policies): the gate, once the transport
-        # told us its backlog, and the group message being handled right now.
+        # told us its backlog.
         self._gate: Any = None
-        self._ip = admission.client_ip(scope)
-        self._own_rates = admission.current().connection_rates()
-        self._rate_closed = False
-        self._origin: tuple[str, Any, dict[str, Any]] | None = None
+        self._inbound = admission.InboundGuard(scope)  # message and byte rates
         if mailbox_size is None:
             mailbox_size = (
                 layer.get_capacity(self.channel_name)
@@ -255,36 +178,9 @@ class Connection:
         )
         if layer is not None and self.channel_name is not None:
             layer.attach(self.channel_name, self._from_layer)
-        #: Stamp positions on frames (the client asked to recover: wsbridge.js).
-        self._stamp = False
-        self._refusal: str | None = None
-        self._current: tuple[str, str] | None = None
-        self._stamped = False
-        self._ask_recovery()
-
-    def _ask_recovery(self) -> None:
-        # What the client last saw, per history group (docs/topics/recovery.rst).
-        # A long-poll session adopted from a stopped process carries the
-        # positions of what was sent to it (scope[POSITIONS]); the query string
-        # still holds those of its first open, which would replay too much.
-        carried = self.scope.get(POSITIONS) if self.scope.get("resumed") else None
-        ask = getattr(self.consumer, "recovery_positions", None)
-        try:
-            if isinstance(carried, dict):
-                positions: dict[str, str] | None = check_positions(carried)
-            else:
-                positions = ask() if ask is not None else None
-        except BadRequest as exc:
-            self._refusal = str(exc)
-            return
-        if positions is None:
-            return
-        self._stamp = self.scope.get("type") == "websocket"
-        if self._stamp:
-            self.scope[POSITIONS] = dict(positions)
-        layer = self.layer
-        if positions and layer is not None and "history" in layer.extensions and self.channel_name:
-            layer.request_recovery(self.channel_name, positions)  # type: ignore[attr-defined]
+        # What the client last saw, per history group, and the positions on its frames.
+        self._stamps = Stamps(scope)
+        self._stamps.ask(self.consumer, layer, self.channel_name)
 
     # -- input --------------------------------------------------------------
 
@@ -306,22 +202,15 @@ class Connection:
         self._enqueue_transport(event)
 
     def _within_rates(self, event: dict[str, Any]) -> bool:
-        # This connection's, its user's and its IP's inbound rates (wsbridge.admission);
-        # the frame budgets (control frames, sizes) are the transport's.
-        payload = event.get("text")
-        size = len(payload) if payload is not None else len(event.get("bytes") or b"")
-        reason = admission.current().inbound(
-            self._ip, self.scope.get("wsbridge.user_id"), size, self._own_rates
-        )
+        # This connection's, its user's and its IP's inbound rates (wsbridge.admission).
+        reason = self._inbound.check(event, self.scope.get("wsbridge.user_id"))
         if reason is None:
             return True
-        record_drop("rate_limited", detail=f"{reason} ({self._ip})")
-        if not self._rate_closed:
-            self._rate_closed = True
+        if reason:  # the first trip: close (later messages are only dropped)
             self.post(
                 {
                     "type": "wsbridge.close",
-                    "code": admission.RATE_LIMITED,
+                    "code": CloseCode.RATE_LIMITED,
                     "reason": reason,
                     "revoked": False,
                 }
@@ -344,11 +233,18 @@ class Connection:
         self._wake()
 
     def _wake(self) -> None:
-        if self._runner is None:
-            self._runner = _QUEUED
-            _ready.append(self)
-            if _pump is None:
-                _start_pump()
+        wake(self)
+
+    @property
+    def accepted(self) -> bool:
+        """The connection was opened (explicitly, or by a first message)."""
+        return self.contract.accepted
+
+    @property
+    def closed(self) -> bool:
+        """True once the server side refused or closed it; nothing more goes out."""
+        contract = self.contract
+        return contract.refusal is not None or contract.close_code is not None
 
     # -- the mailbox, run by the pump (see the module docstring) ------------------
 
@@ -385,16 +281,19 @@ class Connection:
         ):
             self._control(event)
             return
-        if self._refusal is not None and kind in ("websocket.connect", "http.request"):
+        stamps = self._stamps
+        if stamps.refusal is not None and kind in ("websocket.connect", "http.request"):
             self._refuse(kind)
             return
-        if self._stamp:
-            self._stamp_event(event, kind)
+        if stamps.on:
+            notice = stamps.begin(event, kind)
+            if notice is not None and self.accepted and not self.closed:
+                self._step(notice)
         started = perf_counter() if _metrics._enabled else 0.0
         try:
             self.consumer.dispatch(event)
         except StopConsumer:
-            self._finish(close_code=1000)
+            self._finish(close_code=CloseCode.NORMAL)
             return
         except UnknownMessageType as exc:
             # The message says it all; a traceback would only show dispatch().
@@ -418,12 +317,14 @@ class Connection:
                     )
                 timings.counts[bisect_left(timings.bounds, elapsed)] += 1
                 timings.total += elapsed
-            if self._current is not None:
-                self._end_stamp()
-        if kind == "websocket.connect" and not self.accepted and not self.closed:
+            if stamps.handling:
+                frame = stamps.end(self.accepted and not self.closed)
+                if frame is not None:
+                    self._step(frame)
+        if kind == "websocket.connect" and self.contract.state is State.CONNECTING:
             # connect() returned without accepting: refuse the handshake, and say why.
             log_unanswered_connect(self.consumer, self.scope)
-            self._emit({"type": "websocket.close", "code": 1000, "denied": True})
+            self._step(Refuse(CloseCode.NORMAL))
         elif kind in ("websocket.disconnect", "http.disconnect"):
             self._finish(close_code=None)
 
@@ -436,15 +337,14 @@ class Connection:
         """
         from .slowgate import Gate
 
-        self._gate = Gate(self._transport_send, backlog, soft_limit, self.finished.is_set)
+        self._gate = Gate(self._send_held, backlog, soft_limit, self.finished.is_set)
 
     def _handle_policy_message(self, event: dict[str, Any]) -> None:
-        policy = policy_for(str(event[GROUP_KEY]))
-        self._origin = (str(event[GROUP_KEY]), policy, event) if policy is not None else None
+        self._gate.begin(event)
         try:
             self._handle(event)
         finally:
-            self._origin = None
+            self._gate.end()
 
     # -- identity: the user's groups and control messages (wsbridge.identity) -------
 
@@ -504,79 +404,42 @@ class Connection:
         last ``wsbridge.close`` event and ends; an unanswered HTTP request 403.
         """
         if self.scope.get("type") == "websocket":
-            self._emit({"type": "websocket.close", "code": code, "reason": reason, "revoked": True})
+            self._step(Close(code, reason, revoked=True))
             return
-        import json
+        from . import http
 
-        from .http import format_sse
-
-        data = json.dumps({"code": code, "reason": reason})
         if getattr(self.consumer, "response_started", False):
-            body = format_sse(data, event="wsbridge.close")
-        else:
-            self._emit(
-                {
-                    "type": "http.response.start",
-                    "status": 403,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            body = (reason + "\n").encode("utf-8")
-        self._emit({"type": "http.response.body", "body": body, "more_body": False})
+            events = [http.sse_close(code, reason)]
+        else:  # unanswered: refused, as a handshake would be (403)
+            status = refusal_for(Close(code, reason, revoked=True)).status
+            events = http.plain_response(status, (reason + "\n").encode("utf-8"))
+        for event in events:
+            self._emit(event)
 
     def deliver(self, text: str | None, data: bytes | None) -> None:
         """Send a frame straight to the client (``send_to_user`` with a str/bytes)."""
         if self.scope.get("type") == "websocket":
-            if text is not None:
-                self._emit({"type": "websocket.send", "text": text})
-            elif data is not None:
-                self._emit({"type": "websocket.send", "bytes": data})
+            if text is not None or data is not None:
+                self._send_frame(Send(text, data if text is None else None))
             return
         if self._streaming():
-            from .http import format_sse
+            from .http import sse_data
 
-            payload = text if text is not None else (data or b"").decode("utf-8", "replace")
-            self._emit(
-                {"type": "http.response.body", "body": format_sse(payload), "more_body": True}
-            )
+            self._emit(sse_data(text, data))
 
     def _refuse(self, kind: Any) -> None:
         # Bad recovery input (too many positions, malformed): 403 for a
         # handshake, 400 for an HTTP request (SSE's Last-Event-ID).
-        reason = self._refusal or "bad recovery positions"
-        _refusals.note(reason)
+        reason = self._stamps.refusal or "bad recovery positions"
+        refusals.note(reason)
         if kind == "websocket.connect":
-            self._emit({"type": "websocket.close", "code": 1008, "denied": True})
+            self._step(Refuse(CloseCode.POLICY_VIOLATION))
             return
-        self._emit(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-            }
-        )
-        self._emit({"type": "http.response.body", "body": reason.encode(), "more_body": False})
+        from .http import plain_response
+
+        for event in plain_response(400, reason.encode()):
+            self._emit(event)
         self._finish(close_code=None)
-
-    def _stamp_event(self, event: dict[str, Any], kind: Any) -> None:
-        # A history group's message: frames sent while handling it carry its position.
-        if kind == RECOVERY_EVENT:
-            if not event.get("recovered") and event.get("position"):
-                self.scope[POSITIONS][event["group"]] = event["position"]
-            if self.accepted and not self.closed:
-                self._transport_send(recovery_frame(event))
-            return
-        position, group = event.get("position"), event.get("group")
-        if isinstance(position, str) and isinstance(group, str):
-            self._current = (group, position)
-            self._stamped = False
-
-    def _end_stamp(self) -> None:
-        current, self._current = self._current, None
-        if not self._stamped and current is not None and self.accepted and not self.closed:
-            # Nothing was sent for it: the page still learns the position.
-            self.scope[POSITIONS][current[0]] = current[1]
-            self._transport_send(wrap_frame({}, *current))
 
     def _ending(self) -> str:
         if self.scope.get("type") == "http":
@@ -587,57 +450,81 @@ class Connection:
         self.failed = True
         self.error = exc
         logger.error(message, exc_info=exc if with_traceback else None)
-        self._finish(close_code=1011)
+        self._finish(close_code=CloseCode.INTERNAL_ERROR)
 
     # -- output -----------------------------------------------------------------
 
     def _emit(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if self.closed and kind != "http.response.body":
-            logger.debug("dropping %s for closed connection %s", kind, self.channel_name)
+        """The consumer's ``base_send``: its events, through the connection contract."""
+        step = from_asgi(event)
+        if isinstance(step, Send):
+            self._send_frame(step)
+        elif step is not None:
+            self._step(step)
+        elif self._transport_send is not None:
+            # http.response.* (the HTTP transport's own vocabulary) and the rest, as given.
+            if event.get("type") == "http.response.start":
+                from .http import is_event_stream
+
+                if is_event_stream(event):
+                    self._identity_open()
+            self._transport_send(event)
+        else:
+            logger.warning(
+                "WebSocket transport ignores event %r from the consumer", event.get("type")
+            )
+
+    def _send_frame(self, step: Send) -> None:
+        # A frame, stamped with its history position, or held by a slow-client policy.
+        if self.contract.state not in (State.CONNECTING, State.OPEN):
+            self._step(step)  # dropped, and logged so
             return
-        if kind == "websocket.accept":
-            if self.accepted:
+        if self._stamps.handling:
+            step = self._stamps.stamp(step)
+        gate = self._gate
+        if gate is not None and gate.holding:
+            if gate.hold({"type": "websocket.send", "text": step.text, "bytes": step.data}):
                 return
-            self.accepted = True
+        self._step(step)
+
+    def _send_held(self, event: dict[str, Any]) -> None:
+        # The slow-client gate hands over a message it held (or a gap notice).
+        self._step(Send(event.get("text"), event.get("bytes")))
+
+    def _step(self, step: ContractEvent) -> None:
+        """Apply one contract event; hand its outputs to the transport, in order."""
+        contract = self.contract
+        if contract.state is State.CONNECTING and isinstance(step, (Accept, Send)):
             # Joined before the client learns it is open: a send_to_user() made as
             # soon as the handshake completes must reach it.
             if not self._identity_open():
-                self.accepted = False
-                self._emit({"type": "websocket.close", "code": 1008, "denied": True})
-                return
-        elif kind == "http.response.start" and _is_event_stream(event):
-            self._identity_open()
-        elif kind == "websocket.send" and (
-            self._current is not None or (self._origin is not None and self._gate is not None)
-        ):
-            if self._current is not None:
-                self._stamped = True
-                # Recorded as the frame goes out: a hand-off carries what was sent.
-                self.scope[POSITIONS][self._current[0]] = self._current[1]
-                event = wrap_frame(event, *self._current)
-            if self._origin is not None and self._gate is not None:
-                group, policy, message = self._origin
-                if self._gate.offer(event, group, policy, message):
-                    return
-        elif kind == "websocket.close":
-            self.closed = True
-            if not self.accepted:
-                # A refused handshake never opens a socket, so no transport
-                # reports its end: deliver the disconnect (groups, cleanup) here.
-                self._transport_send(event)
-                self._queue_disconnect(1006)
-                return
-        self._transport_send(event)
+                step = Refuse(CloseCode.POLICY_VIOLATION)
+        outputs = contract.send(step)
+        if not outputs:
+            if not isinstance(step, (Accept, Disconnected)):
+                logger.debug("dropping %s for closed connection %s", step, self.channel_name)
+            return
+        for output in outputs:
+            self._outputs(output)
+        if isinstance(outputs[-1], Refused):
+            # A refused handshake never opens a socket, so no transport
+            # reports its end: deliver the disconnect (groups, cleanup) here.
+            self._queue_disconnect(CloseCode.ABNORMAL)
+
+    def _as_dicts(self, output: Output) -> None:
+        event = to_asgi(output)
+        if event is not None and self._transport_send is not None:
+            self._transport_send(event)
 
     # -- the end ---------------------------------------------------------------
 
     def _finish(self, close_code: int | None) -> None:
         if self.finished.is_set():
             return
-        if close_code is not None and not self.closed and self.scope.get("type") == "websocket":
+        if close_code is not None and self.scope.get("type") == "websocket":
             # 1011 after a crash; a crash before accept refuses with 500.
-            self._emit({"type": "websocket.close", "code": close_code, "error": self.failed})
+            self._step(Crash() if self.failed else Close(close_code))
+        self.contract.send(Disconnected())
         self.finished.set()
         self._drained.set()
         self._mailbox.clear()
@@ -694,7 +581,7 @@ class Connection:
         """
         runner = self._runner
         self._finish(close_code=None)
-        if runner is not None and runner is not _QUEUED and runner is not getcurrent():
+        if runner is not None and runner is not QUEUED and runner is not getcurrent():
             gevent.get_hub().loop.run_callback(self._kill_runner, runner)
 
     def _kill_runner(self, runner: Any) -> None:
@@ -705,4 +592,4 @@ class Connection:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the consumer has finished; True if it did."""
-        return self.finished.wait(timeout)
+        return bool(self.finished.wait(timeout))

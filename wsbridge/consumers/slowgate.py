@@ -18,7 +18,7 @@ from typing import Any
 import gevent
 
 from ..drops import record_drop
-from ..policies import GroupPolicy, counters
+from ..policies import GROUP_KEY, GroupPolicy, counters, policy_for
 
 __all__ = ["Gate"]
 
@@ -56,6 +56,30 @@ class Gate:
         self._dropped: dict[str, int] = {}
         self._seq = 0
         self._flusher: Any = None
+        # The group message being handled now, when its group has a policy.
+        self._origin: tuple[str, GroupPolicy, dict[str, Any]] | None = None
+
+    def begin(self, message: dict[str, Any]) -> None:
+        """A group message is being handled: frames sent now follow its group's policy."""
+        group = str(message[GROUP_KEY])
+        policy = policy_for(group)
+        self._origin = (group, policy, message) if policy is not None else None
+
+    def end(self) -> None:
+        """The group message was handled."""
+        self._origin = None
+
+    @property
+    def holding(self) -> bool:
+        """Frames sent now may have to wait (:meth:`hold`)."""
+        return self._origin is not None
+
+    def hold(self, event: dict[str, Any]) -> bool:
+        """Take ``event``, sent while handling a policy group's message, if it must wait."""
+        if self._origin is None:
+            return False
+        group, policy, message = self._origin
+        return self.offer(event, group, policy, message)
 
     def offer(
         self, event: dict[str, Any], group: str, policy: GroupPolicy, message: dict[str, Any]

@@ -45,10 +45,16 @@ A transport passes ``Connection(..., outputs=callable)`` to receive these
 typed outputs; a plain ``send`` callable (the testing ``Communicator``)
 gets them as ASGI-style dicts from :func:`to_asgi`. The transport reports
 the client's end with ``Connection.disconnected(code)``, which feeds
-:class:`Disconnected`. A transport's own decisions before the consumer's
-(shutdown during a handshake, a handshake timeout) use
-:meth:`ConnectionContract.send` with :class:`Shutdown` on its own contract
-when it has no runner, or simply :func:`refusal_for` for the status.
+:class:`Disconnected`. A transport that closes on its own during a
+handshake (server shutdown) answers ``refusal_for(Shutdown(code)).status``
+(503 when going away, else 403).
+
+HTTP consumers (plain responses, streams, SSE) speak ``http.response.*``
+events, not these: their transport writes what the consumer sends. The
+rules they share with the table come from it too: a refusal before the
+response is ``refusal_for(Close()).status`` (403, ``DenyConnection``), and an
+exchange that ends or crashes before its response started gets
+``refusal_for(Crash()).status`` (500).
 """
 
 from __future__ import annotations
@@ -249,10 +255,10 @@ class Wire(enum.Enum):
     """What a transition puts on the wire."""
 
     NOTHING = "nothing"
-    OPEN = "open"  # Opened
-    OPEN_AND_SEND = "open, then the message"  # Opened(implicit) + Message
+    OPEN = "the open answer (101)"  # Opened
+    OPEN_AND_SEND = "the open answer, then the message"  # Opened(implicit) + Message
     SEND = "the message"  # Message
-    REFUSE = "an HTTP refusal"  # Refused
+    REFUSE = "an HTTP refusal (403, 500, 503)"  # Refused
     CLOSE = "a close frame"  # CloseFrame
 
 
@@ -417,7 +423,7 @@ def to_asgi(output: Output) -> dict[str, Any] | None:
             event["headers"] = list(output.headers)
         return event
     if isinstance(output, Refused):
-        event = {"type": "websocket.close", "code": output.code}
+        event = {"type": "websocket.close", "code": int(output.code)}
         if output.reason and not output.by_server:
             event["reason"] = output.reason
         if output.crashed:
@@ -427,7 +433,7 @@ def to_asgi(output: Output) -> dict[str, Any] | None:
         if output.revoked:
             event["revoked"] = True
         return event
-    event = {"type": "websocket.close", "code": output.code}
+    event = {"type": "websocket.close", "code": int(output.code)}
     if output.reason:
         event["reason"] = output.reason
     if output.revoked:

@@ -33,23 +33,29 @@ from gevent.event import Event
 from .. import admission
 from ..admission import client_ip
 from ..consumers.runner import Connection
-from ..exceptions import BadRequest, HTTPError, PayloadTooLarge
+from ..exceptions import HTTPError
 from ..identity import authenticate_scope
 from ..layers.base import BaseChannelLayer
 from ..logs import CONNECTION_ID
+from ..protocol.connection import Crash, refusal_for
+from .http_request import SOCKET_KEYS, client_socket, read_body
 from .limits import close_after_response
 from .scope import build_scope, request_path
 
-__all__ = ["HttpOptions", "serve_http", "dispatcher", "read_body", "status_line", "client_socket"]
+__all__ = [
+    "HttpOptions",
+    "serve_http",
+    "dispatcher",
+    "read_body",
+    "status_line",
+    "client_socket",
+    "SOCKET_KEYS",
+]
 
 logger = logging.getLogger("wsbridge.transport.http")
 
 StartResponse = Callable[..., Callable[[bytes], Any]]
 
-# environ keys under which servers show the client socket: wsbridge's pywsgi
-# handler (a weak reference to itself), gunicorn's workers (the socket).
-_HANDLER_KEY = "wsbridge.pywsgi_handler"
-SOCKET_KEYS = ("wsbridge.socket", "gunicorn.socket")
 
 # Hop-by-hop headers a WSGI app must not set (PEP 3333); the server frames the body itself.
 _HOP_BY_HOP = frozenset(
@@ -63,7 +69,6 @@ _HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     )
 )
-_READ_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -146,88 +151,6 @@ def _plain(
     return [body]
 
 
-# -- the request body --------------------------------------------------------------
-
-
-def read_body(environ: dict[str, Any], limit: int, timeout: float | None = None) -> bytes:
-    """Read the whole request body, refusing it as soon as it passes ``limit`` bytes.
-
-    Raises:
-        PayloadTooLarge: the declared or received size exceeds ``limit`` (413).
-        BadRequest: a malformed Content-Length, or the body ended early (400).
-        HTTPError: status 408 when it did not arrive within ``timeout``.
-    """
-    declared = environ.get("CONTENT_LENGTH") or ""
-    chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
-    length: int | None = None
-    if declared and not chunked:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise BadRequest(f"Content-Length {declared!r} is not a number") from None
-        if length < 0:
-            raise BadRequest("Content-Length is negative")
-        if length > limit:
-            raise PayloadTooLarge(f"the body is {length} bytes; this URL takes at most {limit}")
-        if length == 0:
-            return b""
-    elif not chunked:
-        return b""
-    stream = environ["wsgi.input"]
-    timer = Timeout(timeout) if timeout else None
-    if timer is not None:
-        timer.start()
-    try:
-        return _read_stream(stream, length, limit)
-    except Timeout as exc:
-        if exc is not timer:
-            raise
-        raise HTTPError("the request body did not arrive in time", status=408) from None
-    except (OSError, ValueError) as exc:
-        # gevent raises IOError on EOF before Content-Length or inside a chunk,
-        # ValueError subclasses on a malformed chunk header.
-        raise BadRequest(f"the request body is truncated or malformed: {exc}") from None
-    finally:
-        if timer is not None:
-            timer.close()
-
-
-def _read_stream(stream: Any, length: int | None, limit: int) -> bytes:
-    parts: list[bytes] = []
-    received = 0
-    while length is None or received < length:
-        want = _READ_SIZE if length is None else min(_READ_SIZE, length - received)
-        if length is None:
-            want = min(want, limit + 1 - received)
-        chunk = stream.read(want)
-        if not chunk:
-            if length is not None:
-                raise BadRequest(f"the body ended after {received} of {length} bytes")
-            break
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"the body exceeds this URL's limit of {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def client_socket(environ: dict[str, Any]) -> socket.socket | None:
-    """The client's socket if the server shows it (``wsbridge serve``, gunicorn), else None.
-
-    Without it a gone client is noticed only when a write fails.
-    """
-    ref = environ.get(_HANDLER_KEY)
-    handler = ref() if callable(ref) else None
-    sock = getattr(handler, "socket", None)
-    if sock is not None:
-        return sock
-    for key in SOCKET_KEYS:
-        sock = environ.get(key)
-        if sock is not None and hasattr(sock, "fileno"):
-            return sock
-    return None
-
-
 # -- one exchange -------------------------------------------------------------------
 
 
@@ -293,7 +216,8 @@ def dispatcher(bridge: Any) -> Callable[[dict[str, Any]], Any]:
         raw = getattr(bridge, "http", None)
         if cache[1] is None or cache[0] is not raw:
             cache[:] = [raw, HttpOptions.coerce(raw)]
-        return cache[1]
+        coerced: HttpOptions = cache[1]
+        return coerced
 
     def find(environ: dict[str, Any]) -> Any:
         match = bridge.router.resolve("http", request_path(environ))
@@ -531,7 +455,13 @@ class _Exchange:
             self.gone = True
 
     def _conclude(self) -> list[bytes]:
-        """Decide what the server still writes: nothing more, a 500, or a cut connection."""
+        """Decide what the server still writes: nothing more, a 500, or a cut connection.
+
+        The connection contract's rules for an HTTP exchange: a consumer that
+        ends (or crashes) before its response started gets the crash answer
+        (500); one that crashes while streaming has its stream cut, so the
+        body cannot look complete; ``StopConsumer`` while streaming ends it.
+        """
         if self.complete and not self.gone:
             return []
         if not self.gone and self.conn.finished.is_set():
@@ -542,7 +472,9 @@ class _Exchange:
                         type(self.conn.consumer).__name__,
                         self.conn.scope.get("path"),
                     )
-                return _plain(self.start_response, 500, "Internal Server Error")
+                # Unanswered, crashed or not: the contract's answer to a crash (500).
+                status = refusal_for(Crash()).status
+                return _plain(self.start_response, status, "Internal Server Error")
             if not self.conn.failed:
                 return []  # StopConsumer while streaming: end the body cleanly
             self.abort_stream = True

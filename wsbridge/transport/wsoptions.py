@@ -12,7 +12,7 @@ from typing import Any
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
-from ..protocol.envelope import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER
+from ..protocol.closecodes import CloseCode
 
 __all__ = [
     "WebSocketOptions",
@@ -23,15 +23,16 @@ __all__ = [
     "CONTROL_FLOOD_CLOSE_CODE",
 ]
 
-#: Close code sent to a client that does not read fast enough (outbound queue full):
-#: 1013 "try again later", so clients reconnect after a delay (docs/topics/protocol.rst).
-SLOW_CLIENT_CLOSE_CODE = CLOSE_TRY_AGAIN_LATER
-#: Close code sent to a client over ``control_frame_rate`` (a PING/PONG flood): 1008.
-CONTROL_FLOOD_CLOSE_CODE = CLOSE_POLICY
-#: Close code sent on server shutdown.
-GOING_AWAY = 1001
-#: Close code when the peer does not answer a keepalive ping in time.
-PING_TIMEOUT_CLOSE_CODE = 1011
+# What the WebSocket transport closes with, by situation (CloseCode members).
+#: Sent to a client that does not read fast enough (its outbound queue is full):
+#: 1013, "try again later", so clients reconnect after a delay.
+SLOW_CLIENT_CLOSE_CODE = CloseCode.TRY_AGAIN_LATER
+#: Sent to a client over ``control_frame_rate`` (a PING/PONG flood), 1008.
+CONTROL_FLOOD_CLOSE_CODE = CloseCode.POLICY_VIOLATION
+#: Sent on server shutdown, 1001.
+GOING_AWAY = CloseCode.GOING_AWAY
+#: Sent when the peer does not answer a keepalive ping in time, 1011.
+PING_TIMEOUT_CLOSE_CODE = CloseCode.INTERNAL_ERROR
 
 _MiB = 1024 * 1024
 

@@ -19,11 +19,11 @@ SIGHUP with 1012.
 
 from __future__ import annotations
 
-from wsbridge.transport import shutdown as _shutdown
+from wsbridge.protocol.closecodes import CloseCode
 from wsbridge.transport.shutdown import install_restart_handlers, post_worker_init, shutdown
 
 #: The close code sent to WebSockets on a graceful restart (Service Restart).
-SERVICE_RESTART = _shutdown.SERVICE_RESTART
+SERVICE_RESTART = CloseCode.SERVICE_RESTART
 
 
 def close_for_restart(reason: str = "service restart") -> int:
