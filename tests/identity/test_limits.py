@@ -119,3 +119,48 @@ def test_a_flooding_user_is_closed_with_4429_and_others_go_on(serve):
     assert calm.recv(timeout=5) == "still ok"
     calm.close()
     assert get(server, "/status")["tokens"] is not None
+
+
+def test_a_client_closed_for_flooding_is_not_read_further_and_let_go_at_once(serve):
+    # After the 4429 close frame, a flooder that goes on sending (and never answers the
+    # close) must not keep the server parsing its frames until close_timeout (5 s).
+    from tests.transport.wsclient import (
+        Opcode,
+        close_code,
+        frame,
+        handshake_bytes,
+        raw_handshake,
+        read_frame,
+    )
+
+    server = serve(
+        connection_messages=[50, 20], ip_messages=None, user_messages=None, handshakes_per_ip=None
+    )
+    request = handshake_bytes("/ws/me/", server.port, headers={"Cookie": "uid=flooder"})
+    status, _, rest, sock = raw_handshake(server.port, request)
+    assert status == 101
+    chunk = frame(Opcode.TEXT, b"flood") * 100
+    closed_at = ended_at = None
+    deadline = time.monotonic() + 15
+    try:
+        while time.monotonic() < deadline:
+            sock.settimeout(2)
+            sock.sendall(chunk)
+            if closed_at is None:
+                try:
+                    while True:  # read what is there: echoes, then the close frame
+                        got, rest = read_frame(sock, rest, timeout=0.05)
+                        if got.opcode is Opcode.CLOSE:
+                            assert close_code(got) == 4429
+                            closed_at = time.monotonic()
+                            break
+                except TimeoutError:
+                    pass
+    except (ConnectionError, OSError):
+        ended_at = time.monotonic()
+    finally:
+        sock.close()
+    assert closed_at is not None and ended_at is not None
+    # The server stopped reading and let the connection go (a reset on our sends), where
+    # before it read and dropped the flood until close_timeout (5 s).
+    assert ended_at - closed_at < 2.5, ended_at - closed_at

@@ -15,6 +15,15 @@ import pytest
 from wsbridge.exceptions import Forbidden, Gone, NotFound
 from wsbridge.layers.memory import MemoryLayer
 from wsbridge.protocol.closecodes import CloseCode
+from wsbridge.protocol.connection import (
+    Accept,
+    Close,
+    ConnectionContract,
+    Crash,
+    Event,
+    Refuse,
+    Send,
+)
 from wsbridge.protocol.longpoll import LongPollSession, SessionState
 from wsbridge.protocol.longpoll_messages import OWNER_PREFIX, RelayRequest
 from wsbridge.protocol.longpoll_token import Token, TokenSigner, new_session_id
@@ -178,11 +187,19 @@ def consumer_side():
     return ConsumerSide(MemoryLayer(), "wsbridge.lp.me!1", table), table
 
 
+def emit(side: ConsumerSide, session: Session, *events: Event) -> None:
+    """What the runner does: each event through the consumer's contract, outputs applied."""
+    contract = ConnectionContract()
+    for event in events:
+        for output in contract.send(event):
+            side.apply(session, output)
+
+
 def test_a_send_before_accept_opens_the_session_and_queues_the_message():
     side, table = consumer_side()
     session = new_session()
     table.add(session)
-    side.emit(session, {"type": "websocket.send", "text": "hi"})
+    emit(side, session, Send(text="hi"))
     assert session.state.state is SessionState.OPEN and session.handshake.is_set()
     assert [frame.text for frame in session.state.pending()] == ["hi"]
 
@@ -190,16 +207,16 @@ def test_a_send_before_accept_opens_the_session_and_queues_the_message():
 @pytest.mark.parametrize(
     ("event", "status"),
     [
-        ({"type": "websocket.close", "code": 4001}, 403),
-        ({"type": "websocket.close", "code": 1000, "denied": True}, 403),
-        ({"type": "websocket.close", "code": 1011, "error": True}, 500),
+        (Close(4001), 403),
+        (Refuse(1000), 403),
+        (Crash("boom"), 500),
     ],
 )
 def test_a_close_before_accept_refuses_the_open_with_the_contract_status(event, status):
     side, table = consumer_side()
     session = new_session()
     table.add(session)
-    side.emit(session, event)
+    emit(side, session, event)
     assert session.refusal == status and session.state.state is SessionState.CLOSED
     assert session.handshake.is_set()
 
@@ -207,10 +224,10 @@ def test_a_close_before_accept_refuses_the_open_with_the_contract_status(event, 
 @pytest.mark.parametrize(
     ("event", "code"),
     [
-        ({"type": "websocket.close", "code": 1000, "denied": True}, CloseCode.POLICY_VIOLATION),
-        ({"type": "websocket.close", "code": 1000}, CloseCode.POLICY_VIOLATION),
-        ({"type": "websocket.close", "code": 4001}, 4001),
-        ({"type": "websocket.close", "code": 1011, "error": True}, CloseCode.INTERNAL_ERROR),
+        (Refuse(1000), CloseCode.POLICY_VIOLATION),
+        (Close(1000), CloseCode.POLICY_VIOLATION),
+        (Close(4001), 4001),
+        (Crash("boom"), CloseCode.INTERNAL_ERROR),
     ],
 )
 def test_a_refusal_on_resume_is_a_close_frame_for_the_client_holding_the_session(event, code):
@@ -219,7 +236,7 @@ def test_a_refusal_on_resume_is_a_close_frame_for_the_client_holding_the_session
     state.accept(None)  # restored open: the new consumer instance has not decided yet
     session = Session(state, resumed=True)
     table.add(session)
-    side.emit(session, event)
+    emit(side, session, event)
     assert state.state is SessionState.CLOSING and state.close_code == code
     assert type(state.close_code) is int  # a plain int: it may be handed over again
 
@@ -228,9 +245,7 @@ def test_a_revoked_close_ends_the_session_and_leaves_its_reason_for_later_polls(
     side, table = consumer_side()
     session = new_session()
     table.add(session)
-    side.emit(session, {"type": "websocket.accept"})
-    close = {"type": "websocket.close", "code": 4403, "reason": "logged out", "revoked": True}
-    side.emit(session, close)
+    emit(side, session, Accept(), Close(4403, "logged out", revoked=True))
     gevent.sleep(0)  # the end runs in its own greenlet
     assert session.state.sid not in table
     assert table.revoked(session.state.sid) == "connection closed (4403): logged out"
@@ -240,9 +255,12 @@ def test_a_close_while_the_session_is_being_handed_over_is_not_the_sessions_end(
     side, table = consumer_side()
     session = new_session()
     table.add(session)
-    side.emit(session, {"type": "websocket.accept"})
+    contract = ConnectionContract()
+    for output in contract.send(Accept()):
+        side.apply(session, output)
     session.moving = gevent.event.Event()
-    side.emit(session, {"type": "websocket.close", "code": 1012})
+    for output in contract.send(Close(1012)):
+        side.apply(session, output)
     assert session.state.state is SessionState.OPEN
 
 

@@ -56,6 +56,10 @@ __all__ = ["WebSocketTransport", "active_connections", "close_all"]
 
 logger = logging.getLogger("wsbridge.websocket")
 
+#: Close codes after which the client's further input is not read: it was closed for
+#: flooding (control frames over their rate, messages or bytes over a rate limit).
+NOT_READ_FURTHER = frozenset({int(CONTROL_FLOOD_CLOSE_CODE), int(CloseCode.RATE_LIMITED)})
+
 #: Bytes fed to the protocol at once: a slice of the smallest frames (6 bytes
 #: each) costs a few milliseconds to parse before the budget is checked.
 _FEED_SLICE = 8 * 1024
@@ -292,6 +296,11 @@ class WebSocketTransport:
             else:
                 return
             self._queue(self.protocol.data_to_send())
+            if code in NOT_READ_FURTHER:
+                # A client closed for its flood: what it still sends is not parsed, and
+                # the closing wait is short (one client costs only itself).
+                self._close_code = int(code)
+                self._arm_timer(min(self.options.close_timeout, 1.0))
 
     # -- the outbound queue and its writer ------------------------------------
 
@@ -406,7 +415,15 @@ class WebSocketTransport:
                 except OSError as exc:
                     logger.debug("WebSocket client %s dropped: %s", self._peer, exc)
                     data = b""
-                if self.out.aborted or not self._feed_all(data):
+                if self.out.aborted:
+                    break
+                if data and self._close_code in NOT_READ_FURTHER:
+                    # Closed for flooding: drained unparsed (so the close frame is not
+                    # lost to a reset) until the short closing deadline aborts.
+                    if self._budget.spend(0, len(data)):
+                        _yield_to_io()
+                    continue
+                if not self._feed_all(data):
                     break
         finally:
             self._finish()
@@ -442,12 +459,7 @@ class WebSocketTransport:
             self._on_frame(frame)  # type: ignore[arg-type]  # OPEN: frames only
         if self._budget.spend(len(frames), len(data)):
             _yield_to_io()  # bounded work done: let every other connection run
-        return (
-            bool(data)
-            and self.protocol.state is not CLOSED
-            and not self.out.aborted
-            and self._close_code != CONTROL_FLOOD_CLOSE_CODE  # a flooder is not read further
-        )
+        return bool(data) and self.protocol.state is not CLOSED and not self.out.aborted
 
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode

@@ -13,10 +13,12 @@ the HTTP status it names, with the body in :data:`REFUSAL_TEXT`.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import fields
 from typing import Any
 
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
@@ -109,7 +111,11 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
     headers = Headers()
     for key, value in environ.items():
         if key.startswith("HTTP_"):
-            headers[key[5:].replace("_", "-").title()] = str(value)
+            name, text = key[5:].replace("_", "-").title(), str(value)
+            if not _REQUEST_HAS_METHOD and _CONTROL.search(text):
+                # websockets 17+ refuses these itself; 16 (the oldest allowed) does not.
+                raise InvalidHeader(name, text)
+            headers[name] = text
     path = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
     query = environ.get("QUERY_STRING")
     if query and "?" not in path:
@@ -129,10 +135,20 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
 _REQUEST_HAS_METHOD = "method" in {f.name for f in fields(Request)}
 
 
+#: Control characters a header value may not hold (RFC 9110 5.5; HTAB is allowed).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def refuse_non_get(environ: dict[str, Any], protocol: ServerProtocol) -> Response | None:
-    """405 (Allow: GET) for a non-GET upgrade under websockets 16; None otherwise."""
+    """Under websockets 16, what 17+ refuses itself: a non-GET upgrade (405, Allow: GET)
+    and one over another HTTP version than 1.1 (505); None otherwise."""
+    if _REQUEST_HAS_METHOD:
+        return None
+    version = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).upper()
+    if version != "HTTP/1.1":
+        return protocol.reject(505, f"Failed to open a WebSocket connection: {version}.\n")
     method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-    if _REQUEST_HAS_METHOD or method == "GET":
+    if method == "GET":
         return None
     response = protocol.reject(405, f"Failed to open a WebSocket connection: {method}.\n")
     response.headers["Allow"] = "GET"

@@ -2,8 +2,9 @@
 
 A session's consumer runs behind the same
 :class:`~wsbridge.consumers.runner.Connection` as a WebSocket's. What it
-emits (``websocket.accept``, ``.send``, ``.close``) arrives in
-:meth:`ConsumerSide.emit`, in the connection's mailbox greenlet, which must
+emits goes through the runner's connection contract
+(:mod:`wsbridge.protocol.connection`), whose typed outputs arrive in
+:meth:`ConsumerSide.apply`, in the connection's mailbox greenlet, which must
 never block: frames go into the session's buffer and wake its held poll.
 """
 
@@ -23,15 +24,10 @@ from ...policies import active as policies_active
 from ...protocol.closecodes import CloseCode
 from ...protocol.connection import (
     CloseFrame,
-    Crash,
-    Disconnected,
-    Event,
     Message,
     Opened,
     Output,
-    Refuse,
     Refused,
-    from_asgi,
 )
 from ...protocol.longpoll import SessionState
 from ...protocol.longpoll_messages import session_group
@@ -40,22 +36,6 @@ from .sessions import Session, SessionTable
 __all__ = ["ConsumerSide"]
 
 logger = logging.getLogger("wsbridge.transport.longpoll")
-
-
-def _contract_event(event: dict[str, Any]) -> Event | None:
-    """The contract event for a ``websocket.*`` dict the runner passed on.
-
-    The runner marks its own refusals (``"denied"``: ``connect()`` did not
-    decide, an identity or recovery limit) and a crashed consumer's close
-    (``"error"``) on the close dict; the contract has an event for each.
-    """
-    if event.get("type") == "websocket.close":
-        reason = str(event.get("reason") or "")
-        if event.get("error"):
-            return Crash(reason)
-        if event.get("denied"):
-            return Refuse(int(event.get("code") or CloseCode.NORMAL), reason)
-    return from_asgi(event)
 
 
 class ConsumerSide:
@@ -82,7 +62,10 @@ class ConsumerSide:
         context = CONNECTION_ID.set(new_connection_id())  # the session's id on its log records
         try:
             conn = Connection(
-                session.scope, consumer, self.layer, lambda event: self.emit(session, event)
+                session.scope,
+                consumer,
+                self.layer,
+                outputs=lambda output: self.apply(session, output),
             )
         finally:
             CONNECTION_ID.reset(context)
@@ -92,21 +75,14 @@ class ConsumerSide:
             conn.set_backlog(lambda: state.fill, 500)
         conn.push({"type": "websocket.connect"})
 
-    def emit(self, session: Session, event: dict[str, Any]) -> None:
-        """Apply one event the consumer emitted (runs in its mailbox greenlet: never blocks).
-
-        The connection contract (:mod:`wsbridge.protocol.connection`) decides
-        what it means (an accept, an implicit accept, a refusal and its status,
-        a close frame and its code); :meth:`apply` puts the result on the wire.
-        """
-        contract_event = _contract_event(event)
-        if contract_event is None:
-            return
-        for output in session.contract.send(contract_event):
-            self.apply(session, output)
-
     def apply(self, session: Session, output: Output) -> None:
-        """Put one output of the session's connection contract on the wire."""
+        """Put one output of the connection contract on the wire (runs in the consumer's
+        mailbox greenlet: never blocks).
+
+        The runner's contract (:mod:`wsbridge.protocol.connection`) decides what
+        the consumer's calls mean (an accept, an implicit accept, a refusal and
+        its status, a close frame and its code); this applies the result.
+        """
         if session.moving is not None and isinstance(output, (Refused, CloseFrame)):
             return  # the consumer is ending because of the hand-off: the session goes on
         if isinstance(output, Message):
@@ -120,6 +96,10 @@ class ConsumerSide:
         else:
             session.handshake.set()
             self._close(session, output.code, output.reason, revoked=output.revoked)
+
+    def close(self, session: Session, code: int, reason: str) -> None:
+        """Close ``session`` from the server's side (a restart, a shutdown) with ``code``."""
+        self.apply(session, CloseFrame(int(code), reason))
 
     def _queue(self, session: Session, message: Message) -> None:
         frame = session.state.queue(text=message.text, data=message.data)
@@ -162,7 +142,6 @@ class ConsumerSide:
     def disconnect(session: Session, code: int | None) -> None:
         """Tell the consumer ``websocket.disconnect`` with ``code`` (1006 for None)."""
         code = int(code or CloseCode.ABNORMAL)
-        session.contract.send(Disconnected(code))
         if session.conn is not None:
             session.conn.disconnected(code)
 

@@ -156,14 +156,7 @@ class SessionMover:
         pool.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
         for session in late:  # out of time: closed, as without a shared layer
             if session.state.state is SessionState.OPEN:
-                self.consumers.emit(
-                    session,
-                    {
-                        "type": "websocket.close",
-                        "code": CloseCode.SERVICE_RESTART,
-                        "reason": "service restart",
-                    },
-                )
+                self.consumers.close(session, CloseCode.SERVICE_RESTART, "service restart")
         moved = sum(1 for job in jobs if job.value)
         logger.info("restart: %d long-poll session(s) handed over to the other processes", moved)
         return moved

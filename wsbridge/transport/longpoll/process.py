@@ -348,8 +348,7 @@ class LongPollProcess:
         count = 0
         for session in self.table.sessions():
             if session.state.state is SessionState.OPEN:
-                event = {"type": "websocket.close", "code": code, "reason": reason}
-                self.consumers.emit(session, event)
+                self.consumers.close(session, code, reason)
                 count += 1
         return count
 

@@ -23,7 +23,6 @@ from gevent.lock import Semaphore
 from ... import admission
 from ...consumers.runner import Connection
 from ...exceptions import Gone, HTTPError, NotFound
-from ...protocol.connection import ConnectionContract
 from ...protocol.longpoll import LongPollSession
 from ...protocol.longpoll_messages import MAX_SESSION_MACS
 from ...protocol.longpoll_token import TokenSigner
@@ -49,7 +48,6 @@ class Session:
     scope: dict[str, Any] = field(default_factory=dict)
     handshake: Event = field(default_factory=Event)
     #: The accept / refuse / send / close rules for its consumer (a new one per consumer).
-    contract: ConnectionContract = field(default_factory=ConnectionContract)
     refusal: int = 403
     #: Adopted from another process (its consumer's connect is a resume).
     resumed: bool = False

@@ -49,6 +49,27 @@ _JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 _OPS = ("open", "poll", "send", "close")
 
 
+#: How deep a long-poll body's JSON may nest (a real one is 3 or 4 levels).
+MAX_BODY_DEPTH = 32
+
+
+def _too_deep(value: Any, limit: int = MAX_BODY_DEPTH) -> bool:
+    """Whether ``value`` (parsed JSON) nests containers deeper than ``limit``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 class _BodyRefused(Exception):
     """The request body was refused while it was read: answer it, then close the connection."""
 
@@ -331,6 +352,10 @@ class LongPollTransport:
             raise BadRequest("body is nested too deeply") from None
         except ValueError as exc:  # UnicodeDecodeError included
             raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if (raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH) and _too_deep(body):
+            # Python 3.13's parser takes thousands of levels where older ones raise:
+            # the same answer on every version.
+            raise BadRequest("body is nested too deeply")
         if not isinstance(body, dict):
             raise BadRequest(f"body must be a JSON object, not {type(body).__name__}")
         return body
