@@ -418,15 +418,21 @@ class WebSocketTransport:
                 if self.out.aborted:
                     break
                 if data and self._close_code in NOT_READ_FURTHER:
-                    # Closed for flooding: drained unparsed (so the close frame is not
-                    # lost to a reset) until the short closing deadline aborts.
-                    if self._budget.spend(0, len(data)):
-                        _yield_to_io()
-                    continue
+                    # Closed for flooding: not read any more, so the flooder meets TCP's
+                    # backpressure and costs nothing; the short closing deadline (1 s)
+                    # aborts, which leaves a client that reads time to see its close frame.
+                    self._await_abort(self.options.close_timeout)
+                    break
                 if not self._feed_all(data):
                     break
         finally:
             self._finish()
+
+    def _await_abort(self, limit: float) -> None:
+        """Wait (bounded) for the closing deadline's abort, reading nothing meanwhile."""
+        deadline = time.monotonic() + limit
+        while not self.out.aborted and time.monotonic() < deadline:
+            gevent.sleep(0.05)
 
     def _feed_all(self, data: bytes) -> bool:
         """Feed one read in slices of ``_FEED_SLICE`` bytes; False when reading is over."""
