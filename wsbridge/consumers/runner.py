@@ -1,13 +1,10 @@
 """One mailbox per connection: transport events and layer messages, in order.
 
 A transport (WebSocket, long-poll, HTTP) creates a :class:`Connection` for
-each client, pushes its events into it (``websocket.connect``,
-``websocket.receive``) and receives the consumer's answers through the
-``send`` callable it passed in (``websocket.accept``, ``websocket.send``,
-``websocket.close``, or the ``http.response.*`` events). Layer messages for
-the connection's channel are pushed into the same mailbox by the layer
-(``attach``), so socket events and layer messages are handled in the order
-they arrived.
+each client, pushes its events into it (``websocket.connect``, ``.receive``)
+and gets the consumer's answers back. Layer messages for the connection's
+channel are pushed into the same mailbox by the layer (``attach``), so socket
+events and layer messages are handled in the order they arrived.
 
 Handlers run one at a time per connection, in arrival order; a handler that
 blocks delays only its own connection. An idle connection costs no greenlet.
@@ -115,6 +112,8 @@ class Connection:
         outputs: instead of ``send``, for a transport that follows the
             connection contract: called with its typed outputs
             (:mod:`wsbridge.protocol.connection`); same rules as ``send``.
+        messages: with ``outputs``, a sink for one message (text, data) while open:
+            the contract's ``(OPEN, Send)`` row without its objects (the hot path).
 
     Raises:
         TypeError: neither or both of ``send`` and ``outputs`` were given.
@@ -129,6 +128,7 @@ class Connection:
         *,
         mailbox_size: int | None = None,
         outputs: Outputs | None = None,
+        messages: Callable[[str | None, bytes | None], None] | None = None,
     ) -> None:
         if (send is None) == (outputs is None):
             raise TypeError("Connection() takes exactly one of send or outputs")
@@ -142,6 +142,7 @@ class Connection:
         self.layer = layer
         self._transport_send = send  # the plain (dict) sink, when given
         self._outputs: Outputs = outputs if outputs is not None else self._as_dicts
+        self._messages = messages if outputs is not None else None
         #: The accept / refuse / send / close rules (wsbridge.protocol.connection).
         self.contract = ConnectionContract()
         self.channel_name = layer.new_channel() if layer is not None else None
@@ -456,6 +457,10 @@ class Connection:
 
     def _emit(self, event: dict[str, Any]) -> None:
         """The consumer's ``base_send``: its events, through the connection contract."""
+        gate, messages = self._gate, self._messages
+        if messages and self.contract.state is State.OPEN and event.get("type") == "websocket.send":
+            if not self._stamps.handling and (gate is None or not gate.holding):
+                return messages(event.get("text"), event.get("bytes"))  # (OPEN, Send)
         step = from_asgi(event)
         if isinstance(step, Send):
             self._send_frame(step)

@@ -124,7 +124,13 @@ def _serve(
     transport = WebSocketTransport(handover.sock, scope, options, upgraded=handover.upgraded)
 
     def start() -> Connection:
-        conn = Connection(scope, consumer_class, layer, outputs=transport.consumer_output)
+        conn = Connection(
+            scope,
+            consumer_class,
+            layer,
+            outputs=transport.consumer_output,
+            messages=transport.send_message,
+        )
         if policies_active():
             conn.set_backlog(lambda: transport.out.pending_bytes, options.max_outbound_bytes // 2)
         return conn
