@@ -20,7 +20,18 @@ Limit (``LimitOptions``)       Default               When it trips
 ``user_bytes``                 (16 MiB/s, 64 MiB)    close 4429
 ``ip_messages``                (10,000/s, 50,000)    close 4429
 ``ip_bytes``                   (64 MiB/s, 256 MiB)   close 4429
+``rate_limit_penalty``         10 s                  see below: HTTP 429 / 403
 =============================  ====================  ====================================
+
+After a connection is closed for its inbound rate (4429) or for a control
+frame flood (1008), its user (or its address, for an anonymous connection)
+may not open another for ``rate_limit_penalty`` seconds: an address gets
+HTTP 429 with ``Retry-After`` (WebSocket, long-poll open, SSE), a user's
+handshake is refused (403). Without it a flooder that reconnects at once
+gets a fresh burst on every connection (2,500 messages, echoed by the
+consumer) and its neighbours pay for each one; wsbridge.js does not
+reconnect after 4429 anyway. Keyed by user where there is one, so one
+logged-in flooder behind a NAT address does not lock out the others.
 
 Rates are token buckets ``(per second, burst)``: a client may send ``burst``
 at once, then ``rate`` per second. The defaults are far above what a page
@@ -35,6 +46,7 @@ most once per ``WARN_INTERVAL`` with the running count.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -73,6 +85,7 @@ REASONS = (
     "user_bytes",
     "ip_messages",
     "ip_bytes",
+    "penalised",
 )
 counters: dict[str, int] = {}
 _warned: dict[str, float] = {}
@@ -108,8 +121,13 @@ class LimitOptions:
     user_bytes: Rate | None = (16.0 * 2**20, 64.0 * 2**20)
     ip_messages: Rate | None = (10_000.0, 50_000.0)
     ip_bytes: Rate | None = (64.0 * 2**20, 256.0 * 2**20)
+    rate_limit_penalty: float | None = 10.0
 
     def __post_init__(self) -> None:
+        if self.rate_limit_penalty is not None and not self.rate_limit_penalty > 0:
+            raise ValueError(
+                f"rate_limit_penalty must be seconds > 0 or None, not {self.rate_limit_penalty!r}"
+            )
         for name in (
             "connection_messages",
             "connection_bytes",
@@ -197,6 +215,36 @@ class Admission:
             "ip_messages": _Buckets(opts.ip_messages) if opts.ip_messages else None,
             "ip_bytes": _Buckets(opts.ip_bytes) if opts.ip_bytes else None,
         }
+        #: "ip:<addr>" / "user:<id>" -> monotonic time its penalty ends.
+        self._penalties: OrderedDict[str, float] = OrderedDict()
+
+    # -- penalties ----------------------------------------------------------------------
+
+    def penalise(self, ip: str, user: str | None) -> None:
+        """A connection of ``user`` (or from ``ip``, if anonymous) was closed for flooding."""
+        penalty = self.options.rate_limit_penalty
+        if penalty is None:
+            return
+        key = f"user:{user}" if user else f"ip:{ip}"
+        self._penalties[key] = time.monotonic() + penalty
+        self._penalties.move_to_end(key)
+        if len(self._penalties) > MAX_TRACKED:
+            self._penalties.popitem(last=False)
+
+    def penalty_left(self, key: str) -> float:
+        """Seconds left of ``key``'s penalty ("ip:<addr>" or "user:<id>"), 0.0 if none."""
+        until = self._penalties.get(key)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._penalties[key]
+            return 0.0
+        return left
+
+    def retry_after(self, ip: str) -> int:
+        """The ``Retry-After`` seconds for a refused handshake from ``ip`` (at least 1)."""
+        return max(1, math.ceil(self.penalty_left(f"ip:{ip}")))
 
     # -- opening --------------------------------------------------------------------
 
@@ -206,6 +254,9 @@ class Admission:
         An admitted connection must call :meth:`release` with the same ``ip`` when over.
         """
         opts = self.options
+        if self._penalties and self.penalty_left(f"ip:{ip}"):
+            _trip("penalised", f"{transport} from {ip}, closed for flooding lately: answered 429")
+            return "this address was closed for flooding lately"
         if self._handshakes is not None and not self._handshakes.take(ip, 1.0, time.monotonic()):
             _trip("handshakes_per_ip", f"{transport} from {ip}: answered 429")
             return "too many handshakes from this address"
@@ -226,6 +277,9 @@ class Admission:
 
     def admit_user(self, user: str) -> bool:
         """Count a connection of ``user`` (at accept); False when at its limit."""
+        if self._penalties and self.penalty_left(f"user:{user}"):
+            _trip("penalised", f"user {user}, closed for flooding lately: refused")
+            return False
         limit = self.options.max_connections_per_user
         count = self.per_user.get(user, 0)
         if limit is not None and count >= limit:
@@ -347,4 +401,16 @@ class InboundGuard:
         if self._tripped:
             return ""
         self._tripped = True
+        penalise_flooder(self.ip, user)
         return reason
+
+
+def penalise_flooder(ip: str, user: Any) -> None:
+    """A connection from ``ip`` of ``user`` (``scope["wsbridge.user_id"]``) was closed for flooding.
+
+    Its user (or its address, when anonymous) may not open another for
+    ``rate_limit_penalty`` seconds; see the module docstring.
+    """
+    from .identity import _safe  # the key admit_user() counts the user under
+
+    current().penalise(ip, _safe(str(user)) if user is not None else None)

@@ -2,12 +2,16 @@
 
 ``wsbridge serve tests.conformance.echo_app:application`` serves it. The
 Autobahn 9.x cases send messages of up to 16 MiB, so the limits are raised
-here; the library defaults stay at 1 MiB.
+here; the library defaults stay at 1 MiB. They are throughput cases too
+(hundreds of MiB on one connection within seconds), far over the default
+inbound byte rates (8 MiB/s per connection, wsbridge.admission), so those
+are off here; the message rates stay at their defaults.
 """
 
 from __future__ import annotations
 
 from wsbridge import Router, WebsocketConsumer, wrap
+from wsbridge.admission import LimitOptions
 from wsbridge.transport.websocket import WebSocketOptions
 
 router = Router()
@@ -35,4 +39,6 @@ OPTIONS = WebSocketOptions(
     ping_interval=None,
 )
 
-application = wrap(plain_app, router=router, websocket=OPTIONS)
+LIMITS = LimitOptions(connection_bytes=None, user_bytes=None, ip_bytes=None)
+
+application = wrap(plain_app, router=router, websocket=OPTIONS, limits=LIMITS)

@@ -206,3 +206,23 @@ def test_an_adopted_long_poll_session_recovers_from_what_was_sent_not_from_its_f
     assert texts == ["three"]
     assert frames[0][0]["recovered"] is True and frames[0][0]["missed"] == 1
     adopted.disconnect()
+
+
+def test_a_presence_event_sent_twice_reaches_the_handler_once():
+    # A reaper re-sends an event whose sender died before clearing it from the outbox.
+    seen = []
+
+    class Watcher(JsonWebsocketConsumer):
+        def presence_join(self, event):
+            seen.append(("join", event["seq"]))
+
+        def presence_leave(self, event):
+            seen.append(("leave", event["seq"]))
+
+    consumer = Watcher({"type": "websocket", "path": "/"}, send=lambda message: None)
+    join = {"type": "presence.join", "group": "chat.room", "seq": 7, "user": "u1"}
+    for event in (join, dict(join), {**join, "group": "chat.other"}):
+        consumer.dispatch(event)
+    consumer.dispatch({**join, "type": "presence.leave", "seq": 8})
+    consumer.dispatch({**join, "type": "presence.leave", "seq": 8})
+    assert seen == [("join", 7), ("join", 7), ("leave", 8)]  # the second join: another group

@@ -121,6 +121,28 @@ def test_a_flooding_user_is_closed_with_4429_and_others_go_on(serve):
     assert get(server, "/status")["tokens"] is not None
 
 
+def test_a_user_closed_for_flooding_may_not_reconnect_until_the_penalty_ends(serve):
+    # Without the penalty a reconnecting flooder gets a fresh burst every time.
+    server = serve(connection_messages=[50, 20], handshakes_per_ip=None, rate_limit_penalty=1.5)
+    flooder = "flood" + secrets.token_hex(2)
+    flood = ws(server, flooder)
+    code = None
+    try:
+        for i in range(500):
+            flood.send(f"m{i}")
+        for _ in range(600):
+            flood.recv(timeout=5)
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+    closed_at = time.monotonic()
+    assert code == 4429
+    assert status_of(server, flooder) == 403
+    assert status_of(server, "neighbour") == 101  # same address, another user
+    time.sleep(max(0.0, closed_at + 1.6 - time.monotonic()))
+    assert status_of(server, flooder) == 101
+    assert "penalised: user" in server.log()
+
+
 def test_a_client_closed_for_flooding_is_not_read_further_and_let_go_at_once(serve):
     # After the 4429 close frame, a flooder that goes on sending (and never answers the
     # close) must not keep the server parsing its frames until close_timeout (5 s).
@@ -164,3 +186,35 @@ def test_a_client_closed_for_flooding_is_not_read_further_and_let_go_at_once(ser
     # The server stopped reading and let the connection go (a reset on our sends), where
     # before it read and dropped the flood until close_timeout (5 s).
     assert ended_at - closed_at < 2.5, ended_at - closed_at
+
+
+def test_an_anonymous_address_closed_for_flooding_gets_429_with_retry_after(tmp_path):
+    import socket
+
+    from tests.transport.wsclient import Opcode, frame, handshake_bytes, read_response, wait_closed
+
+    server = start_wsbridge_serve("tests.transport.ws_apps:application", tmp_path)  # defaults
+
+    def handshake(source: str) -> tuple[int, dict[str, str], socket.socket]:
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(handshake_bytes("/echo/", server.port))
+        status, headers, _ = read_response(sock)
+        return status, headers, sock
+
+    try:
+        status, _, sock = handshake("127.0.0.2")
+        assert status == 101
+        sock.sendall(frame(Opcode.TEXT, b"flood") * 3000)  # over the 2,500 burst
+        assert wait_closed(sock, timeout=10)
+        sock.close()
+        status, headers, sock = handshake("127.0.0.2")
+        sock.close()
+        assert status == 429 and 1 <= int(headers["retry-after"]) <= 10, (status, headers)
+        status, _, sock = handshake("127.0.0.1")  # another address is not concerned
+        sock.close()
+        assert status == 101
+        assert "penalised: websocket from 127.0.0.2" in server.log()
+    finally:
+        server.stop()

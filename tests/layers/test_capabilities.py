@@ -181,6 +181,61 @@ def test_a_process_killed_9_has_its_entries_removed_and_one_leave_sent_within_th
     assert {e.user for e in watcher.presence("chat.a")} == {"watcher", "other"}
 
 
+KILLED_BEFORE_THE_EVENT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from wsbridge.layers.redis import RedisLayer
+    layer = RedisLayer(hosts=[sys.argv[1]], prefix=sys.argv[2], presence_lease=float(sys.argv[3]),
+                       groups={"chat.*": {"presence": True}})
+    send = layer.group_send
+    def group_send(group, message):
+        if message["type"] == "presence.join":  # the change is in Redis, its event not sent
+            print("changed", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        send(group, message)
+    layer.group_send = group_send
+    channel = layer.new_channel()
+    layer.attach(channel, lambda m: None)
+    layer.group_add("chat.a", channel)
+    layer.presence_track("chat.a", channel, user="victim")
+    """
+)
+
+
+@pytest.mark.redis
+def test_a_process_killed_between_a_change_and_its_event_has_the_event_sent_by_its_reaper(
+    redis_factory,
+):
+    lease = 1.5
+    watcher = redis_factory(groups=GROUPS, presence_lease=lease)
+    other = redis_factory(groups=GROUPS, presence_lease=lease)
+    got = Collector()
+    watcher.presence_track("chat.a", _member(watcher, "chat.a", got), user="watcher")
+    other.presence_track("chat.a", _member(other, "chat.a"), user="other")
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_BEFORE_THE_EVENT,
+            SHARED_REDIS,
+            redis_factory.prefix,
+            str(lease),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert child.returncode == -signal.SIGKILL and child.stdout.strip() == "changed"
+    wait_for(lambda: any(m["type"] == "presence.leave" for m in got.messages), timeout=10)
+    time.sleep(lease)  # both live processes reap: still one join and one leave
+    victim = [(m["type"], m["seq"]) for m in got.messages if m.get("user") == "victim"]
+    assert [kind for kind, _ in victim] == ["presence.join", "presence.leave"]
+    assert victim[0][1] < victim[1][1]
+    assert watcher.presence_store.claimed_events + other.presence_store.claimed_events == 1
+    client = redis.Redis.from_url(SHARED_REDIS)
+    assert client.hlen(f"{redis_factory.prefix}:1:pout:{{chat.a}}") == 0  # nothing left over
+
+
 @pytest.mark.redis
 def test_a_reconnect_storm_of_1000_recovers_every_one_in_order(redis_factory):
     import gevent

@@ -49,6 +49,12 @@ _HANDLER_NAMES: dict[str, str] = {}
 _HANDLER_NAMES_MAX = 1024
 
 
+#: Handlers whose events carry a (group, seq) pair naming one presence change.
+_PRESENCE_HANDLERS = frozenset({"presence_join", "presence_leave"})
+#: Presence changes a consumer remembers to drop a repeated event.
+PRESENCE_SEEN = 1024
+
+
 def get_handler_name(message: dict[str, Any]) -> str:
     """Return the method name for a message: ``"chat.message"`` -> ``"chat_message"``.
 
@@ -139,6 +145,8 @@ class BaseConsumer:
             self.send_reply(message)
             return
         name = get_handler_name(message)
+        if name in _PRESENCE_HANDLERS and self._presence_seen_before(message):
+            return
         handler = getattr(self, name, None)
         if handler is None or not callable(handler):
             raise UnknownMessageType(
@@ -146,6 +154,23 @@ class BaseConsumer:
                 f"define {name}(self, event) on it"
             )
         handler(message)
+
+    def _presence_seen_before(self, message: dict[str, Any]) -> bool:
+        # A process killed between sending a presence event and clearing it from the
+        # group's outbox has its reaper send it again (layers/redis/presence.py): the
+        # (group, seq) pair names one change, so a repeat is dropped here.
+        key = (message.get("group"), message.get("seq"))
+        if key[1] is None:
+            return False
+        seen: dict[tuple[Any, Any], None] | None = self.__dict__.get("_presence_seen")
+        if seen is None:
+            seen = self.__dict__["_presence_seen"] = {}
+        if key in seen:
+            return True
+        seen[key] = None
+        if len(seen) > PRESENCE_SEEN:
+            del seen[next(iter(seen))]
+        return False
 
     def send(self, message: dict[str, Any]) -> None:
         """Send a raw event to the client side (``{"type": "websocket.accept"}``...)."""

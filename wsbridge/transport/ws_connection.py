@@ -26,6 +26,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import CLOSED, CONNECTING, OPEN
 
+from .. import admission
 from .. import metrics as _metrics
 from ..consumers.runner import Connection
 from ..protocol.closecodes import CloseCode
@@ -502,6 +503,9 @@ class WebSocketTransport:
                 f"control_frame_rate={self.options.control_frame_rate}/s; "
                 f"closing with {CONTROL_FLOOD_CLOSE_CODE}",
                 log=logger,
+            )
+            admission.penalise_flooder(
+                admission.client_ip(self.scope), self.scope.get("wsbridge.user_id")
             )
             self._close_code = CONTROL_FLOOD_CLOSE_CODE
             self.protocol.fail(CONTROL_FLOOD_CLOSE_CODE, "control frame rate limit")

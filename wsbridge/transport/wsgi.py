@@ -321,7 +321,7 @@ class WSBridgeApp:
                 start_response,
                 "429 Too Many Requests",
                 f"{busy}; retry later.",
-                headers=[("Retry-After", "1")],
+                headers=[("Retry-After", str(admission.current().retry_after(ip)))],
             )
         try:
             return self._serve_admitted(environ, start_response, path, match, upgraded)

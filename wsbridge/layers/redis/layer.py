@@ -173,7 +173,11 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self._init_presence(presence_info_limit, presence_lease)
         self.history_store = self.layout.history_store()
         self.presence_store = RedisPresence(
-            self.ctx, self.layout.group_shard, self._presence_event, self.presence_lease
+            self.ctx,
+            self.layout.group_shard,
+            self._presence_event,
+            self.presence_lease,
+            events_on=self._presence_events_on,
         )
 
     def _make_context(self) -> LayoutContext:
@@ -454,6 +458,20 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
     def _untrack(self, group: str, channel: str) -> tuple[PresenceEntry, int] | None:
         return self.presence_store.untrack(group, channel)
 
+    def _presence_event(self, group: str, event: dict[str, Any], counter: str) -> None:
+        # The event is in the group's outbox (written by the script that made the
+        # change): sent, it leaves it; unsent, the lease loop tries again, and if this
+        # process dies first its reaper sends it.
+        self.presence_counters[counter] += 1
+        if not self._presence_events_on(group):
+            return
+        try:
+            self.group_send(group, event)
+        except LayerUnavailable:
+            self.presence_store.defer(group, event)
+            return
+        self.presence_store.sent(group, int(event["seq"]))
+
     # -- background greenlets (reader.py), leases (lease.py), outages (restore.py) ---------
 
     def _ensure_readers(self) -> None:
@@ -554,13 +572,14 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         """Per-shard reachability, groups, members per group and queue depths.
 
         Also ``history`` (recovered / not_recovered / recovery_dropped_full)
-        and ``presence`` (joins / leaves / refused, reaped_processes) counters.
+        and ``presence`` (joins / leaves / refused, reaped_processes, claimed_events) counters.
         """
         stats = layer_stats(self)
         stats["history"] = dict(self.history_counters)
         stats["presence"] = {
             **self.presence_counters,
             "reaped_processes": self.presence_store.reaped_processes,
+            "claimed_events": self.presence_store.claimed_events,
         }
         return stats
 
