@@ -27,7 +27,9 @@ After a connection is closed for its inbound rate (4429) or for a control
 frame flood (1008), its user (or its address, for an anonymous connection)
 may not open another for ``rate_limit_penalty`` seconds: an address gets
 HTTP 429 with ``Retry-After`` (WebSocket, long-poll open, SSE), a user's
-handshake is refused (403). Without it a flooder that reconnects at once
+handshake is refused (403). A client that floods again within twice its
+last penalty after it ended gets twice as long (up to 32 times
+``rate_limit_penalty``). Without it a flooder that reconnects at once
 gets a fresh burst on every connection (2,500 messages, echoed by the
 consumer) and its neighbours pay for each one; wsbridge.js does not
 reconnect after 4429 anyway. Keyed by user where there is one, so one
@@ -73,6 +75,8 @@ RATE_LIMITED = CloseCode.RATE_LIMITED
 WARN_INTERVAL = 10.0
 #: Buckets kept per table; the least recently used go first (a bucket refills anyway).
 MAX_TRACKED = 100_000
+#: A penalty doubles for each flood soon after the last one ended, up to 2**5 times.
+MAX_PENALTY_LEVEL = 5
 
 #: Every reason a limit trips (the keys of :data:`counters`).
 REASONS = (
@@ -215,8 +219,8 @@ class Admission:
             "ip_messages": _Buckets(opts.ip_messages) if opts.ip_messages else None,
             "ip_bytes": _Buckets(opts.ip_bytes) if opts.ip_bytes else None,
         }
-        #: "ip:<addr>" / "user:<id>" -> monotonic time its penalty ends.
-        self._penalties: OrderedDict[str, float] = OrderedDict()
+        #: "ip:<addr>" / "user:<id>" -> (monotonic time its penalty ends, level).
+        self._penalties: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
     # -- penalties ----------------------------------------------------------------------
 
@@ -226,21 +230,26 @@ class Admission:
         if penalty is None:
             return
         key = f"user:{user}" if user else f"ip:{ip}"
-        self._penalties[key] = time.monotonic() + penalty
+        now = time.monotonic()
+        level = 0
+        previous = self._penalties.get(key)
+        if previous is not None:
+            until, last = previous
+            if now - until < penalty * 2**last:  # flooded again soon after: twice as long
+                level = min(last + 1, MAX_PENALTY_LEVEL)
+        self._penalties[key] = (now + penalty * 2**level, level)
         self._penalties.move_to_end(key)
         if len(self._penalties) > MAX_TRACKED:
             self._penalties.popitem(last=False)
 
     def penalty_left(self, key: str) -> float:
         """Seconds left of ``key``'s penalty ("ip:<addr>" or "user:<id>"), 0.0 if none."""
-        until = self._penalties.get(key)
-        if until is None:
+        entry = self._penalties.get(key)
+        if entry is None:
             return 0.0
-        left = until - time.monotonic()
-        if left <= 0:
-            del self._penalties[key]
-            return 0.0
-        return left
+        # An ended penalty is kept (its level doubles the next one if the client
+        # floods again soon); the table is bounded by MAX_TRACKED.
+        return max(0.0, entry[0] - time.monotonic())
 
     def retry_after(self, ip: str) -> int:
         """The ``Retry-After`` seconds for a refused handshake from ``ip`` (at least 1)."""
