@@ -49,6 +49,8 @@ REASONS: dict[str, str] = {
     "key (coalesce policy)",
     "rate_limited": "a client's inbound message over its per-user or per-IP rate was not "
     "delivered (the connection was closed with 4429)",
+    "connection_closed": "a message for a connection that was already closing or closed was "
+    "not sent (it arrived after the close began)",
 }
 
 #: Seconds between two WARNING lines for the same reason.

@@ -31,7 +31,12 @@ def _counts(site) -> dict[str, int]:
 
 
 def test_a_pong_flooder_is_closed_with_1008_and_counted(plain_site, watched):
-    sock = socket.create_connection(("127.0.0.1", plain_site.port), timeout=5)
+    # From an address of its own (127.0.0.5): the server then turns that address away
+    # for rate_limit_penalty seconds, which the other tests here must not meet.
+    source = ("127.0.0.5", 0)
+    sock = socket.create_connection(
+        ("127.0.0.1", plain_site.port), timeout=5, source_address=source
+    )
     with sock:
         sock.sendall(handshake_bytes("/ws/echo/", plain_site.port))
         status, _, rest = read_response(sock)
@@ -44,6 +49,13 @@ def test_a_pong_flooder_is_closed_with_1008_and_counted(plain_site, watched):
     assert code == 1008
     assert _counts(plain_site).get("websocket_control_flood", 0) >= 1
     assert "websocket_control_flood" in plain_site.log_since(0)
+    again = socket.create_connection(
+        ("127.0.0.1", plain_site.port), timeout=5, source_address=source
+    )
+    with again:
+        again.sendall(handshake_bytes("/ws/echo/", plain_site.port))
+        status, headers, _ = read_response(again)
+    assert status == 429 and int(headers["retry-after"]) >= 1  # penalised for a while
 
 
 def test_a_nul_in_an_upgrade_header_is_a_400_not_a_500(plain_site, watched):

@@ -200,3 +200,33 @@ def test_channels_backend_name_without_compat_warns_it_will_not_interoperate(cap
     caplog.clear()
     build_layer({**spec, "CONFIG": {**spec["CONFIG"], "compat": "channels_redis"}}).close()
     assert not any("does not share groups" in r.getMessage() for r in caplog.records)
+
+
+def test_every_drop_reason_is_in_the_docs_table():
+    text = (ROOT / "docs" / "topics" / "layers.rst").read_text()
+    table = text.split("running count:", 1)[1].split("Every serving process", 1)[0]
+    listed = {line.split("``")[1] for line in table.splitlines() if line.startswith("``")}
+    assert listed == set(drops.REASONS)
+
+
+def test_a_message_sent_after_close_is_counted_and_said_not_dropped_silently(caplog):
+    from wsbridge import WebsocketConsumer
+    from wsbridge.testing import WebsocketCommunicator
+
+    class ClosesThenSends(WebsocketConsumer):
+        def receive(self, text_data=None, bytes_data=None):
+            self.close(code=4000)
+            self.send(text_data="too late")
+
+    caplog.set_level(logging.INFO)
+    layer = MemoryLayer()
+    try:
+        client = WebsocketCommunicator(ClosesThenSends, "/", channel_layer=layer)
+        assert client.connect()[0]
+        client.send_to(text_data="hi")
+        assert client.receive_output()["type"] == "websocket.close"
+        assert wait_until(lambda: drops.drop_counts().get("connection_closed") == 1)
+        assert any("closing or closed" in line for line in drop_lines(caplog))
+        client.disconnect()
+    finally:
+        layer.close()

@@ -43,7 +43,7 @@ import gevent
 from gevent.event import Event
 from greenlet import getcurrent
 
-from .. import admission
+from .. import admission, drops
 from .. import metrics as _metrics
 from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
@@ -506,8 +506,8 @@ class Connection:
                 step = Refuse(CloseCode.POLICY_VIOLATION)
         outputs = contract.send(step)
         if not outputs:
-            if not isinstance(step, (Accept, Disconnected)):
-                logger.debug("dropping %s for closed connection %s", step, self.channel_name)
+            if isinstance(step, Send):
+                drops.record_drop("connection_closed", detail=f"{self.channel_name}")
             return
         for output in outputs:
             self._outputs(output)

@@ -26,7 +26,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import CLOSED, CONNECTING, OPEN
 
-from .. import admission
+from .. import admission, drops
 from .. import metrics as _metrics
 from ..consumers.runner import Connection
 from ..protocol.closecodes import CloseCode
@@ -259,7 +259,7 @@ class WebSocketTransport:
         """Queue one message (text wins when both are given); dropped once closing."""
         with self._lock:
             if self.protocol.state is not OPEN or self.out.aborted:
-                logger.debug("dropping a message for closing WebSocket %s", self._peer)
+                drops.record_drop("connection_closed", detail=f"WebSocket {self._peer}")
                 return
             if text is not None:
                 payload, first = text.encode("utf-8"), OP_TEXT
