@@ -14,9 +14,11 @@ or ``WSBRIDGE["GROUP_POLICIES"]``)::
 * ``drop_oldest``: once the client's queue is half full, that group's messages
   wait in a bounded list (``max_parked``); the oldest are dropped past it,
   counted, and the client gets a gap notice ``{"wsbridge.gap": {"group": G,
-  "dropped": N}}`` before the next message of the group. Recovery of the
-  dropped messages needs the group's history (not in this release): the
-  notice names the group so the client can refetch.
+  "dropped": N}}`` before the next message of the group. In a group with a
+  history nothing is dropped while the history holds it: the connection
+  replays the group from its history once the client has caught up
+  (``wsbridge.consumers.slowgate``); past the history the notice says
+  ``"recovered": false``.
 * ``coalesce``: while the queue is half full, only the latest message per
   ``key`` (a field of the layer message, e.g. ``symbol``) waits; older ones
   are replaced, counted as coalesced.

@@ -1,5 +1,8 @@
 """Slow-client policies through a real server: ticker (coalesce), feed (drop_oldest), plain.
 
+``hfeed.*`` is drop_oldest with a history long enough for every message sent,
+``sfeed.*`` drop_oldest with one too short to recover from.
+
 ``/publish?group=G&n=N&size=S`` sends N ticks (4 symbols, S bytes of padding) to
 group G, yielding every 10 so the mailbox never fills; answers when all are sent.
 """
@@ -13,6 +16,7 @@ from urllib.parse import parse_qs
 import gevent
 
 from wsbridge import Router, WebsocketConsumer, get_channel_layer, wrap
+from wsbridge.layers import configure
 from wsbridge.policies import GroupPolicy
 from wsbridge.transport.websocket import WebSocketOptions
 
@@ -61,6 +65,15 @@ def site(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
+configure(
+    {
+        "default": {
+            "BACKEND": "memory",
+            "CONFIG": {"groups": {"hfeed.*": {"history": 1000}, "sfeed.*": {"history": 20}}},
+        }
+    }
+)
+
 application = wrap(
     site,
     router=router,
@@ -70,5 +83,7 @@ application = wrap(
     group_policies={
         "ticker.*": GroupPolicy("coalesce", key="symbol"),
         "feed.*": GroupPolicy("drop_oldest", max_parked=32),
+        "hfeed.*": GroupPolicy("drop_oldest", max_parked=32),
+        "sfeed.*": GroupPolicy("drop_oldest", max_parked=32),
     },
 )

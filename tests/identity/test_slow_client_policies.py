@@ -95,6 +95,29 @@ def test_drop_oldest_sends_a_gap_notice_and_the_newest_messages(server):
     assert [t["seq"] for t in ticks] == sorted(t["seq"] for t in ticks)
 
 
+def test_drop_oldest_with_history_replays_what_it_let_go_in_order_exactly_once(server):
+    sock = stalled_client(server, "hfeed.a")
+    publish(server, "hfeed.a")  # 9.6 MB to a client whose socket takes 4 KiB
+    texts, code = drain(sock)
+    assert code is None
+    assert not [t for t in texts if t.startswith('{"wsbridge.gap"')]  # nothing was lost
+    assert [json.loads(t)["seq"] for t in texts] == list(range(N))
+    sock.sendall(frame(0x1, b"still there?"))
+    assert read_frame(sock, timeout=5)[0].data == b"echo:still there?"
+
+
+def test_drop_oldest_past_the_history_tells_the_gap_as_not_recovered(server):
+    sock = stalled_client(server, "sfeed.a")
+    publish(server, "sfeed.a")  # the history keeps 20 of the 600
+    texts, code = drain(sock)
+    assert code is None
+    gaps = [json.loads(t)["wsbridge.gap"] for t in texts if t.startswith('{"wsbridge.gap"')]
+    ticks = [json.loads(t)["seq"] for t in texts if not t.startswith('{"wsbridge.gap"')]
+    assert gaps and all(g["recovered"] is False and g["group"] == "sfeed.a" for g in gaps)
+    assert ticks == sorted(set(ticks)) and ticks[-1] == N - 1  # in order, none twice
+    assert sum(g["dropped"] for g in gaps) + len(ticks) == N  # every message accounted for
+
+
 def test_coalesce_on_long_poll_keeps_a_session_that_does_not_poll(server):
     from tests.identity.test_identity_longpoll_sse import post
 

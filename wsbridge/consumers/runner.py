@@ -332,20 +332,20 @@ class Connection:
     # -- slow-client policies (wsbridge.policies) ---------------------------------------
 
     def set_backlog(self, backlog: Callable[[], int], soft_limit: int) -> None:
-        """Let group messages with a slow-client policy wait when ``backlog() > soft_limit``.
-
-        Transports call it once, with their outbound bytes held for the client.
-        """
+        """Let policy groups' messages wait while ``backlog() > soft_limit`` (transports: once)."""
         from .slowgate import Gate
 
-        self._gate = Gate(self._send_held, backlog, soft_limit, self.finished.is_set)
+        self._gate = Gate(
+            self._send_held, backlog, soft_limit, self.finished.is_set, self.layer, self.post
+        )
 
     def _handle_policy_message(self, event: dict[str, Any]) -> None:
-        self._gate.begin(event)
-        try:
-            self._handle(event)
-        finally:
-            self._gate.end()
+        for message in self._gate.messages_for(event):  # one, none, or a group's replay
+            if self._gate.begin(message):
+                try:
+                    self._handle(message)
+                finally:
+                    self._gate.end()
 
     # -- identity: the user's groups and control messages (wsbridge.identity) -------
 
