@@ -122,9 +122,12 @@ def _install(session: nox.Session, python: str, django: str, deps: str) -> None:
         # Dependencies are current: only point the editable install at this clone.
         session.install("--no-deps", "-e", ".")
         return
-    # pip too: uv's environments come without it, and tests/test_packaging.py builds the
-    # wheel and a clean venv with it, as a user would.
-    session.install("pip", "-e", ".[dev,redis,django,uwsgi]", *_requirements(django, deps))
+    # pip and setuptools too: uv's environments come without them, and
+    # tests/test_packaging.py builds the wheel (--no-build-isolation, so setuptools
+    # must be there) and a clean venv with pip, as a user would.
+    session.install(
+        "pip", "setuptools", "-e", ".[dev,redis,django,uwsgi]", *_requirements(django, deps)
+    )
     stamp_file.write_text(stamp)
 
 

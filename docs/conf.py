@@ -26,8 +26,12 @@ from django.conf import settings  # noqa: E402
 
 if not settings.configured:
     settings.configure(
-        INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes",
-                        "django.contrib.sessions", "wsbridge_django"],
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "wsbridge_django",
+        ],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
         SECRET_KEY="docs-build-only",
     )
@@ -45,4 +49,6 @@ nitpick_ignore_regex = [
     # internal types that appear only in annotations of documented functions
     ("py:class", r"wsbridge\.layers\.redis\.(shard\.Shard|codec\.Decoded)"),
     ("py:class", r"wsbridge\.statuspage\._Rates"),
+    # a type alias of wsbridge.transport.wsgi: Sphinx on Python 3.10 leaves its bare name
+    ("py:class", r"WSGIApp"),
 ]
