@@ -2,7 +2,9 @@
 
 ``STORM_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and ``STORM_PREFIX``
 (the run's own key prefix) choose the layer; groups ``storm.*`` keep 200
-messages of history. A client joining with ``?wsbridge_recover=...`` gets the
+messages of history, and channels hold 300 (above the history, or a client
+as far behind as the capacity loses what does not fit, counted as
+mailbox_full). A client joining with ``?wsbridge_recover=...`` gets the
 recovery notice, then what it missed, then live messages.
 
     wsbridge serve bench.servers.recovery_app:application   (from the repository root)
@@ -26,6 +28,9 @@ configure(
                 "hosts": [os.environ.get("STORM_REDIS_URL", "redis://127.0.0.1:6379/0")],
                 "prefix": os.environ.get("STORM_PREFIX", "wsbstorm"),
                 "groups": {"storm.*": {"history": 200}},
+                # Above the history, as docs/topics/recovery.rst says: a recovery's
+                # notice and missed messages go through the connection's mailbox.
+                "capacity": 300,
             },
         }
     }

@@ -192,11 +192,11 @@ class WebSocketTransport:
             with self._lock:
                 undecided = self.protocol.state is CONNECTING and self._response is not None
             if undecided:
-                logger.warning(
-                    "consumer for %s did not accept or refuse within handshake_timeout=%ss; "
-                    "answering 503",
-                    self.scope.get("path"),
-                    self.options.handshake_timeout,
+                refused(
+                    "consumer_handshake_timeout",
+                    f"consumer for {self.scope.get('path')} did not accept or refuse within "
+                    f"handshake_timeout={self.options.handshake_timeout}s; answering 503",
+                    log=logger,
                 )
                 self._reject(503, "The WebSocket consumer did not answer in time.")
                 _metrics.record_handshake("timed_out", "consumer")
