@@ -62,6 +62,7 @@ def test_consumer_too_slow_to_accept_gets_503(tight_server):
     )
     sock.close()
     assert status == 503
+    assert "consumer_handshake_timeout: consumer for /slow/" in tight_server.log()  # counted
 
 
 def test_subprotocol_chosen_by_the_consumer(ws_server):
