@@ -38,6 +38,18 @@ def ws(server, user):
     )
 
 
+def flood_until_closed(sock) -> int | None:
+    """Send 500 messages and read until the server closes; its close code."""
+    try:
+        for i in range(500):
+            sock.send(f"m{i}")
+        for _ in range(600):
+            sock.recv(timeout=5)
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+    return None
+
+
 def status_of(server, user) -> int:
     try:
         ws(server, user).close()
@@ -106,14 +118,7 @@ def test_a_flooding_connection_trips_its_own_rate_before_its_ip_budget(serve):
 def test_a_flooding_user_is_closed_with_4429_and_others_go_on(serve):
     server = serve(user_messages=[50, 20], handshakes_per_ip=None)
     flood, calm = ws(server, "flood" + secrets.token_hex(2)), ws(server, "calm")
-    code = None
-    try:
-        for i in range(500):
-            flood.send(f"m{i}")
-        for _ in range(600):
-            flood.recv(timeout=5)
-    except ConnectionClosed as exc:
-        code = exc.rcvd.code if exc.rcvd else None
+    code = flood_until_closed(flood)
     assert code == 4429
     calm.send("still ok")
     assert calm.recv(timeout=5) == "still ok"
@@ -126,14 +131,7 @@ def test_a_user_closed_for_flooding_may_not_reconnect_until_the_penalty_ends(ser
     server = serve(connection_messages=[50, 20], handshakes_per_ip=None, rate_limit_penalty=1.5)
     flooder = "flood" + secrets.token_hex(2)
     flood = ws(server, flooder)
-    code = None
-    try:
-        for i in range(500):
-            flood.send(f"m{i}")
-        for _ in range(600):
-            flood.recv(timeout=5)
-    except ConnectionClosed as exc:
-        code = exc.rcvd.code if exc.rcvd else None
+    code = flood_until_closed(flood)
     closed_at = time.monotonic()
     assert code == 4429
     assert status_of(server, flooder) == 403

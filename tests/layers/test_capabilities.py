@@ -128,6 +128,16 @@ def test_history_needs_the_native_layout():
             make(groups=GROUPS)
 
 
+def _two_watching(redis_factory, lease):
+    """Two live processes tracked in chat.a (their lease loops run); the first collects."""
+    watcher = redis_factory(groups=GROUPS, presence_lease=lease)
+    other = redis_factory(groups=GROUPS, presence_lease=lease)
+    got = Collector()
+    watcher.presence_track("chat.a", _member(watcher, "chat.a", got), user="watcher")
+    other.presence_track("chat.a", _member(other, "chat.a"), user="other")
+    return watcher, other, got
+
+
 LEASE_CHILD = textwrap.dedent(
     """
     import sys, time
@@ -149,12 +159,7 @@ def test_a_process_killed_9_has_its_entries_removed_and_one_leave_sent_within_th
     redis_factory,
 ):
     lease = 1.5
-    watcher = redis_factory(groups=GROUPS, presence_lease=lease)
-    other = redis_factory(groups=GROUPS, presence_lease=lease)
-    got = Collector()
-    mine = _member(watcher, "chat.a", got)
-    watcher.presence_track("chat.a", mine, user="watcher")  # starts this process's lease loop
-    other.presence_track("chat.a", _member(other, "chat.a"), user="other")
+    watcher, other, got = _two_watching(redis_factory, lease)
     child = subprocess.Popen(
         [sys.executable, "-c", LEASE_CHILD, SHARED_REDIS, redis_factory.prefix, str(lease)],
         stdout=subprocess.PIPE,
@@ -207,11 +212,7 @@ def test_a_process_killed_between_a_change_and_its_event_has_the_event_sent_by_i
     redis_factory,
 ):
     lease = 1.5
-    watcher = redis_factory(groups=GROUPS, presence_lease=lease)
-    other = redis_factory(groups=GROUPS, presence_lease=lease)
-    got = Collector()
-    watcher.presence_track("chat.a", _member(watcher, "chat.a", got), user="watcher")
-    other.presence_track("chat.a", _member(other, "chat.a"), user="other")
+    watcher, other, got = _two_watching(redis_factory, lease)
     child = subprocess.run(
         [
             sys.executable,
