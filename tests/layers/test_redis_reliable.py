@@ -28,11 +28,14 @@ def make(request):
 def test_an_unacked_message_comes_back_after_its_visibility_timeout(make):
     worker_a, worker_b = make(), make()
     worker_a.send("rel.jobs", {"type": "job", "n": 1})
-    message, _receipt = worker_a.reserve("rel.jobs", timeout=1, visibility=0.3)
+    # 1.5 s, not less: on a loaded machine the next line can come 0.3 s later
+    # (it did, on a matrix row), and the message is then rightly visible again.
+    message, _receipt = worker_a.reserve("rel.jobs", timeout=1, visibility=1.5)
+    reserved_at = time.monotonic()
     assert message == {"type": "job", "n": 1}
     assert worker_b.reserve("rel.jobs", timeout=0) is None  # in flight, invisible
-    time.sleep(0.35)
-    again = worker_b.reserve("rel.jobs", timeout=1, visibility=5)
+    again = worker_b.reserve("rel.jobs", timeout=5, visibility=5)  # waits for it
+    assert time.monotonic() - reserved_at >= 1.4  # not before its visibility timeout
     assert again is not None and again[0] == message
     assert worker_b.counters["redelivered"] == 1
     assert worker_b.ack("rel.jobs", again[1]) is True
