@@ -218,7 +218,8 @@ class Gate:
             else:
                 recovered = True
         except (LayerError, ValueError) as exc:
-            logger.warning("slow client: replaying group %s failed: %s", group, exc)
+            # What is lost is said by record_drop (a rate-limited WARNING, counted).
+            logger.info("slow client: replaying group %s failed: %s", group, exc)
             result, recovered = None, False
         messages = [{**m, GROUP_KEY: group} for m in (result.messages if result else [])]
         if not recovered:
@@ -229,9 +230,7 @@ class Gate:
                 lost = first.offset - since.offset - 1
             else:
                 lost = state.lost + state.skipped
-            self._dropped[group] = self._dropped.get(group, 0) + lost
-            counters["dropped_oldest"] += lost
-            record_drop("slow_client_dropped", lost, detail=f"group {group}")
+            self._count_drop(group, lost)
             self._gap_notice(group, recovered=False)
         last = Position.parse(messages[-1].get("position")) if messages else None
         self._replayed[group] = last or state.since
@@ -244,10 +243,10 @@ class Gate:
             )
         return messages
 
-    def _count_drop(self, group: str) -> None:
-        counters["dropped_oldest"] += 1
-        record_drop("slow_client_dropped", detail=f"group {group}")
-        self._dropped[group] = self._dropped.get(group, 0) + 1
+    def _count_drop(self, group: str, count: int = 1) -> None:
+        counters["dropped_oldest"] += count
+        record_drop("slow_client_dropped", count, detail=f"group {group}")
+        self._dropped[group] = self._dropped.get(group, 0) + count
 
     def _flush_loop(self) -> None:
         try:
