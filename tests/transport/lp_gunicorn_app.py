@@ -2,7 +2,8 @@
 
 Settings come from the environment: LP_REDIS_PREFIX, WSBRIDGE_SECRET (unset:
 a random secret per process), LP_POLL_TIMEOUT (1.5 s), LP_SESSION_TIMEOUT (5 s),
-LP_HISTORY (a group pattern given a history of 500, e.g. ``chat.*``).
+LP_HISTORY (a group pattern given a history of 500, e.g. ``chat.*``), LP_LEASE (the
+layer's process lease, 30 s), LP_CHECKPOINTS (``0``: sessions not checkpointed).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from wsbridge.layers import build_layer, set_channel_layer
 from wsbridge.transport.wsgi import wrap
 
 config = {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": os.environ["LP_REDIS_PREFIX"]}
+if os.environ.get("LP_LEASE"):
+    config["lease"] = float(os.environ["LP_LEASE"])
 if os.environ.get("LP_HISTORY"):
     config["groups"] = {os.environ["LP_HISTORY"]: {"history": 500}}
 layer = build_layer({"BACKEND": "redis", "CONFIG": config})
@@ -26,6 +29,7 @@ application = wrap(
     longpoll={
         "poll_timeout": float(os.environ.get("LP_POLL_TIMEOUT", "1.5")),
         "session_timeout": float(os.environ.get("LP_SESSION_TIMEOUT", "5")),
+        "checkpoints": None if os.environ.get("LP_CHECKPOINTS") != "0" else False,
     },
 )
 

@@ -337,6 +337,11 @@ class LongPollSession:
         )
 
     @property
+    def version(self) -> tuple[int, int, int, str]:
+        """Changes whenever :meth:`snapshot` would: a checkpoint older than it is stale."""
+        return (self._next_seq, self._acked, self._client_seq, self.state.value)
+
+    @property
     def acked(self) -> int:
         """The highest ``seq`` the client has acked."""
         return self._acked

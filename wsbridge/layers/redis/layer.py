@@ -35,6 +35,7 @@ from ..base import (
 from ..history import HistoryMixin, HistoryResult, Position
 from ..presence import DEFAULT_INFO_LIMIT, DEFAULT_LEASE, PresenceEntry, PresenceMixin
 from ..serializers import get_serializer
+from .checkpoints import RedisCheckpoints
 from .codec import Codec, Decoded, make_crypter
 from .config import decode_hosts, describe
 from .delivery import LocalDelivery
@@ -201,6 +202,10 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self.memberships = Memberships(self.layout, self.ctx, self.group_expiry)
         self.members = self.memberships.members  # this process's channels' groups
         self.leases = self.layout.process_leases()
+        # Long-poll sessions adoptable after a crash need leases: who is dead (checkpoints.py).
+        self.checkpoints = None if self.leases is None else RedisCheckpoints(self.leases)
+        if self.checkpoints is not None:
+            self.extensions = (*self.extensions, "checkpoints")
         self.readers = Readers(
             self.layout,
             self.ctx,

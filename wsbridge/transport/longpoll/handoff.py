@@ -36,22 +36,33 @@ from gevent.event import Event
 from gevent.pool import Pool
 
 from ...consumers.routing import Router
-from ...exceptions import LayerError
+from ...exceptions import LayerError, LayerUnavailable
 from ...layers.base import BaseChannelLayer, validate_message
 from ...protocol.closecodes import CloseCode
 from ...protocol.longpoll import LongPollSession, SessionState
 from ...protocol.longpoll_messages import HandOff, handoff_channel, session_group
 from ...protocol.longpoll_token import TokenSigner
+from .checkpoint import CheckpointStore
 from .consumer import ConsumerSide
 from .options import LongPollOptions
 from .sessions import Session, SessionTable
 
-__all__ = ["SessionMover", "scope_to_message", "scope_from_message", "HANDOFF_CONCURRENCY"]
+__all__ = [
+    "SessionMover",
+    "session_handoff",
+    "scope_to_message",
+    "scope_from_message",
+    "HANDOFF_CONCURRENCY",
+]
 
 logger = logging.getLogger("wsbridge.transport.longpoll")
 
 #: Sessions handed off at the same time by a process going away.
 HANDOFF_CONCURRENCY = 16
+#: Seconds between two WARNING lines about sessions adopted after a crash.
+CRASH_WARN_INTERVAL = 10.0
+#: Seconds a running lease of another process is taken as still running.
+ALIVE_CACHE = 1.0
 
 
 def scope_to_message(scope: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +91,21 @@ def scope_from_message(data: dict[str, Any]) -> dict[str, Any]:
     return scope
 
 
+def session_handoff(session: Session, source: str) -> HandOff:
+    """``session`` as a hand-off from ``source``: what moves, on a restart or in a checkpoint."""
+    state = session.state
+    return HandOff(
+        state.sid,
+        session.origin,
+        session.user,
+        tuple(mac for _, mac in session.known),
+        scope_to_message(session.scope),
+        state.snapshot(),
+        source=source,
+        owners=tuple(owner for owner, _ in session.known),
+    )
+
+
 class SessionMover:
     """Hands this process's sessions over when it goes away; adopts those others handed over.
 
@@ -93,6 +119,10 @@ class SessionMover:
         consumers: starts and ends the sessions' consumers.
         signer: signs the adopted sessions' new tokens.
         router: routes an adopted session's path to its consumer again.
+        store: the layer's checkpoints (``"checkpoints"`` in its
+            extensions), from which sessions of a crashed process are
+            adopted; None: only hand-offs move sessions.
+        ttl: seconds a checkpoint lasts unless written again.
     """
 
     def __init__(
@@ -104,8 +134,16 @@ class SessionMover:
         consumers: ConsumerSide,
         signer: TokenSigner,
         router: Router,
+        store: CheckpointStore | None = None,
+        ttl: float = 120.0,
     ) -> None:
         self.options = options
+        self.store = store
+        self.ttl = ttl
+        #: Sessions adopted here from a crashed process's checkpoints.
+        self.crash_adoptions = 0
+        self._crash_warned = -CRASH_WARN_INTERVAL
+        self._alive_seen: dict[str, float] = {}  # owner -> when its lease was seen running
         self.layer = layer
         self.owner = owner
         self.table = table
@@ -191,16 +229,7 @@ class SessionMover:
                 conn.abort()
         if state.state not in (SessionState.OPEN, SessionState.CLOSING):
             return False  # closed by the client meanwhile
-        handoff = HandOff(
-            state.sid,
-            session.origin,
-            session.user,
-            tuple(mac for _, mac in session.known),
-            scope_to_message(session.scope),
-            state.snapshot(),
-            source=self.owner,
-            owners=tuple(owner for owner, _ in session.known),
-        )
+        handoff = session_handoff(session, self.owner)
         try:
             self.layer.send(handoff_channel(state.sid), handoff.to_message())
         except (LayerError, TypeError, ValueError) as exc:
@@ -254,6 +283,92 @@ class SessionMover:
         finally:
             done.set()
             del self._adopting[sid]
+
+    def owner_dead(self, owner: str) -> bool:
+        """True when ``owner``'s process lease has ended (a crash): adopt without asking it.
+
+        A running lease is remembered for a second, so the requests this
+        process forwards cost one lookup per owner per second, not one each.
+        """
+        store = self.store
+        if store is None or self.leaving:
+            return False
+        now = time.monotonic()
+        if now - self._alive_seen.get(owner, -ALIVE_CACHE) < ALIVE_CACHE:
+            return False
+        try:
+            alive = store.alive(owner)
+        except LayerUnavailable:
+            return False
+        if alive:
+            if len(self._alive_seen) > 10_000:
+                self._alive_seen.clear()
+            self._alive_seen[owner] = now
+        return not alive
+
+    def adopt_crashed(self, sid: bytes) -> tuple[Session | None, bool]:
+        """Take session ``sid`` from its checkpoint if the process holding it has died.
+
+        A process is dead once its lease in the layer has ended (it renews
+        it every ``lease / 3`` s), so this waits for no one: it answers at once.
+
+        Returns:
+            ``(session, False)`` adopted (or already held here);
+            ``(None, True)`` not now: its holder still holds its lease (it
+            may be stalled, or dying), another process took it a moment
+            ago, or the layer is down (the client retries: 503);
+            ``(None, False)`` no checkpoint (the client opens a new session).
+        """
+        store = self.store
+        if store is None or self.leaving:
+            return None, False
+        session = self.table.get(sid)
+        if session is not None:
+            return session, False
+        busy = self._adopting.get(sid)
+        if busy is not None:  # another request of this session is adopting it now
+            busy.wait(self.options.handshake_timeout + 1.0)
+            session = self.table.get(sid)
+            return session, session is None
+        done = self._adopting[sid] = Event()
+        try:
+            return self._take_crashed(store, sid)
+        except LayerUnavailable as exc:
+            logger.warning("long-poll session not adopted now (%s): the client retries", exc)
+            return None, True
+        finally:
+            done.set()
+            del self._adopting[sid]
+
+    def _take_crashed(self, store: CheckpointStore, sid: bytes) -> tuple[Session | None, bool]:
+        key = sid.hex()
+        holder = store.owner(key)
+        if holder is None or holder == self.owner:
+            return None, False  # none, or ended here (its copy not deleted yet)
+        if store.alive(holder):
+            return None, True
+        message = store.take(key, holder, self.owner, self.ttl)
+        if message is None:
+            return None, True  # taken by another process just now: it answers the retry
+        try:
+            handoff = HandOff.from_message(message)
+        except ValueError as exc:
+            logger.warning("long-poll checkpoint dropped: %s", exc)
+            return None, False
+        session = self._resume(handoff)
+        self.crash_adoptions += 1
+        now = time.monotonic()
+        if now - self._crash_warned >= CRASH_WARN_INTERVAL:
+            self._crash_warned = now
+            logger.warning(
+                "long-poll session adopted from %s, whose process stopped renewing its lease "
+                "(it crashed or stalled); its unacked messages are delivered again "
+                "[%d adopted so far; at most one line per %gs]",
+                holder,
+                self.crash_adoptions,
+                CRASH_WARN_INTERVAL,
+            )
+        return session, False
 
     def _resume(self, handoff: HandOff) -> Session:
         opts = self.options

@@ -63,6 +63,12 @@ class LongPollOptions:
             their next request instead of closing them; None (the default)
             does so when the layer is shared across processes (its
             ``extensions`` has ``"shared"``: not the in-memory layer).
+        checkpoints: keep each session's state in the layer so that another
+            process adopts it when this one crashes (``kill -9``, OOM), not
+            only on a graceful hand-off; None (the default) does so when
+            sessions move (``handoff``) and the layer has
+            ``"checkpoints"`` (the Redis layer with its process leases on).
+            Costs one batched layer write per request that changed a session.
     """
 
     prefix: str = "/_wsbridge/lp"
@@ -78,3 +84,4 @@ class LongPollOptions:
     forward_timeout: float = 5.0
     user_key: UserKey = default_user_key
     handoff: bool | None = None
+    checkpoints: bool | None = None

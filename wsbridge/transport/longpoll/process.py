@@ -29,6 +29,7 @@ from ... import metrics as _metrics
 from ...consumers.routing import Router
 from ...exceptions import (
     BadRequest,
+    ConfigurationError,
     Conflict,
     Forbidden,
     Gone,
@@ -43,8 +44,9 @@ from ...protocol.envelope import decode_frames, encode_frame, validate_close_cod
 from ...protocol.longpoll import LongPollSession, SessionState
 from ...protocol.longpoll_messages import OWNER_PREFIX, RelayRequest
 from ...protocol.longpoll_token import Token, TokenSigner, new_session_id
+from .checkpoint import Checkpoints, CheckpointStore
 from .consumer import ConsumerSide
-from .handoff import SessionMover
+from .handoff import SessionMover, session_handoff
 from .options import LongPollOptions
 from .relay import MOVED, Outcome, Relay, Request, Result
 from .sessions import Session, SessionTable
@@ -61,6 +63,21 @@ def error_answer(exc: HTTPError | LayerUnavailable) -> Answer:
     if isinstance(exc, HTTPError):
         return exc.status, {"error": exc.reason}
     return 503, {"error": f"channel layer unavailable: {exc}"}
+
+
+def checkpoint_store(options: LongPollOptions, layer: BaseChannelLayer) -> CheckpointStore | None:
+    """The layer's checkpoint store when sessions are to survive a crash (``checkpoints``)."""
+    wanted = options.checkpoints
+    able = "checkpoints" in layer.extensions
+    if wanted and not able:
+        raise ConfigurationError(
+            "longpoll checkpoints=True needs a channel layer with the 'checkpoints' "
+            "capability (the Redis layer, with its process leases on: lease > 0)"
+        )
+    if wanted is False or not able:
+        return None
+    store: CheckpointStore = getattr(layer, "checkpoints")  # noqa: B009 (a capability)
+    return store
 
 
 def make_signer(options: LongPollOptions, layer: BaseChannelLayer) -> tuple[TokenSigner, bool]:
@@ -101,9 +118,16 @@ class LongPollProcess:
         self.owner = layer.new_channel(OWNER_PREFIX)
         self.table = SessionTable()
         self.consumers = ConsumerSide(layer, self.owner, self.table)
+        store = checkpoint_store(options, layer)
+        ttl = max(120.0, 2 * options.session_timeout)
         self.mover = SessionMover(
-            options, layer, self.owner, self.table, self.consumers, self.signer, router
+            options, layer, self.owner, self.table, self.consumers, self.signer, router, store, ttl
         )
+        self.checkpoints: Checkpoints | None = None
+        if store is not None and self.mover.enabled:
+            self.checkpoints = Checkpoints(store, self.owner, ttl, self._snapshot)
+        else:
+            self.mover.store = None
         self.relay = Relay(
             layer,
             self.owner,
@@ -154,6 +178,7 @@ class LongPollProcess:
                 reason = "this server process is restarting: open again"
             return session.refusal, {"error": reason}
         session.use_token(self.signer.sign(sid, self.owner, origin=origin, user=user))
+        self._save(session)
         return 200, {
             "token": session.token,
             "subprotocol": state.subprotocol,
@@ -182,15 +207,22 @@ class LongPollProcess:
         """Run ``request`` for a session another process holds, or held before a restart."""
         relay = self.relay
         relay.check(token, request)
-        departed = relay.departed(token.owner)
-        if departed or not relay.known_alive(token.owner):
+        owner = token.owner
+        crashed = self.mover.store is not None
+        if crashed and self.mover.owner_dead(owner):  # killed: its checkpoint is adoptable
+            answer, _ = self._adopt_crashed_and_run(token, request)
+            if answer is not None:
+                return answer
+        departed = relay.departed(owner)
+        if departed or not relay.known_alive(owner):
             # A hand-off may be waiting: look first (a process announces its departure
             # after writing its hand-offs, so no wait).
             result = self._adopt_and_run(token, request, 0.0)
             if result.answered:
                 return result.answer
         if not departed:
-            result = relay.forward(token.owner, request)
+            give_up = (lambda: self.mover.owner_dead(owner)) if crashed else None
+            result = relay.forward(owner, request, give_up)
             if result.answered:
                 return result.answer
             # "moved": its hand-off message is written before it says so.
@@ -198,10 +230,32 @@ class LongPollProcess:
             result = self._adopt_and_run(token, request, wait)
             if result.answered:
                 return result.answer
+            if crashed and self.mover.owner_dead(owner):
+                answer, _ = self._adopt_crashed_and_run(token, request)
+                if answer is not None:
+                    return answer
         result = relay.ask_adopter(token.sid, request)
         if result.answered:
             return result.answer
+        # Nobody answers for it: if its holder died (its lease ended), adopt its checkpoint.
+        answer, retry = self._adopt_crashed_and_run(token, request)
+        if answer is not None:
+            return answer
+        if retry:
+            return 503, {"error": "the process holding this session does not answer: retry"}
         raise NotFound("unknown session (the process holding it does not answer)")
+
+    def _adopt_crashed_and_run(self, token: Token, request: Request) -> tuple[Answer | None, bool]:
+        """Adopt ``token``'s session from its checkpoint if its holder died, then run it here.
+
+        Returns:
+            The answer (None: not adopted), and whether a retry may find it
+            adoptable (see :meth:`SessionMover.adopt_crashed`).
+        """
+        session, retry = self.mover.adopt_crashed(token.sid)
+        if session is None:
+            return None, retry
+        return self.run_local(token, request).answer, False
 
     def _adopt_and_run(self, token: Token, request: Request, wait: float) -> Result:
         """Adopt ``token``'s session if it waits in the layer, then run ``request`` here."""
@@ -256,7 +310,7 @@ class LongPollProcess:
             if (request.origin, request.user) != (session.origin, session.user):
                 raise Forbidden("token refused: bound to another Origin or user")
 
-    def _poll(self, session: Session, request: Request) -> dict[str, Any]:
+    def _poll(self, session: Session, request: Request) -> dict[str, Any] | None:
         state = session.state
         if state.closed:
             raise Gone("session closed")
@@ -282,8 +336,11 @@ class LongPollProcess:
                 raise Conflict("superseded by a newer poll on this session")
             if why == "gone":
                 raise Gone(self.table.revoked(state.sid) or "session closed")
+        frames = state.pending()
+        if frames and not state.moved and not self._save(session):
+            return None  # another process holds it now: the client is sent there
         # "moved": answered from the frames handed over, so the client just polls again
-        return {"messages": [encode_frame(frame) for frame in state.pending()]}
+        return {"messages": [encode_frame(frame) for frame in frames]}
 
     def _send(self, session: Session, body: dict[str, Any]) -> dict[str, Any] | None:
         """Hand the new frames to the consumer; None when the session moved meanwhile."""
@@ -306,7 +363,10 @@ class LongPollProcess:
                 stats.longpoll_bytes_in += len(payload or b"")
                 if session.conn is not None:  # an OPEN session has one
                     session.conn.push(event)  # may wait: that is backpressure on this client
-            return {"ack": state.client_seq}
+            ack = state.client_seq
+        if not self._save(session):
+            return None
+        return {"ack": ack}
 
     def _close(self, session: Session, body: dict[str, Any]) -> dict[str, Any]:
         code = validate_close_code(body.get("code", int(CloseCode.NORMAL)))
@@ -317,6 +377,34 @@ class LongPollProcess:
         session.state.client_close(code, reason)
         self.consumers.end(session, code=code if was_open else None)
         return {"closed": True}
+
+    # -- checkpoints (checkpoint.py) --------------------------------------------------------
+
+    def _snapshot(self, session: Session) -> dict[str, Any]:
+        return session_handoff(session, self.owner).to_message()
+
+    def _save(self, session: Session) -> bool:
+        """Checkpoint ``session`` before answering; False once another process holds it."""
+        if (
+            self.checkpoints is None
+            or self.checkpoints.save(session, self.options.forward_timeout) is not False
+        ):
+            return True
+        self._taken_over(session)
+        return False
+
+    def _taken_over(self, session: Session) -> None:
+        """Another process adopted ``session`` (this one stalled past its lease): let it go."""
+        state = session.state
+        if state.state in (SessionState.OPEN, SessionState.CLOSING):
+            state.hand_off()
+        self.consumers.forget(session, moved=True)
+        session.wake("moved")
+        self.consumers.disconnect(session, CloseCode.SERVICE_RESTART)
+        logger.warning(
+            "long-poll session taken over by another process: this one stalled for longer "
+            "than its lease, so its sessions were adopted elsewhere; it no longer serves it"
+        )
 
     # -- requests from other processes -----------------------------------------------------
 
@@ -355,6 +443,8 @@ class LongPollProcess:
     def hand_off_sessions(self, timeout: float) -> int:
         """Hand every session over (see :class:`SessionMover`), then tell the peers."""
         moved = self.mover.hand_off_all(timeout)
+        if self.checkpoints is not None:  # no copy of a moved session may stay behind
+            self.checkpoints.sync(self.table.sessions())
         self.relay.depart()
         return moved
 
@@ -381,6 +471,8 @@ class LongPollProcess:
     def abandon(self) -> None:
         """Stop the sweeper (a forked child's copy of its parent's process state)."""
         self._sweeper.kill(block=False)
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
 
     def _sweep(self) -> None:
         interval = max(0.05, min(1.0, self.options.session_timeout / 4))
@@ -392,3 +484,7 @@ class LongPollProcess:
                 logger.debug("long-poll session expired: %ss of silence", session.state.timeout)
                 self.consumers.end(session, code=CloseCode.ABNORMAL)
             self.table.prune(now, keep)
+            if self.checkpoints is not None:
+                self.checkpoints.sweep(self.table.sessions(), now)
+                for session in self.checkpoints.pop_taken():
+                    self._taken_over(session)

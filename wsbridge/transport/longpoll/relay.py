@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,24 @@ GONE = Result(Outcome.GONE)
 
 def _forwarded(status: int, body: dict[str, Any]) -> Result:
     return Result(Outcome.FORWARDED, status, body)
+
+
+#: Seconds between two ``give_up`` checks while a forward waits for its hold.
+GIVE_UP_EVERY = 0.5
+
+
+def _first_reply(replies: Queue[Any], timeout: float, give_up: Callable[[], bool] | None) -> Any:
+    """The first reply within ``timeout``; raises ``Empty`` then, or once ``give_up()`` is true."""
+    if give_up is None:
+        return replies.get(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return replies.get(timeout=max(0.0, min(GIVE_UP_EVERY, left)))
+        except Empty:
+            if left <= GIVE_UP_EVERY or give_up():
+                raise
 
 
 class Relay:
@@ -197,8 +216,13 @@ class Relay:
         """True when ``owner`` answered lately (no hand-off to look for first)."""
         return owner in self._alive
 
-    def forward(self, owner: str, request: Request) -> Result:
+    def forward(
+        self, owner: str, request: Request, give_up: Callable[[], bool] | None = None
+    ) -> Result:
         """Ask ``owner`` to run ``request``.
+
+        ``give_up`` is asked about twice a second while no hold has come: a
+        true answer (the owner is known dead) ends the wait at once, as GONE.
 
         Returns:
             FORWARDED with its answer; MOVED when it handed the session over
@@ -209,7 +233,7 @@ class Relay:
             BadRequest: the token names no valid channel, or the body cannot
                 be sent.
         """
-        result = self._ask(owner, request, self.forward_timeout)
+        result = self._ask(owner, request, self.forward_timeout, give_up=give_up)
         if result.answered:
             self._remember(self._alive, owner)
         elif result.outcome is Outcome.MOVED:
@@ -223,7 +247,13 @@ class Relay:
         return result if result.answered else GONE
 
     def _ask(
-        self, target: str, request: Request, hold_timeout: float, *, group: bool = False
+        self,
+        target: str,
+        request: Request,
+        hold_timeout: float,
+        *,
+        group: bool = False,
+        give_up: Callable[[], bool] | None = None,
     ) -> Result:
         """Send ``request`` to a channel (or a group) and wait for its replies."""
         rid = secrets.token_hex(8)
@@ -238,7 +268,7 @@ class Relay:
                 self.layer.group_send(target, message)
             else:
                 self.layer.send(target, message)
-            reply = replies.get(timeout=hold_timeout)
+            reply = _first_reply(replies, hold_timeout, give_up)
             while reply is _RELEASE or reply.kind is ReplyKind.HOLD:
                 if reply is _RELEASE:
                     if request.op == "poll":  # this process is leaving

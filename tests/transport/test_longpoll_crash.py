@@ -1,0 +1,134 @@
+"""Long-poll sessions survive a crash: ``wsbridge serve`` processes on Redis, one killed with -9.
+
+A process killed with -9 writes no hand-off; its sessions live on in their
+checkpoints in the layer (``transport/longpoll/checkpoint.py``). The next
+request reaching a survivor is answered 503 (retry) while the dead
+process's lease runs, then the survivor adopts the session: unacked
+messages delivered again once with their sequence numbers, the client's
+sends go on, the consumer connects again with ``scope["resumed"]``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import time
+
+import pytest
+from lp_support import LP, ServeProcess, request, wait_for
+
+from wsbridge.protocol.longpoll import TokenSigner
+from wsbridge.testing import LongPollClient
+
+pytestmark = pytest.mark.redis
+
+APP = "lp_gunicorn_app:application"
+#: The processes' lease: a killed process is known dead at most this long after.
+LEASE = 1.5
+
+
+def serve_env(secret: str | None, **extra: str) -> dict[str, str]:
+    env = {
+        "LP_REDIS_PREFIX": "wsbridge-crash-" + secrets.token_hex(4),
+        "LP_POLL_TIMEOUT": "2",
+        "LP_SESSION_TIMEOUT": "20",
+        "LP_LEASE": str(LEASE),
+        **extra,
+    }
+    if secret:
+        env["WSBRIDGE_SECRET"] = secret
+    return env
+
+
+def log(server: ServeProcess) -> list[dict]:
+    return request(server.port, "/log", method="GET")[1]
+
+
+@pytest.mark.parametrize(
+    "secret", ["shared-secret-0123456789", None], ids=["shared-secret", "per-process-secret"]
+)
+def test_the_sessions_of_a_killed_process_are_adopted_with_nothing_lost_or_doubled(secret):
+    env = serve_env(secret)
+    a, b = servers = [ServeProcess(APP, env), ServeProcess(APP, env)]
+    try:
+        room = "r" + secrets.token_hex(3)
+        s1, s2 = LongPollClient(a.url, timeout=30), LongPollClient(a.url, timeout=30)
+        watcher = LongPollClient(b.url, timeout=30)
+        for client in (s1, s2, watcher):
+            client.open(f"/ws/chat/{room}/")
+        s1.send("before")
+        assert s1.receive() == "before" and watcher.receive() == "before"
+        # s2's poll answer is "lost": the server sent seq 1, the client never saw it.
+        lost = s2.request("poll", {"token": s2.token, "ack": 0})
+        assert lost == (200, {"messages": [{"seq": 1, "text": "before"}]})
+        old_token = s1.token
+
+        a.stop()  # SIGKILL: no hand-off, no goodbye to the peers
+        killed = time.monotonic()
+        s1.target, s2.target = b.url, b.url
+        # B answers 503 while A's lease runs, then adopts: "before" again, once, as seq 1.
+        assert s2.receive() == "before"
+        adopted_after = time.monotonic() - killed
+        assert s2.session.seen == 1
+        s1.send("after")  # client seq goes on from what A had applied
+        assert s1.session.sent == 2
+        for client in (s1, s2, watcher):
+            assert client.receive() == "after"
+        assert s1.session.seen == 2 and s2.session.seen == 2
+        for client in (s1, s2, watcher):
+            assert client.receive_nothing(0.3)  # A's membership is gone: no copy via A
+        assert s1.closed is None and s2.closed is None
+        assert TokenSigner.parse(s1.token).owner != TokenSigner.parse(old_token).owner
+        print(f"\nkill -9 -> session adopted by the survivor after {adopted_after:.2f} s")
+        assert adopted_after < LEASE + 5  # the lease, a check per second, the client backoff
+
+        # An old token at the survivor is answered for the session B now holds.
+        status, body = request(b.port, LP + "/poll", {"token": old_token, "ack": 2, "wait": 0})
+        assert (status, body) == (200, {"messages": [], "token": s1.token})
+        resumed = [(e["path"], e["resumed"]) for e in log(b) if e["event"] == "connect"]
+        assert resumed.count((f"/ws/chat/{room}/", True)) == 2
+        s1.close()
+        s2.close()
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_without_checkpoints_a_killed_process_sessions_are_lost_with_404():
+    env = serve_env("shared-secret-0123456789", LP_CHECKPOINTS="0")
+    a, b = servers = [ServeProcess(APP, env), ServeProcess(APP, env)]
+    try:
+        client = LongPollClient(a.url, timeout=30)
+        client.open("/ws/chat/nock/")
+        a.stop()
+        client.target = b.url
+        status, body = client.request("poll", client.session.poll_body(0))
+        assert status == 404, body
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_live_but_silent_owner_is_not_robbed_of_its_session():
+    """Its lease still runs: the survivor answers 503 (retry), it does not adopt."""
+    env = serve_env("shared-secret-0123456789", LP_LEASE="60")
+    a, b = servers = [ServeProcess(APP, env), ServeProcess(APP, env)]
+    try:
+        client = LongPollClient(a.url, timeout=30)
+        client.open("/ws/chat/silent/")
+        a.proc.send_signal(signal.SIGSTOP)  # alive, holding its lease, answering nothing
+        client.target = b.url
+        try:
+            status, body = client.request("poll", {**client.session.poll_body(0), "wait": 0})
+            assert status == 503, body
+            assert wait_for(
+                lambda: request(b.port, "/_wsbridge/test-sessions", method="GET")[1] == 0
+            )
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        assert client.poll(0) == []  # forwarded to A, which still holds it
+        client.send("still here")
+        assert client.receive() == "still here"
+    finally:
+        for server in servers:
+            server.stop()
