@@ -16,6 +16,15 @@ WebSocket ``/ws/room/<room>/`` (JSON frames):
   to the file ``$SCALEOUT_OUT`` and sends ``{"done": id, "pid": <worker
   pid>}`` to the room.
 
+The same consumer is reachable over long-poll (``wrap()``'s endpoints under
+``/_wsbridge/lp``, open with ``{"path": "/ws/room/<room>/"}``): a session
+adopted by another process after a crash gets a new hello from there.
+
+SSE ``GET /sse/room/<room>/`` (``text/event-stream``): joins group ``<room>``,
+then sends an event ``hello`` with data ``{"hello": <pid>, "channel": ...}``
+and one unnamed event ``{"text": text, "via": pid}`` per room message (the
+soak's third transport).
+
 Run as a script it is the plain (not monkey-patched, not serving) sender::
 
     python tests/e2e/scaleout_app.py group ROOM TEXT URL [URL...]
@@ -29,6 +38,7 @@ import sys
 from typing import Any
 
 from wsbridge import Channel, Group, JsonWebsocketConsumer
+from wsbridge.consumers.http import SseConsumer
 from wsbridge.consumers.routing import Router
 from wsbridge.transport.wsgi import wrap
 
@@ -66,6 +76,30 @@ class RoomConsumer(JsonWebsocketConsumer):
 
     def disconnect(self, code: int) -> None:
         self.channel_layer.group_discard(self.room, self.channel_name)
+
+
+@router.http("sse/room/<str:room>/")
+class RoomStream(SseConsumer):
+    """A member of one room over Server-Sent Events; relays the room's messages."""
+
+    keepalive_interval = 1.0  # a client notices a dead stream within seconds
+
+    def connect(self) -> None:
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        # Joined before the hello goes out, as RoomConsumer: a client that has it is a member.
+        self.channel_layer.group_add(self.room, self.channel_name)
+        hello = {"hello": os.getpid(), "channel": self.channel_name}
+        self.send_event(json.dumps(hello), event="hello")
+
+    def room_message(self, event: dict[str, Any]) -> None:
+        self.send_event(json.dumps({"text": event["text"], "via": event["via"]}))
+
+    def job_done(self, event: dict[str, Any]) -> None:
+        self.send_event(json.dumps({"done": event["id"], "pid": event["pid"]}), event="done")
+
+    def disconnect(self) -> None:
+        if hasattr(self, "room"):
+            self.channel_layer.group_discard(self.room, self.channel_name)
 
 
 @router.channel(JOBS)

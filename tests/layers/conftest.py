@@ -50,3 +50,34 @@ def redis_cluster(tmp_path_factory):
         raise
     yield cluster
     cluster.stop()
+
+
+#: The process lease of the lease and checkpoint tests: a killed process is dead this soon.
+LEASE = 1.5
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def leased_config(request):
+    """RedisLayer settings with a short lease, on one Redis and on the Redis Cluster."""
+    from .redis_helpers import SHARED_REDIS, delete_prefix, unique_prefix
+
+    prefix = unique_prefix()
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        hosts, extra = cluster.urls, {"cluster": True}
+    else:
+        hosts, extra = [SHARED_REDIS], {}
+    yield {
+        "hosts": hosts,
+        "prefix": prefix,
+        "lease": LEASE,
+        "block_timeout": 0.2,
+        "retry_backoff": [0.02, 0.5],
+        **extra,
+    }
+    if request.param == "redis":
+        delete_prefix(SHARED_REDIS, prefix)
+    else:
+        with request.getfixturevalue("redis_cluster").client() as client:
+            for key in list(client.scan_iter(match=prefix + "*")):
+                client.unlink(key)

@@ -23,11 +23,12 @@ import pytest
 from wsbridge.layers.redis import RedisLayer
 
 from .conformance import Collector, wait_for
+from .conftest import LEASE
 from .redis_helpers import SHARED_REDIS, delete_prefix, unique_prefix
 
 pytestmark = pytest.mark.redis
 
-LEASE = 1.5
+
 ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent(
@@ -52,33 +53,10 @@ CHILD = textwrap.dedent(
 )
 
 
-def _config(request, prefix: str) -> dict:
-    if request.param == "cluster":
-        cluster = request.getfixturevalue("redis_cluster")
-        hosts, extra = cluster.urls, {"cluster": True}
-    else:
-        hosts, extra = [SHARED_REDIS], {}
-    return {
-        "hosts": hosts,
-        "prefix": prefix,
-        "lease": LEASE,
-        "block_timeout": 0.2,
-        "retry_backoff": [0.02, 0.5],
-        **extra,
-    }
-
-
-@pytest.fixture(params=["redis", "cluster"])
-def config(request):
-    prefix = unique_prefix()
-    config = _config(request, prefix)
-    yield config
-    if request.param == "redis":
-        delete_prefix(SHARED_REDIS, prefix)
-    else:
-        with request.getfixturevalue("redis_cluster").client() as client:
-            for key in list(client.scan_iter(match=prefix + "*")):
-                client.unlink(key)
+@pytest.fixture
+def config(leased_config):
+    """One Redis and the Redis Cluster, each with the short :data:`LEASE` (conftest.py)."""
+    return leased_config
 
 
 def _start_child(config: dict) -> tuple[subprocess.Popen[str], dict]:

@@ -54,6 +54,9 @@ class Chat(WebsocketConsumer):
         self.accept()
 
     def receive(self, text_data=None, bytes_data=None):
+        if text_data == "whoami":  # which process holds this connection
+            self.send(text_data=json.dumps({"pid": os.getpid()}))
+            return
         self.channel_layer.group_send(
             self.group,
             {"type": "chat.message", "text": text_data, "bytes": bytes_data, "pid": os.getpid()},

@@ -10,13 +10,18 @@ sends go on, the consumer connects again with ``scope["resumed"]``.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
-from lp_support import LP, ServeProcess, request, wait_for
+from lp_support import HERE, LP, ROOT, ServeProcess, request, wait_for
 
+from tests.conftest import free_port
 from wsbridge.protocol.longpoll import TokenSigner
 from wsbridge.testing import LongPollClient
 
@@ -132,3 +137,60 @@ def test_a_live_but_silent_owner_is_not_robbed_of_its_session():
     finally:
         for server in servers:
             server.stop()
+
+
+def test_the_sessions_of_a_gunicorn_worker_killed_with_9_go_on_in_the_other_workers(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+        **serve_env("gunicorn-secret-0123456789"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--chdir", str(HERE)]
+        + ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "2", APP],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "gunicorn.log", "w"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(port), timeout=20)
+        # Sessions on fresh connections (the kernel picks the worker) until each worker has one.
+        clients: dict[str, LongPollClient] = {}
+        for i in range(40):
+            client = LongPollClient(url, timeout=30)
+            client.open(f"/ws/chat/g{i}/")
+            clients[f"g{i}"] = client
+            if len({TokenSigner.parse(c.token).owner for c in clients.values()}) == 2:
+                break
+        pids = {room: whoami(client) for room, client in clients.items()}
+        assert len(set(pids.values())) == 2, "never heard from both workers"
+        victim = pids["g0"]
+        doomed = [room for room, pid in pids.items() if pid == victim]
+        os.kill(victim, signal.SIGKILL)
+        for room in doomed:  # the other worker (or the one gunicorn starts) adopts them
+            client = clients[room]
+            assert whoami(client) != victim
+            assert client.closed is None
+        for room, client in clients.items():
+            client.send(f"again-{room}")
+            assert client.receive() == f"again-{room}"
+            assert client.receive_nothing(0.2)
+        log = (tmp_path / "gunicorn.log").read_text()
+        assert "long-poll session adopted from" in log
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def whoami(client: LongPollClient) -> int:
+    client.send("whoami")
+    return int(json.loads(client.receive())["pid"])
+
+
+def _answers(port: int) -> bool:
+    try:
+        return request(port, "/pid", method="GET", timeout=2)[0] == 200
+    except OSError:
+        return False

@@ -117,13 +117,9 @@ class RedisCheckpoints:
         ttl_ms = max(1, int(ttl * 1000))
         for indexes in by_shard.values():
             shard = self._shard(items[indexes[0]][0])
-            # EVAL, not EVALSHA: a cluster pipeline cannot load a script a node lacks,
-            # and these scripts are a few hundred bytes.
-            pipe = shard.client.pipeline(transaction=False)
-            for i in indexes:
-                pipe.eval(_SAVE, 1, self._key(items[i][0]), owner, sealed[i], ttl_ms)
+            calls = [(_SAVE, self._key(items[i][0]), owner, sealed[i], ttl_ms) for i in indexes]
             try:
-                answers = shard.call(pipe.execute)
+                answers = self._run(shard, calls)
             except LayerUnavailable as exc:
                 self._failed(f"{len(indexes)} session state(s) not saved: {exc}")
                 continue
@@ -186,10 +182,22 @@ class RedisCheckpoints:
             by_shard.setdefault(id(self._shard(sid)), []).append(sid)
         for group in by_shard.values():
             shard = self._shard(group[0])
-            pipe = shard.client.pipeline(transaction=False)
-            for sid in group:
-                pipe.eval(_DROP, 1, self._key(sid), owner)
-            shard.call(pipe.execute)
+            self._run(shard, [(_DROP, self._key(sid), owner) for sid in group])
+
+    def _run(self, shard: Shard, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Each ``(script, key, *args)`` as one EVAL, pipelined except on a cluster.
+
+        A cluster pipeline takes no scripts; each session is in a slot of its own anyway.
+
+        EVAL, not EVALSHA: these scripts are a few hundred bytes, and nothing has
+        to be loaded on a node first (a failover, a new node).
+        """
+        if self.ctx.cluster:
+            return [shard.call(shard.client.eval, script, 1, *rest) for script, *rest in calls]
+        pipe = shard.client.pipeline(transaction=False)
+        for script, *rest in calls:
+            pipe.eval(script, 1, *rest)
+        return list(shard.call(pipe.execute))
 
     def _failed(self, detail: str) -> None:
         count = self.ctx.count("checkpoint_failed")

@@ -106,7 +106,8 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
     #: Adds "shared" (other processes on the same Redis see these groups and channels),
     #: "marks" (claim / put_mark / get_mark) and "handoff" (a long-poll session
     #: moves between processes). Each instance adds its layout's: "presence",
-    #: "history" and "at_least_once" with the native layout.
+    #: "history" and "at_least_once" with the native layout, and "checkpoints"
+    #: (``self.checkpoints``) when it has process leases.
     extensions: tuple[str, ...] = (*BaseChannelLayer.extensions, "shared", "marks", "handoff")
 
     def __init__(
