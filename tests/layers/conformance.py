@@ -500,7 +500,8 @@ class LayerConformance:
     def test_delay_delivers_later(self, layer):
         started = time.monotonic()
         layer.send("conf.delay", {"type": "later"}, delay=0.3)
-        assert layer.receive("conf.delay", timeout=0.1) is None
+        # Not before it is due (timed from before the send: a slow send on a loaded
+        # machine must not make an on-time delivery look early).
         assert layer.receive("conf.delay", timeout=SOON) == {"type": "later"}
         assert time.monotonic() - started >= 0.28
 
