@@ -321,6 +321,19 @@ class ClusterShard(Shard):
         if self.on_recovered is not None:
             self.on_recovered(self)
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's clients; new ones connect on first use.
+
+        Scripts registered on them go too (a redis-py ``Script`` runs on the
+        client it was registered with): the child registers its own.
+        """
+        self._client = self._blocking = None
+        for name, value in list(vars(self).items()):
+            if isinstance(value, _LazyScript):
+                value._script = None
+            elif name.endswith("_scripts") and isinstance(value, dict):
+                value.clear()  # presence.py's and history.py's per-shard caches
+
     def close(self) -> None:
         for client in (self._client, self._blocking):
             if client is not None:

@@ -497,10 +497,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self._tracked.clear()
         self.presence_store.after_fork()
         for shard in self.shards:
-            # Give each pool its new owner now. redis-py 5.0 does it lazily under a
-            # plain Lock that a copied greenlet may hold (ChildDeadlockedError after
-            # 5 s under gunicorn --preload); newer releases use an RLock.
-            shard.pool.reset()
+            shard.after_fork()
 
     def _before_read(self) -> None:
         # A lease that ended while held (a stall, an outage; maybe reaped): restore.

@@ -87,6 +87,10 @@ class Readers:
         # parent's identity: retire them (they exit at their next turn) and
         # start afresh, under a new identity, on first use.
         self._generation += 1
+        for greenlet in self._greenlets.values():
+            # Now, not at their next turn: one waiting on the parent's socket would
+            # otherwise read (and lose) what the parent is sent.
+            greenlet.kill(block=False)
         self._greenlets = {}
 
     def close(self) -> None:
@@ -109,7 +113,9 @@ class Readers:
             except LayerUnavailable:
                 continue
             except Exception:
-                if self.closed:
+                if self.closed or generation != self._generation:
+                    # Closed, or a parent's reader killed in a forked child (redis-py's
+                    # pool, reset there, refuses the copied connection back: queue.Full).
                     return
                 logger.exception("channel layer reader on %s failed; going on", shard.name)
                 gevent.sleep(shard.backoff.base)

@@ -220,6 +220,15 @@ class Shard:
                 "or list independent Redis instances. See docs/topics/scaling.rst."
             )
 
+    def after_fork(self) -> None:
+        """In a forked child: give the pool its new owner now.
+
+        redis-py 5.0 does it lazily under a plain Lock that a copied greenlet
+        may hold (ChildDeadlockedError after 5 s under gunicorn --preload);
+        newer releases use an RLock.
+        """
+        self.pool.reset()
+
     def close(self) -> None:
         self.pool.disconnect()
         self.blocking_pool.disconnect()
