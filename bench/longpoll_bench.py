@@ -115,11 +115,19 @@ def run_server(args: argparse.Namespace) -> None:
         )
         return [data]
 
+    options: dict = {"poll_timeout": 120, "session_timeout": 300}
+    layer = None
+    if args.layer != "memory":  # one Redis: with (redis) or without (redis-nockpt) checkpoints
+        from wsbridge.layers.redis import RedisLayer
+
+        layer = RedisLayer(hosts=[args.redis], prefix="lpbench" + os.urandom(4).hex(), expiry=600)
+        options["checkpoints"] = args.layer == "redis"
     application = wrap(
         site,
         router=routes,
         secret="bench-secret-0123456789",
-        longpoll={"poll_timeout": 120, "session_timeout": 300},
+        longpoll=options,
+        **({"layer": layer} if layer is not None else {}),
     )
     server = pywsgi.WSGIServer(
         ("127.0.0.1", 0), application, handler_class=handler_class(), log=None, backlog=4096
@@ -266,6 +274,13 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--layer",
+        choices=["memory", "redis", "redis-nockpt"],
+        default="memory",
+        help="the server's layer: in memory, or one Redis with or without session checkpoints",
+    )
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds, whole run")
     parser.add_argument(
         "--quiet-wait",
@@ -283,7 +298,10 @@ def main() -> int:
     me = [sys.executable, os.path.abspath(__file__)]
     busy = wait_for_quiet(args.quiet_wait)
     server = subprocess.Popen(
-        me + ["server", "--clients", str(args.clients)], stdout=subprocess.PIPE, text=True
+        me
+        + ["server", "--clients", str(args.clients), "--layer", args.layer, "--redis", args.redis],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         port = int(server.stdout.readline().split()[1])

@@ -143,3 +143,22 @@ def test_without_leases_there_are_no_checkpoints(config):
         assert "checkpoints" not in layer.extensions and layer.checkpoints is None
     finally:
         layer.close()
+
+
+def test_an_idle_live_process_keeps_its_lease_whatever_its_block_timeout(config):
+    # The reader renews between blocking reads: a read longer than the lease let a live,
+    # idle process look dead (its sessions adoptable, its state reaped). It is capped.
+    settings = {**config, "block_timeout": 5.0}
+    layer, watcher = _layer(settings), _layer(config)
+    try:
+        assert layer.block_timeout == pytest.approx(LEASE / 3)
+        owner = layer.new_channel(OWNER)
+        layer.attach(owner, lambda message: None)
+        wait_for(lambda: watcher.checkpoints.alive(owner), timeout=5)
+        end = time.monotonic() + 3 * LEASE
+        while time.monotonic() < end:
+            assert watcher.checkpoints.alive(owner)
+            time.sleep(0.1)
+    finally:
+        layer.close()
+        watcher.close()

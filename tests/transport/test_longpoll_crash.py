@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from lp_support import HERE, LP, ROOT, ServeProcess, request, wait_for
@@ -139,6 +140,35 @@ def test_a_live_but_silent_owner_is_not_robbed_of_its_session():
             server.stop()
 
 
+def test_an_owner_that_stalled_past_its_lease_lets_the_adopter_have_the_session():
+    env = serve_env("shared-secret-0123456789")
+    a, b = servers = [ServeProcess(APP, env), ServeProcess(APP, env)]
+    try:
+        client = LongPollClient(a.url, timeout=30)
+        client.open("/ws/chat/stall/")
+        client.send("one")
+        assert client.receive() == "one"
+        a.proc.send_signal(signal.SIGSTOP)  # longer than its lease: B takes the session
+        try:
+            client.target = b.url
+            client.send("two")
+            assert client.receive() == "two"
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        adopter = TokenSigner.parse(client.token).owner
+        # A wakes up still holding its copy; B's token reaching it sends the client to B.
+        client.target = a.url
+        client.send("three")
+        assert client.receive() == "three"
+        assert client.receive_nothing(0.3) and client.closed is None
+        assert TokenSigner.parse(client.token).owner == adopter
+        gone = [e for e in log(a) if e["event"] == "disconnect" and e["path"] == "/ws/chat/stall/"]
+        assert [e["code"] for e in gone] == [1012]  # A's consumer was let go
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def test_the_sessions_of_a_gunicorn_worker_killed_with_9_go_on_in_the_other_workers(tmp_path):
     port = free_port()
     env = {
@@ -156,14 +186,16 @@ def test_the_sessions_of_a_gunicorn_worker_killed_with_9_go_on_in_the_other_work
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(port), timeout=20)
-        # Sessions on fresh connections (the kernel picks the worker) until each worker has one.
+        # Sessions on fresh connections, a few at once, until each worker holds one (the
+        # kernel picks who accepts; the second worker may still be booting).
         clients: dict[str, LongPollClient] = {}
-        for i in range(40):
-            client = LongPollClient(url, timeout=30)
-            client.open(f"/ws/chat/g{i}/")
-            clients[f"g{i}"] = client
-            if len({TokenSigner.parse(c.token).owner for c in clients.values()}) == 2:
-                break
+        deadline = time.monotonic() + 30
+        with ThreadPoolExecutor(8) as pool:
+            while time.monotonic() < deadline:
+                rooms = [f"g{len(clients) + i}" for i in range(16)]
+                clients.update(zip(rooms, pool.map(lambda r: opened(url, r), rooms), strict=True))
+                if len({TokenSigner.parse(c.token).owner for c in clients.values()}) == 2:
+                    break
         pids = {room: whoami(client) for room, client in clients.items()}
         assert len(set(pids.values())) == 2, "never heard from both workers"
         victim = pids["g0"]
@@ -182,6 +214,12 @@ def test_the_sessions_of_a_gunicorn_worker_killed_with_9_go_on_in_the_other_work
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def opened(url: str, room: str) -> LongPollClient:
+    client = LongPollClient(url, timeout=30)
+    client.open(f"/ws/chat/{room}/")
+    return client
 
 
 def whoami(client: LongPollClient) -> int:

@@ -337,9 +337,13 @@ class LongPollSession:
         )
 
     @property
-    def version(self) -> tuple[int, int, int, str]:
-        """Changes whenever :meth:`snapshot` would: a checkpoint older than it is stale."""
-        return (self._next_seq, self._acked, self._client_seq, self.state.value)
+    def version(self) -> tuple[int, int, str]:
+        """Changes whenever a checkpoint older than the session would be wrong to restore.
+
+        An ack alone does not count: a session restored from before it sends
+        again frames the client has (with their ``seq``, so it drops them).
+        """
+        return (self._next_seq, self._client_seq, self.state.value)
 
     @property
     def acked(self) -> int:

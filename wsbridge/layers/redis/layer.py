@@ -83,7 +83,8 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         process_capacity: items a process inbox holds (all its channels), in
             wsbridge's own format. In channels_redis mode channels_redis's rule
             applies instead: the capacity of the channel sent to (default 100).
-        block_timeout: seconds each blocking read waits before looping.
+        block_timeout: seconds each blocking read waits before looping (at most
+            ``lease / 3``: the lease is renewed between reads).
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
         cluster: ``True`` for a Redis Cluster: ``hosts`` then lists seed
             nodes of one cluster (see ``cluster.py`` and docs/topics/scaling.rst).
@@ -156,7 +157,9 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         self.host_specs = decode_hosts(hosts)
         self.process_capacity = process_capacity
         self.lease = float(lease)
-        self.block_timeout = block_timeout
+        # The reader renews the lease between blocking reads: a read longer than a third
+        # of the lease would let a live, idle process's lease end (and be reaped).
+        self.block_timeout = min(block_timeout, self.lease / 3) if self.lease > 0 else block_timeout
         self.codec = Codec(
             get_serializer(serializer or serializer_format or "msgpack"),
             expiry=expiry,

@@ -91,15 +91,25 @@ def scope_from_message(data: dict[str, Any]) -> dict[str, Any]:
     return scope
 
 
-def session_handoff(session: Session, source: str) -> HandOff:
-    """``session`` as a hand-off from ``source``: what moves, on a restart or in a checkpoint."""
+def session_handoff(session: Session, source: str, *, cached_scope: bool = False) -> HandOff:
+    """``session`` as a hand-off from ``source``: what moves, on a restart or in a checkpoint.
+
+    With ``cached_scope`` the scope is reduced to msgpack types once per
+    session (checkpoints are written often; a restart's hand-off takes it fresh).
+    """
     state = session.state
+    if not cached_scope:
+        scope = scope_to_message(session.scope)
+    elif session.scope_message is None:
+        scope = session.scope_message = scope_to_message(session.scope)
+    else:
+        scope = session.scope_message
     return HandOff(
         state.sid,
         session.origin,
         session.user,
         tuple(mac for _, mac in session.known),
-        scope_to_message(session.scope),
+        scope,
         state.snapshot(),
         source=source,
         owners=tuple(owner for owner, _ in session.known),

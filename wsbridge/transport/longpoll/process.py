@@ -115,6 +115,7 @@ class LongPollProcess:
         self.router = router
         self.layer = layer
         self.signer, shared_secret = make_signer(options, layer)
+        self.shared_secret = shared_secret
         self.owner = layer.new_channel(OWNER_PREFIX)
         self.table = SessionTable()
         self.consumers = ConsumerSide(layer, self.owner, self.table)
@@ -274,6 +275,9 @@ class LongPollProcess:
             HTTPError: the request is refused (400, 403, 404, 409, 410).
         """
         session = self.table.get(token.sid)
+        if session is not None and self._adopted_elsewhere(token, request, session):
+            self._taken_over(session)  # we stalled past our lease: the adopter answers
+            return MOVED
         self._check_token(token, request, session)
         if session is not None and session.moving is not None:
             session.moving.wait(self.options.handshake_timeout)  # a hand-off in progress
@@ -300,6 +304,23 @@ class LongPollProcess:
         if request.body.get("token") != session.token:
             answer["token"] = session.token  # the session moved here: use its new token
         return Result(Outcome.LOCAL, 200, answer)
+
+    def _adopted_elsewhere(self, token: Token, request: Request, session: Session) -> bool:
+        """A genuine token of ``session`` that names a process this one never heard of for it.
+
+        Only a process that adopted the session from its checkpoint signs such
+        a token (this one had stalled past its lease); with a per-process
+        secret it cannot be told from a forgery, and is refused (403).
+        """
+        if token.owner == self.owner or not self.shared_secret or self.checkpoints is None:
+            return False
+        if (token.owner, token.mac) in session.known:
+            return False
+        try:
+            self.signer.verify(token, origin=request.origin, user=request.user)
+        except Forbidden:
+            return False
+        return True
 
     def _check_token(self, token: Token, request: Request, session: Session | None) -> None:
         if token.owner == self.owner:
@@ -381,7 +402,7 @@ class LongPollProcess:
     # -- checkpoints (checkpoint.py) --------------------------------------------------------
 
     def _snapshot(self, session: Session) -> dict[str, Any]:
-        return session_handoff(session, self.owner).to_message()
+        return session_handoff(session, self.owner, cached_scope=True).to_message()
 
     def _save(self, session: Session) -> bool:
         """Checkpoint ``session`` before answering; False once another process holds it."""

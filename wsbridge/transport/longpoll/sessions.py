@@ -55,6 +55,8 @@ class Session:
     moving: Event | None = None
     poller: AsyncResult | None = None
     lock: Semaphore = field(default_factory=Semaphore)
+    #: The scope as msgpack types, made once for its checkpoints (checkpoint.py).
+    scope_message: dict[str, Any] | None = None
 
     def wake(self, why: str = "ready") -> None:
         """Answer the held poll, if any: ``ready``, ``superseded``, ``gone`` or ``moved``."""

@@ -136,12 +136,36 @@ def close_for_reload(reason: str = "service restart") -> int:
     return shutdown(SERVICE_RESTART, reason, label="uWSGI reload")
 
 
+_reload_started_in: int | None = None
+
+
 def _on_sighup() -> None:
     import gevent
 
+    global _reload_started_in
+    _reload_started_in = os.getpid()
     # gevent runs signal handlers in a new greenlet: I/O is allowed here.
     with gevent.Timeout(RELOAD_TIMEOUT, False):
         close_for_reload()
+
+
+def _at_exit(chained: Any) -> None:
+    """uWSGI's ``atexit``: hand over what the SIGHUP handler never got to.
+
+    A worker serving no request when SIGHUP comes (its long-poll sessions
+    between two polls) is stopped by uWSGI at once, before the handler's
+    greenlet runs; its sessions would then wait for its lease to end.
+    """
+    import gevent
+
+    try:
+        if _reload_started_in != os.getpid():
+            with gevent.Timeout(RELOAD_TIMEOUT, False):
+                close_for_reload()
+    except Exception:  # the worker is exiting: say why, do not stop the others' hooks
+        logger.exception("uWSGI exit: handing long-poll sessions over failed")
+    if callable(chained):
+        chained()
 
 
 def install_reload_handler(app: Any) -> bool:
@@ -168,6 +192,9 @@ def install_reload_handler(app: Any) -> bool:
     # Beside uWSGI's own gevent SIGHUP watcher (which stops accepting and
     # waits for the running requests): libev runs every watcher of a signal.
     gevent.signal_handler(signal.SIGHUP, _on_sighup)
+    uwsgi: Any = sys.modules["uwsgi"]
+    chained = getattr(uwsgi, "atexit", None)
+    uwsgi.atexit = lambda: _at_exit(chained)
     _installed_pid = os.getpid()
     logger.debug("installed the uWSGI reload handler in worker %d", _installed_pid)
     return True
