@@ -61,6 +61,8 @@ VISIBILITY = 3.0
 LEASE = 5.0
 #: Seconds of a process's life left out of its RSS/FD slopes.
 WARM_UP = 20.0
+#: Seconds after the last fault before the "after the last fault" slopes start.
+CALM_AFTER = 60.0
 LONGPOLL = "/_wsbridge/lp"
 #: A long-poll is held at most this long, so a client notices the end of the run.
 POLL_WAIT = 2.0
@@ -513,6 +515,11 @@ class Report:
                 f"FDs {slope['fds_per_min']:+.2f}/min ({slope['other_fds_per_min']:+.2f}/min "
                 f"less client connections) over {slope['minutes']:.1f} min"
             )
+            if "calm_minutes" in slope:
+                out.append(
+                    f"    after the last fault: RSS {slope['calm_rss_kb_per_min']:+.0f} KiB/min, "
+                    f"FDs {slope['calm_fds_per_min']:+.2f}/min over {slope['calm_minutes']:.1f} min"
+                )
         return out
 
 
@@ -628,6 +635,7 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
     jobs: set[int] = set()
     started = time.monotonic()
     schedule = [(0.25, "redis master"), (0.5, "server process"), (0.75, "worker")]
+    last_fault = started
     next_sample = started
     seq = job = 0
     pending_recovery: dict[str, float] = {}
@@ -648,6 +656,7 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
                 adopting = [(c, c.generation) for c in clients.lp if c.pid == killed and c.token]
                 report.longpoll_on_killed = len(adopting)
             _inject(fault, cluster, procs, slot)
+            last_fault = now
         if now >= next_sample:
             for proc in procs:
                 proc.sample()
@@ -722,6 +731,17 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
                 ),
                 "minutes": (steady[-1][0] - steady[0][0]) / 60,
             }
+        # After the last fault has settled (clients moved, failed-over connections
+        # closed): a slope here is growth, not the step a fault leaves behind.
+        calm = [s for s in steady if s[0] >= last_fault + CALM_AFTER]
+        if len(calm) >= 3 and proc.name in report.slopes:
+            report.slopes[proc.name]["calm_rss_kb_per_min"] = slope_per_minute(
+                [(t, r) for t, r, _ in calm]
+            )
+            report.slopes[proc.name]["calm_fds_per_min"] = slope_per_minute(
+                [(t, f) for t, _, f in calm]
+            )
+            report.slopes[proc.name]["calm_minutes"] = (calm[-1][0] - calm[0][0]) / 60
     return report
 
 
