@@ -57,6 +57,9 @@ logger = logging.getLogger("wsbridge.transport.longpoll")
 
 Answer = tuple[int, dict[str, Any]]
 
+#: Seconds between two WARNING lines about sessions taken over by another process.
+TAKEN_WARN_INTERVAL = 10.0
+
 
 def error_answer(exc: HTTPError | LayerUnavailable) -> Answer:
     """The JSON answer to a request that failed with ``exc``."""
@@ -116,6 +119,9 @@ class LongPollProcess:
         self.layer = layer
         self.signer, shared_secret = make_signer(options, layer)
         self.shared_secret = shared_secret
+        #: Sessions another process adopted from this one (it had stalled past its lease).
+        self.taken_over = 0
+        self._taken_warned = -TAKEN_WARN_INTERVAL
         self.owner = layer.new_channel(OWNER_PREFIX)
         self.table = SessionTable()
         self.consumers = ConsumerSide(layer, self.owner, self.table)
@@ -422,10 +428,17 @@ class LongPollProcess:
         self.consumers.forget(session, moved=True)
         session.wake("moved")
         self.consumers.disconnect(session, CloseCode.SERVICE_RESTART)
-        logger.warning(
-            "long-poll session taken over by another process: this one stalled for longer "
-            "than its lease, so its sessions were adopted elsewhere; it no longer serves it"
-        )
+        self.taken_over += 1
+        now = time.monotonic()
+        if now - self._taken_warned >= TAKEN_WARN_INTERVAL:
+            self._taken_warned = now
+            logger.warning(
+                "long-poll session taken over by another process: this one stalled for longer "
+                "than its lease, so its sessions were adopted elsewhere and it no longer serves "
+                "them [%d so far; at most one line per %gs]",
+                self.taken_over,
+                TAKEN_WARN_INTERVAL,
+            )
 
     # -- requests from other processes -----------------------------------------------------
 
