@@ -29,7 +29,7 @@ application = wrap(
     longpoll={
         "poll_timeout": float(os.environ.get("LP_POLL_TIMEOUT", "1.5")),
         "session_timeout": float(os.environ.get("LP_SESSION_TIMEOUT", "5")),
-        "checkpoints": None if os.environ.get("LP_CHECKPOINTS") != "0" else False,
+        "checkpoints": os.environ.get("LP_CHECKPOINTS") != "0",
     },
 )
 

@@ -159,7 +159,12 @@ def test_an_owner_that_stalled_past_its_lease_lets_the_adopter_have_the_session(
         # A wakes up still holding its copy; B's token reaching it sends the client to B.
         client.target = a.url
         client.send("three")
-        assert client.receive() == "three"
+        # Nothing lost. A copy of "two" may come first: A's consumer, still a member
+        # of the group while A was stopped, queued it when A woke (docs: protocol.rst).
+        got = [client.receive()]
+        if got == ["two"]:
+            got.append(client.receive())
+        assert got[-1] == "three", got
         assert client.receive_nothing(0.3) and client.closed is None
         assert TokenSigner.parse(client.token).owner == adopter
         gone = [e for e in log(a) if e["event"] == "disconnect" and e["path"] == "/ws/chat/stall/"]

@@ -65,10 +65,11 @@ class LongPollOptions:
             ``extensions`` has ``"shared"``: not the in-memory layer).
         checkpoints: keep each session's state in the layer so that another
             process adopts it when this one crashes (``kill -9``, OOM), not
-            only on a graceful hand-off; None (the default) does so when
-            sessions move (``handoff``) and the layer has
-            ``"checkpoints"`` (the Redis layer with its process leases on).
-            Costs one batched layer write per request that changed a session.
+            only on a graceful hand-off. Off by default (opt in with True;
+            see docs/topics/protocol.rst for why); needs a layer with
+            ``"checkpoints"`` (the Redis layer with its process leases on)
+            and sessions that move (``handoff``). Costs one batched layer
+            write per request that changed a session.
     """
 
     prefix: str = "/_wsbridge/lp"
@@ -84,4 +85,4 @@ class LongPollOptions:
     forward_timeout: float = 5.0
     user_key: UserKey = default_user_key
     handoff: bool | None = None
-    checkpoints: bool | None = None
+    checkpoints: bool = False

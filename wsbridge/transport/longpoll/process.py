@@ -77,7 +77,7 @@ def checkpoint_store(options: LongPollOptions, layer: BaseChannelLayer) -> Check
             "longpoll checkpoints=True needs a channel layer with the 'checkpoints' "
             "capability (the Redis layer, with its process leases on: lease > 0)"
         )
-    if wanted is False or not able:
+    if not wanted:
         return None
     store: CheckpointStore = getattr(layer, "checkpoints")  # noqa: B009 (a capability)
     return store
