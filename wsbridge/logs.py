@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "current_connection_id",
     "ConnectionIdFilter",
     "JSONFormatter",
+    "CountedWarning",
 ]
 
 #: The id of the connection wsbridge is working for in this greenlet, else None.
@@ -111,3 +113,35 @@ class JSONFormatter(logging.Formatter):
         if record.stack_info:
             data["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(data, default=str, ensure_ascii=False)
+
+
+class CountedWarning:
+    """One kind of event, said as a WARNING at most once per ``interval`` seconds with its count.
+
+    ``warn = CountedWarning(logger, "session adopted from %s")`` then
+    ``warn(holder)`` for each event: the line ends with the running count
+    and the interval, so a flood costs one line per interval and a single
+    event is never silent.
+    """
+
+    def __init__(self, log: logging.Logger, message: str, interval: float = 10.0) -> None:
+        self.log = log
+        self.message = message
+        self.interval = interval
+        #: Events so far (unless the caller keeps the count: see ``count=``).
+        self.count = 0
+        self._last = -interval
+
+    def __call__(self, *args: Any, count: int | None = None) -> int:
+        """Note one event (``args`` fill the message); returns the running count."""
+        self.count = self.count + 1 if count is None else count
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.log.warning(
+                self.message + " [%d so far; at most one line per %gs]",
+                *args,
+                self.count,
+                self.interval,
+            )
+        return self.count

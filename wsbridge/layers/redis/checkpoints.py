@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...exceptions import LayerUnavailable, MessageDecodeError
+from ...logs import CountedWarning
 from .native import process_of
 
 if TYPE_CHECKING:
@@ -61,9 +62,6 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """
 
-#: Seconds between two WARNING lines about checkpoints not saved (the count keeps running).
-WARN_INTERVAL = 10.0
-
 
 class RedisCheckpoints:
     """The ``"checkpoints"`` capability of the Redis layer (native and cluster layouts).
@@ -81,7 +79,11 @@ class RedisCheckpoints:
         self.ctx = leases.ctx
         self.leases = leases.table
         self.prefix = f"{self.ctx.prefix}:1:ckpt:"
-        self._warned = -WARN_INTERVAL
+        self._failed_warning = CountedWarning(
+            logger,
+            "channel layer: %s; such a session cannot be adopted by another process if this "
+            "one crashes",
+        )
 
     def _key(self, sid: str) -> str:
         return self.prefix + self.layout.tag(sid)
@@ -200,14 +202,4 @@ class RedisCheckpoints:
         return list(shard.call(pipe.execute))
 
     def _failed(self, detail: str) -> None:
-        count = self.ctx.count("checkpoint_failed")
-        now = time.monotonic()
-        if now - self._warned >= WARN_INTERVAL:
-            self._warned = now
-            logger.warning(
-                "channel layer: %s; such a session cannot be adopted by another process if "
-                "this one crashes [%d so far; at most one line per %gs]",
-                detail,
-                count,
-                WARN_INTERVAL,
-            )
+        self._failed_warning(detail, count=self.ctx.count("checkpoint_failed"))

@@ -38,6 +38,7 @@ from gevent.pool import Pool
 from ...consumers.routing import Router
 from ...exceptions import LayerError, LayerUnavailable
 from ...layers.base import BaseChannelLayer, validate_message
+from ...logs import CountedWarning
 from ...protocol.closecodes import CloseCode
 from ...protocol.longpoll import LongPollSession, SessionState
 from ...protocol.longpoll_messages import HandOff, handoff_channel, session_group
@@ -59,8 +60,6 @@ logger = logging.getLogger("wsbridge.transport.longpoll")
 
 #: Sessions handed off at the same time by a process going away.
 HANDOFF_CONCURRENCY = 16
-#: Seconds between two WARNING lines about sessions adopted after a crash.
-CRASH_WARN_INTERVAL = 10.0
 #: Seconds a running lease of another process is taken as still running.
 ALIVE_CACHE = 1.0
 
@@ -152,7 +151,11 @@ class SessionMover:
         self.ttl = ttl
         #: Sessions adopted here from a crashed process's checkpoints.
         self.crash_adoptions = 0
-        self._crash_warned = -CRASH_WARN_INTERVAL
+        self._adopted_warning = CountedWarning(
+            logger,
+            "long-poll session adopted from %s, whose process stopped renewing its lease "
+            "(it crashed or stalled); its unacked messages are delivered again",
+        )
         self._alive_seen: dict[str, float] = {}  # owner -> when its lease was seen running
         self.layer = layer
         self.owner = owner
@@ -366,18 +369,7 @@ class SessionMover:
             logger.warning("long-poll checkpoint dropped: %s", exc)
             return None, False
         session = self._resume(handoff)
-        self.crash_adoptions += 1
-        now = time.monotonic()
-        if now - self._crash_warned >= CRASH_WARN_INTERVAL:
-            self._crash_warned = now
-            logger.warning(
-                "long-poll session adopted from %s, whose process stopped renewing its lease "
-                "(it crashed or stalled); its unacked messages are delivered again "
-                "[%d adopted so far; at most one line per %gs]",
-                holder,
-                self.crash_adoptions,
-                CRASH_WARN_INTERVAL,
-            )
+        self.crash_adoptions = self._adopted_warning(holder)
         return session, False
 
     def _resume(self, handoff: HandOff) -> Session:

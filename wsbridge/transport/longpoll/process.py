@@ -38,7 +38,7 @@ from ...exceptions import (
     NotFound,
 )
 from ...layers.base import BaseChannelLayer
-from ...logs import CONNECTION_ID
+from ...logs import CONNECTION_ID, CountedWarning
 from ...protocol.closecodes import CloseCode
 from ...protocol.envelope import decode_frames, encode_frame, validate_close_code
 from ...protocol.longpoll import LongPollSession, SessionState
@@ -56,9 +56,6 @@ __all__ = ["LongPollProcess", "Answer", "error_answer"]
 logger = logging.getLogger("wsbridge.transport.longpoll")
 
 Answer = tuple[int, dict[str, Any]]
-
-#: Seconds between two WARNING lines about sessions taken over by another process.
-TAKEN_WARN_INTERVAL = 10.0
 
 
 def error_answer(exc: HTTPError | LayerUnavailable) -> Answer:
@@ -121,7 +118,11 @@ class LongPollProcess:
         self.shared_secret = shared_secret
         #: Sessions another process adopted from this one (it had stalled past its lease).
         self.taken_over = 0
-        self._taken_warned = -TAKEN_WARN_INTERVAL
+        self._taken_warning = CountedWarning(
+            logger,
+            "long-poll session taken over by another process: this one stalled for longer "
+            "than its lease, so its sessions were adopted elsewhere and it no longer serves them",
+        )
         self.owner = layer.new_channel(OWNER_PREFIX)
         self.table = SessionTable()
         self.consumers = ConsumerSide(layer, self.owner, self.table)
@@ -428,17 +429,7 @@ class LongPollProcess:
         self.consumers.forget(session, moved=True)
         session.wake("moved")
         self.consumers.disconnect(session, CloseCode.SERVICE_RESTART)
-        self.taken_over += 1
-        now = time.monotonic()
-        if now - self._taken_warned >= TAKEN_WARN_INTERVAL:
-            self._taken_warned = now
-            logger.warning(
-                "long-poll session taken over by another process: this one stalled for longer "
-                "than its lease, so its sessions were adopted elsewhere and it no longer serves "
-                "them [%d so far; at most one line per %gs]",
-                self.taken_over,
-                TAKEN_WARN_INTERVAL,
-            )
+        self.taken_over = self._taken_warning()
 
     # -- requests from other processes -----------------------------------------------------
 
