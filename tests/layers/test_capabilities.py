@@ -265,6 +265,41 @@ def test_a_reconnect_storm_of_1000_recovers_every_one_in_order(redis_factory):
     assert set(outcomes) == {(True, 21)}  # the notice and all 20, for every one
 
 
+@pytest.mark.redis
+def test_a_live_message_arriving_while_the_join_is_written_is_held_not_delivered_twice(
+    redis_factory,
+):
+    # The CI failure of examples/chat's kill -9 test: the membership was in
+    # Redis, a live message reached the channel during the join's own I/O,
+    # before the history read, and came again with the recovered ones.
+    groups = {"room": {"history": 20}}
+    publisher, layer = redis_factory(groups=groups), redis_factory(groups=groups)
+    witness = Collector()  # a member that is not recovering: it shows the live one arrived
+    layer.attach(witness_channel := layer.new_channel(), witness)
+    layer.group_add("room", witness_channel)
+    publisher.group_send("room", {"type": "n", "i": 0})
+    seen = publisher.history("room").position
+    publisher.group_send("room", {"type": "n", "i": 1})
+    join = layer.memberships.join
+
+    def join_then_a_live_message_arrives(group, channel, *, local):
+        join(group, channel, local=local)
+        if channel != witness_channel:
+            publisher.group_send("room", {"type": "n", "i": 2})
+            wait_for(lambda: [m["i"] for m in witness.messages] == [0, 1, 2])
+
+    layer.memberships.join = join_then_a_live_message_arrives
+    got = Collector()
+    channel = layer.new_channel()
+    layer.attach(channel, got)
+    layer.request_recovery(channel, {"room": str(seen)})
+    layer.group_add("room", channel)
+    publisher.group_send("room", {"type": "n", "i": 3})
+    messages = got.wait(4)
+    assert messages[0]["type"] == "history.recovery" and messages[0]["missed"] == 2
+    assert [m["i"] for m in messages[1:]] == [1, 2, 3]
+
+
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_stats_count_recoveries_and_refused_tracks(backend, memory_factory, redis_factory):
     make = memory_factory if backend == "memory" else redis_factory

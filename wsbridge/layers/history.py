@@ -201,9 +201,10 @@ class HistoryMixin:
     """What both layers share: the group policy, recovery requests and the live gate.
 
     A layer using it sets ``self.groups_policy`` and implements
-    :meth:`history`; it calls ``_recover_on_join`` at the end of
-    ``group_add`` and ``_history_gate`` before handing a positioned group
-    message to an attached channel, and ``_forget_recovery`` on detach.
+    :meth:`history`; in ``group_add`` it calls ``_hold_before_join``
+    before writing the membership and ``_recover_on_join`` after it; it
+    calls ``_history_gate`` before handing a positioned group message to an
+    attached channel, and ``_forget_recovery`` on detach.
     """
 
     groups_policy: GroupPolicy
@@ -252,6 +253,27 @@ class HistoryMixin:
         if wanted:
             self._recovery_requests[channel] = wanted
 
+    def _hold_before_join(self, group: str, channel: str) -> bool:
+        """Start holding ``channel``'s live messages of ``group`` if it is to recover it.
+
+        Called before the membership is written: once it is, live messages
+        may arrive while the join's own I/O is still under way, and one that
+        got through before the history read would be delivered twice (and
+        out of order). Returns whether holding began; the caller then calls
+        :meth:`_recover_on_join`, or :meth:`_release_hold` if the join failed.
+        """
+        requests = self._recovery_requests.get(channel)
+        if not requests or group not in requests:
+            return False
+        self._recovering.setdefault((channel, group), [])
+        return True
+
+    def _release_hold(self, group: str, channel: str) -> None:
+        """The join failed: stop holding, and deliver what was held (in order)."""
+        held = self._recovering.pop((channel, group), None)
+        if held:
+            self._hand_over(channel, held)
+
     def _recover_on_join(self, group: str, channel: str) -> None:
         requests = self._recovery_requests.get(channel)
         if not requests or group not in requests:
@@ -260,7 +282,7 @@ class HistoryMixin:
         if not requests:
             del self._recovery_requests[channel]
         key = (channel, group)
-        self._recovering[key] = []
+        self._recovering.setdefault(key, [])
         try:
             with self._recovery_slots:
                 result = self.history(group, since)
@@ -278,7 +300,14 @@ class HistoryMixin:
         finally:
             held = self._recovering.pop(key, [])
         self.history_counters["recovered" if result.recovered else "not_recovered"] += 1
-        last = Position.parse(since) if result.recovered else None
+        # What the client has once the notice and the history are through: held
+        # live messages up to there are in the history already (or, when not
+        # recovered, before the position the client is told to start from).
+        last = Position.parse(since) if result.recovered else result.position
+        for message in result.messages:
+            pos = offset_of(message)
+            if pos is not None and (last is None or pos > last):
+                last = pos
         notice = {
             "type": RECOVERY_EVENT,
             "group": group,
@@ -294,10 +323,6 @@ class HistoryMixin:
                     continue  # in the history already
             out.append(message)
             last = pos or last
-        for message in result.messages:
-            pos = offset_of(message)
-            if pos is not None and (last is None or pos > last):
-                last = pos
         if last is not None:
             self._last_seen.setdefault(channel, {})[group] = last
         self._hand_over(channel, out)

@@ -425,7 +425,13 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         validate_group_name(group)
         validate_channel_name(channel)
         local = self._is_local(channel)
-        self.memberships.join(group, channel, local=local)
+        holding = local and self._hold_before_join(group, channel)
+        try:
+            self.memberships.join(group, channel, local=local)
+        except BaseException:
+            if holding:
+                self._release_hold(group, channel)
+            raise
         if local:
             self._recover_on_join(group, channel)
 
