@@ -99,7 +99,8 @@ class ExampleServer:
                 self.proc.wait(5)
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
-        os.unlink(self.log_file.name)
+        if not os.environ.get("WSBRIDGE_KEEP_LOGS"):  # set it to read a failed run's logs
+            os.unlink(self.log_file.name)
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ if os.environ.get("SCALEOUT_LAYER"):
     set_channel_layer(layer_from_option(os.environ["SCALEOUT_LAYER"].split()))
 
 # Long-poll sessions of a killed server are adopted by the other (the soak counts on it).
-application = wrap(site, router=router, longpoll={"checkpoints": True})
+application = wrap(site, router=router)
 
 
 def main(argv: list[str]) -> int:

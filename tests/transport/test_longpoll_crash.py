@@ -100,6 +100,48 @@ def test_the_sessions_of_a_killed_process_are_adopted_with_nothing_lost_or_doubl
             server.stop()
 
 
+def test_an_adopted_session_recovers_what_its_history_group_sent_while_no_one_held_it():
+    """The group's messages between the crash and the adoption come from the history.
+
+    Once the session is adopted its consumer joins the group again, but what
+    the group sent meanwhile went to the dead process. The checkpoint carries
+    the position of the last frame sent, so the adopter replays the rest:
+    in order, each once. (It carried the first open's positions before the
+    fix, which lost everything in between: examples/chat's kill -9 test.)
+    """
+    env = serve_env("shared-secret-0123456789", LP_HISTORY="chat.*")
+    a, b = servers = [ServeProcess(APP, env), ServeProcess(APP, env)]
+
+    def texts(client, count):
+        got = [json.loads(client.receive()) for _ in range(count)]
+        return [f.get("text", "recovered" if f["wsb"].get("recovered") else "lost") for f in got]
+
+    try:
+        room = "r" + secrets.token_hex(3)
+        reader = LongPollClient(a.url, timeout=30)
+        reader.open(f"/ws/chat/{room}/?wsbridge_recover=%7B%7D")  # stamped frames, as wsbridge.js
+        sender = LongPollClient(b.url, timeout=30)
+        sender.open(f"/ws/chat/{room}/")
+        for text in ("m1", "m2"):
+            sender.send(text)
+            assert sender.receive() == text
+        assert texts(reader, 2) == ["m1", "m2"]
+        reader.poll(0)  # acked: only the missed ones may come again
+
+        a.stop()  # SIGKILL
+        for text in ("m3", "m4", "m5"):  # sent while the reader's session is held by no one
+            sender.send(text)
+            assert sender.receive() == text
+        reader.target = b.url
+        assert texts(reader, 4) == ["recovered", "m3", "m4", "m5"]
+        sender.send("m6")
+        assert texts(reader, 1) == ["m6"]
+        assert reader.receive_nothing(0.5)
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def test_without_checkpoints_a_killed_process_sessions_are_lost_with_404():
     env = serve_env("shared-secret-0123456789", LP_CHECKPOINTS="0")
     a, b = servers = [ServeProcess(APP, env), ServeProcess(APP, env)]

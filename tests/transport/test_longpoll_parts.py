@@ -296,3 +296,31 @@ def test_sessions_move_on_shutdown_when_the_layer_says_it_is_shared_or_the_optio
         transport = LongPollTransport(layer=layer, **options)
         assert transport.process.mover.enabled is moves and transport.can_hand_off() is moves
         transport.close()
+
+
+def test_a_restarting_process_answers_503_for_a_session_it_cannot_adopt_not_404():
+    # gunicorn's SIGHUP: worker A hands its sessions over and worker B, also
+    # leaving, takes the client's next poll. B adopts nothing, so it must send
+    # the client on (503: retry) to a process that stays, not end the session.
+    import lp_app
+
+    from wsbridge.transport.longpoll import LongPollTransport
+
+    layer = SharedMemoryLayer()
+    options = {"secret": "shared-secret-0123456789", "forward_timeout": 0.5}
+    a, b, c = (LongPollTransport(lp_app.routes, layer, **options) for _ in range(3))
+    try:
+        scope = {"type": "websocket", "path": "/ws/echo/", "query_string": b"", "headers": []}
+        match = lp_app.routes.resolve("websocket", "/ws/echo/")
+        scope["url_route"] = match.url_route
+        status, opened = a.process.open(scope, match.consumer, origin="", user="", ip="")
+        assert status == 200
+        poll = Request("poll", {"token": opened["token"], "ack": 0, "wait": 0}, "", "")
+        b.process.mover.hand_off_all(1.0)  # B is leaving (it held nothing)
+        assert a.process.mover.hand_off_all(5.0) == 1
+        assert b.process.run(poll) == (503, {"error": "this server process is restarting: retry"})
+        status, answer = c.process.run(poll)  # a process that stays adopts it
+        assert status == 200 and answer["token"] != opened["token"]
+    finally:
+        for transport in (a, b, c):
+            transport.close()

@@ -88,10 +88,12 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
         cluster: ``True`` for a Redis Cluster: ``hosts`` then lists seed
             nodes of one cluster (see ``cluster.py`` and docs/topics/scaling.rst).
-        lease: seconds a process's lease lasts without renewal; the inbox
-            and memberships of a process that stopped renewing (crashed) are
-            removed about ``lease * 1.5`` s later (``lease.py``). 0 turns
-            leases off (state then lasts until ``group_expiry``).
+        lease: seconds a process's lease lasts without renewal (default
+            10; renewed every third of it); the inbox and memberships of a
+            process that stopped renewing (crashed) are removed about
+            ``lease * 1.5`` s later (``lease.py``), and its long-poll
+            sessions adopted. 0 turns leases off (state then lasts until
+            ``group_expiry``, and crashed sessions are lost).
         groups: per group name or glob pattern, ``history`` (messages kept),
             ``history_ttl`` (seconds) and ``presence`` (join/leave events);
             see docs/topics/recovery.rst and docs/topics/presence.rst.
@@ -133,7 +135,7 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         retry_backoff: tuple[float, float] = (0.1, 5.0),
         random_prefix_length: int = 12,
         cluster: bool = False,
-        lease: float = 30.0,
+        lease: float = 10.0,
         groups: Mapping[str, Mapping[str, Any]] | None = None,
         presence_info_limit: int = DEFAULT_INFO_LIMIT,
         presence_lease: float = DEFAULT_LEASE,

@@ -43,6 +43,7 @@ from ...protocol.closecodes import CloseCode
 from ...protocol.longpoll import LongPollSession, SessionState
 from ...protocol.longpoll_messages import HandOff, handoff_channel, session_group
 from ...protocol.longpoll_token import TokenSigner
+from ...protocol.recovery import POSITIONS
 from .checkpoint import CheckpointStore
 from .consumer import ConsumerSide
 from .options import LongPollOptions
@@ -103,6 +104,13 @@ def session_handoff(session: Session, source: str, *, cached_scope: bool = False
         scope = session.scope_message = scope_to_message(session.scope)
     else:
         scope = session.scope_message
+    if cached_scope:
+        # The positions of what was sent change with every stamped frame: a
+        # frozen copy would have the adopter recover from the first open's
+        # and miss what the group sent between that checkpoint and the crash.
+        positions = session.scope.get(POSITIONS)
+        if isinstance(positions, dict):
+            scope = {**scope, POSITIONS: dict(positions)}
     return HandOff(
         state.sid,
         session.origin,

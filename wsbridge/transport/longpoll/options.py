@@ -65,11 +65,13 @@ class LongPollOptions:
             ``extensions`` has ``"shared"``: not the in-memory layer).
         checkpoints: keep each session's state in the layer so that another
             process adopts it when this one crashes (``kill -9``, OOM), not
-            only on a graceful hand-off. Off by default (opt in with True;
-            see docs/topics/protocol.rst for why); needs a layer with
-            ``"checkpoints"`` (the Redis layer with its process leases on)
-            and sessions that move (``handoff``). Costs one batched layer
-            write per request that changed a session.
+            only on a graceful hand-off. None (the default) does so when the
+            layer has ``"checkpoints"`` (the Redis layer with its process
+            leases on) and sessions move (``handoff``); True insists
+            (``ConfigurationError`` without the capability); False turns it
+            off (a crash then loses the sessions: 404). Costs one batched
+            layer write per request that changed a session
+            (docs/topics/protocol.rst, "Crashes").
     """
 
     prefix: str = "/_wsbridge/lp"
@@ -85,4 +87,4 @@ class LongPollOptions:
     forward_timeout: float = 5.0
     user_key: UserKey = default_user_key
     handoff: bool | None = None
-    checkpoints: bool = False
+    checkpoints: bool | None = None

@@ -67,8 +67,8 @@ def error_answer(exc: HTTPError | LayerUnavailable) -> Answer:
 
 def checkpoint_store(options: LongPollOptions, layer: BaseChannelLayer) -> CheckpointStore | None:
     """The layer's checkpoint store when sessions are to survive a crash (``checkpoints``)."""
-    wanted = options.checkpoints
     able = "checkpoints" in layer.extensions
+    wanted = able if options.checkpoints is None else options.checkpoints
     if wanted and not able:
         raise ConfigurationError(
             "longpoll checkpoints=True needs a channel layer with the 'checkpoints' "
@@ -251,6 +251,11 @@ class LongPollProcess:
             return answer
         if retry:
             return 503, {"error": "the process holding this session does not answer: retry"}
+        if self.mover.leaving:
+            # Restarting too, so it adopts nothing: the hand-off may be waiting for a
+            # process that stays (seen under gunicorn's SIGHUP: the other old worker
+            # took the next poll and answered 404 for a session being handed over).
+            return 503, {"error": "this server process is restarting: retry"}
         raise NotFound("unknown session (the process holding it does not answer)")
 
     def _adopt_crashed_and_run(self, token: Token, request: Request) -> tuple[Answer | None, bool]:
