@@ -8,6 +8,7 @@ long-poll body on the plain site) bound that, and the FDs come back.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 from tests.adversarial.harness import MEASURES, fd_count, parse_answer, wait_fds_at_most
@@ -23,6 +24,33 @@ def _open_many(port: int, payload: bytes, count: int) -> list[socket.socket]:
             sock.sendall(payload)
         socks.append(sock)
     return socks
+
+
+class _PeakFds:
+    """The most descriptors ``pid`` held while the block ran, sampled every 20 ms.
+
+    Read once after opening the sockets, a loaded machine under-reports: the
+    server may not have accepted the last ones yet while the first ones have
+    had their 408 already.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, fd_count(pid)
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            self.peak = max(self.peak, fd_count(self.pid))
+
+    def __enter__(self) -> _PeakFds:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._sampler.join(5)
+        self.peak = max(self.peak, fd_count(self.pid))
 
 
 def _answers(socks: list[socket.socket], deadline: float) -> list[bytes]:
@@ -47,9 +75,10 @@ def _answers(socks: list[socket.socket], deadline: float) -> list[bytes]:
 def test_slowloris_500_half_sent_heads_are_dropped_and_fds_return(site, watched):
     before = fd_count(site.pid)
     started = time.monotonic()
-    socks = _open_many(site.port, b"GET / HT", CONNECTIONS)
-    peak = fd_count(site.pid)
-    answers = _answers(socks, deadline=10.0)
+    with _PeakFds(site.pid) as fds:
+        socks = _open_many(site.port, b"GET / HT", CONNECTIONS)
+        answers = _answers(socks, deadline=10.0)
+    peak = fds.peak
     elapsed = time.monotonic() - started
     after = wait_fds_at_most(site.pid, before + 8, timeout=10)
     statuses = {(parse_answer(a) or type("x", (), {"status": None})).status for a in answers}
