@@ -366,3 +366,37 @@ def test_one_shutdown_logs_what_it_closed(caplog):
     assert lines[1].startswith("uWSGI reload: closing 0 WebSocket(s) with 1012 (service restart)")
     assert lines[2].startswith("uWSGI reload: closing 0 WebSocket(s) with 1012")
     assert lines[3].startswith("restart: closing 0 WebSocket(s) with 1012")
+
+
+def test_wsbridge_serve_turns_nagle_off_on_each_connection(monkeypatch):
+    # With Nagle on, a long-poll answer's body waited for the client's delayed
+    # ACK of its head: 44 ms per answer on loopback (send + poll took 88 ms).
+    import socket as stdlib_socket
+
+    import gevent
+
+    from wsbridge.transport.servers import pywsgi_limits
+    from wsbridge.transport.servers.pywsgi import make_server
+
+    seen = []
+    original = pywsgi_limits.set_nodelay
+
+    def recording(sock):
+        original(sock)
+        seen.append(sock.getsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY))
+
+    monkeypatch.setattr(pywsgi_limits, "set_nodelay", recording)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = make_server(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        with gevent.socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        assert seen and all(seen), seen
+    finally:
+        server.stop(timeout=1)
