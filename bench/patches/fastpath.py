@@ -171,8 +171,8 @@ EDITS: list[tuple[str, str, str]] = [
 #: When an anchor is missing but this text is in the file, the proposal has
 #: landed there in some form: the edit is skipped instead of failing.
 UPSTREAM_MARKERS = {
-    "consumers/runner.py": ("_QUEUED",),
-    "transport/websocket.py": ("_text_header", "frame_header("),
+    "consumers/runner.py": ("_QUEUED", "from .pump import"),  # the pump has its own module now
+    "transport/websocket.py": ("_text_header", "frame_header(", "ws_outbound"),  # split out since
 }
 
 
