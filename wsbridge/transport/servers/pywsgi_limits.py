@@ -30,6 +30,7 @@ from typing import Any
 import gevent
 
 from ..limits import ServerTimeouts, refused
+from .headers import message_class, read_headers
 
 __all__ = ["LimitsHandlerMixin", "DEFAULT_TIMEOUTS", "REQUEST_TIMEOUT_RESPONSE"]
 
@@ -55,6 +56,9 @@ class _HeadTimeout(Exception):
 
 class _BodyTimeout(Exception):
     """The unread rest of a body did not arrive within ``body_timeout``."""
+
+
+_MESSAGE = message_class()
 
 
 def set_nodelay(sock: Any) -> None:
@@ -139,6 +143,12 @@ class LimitsHandlerMixin:
         finally:
             timer.close()
             self._wsbridge_head_timer = None
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 (pywsgi's name)
+        # The headers without the e-mail parser when they are plain (headers.py).
+        if _MESSAGE is None:
+            return super().MessageClass(fp, *args)  # type: ignore[misc]
+        return read_headers(fp, _MESSAGE)
 
     def get_environ(self) -> dict[str, Any]:
         # The head is in: the application's time is its own from here on.
