@@ -290,12 +290,17 @@ ADAPTERS = {"wsbridge": WsbridgeLongPoll, "socketio": SocketioPolling}
 # ============================================================ orchestrator ==
 
 
-def targets(python_socketio: str) -> list[ph.Target]:
+def targets(python_socketio: str, baseline: str | None = None) -> list[ph.Target]:
     me = os.path.abspath(__file__)
-    return [
+    found = [
         ph.Target("wsbridge", [sys.executable, me, "server", "--server", "wsbridge"], "wsbridge"),
         ph.Target("socketio", [python_socketio, me, "server", "--server", "socketio"], "socketio"),
     ]
+    if baseline:  # wsbridge imported from an earlier checkout: a change before and after
+        command = [sys.executable, me, "server", "--server", "wsbridge"]
+        env = {"PYTHONPATH": os.path.abspath(baseline)}
+        found.append(ph.Target("wsbridge-baseline", command, "wsbridge", env))
+    return found
 
 
 def ratio(ws: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
@@ -318,6 +323,11 @@ def main() -> int:
     parser.add_argument("--bursts", type=int, default=3, help="measured bursts per target")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--show", metavar="RESULTS_JSON", help="print a past run's table, exit")
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="also measure wsbridge imported from DIR (a `git worktree add DIR <commit>`)",
+    )
     ph.add_client_arguments(parser)
     args = parser.parse_args()
     if args.show:
@@ -338,7 +348,7 @@ def main() -> int:
     client_cmd = [sys.executable, os.path.abspath(__file__), "client"]
     report = ph.run_peers(
         bench="longpoll_peers",
-        targets=targets(python_socketio),
+        targets=targets(python_socketio, args.baseline_src),
         client_cmd=client_cmd,
         args=args,
         ratio=ratio,
