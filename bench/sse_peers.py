@@ -220,12 +220,17 @@ class SseStream(ph.Adapter):
 # ============================================================ orchestrator ==
 
 
-def targets() -> list[ph.Target]:
+def targets(baseline: str | None = None) -> list[ph.Target]:
     me = os.path.abspath(__file__)
-    return [
+    found = [
         ph.Target("wsbridge", [sys.executable, me, "server", "--server", "wsbridge"], "sse"),
         ph.Target("floor", [sys.executable, me, "server", "--server", "floor"], "sse"),
     ]
+    if baseline:  # wsbridge imported from an earlier checkout: a change before and after
+        command = [sys.executable, me, "server", "--server", "wsbridge"]
+        env = {"PYTHONPATH": os.path.abspath(baseline)}
+        found.append(ph.Target("wsbridge-baseline", command, "sse", env))
+    return found
 
 
 def ratio(ws: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +255,11 @@ def main() -> int:
     parser.add_argument("--bursts", type=int, default=3, help="measured bursts per target")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--show", metavar="RESULTS_JSON", help="print a past run's table, exit")
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="also measure wsbridge imported from DIR (a `git worktree add DIR <commit>`)",
+    )
     ph.add_client_arguments(parser)
     args = parser.parse_args()
     if args.show:
@@ -266,7 +276,11 @@ def main() -> int:
         return 0
     client_cmd = [sys.executable, os.path.abspath(__file__), "client"]
     report = ph.run_peers(
-        bench="sse_peers", targets=targets(), client_cmd=client_cmd, args=args, ratio=ratio
+        bench="sse_peers",
+        targets=targets(args.baseline_src),
+        client_cmd=client_cmd,
+        args=args,
+        ratio=ratio,
     )
     ph.print_report(report, ["wsbridge", "floor"], ["p99", "p50", "msgs_per_s", "cpu", "met"])
     return 0
