@@ -63,6 +63,8 @@ LEASE = 5.0
 WARM_UP = 20.0
 #: Seconds after the last fault before the "after the last fault" slopes start.
 CALM_AFTER = 60.0
+#: Seconds per window when the report says at what send time the losses fell.
+LOSS_WINDOW = 5
 LONGPOLL = "/_wsbridge/lp"
 #: A long-poll is held at most this long, so a client notices the end of the run.
 POLL_WAIT = 2.0
@@ -477,6 +479,9 @@ class Report:
     sse_expected: int = 0
     sse_delivered: int = 0
     sse_reconnects: list[float] = field(default_factory=list)
+    faults: dict[str, float] = field(default_factory=dict)  # fault -> seconds from the start
+    #: transport -> {window start (s from the start): messages lost, sent then}
+    lost_windows: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [
@@ -502,6 +507,14 @@ class Report:
             f"  background jobs (at-least-once): done {self.jobs_done}/{self.jobs_queued} "
             f"queued, {self.jobs_duplicated} ran twice, {self.jobs_refused} refused at send",
         ]
+        if any(self.lost_windows.values()):
+            faults = ", ".join(f"{name} at {t:.1f} s" for name, t in self.faults.items())
+            out.append(f"  losses by send time ({LOSS_WINDOW} s windows; faults: {faults}):")
+            for transport, windows in self.lost_windows.items():
+                worst = sorted(windows.items(), key=lambda kv: -kv[1])[:4]
+                if worst:
+                    text = ", ".join(f"{t}-{t + LOSS_WINDOW} s: {n}" for t, n in sorted(worst))
+                    out.append(f"    {transport}: {text}")
         out.append(f"  group members left by dead processes at the end: {self.stale_members}")
         for name, seconds in self.recoveries.items():
             out.append(f"  recovery after {name}: {seconds:.2f} s")
@@ -656,6 +669,7 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
                 adopting = [(c, c.generation) for c in clients.lp if c.pid == killed and c.token]
                 report.longpoll_on_killed = len(adopting)
             _inject(fault, cluster, procs, slot)
+            report.faults[fault] = now - started
             last_fault = now
         if now >= next_sample:
             for proc in procs:
@@ -697,9 +711,15 @@ def _traffic(duration, cluster, procs, clients, layer, out, Channel, LayerUnavai
     live = {c.channel for c in clients.all if c.live}
     report.stale_members = len(set(layer.group_channels(ROOM)) - live)
     report.group_sent = len(sent_at)
-    report.group_expected, report.group_delivered = _delivery(sent_at, clients.ws)
-    report.longpoll_expected, report.longpoll_delivered = _delivery(sent_at, clients.lp)
-    report.sse_expected, report.sse_delivered = _delivery(sent_at, clients.sse)
+    for name, group in (("WebSocket", clients.ws), ("long-poll", clients.lp), ("SSE", clients.sse)):
+        expected, delivered, lost = _delivery(sent_at, group, started)
+        report.lost_windows[name] = lost
+        if name == "WebSocket":
+            report.group_expected, report.group_delivered = expected, delivered
+        elif name == "long-poll":
+            report.longpoll_expected, report.longpoll_delivered = expected, delivered
+        else:
+            report.sse_expected, report.sse_delivered = expected, delivered
     report.longpoll_clients = len(clients.lp)
     for lp in clients.lp:
         when = "{} at {:+.2f} s from the server kill"
@@ -806,15 +826,26 @@ def _check_adoption(pending, report, adopting: list[tuple[PollClient, int]]) -> 
         report.recoveries["server kill (long-poll sessions adopted)"] = max(firsts) - killed_at
 
 
-def _delivery(sent_at: dict[int, float], clients: list[Any]) -> tuple[int, int]:
-    """(expected, delivered): each message once per client connected when it was sent."""
+def _delivery(
+    sent_at: dict[int, float], clients: list[Any], started: float
+) -> tuple[int, int, dict[int, int]]:
+    """(expected, delivered, lost per window): each message once per client connected then.
+
+    The windows (``LOSS_WINDOW`` s, by send time from ``started``) say where
+    losses fell, beside the faults' times in the report.
+    """
     expected = delivered = 0
+    lost: dict[int, int] = {}
     for seq_no, when in sent_at.items():
         for client in clients:
             if client.connected_at(when):
                 expected += 1
-                delivered += seq_no in client.received
-    return expected, delivered
+                if seq_no in client.received:
+                    delivered += 1
+                else:
+                    window = int((when - started) // LOSS_WINDOW) * LOSS_WINDOW
+                    lost[window] = lost.get(window, 0) + 1
+    return expected, delivered, lost
 
 
 def _done(out: Path) -> tuple[set[int], int]:
