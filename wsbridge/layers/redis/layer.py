@@ -88,12 +88,10 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
         retry_backoff: ``(base, cap)`` seconds between retries while a shard is down.
         cluster: ``True`` for a Redis Cluster: ``hosts`` then lists seed
             nodes of one cluster (see ``cluster.py`` and docs/topics/scaling.rst).
-        lease: seconds a process's lease lasts without renewal (default
-            10; renewed every third of it); the inbox and memberships of a
-            process that stopped renewing (crashed) are removed about
-            ``lease * 1.5`` s later (``lease.py``), and its long-poll
-            sessions adopted. 0 turns leases off (state then lasts until
-            ``group_expiry``, and crashed sessions are lost).
+        lease: seconds a process's lease lasts unrenewed (renewed every third);
+            a crashed process's inbox and memberships go ``lease * 1.5`` s later
+            (``lease.py``), its long-poll sessions are adopted. 0: no leases
+            (state lasts until ``group_expiry``; crashed sessions are lost).
         groups: per group name or glob pattern, ``history`` (messages kept),
             ``history_ttl`` (seconds) and ``presence`` (join/leave events);
             see docs/topics/recovery.rst and docs/topics/presence.rst.
