@@ -166,3 +166,43 @@ def test_a_message_placed_on_another_shard_by_an_old_hosts_list_still_arrives(re
         assert got.wait(1) == [{"type": "stray"}]
     finally:
         layer.close()
+
+
+def test_a_group_item_for_an_inbox_on_a_down_shard_is_counted_as_unavailable_not_full(
+    tmp_path,
+):
+    # It used to be counted as a member skipped for being full: the drop was
+    # counted, under the wrong reason (a soak run's losses were looked for there).
+    from wsbridge import drops
+
+    from .redis_server import RedisServer
+
+    servers = [RedisServer(tmp_path / f"s{i}") for i in range(2)]
+    for server in servers:
+        server.start()
+    sender = layer_on(servers)
+    receiver = layer_on(servers)
+    try:
+        member = receiver.new_channel()
+        receiver.attach(member, Collector())
+        home = receiver.layout.home_shard(receiver.layout.ctx.client_prefix)
+        group = next(
+            f"room{i}"
+            for i in range(100)
+            if sender.layout.group_shard(f"room{i}").index != home.index
+        )
+        group_shard = sender.layout.group_shard(group)
+        receiver.group_add(group, member)
+        down = servers[home.index]
+        assert servers[group_shard.index] is not down
+        down.stop()
+        before = drops.drop_counts()
+        assert sender.group_send(group, {"type": "x"}) == 0  # nobody was full
+        after = drops.drop_counts()
+        assert after.get("layer_unavailable", 0) == before.get("layer_unavailable", 0) + 1
+        assert after.get("group_member_full", 0) == before.get("group_member_full", 0)
+    finally:
+        sender.close()
+        receiver.close()
+        for server in servers:
+            server.stop()

@@ -45,6 +45,7 @@ from redis.backoff import FullJitterBackoff  # in every redis-py setup.py allows
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from ...drops import record_drop
 from ...exceptions import ConfigurationError, LayerUnavailable
 from . import scripts
 from .config import COMMAND_TIMEOUT, CONNECT_TIMEOUT, GeventConnection, HostSpec
@@ -388,12 +389,13 @@ class ClusterLayout(NativeLayout):
             )
         try:
             results = shard.call(pipe.execute, raise_on_error=False)
-        except LayerUnavailable:
-            return len(processes)
+        except LayerUnavailable:  # not "full": the nodes are down (counted and said so)
+            record_drop("layer_unavailable", len(processes), detail="a group item to inboxes")
+            return 0
         full = 0
         for process, result in zip(processes, results, strict=True):
             if isinstance(result, BaseException):
-                full += 1
+                record_drop("layer_unavailable", detail=f"a group item to process {process}")
                 shard.mark_down(result)
                 logger.debug("group item to process %s not pushed: %s", process, result)
             elif not result:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from ...drops import record_drop
 from ...exceptions import ChannelFull, LayerUnavailable, MessageDecodeError
 from ..base import Message
 from . import reliable
@@ -224,8 +225,8 @@ class NativeLayout:
                 )
             try:
                 results = shard.call(pipe.execute)
-            except LayerUnavailable:
-                full += len(batch)
+            except LayerUnavailable:  # not "full": its shard is down (counted and said so)
+                record_drop("layer_unavailable", len(batch), detail="a group item to inboxes")
                 continue
             full += sum(1 for ok in results if not ok)
         return full
