@@ -44,6 +44,7 @@ from ...protocol.envelope import decode_frames, encode_frame, validate_close_cod
 from ...protocol.longpoll import LongPollSession, SessionState
 from ...protocol.longpoll_messages import OWNER_PREFIX, RelayRequest
 from ...protocol.longpoll_token import Token, TokenSigner, new_session_id
+from ..limits import refused
 from .checkpoint import Checkpoints, CheckpointStore
 from .consumer import ConsumerSide
 from .handoff import SessionMover, session_handoff
@@ -250,8 +251,10 @@ class LongPollProcess:
         if answer is not None:
             return answer
         if retry:
+            refused("longpoll_retry", "the process holding a session does not answer", log=logger)
             return 503, {"error": "the process holding this session does not answer: retry"}
         if self.mover.leaving:
+            refused("longpoll_retry", "restarting: a session handed over elsewhere", log=logger)
             # Restarting too, so it adopts nothing: the hand-off may be waiting for a
             # process that stays (seen under gunicorn's SIGHUP: the other old worker
             # took the next poll and answered 404 for a session being handed over).
