@@ -43,6 +43,7 @@ BY_NAME_ONLY = {
     "wsbridge-redis1-gcoff",
     "wsbridge-redis1-gcfreeze",
     "wsbridge-redis1-gc50k",
+    "wsbridge-redis1-baseline",
     "wsbridge-uwsgi",
 }
 from benchlib.venvs import (  # noqa: E402
@@ -138,6 +139,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--echo-duration", type=float, default=10.0)
     p.add_argument("--echo-interval-ms", type=int, default=50)
     p.add_argument("--handshake-duration", type=float, default=10.0)
+    p.add_argument(
+        "--keep-open",
+        action="store_true",
+        help="handshake: rounds that open --clients connections (100 in flight) and keep "
+        "each open until all are, then close them; only the opening is timed",
+    )
     p.add_argument(
         "--server-env",
         action="append",
@@ -267,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 "echo_duration",
                 "echo_interval_ms",
                 "handshake_duration",
+                "keep_open",
             )
         },
         "server_env": args.server_env,
@@ -285,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         echo_duration=args.echo_duration,
         echo_interval_ms=args.echo_interval_ms,
         handshake_duration=args.handshake_duration,
+        handshake_keep_open=args.keep_open,
         profile=args.profile,
         quiet_wait=args.quiet_wait,
     )

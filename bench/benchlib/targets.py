@@ -211,6 +211,17 @@ class WsbridgeBaseline(WsbridgeMemory):
         return cmd, env, cwd
 
 
+class WsbridgeRedisOneBaseline(WsbridgeRedisOne):
+    """``wsbridge-redis1`` imported from ``--baseline-src``: a Redis-layer change before/after."""
+
+    def server_cmd(self, port, redis_url):
+        if not BASELINE_SRC:
+            raise SystemExit("wsbridge-redis1-baseline needs --baseline-src DIR (a checkout)")
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["PYTHONPATH"] = f"{BASELINE_SRC[0]}:{SERVERS}"
+        return cmd, env, cwd
+
+
 class WsbridgeRedis(Target):
     def server_cmd(self, port, redis_url):
         cmd = [
@@ -352,6 +363,12 @@ TARGETS: dict[str, Target] = {
             "wsbridge",
             "ws",
             "wsbridge serve, memory layer, imported from --baseline-src (only by name)",
+        ),
+        WsbridgeRedisOneBaseline(
+            "wsbridge-redis1-baseline",
+            "wsbridge",
+            "ws",
+            "wsbridge-redis1 imported from --baseline-src (only by name)",
         ),
         WsbridgeRedis(
             "wsbridge-redis",

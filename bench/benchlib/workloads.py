@@ -48,6 +48,7 @@ class Context:
     echo_duration: float = 10.0
     echo_interval_ms: int = 50
     handshake_duration: float = 10.0
+    handshake_keep_open: bool = False  # keep `clients` open per round (100 in flight)
     idle_settle: float = 2.0
     profile: bool = False
     quiet_wait: float = 0.0  # s to wait for a quiet machine before each measurement
@@ -307,15 +308,19 @@ def idle(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, Any]
 
 
 def handshake(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, Any]:
-    """Handshakes in ``clients`` concurrent loops (connect, open, close, again)."""
+    """Handshakes in ``clients`` concurrent loops (connect, open, close, again), or with
+    ``ctx.handshake_keep_open`` rounds that open ``clients`` connections, 100 in flight,
+    and keep each open until all are."""
+    shape = ["--concurrency", str(clients)]
+    if ctx.handshake_keep_open:
+        shape = ["--concurrency", str(min(clients, 100)), "--keep-open", str(clients)]
     with Session(ctx, target, tag) as s:
         samples = _samples(ctx, tag)
         server_cpu = s.server_meter()
         client = s.client(
             "handshake",
             target.echo_url(s.port),
-            "--concurrency",
-            str(clients),
+            *shape,
             "--duration",
             str(ctx.handshake_duration),
             "--samples",

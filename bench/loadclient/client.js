@@ -35,6 +35,7 @@ function parseArgs(argv) {
     closedLoop: false, // echo: send the next message when the reply arrives
     maxOutstanding: 20, // echo open loop: skip a tick past this many unanswered
     concurrency: 100, // handshake loops
+    keepOpen: 0, // handshake: keep each connection open until this many are (then close all, again)
     maxHandshakes: 100000,
     timeout: 240, // s, hard cap on the whole client run
     samples: null, // file to write latency samples to (JSON array, ms)
@@ -494,6 +495,7 @@ async function idle() {
 }
 
 async function handshake() {
+  if (opts.keepOpen > 0) return handshakeKeptOpen();
   const latencies = [];
   let completed = 0;
   let failed = 0;
@@ -518,8 +520,7 @@ async function handshake() {
             if (opened) completed++;
             else {
               failed++;
-              const key = c.error || "closed before open";
-              errors[key] = (errors[key] || 0) + 1;
+              countError(errors, c);
             }
             setImmediate(next);
           },
@@ -540,6 +541,86 @@ async function handshake() {
     failed,
     errors,
     handshakes_per_s: round(completed / elapsed, 1),
+    handshake_ms: stats(latencies),
+  });
+}
+
+function countError(errors, c) {
+  const key = c.error || "closed before open";
+  errors[key] = (errors[key] || 0) + 1;
+}
+
+// Rounds of: open --keep-open connections (--concurrency in flight) and keep every one
+// open until all are, then close them all and wait for the closes. Only the opening
+// phases are timed: handshakes/s is what a server holding that many connections takes.
+async function handshakeKeptOpen() {
+  const latencies = [];
+  const errors = {};
+  let completed = 0;
+  let failed = 0;
+  let rounds = 0;
+  let openSeconds = 0;
+  const tStart = performance.now();
+  const deadline = tStart + opts.duration * 1000;
+  while (performance.now() < deadline && completed < opts.maxHandshakes) {
+    const conns = [];
+    const roundStart = performance.now();
+    await new Promise((resolve) => {
+      let started = 0;
+      let settled = 0;
+      const next = () => {
+        if (started >= opts.keepOpen) return;
+        started++;
+        const begin = performance.now();
+        let opened = false;
+        const conn = new Conn(started, {
+          onReady: () => {
+            opened = true;
+            latencies.push(performance.now() - begin);
+            completed++;
+            if (++settled === opts.keepOpen) resolve();
+            setImmediate(next);
+          },
+          onClose: (c) => {
+            if (opened) return;
+            failed++;
+            countError(errors, c);
+            if (++settled === opts.keepOpen) resolve();
+            setImmediate(next);
+          },
+        });
+        conns.push(conn);
+      };
+      for (let i = 0; i < Math.min(opts.concurrency, opts.keepOpen); i++) next();
+      // A round that cannot finish (a server stuck) still ends, bounded.
+      const stuck = setTimeout(resolve, Math.max(1000, deadline - performance.now() + 30000));
+      stuck.unref();
+    });
+    openSeconds += (performance.now() - roundStart) / 1000;
+    rounds++;
+    await Promise.all(
+      conns.map(
+        (c) =>
+          new Promise((resolve) => {
+            if (c.closed) return resolve();
+            const timer = setTimeout(() => (c.terminate(), resolve()), 10000);
+            c.ws.once("close", () => (clearTimeout(timer), resolve()));
+            c.close();
+          })
+      )
+    );
+  }
+  writeSamples(latencies);
+  finish({
+    concurrency: opts.concurrency,
+    keep_open: opts.keepOpen,
+    rounds,
+    duration_s: round((performance.now() - tStart) / 1000, 3),
+    open_phase_s: round(openSeconds, 3),
+    completed,
+    failed,
+    errors,
+    handshakes_per_s: round(completed / openSeconds, 1),
     handshake_ms: stats(latencies),
   });
 }

@@ -33,6 +33,7 @@ from ...exceptions import ChannelFull, LayerUnavailable, MessageDecodeError
 from ..base import Message
 from . import reliable
 from .codec import Decoded
+from .joins import Join, JoinBatcher
 from .layout import LayoutContext, decode_items
 from .shard import raise_restoring
 
@@ -72,6 +73,7 @@ class NativeLayout:
         self.pgroups_prefix = base + "pgroups:"
         self.restore_key = base + "restoring"
         self.flush_pattern = base + "*"
+        self.joins: JoinBatcher[Shard] = JoinBatcher(self._write_joins)
 
     # -- key names ---------------------------------------------------------------
     # One place builds every key from a name, so a layout for Redis Cluster
@@ -247,27 +249,42 @@ class NativeLayout:
     # -- groups ----------------------------------------------------------------------
 
     def group_add(self, group: str, channel: str) -> None:
-        shard = self.group_shard(group)
-        now = time.time()
+        # Concurrent joins share round trips (joins.py); _write_joins does the work.
+        self.joins.add(self.group_shard(group), group, channel)
+
+    def _write_joins(self, shard: Shard, joins: list[Join]) -> None:
         ttl = max(1, int(self.ctx.group_expiry) + 1)
         pipe = shard.client.pipeline(transaction=False)
-        pipe.zadd(self.group_key(group), {channel: now})
-        pipe.expire(self.group_key(group), ttl)
-        side = self.gproc_key(group) if "!" in channel else self.gplain_key(group)
-        pipe.zadd(side, {process_of(channel) if "!" in channel else channel: now})
-        pipe.expire(side, ttl)
-        if "!" in channel and self.ctx.lease > 0:
-            # For the reaper: the groups to clean if this process dies.
-            process = process_of(channel)
-            home = self.home_shard(process)
-            target = pipe if home is shard else home.client.pipeline(transaction=False)
-            target.sadd(self.pgroups_key(process), group)
-            target.expire(self.pgroups_key(process), ttl)
-            if target is not pipe:
-                home.call(target.execute)
+        homes: dict[Shard, Any] = {}  # the reaper's pgroups sets on other shards
+        by_group: dict[str, list[Join]] = {}
+        for join in joins:
+            by_group.setdefault(join.group, []).append(join)
+        for group, members in by_group.items():
+            processes = {process_of(j.channel): j.when for j in members if "!" in j.channel}
+            plain = {j.channel: j.when for j in members if "!" not in j.channel}
+            sides = ((self.gproc_key(group), processes), (self.gplain_key(group), plain))
+            for key, entries in (
+                (self.group_key(group), {j.channel: j.when for j in members}),
+                *sides,
+            ):
+                if entries:
+                    pipe.zadd(key, entries)
+                    pipe.expire(key, ttl)
+            if self.ctx.lease <= 0:
+                continue
+            for process in processes:  # for the reaper: the groups to clean if it dies
+                home = self.home_shard(process)
+                if home is not shard and home not in homes:
+                    homes[home] = home.client.pipeline(transaction=False)
+                target = pipe if home is shard else homes[home]
+                target.sadd(self.pgroups_key(process), group)
+                target.expire(self.pgroups_key(process), ttl)
+        for home, home_pipe in homes.items():
+            home.call(home_pipe.execute)
         shard.call(pipe.execute)
-        if "!" in channel and not self.ctx.is_local(channel):
-            self._announce("add", group, channel, now)
+        for join in joins:
+            if "!" in join.channel and not self.ctx.is_local(join.channel):
+                self._announce("add", join.group, join.channel, join.when)
 
     def group_discard(self, group: str, channel: str, *, last_local: bool = False) -> None:
         """Remove a member; ``last_local``: this process holds no other member of the group."""

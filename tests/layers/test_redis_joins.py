@@ -1,0 +1,100 @@
+"""Concurrent ``group_add`` calls share round trips (layers/redis/joins.py), on a real Redis.
+
+Each test has a redis-server of its own, so the command counts it reads from
+``INFO commandstats`` are this test's alone.
+"""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+import redis
+from gevent.pool import Pool
+
+from wsbridge.exceptions import LayerUnavailable
+from wsbridge.layers.redis import RedisLayer
+
+from .conformance import wait_for
+
+pytestmark = pytest.mark.redis
+
+JOINERS = 300
+
+
+def zadd_calls(server) -> int:
+    client = redis.Redis.from_url(server.url)
+    try:
+        return int(client.info("commandstats").get("cmdstat_zadd", {}).get("calls", 0))
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def layer(redis_server):
+    made = RedisLayer(hosts=[redis_server.url], prefix="joins", retry_backoff=(0.02, 0.3))
+    yield made
+    made.close()
+
+
+def test_joins_made_at_once_are_written_in_a_few_pipelines_and_all_land(layer, redis_server):
+    local = [layer.new_channel() for _ in range(JOINERS)]
+    named = [f"named.{i}" for i in range(20)]
+    before = zadd_calls(redis_server)
+    Pool(JOINERS).map(lambda channel: layer.group_add("room", channel), local + named)
+    calls = zadd_calls(redis_server) - before
+    # One at a time this was 2 ZADDs per join (640); batched, each batch writes 3 per group.
+    assert calls <= 60, calls
+    assert sorted(layer.group_channels("room")) == sorted(local + named)
+    assert layer.group_send("room", {"type": "room.hello"}) is not None
+    for channel in local:
+        assert layer.receive(channel, timeout=5)["type"] == "room.hello"
+    for channel in named:
+        assert layer.receive(channel, timeout=5)["type"] == "room.hello"
+
+
+def test_a_lone_join_is_written_by_its_caller_at_once(layer, redis_server):
+    before = zadd_calls(redis_server)
+    channel = layer.new_channel()
+    layer.group_add("alone", channel)
+    assert zadd_calls(redis_server) - before == 2  # the group and its process entry
+    assert layer.group_channels("alone") == [channel]
+    assert not layer.layout.joins._queues  # nothing left queued
+
+
+def test_every_join_of_a_batch_that_cannot_be_written_raises(layer, redis_server):
+    # Named channels are not this process's: a join it cannot write raises.
+    layer.group_add("warmup", "named.warmup")
+    redis_server.kill()
+    results = Pool(50).map(_join_or_error(layer), [f"named.{i}" for i in range(50)])
+    assert results == ["LayerUnavailable"] * 50
+    assert not layer.layout.joins._queues
+
+
+def test_a_join_queued_behind_killed_writes_is_told_not_left_waiting(layer, monkeypatch):
+    writers: list[gevent.Greenlet] = []
+
+    def stuck_write(shard, joins):
+        writers.append(gevent.getcurrent())
+        gevent.sleep(30)
+
+    monkeypatch.setattr(layer.layout.joins, "_write", stuck_write)
+    first = gevent.spawn(layer.group_add, "stuck", "named.first")
+    wait_for(lambda: len(writers) == 1, timeout=5)
+    second = gevent.spawn(_join_or_error(layer), "named.second")
+    gevent.sleep(0.05)  # queued behind the write in flight
+    first.kill()  # that caller goes mid-write: the queued join gets a drainer
+    wait_for(lambda: len(writers) == 2, timeout=5)
+    writers[1].kill()  # and the drainer is killed mid-write (the process stops)
+    assert second.get(timeout=5) == "LayerUnavailable"
+    assert not layer.layout.joins._queues
+
+
+def _join_or_error(layer):
+    def join(channel: str) -> str:
+        try:
+            layer.group_add("room", channel)
+        except LayerUnavailable:
+            return "LayerUnavailable"
+        return "joined"
+
+    return join
