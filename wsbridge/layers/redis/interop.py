@@ -196,6 +196,17 @@ class ChannelsRedisLayout:
         pipe.expire(key, max(1, int(self.ctx.group_expiry)))
         shard.call(pipe.execute)
 
+    def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
+        now = time.time()
+        by_group: dict[str, dict[str, float]] = {}
+        for group, channel in members:
+            by_group.setdefault(group, {})[channel] = now
+        pipe = shard.client.pipeline(transaction=False)
+        for group, channels in by_group.items():
+            pipe.zadd(self.group_prefix + group, channels)
+            pipe.expire(self.group_prefix + group, max(1, int(self.ctx.group_expiry)))
+        shard.call(pipe.execute)
+
     def group_discard(self, group: str, channel: str, *, last_local: bool = False) -> None:
         shard = self.group_shard(group)
         shard.call(shard.client.zrem, self.group_prefix + group, channel)

@@ -129,6 +129,10 @@ class Layout(Protocol):
     # -- groups
     def group_add(self, group: str, channel: str) -> None: ...
 
+    def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
+        """Write many ``(group, channel)`` memberships of groups on ``shard`` at once
+        (a restore: a few round trips instead of one each)."""
+
     def group_discard(self, group: str, channel: str, *, last_local: bool = False) -> None:
         """Remove a member; ``last_local``: this process holds no other member of the group."""
 

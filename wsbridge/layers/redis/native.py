@@ -252,6 +252,10 @@ class NativeLayout:
         # Concurrent joins share round trips (joins.py); _write_joins does the work.
         self.joins.add(self.group_shard(group), group, channel)
 
+    def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
+        now = time.time()
+        self._write_joins(shard, [Join(group, channel, now) for group, channel in members])
+
     def _write_joins(self, shard: Shard, joins: list[Join]) -> None:
         ttl = max(1, int(self.ctx.group_expiry) + 1)
         pipe = shard.client.pipeline(transaction=False)

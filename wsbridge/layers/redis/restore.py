@@ -32,6 +32,10 @@ logger = logging.getLogger("wsbridge.layers.redis")
 #: Seconds between two WARNINGs about failed restores.
 WARNING_INTERVAL = 10.0
 
+#: Memberships written per round trip by a restore (10,000 take 20, not 10,000:
+#: the restore must end well within ``restore_window``).
+RESTORE_BATCH = 500
+
 
 class Memberships:
     """The memberships of this process's channels and the discards still to apply.
@@ -131,12 +135,14 @@ class Memberships:
 
     def _restore(self, shard: Shard) -> int:
         restored = 0
-        for group, channel in self.members.items():
+        mine = [(g, c) for g, c in self.members.items() if self.layout.group_shard(g) is shard]
+        for start in range(0, len(mine), RESTORE_BATCH):
             if self.closed:
                 return restored
-            if self.layout.group_shard(group) is shard:
-                self.layout.group_add(group, channel)
-                restored += 1
+            batch = mine[start : start + RESTORE_BATCH]
+            self.layout.group_add_many(shard, batch)
+            restored += len(batch)
+            for group, channel in batch:
                 self.members.add(group, channel)  # renewed
         for group, channel in list(self.pending_discards):
             if self.closed:
