@@ -55,14 +55,17 @@ def masked(opcode: int, payload: bytes) -> bytes:
 
 def drain(sock: socket.socket, stop: threading.Event) -> None:
     sock.settimeout(0.5)
-    while not stop.is_set():
-        try:
-            if not sock.recv(65536):
+    try:
+        while not stop.is_set():
+            try:
+                if not sock.recv(65536):
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
                 return
-        except TimeoutError:
-            continue
-        except OSError:
-            return
+    finally:
+        sock.close()
 
 
 def flood(kind: str, port: int, until: float, totals: list[int]) -> None:
@@ -76,7 +79,10 @@ def flood(kind: str, port: int, until: float, totals: list[int]) -> None:
             continue
         totals[0] += 1
         stop = threading.Event()
-        reader = threading.Thread(target=drain, args=(sock, stop), daemon=True)
+        # The reader gets its own socket object: a timeout is per object, and the
+        # reader's short one must not cut the sender short while the server holds
+        # it back (backpressure) -- an attacker stays connected and keeps pushing.
+        reader = threading.Thread(target=drain, args=(sock.dup(), stop), daemon=True)
         reader.start()
         try:
             while time.monotonic() < until:

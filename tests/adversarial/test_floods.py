@@ -88,8 +88,9 @@ def test_a_flood_costs_only_the_flooding_connection(site, watched, kind):
     assert flooder.returncode == 0
     assert not out.startswith("connections=0"), out  # it did flood
     assert len(during) >= 20, during
-    # Generous: 3x the quiet p99, with a 20 ms floor for the quiet figure on a loaded box
-    # (a shared CI machine); before the fix a flood stalled everything for seconds.
-    assert flooded <= 3 * max(quiet, 0.020), MEASURES["floods"][f"{site.name}:{kind}"]
+    # Generous: 3x the quiet p99, with a 50 ms floor for the quiet figure on a loaded box
+    # (a shared CI machine, or two matrix rows at once: 77 ms was seen there); before the
+    # fix a flood stalled everything for seconds.
+    assert flooded <= 3 * max(quiet, 0.050), MEASURES["floods"][f"{site.name}:{kind}"]
     assert page < 1.0, page
     assert handshake < 1.0, handshake
