@@ -260,7 +260,9 @@ class WSBridgeApp:
 
     def claims(self, environ: dict[str, Any]) -> bool:
         """Does wsbridge answer this WebSocket request (routed, or 404 for it)?"""
-        if self.resolve_websocket(request_path(environ)) is not None:
+        match = self.resolve_websocket(request_path(environ))
+        if match is not None:
+            environ["wsbridge.route"] = match  # serve_websocket does not route it again
             return True
         # gevent-websocket already upgraded it for the site's own code: let it through.
         return not self.pass_unrouted and environ.get("wsgi.websocket") is None
@@ -297,7 +299,7 @@ class WSBridgeApp:
     def serve_websocket(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Answer a WebSocket request: route, check Origin, take the socket, run it."""
         path = request_path(environ)
-        match = self.resolve_websocket(path)
+        match = environ.pop("wsbridge.route", None) or self.resolve_websocket(path)
         upgraded = environ.get("wsgi.websocket") is not None
         if match is None and not upgraded:
             logger.info("no WebSocket consumer at %s: 404", path)
