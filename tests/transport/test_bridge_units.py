@@ -152,3 +152,18 @@ def test_endpoint_providers_and_http_dispatcher_are_passed_not_named():
     assert bridge.dispatch({"PATH_INFO": "/_wsbridge/lp/open"}) is site
     assert bridge.dispatch({"PATH_INFO": "/held/"}) is held
     assert bridge.dispatch({"PATH_INFO": "/other/"}) is site
+
+
+def test_header_names_are_remembered_up_to_a_bound_as_clients_choose_them():
+    from wsbridge.transport import scope
+
+    assert scope.header_name("HTTP_SEC_WEBSOCKET_KEY") == (
+        b"sec-websocket-key",
+        "Sec-Websocket-Key",
+    )
+    for i in range(2 * scope._MAX_NAMES):
+        assert scope.header_name(f"HTTP_X_RANDOM_{i}") == (
+            f"x-random-{i}".encode(),
+            f"X-Random-{i}",
+        )
+    assert len(scope._NAMES) <= scope._MAX_NAMES

@@ -17,10 +17,28 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["build_scope", "environ_headers", "parse_cookies", "request_path"]
+__all__ = ["build_scope", "environ_headers", "header_name", "parse_cookies", "request_path"]
 
 # Headers WSGI stores without the HTTP_ prefix.
 _UNPREFIXED = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
+
+#: ``HTTP_X_FOO`` -> (``b"x-foo"``, ``"X-Foo"``) for the names seen so far: every
+#: request of a site sends much the same ones. Bounded, as clients choose the names.
+_NAMES: dict[str, tuple[bytes, str]] = {}
+_MAX_NAMES = 512
+
+
+def header_name(key: str) -> tuple[bytes, str]:
+    """The header an environ key ``HTTP_...`` stands for: lower-case bytes, and titled."""
+    try:
+        return _NAMES[key]
+    except KeyError:
+        pass
+    text = key[5:].replace("_", "-")
+    names = (text.lower().encode("latin-1"), text.title())
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[key] = names
+    return names
 
 
 def environ_headers(environ: dict[str, Any]) -> list[tuple[bytes, bytes]]:
@@ -32,7 +50,7 @@ def environ_headers(environ: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = []
     for key, value in environ.items():
         if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower().encode("latin-1")
+            name = header_name(key)[0]
         elif key in _UNPREFIXED:
             if not value:
                 continue

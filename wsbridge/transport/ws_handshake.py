@@ -28,6 +28,7 @@ from websockets.typing import Subprotocol
 from .. import metrics as _metrics
 from ..identity import BEARER_SUBPROTOCOL
 from ..protocol.connection import Opened
+from .scope import header_name
 from .wsoptions import WebSocketOptions
 
 __all__ = [
@@ -111,7 +112,7 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
     headers = Headers()
     for key, value in environ.items():
         if key.startswith("HTTP_"):
-            name, text = key[5:].replace("_", "-").title(), str(value)
+            name, text = header_name(key)[1], str(value)
             if not _REQUEST_HAS_METHOD and _CONTROL.search(text):
                 # websockets 17+ refuses these itself; 16 (the oldest allowed) does not.
                 raise InvalidHeader(name, text)

@@ -6,6 +6,7 @@ both) so that configuration code can import them without the transport.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,17 +119,22 @@ class WebSocketOptions:
 
     def extensions(self) -> list[ServerPerMessageDeflateFactory]:
         """The extension factories to offer (empty when compression is off)."""
+        return list(self._extension_factories)
+
+    @functools.cached_property
+    def _extension_factories(self) -> tuple[ServerPerMessageDeflateFactory, ...]:
+        # Built once per options object: a factory is only its settings (each handshake
+        # gets extension objects of its own from it), and building it cost a few µs.
         if not self.compression:
-            return []
-        return [
-            ServerPerMessageDeflateFactory(
-                server_no_context_takeover=not self.compression_context_takeover,
-                client_no_context_takeover=not self.compression_context_takeover,
-                server_max_window_bits=self.server_max_window_bits,
-                client_max_window_bits=self.client_max_window_bits,
-                compress_settings={"memLevel": self.compression_mem_level},
-            )
-        ]
+            return ()
+        factory = ServerPerMessageDeflateFactory(
+            server_no_context_takeover=not self.compression_context_takeover,
+            client_no_context_takeover=not self.compression_context_takeover,
+            server_max_window_bits=self.server_max_window_bits,
+            client_max_window_bits=self.client_max_window_bits,
+            compress_settings={"memLevel": self.compression_mem_level},
+        )
+        return (factory,)
 
 
 @dataclass(eq=False)
