@@ -28,9 +28,8 @@ def configure_layer() -> None:
         configure({"default": {"BACKEND": "redis", "CONFIG": {"hosts": [url]}}})
 
 
-@router.websocket("ws/chat/<str:room>/")
-class ChatConsumer(WebsocketConsumer):
-    """The Channels tutorial's consumer, without async_to_sync."""
+class RoomConsumer(WebsocketConsumer):
+    """The Channels tutorial's consumer, without async_to_sync (less its handler)."""
 
     def connect(self) -> None:
         self.group = GROUP_PREFIX + self.scope["url_route"]["kwargs"]["room"]
@@ -40,8 +39,23 @@ class ChatConsumer(WebsocketConsumer):
     def disconnect(self, code: int) -> None:
         self.channel_layer.group_discard(self.group, self.channel_name)
 
+
+class ChatConsumer(RoomConsumer):
+    """The tutorial's handler: forward the group message's text."""
+
     def chat_message(self, event: dict[str, Any]) -> None:
         self.send(text_data=event["text"])
+
+
+class FastlaneChatConsumer(RoomConsumer):
+    """The same, declared instead of written (``BENCH_FASTLANE=1``): no handler call."""
+
+    fastlane = {"chat.message": "text"}
+
+
+router.websocket("ws/chat/<str:room>/")(
+    FastlaneChatConsumer if os.environ.get("BENCH_FASTLANE") == "1" else ChatConsumer
+)
 
 
 @router.websocket("ws/echo/")

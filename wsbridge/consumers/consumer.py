@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from ..exceptions import (
@@ -26,6 +26,7 @@ from ..exceptions import (
     UnknownMessageType,
 )
 from ..layers.base import BaseChannelLayer
+from .fastlane import check_fastlane
 
 __all__ = [
     "BaseConsumer",
@@ -341,6 +342,13 @@ class WebsocketConsumer(BaseConsumer):
 
     scope_type: ClassVar[str] = "websocket"
     groups: ClassVar[Iterable[str] | None] = None
+    #: Layer message types sent to the client as they are, without a handler:
+    #: ``{"chat.message": "text"}`` sends ``event["text"]`` (wsbridge.consumers.fastlane).
+    fastlane: ClassVar[Mapping[str, str] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_fastlane(cls)
 
     def _group_names(self) -> list[str]:
         names = list(self.groups or ())

@@ -49,8 +49,25 @@ def _scope_user_id(scope: dict[str, Any]) -> str | None:
 def on_open(conn: Any) -> bool:
     """A connection is being accepted: join its user's (and session's) group, start re-checks.
 
-    Returns False (join nothing) when the user is at ``max_connections_per_user``.
+    Returns False (join nothing) when the user is at ``max_connections_per_user``;
+    True, with a WARNING, when the layer could not add it to its user's group (the
+    connection works without it; sends to the user miss it).
     """
+    from ..exceptions import LayerError
+
+    try:
+        return _join_identity(conn)
+    except (LayerError, ValueError) as exc:
+        logger.warning(
+            "%s %s could not join its user's group: %s",
+            conn.scope.get("transport"),
+            conn.scope.get("path"),
+            exc,
+        )
+        return True
+
+
+def _join_identity(conn: Any) -> bool:
     from .. import admission
 
     scope = conn.scope
@@ -151,6 +168,16 @@ def _recheck(conn: Any) -> None:
 
 #: Text frames a token connection sends to refresh its token without reconnecting.
 REFRESH_PREFIX = '{"wsbridge.refresh":'
+
+
+def as_refresh(event: dict[str, Any]) -> bool:
+    """Turn a ``websocket.receive`` of a refresh frame into ``wsbridge.refresh``; True if it was."""
+    token = parse_refresh(event["text"])
+    if token is None:
+        return False
+    event.clear()
+    event.update(type="wsbridge.refresh", token=token)
+    return True
 
 
 def parse_refresh(text: str) -> str | None:

@@ -68,7 +68,9 @@ from ..protocol.connection import (
     to_asgi,
 )
 from ..protocol.connection import Event as ContractEvent
+from . import identity_hooks
 from .consumer import log_unanswered_connect
+from .fastlane import frame_of, send_event
 from .pump import QUEUED, wake
 from .stamps import Stamps, refusals
 
@@ -78,6 +80,7 @@ _CONTROL_TYPES = frozenset(
     ("wsbridge.close", "wsbridge.deliver", "wsbridge.recheck", "wsbridge.refresh")
 )
 _REFRESH_PREFIX = '{"wsbridge.refresh":'
+
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
 
@@ -177,6 +180,8 @@ class Connection:
         self.consumer = consumer_class.build(
             scope, send=self._emit, channel_layer=layer, channel_name=self.channel_name
         )
+        #: Message types forwarded without a handler (wsbridge.consumers.fastlane).
+        self._fastlane: dict[str, str] | None = getattr(self.consumer, "fastlane", None)
         if layer is not None and self.channel_name is not None:
             layer.attach(self.channel_name, self._from_layer)
         # What the client last saw, per history group, and the positions on its frames.
@@ -226,6 +231,11 @@ class Connection:
     def _from_layer(self, message: dict[str, Any]) -> None:
         if self.finished.is_set():
             return
+        lane = self._fastlane
+        if lane is not None and self._runner is None and not self._mailbox:
+            key = lane.get(message.get("type"))  # type: ignore[arg-type]
+            if key is not None and self._fastlane_now(message, key):
+                return  # written: nothing of this connection was waiting before it
         if len(self._mailbox) - self._pending_transport >= self.mailbox_size:
             raise ChannelFull(
                 f"connection {self.channel_name} has {self.mailbox_size} messages waiting"
@@ -235,6 +245,17 @@ class Connection:
 
     def _wake(self) -> None:
         wake(self)
+
+    def _fastlane_now(self, message: dict[str, Any], key: str) -> bool:
+        # Only a plain write: frames to stamp, to hold, or before the accept go in order.
+        messages = self._messages
+        if messages is None or self._gate is not None or self._stamps.on:
+            return False
+        frame = frame_of(message, key)
+        if frame is None or self.contract.state is not State.OPEN:
+            return False
+        messages(*frame)
+        return True
 
     @property
     def accepted(self) -> bool:
@@ -278,7 +299,7 @@ class Connection:
             kind == "websocket.receive"
             and "wsbridge.token_claims" in self.scope
             and str(event.get("text"))[:20] == _REFRESH_PREFIX
-            and self._as_refresh(event)
+            and identity_hooks.as_refresh(event)
         ):
             self._control(event)
             return
@@ -292,7 +313,11 @@ class Connection:
                 self._step(notice)
         started = perf_counter() if _metrics._enabled else 0.0
         try:
-            self.consumer.dispatch(event)
+            lane = self._fastlane
+            if lane is not None and kind in lane:
+                self._emit(send_event(event, lane[kind]))
+            else:
+                self.consumer.dispatch(event)
         except StopConsumer:
             self._finish(close_code=CloseCode.NORMAL)
             return
@@ -359,33 +384,9 @@ class Connection:
 
     def _identity_open(self) -> bool:
         """Join the user's groups; False when the user is at its connection limit."""
-        from . import identity_hooks
-
-        try:
-            return identity_hooks.on_open(self)
-        except (LayerError, ValueError) as exc:
-            # The connection works without its user group; sends to the user miss it.
-            logger.warning(
-                "%s %s could not join its user's group: %s",
-                self.scope.get("transport"),
-                self.scope.get("path"),
-                exc,
-            )
-            return True
-
-    def _as_refresh(self, event: dict[str, Any]) -> bool:
-        from .identity_hooks import parse_refresh
-
-        token = parse_refresh(event["text"])
-        if token is None:
-            return False
-        event.clear()
-        event.update(type="wsbridge.refresh", token=token)
-        return True
+        return identity_hooks.on_open(self)
 
     def _control(self, event: dict[str, Any]) -> None:
-        from . import identity_hooks
-
         try:
             identity_hooks.handle_control(self, event)
         except Exception as exc:
@@ -535,8 +536,6 @@ class Connection:
         self._mailbox.clear()
         self._pending_transport = 0
         if self.identity_groups or self.identity_counted:
-            from . import identity_hooks
-
             identity_hooks.on_finish(self)
         if self.failed:
             self._leave_groups()

@@ -44,7 +44,7 @@ from .ws_handshake import (
 )
 from .ws_messages import MessageAssembler
 from .ws_outbound import Outbound
-from .wsframes import OP_BINARY, OP_TEXT, frame_header
+from .wsframes import OP_BINARY, frame_header, text_frame
 from .wsoptions import (
     CONTROL_FLOOD_CLOSE_CODE,
     GOING_AWAY,
@@ -261,25 +261,24 @@ class WebSocketTransport:
             if self.protocol.state is not OPEN or self.out.aborted:
                 drops.record_drop("connection_closed", detail=f"WebSocket {self._peer}")
                 return
-            if text is not None:
-                payload, first = text.encode("utf-8"), OP_TEXT
-            elif data is not None:
-                payload, first = bytes(data), OP_BINARY
-            else:
+            if text is None and data is None:
                 return
             stats = _metrics.STATS
             stats.websocket_messages_out += 1
             protocol = self.protocol
             if protocol.extensions or protocol.writes or protocol.expect_continuation_frame:
                 # Extensions transform payloads (permessage-deflate): the protocol frames.
-                if first == OP_TEXT:
-                    protocol.send_text(payload)
+                if text is not None:
+                    protocol.send_text(text.encode("utf-8"))
                 else:
-                    protocol.send_binary(payload)
+                    protocol.send_binary(bytes(data))  # type: ignore[arg-type]
                 self._queue(protocol.data_to_send())
-            else:
+            elif text is not None:
                 # One chunk: an empty payload alone would read as SEND_EOF (b"").
-                self._queue((frame_header(first, len(payload)) + payload,))
+                self._queue((text_frame(text),))
+            else:
+                payload = bytes(data)  # type: ignore[arg-type]
+                self._queue((frame_header(OP_BINARY, len(payload)) + payload,))
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake; the socket is aborted after ``close_timeout``."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import gevent.socket
 
-__all__ = ["OP_TEXT", "OP_BINARY", "frame_header", "raw_sender"]
+__all__ = ["OP_TEXT", "OP_BINARY", "frame_header", "raw_sender", "text_frame"]
 
 #: First header byte of an unfragmented text / binary frame: FIN set, RSV clear.
 OP_TEXT = 0x81
@@ -49,6 +49,25 @@ def frame_header(first: int, size: int) -> bytes:
     if size < 65536:
         return _LEN16.pack(first, 126, size)
     return _LEN64.pack(first, 127, size)
+
+
+#: The last text framed and its frame: a group message reaches every member with the
+#: same ``str`` object, so a fan-out to N sockets encodes and frames it once, not N
+#: times. Keyed by identity (the entry holds the str, so no other object can share
+#: its address while it is there); one tuple, replaced in one store (thread-safe).
+_last_text: tuple[str | None, bytes] = (None, b"")
+
+
+def text_frame(text: str) -> bytes:
+    """The whole unmasked text frame for ``text`` (header and UTF-8 payload)."""
+    global _last_text
+    last = _last_text
+    if last[0] is text:
+        return last[1]
+    payload = text.encode("utf-8")
+    frame = frame_header(OP_TEXT, len(payload)) + payload
+    _last_text = (text, frame)
+    return frame
 
 
 def raw_sender(sock: Any) -> Callable[[bytes], int] | None:
