@@ -44,6 +44,8 @@ BY_NAME_ONLY = {
     "wsbridge-redis1-gcfreeze",
     "wsbridge-redis1-gc50k",
     "wsbridge-redis1-baseline",
+    "wsbridge-fastlane",
+    "wsbridge-redis1-fastlane",
     "wsbridge-uwsgi",
 }
 from benchlib.venvs import (  # noqa: E402

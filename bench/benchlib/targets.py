@@ -157,6 +157,24 @@ class WsbridgeRedisOneMetrics(WsbridgeRedisOne):
     metrics = True
 
 
+class WsbridgeFastlane(WsbridgeMemory):
+    """``wsbridge`` with the chat consumer's handler declared as a fastlane."""
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["BENCH_FASTLANE"] = "1"
+        return cmd, env, cwd
+
+
+class WsbridgeRedisOneFastlane(WsbridgeRedisOne):
+    """``wsbridge-redis1`` with the chat consumer's handler declared as a fastlane."""
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["BENCH_FASTLANE"] = "1"
+        return cmd, env, cwd
+
+
 class WsbridgeRedisOneGc(WsbridgeRedisOne):
     """``wsbridge-redis1`` with the cyclic GC tuned (``BENCH_GC``): an experiment."""
 
@@ -343,6 +361,18 @@ TARGETS: dict[str, Target] = {
             "wsbridge",
             "ws",
             "wsbridge serve, Redis layer, one process, Prometheus metrics on (only by name)",
+        ),
+        WsbridgeFastlane(
+            "wsbridge-fastlane",
+            "wsbridge",
+            "ws",
+            "wsbridge serve, memory layer, fastlane = {'chat.message': 'text'} (only by name)",
+        ),
+        WsbridgeRedisOneFastlane(
+            "wsbridge-redis1-fastlane",
+            "wsbridge",
+            "ws",
+            "wsbridge-redis1 with the fastlane consumer (only by name)",
         ),
         WsbridgeRedisOneGc("wsbridge-redis1-gcoff", "off", "wsbridge-redis1, gc.disable()"),
         WsbridgeRedisOneGc("wsbridge-redis1-gcfreeze", "freeze", "wsbridge-redis1, gc.freeze()"),
