@@ -70,6 +70,24 @@ class Chat(WebsocketConsumer):
         EVENTS.append({"event": "disconnect", "path": self.scope["path"], "code": code})
 
 
+@routes.websocket("ws/lane/<str:room>/")
+class Lane(WebsocketConsumer):
+    """chat.* group messages on the fastlane (no handler), beside an echo."""
+
+    fastlane = {"chat.message": "text"}
+
+    def connect(self):
+        self.group = "chat." + self.scope["url_route"]["kwargs"]["room"]
+        self.channel_layer.group_add(self.group, self.channel_name)
+        self.accept()
+
+    def receive(self, text_data=None, bytes_data=None):
+        self.send(text_data=f"echo {text_data}")
+
+    def disconnect(self, code):
+        self.channel_layer.group_discard(self.group, self.channel_name)
+
+
 @routes.websocket("ws/refuse/")
 class Refuse(WebsocketConsumer):
     def connect(self):

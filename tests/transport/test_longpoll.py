@@ -385,3 +385,13 @@ def test_server_shutdown_answers_held_polls_with_1001():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_fastlane_group_messages_reach_a_long_poll_session_in_order_with_its_echoes(server):
+    client = Client(server.port, "/ws/lane/fast/")
+    assert client.send("one") == 1
+    assert client.texts_until(1) == ["echo one"]
+    for i in range(5):
+        assert request(server.port, f"/broadcast?group=chat.fast&text=g{i}", method="GET")[0] == 200
+    client.send("two")
+    assert client.texts_until(6) == [f"g{i}" for i in range(5)] + ["echo two"]

@@ -66,6 +66,7 @@ class ConsumerSide:
                 consumer,
                 self.layer,
                 outputs=lambda output: self.apply(session, output),
+                messages=lambda text, data: self._queue(session, text, data),
             )
         finally:
             CONNECTION_ID.reset(context)
@@ -86,7 +87,7 @@ class ConsumerSide:
         if session.moving is not None and isinstance(output, (Refused, CloseFrame)):
             return  # the consumer is ending because of the hand-off: the session goes on
         if isinstance(output, Message):
-            self._queue(session, output)
+            self._queue(session, output.text, output.data)
         elif isinstance(output, Opened):
             if session.state.state is SessionState.CONNECTING:
                 session.state.accept(output.subprotocol)
@@ -101,11 +102,13 @@ class ConsumerSide:
         """Close ``session`` from the server's side (a restart, a shutdown) with ``code``."""
         self.apply(session, CloseFrame(int(code), reason))
 
-    def _queue(self, session: Session, message: Message) -> None:
-        frame = session.state.queue(text=message.text, data=message.data)
+    def _queue(self, session: Session, text: str | None, data: bytes | None) -> None:
+        # A message for the client (the contract's (OPEN, Send), also given to the
+        # runner as its ``messages`` sink: the hot path, and the fastlane's).
+        frame = session.state.queue(text=text, data=data)
         stats = _metrics.STATS
         stats.longpoll_messages_out += 1
-        payload = message.text if message.text is not None else message.data
+        payload = text if text is not None else data
         stats.longpoll_bytes_out += len(payload or b"")
         if frame is not None:
             session.wake()
