@@ -109,12 +109,18 @@ def serve_wsbridge(args: argparse.Namespace) -> None:
     ph.server_nofile()
     routes = Router()
 
-    @routes.websocket("ws/bench/")
     class Bench(WebsocketConsumer):
         groups = ["bench"]
 
         def bench_msg(self, event: dict[str, Any]) -> None:
             self.send(text_data=event["text"])
+
+    class FastlaneBench(WebsocketConsumer):  # --fastlane: the same, declared
+        groups = ["bench"]
+        fastlane = {"bench.msg": "text"}
+
+    fast = os.environ.get("BENCH_FASTLANE") == "1"
+    routes.websocket("ws/bench/")(FastlaneBench if fast else Bench)
 
     def burst(bid: int, n: int) -> None:
         layer = get_channel_layer()
@@ -290,7 +296,9 @@ ADAPTERS = {"wsbridge": WsbridgeLongPoll, "socketio": SocketioPolling}
 # ============================================================ orchestrator ==
 
 
-def targets(python_socketio: str, baseline: str | None = None) -> list[ph.Target]:
+def targets(
+    python_socketio: str, baseline: str | None = None, fastlane: bool = False
+) -> list[ph.Target]:
     me = os.path.abspath(__file__)
     found = [
         ph.Target("wsbridge", [sys.executable, me, "server", "--server", "wsbridge"], "wsbridge"),
@@ -300,6 +308,9 @@ def targets(python_socketio: str, baseline: str | None = None) -> list[ph.Target
         command = [sys.executable, me, "server", "--server", "wsbridge"]
         env = {"PYTHONPATH": os.path.abspath(baseline)}
         found.append(ph.Target("wsbridge-baseline", command, "wsbridge", env))
+    if fastlane:  # the consumer's handler declared as a fastlane instead
+        command = [sys.executable, me, "server", "--server", "wsbridge"]
+        found.append(ph.Target("wsbridge-fastlane", command, "wsbridge", {"BENCH_FASTLANE": "1"}))
     return found
 
 
@@ -328,6 +339,11 @@ def main() -> int:
         metavar="DIR",
         help="also measure wsbridge imported from DIR (a `git worktree add DIR <commit>`)",
     )
+    parser.add_argument(
+        "--fastlane",
+        action="store_true",
+        help="also measure wsbridge with the consumer's handler declared as a fastlane",
+    )
     ph.add_client_arguments(parser)
     args = parser.parse_args()
     if args.show:
@@ -348,7 +364,7 @@ def main() -> int:
     client_cmd = [sys.executable, os.path.abspath(__file__), "client"]
     report = ph.run_peers(
         bench="longpoll_peers",
-        targets=targets(python_socketio, args.baseline_src),
+        targets=targets(python_socketio, args.baseline_src, args.fastlane),
         client_cmd=client_cmd,
         args=args,
         ratio=ratio,
