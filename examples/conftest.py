@@ -103,9 +103,24 @@ class ExampleServer:
             os.unlink(self.log_file.name)
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # Kept on the item, so a fixture's teardown knows whether its test failed.
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
+#: Lines of each server's log printed when a test that used it failed.
+LOG_TAIL = 80
+
+
 @pytest.fixture
-def example_server(tmp_path):
-    """``example_server("chat", "chatsite", DB_ENV)``: migrated, started, stopped afterwards."""
+def example_server(tmp_path, request):
+    """``example_server("chat", "chatsite", DB_ENV)``: migrated, started, stopped afterwards.
+
+    When the test fails, the end of each server's log is printed with it.
+    """
     started: list[ExampleServer] = []
 
     def run(name: str, project: str, db_env: str, **extra: str) -> ExampleServer:
@@ -122,5 +137,10 @@ def example_server(tmp_path):
         return server.start()
 
     yield run
-    for server in started:
+    failed = getattr(getattr(request.node, "report_call", None), "failed", False)
+    for number, server in enumerate(started):
+        if failed and os.path.exists(server.log_file.name):  # before stop() removes it
+            lines = Path(server.log_file.name).read_text(errors="replace").splitlines()
+            print(f"\n--- server {number} log, last {LOG_TAIL} lines ---")
+            print("\n".join(lines[-LOG_TAIL:]))
         server.stop()

@@ -354,3 +354,66 @@ def test_during_the_restore_window_a_history_send_refuses_and_writes_no_history(
     finally:
         client.delete(layer.layout.restore_key)
     assert [m["i"] for m in layer.history("news").messages] == [0]
+
+
+BOTH_LEASES_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from wsbridge.layers.redis import RedisLayer
+    layer = RedisLayer(hosts=[sys.argv[1]], prefix=sys.argv[2], presence_lease=float(sys.argv[3]),
+                       lease=float(sys.argv[4]), groups={"chat.*": {"presence": True}})
+    channel = layer.new_channel()
+    layer.attach(channel, lambda m: None)
+    layer.group_add("chat.a", channel)
+    layer.presence_track("chat.a", channel, user="victim")
+    print(channel, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("presence_lease", "lease"),
+    [(2.5, 0.6), (0.6, 2.0)],
+    ids=["memberships-reaped-first", "presence-reaped-first"],
+)
+def test_a_killed_process_loses_its_memberships_and_its_entries_whichever_reaper_runs_first(
+    redis_factory, presence_lease, lease
+):
+    # The two reapers kept their lists of a process's groups in one key, and each
+    # deleted it when done: the second found nothing, so the dead process stayed
+    # online (no leave sent) or stayed a member of its groups.
+    watcher = redis_factory(groups=GROUPS, presence_lease=presence_lease, lease=lease)
+    got = Collector()
+    watcher.presence_track("chat.a", _member(watcher, "chat.a", got), user="watcher")
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            BOTH_LEASES_CHILD,
+            SHARED_REDIS,
+            redis_factory.prefix,
+            str(presence_lease),
+            str(lease),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        victim = child.stdout.readline().strip()
+        assert victim in watcher.group_channels("chat.a")
+        wait_for(lambda: "victim" in {e.user for e in watcher.presence("chat.a")})
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(5)
+        bound = max(presence_lease, lease) * 2 + 5
+        wait_for(lambda: victim not in watcher.group_channels("chat.a"), timeout=bound)
+        wait_for(
+            lambda: "victim" not in {e.user for e in watcher.presence("chat.a")}, timeout=bound
+        )
+        wait_for(lambda: any(m["type"] == "presence.leave" for m in got.messages), timeout=5)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+    assert [m["user"] for m in got.messages if m["type"] == "presence.leave"] == ["victim"]

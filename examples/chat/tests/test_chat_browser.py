@@ -108,7 +108,11 @@ def test_kill_9_and_restart_while_a_page_sends_loses_and_repeats_nothing(
     # client's send, not the recovery); say how much it was.
     assert len(lost_in_flight) <= 5, lost_in_flight
     for page in (sender, reader):
-        page.wait_for("online.size === 2", timeout=LEASE * 3 + 10)
+        try:
+            page.wait_for("online.size === 2", timeout=LEASE * 3 + 10)
+        except AssertionError as exc:  # who is shown, and the seq of each join/leave applied
+            shown = page.evaluate("JSON.stringify([[...online.entries()], [...lastSeq]])")
+            raise AssertionError(f"{exc}; online and last seqs: {shown}") from None
         names = page.evaluate("[...online.values()].map(p => p.name)")
         assert len(set(names)) == 2
     print(

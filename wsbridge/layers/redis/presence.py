@@ -6,8 +6,11 @@ Keys (native layout, format 1); the group's keys share a hash tag::
     P:1:presu:{<group>}   HASH  user key -> entries of that user in the group
     P:1:plive             ZSET  process -> lease deadline, ms (first shard)
     P:1:pout:{<group>}    HASH  seq -> msgpack [owner process, kind, channel, entry]
-    P:1:plive             ZSET  process -> lease deadline, ms (first shard)
-    P:1:pgroups:<process> SET   groups the process tracked entries in (first shard)
+    P:1:ptracked:<process> SET  groups the process tracked entries in (first shard);
+                                not the layer's ``pgroups`` (groups its channels
+                                joined): each reaper deletes its own set, and one
+                                shared set made whichever reaper ran second find
+                                nothing to clean
 
 Each change of a group is one Lua script on the group's shard, which also
 says whether the user's count went from 0 to 1 (join) or 1 to 0 (leave):
@@ -171,7 +174,7 @@ class RedisPresence:
         self.users_prefix = base + "presu:"
         self.outbox_prefix = base + "pout:"
         self.live_key = base + "plive"
-        self.groups_prefix = base + "pgroups:"
+        self.groups_prefix = base + "ptracked:"
         self.leases = LeaseTable(lambda: self.home, self.live_key, lease)
         self.closed = False
         #: (group, channel) -> entry, for this process: re-tracked if our lease was lost.
