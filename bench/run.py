@@ -46,6 +46,7 @@ BY_NAME_ONLY = {
     "wsbridge-redis1-baseline",
     "wsbridge-fastlane",
     "wsbridge-redis1-fastlane",
+    "wsbridge-redis-fastlane",
     "wsbridge-uwsgi",
 }
 from benchlib.venvs import (  # noqa: E402

@@ -269,6 +269,15 @@ class WsbridgeRedis(Target):
         return [str(venv_python("wsbridge")), "pub_wsbridge.py", "--redis", redis_url]
 
 
+class WsbridgeRedisFastlane(WsbridgeRedis):
+    """``wsbridge-redis`` (gunicorn -w 2) with the chat consumer's handler as a fastlane."""
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["BENCH_FASTLANE"] = "1"
+        return cmd, env, cwd
+
+
 class WsbridgeUwsgi(WsbridgeRedis):
     """The wsbridge-redis app under uWSGI's gevent loop, two workers (docs: deployment)."""
 
@@ -405,6 +414,13 @@ TARGETS: dict[str, Target] = {
             "wsbridge",
             "ws",
             "wsbridge, Redis layer, gunicorn -k gevent -w 2 (both workers on core 0)",
+            processes=2,
+        ),
+        WsbridgeRedisFastlane(
+            "wsbridge-redis-fastlane",
+            "wsbridge",
+            "ws",
+            "wsbridge-redis (gunicorn -k gevent -w 2) with the fastlane consumer (only by name)",
             processes=2,
         ),
         WsbridgeUwsgi(
