@@ -156,3 +156,10 @@ def test_the_testing_communicator_gets_fastlane_messages_through_the_mailbox_in_
         assert comm.receive_from() == "one"
         assert comm.receive_from() == "handled 2"
         assert comm.receive_from() == b"three"
+
+
+def test_an_http_or_sse_consumer_with_a_fastlane_is_refused_when_the_class_is_made():
+    from wsbridge import SseConsumer
+
+    with pytest.raises(TypeError, match="a fastlane is for WebSocket consumers"):
+        type("Stream", (SseConsumer,), {"fastlane": {"feed.item": "text"}})

@@ -112,6 +112,14 @@ class HttpConsumer(BaseConsumer):
     keepalive_interval: ClassVar[float | None] = None
     keepalive_body: ClassVar[bytes] = b""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "fastlane", None) is not None:
+            raise TypeError(
+                f"{cls.__name__}.fastlane: a fastlane is for WebSocket consumers; "
+                "an HTTP or SSE consumer sends from its handlers"
+            )
+
     def __init__(self, scope: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(scope, **kwargs)
         self._body_parts: list[bytes] = []

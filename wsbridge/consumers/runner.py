@@ -180,8 +180,8 @@ class Connection:
         self.consumer = consumer_class.build(
             scope, send=self._emit, channel_layer=layer, channel_name=self.channel_name
         )
-        #: Message types forwarded without a handler (wsbridge.consumers.fastlane).
-        self._fastlane: dict[str, str] | None = getattr(self.consumer, "fastlane", None)
+        lane = getattr(self.consumer, "fastlane", None)  # types sent without a handler
+        self._fastlane: dict[str, str] | None = lane if scope.get("type") == "websocket" else None
         if layer is not None and self.channel_name is not None:
             layer.attach(self.channel_name, self._from_layer)
         # What the client last saw, per history group, and the positions on its frames.
