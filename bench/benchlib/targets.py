@@ -157,22 +157,22 @@ class WsbridgeRedisOneMetrics(WsbridgeRedisOne):
     metrics = True
 
 
-class WsbridgeFastlane(WsbridgeMemory):
-    """``wsbridge`` with the chat consumer's handler declared as a fastlane."""
+class Fastlane:
+    """Mixed in before a wsbridge target: its chat consumer declares a fastlane instead
+    of the tutorial's handler (``BENCH_FASTLANE=1``, read by wsbridge_app.py)."""
 
     def server_cmd(self, port, redis_url):
-        cmd, env, cwd = super().server_cmd(port, redis_url)
+        cmd, env, cwd = super().server_cmd(port, redis_url)  # type: ignore[misc]
         env["BENCH_FASTLANE"] = "1"
         return cmd, env, cwd
 
 
-class WsbridgeRedisOneFastlane(WsbridgeRedisOne):
-    """``wsbridge-redis1`` with the chat consumer's handler declared as a fastlane."""
+class WsbridgeFastlane(Fastlane, WsbridgeMemory):
+    """``wsbridge`` with the fastlane consumer."""
 
-    def server_cmd(self, port, redis_url):
-        cmd, env, cwd = super().server_cmd(port, redis_url)
-        env["BENCH_FASTLANE"] = "1"
-        return cmd, env, cwd
+
+class WsbridgeRedisOneFastlane(Fastlane, WsbridgeRedisOne):
+    """``wsbridge-redis1`` with the fastlane consumer."""
 
 
 class WsbridgeRedisOneGc(WsbridgeRedisOne):
@@ -218,26 +218,26 @@ class WsbridgeFastpath(WsbridgeMemory):
 BASELINE_SRC: list[str] = []
 
 
-class WsbridgeBaseline(WsbridgeMemory):
-    """``wsbridge`` imported from another checkout (``--baseline-src``): before vs after."""
+class Baseline:
+    """Mixed in before a wsbridge target: wsbridge imported from ``--baseline-src``, so a
+    change is measured before and after in one run."""
+
+    name: str
 
     def server_cmd(self, port, redis_url):
         if not BASELINE_SRC:
-            raise SystemExit("wsbridge-baseline needs --baseline-src DIR (a checkout)")
-        cmd, env, cwd = super().server_cmd(port, redis_url)
+            raise SystemExit(f"{self.name} needs --baseline-src DIR (a checkout)")
+        cmd, env, cwd = super().server_cmd(port, redis_url)  # type: ignore[misc]
         env["PYTHONPATH"] = f"{BASELINE_SRC[0]}:{SERVERS}"
         return cmd, env, cwd
 
 
-class WsbridgeRedisOneBaseline(WsbridgeRedisOne):
-    """``wsbridge-redis1`` imported from ``--baseline-src``: a Redis-layer change before/after."""
+class WsbridgeBaseline(Baseline, WsbridgeMemory):
+    """``wsbridge`` imported from another checkout (``--baseline-src``)."""
 
-    def server_cmd(self, port, redis_url):
-        if not BASELINE_SRC:
-            raise SystemExit("wsbridge-redis1-baseline needs --baseline-src DIR (a checkout)")
-        cmd, env, cwd = super().server_cmd(port, redis_url)
-        env["PYTHONPATH"] = f"{BASELINE_SRC[0]}:{SERVERS}"
-        return cmd, env, cwd
+
+class WsbridgeRedisOneBaseline(Baseline, WsbridgeRedisOne):
+    """``wsbridge-redis1`` imported from ``--baseline-src`` (a Redis-layer change)."""
 
 
 class WsbridgeRedis(Target):
@@ -269,13 +269,8 @@ class WsbridgeRedis(Target):
         return [str(venv_python("wsbridge")), "pub_wsbridge.py", "--redis", redis_url]
 
 
-class WsbridgeRedisFastlane(WsbridgeRedis):
-    """``wsbridge-redis`` (gunicorn -w 2) with the chat consumer's handler as a fastlane."""
-
-    def server_cmd(self, port, redis_url):
-        cmd, env, cwd = super().server_cmd(port, redis_url)
-        env["BENCH_FASTLANE"] = "1"
-        return cmd, env, cwd
+class WsbridgeRedisFastlane(Fastlane, WsbridgeRedis):
+    """``wsbridge-redis`` (gunicorn -w 2) with the fastlane consumer."""
 
 
 class WsbridgeUwsgi(WsbridgeRedis):
