@@ -36,7 +36,7 @@ def sockets_on_two_workers(server, stack, path="/ws/notes-pid/main/"):
     first = stack.enter_context(ws_connect(server.ws_url + path, origin=server.url))
     first_pid = json.loads(first.recv(timeout=10))["pid"]
     first.send(json.dumps({"hog": 1.5}))
-    time.sleep(0.2)  # the hog message is on its way; no condition to wait on from outside
+    assert json.loads(first.recv(timeout=10)) == {"hogging": 1.5}  # its worker is busy now
     second = stack.enter_context(ws_connect(server.ws_url + path, origin=server.url))
     second_pid = json.loads(second.recv(timeout=10))["pid"]
     assert json.loads(first.recv(timeout=10)) == {"hogged": 1.5}

@@ -35,6 +35,8 @@ class Room(JsonWebsocketConsumer):
 
     def receive_json(self, content: Any, **kwargs: Any) -> None:
         # Busy without yielding: the next connection can only go to another worker.
+        # "hogging" goes out first (a direct write), so the test knows it has begun.
+        self.send_json({"hogging": content.get("hog")})
         end = time.monotonic() + float(content.get("hog", 0))
         while time.monotonic() < end:
             pass

@@ -66,7 +66,7 @@ def sockets_on_two_workers(served: Served, stack: contextlib.ExitStack, path: st
     first = stack.enter_context(connect(served.ws_url(path), origin=origin, open_timeout=10))
     first_pid = json.loads(first.recv(timeout=10))["pid"]
     first.send(json.dumps({"hog": 1.5}))
-    time.sleep(0.2)  # the hog is on its way; nothing outside can tell when it starts
+    assert json.loads(first.recv(timeout=10)) == {"hogging": 1.5}  # its worker is busy now
     second = stack.enter_context(connect(served.ws_url(path), origin=origin, open_timeout=10))
     second_pid = json.loads(second.recv(timeout=10))["pid"]
     assert json.loads(first.recv(timeout=10)) == {"hogged": 1.5}

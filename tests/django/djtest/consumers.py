@@ -176,6 +176,7 @@ class NotesWithPid(Notes):
         if "hog" in content:
             # Keep this whole process busy (no yield): the next connection
             # goes to another worker. Deployment tests use it to spread sockets.
+            self.send_json({"hogging": content["hog"]})  # out first: the test waits for it
             end = time.monotonic() + content["hog"]
             while time.monotonic() < end:
                 pass
@@ -194,6 +195,7 @@ class RoomWithPid(JsonWebsocketConsumer):
         self.send_json({"pid": os.getpid()})
 
     def receive_json(self, content):
+        self.send_json({"hogging": content.get("hog")})  # out first: the test waits for it
         end = time.monotonic() + content.get("hog", 0)
         while time.monotonic() < end:  # busy, no yield: the next socket goes elsewhere
             pass
