@@ -79,8 +79,6 @@ from .stamps import Stamps, refusals
 _CONTROL_TYPES = frozenset(
     ("wsbridge.close", "wsbridge.deliver", "wsbridge.recheck", "wsbridge.refresh")
 )
-_REFRESH_PREFIX = '{"wsbridge.refresh":'
-
 
 __all__ = ["Connection", "DEFAULT_MAILBOX_SIZE"]
 
@@ -298,7 +296,7 @@ class Connection:
         if kind in _CONTROL_TYPES or (
             kind == "websocket.receive"
             and "wsbridge.token_claims" in self.scope
-            and str(event.get("text"))[:20] == _REFRESH_PREFIX
+            and str(event.get("text"))[:20] == identity_hooks.REFRESH_PREFIX
             and identity_hooks.as_refresh(event)
         ):
             self._control(event)

@@ -189,12 +189,7 @@ class ChannelsRedisLayout:
     # -- groups -----------------------------------------------------------------------------
 
     def group_add(self, group: str, channel: str) -> None:
-        shard = self.group_shard(group)
-        key = self.group_prefix + group
-        pipe = shard.client.pipeline(transaction=False)
-        pipe.zadd(key, {channel: time.time()})
-        pipe.expire(key, max(1, int(self.ctx.group_expiry)))
-        shard.call(pipe.execute)
+        self.group_add_many(self.group_shard(group), [(group, channel)])
 
     def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
         now = time.time()

@@ -37,7 +37,8 @@ class Join:
     group: str
     channel: str
     when: float
-    done: AsyncResult = field(default_factory=AsyncResult, compare=False)
+    #: Set for a join that waits in a queue (one written by its caller needs none).
+    done: AsyncResult | None = field(default=None, compare=False)
 
 
 class JoinBatcher(Generic[S]):
@@ -57,16 +58,16 @@ class JoinBatcher(Generic[S]):
         Raises:
             Exception: whatever writing its batch raised (``LayerUnavailable``...).
         """
-        join = Join(group, channel, time.time())
         key = (gevent.get_hub(), shard)
         queue = self._queues.get(key)
         if queue is not None:  # a write is in flight: go in the next batch
-            queue.append(join)
-            join.done.get()
+            done = AsyncResult()
+            queue.append(Join(group, channel, time.time(), done))
+            done.get()
             return
         self._queues[key] = []
-        try:
-            self._write(shard, [join])  # nothing in flight: at once, in this greenlet
+        try:  # nothing in flight: at once, in this greenlet
+            self._write(shard, [Join(group, channel, time.time())])
         finally:
             if self._queues[key]:
                 gevent.spawn(self._drain, key, shard)
@@ -86,15 +87,23 @@ class JoinBatcher(Generic[S]):
                 try:
                     self._write(shard, batch)
                 except Exception as exc:
-                    for join in batch:
-                        join.done.set_exception(exc)
+                    _settle(batch, exc)
                 else:
-                    for join in batch:
-                        join.done.set(None)
+                    _settle(batch, None)
                 batch = []
         except BaseException:
             # Killed (the process is stopping): nobody may wait for a write that won't come.
             stopped = LayerUnavailable("the channel layer stopped while a group_add was queued")
-            for join in batch + self._queues.pop(key, []):
-                join.done.set_exception(stopped)
+            _settle(batch + self._queues.pop(key, []), stopped)
             raise
+
+
+def _settle(joins: list[Join], exc: BaseException | None) -> None:
+    """Tell each queued join how its batch went (None: written)."""
+    for join in joins:
+        if join.done is None:
+            continue
+        if exc is None:
+            join.done.set(None)
+        else:
+            join.done.set_exception(exc)
