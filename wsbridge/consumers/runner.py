@@ -36,6 +36,7 @@ import logging
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -94,6 +95,17 @@ DEFAULT_MAILBOX_SIZE = 1000
 SendDict = Callable[[dict[str, Any]], None]
 #: What a transport that follows the connection contract receives (``outputs=``).
 Outputs = Callable[[Output], None]
+
+
+def _no_output(output: Output) -> None:
+    pass  # a CLOSED contract gives none; see Connection._release
+
+
+def _send_after_close(channel_name: str | None, event: dict[str, Any]) -> None:
+    # The consumer sent after its connection ended (a frame, a piece of a
+    # stream): lost, so counted, as _emit counts it on a CLOSED contract.
+    if event.get("type") == "websocket.send" or event.get("body"):
+        drops.record_drop("connection_closed", detail=f"{channel_name}")
 
 
 class Connection:
@@ -529,6 +541,7 @@ class Connection:
             # 1011 after a crash; a crash before accept refuses with 500.
             self._step(Crash() if self.failed else Close(close_code))
         self.contract.send(Disconnected())
+        self._release()
         self.finished.set()
         self._drained.set()
         self._mailbox.clear()
@@ -542,6 +555,20 @@ class Connection:
                 self.layer.detach(self.channel_name)
             except Exception:  # the layer logs its own outages
                 logger.debug("detach of %s failed", self.channel_name, exc_info=True)
+
+    def _release(self) -> None:
+        # CLOSED is final: the contract gives no more outputs and the transport
+        # has finished with this connection. Dropping the transport's sinks and
+        # the consumer's way back here leaves no reference cycle, so the
+        # connection's objects (about 50) are freed when the last reference
+        # goes, not by the cyclic collector's full passes.
+        late = partial(_send_after_close, self.channel_name)
+        self._outputs = _no_output
+        self._messages = None
+        if self._transport_send is not None:
+            self._transport_send = late
+        if getattr(self.consumer, "base_send", None) == self._emit:
+            self.consumer.base_send = late
 
     def _leave_groups(self) -> None:
         # A crashed consumer never ran its disconnect handler; do not leave

@@ -30,7 +30,7 @@ import gevent
 from gevent import Timeout
 from gevent.event import Event
 
-from .. import admission
+from .. import admission, drops
 from ..admission import client_ip
 from ..consumers.runner import Connection
 from ..exceptions import HTTPError
@@ -280,9 +280,12 @@ class _Exchange:
     # -- called in the consumer's mailbox greenlet --------------------------------
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if self.complete or self.gone:
-            return  # the exchange is over; late sends are dropped, as for a closed socket
         body = event.get("body")
+        if self.complete or self.gone:
+            # The exchange is over: a late piece is lost, as on a closed socket.
+            if body:
+                drops.record_drop("connection_closed", detail=str(self.conn.scope.get("path")))
+            return
         self.outbox.append(event)
         self.wakeup.set()
         if event.get("type") == "http.response.body" and not event.get("more_body"):
