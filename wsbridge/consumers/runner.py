@@ -46,7 +46,7 @@ from greenlet import getcurrent
 
 from .. import admission, drops
 from .. import metrics as _metrics
-from ..exceptions import ChannelFull, LayerError, StopConsumer, UnknownMessageType
+from ..exceptions import ChannelFull, StopConsumer, UnknownMessageType
 from ..layers import DEFAULT_ALIAS, get_channel_layer
 from ..layers.base import BaseChannelLayer
 from ..logs import CONNECTION_ID, new_connection_id
@@ -69,7 +69,7 @@ from ..protocol.connection import (
     to_asgi,
 )
 from ..protocol.connection import Event as ContractEvent
-from . import identity_hooks
+from . import ending, identity_hooks
 from .consumer import log_unanswered_connect
 from .fastlane import frame_of, send_event
 from .pump import QUEUED, wake
@@ -95,17 +95,6 @@ DEFAULT_MAILBOX_SIZE = 1000
 SendDict = Callable[[dict[str, Any]], None]
 #: What a transport that follows the connection contract receives (``outputs=``).
 Outputs = Callable[[Output], None]
-
-
-def _no_output(output: Output) -> None:
-    pass  # a CLOSED contract gives none; see Connection._release
-
-
-def _send_after_close(channel_name: str | None, event: dict[str, Any]) -> None:
-    # The consumer sent after its connection ended (a frame, a piece of a
-    # stream): lost, so counted, as _emit counts it on a CLOSED contract.
-    if event.get("type") == "websocket.send" or event.get("body"):
-        drops.record_drop("connection_closed", detail=f"{channel_name}")
 
 
 class Connection:
@@ -548,8 +537,8 @@ class Connection:
         self._pending_transport = 0
         if self.identity_groups or self.identity_counted:
             identity_hooks.on_finish(self)
-        if self.failed:
-            self._leave_groups()
+        if self.failed:  # its disconnect() never ran
+            ending.leave_groups(self.consumer, self.layer, self.channel_name)
         if self.layer is not None and self.channel_name is not None:
             try:
                 self.layer.detach(self.channel_name)
@@ -557,30 +546,14 @@ class Connection:
                 logger.debug("detach of %s failed", self.channel_name, exc_info=True)
 
     def _release(self) -> None:
-        # CLOSED is final: the contract gives no more outputs and the transport
-        # has finished with this connection. Dropping the transport's sinks and
-        # the consumer's way back here leaves no reference cycle, so the
-        # connection's objects (about 50) are freed when the last reference
-        # goes, not by the cyclic collector's full passes.
-        late = partial(_send_after_close, self.channel_name)
-        self._outputs = _no_output
+        # CLOSED is final: no cycle is left for the collector (see .ending).
+        late = partial(ending.send_after_close, self.channel_name)
+        self._outputs = ending.no_output
         self._messages = None
         if self._transport_send is not None:
             self._transport_send = late
         if getattr(self.consumer, "base_send", None) == self._emit:
             self.consumer.base_send = late
-
-    def _leave_groups(self) -> None:
-        # A crashed consumer never ran its disconnect handler; do not leave
-        # its channel in the groups it declared, or group sends keep aiming at it.
-        groups = getattr(self.consumer, "groups", None) or ()
-        if self.layer is None or self.channel_name is None:
-            return
-        for group in groups:
-            try:
-                self.layer.group_discard(group, self.channel_name)
-            except (LayerError, ValueError):
-                logger.debug("could not discard %s from %r", self.channel_name, group)
 
     def _queue_disconnect(self, code: int) -> None:
         if self._disconnect_queued or self.finished.is_set():
