@@ -356,9 +356,15 @@ def test_during_the_restore_window_a_history_send_refuses_and_writes_no_history(
     assert [m["i"] for m in layer.history("news").messages] == [0]
 
 
+# A live serving process until it is killed: patched, so its reader and presence greenlets
+# renew both leases. (With a blocking time.sleep() the child stopped renewing at once, and a
+# reap that fell between its first renewal and its join left a member no lease covered.)
 BOTH_LEASES_CHILD = textwrap.dedent(
     """
-    import sys, time
+    from gevent import monkey
+    monkey.patch_all()
+    import sys
+    import gevent
     from wsbridge.layers.redis import RedisLayer
     layer = RedisLayer(hosts=[sys.argv[1]], prefix=sys.argv[2], presence_lease=float(sys.argv[3]),
                        lease=float(sys.argv[4]), groups={"chat.*": {"presence": True}})
@@ -366,8 +372,10 @@ BOTH_LEASES_CHILD = textwrap.dedent(
     layer.attach(channel, lambda m: None)
     layer.group_add("chat.a", channel)
     layer.presence_track("chat.a", channel, user="victim")
+    while not layer.leases.held:
+        gevent.sleep(0.01)
     print(channel, flush=True)
-    time.sleep(60)
+    gevent.sleep(60)
     """
 )
 
