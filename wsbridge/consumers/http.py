@@ -322,6 +322,21 @@ def format_sse(
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
+# The last data-only event: a broadcast hands one str to every stream of the process,
+# so it is formatted once for all of them (an identity check, one entry).
+_last_data: list[Any] = [None, b""]
+
+
+def _data_event(data: str | bytes) -> bytes:
+    """``format_sse(data)``, formatted once for a run of sends of the same object."""
+    last = _last_data
+    if data is not last[0] or type(data) not in (str, bytes):  # never a mutable subclass
+        last[1] = format_sse(data)
+        last[0] = data
+    payload: bytes = last[1]
+    return payload
+
+
 def is_event_stream(event: Mapping[str, Any]) -> bool:
     """Whether an ``http.response.start`` event starts a ``text/event-stream``."""
     for name, value in event.get("headers") or ():
@@ -419,9 +434,11 @@ class SseConsumer(HttpConsumer):
         self.send_event(json.dumps(data), event="wsbridge.recovery", id=self._positions_id())
 
     def _positions_id(self) -> str | None:
+        if not self.positions:
+            return None
         from ..protocol.recovery import format_sse_id
 
-        return format_sse_id(self.positions) if self.positions else None
+        return format_sse_id(self.positions)
 
     def handle(self, body: bytes) -> None:
         self.connect()
@@ -468,7 +485,10 @@ class SseConsumer(HttpConsumer):
         """
         if id is None:
             id = self._positions_id()  # noqa: A001
-        payload = format_sse(data, event=event, id=id, retry=retry)
+        if event is None and id is None and retry is None and isinstance(data, (str, bytes)):
+            payload = _data_event(data)
+        else:
+            payload = format_sse(data, event=event, id=id, retry=retry)
         stats = _metrics.STATS
         stats.sse_messages_out += 1
         stats.sse_bytes_out += len(payload)

@@ -267,6 +267,12 @@ class _Exchange:
         self.gone = False
         self.abort_stream = False
         self.last_write = time.monotonic()
+        self.writing = False  # a write is under way (in either greenlet)
+        # A server that shows the client's socket writes to it from any greenlet, so a
+        # streamed piece can go out from the consumer's greenlet (uWSGI's write belongs
+        # to the request's greenlet: there every piece goes through the request's loop).
+        self.direct = self.sock is not None
+        self._timer: Timeout | None = None  # the write timeout, armed for each write
         self._watcher: Any = None
         self.conn = Connection(scope, consumer_class, layer, self._on_event)
         consumer = self.conn.consumer
@@ -286,6 +292,14 @@ class _Exchange:
             if body:
                 drops.record_drop("connection_closed", detail=str(self.conn.scope.get("path")))
             return
+        if body and self.direct and self.started and not self.outbox and not self.writing:
+            if event.get("more_body") and event.get("type") == "http.response.body":
+                # Streaming with nothing queued: write the piece from here, sparing
+                # the request greenlet a wake-up and a switch per piece.
+                self._send(body)
+                if self.gone:
+                    self.wakeup.set()  # the request greenlet concludes
+                return
         self.outbox.append(event)
         self.wakeup.set()
         if event.get("type") == "http.response.body" and not event.get("more_body"):
@@ -334,6 +348,8 @@ class _Exchange:
             conn.finished.unlink(self._wake)
             self.drained.set()  # a consumer waiting for the client must not wait any more
             self._release()
+            if self._timer is not None and not self.writing:
+                self._timer.close()
 
     def _wake(self, _: Any = None) -> None:
         self.wakeup.set()
@@ -353,17 +369,18 @@ class _Exchange:
                 wait = None if deadline is None else deadline - now
             elif self.keepalive:
                 due = self.last_write + self.keepalive
-                if now >= due:
+                if now >= due and not self.writing:
                     self._send(self.keepalive_body)
                     continue
-                wait = due - now
+                wait = due - now if now < due else self.keepalive  # a write is under way
             else:
                 wait = None
             self.wakeup.wait(wait)
 
     def _flush(self) -> None:
         outbox = self.outbox
-        while outbox and not (self.complete or self.gone):
+        # Not while the consumer's greenlet writes a piece: its _send wakes us after.
+        while outbox and not (self.complete or self.gone or self.writing):
             event = outbox.popleft()
             kind = event.get("type")
             try:
@@ -406,8 +423,11 @@ class _Exchange:
 
     def _send(self, data: bytes) -> None:
         assert self.write is not None
-        timer = Timeout(self.opts.write_timeout)
-        timer.start()
+        timer = self._timer
+        if timer is None:
+            timer = self._timer = Timeout(self.opts.write_timeout)
+        timer.start()  # one timer per exchange, restarted for each write
+        self.writing = True
         try:
             self.write(data)
             self.last_write = time.monotonic()
@@ -423,7 +443,10 @@ class _Exchange:
         except OSError:
             self.gone = True
         finally:
-            timer.close()
+            timer.cancel()
+            self.writing = False
+            if self.outbox:
+                self.wakeup.set()  # queued behind this write: the request greenlet flushes
 
     def _answer_timeout(self) -> None:
         status = self.timeout_status
