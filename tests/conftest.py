@@ -146,6 +146,34 @@ def wsbridge_serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         served.stop()
 
 
+def sockets_on_two_workers(open_socket: Callable[[], Any], stack: Any, attempts: int = 4) -> dict:
+    """One WebSocket on each of two server workers: ``{pid: socket}``.
+
+    ``open_socket()`` opens a connection whose consumer first sends
+    ``{"pid": ...}`` and, told ``{"hog": s}``, answers ``{"hogging": s}``, keeps
+    its worker busy for ``s`` seconds without yielding, then answers
+    ``{"hogged": s}``. While the first socket's worker is busy only the other
+    worker can accept the second. A second worker still booting (a loaded
+    machine) accepts nothing yet and the first answers once free: then the
+    sockets share a worker, and it tries again, up to ``attempts`` times.
+    """
+    import json
+
+    first = stack.enter_context(open_socket())
+    first_pid = json.loads(first.recv(timeout=10))["pid"]
+    for _attempt in range(attempts):
+        first.send(json.dumps({"hog": 1.5}))
+        assert json.loads(first.recv(timeout=10)) == {"hogging": 1.5}  # its worker is busy now
+        second = open_socket()
+        second_pid = json.loads(second.recv(timeout=10))["pid"]
+        assert json.loads(first.recv(timeout=10)) == {"hogged": 1.5}
+        if second_pid != first_pid:
+            stack.enter_context(second)
+            return {first_pid: first, second_pid: second}
+        second.close()
+    raise AssertionError(f"{attempts} times both sockets landed on one worker ({first_pid})")
+
+
 @dataclass
 class InProcessServer:
     """A pywsgi server running in a thread of the test process."""

@@ -13,6 +13,8 @@ from djclient import http_get, ws_connect
 from djtest_server import DjangoServer, base_env, manage
 from websockets.exceptions import ConnectionClosed
 
+from tests.conftest import sockets_on_two_workers
+
 pytestmark = pytest.mark.redis
 
 
@@ -26,27 +28,11 @@ def redis_env(tmp_path_factory):
     return env
 
 
-def sockets_on_two_workers(server, stack, path="/ws/notes-pid/main/"):
-    """One socket on each of two workers: {pid: socket}.
-
-    The first socket's consumer keeps its worker busy (without yielding)
-    for a moment, so the second connection can only be accepted by the
-    other worker. A second worker still booting (a loaded machine) accepts
-    nothing yet and the first answers once free: then try again.
-    """
-    first = stack.enter_context(ws_connect(server.ws_url + path, origin=server.url))
-    first_pid = json.loads(first.recv(timeout=10))["pid"]
-    for _attempt in range(4):
-        first.send(json.dumps({"hog": 1.5}))
-        assert json.loads(first.recv(timeout=10)) == {"hogging": 1.5}  # its worker is busy now
-        second = ws_connect(server.ws_url + path, origin=server.url)
-        second_pid = json.loads(second.recv(timeout=10))["pid"]
-        assert json.loads(first.recv(timeout=10)) == {"hogged": 1.5}
-        if second_pid != first_pid:
-            stack.enter_context(second)
-            return {first_pid: first, second_pid: second}
-        second.close()
-    raise AssertionError(f"4 times both sockets landed on one worker ({first_pid})")
+def on_two_workers(server, stack, path="/ws/notes-pid/main/"):
+    """One socket on each of two gunicorn workers: {pid: socket}."""
+    return sockets_on_two_workers(
+        lambda: ws_connect(server.ws_url + path, origin=server.url), stack
+    )
 
 
 def test_memory_layer_under_two_gunicorn_workers_refuses_to_boot_with_the_reason(tmp_path):
@@ -61,7 +47,7 @@ def test_memory_layer_under_two_gunicorn_workers_refuses_to_boot_with_the_reason
 
 def test_group_messages_reach_sockets_on_both_workers_through_redis(redis_env):
     with DjangoServer.gunicorn(redis_env, workers=2) as server, contextlib.ExitStack() as stack:
-        sockets = sockets_on_two_workers(server, stack)
+        sockets = on_two_workers(server, stack)
         manage(
             "shell",
             "-v",
@@ -78,7 +64,7 @@ def test_group_messages_reach_sockets_on_both_workers_through_redis(redis_env):
 
 def test_reload_closes_sockets_with_1012_and_clients_reconnect_to_new_workers(redis_env):
     with DjangoServer.gunicorn(redis_env, workers=2) as server, contextlib.ExitStack() as stack:
-        sockets = sockets_on_two_workers(server, stack)
+        sockets = on_two_workers(server, stack)
         old_pids = set(sockets)
         started = time.monotonic()
         server.signal(signal.SIGHUP)  # gunicorn: new workers, SIGTERM to the old ones

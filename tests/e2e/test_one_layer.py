@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import ROOT, Served, free_port, server_env, start_process
+from tests.conftest import (
+    ROOT,
+    Served,
+    free_port,
+    server_env,
+    sockets_on_two_workers,
+    start_process,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -59,24 +66,12 @@ def gunicorn(app: str, tmp_path: Path, **env: str) -> Iterator[Served]:
         served.stop()
 
 
-def sockets_on_two_workers(served: Served, stack: contextlib.ExitStack, path: str) -> dict:
-    """{pid: socket}, one per worker: the first keeps its worker busy while the second
-    connects, so only the other worker can accept it. A second worker still booting
-    (a loaded machine) accepts nothing yet: the first one answers once free, so try again."""
+def on_two_workers(served: Served, stack: contextlib.ExitStack, path: str) -> dict:
+    """{pid: socket}, one per gunicorn worker (see ``tests.conftest.sockets_on_two_workers``)."""
     origin = served.url("").rstrip("/")
-    first = stack.enter_context(connect(served.ws_url(path), origin=origin, open_timeout=10))
-    first_pid = json.loads(first.recv(timeout=10))["pid"]
-    for _attempt in range(4):
-        first.send(json.dumps({"hog": 1.5}))
-        assert json.loads(first.recv(timeout=10)) == {"hogging": 1.5}  # its worker is busy now
-        second = connect(served.ws_url(path), origin=origin, open_timeout=10)
-        second_pid = json.loads(second.recv(timeout=10))["pid"]
-        assert json.loads(first.recv(timeout=10)) == {"hogged": 1.5}
-        if second_pid != first_pid:
-            stack.enter_context(second)
-            return {first_pid: first, second_pid: second}
-        second.close()
-    raise AssertionError(f"4 times both sockets landed on one worker ({first_pid})")
+    return sockets_on_two_workers(
+        lambda: connect(served.ws_url(path), origin=origin, open_timeout=10), stack
+    )
 
 
 def publish_and_check(served: Served, sockets: dict, count: int = 6) -> set[str]:
@@ -96,7 +91,7 @@ def test_plain_wsgi_wrap_layer_is_the_layer_views_send_through(tmp_path):
         gunicorn("tests.e2e.one_layer_app:plain", tmp_path, APP_LAYER=_redis_url()) as served,
         contextlib.ExitStack() as stack,
     ):
-        sockets = sockets_on_two_workers(served, stack, "/ws/room/")
+        sockets = on_two_workers(served, stack, "/ws/room/")
         answers = publish_and_check(served, sockets)
         assert all(answer.endswith("on RedisLayer") for answer in answers), answers
 
@@ -108,7 +103,7 @@ def test_flask_app_on_wsbridge_layer_env_reaches_both_workers(tmp_path):
         ) as served,
         contextlib.ExitStack() as stack,
     ):
-        sockets = sockets_on_two_workers(served, stack, "/ws/room/")
+        sockets = on_two_workers(served, stack, "/ws/room/")
         publish_and_check(served, sockets)
 
 
@@ -123,7 +118,7 @@ def test_django_site_view_group_send_reaches_both_workers(tmp_path, source):
     else:
         env["WSBRIDGE_TEST_REDIS_PREFIX"] = f"onelayer{secrets.token_hex(4)}"
     with gunicorn("djtest.wsgi", tmp_path, **env) as served, contextlib.ExitStack() as stack:
-        sockets = sockets_on_two_workers(served, stack, "/ws/room-pid/")
+        sockets = on_two_workers(served, stack, "/ws/room-pid/")
         publish_and_check(served, sockets)
 
 
