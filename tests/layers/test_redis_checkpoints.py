@@ -162,3 +162,17 @@ def test_an_idle_live_process_keeps_its_lease_whatever_its_block_timeout(config)
     finally:
         layer.close()
         watcher.close()
+
+
+def test_a_process_holds_its_lease_before_its_first_checkpoint(config):
+    # A process whose reader had not yet renewed its lease saved a checkpoint, and
+    # looked dead meanwhile: another process adopted the session of a live one.
+    layer = _layer(config)
+    try:
+        owner = layer.new_channel(OWNER)  # nothing attached: no reader, no lease yet
+        assert not layer.checkpoints.alive(owner)
+        assert layer.checkpoints.save_many(owner, [("ef56", MESSAGE)], 60) == [True]
+        assert layer.checkpoints.alive(owner)
+        layer.checkpoints.drop_many(owner, ["ef56"])
+    finally:
+        layer.close()

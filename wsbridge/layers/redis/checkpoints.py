@@ -17,7 +17,9 @@ ended, another process took its sessions) learns so at its next save.
 
 Whether an owner is dead is its process lease's answer (``lease.py``):
 a checkpoint is taken only once the lease of the process holding it has
-ended or was reaped, so never from a process that is still alive.
+ended or was reaped, so never from a process that is still alive. A process
+holds its lease before it saves its first checkpoint (a save renews it if
+the reader has not yet), since no lease at all reads as dead.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class RedisCheckpoints:
     def __init__(self, leases: ProcessLeases) -> None:
         self.layout = leases.layout
         self.ctx = leases.ctx
+        self.process_leases = leases
         self.leases = leases.table
         self.prefix = f"{self.ctx.prefix}:1:ckpt:"
         self._failed_warning = CountedWarning(
@@ -107,6 +110,10 @@ class RedisCheckpoints:
             as ``checkpoint_failed``).
         """
         results: list[bool | None] = [None] * len(items)
+        if not self.process_leases.held:
+            # A checkpoint of a process with no lease yet (its reader has not renewed
+            # one) would look like a dead process's: another could adopt the session.
+            self.process_leases.renew()
         by_shard: dict[int, list[int]] = {}
         sealed: dict[int, bytes] = {}
         for i, (sid, message) in enumerate(items):
