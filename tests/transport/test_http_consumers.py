@@ -31,6 +31,7 @@ from wsbridge.consumers.routing import Router
 from wsbridge.exceptions import DenyConnection
 from wsbridge.layers.memory import MemoryLayer
 from wsbridge.testing import HttpCommunicator
+from wsbridge.transport import limits
 from wsbridge.transport.http import HttpOptions
 from wsbridge.transport.server import make_server
 from wsbridge.transport.wsgi import wrap
@@ -184,6 +185,7 @@ class Site:
 @pytest.fixture
 def server() -> Iterator[Site]:
     DISCONNECTS.clear()
+    limits.reset_refusal_counts()  # each test sees its own refusals' first WARNING line
     layer = MemoryLayer()
     bridge = wrap(site, router=ROUTES, layer=layer)
     bridge.http = HttpOptions(hold_timeout=0.3, body_timeout=0.5, grace=0.3, write_timeout=1.0)
@@ -642,6 +644,8 @@ def test_client_that_reads_nothing_is_dropped_not_buffered(
     # of queueing 12.8 MB for a client that never reads
     wait_for(lambda: open_fds() == fds + 1, what="the server to close the connection")
     c.close()
+    counts = limits.refusal_counts()  # counted where status and the metrics show it
+    assert counts.get("http_slow_reader", 0) + counts.get("http_write_timeout", 0) == 1
 
 
 # -- under gunicorn's gevent worker -------------------------------------------------------------

@@ -330,10 +330,12 @@ _last_data: list[Any] = [None, b""]
 def _data_event(data: str | bytes) -> bytes:
     """``format_sse(data)``, formatted once for a run of sends of the same object."""
     last = _last_data
-    if data is not last[0] or type(data) not in (str, bytes):  # never a mutable subclass
-        last[1] = format_sse(data)
-        last[0] = data
-    payload: bytes = last[1]
+    if data is last[0]:
+        cached: bytes = last[1]
+        return cached
+    payload = format_sse(data)
+    if type(data) in (str, bytes):  # immutable: never a subclass that could change
+        last[0], last[1] = data, payload
     return payload
 
 
@@ -485,7 +487,7 @@ class SseConsumer(HttpConsumer):
         """
         if id is None:
             id = self._positions_id()  # noqa: A001
-        if event is None and id is None and retry is None and isinstance(data, (str, bytes)):
+        if event is None and id is None and retry is None and data is not None:
             payload = _data_event(data)
         else:
             payload = format_sse(data, event=event, id=id, retry=retry)

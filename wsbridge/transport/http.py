@@ -39,7 +39,7 @@ from ..layers.base import BaseChannelLayer
 from ..logs import CONNECTION_ID
 from ..protocol.connection import Crash, refusal_for
 from .http_request import SOCKET_KEYS, client_socket, read_body
-from .limits import close_after_response
+from .limits import close_after_response, refused
 from .scope import build_scope, request_path
 
 __all__ = [
@@ -323,10 +323,11 @@ class _Exchange:
             return
         if self.complete or self.gone:
             return
-        logger.warning(
-            "client of %s reads too slowly (%d bytes waiting); aborting the response",
-            self.conn.scope.get("path"),
-            self.pending,
+        refused(
+            "http_slow_reader",
+            f"client of {self.conn.scope.get('path')} reads too slowly "
+            f"({self.pending} bytes waiting); response aborted",
+            log=logger,
         )
         self.gone = self.abort_stream = True
         self.wakeup.set()
@@ -434,10 +435,11 @@ class _Exchange:
         except Timeout as exc:
             if exc is not timer:
                 raise
-            logger.warning(
-                "client of %s read nothing for %.1f s; dropping it",
-                self.conn.scope.get("path"),
-                self.opts.write_timeout,
+            refused(
+                "http_write_timeout",
+                f"client of {self.conn.scope.get('path')} read nothing for "
+                f"{self.opts.write_timeout:.1f} s; dropped",
+                log=logger,
             )
             self.gone = self.abort_stream = True
         except OSError:
