@@ -26,7 +26,7 @@ their public names are importable from here too.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -274,6 +274,7 @@ class Router:
 
     def __init__(self, routes: Iterable[Any] | None = None) -> None:
         self._routes: list[Route] = []
+        self._order: tuple[Route, ...] | None = None  # _routes in the order tried, once asked
         self._channels: dict[str, Callable[..., Any]] = {}
         # Channels 1.x function consumers: path regex -> consumer class
         self._function_routes: dict[str, Any] = {}
@@ -303,6 +304,7 @@ class Router:
         if isinstance(route.target, Router) and route.target._contains(self):
             raise RoutingError("a router cannot include itself, directly or through others")
         self._routes.append(route)
+        self._order = None
         return route
 
     def _contains(self, other: Router) -> bool:
@@ -323,6 +325,7 @@ class Router:
                         f"cannot route it to {describe(route.target)} too"
                     )
                 self._routes[i] = route
+                self._order = None
                 return
         self.add(route)
 
@@ -464,9 +467,15 @@ class Router:
         """The routes of this router (not of nested ones), in the order tried."""
         return list(self._ordered())
 
-    def _ordered(self) -> Iterator[Route]:
-        yield from (r for r in self._routes if not r.fallback)
-        yield from (r for r in self._routes if r.fallback)
+    def _ordered(self) -> tuple[Route, ...]:
+        # Asked on every request: built once per change of the routes.
+        order = self._order
+        if order is None:
+            routes = self._routes
+            order = self._order = tuple(r for r in routes if not r.fallback) + tuple(
+                r for r in routes if r.fallback
+            )
+        return order
 
     def resolve(self, scope_type: str, request_path: str) -> RouteMatch | None:
         """Find the consumer for a request path, or None (answered with 404).
@@ -522,6 +531,7 @@ class Router:
     def clear(self) -> None:
         """Forget every registration (for tests)."""
         self._routes.clear()
+        self._order = None
         self._channels.clear()
         self._function_routes.clear()
 

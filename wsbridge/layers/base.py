@@ -155,6 +155,8 @@ class CapacityTable:
         return bool(self._rules)
 
     def __call__(self, channel: str) -> int:
+        if not self._rules:  # the usual case: nothing to match (and no cache to fill)
+            return self.default
         try:
             return self._cache[channel]
         except KeyError:

@@ -25,6 +25,7 @@ from websockets.exceptions import InvalidHeader
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import CLOSED, CONNECTING, OPEN
+from websockets.typing import Subprotocol
 
 from .. import admission, drops
 from .. import metrics as _metrics
@@ -38,6 +39,7 @@ from .ws_handshake import (
     accept_response,
     count_handshake,
     handshake_protocol,
+    negotiate,
     open_protocol,
     refuse_non_get,
     request_from_environ,
@@ -105,6 +107,7 @@ class WebSocketTransport:
         "_last_read",
         "_decided",
         "_response",
+        "_extensions",
         "_status",
         "_close_code",
         "_messages",
@@ -121,9 +124,9 @@ class WebSocketTransport:
         self.sock = sock
         self.options = options
         self.scope = scope
-        self.protocol = (
-            open_protocol(options, [], None) if upgraded else handshake_protocol(options)
-        )
+        # Until the handshake is answered: the options' shared negotiator, CONNECTING
+        # and never fed nor sent through (_send_response gives the connection its own).
+        self.protocol = open_protocol(options, [], None) if upgraded else options.negotiator
         self.conn: Connection | None = None
         self._lock = Semaphore()
         self._timer: Any = None
@@ -131,6 +134,7 @@ class WebSocketTransport:
         self._last_read = time.monotonic()
         self._decided: Event | None = None if upgraded else Event()
         self._response: Response | None = None
+        self._extensions: list[Any] = []  # what the 101 agreed on (permessage-deflate)
         self._status = 101
         self._close_code: int | None = None  # overrides the protocol's when we aborted
         self._closing = False
@@ -163,7 +167,14 @@ class WebSocketTransport:
             self._reject(400, f"Invalid handshake request: {exc}.")
             return False
         with self._lock:
-            response = refuse_non_get(environ, self.protocol) or self.protocol.accept(request)
+            response = refuse_non_get(environ, self.protocol)
+            if response is None:
+                negotiated = negotiate(self.options, request)
+                if negotiated is not None:
+                    response, self._extensions = negotiated
+                else:  # not a valid upgrade: websockets answers, and says why
+                    self.protocol = handshake_protocol(self.options)
+                    response = self.protocol.accept(request)
         if response.status_code != 101:
             logger.info(
                 "refused WebSocket handshake from %s for %s: %d %s (%s)",
@@ -212,14 +223,22 @@ class WebSocketTransport:
             self._status = response.status_code
             self._response = None
             handshake = self.protocol
-            handshake.send_response(response)
-            data = handshake.data_to_send()
+            if response.status_code == 101 and handshake is self.options.negotiator:
+                data = [response.serialize()]
+                extensions = self._extensions
+            else:
+                if handshake is self.options.negotiator:  # a refusal: its own protocol
+                    handshake = self.protocol = handshake_protocol(self.options)
+                handshake.send_response(response)
+                data = handshake.data_to_send()
+                extensions = handshake.extensions
             if response.status_code == 101:
-                # The request came parsed from the WSGI server, so the handshake
-                # protocol's parser never saw it: frames go to a fresh protocol
-                # that starts OPEN with what the handshake negotiated.
+                # The request came parsed from the WSGI server, so no parser saw
+                # it: frames go to a protocol that starts OPEN with what the
+                # handshake negotiated.
+                subprotocol = response.headers.get("Sec-WebSocket-Protocol")
                 self.protocol = open_protocol(
-                    self.options, handshake.extensions, handshake.subprotocol
+                    self.options, extensions, Subprotocol(subprotocol) if subprotocol else None
                 )
             self._queue(data)
         if self._decided is not None:

@@ -1,19 +1,26 @@
 """The WebSocket opening handshake: the request, the answer, and its counting.
 
-The WSGI server has parsed the upgrade request already, so the handshake is
-answered by a websockets ``ServerProtocol`` fed a :class:`Request` rebuilt
-from the environ (:func:`request_from_environ`); once it answered 101,
-frames go to a fresh protocol that starts OPEN with what was negotiated
-(:func:`open_protocol`). What the consumer decided reaches the transport as
-a connection-contract output (:mod:`wsbridge.protocol.connection`): an
-``Opened`` becomes the 101 answer (:func:`accept_response`), a ``Refused``
-the HTTP status it names, with the body in :data:`REFUSAL_TEXT`.
+The WSGI server has parsed the upgrade request already, so websockets checks
+a :class:`Request` rebuilt from the environ (:func:`request_from_environ`).
+A valid one is checked and negotiated by one ``ServerProtocol`` shared by
+every handshake, which is never connected (:func:`negotiate`); the 101 is
+built from its result, and frames go to a protocol of the connection's own
+that starts OPEN with what was negotiated (:func:`open_protocol`). Only an
+invalid request or a refusal gets a handshake protocol of its own
+(:func:`handshake_protocol`), which writes websockets' answer.
+
+What the consumer decided reaches the transport as a connection-contract
+output (:mod:`wsbridge.protocol.connection`): an ``Opened`` becomes the 101
+answer (:func:`accept_response`), a ``Refused`` the HTTP status it names,
+with the body in :data:`REFUSAL_TEXT`.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import re
+import time
 from dataclasses import fields
 from typing import Any
 
@@ -37,6 +44,7 @@ __all__ = [
     "accept_response",
     "count_handshake",
     "handshake_protocol",
+    "negotiate",
     "open_protocol",
     "refuse_non_get",
     "request_from_environ",
@@ -86,6 +94,46 @@ def handshake_protocol(options: WebSocketOptions) -> ServerProtocol:
         max_size=(options.max_message_size, options.max_fragment_size),
         logger=_PROTOCOL_LOGGER,
     )
+
+
+def negotiate(options: WebSocketOptions, request: Request) -> tuple[Response, list[Any]] | None:
+    """The 101 answer to a valid upgrade request and the extensions it agreed on.
+
+    None when the request is not a valid upgrade: answer it with
+    ``handshake_protocol(options).accept(request)``, which says why.
+
+    websockets' own ``process_request`` does every check and the extension
+    negotiation on a protocol that only this does (one per options object):
+    a connection's handshake then costs no protocol of its own (its parser,
+    its buffers, an id), which is most of what a 101 cost here.
+    """
+    negotiator = options.negotiator
+    try:
+        accept, extensions_header, _ = negotiator.process_request(request)
+    except Exception:
+        return None
+    # process_request sets these on the negotiator: taken at once (nothing yields).
+    extensions = negotiator.extensions
+    negotiator.extensions = []
+    headers = Headers()
+    headers["Date"] = http_date()
+    headers["Upgrade"] = "websocket"
+    headers["Connection"] = "Upgrade"
+    headers["Sec-WebSocket-Accept"] = accept
+    if extensions_header is not None:
+        headers["Sec-WebSocket-Extensions"] = extensions_header
+    return Response(101, "Switching Protocols", headers), extensions
+
+
+_date: list[Any] = [0, ""]
+
+
+def http_date() -> str:
+    """The Date header's value now (RFC 9110 5.6.7), formatted once per second."""
+    now = int(time.time())
+    if _date[0] != now:
+        _date[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return str(_date[1])
 
 
 def open_protocol(
@@ -166,6 +214,8 @@ def accept_response(
     """The 101 answer for ``opened`` (its subprotocol and headers), or a 500 refusal.
 
     A subprotocol the client did not offer is the consumer's bug: 500, logged.
+    The subprotocol chosen is the answer's ``Sec-WebSocket-Protocol`` header
+    (``protocol`` only builds the refusal; it may be shared, so it is not changed).
     """
     subprotocol = opened.subprotocol
     if (
@@ -186,7 +236,6 @@ def accept_response(
             )
             return protocol.reject(500, "The WebSocket consumer chose an unoffered subprotocol.\n")
         response.headers["Sec-WebSocket-Protocol"] = subprotocol
-        protocol.subprotocol = Subprotocol(subprotocol)
     for name, value in opened.headers:
         response.headers[_text(name)] = _text(value)
     return response

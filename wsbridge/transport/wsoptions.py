@@ -7,11 +7,13 @@ both) so that configuration code can import them without the transport.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.server import ServerProtocol
 
 from ..protocol.closecodes import CloseCode
 
@@ -120,6 +122,17 @@ class WebSocketOptions:
     def extensions(self) -> list[ServerPerMessageDeflateFactory]:
         """The extension factories to offer (empty when compression is off)."""
         return list(self._extension_factories)
+
+    @functools.cached_property
+    def negotiator(self) -> ServerProtocol:
+        """A protocol that is never connected: it checks upgrade requests and negotiates
+        their extensions for every handshake made with these options, and stands for
+        "not answered yet" (CONNECTING) until a connection has its own protocol."""
+        return ServerProtocol(
+            extensions=self.extensions(),
+            max_size=(self.max_message_size, self.max_fragment_size),
+            logger=logging.getLogger("wsbridge.websocket.protocol"),
+        )
 
     @functools.cached_property
     def _extension_factories(self) -> tuple[ServerPerMessageDeflateFactory, ...]:
