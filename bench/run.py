@@ -179,6 +179,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="py-spy record the server during each run"
     )
     p.add_argument(
+        "--profile-rate",
+        type=int,
+        default=100,
+        metavar="HZ",
+        help="with --profile: py-spy samples per second (100; 400 gives a handshake's "
+        "smaller parts enough samples)",
+    )
+    p.add_argument(
         "--report",
         action="store_true",
         help="write plots and the table into docs/topics/performance.rst afterwards",
@@ -298,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         handshake_duration=args.handshake_duration,
         handshake_keep_open=args.keep_open,
         profile=args.profile,
+        profile_rate=args.profile_rate,
         quiet_wait=args.quiet_wait,
     )
     results: list[dict] = []

@@ -51,6 +51,7 @@ class Context:
     handshake_keep_open: bool = False  # keep `clients` open per round (100 in flight)
     idle_settle: float = 2.0
     profile: bool = False
+    profile_rate: int = 100  # py-spy samples per second
     quiet_wait: float = 0.0  # s to wait for a quiet machine before each measurement
 
     def __post_init__(self) -> None:
@@ -172,6 +173,8 @@ class Session:
             str(pids[0]),
             "--duration",
             str(int(max(1, seconds))),
+            "--rate",
+            str(self.ctx.profile_rate),
             "--format",
             "raw",
             "--output",
