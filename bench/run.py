@@ -38,6 +38,7 @@ BY_NAME_ONLY = {
     "wsbridge-baseline",
     "wsbridge-fastpath",
     "wsbridge-metrics",
+    "wsbridge-cpython-gc",
     "wsbridge-redis1",
     "wsbridge-redis1-metrics",
     "wsbridge-redis1-gcoff",

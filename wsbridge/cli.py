@@ -197,13 +197,13 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="gc.freeze() once the app is loaded and a generation-0 threshold of 50,000 "
-        "(off by default; WSBRIDGE_GC_TUNING=1 does the same)",
+        "(the default, unless WSBRIDGE_GC_TUNING=0)",
     )
     gc_switch.add_argument(
         "--no-gc-tuning",
         dest="gc_tuning",
         action="store_false",
-        help="keep CPython's garbage collector settings (the default)",
+        help="keep CPython's garbage collector settings (as WSBRIDGE_GC_TUNING=0 does)",
     )
 
 

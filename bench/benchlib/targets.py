@@ -137,6 +137,15 @@ class WsbridgeMetrics(WsbridgeMemory):
         return cmd, env, cwd
 
 
+class WsbridgeGcDefaults(WsbridgeMemory):
+    """``wsbridge`` with CPython's collector settings (``WSBRIDGE_GC_TUNING=0``): on vs off."""
+
+    def server_cmd(self, port, redis_url):
+        cmd, env, cwd = super().server_cmd(port, redis_url)
+        env["WSBRIDGE_GC_TUNING"] = "0"
+        return cmd, env, cwd
+
+
 class WsbridgeRedisOne(WsbridgeMemory):
     """One ``wsbridge serve`` process on the Redis layer; publishers call the layer."""
 
@@ -353,6 +362,12 @@ TARGETS: dict[str, Target] = {
             "wsbridge",
             "ws",
             "wsbridge serve, memory layer, Prometheus metrics on (only by name)",
+        ),
+        WsbridgeGcDefaults(
+            "wsbridge-cpython-gc",
+            "wsbridge",
+            "ws",
+            "wsbridge serve --no-gc-tuning, memory layer (only by name)",
         ),
         WsbridgeRedisOne(
             "wsbridge-redis1",

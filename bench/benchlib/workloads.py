@@ -155,7 +155,7 @@ class Session:
         assert self.server is not None
         return CpuMeter([self.server.pid]).start()
 
-    def profiler(self, seconds: float) -> Proc | None:
+    def profiler(self, seconds: float, suffix: str = "") -> Proc | None:
         """py-spy on every server process for ``seconds`` (with --profile)."""
         if not self.ctx.profile or self.server is None:
             return None
@@ -164,7 +164,7 @@ class Session:
         pids = [p for p in tree(self.server.pid)]
         if len(pids) > 1:  # gunicorn: profile one worker, not the idle master
             pids = pids[1:2]
-        out = self.ctx.run_dir / "profiles" / f"{self.tag}.txt"
+        out = self.ctx.run_dir / "profiles" / f"{self.tag}{suffix}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(venv_bin("tools", "py-spy")),
@@ -197,6 +197,8 @@ def fanout(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, An
         rss_before = s.rss()
         samples = _samples(ctx, tag)
         publish_time = ctx.count * ctx.interval
+        ramp_cpu = s.server_meter()  # the joins: connect, group_add, accept
+        s.profiler(3.0, "-ramp")
         client = s.client(
             "fanout",
             target.chat_url(s.port),
@@ -211,6 +213,7 @@ def fanout(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, An
             timeout=150 + publish_time + ctx.grace + 90,
         )
         ready = client.expect("ready", 180)
+        ramp_window = ramp_cpu.stop()
         time.sleep(1.0)  # the last joins reach the layer before the first publish
         rss_connected = s.rss()
         server_cpu, client_cpu = s.server_meter(), CpuMeter([client.pid]).start()
@@ -228,6 +231,11 @@ def fanout(ctx: Context, target: Target, clients: int, tag: str) -> dict[str, An
             "publisher": published,
             "client": result,
             "server_cpu": server_window,
+            "ramp_server_cpu": ramp_window,
+            # server CPU per join (connect, group_add, accept) while the clients ramp up
+            "server_us_per_join": round(
+                1e6 * ramp_window["cpu_s"] / max(1, ready.get("connected") or clients), 1
+            ),
             # CPU per delivered message: steadier than latency on a shared machine
             "server_us_per_delivery": round(
                 1e6 * server_window["cpu_s"] / max(1, result["delivered"]), 2

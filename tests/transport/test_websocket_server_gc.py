@@ -55,20 +55,20 @@ def probe(enabled: str = "None", env: dict[str, str] | None = None, setup: str =
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_by_default_the_collector_is_left_alone():
-    assert probe() == [False, DEFAULT, False, True]
+def test_by_default_the_loaded_app_is_frozen_and_young_collections_are_rarer():
+    assert probe() == [True, list(GC_THRESHOLDS), True, True]
 
 
-def test_when_asked_the_loaded_app_is_frozen_and_young_collections_are_rarer():
+def test_when_asked_it_tunes():
     assert probe("True") == [True, list(GC_THRESHOLDS), True, True]
 
 
-@pytest.mark.parametrize("value", ["1", "on", "yes"])
-def test_the_environment_variable_turns_it_on(value):
+@pytest.mark.parametrize("value", ["1", "on", "yes", ""])
+def test_the_environment_variable_keeps_it_on(value):
     assert probe(env={"WSBRIDGE_GC_TUNING": value}) == [True, list(GC_THRESHOLDS), True, True]
 
 
-@pytest.mark.parametrize("value", ["0", "off", "no"])
+@pytest.mark.parametrize("value", ["0", "off", "no", "False"])
 def test_the_environment_variable_can_say_off(value):
     assert probe(env={"WSBRIDGE_GC_TUNING": value}) == [False, DEFAULT, False, True]
 
@@ -85,6 +85,44 @@ def test_settings_the_app_made_itself_are_kept():
 def test_serve_has_a_switch_to_keep_the_defaults():
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
-    assert parser.parse_args(["app"]).gc_tuning is None  # the environment decides
+    assert parser.parse_args(["app"]).gc_tuning is None  # the environment (or the default)
     assert parser.parse_args(["app", "--no-gc-tuning"]).gc_tuning is False
     assert parser.parse_args(["app", "--gc-tuning"]).gc_tuning is True
+
+
+GUNICORN_PROBE = """
+import gc, json, sys, types
+{setup}
+from wsbridge.transport import servers
+servers.first_request(None, {{}})
+print(json.dumps(list(gc.get_threshold())))
+"""
+
+
+def _first_request(setup: str, env: dict[str, str] | None = None) -> list:
+    environ = {k: v for k, v in os.environ.items() if k != "WSBRIDGE_GC_TUNING"}
+    environ.update(env or {})
+    out = subprocess.run(
+        [sys.executable, "-c", GUNICORN_PROBE.format(setup=setup)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+IN_GUNICORN = "sys.modules['gunicorn.arbiter'] = types.ModuleType('gunicorn.arbiter')"
+
+
+def test_a_gunicorn_worker_tunes_the_collector_at_its_first_request():
+    assert _first_request(IN_GUNICORN) == list(GC_THRESHOLDS)
+
+
+def test_a_gunicorn_worker_keeps_cpythons_collector_when_told_to():
+    assert _first_request(IN_GUNICORN, {"WSBRIDGE_GC_TUNING": "0"}) == DEFAULT
+
+
+def test_another_server_leaves_the_collector_alone():
+    assert _first_request("") == DEFAULT

@@ -139,6 +139,15 @@ def app_created(app: Any) -> None:
 
 
 def first_request(app: Any, environ: dict[str, Any]) -> None:
-    """The app's first request in this process: under uWSGI, install the reload handler."""
+    """The app's first request in this process: under uWSGI, install the reload handler;
+    in a gunicorn worker, tune the garbage collector as ``wsbridge serve`` does (the app
+    is loaded by now; ``WSBRIDGE_GC_TUNING=0`` leaves it alone)."""
     if "uwsgi.version" in environ:
         uwsgi.install_reload_handler(app)
+        return
+    from ...process import in_gunicorn
+
+    if in_gunicorn():
+        from ...runtime import tune_gc
+
+        tune_gc()

@@ -114,8 +114,8 @@ def install_restart_handlers(app: Any = None, force: bool = False) -> bool:
 def post_worker_init(worker: Any) -> None:
     """gunicorn hook (``post_worker_init``) for ``--preload`` set-ups: install the handler.
 
-    With ``WSBRIDGE_GC_TUNING=1`` it also tunes the garbage collector as
-    ``wsbridge serve --gc-tuning`` does (the app is loaded by now):
+    It also tunes the garbage collector as ``wsbridge serve`` does (the app
+    is loaded by now; ``WSBRIDGE_GC_TUNING=0`` leaves it alone):
     :func:`wsbridge.runtime.tune_gc`.
     """
     install_restart_handlers(force=True)
