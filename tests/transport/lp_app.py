@@ -3,7 +3,9 @@
 Routes: ws/echo/ (echo; "close:<code>" closes), ws/chat/<room>/ (a group),
 ws/refuse/, ws/crash/, ws/scope/ (sends its scope), ws/flood/ ("flood:N" sends N).
 Plain HTTP: /log (events seen by consumers in this process, JSON),
-/broadcast?group=G&text=T (a group send), /pid, /page (tests/e2e/page.html).
+/broadcast?group=G&text=T (a group send), /burst?group=G&n=N (N group sends from
+a greenlet that yields after each, as one doing I/O would), /busy?seconds=S (a
+greenlet that keeps the hub busy that long), /pid, /page (tests/e2e/page.html).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
+
+import gevent
 
 from wsbridge import Router, WebsocketConsumer, get_channel_layer
 
@@ -134,6 +138,18 @@ class Flood(WebsocketConsumer):
         EVENTS.append({"event": "disconnect", "path": self.scope["path"], "code": code})
 
 
+def _burst(group: str, count: int) -> None:
+    for i in range(count):
+        get_channel_layer().group_send(group, {"type": "chat.message", "text": f"burst {i}"})
+        gevent.sleep(0)
+
+
+def _busy(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # never idle, always yielding
+        gevent.sleep(0)
+
+
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "")
     query = parse_qs(environ.get("QUERY_STRING", ""))
@@ -145,6 +161,12 @@ def application(environ, start_response):
             query["group"][0],
             {"type": "chat.message", "text": query.get("text", [str(stamp)])[0]},
         )
+        body = b"{}"
+    elif path == "/burst":
+        gevent.spawn(_burst, query["group"][0], int(query["n"][0]))
+        body = b"{}"
+    elif path == "/busy":
+        gevent.spawn(_busy, min(float(query["seconds"][0]), 10.0))
         body = b"{}"
     elif path == "/page":  # the browser tests' chat page
         body = (Path(__file__).parent.parent / "e2e" / "page.html").read_bytes()

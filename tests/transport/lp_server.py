@@ -41,6 +41,11 @@ def with_stats(app, layer):
                 "sessions": len(transport.sessions),
                 "tombstones": len(transport.process.table.tombstones),
                 "attached": layer.stats().get("attached"),
+                "polls_held": sum(
+                    1
+                    for session in transport.sessions.values()
+                    if session.poller is not None and not session.poller.ready()
+                ),
             }
         ).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
@@ -69,6 +74,7 @@ def main() -> None:
     parser.add_argument("--session-timeout", type=float, default=10.0)
     parser.add_argument("--max-body", type=int, default=64 * 1024)
     parser.add_argument("--max-buffer", type=int, default=1000)
+    parser.add_argument("--batch-wait", type=float, default=None)
     parser.add_argument("--allowed-origin", action="append", default=[])
     parser.add_argument("--secret", default=None)
     parser.add_argument("--port", type=int, default=0)
@@ -104,6 +110,7 @@ def main() -> None:
             "session_timeout": args.session_timeout,
             "max_body": args.max_body,
             "max_buffer": args.max_buffer,
+            **({"batch_wait": args.batch_wait} if args.batch_wait is not None else {}),
             **({"user_key": header_user} if args.user_from_header else {}),
         },
     )

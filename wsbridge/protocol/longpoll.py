@@ -269,7 +269,7 @@ class LongPollSession:
             if self.state is SessionState.CONNECTING:
                 raise LocalProtocolError("the consumer sent before accepting")
             return None
-        size = _size(Frame(0, text=text, data=data))
+        size = _payload_size(text, data)
         if (
             len(self._buffer) >= self.max_buffer
             or self._buffer_bytes + size > self.max_buffer_bytes
@@ -511,9 +511,14 @@ def _frame_from_msg(item: Any) -> Frame:
 
 
 def _size(frame: Frame) -> int:
-    if frame.text is not None:
-        return len(frame.text.encode("utf-8"))
-    return len(frame.data or b"")
+    return _payload_size(frame.text, frame.data)
+
+
+def _payload_size(text: str | None, data: bytes | None) -> int:
+    # The UTF-8 size; an ASCII str (CPython knows it without a scan) is its length.
+    if text is not None:
+        return len(text) if text.isascii() else len(text.encode("utf-8"))
+    return len(data or b"")
 
 
 def transition_rows() -> list[tuple[str, str, str]]:

@@ -45,6 +45,11 @@ class LongPollOptions:
     Attributes:
         prefix: URL prefix of the endpoints.
         poll_timeout: seconds a poll is held when nothing is waiting.
+        batch_wait: seconds at most a held poll, once a message came for it,
+            waits for the server to have nothing else to run before it
+            answers, so that the messages of one burst (a broadcast of
+            several, sent by a loop) go in one answer instead of one answer
+            each; an idle server answers at once. 0 answers at once always.
         session_timeout: seconds of silence before a session expires.
         handshake_timeout: seconds the consumer has to accept an open.
         max_body: request body limit in bytes (413 beyond, and the connection
@@ -76,6 +81,7 @@ class LongPollOptions:
 
     prefix: str = "/_wsbridge/lp"
     poll_timeout: float = 25.0
+    batch_wait: float = 0.5
     session_timeout: float = 60.0
     handshake_timeout: float = 10.0
     max_body: int = 1 << 20

@@ -363,6 +363,13 @@ class LongPollProcess:
             session.poller = waiter
             try:
                 why = waiter.get(timeout=min(wait, self.options.poll_timeout))
+                if why == "ready" and self.options.batch_wait > 0:
+                    # What runs now may queue more for this session (the rest of a
+                    # broadcast burst): one answer for all of it, however long
+                    # the burst, but not past batch_wait on a server never idle.
+                    _until_idle(self.options.batch_wait)
+                    if session.poller is not waiter:
+                        why = "superseded"  # a newer poll came meanwhile: it answers
             except gevent.Timeout:
                 why = "timeout"
             finally:
@@ -521,3 +528,9 @@ class LongPollProcess:
                 self.checkpoints.sweep(self.table.sessions(), now)
                 for session in self.checkpoints.pop_taken():
                     self._taken_over(session)
+
+
+def _until_idle(limit: float) -> None:
+    """Wait until the hub has nothing else to run (gevent.idle), at most ``limit`` seconds."""
+    with gevent.Timeout(limit, False):
+        gevent.idle()
