@@ -150,6 +150,9 @@ def serve_wsbridge(args: argparse.Namespace) -> None:
         backlog=4096,
     )
     server.wsbridge_timeouts = ServerTimeouts()  # what make_server() sets
+    from wsbridge.runtime import tune_gc
+
+    tune_gc()  # what `wsbridge serve` does with the loaded app, by this version's default
     server.serve_forever()
 
 

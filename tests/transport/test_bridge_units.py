@@ -167,3 +167,22 @@ def test_header_names_are_remembered_up_to_a_bound_as_clients_choose_them():
             f"X-Random-{i}",
         )
     assert len(scope._NAMES) <= scope._MAX_NAMES
+
+
+def test_without_an_access_log_no_request_line_is_formatted():
+    from types import SimpleNamespace
+
+    from gevent import pywsgi
+
+    from wsbridge.transport.servers.pywsgi import handler_class
+
+    handler = handler_class().__new__(handler_class())
+    formatted: list[str] = []
+    handler.format_request = lambda: formatted.append("line") or "line"
+    handler.server = SimpleNamespace(log=pywsgi._NoopLog())
+    handler.log_request()
+    assert formatted == []
+    lines: list[str] = []
+    handler.server = SimpleNamespace(log=SimpleNamespace(write=lines.append))
+    handler.log_request()
+    assert formatted == ["line"] and lines == ["line\n"]

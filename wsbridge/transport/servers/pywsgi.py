@@ -166,6 +166,9 @@ def handler_class() -> type:
 
     from .pywsgi_limits import LimitsHandlerMixin
 
+    # What pywsgi logs to without an access log (a private class: none if it goes).
+    no_log: Any = getattr(pywsgi, "_NoopLog", ())
+
     class _Handler(LimitsHandlerMixin, pywsgi.WSGIHandler):  # type: ignore[misc]
         """pywsgi handler that lends its socket to wsbridge's WebSocket transport.
 
@@ -197,6 +200,11 @@ def handler_class() -> type:
         def run_application(self) -> None:
             self.wsbridge_handed_over = False
             super().run_application()
+
+        def log_request(self) -> None:
+            if isinstance(self.server.log, no_log):
+                return  # no access log: not even the line to format (a long poll's µs)
+            super().log_request()
 
         def format_request(self) -> str:
             # Connect tokens may ride in the query string: never write them to the log.
