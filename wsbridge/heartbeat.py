@@ -12,7 +12,12 @@ registered here), so Prometheus collectors can reuse it as it is::
 
     {"id": "web-1:4242", "host": "web-1", "pid": 4242, "role": "server",
      "started": 1733100000.0, "beat": 1733100042.0,
-     "gauges": {"websockets": 12}, "drops": {"mailbox_full": 3}}
+     "gauges": {"websockets": 12}, "drops": {"mailbox_full": 3},
+     "refusals": {"header_timeout": 2}}
+
+``refusals`` holds what the process turned away or cut off (a bad request,
+a timeout, a limit: :func:`wsbridge.transport.limits.refused`), once its
+transport registered them (:func:`register_counts`); a worker has none.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .process import identity
 __all__ = [
     "Heartbeat",
     "snapshot",
+    "register_counts",
     "register_gauge",
     "start_heartbeat",
     "read_processes",
@@ -46,12 +52,18 @@ TTL = 15.0
 
 _started_at = time.time()
 _gauges: dict[str, Callable[[], float]] = {}
+_counts: dict[str, Callable[[], dict[str, int]]] = {}
 _running: dict[int, Heartbeat] = {}
 
 
 def register_gauge(name: str, read: Callable[[], float]) -> None:
     """Report ``read()`` under ``gauges[name]`` in every snapshot (e.g. open WebSockets)."""
     _gauges[name] = read
+
+
+def register_counts(name: str, read: Callable[[], dict[str, int]]) -> None:
+    """Report ``read()`` (counts by reason) under ``name`` in every snapshot."""
+    _counts[name] = read
 
 
 def snapshot(role: str = "server") -> dict[str, Any]:
@@ -62,7 +74,7 @@ def snapshot(role: str = "server") -> dict[str, Any]:
             gauges[name] = read()
         except Exception:  # a gauge must never stop the heartbeat
             logger.debug("gauge %s failed", name, exc_info=True)
-    return {
+    beat = {
         "id": identity(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -72,6 +84,12 @@ def snapshot(role: str = "server") -> dict[str, Any]:
         "gauges": gauges,
         "drops": drop_counts(),
     }
+    for name, counts in list(_counts.items()):
+        try:
+            beat[name] = dict(counts())
+        except Exception:  # nor may a counter
+            logger.debug("counts %s failed", name, exc_info=True)
+    return beat
 
 
 class Heartbeat:

@@ -165,7 +165,7 @@ def _processes(layer: BaseChannelLayer) -> list[dict[str, Any]] | str:
 
 
 def format_processes(processes: list[dict[str, Any]] | str | None) -> list[str]:
-    """One line per live process: role, age, gauges and drop counters per reason."""
+    """One line per live process: role, age, gauges, drop and refusal counters per reason."""
     if processes is None:
         return []
     if isinstance(processes, str):
@@ -176,9 +176,11 @@ def format_processes(processes: list[dict[str, Any]] | str | None) -> list[str]:
         gauges = " ".join(f"{k} {v}" for k, v in sorted((proc.get("gauges") or {}).items()))
         drops = proc.get("drops") or {}
         dropped = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none"
+        refusals = proc.get("refusals") or {}
+        refused = ", ".join(f"{k}={v}" for k, v in sorted(refusals.items()))
         lines.append(
             f"  {proc.get('id', '?'):<30} {proc.get('role', '?'):<7} up {age:.0f}s  "
-            f"{gauges}  dropped: {dropped}"
+            f"{gauges}  dropped: {dropped}" + (f"  refused: {refused}" if refused else "")
         )
     return lines
 

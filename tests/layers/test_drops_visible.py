@@ -230,3 +230,37 @@ def test_a_message_sent_after_close_is_counted_and_said_not_dropped_silently(cap
         client.disconnect()
     finally:
         layer.close()
+
+
+def test_status_shows_what_a_serving_process_refused(wsbridge_serve):
+    """A real server on Redis turns a malformed request away (400): ``wsbridge status``
+    lists it under ``refused`` for that process, and ``--json`` under ``refusals``."""
+    import secrets
+    import socket
+    import urllib.request
+
+    from tests.conftest import server_env
+
+    url = f"{SHARED_REDIS}?prefix=wsbref{secrets.token_hex(4)}"
+    served = wsbridge_serve("tests.e2e.status_app:application", env=server_env(WSBRIDGE_LAYER=url))
+    urllib.request.urlopen(served.url("/"), timeout=10).read()  # serving: its heartbeat runs
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+
+    def status(*extra: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "wsbridge", "status", *extra, "--layer", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+
+    def refusals() -> dict:
+        mine = [p for p in json.loads(status("--json"))["processes"] if p["pid"] == served.pid]
+        return mine[0].get("refusals", {}) if mine else {}
+
+    assert wait_until(lambda: refusals().get("bad_request", 0) >= 1, timeout=20), refusals()
+    assert "refused: bad_request=1" in status()

@@ -278,13 +278,15 @@ class WSBridgeApp:
         # First request of this process: it serves now. Its heartbeat (drop
         # counters, open WebSockets) goes out through a shared layer.
         servers.first_request(self, environ)  # uWSGI: close with 1012 on reload
-        from ..heartbeat import register_gauge, start_heartbeat
+        from ..heartbeat import register_counts, register_gauge, start_heartbeat
         from ..process import mark_serving
+        from .limits import refusal_counts
         from .websocket import active_connections
 
         self._started = True
         mark_serving()
         register_gauge("websockets", lambda: len(active_connections()))
+        register_counts("refusals", refusal_counts)  # what wsbridge status shows as refused
         register_gauge("longpoll_sessions", _metrics.longpoll_sessions)
         register_gauge("sse_streams", _metrics.sse_streams)
         from ..statuspage import register_rate_gauges
