@@ -184,3 +184,25 @@ def test_an_invalid_request_is_answered_by_websockets(monkeypatch):
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"Sec-WebSocket-Version: 13\r\n" in answer
     assert made == 1
+
+
+def test_each_thread_negotiates_on_a_protocol_of_its_own():
+    """A negotiation's result is read off the negotiator: a real thread gets its own."""
+    from gevent import monkey
+
+    start_new_thread = monkey.get_original("_thread", "start_new_thread")
+    allocate_lock = monkey.get_original("_thread", "allocate_lock")
+    options = WebSocketOptions()
+    mine = options.negotiator
+    assert options.negotiator is mine
+    theirs: list = []
+    done = allocate_lock()
+    done.acquire()
+
+    def other() -> None:
+        theirs.append(options.negotiator)
+        done.release()
+
+    start_new_thread(other, ())
+    assert done.acquire(True, 10)
+    assert theirs and theirs[0] is not mine

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,16 +124,30 @@ class WebSocketOptions:
         """The extension factories to offer (empty when compression is off)."""
         return list(self._extension_factories)
 
-    @functools.cached_property
+    @property
     def negotiator(self) -> ServerProtocol:
         """A protocol that is never connected: it checks upgrade requests and negotiates
         their extensions for every handshake made with these options, and stands for
-        "not answered yet" (CONNECTING) until a connection has its own protocol."""
-        return ServerProtocol(
-            extensions=self.extensions(),
-            max_size=(self.max_message_size, self.max_fragment_size),
-            logger=logging.getLogger("wsbridge.websocket.protocol"),
-        )
+        "not answered yet" (CONNECTING) until a connection has its own protocol.
+
+        One per gevent hub (per thread): a negotiation sets the protocol's
+        ``extensions``, read right after, which another thread must not change.
+        """
+        from gevent import get_hub
+
+        hub = get_hub()
+        found = self._negotiators.get(hub)
+        if found is None:
+            found = self._negotiators[hub] = ServerProtocol(
+                extensions=self.extensions(),
+                max_size=(self.max_message_size, self.max_fragment_size),
+                logger=logging.getLogger("wsbridge.websocket.protocol"),
+            )
+        return found
+
+    @functools.cached_property
+    def _negotiators(self) -> weakref.WeakKeyDictionary[Any, ServerProtocol]:
+        return weakref.WeakKeyDictionary()  # a thread's hub gone, its negotiator goes
 
     @functools.cached_property
     def _extension_factories(self) -> tuple[ServerPerMessageDeflateFactory, ...]:
