@@ -126,9 +126,11 @@ class WebSocketOptions:
 
     @property
     def negotiator(self) -> ServerProtocol:
-        """A protocol that is never connected: it checks upgrade requests and negotiates
-        their extensions for every handshake made with these options, and stands for
-        "not answered yet" (CONNECTING) until a connection has its own protocol.
+        """The websockets protocol, never connected, that checks upgrade requests.
+
+        It negotiates the extensions of every handshake made with these
+        options, and stands for "not answered yet" (CONNECTING) until a
+        connection has its own protocol.
 
         One per gevent hub (per thread): a negotiation sets the protocol's
         ``extensions``, read right after, which another thread must not change.
