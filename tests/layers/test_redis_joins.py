@@ -7,6 +7,7 @@ Each test has a redis-server of its own, so the command counts it reads from
 from __future__ import annotations
 
 import gevent
+import gevent.event
 import pytest
 import redis
 from gevent.pool import Pool
@@ -98,3 +99,82 @@ def _join_or_error(layer):
         return "joined"
 
     return join
+
+
+def _finished(greenlet: gevent.Greenlet, timeout: float) -> bool:
+    """True if ``greenlet`` ended without an error within ``timeout`` seconds."""
+    greenlet.join(timeout)
+    if greenlet.ready() and not greenlet.successful():
+        raise greenlet.exception
+    return greenlet.ready()
+
+
+class _HeldWrites:
+    """Joins' writes wait while ``held`` (a slow Redis), then go through."""
+
+    def __init__(self, layer, monkeypatch) -> None:
+        self.real = layer.layout.joins._write
+        self.release = gevent.event.Event()
+        self.release.set()
+        self.waiting = 0
+        monkeypatch.setattr(layer.layout.joins, "_write", self.write)
+
+    def write(self, shard, joins) -> None:
+        self.waiting += 1
+        self.release.wait(10)
+        self.waiting -= 1
+        self.real(shard, joins)
+
+    def hold(self) -> None:
+        self.release.clear()
+
+
+def test_a_local_join_of_a_group_the_process_receives_does_not_wait_for_redis(
+    layer, redis_server, monkeypatch
+):
+    writes = _HeldWrites(layer, monkeypatch)
+    other = RedisLayer(hosts=[redis_server.url], prefix="joins")  # another process
+    try:
+        first, second = layer.new_channel(), layer.new_channel()
+        layer.group_add("lobby", first)  # the first local member: written, waited for
+        writes.hold()
+        joined = gevent.spawn(layer.group_add, "lobby", second)
+        assert _finished(joined, 1), "the second join waited for Redis"
+        wait_for(lambda: writes.waiting == 1, timeout=5)  # its entry is on its way
+        other.group_send("lobby", {"type": "lobby.hi"})
+        assert layer.receive(second, timeout=5)["type"] == "lobby.hi"
+        assert layer.receive(first, timeout=5)["type"] == "lobby.hi"
+        writes.release.set()
+        assert sorted(layer.group_channels("lobby")) == sorted([first, second])
+        assert sorted(other.group_channels("lobby")) == sorted([first, second])
+    finally:
+        other.close()
+
+
+def test_the_first_local_join_of_a_group_waits_until_it_is_written(layer, monkeypatch):
+    writes = _HeldWrites(layer, monkeypatch)
+    writes.hold()
+    joined = gevent.spawn(layer.group_add, "fresh", layer.new_channel())
+    assert not _finished(joined, 0.3), "returned before this process receives the group"
+    writes.release.set()
+    assert _finished(joined, 5)
+
+
+def test_a_discard_right_after_an_unwritten_join_is_not_overtaken_by_it(layer, monkeypatch):
+    writes = _HeldWrites(layer, monkeypatch)
+    first, second = layer.new_channel(), layer.new_channel()
+    layer.group_add("hall", first)
+    writes.hold()
+    layer.group_add("hall", second)  # queued behind the held write
+    leaving = gevent.spawn(layer.group_discard, "hall", second)
+    gevent.sleep(0.2)
+    writes.release.set()
+    assert _finished(leaving, 5)
+    assert layer.group_channels("hall") == [first]  # not a stale entry for `second`
+
+
+def test_a_forked_process_waits_for_its_first_join_of_its_parents_groups(layer):
+    layer.group_add("parents", layer.new_channel())
+    assert "parents" in layer.memberships.routed
+    layer.memberships.after_fork()
+    assert not layer.memberships.routed

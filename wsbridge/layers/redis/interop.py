@@ -191,6 +191,9 @@ class ChannelsRedisLayout:
     def group_add(self, group: str, channel: str) -> None:
         self.group_add_many(self.group_shard(group), [(group, channel)])
 
+    def group_add_behind(self, group: str, channel: str) -> bool:
+        return False  # channels_redis delivers by channel: the entry is the route
+
     def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
         now = time.time()
         by_group: dict[str, dict[str, float]] = {}

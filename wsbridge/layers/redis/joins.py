@@ -11,10 +11,16 @@ waits for a timer.
 A batch belongs to one gevent hub (one thread): a thread's joins never wait on
 another thread's round trip. Every caller gets the batch's outcome: it returns
 once its membership is written, or raises what the write raised.
+
+:meth:`JoinBatcher.add_behind` queues a join nobody waits for (a local
+channel's, where the process already receives the group: see
+``Memberships.join``); if its batch cannot be written, the membership is
+still the process's own and the next restore or renewal writes it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -26,6 +32,11 @@ from gevent.event import AsyncResult
 from ...exceptions import LayerUnavailable
 
 __all__ = ["Join", "JoinBatcher"]
+
+logger = logging.getLogger("wsbridge.layers.redis")
+
+#: Seconds a flush waits at most for the queued joins (their writes have timeouts too).
+FLUSH_TIMEOUT = 10.0
 
 S = TypeVar("S", bound=Hashable)
 
@@ -51,6 +62,26 @@ class JoinBatcher(Generic[S]):
     def __init__(self, write: Callable[[S, list[Join]], None]) -> None:
         self._write = write
         self._queues: dict[tuple[object, S], list[Join]] = {}
+        # Who waits (flush) for a (hub, shard)'s queue to be written out.
+        self._flushes: dict[tuple[object, S], list[AsyncResult]] = {}
+
+    def flush(self, shard: S, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Return once the joins this hub queued on ``shard`` were written (or failed).
+
+        What reads or removes memberships calls it first: a listing shows the
+        process's own joins, and a discard is not overtaken by its join.
+        """
+        key = (gevent.get_hub(), shard)
+        if key not in self._queues:
+            return
+        done = AsyncResult()
+        self._flushes.setdefault(key, []).append(done)
+        done.wait(timeout)
+
+    def _idle(self, key: tuple[object, S]) -> None:
+        del self._queues[key]
+        for done in self._flushes.pop(key, ()):
+            done.set(None)
 
     def add(self, shard: S, group: str, channel: str) -> None:
         """Write ``channel``'s membership of ``group`` on ``shard``; return once written.
@@ -72,7 +103,18 @@ class JoinBatcher(Generic[S]):
             if self._queues[key]:
                 gevent.spawn(self._drain, key, shard)
             else:
-                del self._queues[key]
+                self._idle(key)
+
+    def add_behind(self, shard: S, group: str, channel: str) -> None:
+        """Queue ``channel``'s membership of ``group`` on ``shard`` and return at once."""
+        key = (gevent.get_hub(), shard)
+        join = Join(group, channel, time.time())
+        queue = self._queues.get(key)
+        if queue is not None:  # in the next batch, written by whoever drains it
+            queue.append(join)
+            return
+        self._queues[key] = [join]
+        gevent.spawn(self._drain, key, shard)
 
     def _drain(self, key: tuple[object, S], shard: S) -> None:
         # Runs until the queue is empty: what arrives during a write goes in the next.
@@ -81,21 +123,39 @@ class JoinBatcher(Generic[S]):
             while True:
                 batch = self._queues[key]
                 if not batch:
-                    del self._queues[key]
+                    self._idle(key)
                     return
                 self._queues[key] = []
                 try:
                     self._write(shard, batch)
                 except Exception as exc:
                     _settle(batch, exc)
+                    _unwritten_behind(batch, exc)
                 else:
                     _settle(batch, None)
                 batch = []
         except BaseException:
             # Killed (the process is stopping): nobody may wait for a write that won't come.
             stopped = LayerUnavailable("the channel layer stopped while a group_add was queued")
-            _settle(batch + self._queues.pop(key, []), stopped)
+            _settle(batch + self._queues.get(key, []), stopped)
+            if key in self._queues:
+                self._idle(key)
             raise
+
+
+def _unwritten_behind(joins: list[Join], exc: Exception) -> None:
+    # Nobody waits for these: say so (the memberships are kept; a restore writes them).
+    behind = sum(1 for join in joins if join.done is None)
+    if not behind:
+        return
+    log = logger.debug if isinstance(exc, LayerUnavailable) else logger.warning
+    log(
+        "channel layer: %d group membership(s) of this process not written yet (%s: %s); "
+        "kept, the next restore or renewal writes them",
+        behind,
+        type(exc).__name__,
+        exc,
+    )
 
 
 def _settle(joins: list[Join], exc: BaseException | None) -> None:

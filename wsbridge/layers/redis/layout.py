@@ -129,6 +129,11 @@ class Layout(Protocol):
     # -- groups
     def group_add(self, group: str, channel: str) -> None: ...
 
+    def group_add_behind(self, group: str, channel: str) -> bool:
+        """Write a local channel's membership of a group this process already receives,
+        without waiting for it; False when this layout cannot (it delivers by channel,
+        so the membership must be written first): call :meth:`group_add`."""
+
     def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
         """Write many ``(group, channel)`` memberships of groups on ``shard`` at once
         (a restore: a few round trips instead of one each)."""

@@ -252,6 +252,13 @@ class NativeLayout:
         # Concurrent joins share round trips (joins.py); _write_joins does the work.
         self.joins.add(self.group_shard(group), group, channel)
 
+    def group_add_behind(self, group: str, channel: str) -> bool:
+        # A group's messages reach this process by its entry in the group's
+        # process set, then its local members: a new local member's own entry
+        # (for listings, the reaper, interop) need not be waited for.
+        self.joins.add_behind(self.group_shard(group), group, channel)
+        return True
+
     def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
         now = time.time()
         self._write_joins(shard, [Join(group, channel, now) for group, channel in members])
@@ -293,6 +300,7 @@ class NativeLayout:
     def group_discard(self, group: str, channel: str, *, last_local: bool = False) -> None:
         """Remove a member; ``last_local``: this process holds no other member of the group."""
         shard = self.group_shard(group)
+        self.joins.flush(shard)  # a join queued before it is written before it
         pipe = shard.client.pipeline(transaction=False)
         pipe.zrem(self.group_key(group), channel)
         if "!" not in channel:
@@ -321,10 +329,13 @@ class NativeLayout:
     def drop_process_from_group(self, group: str) -> None:
         """This process holds no member of ``group`` any more: stop sending it the group."""
         shard = self.group_shard(group)
+        self.joins.flush(shard)
         shard.call(shard.client.zrem, self.gproc_key(group), self.ctx.client_prefix)
 
     def group_channels(self, group: str) -> list[str]:
-        return group_members(self.ctx, self.group_shard(group), self.group_key(group))
+        shard = self.group_shard(group)
+        self.joins.flush(shard)  # this process's own joins are listed
+        return group_members(self.ctx, shard, self.group_key(group))
 
     # -- reading -----------------------------------------------------------------------
 

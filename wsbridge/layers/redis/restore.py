@@ -52,6 +52,8 @@ class Memberships:
         self.members = LocalMemberships(group_expiry)
         #: ``(group, channel)`` discards that failed during an outage.
         self.pending_discards: set[tuple[str, str]] = set()
+        #: Groups a local channel's join was written for: this process receives them.
+        self.routed: set[str] = set()
         self.closed = False
         self._greenlets: set[gevent.Greenlet] = set()
         self._last_warning = -WARNING_INTERVAL
@@ -67,12 +69,17 @@ class Memberships:
         if local:
             self.members.add(group, channel)
             self.pending_discards.discard((group, channel))
+            if group in self.routed and self.layout.group_add_behind(group, channel):
+                return  # its messages come already: the entry is written, not waited for
         try:
             self.layout.group_add(group, channel)
         except LayerUnavailable:
             if not local:
                 raise
             logger.debug("group_add(%s, %s) kept for when Redis is back", group, channel)
+            return
+        if local:
+            self.routed.add(group)
 
     def leave(self, group: str, channel: str, *, local: bool) -> None:
         """Remove a membership; a local one that cannot be removed now is removed later.
@@ -81,6 +88,8 @@ class Memberships:
             LayerUnavailable: Redis is unreachable and the channel is not local.
         """
         last_local = self.members.discard(group, channel) if local else False
+        if last_local:
+            self.routed.discard(group)
         try:
             self.layout.group_discard(group, channel, last_local=last_local)
         except LayerUnavailable:
@@ -91,6 +100,8 @@ class Memberships:
     def drop_channel(self, channel: str) -> None:
         """Leave every group the local ``channel`` joined (``detach``)."""
         for group, last_local in self.members.drop_channel(channel):
+            if last_local:
+                self.routed.discard(group)
             try:
                 self.layout.group_discard(group, channel, last_local=last_local)
             except LayerUnavailable:
@@ -101,6 +112,7 @@ class Memberships:
         if op == "add":
             self.members.add(group, channel, joined_at)
         elif self.members.discard(group, channel):
+            self.routed.discard(group)
             try:
                 self.layout.drop_process_from_group(group)
             except LayerUnavailable:
@@ -172,6 +184,7 @@ class Memberships:
 
     def after_fork(self) -> None:
         self._greenlets = set()  # the parent's, copied: not ours to stop
+        self.routed = set()  # what the parent receives: this process is not in it yet
 
     def close(self) -> None:
         """Stop the restores under way (before the connections close)."""
@@ -183,3 +196,4 @@ class Memberships:
     def clear(self) -> None:
         self.members.clear()
         self.pending_discards.clear()
+        self.routed.clear()
