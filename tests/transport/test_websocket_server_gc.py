@@ -41,7 +41,11 @@ DEFAULT = json.loads(
 
 
 def probe(enabled: str = "None", env: dict[str, str] | None = None, setup: str = "") -> list:
-    code = PROBE.format(enabled=enabled, setup=setup)
+    return _last_json_line(PROBE.format(enabled=enabled, setup=setup), env)
+
+
+def _last_json_line(code: str, env: dict[str, str] | None) -> list:
+    """Run ``code`` in a fresh interpreter (WSBRIDGE_GC_TUNING only from ``env``)."""
     environ = {k: v for k, v in os.environ.items() if k != "WSBRIDGE_GC_TUNING"}
     environ.update(env or {})
     out = subprocess.run(
@@ -100,17 +104,7 @@ print(json.dumps(list(gc.get_threshold())))
 
 
 def _first_request(setup: str, env: dict[str, str] | None = None) -> list:
-    environ = {k: v for k, v in os.environ.items() if k != "WSBRIDGE_GC_TUNING"}
-    environ.update(env or {})
-    out = subprocess.run(
-        [sys.executable, "-c", GUNICORN_PROBE.format(setup=setup)],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _last_json_line(GUNICORN_PROBE.format(setup=setup), env)
 
 
 IN_GUNICORN = "sys.modules['gunicorn.arbiter'] = types.ModuleType('gunicorn.arbiter')"
