@@ -178,3 +178,25 @@ def test_a_forked_process_waits_for_its_first_join_of_its_parents_groups(layer):
     assert "parents" in layer.memberships.routed
     layer.memberships.after_fork()
     assert not layer.memberships.routed
+
+
+def test_a_queued_join_that_cannot_be_written_is_warned_once_per_interval_with_a_count(
+    caplog, monkeypatch
+):
+    import logging
+
+    from wsbridge.layers.redis import joins
+
+    monkeypatch.setattr(joins, "_unwritten", {"count": 0, "warned": -joins.WARNING_INTERVAL})
+
+    def failing(shard, batch):
+        raise RuntimeError("NOSCRIPT (a Redis error)")
+
+    batcher = joins.JoinBatcher(failing)
+    caplog.set_level(logging.DEBUG, logger="wsbridge.layers.redis")
+    for i in range(2):
+        batcher.add_behind("shard", "g", f"c{i}")
+        wait_for(lambda: not batcher._queues, timeout=5)
+    lines = [r for r in caplog.records if "not written yet" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.DEBUG]
+    assert "[2 so far]" in lines[1].getMessage()

@@ -143,18 +143,28 @@ class JoinBatcher(Generic[S]):
             raise
 
 
+#: Seconds between two WARNINGs about queued joins that could not be written.
+WARNING_INTERVAL = 10.0
+_unwritten = {"count": 0, "warned": -WARNING_INTERVAL}
+
+
 def _unwritten_behind(joins: list[Join], exc: Exception) -> None:
     # Nobody waits for these: say so (the memberships are kept; a restore writes them).
     behind = sum(1 for join in joins if join.done is None)
     if not behind:
         return
-    log = logger.debug if isinstance(exc, LayerUnavailable) else logger.warning
-    log(
+    _unwritten["count"] += behind
+    now = time.monotonic()
+    quiet = isinstance(exc, LayerUnavailable) or now - _unwritten["warned"] < WARNING_INTERVAL
+    if not quiet:
+        _unwritten["warned"] = now
+    (logger.debug if quiet else logger.warning)(
         "channel layer: %d group membership(s) of this process not written yet (%s: %s); "
-        "kept, the next restore or renewal writes them",
+        "kept, the next restore or renewal writes them [%d so far]",
         behind,
         type(exc).__name__,
         exc,
+        _unwritten["count"],
     )
 
 
