@@ -200,3 +200,28 @@ def test_a_queued_join_that_cannot_be_written_is_warned_once_per_interval_with_a
     lines = [r for r in caplog.records if "not written yet" in r.getMessage()]
     assert [r.levelno for r in lines] == [logging.WARNING, logging.DEBUG]
     assert "[2 so far]" in lines[1].getMessage()
+
+
+def test_a_closing_layer_writes_its_queued_joins_before_it_cleans_up(redis_server, monkeypatch):
+    layer = RedisLayer(hosts=[redis_server.url], prefix="joins", lease=1.5)
+    order: list[str] = []
+    writes = _HeldWrites(layer, monkeypatch)
+    real_write = writes.write
+    monkeypatch.setattr(
+        layer.layout.joins, "_write", lambda s, j: (real_write(s, j), order.append("written"))
+    )
+    first = layer.new_channel()
+    layer.attach(first, lambda message: None)  # a reader: the process renews its lease
+    wait_for(lambda: layer.leases.held, timeout=5)
+    real_release = layer.leases.release
+    monkeypatch.setattr(
+        layer.leases, "release", lambda: (order.append("cleaned up"), real_release())[1]
+    )
+    layer.group_add("closing", first)
+    writes.hold()
+    layer.group_add("closing", layer.new_channel())  # queued behind the held write
+    closing = gevent.spawn(layer.close)
+    gevent.sleep(0.2)
+    writes.release.set()
+    assert _finished(closing, 10)
+    assert order == ["written", "written", "cleaned up"]

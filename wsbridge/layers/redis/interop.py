@@ -194,6 +194,9 @@ class ChannelsRedisLayout:
     def group_add_behind(self, group: str, channel: str) -> bool:
         return False  # channels_redis delivers by channel: the entry is the route
 
+    def flush_joins(self) -> None:
+        pass  # nothing is ever queued (group_add_behind)
+
     def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
         now = time.time()
         by_group: dict[str, dict[str, float]] = {}

@@ -78,6 +78,13 @@ class JoinBatcher(Generic[S]):
         self._flushes.setdefault(key, []).append(done)
         done.wait(timeout)
 
+    def flush_all(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        """:meth:`flush` every shard this hub has joins queued on (before a clean-up)."""
+        hub = gevent.get_hub()
+        for queued_hub, shard in list(self._queues):
+            if queued_hub is hub:
+                self.flush(shard, timeout)
+
     def _idle(self, key: tuple[object, S]) -> None:
         del self._queues[key]
         for done in self._flushes.pop(key, ()):

@@ -550,6 +550,8 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
 
     def close(self) -> None:
         """Stop the background greenlets and close every connection."""
+        if not self._closed:
+            self.layout.flush_joins()  # queued joins land before the clean-up removes them
         if self.readers and self.leases is not None:
             self.leases.release()
         if not self._closed:

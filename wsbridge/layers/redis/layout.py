@@ -134,6 +134,9 @@ class Layout(Protocol):
         without waiting for it; False when this layout cannot (it delivers by channel,
         so the membership must be written first): call :meth:`group_add`."""
 
+    def flush_joins(self) -> None:
+        """Return once the joins queued by :meth:`group_add_behind` are written (or failed)."""
+
     def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
         """Write many ``(group, channel)`` memberships of groups on ``shard`` at once
         (a restore: a few round trips instead of one each)."""

@@ -259,6 +259,9 @@ class NativeLayout:
         self.joins.add_behind(self.group_shard(group), group, channel)
         return True
 
+    def flush_joins(self) -> None:
+        self.joins.flush_all()
+
     def group_add_many(self, shard: Shard, members: list[tuple[str, str]]) -> None:
         now = time.time()
         self._write_joins(shard, [Join(group, channel, now) for group, channel in members])
