@@ -7,11 +7,9 @@ before any I/O and delegates by responsibility:
   ``cluster.py`` or ``interop.py``, chosen once) does everything in Redis;
 * :class:`~.delivery.LocalDelivery` keeps the attached (push-delivered)
   channels and the local buffers of channels received with ``receive()``;
-* :class:`~.restore.Memberships` keeps the groups this process's channels
-  joined, to restore them after an outage;
-* :class:`~.reader.Readers` (one greenlet per shard, blocked on this
-  process's inbox) and :class:`~.reader.Mover` (delayed messages) start on
-  first need; :class:`~.lease.ProcessLeases` cleans up after dead processes.
+* :class:`~.restore.Memberships` keeps this process's groups, for restores;
+* :class:`~.reader.Readers` (a greenlet per shard on this process's inbox) and
+  :class:`~.reader.Mover` start on need; ``ProcessLeases`` reaps dead processes.
 """
 
 from __future__ import annotations
@@ -550,8 +548,8 @@ class RedisLayer(HistoryMixin, PresenceMixin, BaseChannelLayer):
 
     def close(self) -> None:
         """Stop the background greenlets and close every connection."""
-        if not self._closed:
-            self.layout.flush_joins()  # queued joins land before the clean-up removes them
+        if not self._closed:  # queued joins land before the clean-up removes them
+            self.layout.flush_joins()
         if self.readers and self.leases is not None:
             self.leases.release()
         if not self._closed:
