@@ -18,7 +18,7 @@ from websockets.protocol import CONNECTING, OPEN
 from tests.transport.wsclient import read_response
 from wsbridge.protocol.connection import Opened, Refused
 from wsbridge.transport import ws_connection
-from wsbridge.transport.ws_handshake import http_date, negotiate
+from wsbridge.transport.ws_handshake import http_date, negotiate, shared_negotiator
 from wsbridge.transport.wsoptions import WebSocketOptions
 
 # RFC 6455 section 1.3: this key's answer is this accept value.
@@ -39,7 +39,7 @@ def _request(**changes: str | None) -> Request:
 
 
 def _unchanged(options: WebSocketOptions) -> None:
-    negotiator = options.negotiator
+    negotiator = shared_negotiator(options)
     assert negotiator.state is CONNECTING
     assert negotiator.extensions == []
     assert negotiator.data_to_send() == []
@@ -48,7 +48,7 @@ def _unchanged(options: WebSocketOptions) -> None:
 
 def test_a_valid_upgrade_gets_the_rfc_accept_value_and_no_extension():
     options = WebSocketOptions()
-    negotiated = negotiate(options, _request())
+    negotiated = negotiate(shared_negotiator(options), _request())
     assert negotiated is not None
     response, extensions = negotiated
     assert response.status_code == 101
@@ -63,15 +63,16 @@ def test_a_valid_upgrade_gets_the_rfc_accept_value_and_no_extension():
 def test_each_handshake_that_offers_compression_gets_its_own_extension():
     options = WebSocketOptions()
     offer = "permessage-deflate; client_max_window_bits"
-    first = negotiate(options, _request(**{"Sec-WebSocket-Extensions": offer}))
-    second = negotiate(options, _request(**{"Sec-WebSocket-Extensions": offer}))
+    first = negotiate(shared_negotiator(options), _request(**{"Sec-WebSocket-Extensions": offer}))
+    second = negotiate(shared_negotiator(options), _request(**{"Sec-WebSocket-Extensions": offer}))
     assert first is not None and second is not None
     assert first[0].headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
     assert isinstance(first[1][0], PerMessageDeflate)
     assert first[1][0] is not second[1][0], "a zlib context shared by two connections"
     _unchanged(options)
     plain = negotiate(
-        WebSocketOptions(compression=False), _request(**{"Sec-WebSocket-Extensions": offer})
+        shared_negotiator(WebSocketOptions(compression=False)),
+        _request(**{"Sec-WebSocket-Extensions": offer}),
     )
     assert plain is not None and plain[1] == []
     assert "Sec-WebSocket-Extensions" not in plain[0].headers
@@ -90,7 +91,7 @@ def test_each_handshake_that_offers_compression_gets_its_own_extension():
 )
 def test_an_invalid_upgrade_is_left_to_a_protocol_of_its_own(changes):
     options = WebSocketOptions()
-    assert negotiate(options, _request(**changes)) is None
+    assert negotiate(shared_negotiator(options), _request(**changes)) is None
     _unchanged(options)
 
 
@@ -188,14 +189,14 @@ def test_each_thread_negotiates_on_a_protocol_of_its_own():
     start_new_thread = monkey.get_original("_thread", "start_new_thread")
     allocate_lock = monkey.get_original("_thread", "allocate_lock")
     options = WebSocketOptions()
-    mine = options.negotiator
-    assert options.negotiator is mine
+    mine = shared_negotiator(options)
+    assert shared_negotiator(options) is mine
     theirs: list = []
     done = allocate_lock()
     done.acquire()
 
     def other() -> None:
-        theirs.append(options.negotiator)
+        theirs.append(shared_negotiator(options))
         done.release()
 
     start_new_thread(other, ())

@@ -43,6 +43,7 @@ from .ws_handshake import (
     open_protocol,
     refuse_non_get,
     request_from_environ,
+    shared_negotiator,
 )
 from .ws_messages import MessageAssembler
 from .ws_outbound import Outbound
@@ -124,9 +125,8 @@ class WebSocketTransport:
         self.sock = sock
         self.options = options
         self.scope = scope
-        # Until the handshake is answered: the options' shared negotiator, CONNECTING
-        # and never fed nor sent through (_send_response gives the connection its own).
-        self.protocol = open_protocol(options, [], None) if upgraded else options.negotiator
+        # Until answered: the shared negotiator (_send_response gives the connection its own).
+        self.protocol = open_protocol(options, [], None) if upgraded else shared_negotiator(options)
         self.conn: Connection | None = None
         self._lock = Semaphore()
         self._timer: Any = None
@@ -169,7 +169,7 @@ class WebSocketTransport:
         with self._lock:
             response = refuse_non_get(environ, self.protocol)
             if response is None:
-                negotiated = negotiate(self.options, request)
+                negotiated = negotiate(self.protocol, request)
                 if negotiated is not None:
                     response, self._extensions = negotiated
                 else:  # not a valid upgrade: websockets answers, and says why
@@ -223,19 +223,19 @@ class WebSocketTransport:
             self._status = response.status_code
             self._response = None
             handshake = self.protocol
-            if response.status_code == 101 and handshake is self.options.negotiator:
+            shared = handshake is shared_negotiator(self.options)
+            if response.status_code == 101 and shared:
                 data = [response.serialize()]
                 extensions = self._extensions
             else:
-                if handshake is self.options.negotiator:  # a refusal: its own protocol
+                if shared:  # a refusal: websockets writes it, from a protocol of its own
                     handshake = self.protocol = handshake_protocol(self.options)
                 handshake.send_response(response)
                 data = handshake.data_to_send()
                 extensions = handshake.extensions
             if response.status_code == 101:
-                # The request came parsed from the WSGI server, so no parser saw
-                # it: frames go to a protocol that starts OPEN with what the
-                # handshake negotiated.
+                # The WSGI server parsed the request, so no parser saw it: frames go
+                # to a protocol that starts OPEN with what the handshake negotiated.
                 subprotocol = response.headers.get("Sec-WebSocket-Protocol")
                 self.protocol = open_protocol(
                     self.options, extensions, Subprotocol(subprotocol) if subprotocol else None

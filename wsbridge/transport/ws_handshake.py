@@ -46,6 +46,7 @@ __all__ = [
     "handshake_protocol",
     "negotiate",
     "open_protocol",
+    "shared_negotiator",
     "refuse_non_get",
     "request_from_environ",
 ]
@@ -96,18 +97,35 @@ def handshake_protocol(options: WebSocketOptions) -> ServerProtocol:
     )
 
 
-def negotiate(options: WebSocketOptions, request: Request) -> tuple[Response, list[Any]] | None:
+def shared_negotiator(options: WebSocketOptions) -> ServerProtocol:
+    """The handshake protocol, never connected, that checks upgrade requests made with
+    ``options`` in this gevent hub (thread), for :func:`negotiate`.
+
+    It stands for "not answered yet" (CONNECTING) until a connection has a
+    protocol of its own. One per hub: a negotiation sets its ``extensions``,
+    read right after, which another thread must not change in between.
+    """
+    from gevent import get_hub
+
+    hub = get_hub()
+    found = options.negotiators.get(hub)
+    if found is None:
+        found = options.negotiators[hub] = handshake_protocol(options)
+    return found
+
+
+def negotiate(negotiator: ServerProtocol, request: Request) -> tuple[Response, list[Any]] | None:
     """The 101 answer to a valid upgrade request and the extensions it agreed on.
 
-    None when the request is not a valid upgrade: answer it with
-    ``handshake_protocol(options).accept(request)``, which says why.
+    ``negotiator`` is :func:`shared_negotiator`'s. None when the request is
+    not a valid upgrade: answer it with ``handshake_protocol(options).accept(
+    request)``, which says why.
 
     websockets' own ``process_request`` does every check and the extension
-    negotiation on a protocol that only this does (one per options object):
-    a connection's handshake then costs no protocol of its own (its parser,
-    its buffers, an id), which is most of what a 101 cost here.
+    negotiation on a protocol that only this does: a connection's handshake
+    then costs no protocol of its own (its parser, its buffers, an id),
+    which is most of what a 101 cost here.
     """
-    negotiator = options.negotiator
     try:
         accept, extensions_header, _ = negotiator.process_request(request)
     except Exception:

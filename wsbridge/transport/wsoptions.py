@@ -7,14 +7,12 @@ both) so that configuration code can import them without the transport.
 from __future__ import annotations
 
 import functools
-import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.server import ServerProtocol
 
 from ..protocol.closecodes import CloseCode
 
@@ -124,31 +122,10 @@ class WebSocketOptions:
         """The extension factories to offer (empty when compression is off)."""
         return list(self._extension_factories)
 
-    @property
-    def negotiator(self) -> ServerProtocol:
-        """The websockets protocol, never connected, that checks upgrade requests.
-
-        It negotiates the extensions of every handshake made with these
-        options, and stands for "not answered yet" (CONNECTING) until a
-        connection has its own protocol.
-
-        One per gevent hub (per thread): a negotiation sets the protocol's
-        ``extensions``, read right after, which another thread must not change.
-        """
-        from gevent import get_hub
-
-        hub = get_hub()
-        found = self._negotiators.get(hub)
-        if found is None:
-            found = self._negotiators[hub] = ServerProtocol(
-                extensions=self.extensions(),
-                max_size=(self.max_message_size, self.max_fragment_size),
-                logger=logging.getLogger("wsbridge.websocket.protocol"),
-            )
-        return found
-
     @functools.cached_property
-    def _negotiators(self) -> weakref.WeakKeyDictionary[Any, ServerProtocol]:
+    def negotiators(self) -> weakref.WeakKeyDictionary[Any, Any]:
+        """The handshake negotiators made with these options, one per gevent hub
+        (:func:`wsbridge.transport.ws_handshake.shared_negotiator` fills it)."""
         return weakref.WeakKeyDictionary()  # a thread's hub gone, its negotiator goes
 
     @functools.cached_property
