@@ -108,9 +108,10 @@ def shared_negotiator(options: WebSocketOptions) -> ServerProtocol:
     from gevent import get_hub
 
     hub = get_hub()
-    found = options.negotiators.get(hub)
+    cache = options._negotiators  # kept on the options object, not here: it goes with them
+    found = cache.get(hub)
     if found is None:
-        found = options.negotiators[hub] = handshake_protocol(options)
+        found = cache[hub] = handshake_protocol(options)
     return found
 
 

@@ -123,10 +123,10 @@ class WebSocketOptions:
         return list(self._extension_factories)
 
     @functools.cached_property
-    def negotiators(self) -> weakref.WeakKeyDictionary[Any, Any]:
-        """The handshake negotiators made with these options, one per gevent hub
-        (:func:`wsbridge.transport.ws_handshake.shared_negotiator` fills it)."""
-        return weakref.WeakKeyDictionary()  # a thread's hub gone, its negotiator goes
+    def _negotiators(self) -> weakref.WeakKeyDictionary[Any, Any]:
+        # The handshake negotiators made with these options, one per gevent hub
+        # (ws_handshake.shared_negotiator fills it); a thread's hub gone, its goes.
+        return weakref.WeakKeyDictionary()
 
     @functools.cached_property
     def _extension_factories(self) -> tuple[ServerPerMessageDeflateFactory, ...]:
