@@ -225,3 +225,19 @@ def test_a_closing_layer_writes_its_queued_joins_before_it_cleans_up(redis_serve
     writes.release.set()
     assert _finished(closing, 10)
     assert order == ["written", "written", "cleaned up"]
+
+
+def test_a_flush_that_outwaits_a_hung_write_goes_on_and_says_so(caplog, monkeypatch):
+    import logging
+
+    from wsbridge.layers.redis import joins
+
+    monkeypatch.setattr(joins, "_unwritten", {"count": 0, "warned": -joins.WARNING_INTERVAL})
+    release = gevent.event.Event()
+    batcher = joins.JoinBatcher(lambda shard, batch: release.wait(5))
+    caplog.set_level(logging.WARNING, logger="wsbridge.layers.redis")
+    batcher.add_behind("shard", "g", "c")
+    batcher.flush("shard", timeout=0.1)
+    assert any("still unwritten after 0.1s" in r.getMessage() for r in caplog.records)
+    release.set()
+    wait_for(lambda: not batcher._queues, timeout=5)

@@ -77,6 +77,8 @@ class JoinBatcher(Generic[S]):
         done = AsyncResult()
         self._flushes.setdefault(key, []).append(done)
         done.wait(timeout)
+        if not done.ready():  # a write hung past its own timeouts: go on, but say so
+            _warn(f"joins queued on {shard} still unwritten after {timeout:g}s; going on")
 
     def flush_all(self, timeout: float = FLUSH_TIMEOUT) -> None:
         """:meth:`flush` every shard this hub has joins queued on (before a clean-up)."""
@@ -160,18 +162,23 @@ def _unwritten_behind(joins: list[Join], exc: Exception) -> None:
     behind = sum(1 for join in joins if join.done is None)
     if not behind:
         return
-    _unwritten["count"] += behind
+    _warn(
+        f"{behind} group membership(s) of this process not written yet "
+        f"({type(exc).__name__}: {exc}); kept, the next restore or renewal writes them",
+        count=behind,
+        quiet=isinstance(exc, LayerUnavailable),
+    )
+
+
+def _warn(text: str, *, count: int = 1, quiet: bool = False) -> None:
+    # A WARNING at most once per WARNING_INTERVAL, with the running count (DEBUG between).
+    _unwritten["count"] += count
     now = time.monotonic()
-    quiet = isinstance(exc, LayerUnavailable) or now - _unwritten["warned"] < WARNING_INTERVAL
+    quiet = quiet or now - _unwritten["warned"] < WARNING_INTERVAL
     if not quiet:
         _unwritten["warned"] = now
     (logger.debug if quiet else logger.warning)(
-        "channel layer: %d group membership(s) of this process not written yet (%s: %s); "
-        "kept, the next restore or renewal writes them [%d so far]",
-        behind,
-        type(exc).__name__,
-        exc,
-        _unwritten["count"],
+        "channel layer: %s [%d so far]", text, _unwritten["count"]
     )
 
 
